@@ -1,0 +1,3 @@
+from eschaton.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,89 @@
+"""The ``eschaton`` command line.
+
+Rules:
+- Each command group lives in its own module under ``eschaton.cli`` and exposes
+  ``register(subparsers)``; this module only wires them together (thin entry point).
+- A command handler returns a JSON-serialisable value. ``--json`` prints it as JSON,
+  otherwise it is printed as readable text.
+- Any ``EschatonError`` becomes one line on stderr and exit code 1; argument errors exit 2.
+  Tracebacks are never shown for expected failures.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eschaton.errors import EschatonError
+
+# Command-group modules; each defines register(subparsers) -> None.
+GROUPS = ("chain", "wallet", "meter", "valve", "node", "peer", "channel", "demo")
+
+Handler = Callable[[argparse.Namespace], Any]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line and exits 2, without the usage dump."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        sys.stderr.write(f"eschaton: error: {message}\n")
+        raise SystemExit(2)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options every command takes."""
+    p.add_argument("--datadir", default=None, help="data directory (default: $ESCHATON_DATADIR or ~/.eschaton)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="eschaton", description="Eschaton mesh node")
+    sub = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
+    for name in GROUPS:
+        try:
+            mod = importlib.import_module(f"eschaton.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"eschaton.cli.{name}":
+                continue  # group not built into this firmware
+            raise
+        mod.register(sub)
+    return parser
+
+
+def _print_human(value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            print(f"{k}: {v}")
+    elif isinstance(value, list):
+        for item in value:
+            _print_human(item)
+            if isinstance(item, dict):
+                print()
+    else:
+        print(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.error("missing command")
+        return 2
+    try:
+        result = handler(args)
+    except EschatonError as e:
+        sys.stderr.write(f"eschaton: {e}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2, sort_keys=True, default=str))
+    else:
+        _print_human(result)
+    return 0
