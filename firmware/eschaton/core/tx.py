@@ -264,6 +264,13 @@ def check_signature(
         return False
 
 
+def p2wpkh_code_for(script_pubkey: bytes) -> bytes:
+    """BIP143 scriptCode for spending a P2WPKH output script."""
+    if len(script_pubkey) != 22 or script_pubkey[:2] != b"\x00\x14":
+        raise TxError("not a P2WPKH output script")
+    return bytes([0x76, 0xA9, 20]) + script_pubkey[2:] + bytes([0x88, 0xAC])
+
+
 def pubkey_of(privkey: bytes) -> bytes:
     return bytes(coincurve.PrivateKey(privkey).public_key.format(compressed=True))
 
