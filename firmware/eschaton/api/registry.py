@@ -1,0 +1,78 @@
+"""One command registry serving both the local HTTP API and the CLI.
+
+Rules:
+- A command is an async function ``fn(node, **params) -> JSON value`` registered under a dotted
+  name (``channel.pay``). Its parameters are declared with types, so the API validates a request
+  before calling it and the CLI builds its argparse options from the same declaration.
+- Validation failures raise ``ApiError`` (a LocalError): bad input never reaches the node.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eschaton.errors import LocalError
+
+
+class ApiError(LocalError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    type: type  # int, str, bool or float
+    help: str
+    required: bool = True
+    default: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    help: str
+    params: tuple[Param, ...]
+    fn: Callable[..., Awaitable[Any]]
+
+    def validate(self, args: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(args, dict):
+            raise ApiError("arguments must be a JSON object")
+        known = {p.name for p in self.params}
+        extra = set(args) - known
+        if extra:
+            raise ApiError(f"{self.name}: unknown argument(s) {', '.join(sorted(extra))}")
+        out: dict[str, Any] = {}
+        for p in self.params:
+            if p.name not in args or args[p.name] is None:
+                if p.required:
+                    raise ApiError(f"{self.name}: missing argument {p.name}")
+                out[p.name] = p.default
+                continue
+            v = args[p.name]
+            if p.type is int:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ApiError(f"{self.name}: {p.name} must be an integer")
+            elif p.type is bool:
+                if not isinstance(v, bool):
+                    raise ApiError(f"{self.name}: {p.name} must be true or false")
+            elif p.type is float:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise ApiError(f"{self.name}: {p.name} must be a number")
+            elif not isinstance(v, p.type):
+                raise ApiError(f"{self.name}: {p.name} must be a {p.type.__name__}")
+            out[p.name] = v
+        return out
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, *params: Param) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        if name in COMMANDS:
+            raise RuntimeError(f"command {name} registered twice")
+        COMMANDS[name] = Command(name, help, tuple(params), fn)
+        return fn
+
+    return deco
