@@ -1,0 +1,1 @@
+"""Sans-IO link layer: node identity, the Noise link state machine, signed discovery beacons."""
