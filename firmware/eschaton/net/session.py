@@ -1,0 +1,343 @@
+"""asyncio adapter: drives one sans-IO ``Link`` over one ``FrameStream``.
+
+Rules / theory of operation:
+- One task (``run``) reads frames and feeds the link; a second sleeps until the link's next
+  deadline. Both, and ``send``, flush the link's outgoing frames under one lock, so encrypted
+  frames reach the stream in nonce order.
+- Incoming application messages are dispatched in arrival order to the handler object
+  (``on_<message>(msg)``, sync or async; ``on_unhandled`` as a fallback). The next frame is not
+  read until the handler returns: channel state changes stay ordered, and a slow handler applies
+  back-pressure to the peer. A message with no handler gets a ``warning`` back; the link stays.
+- A handler raising ``RemoteError`` (the peer's message was bad for the layer above) closes the
+  link with an ``error`` message. Any other handler exception is a bug: logged with its
+  traceback, link closed (supervision boundary: one broken session must not kill the node).
+- Optional handler hooks: ``on_link_open(session)`` and ``on_link_closed(session, event)``.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from eschaton.core.link.errors import LinkError, LinkTimeout
+from eschaton.core.link.identity import NodeId, NodeKeys
+from eschaton.core.link.link import (
+    Event,
+    HandshakeComplete,
+    Link,
+    LinkClosed,
+    LinkConfig,
+    LinkOpen,
+    MessageReceived,
+    PongReceived,
+    Role,
+    WarningReceived,
+)
+from eschaton.core.wire.codec import Message, UnhandledMessage, dispatch, make
+from eschaton.core.wire.errors import WireError
+from eschaton.errors import EschatonError, RemoteError
+from eschaton.net.transport import FrameStream, Listener, TransportClosed, connect, listen
+
+log = logging.getLogger(__name__)
+
+HandlerFactory = Callable[["Session"], object]
+"""Builds the handler object for a session (called once the peer is authenticated)."""
+Authorize = Callable[[NodeId], bool]
+"""Decides whether an authenticated peer may keep its link (friend-to-friend allow-list)."""
+
+
+class Session:
+    """One live link to one peer. Build with ``dial``/``serve`` or directly for tests."""
+
+    def __init__(self, link: Link, stream: FrameStream, *,
+                 handler_factory: HandlerFactory | None = None,
+                 authorize: Authorize | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.link = link
+        self.stream = stream
+        self.handler: object | None = None
+        self._handler_factory = handler_factory
+        self._authorize = authorize
+        self._clock = clock
+        self._write_lock = asyncio.Lock()
+        loop = asyncio.get_running_loop()
+        self.opened: asyncio.Future[LinkOpen] = loop.create_future()
+        self.closed: asyncio.Future[LinkClosed] = loop.create_future()
+        self._pongs: dict[int, asyncio.Future[float]] = {}
+        self._timer_wakeup = asyncio.Event()
+        self.last_rtt: float | None = None
+
+    # ---- properties ----------------------------------------------------------------------------
+    @property
+    def remote(self) -> NodeId | None:
+        return self.link.remote
+
+    @property
+    def version(self) -> int | None:
+        return self.link.version
+
+    @property
+    def is_open(self) -> bool:
+        return self.link.is_open and not self.closed.done()
+
+    def __repr__(self) -> str:
+        who = self.remote.short() if self.remote else "?"
+        return f"Session({who} via {self.stream.peer}, {self.link.state.name})"
+
+    # ---- application API -----------------------------------------------------------------------
+    async def send(self, message: Message) -> None:
+        """Send one message (raises ``LinkStateError`` if the link is not open)."""
+        self.link.send(message)
+        await self._flush()
+
+    async def send_message(self, name: str, /, **fields: Any) -> None:
+        """``send(make(name, **fields))``."""
+        await self.send(make(name, **fields))
+
+    async def ping(self, timeout: float = 10.0) -> float:
+        """Round-trip time in seconds of one ping/pong."""
+        nonce = self.link.ping(self._clock())
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._pongs[nonce] = fut
+        await self._flush()
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pongs.pop(nonce, None)
+
+    async def wait_open(self, timeout: float | None = None) -> LinkOpen:
+        """Wait until the link is open; raises the link's typed error if it closed instead."""
+        open_or_closed = asyncio.ensure_future(asyncio.wait(
+            [self.opened, self.closed], return_when=asyncio.FIRST_COMPLETED))
+        try:
+            await asyncio.wait_for(open_or_closed, timeout)
+        except TimeoutError:
+            raise LinkTimeout("link did not open in time") from None
+        if self.opened.done():
+            return self.opened.result()
+        ev = self.closed.result()
+        raise ev.error if ev.error is not None else LinkError(ev.reason)
+
+    async def close(self, reason: str = "closed locally") -> None:
+        """Close the link (sends nothing; the peer sees the stream end)."""
+        await self._handle(self.link.close(reason))
+
+    # ---- driving ---------------------------------------------------------------------------------
+    async def run(self) -> LinkClosed:
+        """Run the link until it closes; returns the close event. Owns (closes) the stream."""
+        if self.link.state.name == "IDLE":
+            self.link.start()
+        timer = asyncio.get_running_loop().create_task(self._timer())
+        try:
+            await self._flush()
+            while not self.link.is_closed:
+                try:
+                    frame = await self.stream.read_frame()
+                except TransportClosed:
+                    await self._handle(self.link.connection_lost(self._clock()))
+                    break
+                except WireError as exc:
+                    # Bad framing (e.g. serial CRC): the Noise sequence is broken anyway.
+                    await self._handle(self.link.close(f"bad frame: {exc}", error=exc))
+                    break
+                await self._handle(self.link.receive_frame(frame, self._clock()))
+                self._timer_wakeup.set()
+        finally:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await timer
+            if not self.link.is_closed:  # cancelled from outside
+                await self._handle(self.link.close("session cancelled"))
+            with contextlib.suppress(Exception):
+                await self._flush()  # last error message, best effort
+            await self.stream.close()
+        assert self.link.close_event is not None
+        return self.link.close_event
+
+    async def _timer(self) -> None:
+        while not self.link.is_closed:
+            deadline = self.link.next_deadline()
+            if deadline is None:
+                return
+            self._timer_wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wakeup.wait(),
+                                       max(0.0, deadline - self._clock()))
+            await self._handle(self.link.handle_timer(self._clock()))
+
+    async def _flush(self) -> None:
+        async with self._write_lock:
+            for frame in self.link.data_to_send():
+                try:
+                    await self.stream.write_frame(frame)
+                except TransportClosed:
+                    await self._handle_nolock(self.link.connection_lost(self._clock()))
+                    return
+
+    async def _handle(self, events: list[Event]) -> None:
+        await self._handle_nolock(events)
+        await self._flush()  # replies, pings, or the final error message
+        if self.link.is_closed:
+            await self.stream.close()
+
+    async def _handle_nolock(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, HandshakeComplete):
+                log.debug("link %s: handshake with %s (v%d)", self.stream.peer,
+                          ev.remote.short(), ev.version)
+                if self._authorize is not None and not self._authorize(ev.remote):
+                    await self._handle_nolock(self.link.close(
+                        f"node {ev.remote.short()} is not authorised", send_error=True))
+                    return
+                if self._handler_factory is not None:
+                    self.handler = self._handler_factory(self)
+            elif isinstance(ev, LinkOpen):
+                log.info("link open to %s via %s", ev.remote.short(), self.stream.peer)
+                if not self.opened.done():
+                    self.opened.set_result(ev)
+                await self._call_hook("on_link_open", self)
+            elif isinstance(ev, MessageReceived):
+                await self._dispatch(ev.message)
+            elif isinstance(ev, PongReceived):
+                self.last_rtt = ev.rtt
+                fut = self._pongs.get(ev.nonce)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev.rtt)
+            elif isinstance(ev, WarningReceived):
+                log.warning("peer %s warns (%d): %s", self._who(), ev.code, ev.text)
+            elif isinstance(ev, LinkClosed):
+                if ev.error is not None:
+                    log.info("link to %s closed: %s", self._who(), ev.reason)
+                if not self.closed.done():
+                    self.closed.set_result(ev)
+                for fut in self._pongs.values():
+                    if not fut.done():
+                        fut.set_exception(ev.error or LinkError(ev.reason))
+                await self._call_hook("on_link_closed", self, ev)
+
+    def _who(self) -> str:
+        return self.remote.short() if self.remote else self.stream.peer
+
+    async def _call_hook(self, name: str, *args: Any) -> None:
+        fn = getattr(self.handler, name, None) if self.handler is not None else None
+        if fn is None:
+            return
+        try:
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # supervision boundary: a broken hook must not kill the session loop
+            log.exception("handler hook %s failed for %s", name, self._who())
+
+    async def _dispatch(self, msg: Message) -> None:
+        if self.handler is None:
+            self.link.send(make("warning", code=1, message=f"no handler for {msg.name}"))
+            return
+        try:
+            result = dispatch(self.handler, msg)
+            if inspect.isawaitable(result):
+                await result
+        except UnhandledMessage:
+            self.link.send(make("warning", code=1, message=f"unhandled message {msg.name}"))
+        except RemoteError as exc:
+            await self._handle_nolock(self.link.close(str(exc), error=exc, send_error=True))
+        except EschatonError as exc:
+            log.error("handler refused %s from %s: %s", msg.name, self._who(), exc)
+            await self._handle_nolock(self.link.close(f"local error handling {msg.name}",
+                                                      error=exc, send_error=True))
+        except Exception as exc:  # supervision boundary: a handler bug closes this link only
+            log.exception("handler for %s from %s crashed", msg.name, self._who())
+            err = LinkError(f"internal error handling {msg.name}: {type(exc).__name__}")
+            await self._handle_nolock(self.link.close(str(err), error=err, send_error=True))
+
+
+def _link_config(config: LinkConfig | None) -> LinkConfig:
+    return config if config is not None else LinkConfig()
+
+
+async def open_session(stream: FrameStream, keys: NodeKeys, role: Role, *,
+                       remote: NodeId | None = None, config: LinkConfig | None = None,
+                       handler_factory: HandlerFactory | None = None,
+                       authorize: Authorize | None = None,
+                       clock: Callable[[], float] = time.monotonic) -> tuple[Session, asyncio.Task[LinkClosed]]:
+    """Wrap an already-open stream in a session and start running it."""
+    link = Link(keys, role, now=clock(), ephemeral=secrets.token_bytes(32), remote=remote,
+                config=_link_config(config))
+    session = Session(link, stream, handler_factory=handler_factory, authorize=authorize,
+                      clock=clock)
+    task = asyncio.get_running_loop().create_task(session.run())
+    return session, task
+
+
+async def dial(url: str, keys: NodeKeys, remote: NodeId, *,
+               config: LinkConfig | None = None,
+               handler_factory: HandlerFactory | None = None,
+               timeout: float = 15.0) -> tuple[Session, asyncio.Task[LinkClosed]]:
+    """Connect to ``remote`` at ``url`` and wait until the link is open.
+
+    Returns the session and its running task (await the task to learn how it ended). Raises a
+    ``TransportError`` if the connection fails and the link's typed error (``HandshakeError``,
+    ``PeerMismatch``, ``VersionMismatch``, ``LinkTimeout``...) if the handshake fails.
+    """
+    stream = await connect(url, timeout=timeout)
+    session, task = await open_session(stream, keys, Role.INITIATOR, remote=remote, config=config,
+                                       handler_factory=handler_factory)
+    try:
+        await session.wait_open(timeout)
+    except BaseException:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, EschatonError):
+            await task
+        raise
+    return session, task
+
+
+async def serve(url: str, keys: NodeKeys, *,
+                config: LinkConfig | None = None,
+                handler_factory: HandlerFactory | None = None,
+                authorize: Authorize | None = None,
+                on_session: Callable[[Session], Awaitable[None] | None] | None = None,
+                expect: NodeId | None = None) -> SessionListener:
+    """Accept links on ``url`` (we are the Noise responder).
+
+    ``authorize`` vets each authenticated peer; ``expect`` (for point-to-point serial lines)
+    refuses any node but that one. ``on_session`` is called for each new session before it runs.
+    """
+
+    sessions: set[Session] = set()
+
+    async def on_stream(stream: FrameStream) -> None:
+        link = Link(keys, Role.RESPONDER, now=time.monotonic(), ephemeral=secrets.token_bytes(32),
+                    remote=expect, config=_link_config(config))
+        session = Session(link, stream, handler_factory=handler_factory, authorize=authorize)
+        sessions.add(session)
+        try:
+            if on_session is not None:
+                result = on_session(session)
+                if inspect.isawaitable(result):
+                    await result
+            await session.run()
+        finally:
+            sessions.discard(session)
+
+    return SessionListener(await listen(url, on_stream), sessions)
+
+
+class SessionListener(Listener):
+    """A transport listener plus the sessions it accepted; ``close`` ends them all."""
+
+    def __init__(self, inner: Listener, sessions: set[Session]) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.sessions = sessions
+        """Sessions currently running (handshaking or open)."""
+
+    async def close(self) -> None:
+        await self.inner.close()
+        for session in list(self.sessions):
+            await session.close("listener closed")
