@@ -44,10 +44,11 @@ class InvalidRequest(LocalError, ChainError):
 class BlockRejected(RemoteError, ChainError):
     """A block did not become the tip; ``reason`` is what the kernel said."""
 
-    def __init__(self, reason: str, block_hash: str = "") -> None:
+    def __init__(self, reason: str, block_hash: str = "", detail: str = "") -> None:
         self.reason = reason
         self.block_hash = block_hash
-        super().__init__(f"block {block_hash or '?'} rejected: {reason}")
+        self.detail = detail
+        super().__init__(f"block {block_hash or '?'} rejected: {reason}" + (f" ({detail})" if detail else ""))
 
 
 class ChainLocked(TransientError, ChainError):

@@ -1,0 +1,197 @@
+"""``EmbeddedChain``: the ``ChainBackend`` over an in-process ``ChainNode``.
+
+The node is synchronous and fast (SQLite lookups, kernel calls of a millisecond or less), so the
+async methods answer directly on the event loop; they are async only to share the interface
+with the network backends.
+
+Fee estimate: regtest has no fee market, so ``estimate_fee`` returns the 1 sat/vB relay floor
+(1000 sat/kvB), raised to the fee rate of the transaction at the boundary of the first
+``target_blocks`` blocks' worth of mempool when the mempool is that full.
+"""
+from __future__ import annotations
+
+import logging
+
+from eschaton.chain.backend import (
+    BroadcastRefused,
+    ChainEvent,
+    Listener,
+    OutPoint,
+    Spend,
+    Tip,
+    TxStatus,
+    UnknownTransaction,
+    Utxo,
+)
+from eschaton.chain.embedded.mempool import MAX_BLOCK_WEIGHT
+from eschaton.chain.embedded.node import ChainNode, NodeUpdate
+from eschaton.chain.embedded.policy import MIN_RELAY_FEE
+from eschaton.chain.embedded.watch import Watcher
+from eschaton.chain.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+FEE_FLOOR = MIN_RELAY_FEE  # sat/kvB
+
+
+def _outpoint(op: OutPoint) -> tuple[str, int]:
+    if not isinstance(op, OutPoint) or len(op.txid) != 64 or not 0 <= op.vout <= 0xFFFFFFFF:
+        raise InvalidRequest(f"bad outpoint {op!r}")
+    try:
+        bytes.fromhex(op.txid)
+    except ValueError:
+        raise InvalidRequest(f"bad outpoint {op!r}") from None
+    return op.txid.lower(), op.vout
+
+
+class EmbeddedChain:
+    """One handle on a ``ChainNode``; several handles may share a node (``owns_node=False``)."""
+
+    def __init__(self, node: ChainNode, *, owns_node: bool = True) -> None:
+        self.node = node
+        self.owns_node = owns_node
+        self.watcher = Watcher()
+        self.listeners: list[Listener] = []
+        node.listeners.append(self._on_update)
+
+    @classmethod
+    def open(cls, datadir: str) -> EmbeddedChain:
+        return cls(ChainNode(datadir))
+
+    def _on_update(self, update: NodeUpdate) -> None:
+        events = self.watcher.events(update)
+        for ev in events:
+            self._emit(ev)
+
+    def _emit(self, ev: ChainEvent) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(ev)
+            except Exception:  # supervision boundary: one bad listener must not stop the chain
+                log.exception("chain listener failed on %r", ev)
+
+    # --- ChainBackend -------------------------------------------------------------------------
+
+    async def tip(self) -> Tip:
+        return self.node.tip()
+
+    def utxo_sync(self, outpoint: OutPoint) -> Utxo | None:
+        txid, vout = _outpoint(outpoint)
+        mp = self.node.mempool
+        if (txid, vout) in mp.spent:
+            return None
+        assert self.node.index is not None
+        c = self.node.index.coin(txid, vout)
+        if c is not None:
+            return Utxo(OutPoint(txid, vout), c.value, c.spk, c.height, c.coinbase)
+        m = mp.coin(txid, vout)
+        if m is not None:
+            return Utxo(OutPoint(txid, vout), m[0], m[1], None)
+        return None
+
+    async def get_utxo(self, outpoint: OutPoint) -> Utxo | None:
+        return self.utxo_sync(outpoint)
+
+    def list_unspent_sync(self, script_pubkey: bytes) -> list[Utxo]:
+        assert self.node.index is not None
+        spk = bytes(script_pubkey)
+        mp = self.node.mempool
+        out = [
+            Utxo(OutPoint(c.txid, c.vout), c.value, spk, c.height, c.coinbase)
+            for c in self.node.index.coins_for_script(spk)
+            if (c.txid, c.vout) not in mp.spent
+        ]
+        for txid, e in mp.entries.items():
+            for vout, o in enumerate(e.tx.outputs):
+                if o.script_pubkey == spk and (txid, vout) not in mp.spent:
+                    out.append(Utxo(OutPoint(txid, vout), o.value, spk, None))
+        return out
+
+    async def list_unspent(self, script_pubkey: bytes) -> list[Utxo]:
+        return self.list_unspent_sync(script_pubkey)
+
+    async def get_transaction(self, txid: str) -> bytes:
+        raw = self.node.get_transaction(txid.lower())
+        if raw is None:
+            raise UnknownTransaction(f"unknown transaction {txid}")
+        return raw
+
+    def tx_status_sync(self, txid: str) -> TxStatus:
+        txid = txid.lower()
+        if txid in self.node.mempool:
+            return TxStatus(txid, True, None, None, 0)
+        assert self.node.index is not None
+        loc = self.node.index.tx_location(txid)
+        if loc is None:
+            raise UnknownTransaction(f"unknown transaction {txid}")
+        tip = self.node.tip_row().height
+        return TxStatus(txid, False, loc[0], loc[1], tip - loc[0] + 1)
+
+    async def tx_status(self, txid: str) -> TxStatus:
+        return self.tx_status_sync(txid)
+
+    def spender_sync(self, outpoint: OutPoint) -> Spend | None:
+        txid, vout = _outpoint(outpoint)
+        op = OutPoint(txid, vout)
+        mp = self.node.mempool
+        spender = mp.spent.get((txid, vout))
+        if spender is not None:
+            e = mp.entries[spender]
+            idx = next(i for i, t in enumerate(e.tx.inputs) if (t.prev_txid_hex, t.prev_vout) == (txid, vout))
+            return Spend(op, spender, idx, None)
+        assert self.node.index is not None
+        s = self.node.index.spender(txid, vout)
+        return Spend(op, s[0], s[1], s[2]) if s else None
+
+    async def spender(self, outpoint: OutPoint) -> Spend | None:
+        return self.spender_sync(outpoint)
+
+    async def broadcast(self, raw_tx: bytes) -> str:
+        if not isinstance(raw_tx, bytes | bytearray):
+            raise BroadcastRefused("TX decode failed", "not bytes")
+        return self.node.broadcast(bytes(raw_tx))
+
+    def estimate_fee_sync(self, target_blocks: int) -> int:
+        if target_blocks < 1:
+            raise InvalidRequest("target_blocks must be at least 1")
+        budget = (MAX_BLOCK_WEIGHT - 8_000) * target_blocks
+        entries = sorted(self.node.mempool.entries.values(), key=lambda e: -e.feerate)
+        used = 0
+        for e in entries:
+            used += e.tx.weight
+            if used > budget:
+                return max(FEE_FLOOR, int(e.feerate * 1000) + 1)
+        return FEE_FLOOR
+
+    async def estimate_fee(self, target_blocks: int) -> int:
+        return self.estimate_fee_sync(target_blocks)
+
+    async def watch_outpoint(self, outpoint: OutPoint) -> None:
+        self.watcher.outpoints.add(OutPoint(*_outpoint(outpoint)))
+
+    async def watch_script(self, script_pubkey: bytes) -> None:
+        self.watcher.scripts.add(bytes(script_pubkey))
+
+    def subscribe(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    async def close(self) -> None:
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        if self._on_update in self.node.listeners:
+            self.node.listeners.remove(self._on_update)
+        if self.owns_node:
+            self.node.close()
+
+    # --- regtest extras -----------------------------------------------------------------------
+
+    async def mine(self, n: int, to_script: bytes | None = None) -> list[str]:
+        return self.node.mine(n, to_script)
+
+    async def mine_branch(self, from_hash: str, n: int, txs: list[bytes] | None = None,
+                          to_script: bytes | None = None) -> list[str]:
+        return self.node.mine_branch(from_hash, n, txs, to_script)
+
+    async def submit_block(self, raw: bytes) -> tuple[str, bool]:
+        return self.node.submit_block(raw)

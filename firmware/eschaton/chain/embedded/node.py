@@ -1,0 +1,518 @@
+"""The embedded regtest chain engine: libbitcoinkernel + the SQLite index + the mempool + a miner.
+
+Rules / theory of operation:
+- One process owns ``<datadir>/chain/`` (an exclusive ``flock`` on ``chain/LOCK``); others reach
+  it through the Electrum server (``eschaton.chain.electrum``).
+- The kernel validates and decides the active chain. Its validation callbacks run synchronously
+  inside ``process_block``; they apply connected/disconnected blocks to the index inside one
+  SQLite transaction, which is committed after ``process_block`` returns together with the
+  mempool changes. A callback must never raise into C: an error is stored, the SQLite
+  transaction rolled back, and the index reconciled with the kernel.
+- A block counts as accepted only when it is on the kernel's active chain afterwards. A block
+  that fails while connecting does not raise in the kernel; its reason is read from the kernel
+  log (``Block validation error: ...``) and raised as ``BlockRejected``.
+- Reconciling (on open, and after any callback error): find the last height where index and
+  kernel agree. If the index is longer (the kernel flushes lazily and lost blocks in a crash),
+  feed the stored raw blocks back to the kernel; otherwise roll the index back with its own
+  undo data and connect the kernel's blocks (read from ``cm.blocks`` ).
+- Listeners receive one ``NodeUpdate`` per committed change, after the commit.
+- Not thread-safe: call it from one thread (the asyncio loop).
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pbk
+
+from eschaton.chain.backend import BroadcastRefused, Tip
+from eschaton.chain.codec import Block, Tx, decode_block, decode_tx
+from eschaton.chain.embedded.blocks import MAX_FUTURE_SECONDS, build_block, median_time_past
+from eschaton.chain.embedded.index import BlockRow, ChainIndex, Coin
+from eschaton.chain.embedded.mempool import Mempool, is_final
+from eschaton.chain.errors import (
+    BlockRejected,
+    ChainError,
+    ChainLocked,
+    InvalidRequest,
+    TxDecodeError,
+)
+from eschaton.chain.kernel import kernel_block
+
+# Default coinbase destination: P2WSH(OP_TRUE), spendable by anyone who knows the trick; a
+# caller that wants the coins passes ``to_script``.
+OP_TRUE_P2WSH = bytes.fromhex("00204ae81572f06e1b88fd5ced7a1a000945432e83e1551e6f721ee9c00b8cc33260")
+
+_REASON_PATTERNS = (
+    re.compile(r"Block validation error: (.*)$"),
+    re.compile(r"ConnectBlock .* failed, (.*)$"),
+    re.compile(r"AcceptBlock FAILED \((.*)\)"),
+    re.compile(r"CheckBlock: (.*)$"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUpdate:
+    """One committed change: blocks disconnected (top first), connected (in order), mempool adds."""
+
+    tip: Tip
+    disconnected: tuple[tuple[int, str], ...] = ()
+    connected: tuple[tuple[int, Block], ...] = ()
+    mempool_added: tuple[Tx, ...] = ()
+    mempool_removed: tuple[str, ...] = ()
+
+    @property
+    def fork_height(self) -> int | None:
+        return min(h for h, _ in self.disconnected) - 1 if self.disconnected else None
+
+
+@dataclass(slots=True)
+class _Pending:
+    connected: list[tuple[int, Block]] = field(default_factory=list)
+    disconnected: list[tuple[int, str, bytes]] = field(default_factory=list)
+
+
+class ChainLock:
+    """An exclusive advisory lock on ``<datadir>/chain/LOCK`` held for the life of the owner."""
+
+    def __init__(self, chain_dir: Path) -> None:
+        chain_dir.mkdir(parents=True, exist_ok=True)
+        self.path = chain_dir / "LOCK"
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ChainLocked(f"another process owns the chain in {chain_dir}") from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+
+    @staticmethod
+    def held(chain_dir: Path) -> bool:
+        """True if some process holds the lock (tested without taking it for long)."""
+        path = chain_dir / "LOCK"
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops our lock if we got it
+        return False
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class ChainNode:
+    def __init__(self, datadir: Path | str, *, clock: Callable[[], float] = time.time) -> None:
+        self.chain_dir = Path(datadir) / "chain"
+        self.clock = clock
+        self.lock = ChainLock(self.chain_dir)
+        self.index: ChainIndex | None = None
+        self.listeners: list[Callable[[NodeUpdate], None]] = []
+        self.mempool = Mempool()
+        self._pending = _Pending()
+        self._decoded: dict[str, Block] = {}
+        self._cb_error: BaseException | None = None
+        self._log: list[str] = []
+        self._capturing = False
+        self._nonce = 0
+        try:
+            self.index = ChainIndex(self.chain_dir / "index.sqlite")
+            self._log_conn = pbk.LoggingConnection(self._on_log)
+            callbacks = pbk.ValidationInterfaceCallbacks(
+                block_connected=self._on_connected, block_disconnected=self._on_disconnected
+            )
+            self._ctx = pbk.make_context(pbk.ChainType.REGTEST, callbacks)
+            kdir = self.chain_dir / "kernel"
+            kdir.mkdir(parents=True, exist_ok=True)
+            try:
+                self.cm = pbk.ChainstateManager(
+                    pbk.ChainstateManagerOptions(self._ctx, str(kdir), str(kdir / "blocks"))
+                )
+            except RuntimeError as e:
+                raise ChainError(f"the kernel could not open {kdir}: {e}") from e
+            self._finish(emit=False)  # a fresh chain connects genesis inside the constructor
+            self.reconcile()
+            self._load_mempool()
+        except BaseException:
+            self.close()
+            raise
+
+    # --- kernel callbacks (must never raise) ------------------------------------------------
+
+    def _on_log(self, msg: str) -> None:
+        if self._capturing:
+            self._log.append(msg.rstrip("\n"))
+
+    def _on_connected(self, _ud: object, block: pbk.Block, entry: pbk.BlockTreeEntry) -> None:
+        if self._cb_error is not None:
+            return
+        try:
+            assert self.index is not None
+            height = entry.height
+            bh = str(entry.block_hash)
+            row = self.index.block_at(height)
+            if row is not None and row.hash == bh:
+                return  # replaying a block the index already holds
+            blk = self._decoded.get(bh) or decode_block(bytes(block))
+            self.index.begin()
+            self.index.connect_block(height, blk)
+            self._pending.connected.append((height, blk))
+        except Exception as e:  # supervision boundary: an exception cannot cross into C
+            self._cb_error = e
+
+    def _on_disconnected(self, _ud: object, block: pbk.Block, entry: pbk.BlockTreeEntry) -> None:
+        if self._cb_error is not None:
+            return
+        try:
+            assert self.index is not None
+            bh = str(entry.block_hash)
+            tip = self.index.tip()
+            if tip is None or tip.hash != bh:
+                if self.index.block_by_hash(bh) is not None:
+                    self._cb_error = ChainError(f"kernel disconnected {bh}, which is not the index tip")
+                return  # a block the index never had (kernel-only branch during repair)
+            self.index.begin()
+            row, raw = self.index.disconnect_tip()
+            self._pending.disconnected.append((row.height, row.hash, raw))
+        except Exception as e:  # supervision boundary: an exception cannot cross into C
+            self._cb_error = e
+
+    # --- commit / events --------------------------------------------------------------------
+
+    def _finish(self, emit: bool = True, added: tuple[Tx, ...] = ()) -> NodeUpdate | None:
+        """Commit what the callbacks applied (plus mempool changes) or roll back and repair."""
+        assert self.index is not None
+        pending, self._pending = self._pending, _Pending()
+        if self._cb_error is not None:
+            err, self._cb_error = self._cb_error, None
+            self.index.rollback()
+            self.reconcile()
+            self._revalidate_mempool([])
+            raise ChainError(f"chain index repaired after an error: {err}")
+        removed: list[str] = []
+        if pending.disconnected:
+            resurrect = []
+            for _, _, raw in sorted(pending.disconnected):
+                resurrect.extend(decode_block(raw).txs[1:])
+            self.index.begin()
+            removed = self._revalidate_mempool(resurrect)
+        elif pending.connected:
+            for _, blk in pending.connected:
+                confirmed, evicted = self.mempool.remove_for_block(blk.txs)
+                removed += confirmed + evicted
+            self.index.mempool_remove(removed)
+        self.index.commit()
+        if not emit or not (pending.connected or pending.disconnected or added):
+            return None
+        update = NodeUpdate(
+            tip=self.tip(),
+            disconnected=tuple((h, bh) for h, bh, _ in pending.disconnected),
+            connected=tuple(pending.connected),
+            mempool_added=added,
+            mempool_removed=tuple(removed),
+        )
+        for listener in list(self.listeners):
+            listener(update)
+        return update
+
+    # --- chain state --------------------------------------------------------------------------
+
+    def tip(self) -> Tip:
+        assert self.index is not None
+        row = self.index.tip()
+        assert row is not None
+        return Tip(row.height, row.hash, self.mtp_at(row.height))
+
+    def tip_row(self) -> BlockRow:
+        assert self.index is not None
+        row = self.index.tip()
+        assert row is not None
+        return row
+
+    def mtp_at(self, height: int) -> int:
+        assert self.index is not None
+        return median_time_past(self.index.last_times(height))
+
+    # ChainView for the mempool
+    def coin(self, txid: str, vout: int) -> Coin | None:
+        assert self.index is not None
+        return self.index.coin(txid, vout)
+
+    def next_height(self) -> int:
+        return self.tip_row().height + 1
+
+    def tip_mtp(self) -> int:
+        return self.mtp_at(self.tip_row().height)
+
+    def is_confirmed(self, txid: str) -> bool:
+        assert self.index is not None
+        return self.index.tx_location(txid) is not None
+
+    def _kernel_tip(self) -> tuple[int, str]:
+        chain = self.cm.get_active_chain()
+        h = chain.height
+        return h, str(chain.block_tree_entries[h].block_hash)
+
+    # --- repair ---------------------------------------------------------------------------------
+
+    def reconcile(self) -> None:
+        """Bring index and kernel to the same tip (see module doc)."""
+        assert self.index is not None
+        hk, khash = self._kernel_tip()
+        itip = self.index.tip()
+        if itip is not None and (itip.height, itip.hash) == (hk, khash):
+            return
+        chain = self.cm.get_active_chain()
+        hi = itip.height if itip else -1
+        fork = min(hi, hk)
+        while fork >= 0:
+            row = self.index.block_at(fork)
+            if row is not None and row.hash == str(chain.block_tree_entries[fork].block_hash):
+                break
+            fork -= 1
+        if hi > hk:
+            # The kernel lost blocks the index had committed: give them back.
+            for h in range(fork + 1, hi + 1):
+                raw = self.index.raw_block(h)
+                assert raw is not None
+                try:
+                    self.cm.process_block(kernel_block(raw))
+                except pbk.ProcessBlockException:
+                    break
+            self._pending = _Pending()
+            self.index.commit()
+            if self._cb_error is not None:
+                self._cb_error = None
+                self.index.rollback()
+            hk, khash = self._kernel_tip()
+            itip = self.index.tip()
+            if itip is not None and (itip.height, itip.hash) == (hk, khash):
+                return
+            chain = self.cm.get_active_chain()
+        # Otherwise the kernel is authoritative: roll the index back and follow it.
+        self.index.begin()
+        while (t := self.index.tip()) is not None and t.height > fork:
+            self.index.disconnect_tip()
+        for h in range(fork + 1, hk + 1):
+            entry = chain.block_tree_entries[h]
+            self.index.connect_block(h, decode_block(bytes(self.cm.blocks[entry])))
+        self.index.commit()
+
+    # --- blocks ---------------------------------------------------------------------------------
+
+    def _reason(self) -> tuple[str, str]:
+        for line in self._log:
+            for pat in _REASON_PATTERNS:
+                m = pat.search(line)
+                if m:
+                    detail = m.group(1)
+                    return re.split(r"[ ,(]", detail, maxsplit=1)[0], detail
+        return "", ""
+
+    def submit_block(self, raw: bytes) -> tuple[str, bool]:
+        """Give a block to the kernel. Returns (hash, on the active chain). Raises BlockRejected."""
+        try:
+            blk = decode_block(raw)
+        except TxDecodeError as e:
+            raise BlockRejected("block-decode-failed", "") from e
+        bh = blk.header.hash
+        try:
+            kblock = kernel_block(blk.raw)
+        except InvalidRequest:
+            raise BlockRejected("block-decode-failed", bh) from None
+        self._decoded[bh] = blk
+        self._log.clear()
+        self._capturing = True
+        failed = False
+        try:
+            self.cm.process_block(kblock)
+        except pbk.ProcessBlockException:
+            failed = True
+        finally:
+            self._capturing = False
+            self._decoded.pop(bh, None)
+        self._finish()
+        chain = self.cm.get_active_chain()
+        entries = self.cm.block_tree_entries
+        key = pbk.BlockHash(bytes.fromhex(bh)[::-1])
+        entry = entries[key] if key in entries else None
+        active = entry is not None and entry in chain.block_tree_entries
+        if active:
+            return bh, True
+        reason, detail = self._reason()
+        if failed or reason:
+            raise BlockRejected(reason or "rejected", bh, detail)
+        return bh, False
+
+    def block_time(self, parent_mtp: int, now: int | None = None) -> int:
+        now = int(self.clock()) if now is None else now
+        t = max(parent_mtp + 1, now)
+        if t > now + MAX_FUTURE_SECONDS - 60:
+            raise ChainError("the chain's median time is too far ahead of the clock to mine")
+        return t
+
+    def _extra(self) -> bytes:
+        self._nonce += 1
+        return struct.pack("<QI", time.time_ns(), self._nonce)
+
+    def mine(self, n: int, to_script: bytes | None = None) -> list[str]:
+        """Mine ``n`` blocks on the tip, packing the mempool. Returns the block hashes."""
+        if not isinstance(n, int) or n <= 0:
+            raise InvalidRequest(f"number of blocks must be positive, got {n!r}")
+        spk = OP_TRUE_P2WSH if to_script is None else bytes(to_script)
+        hashes = []
+        for _ in range(n):
+            tip = self.tip_row()
+            height = tip.height + 1
+            mtp = self.mtp_at(tip.height)
+            t = self.block_time(mtp)
+            entries = self.mempool.select(keep=lambda e, h=height, m=mtp: is_final(e.tx, h, m))
+            raw = build_block(
+                tip.hash, height, t, spk, [e.tx for e in entries], sum(e.fee for e in entries), self._extra()
+            )
+            bh, active = self.submit_block(raw)
+            if not active:
+                raise BlockRejected("not-activated", bh)
+            hashes.append(bh)
+        return hashes
+
+    def mine_branch(
+        self, from_hash: str, n: int, txs: list[bytes] | None = None, to_script: bytes | None = None
+    ) -> list[str]:
+        """Mine ``n`` blocks on ``from_hash`` (any known block), the first holding ``txs``
+        (raw, bypassing the mempool; the coinbase claims only the subsidy). For reorg tests."""
+        if n <= 0:
+            raise InvalidRequest("number of blocks must be positive")
+        try:
+            key = pbk.BlockHash(bytes.fromhex(from_hash)[::-1])
+        except ValueError:
+            raise InvalidRequest(f"bad block hash {from_hash!r}") from None
+        entries = self.cm.block_tree_entries
+        if key not in entries:
+            raise InvalidRequest(f"unknown block {from_hash}")
+        entry = entries[key]
+        times = []
+        e = entry
+        for _ in range(11):
+            times.append(int(e.block_header.timestamp.timestamp()))
+            if e.height == 0:
+                break
+            e = e.previous
+        times.reverse()
+        height = entry.height
+        prev = from_hash
+        decoded = [decode_tx(t) for t in (txs or [])]
+        spk = OP_TRUE_P2WSH if to_script is None else bytes(to_script)
+        hashes = []
+        for i in range(n):
+            height += 1
+            t = self.block_time(median_time_past(times))
+            raw = build_block(prev, height, t, spk, decoded if i == 0 else [], 0, self._extra())
+            prev, _ = self.submit_block(raw)
+            times.append(t)
+            hashes.append(prev)
+        return hashes
+
+    # --- transactions -------------------------------------------------------------------------
+
+    def broadcast(self, raw: bytes) -> str:
+        """Accept into the mempool; returns the txid or raises BroadcastRefused."""
+        assert self.index is not None
+        try:
+            tx = decode_tx(raw)
+        except TxDecodeError as e:
+            raise BroadcastRefused("TX decode failed", e.detail) from None
+        if tx.txid in self.mempool:
+            return tx.txid  # as bitcoind: re-broadcasting a mempool transaction is not an error
+        if self.index.tx_location(tx.txid) is not None and self.index.has_outputs_of(tx.txid):
+            raise BroadcastRefused("txn-already-known", "transaction already in block chain")
+        now = int(self.clock())
+        self.mempool.accept(tx, self, now)
+        self.index.begin()
+        self.index.mempool_add(tx, now)
+        self._finish(added=(tx,))
+        return tx.txid
+
+    def _revalidate_mempool(self, first: list[Tx]) -> list[str]:
+        """Re-accept ``first`` (disconnected-block txs) then the old mempool; returns dropped
+        txids. Must run inside an index transaction."""
+        assert self.index is not None
+        old = self.mempool.clear()
+        dropped = []
+        now = int(self.clock())
+        candidates = [(t, now) for t in first] + [(e.tx, e.added) for e in old]
+        for tx, added in candidates:
+            if tx.txid in self.mempool or self.index.tx_location(tx.txid) is not None:
+                continue
+            try:
+                self.mempool.accept(tx, self, added)
+            except BroadcastRefused:
+                dropped.append(tx.txid)
+        self.index.mempool_clear()
+        for e in self.mempool.entries.values():
+            self.index.mempool_add(e.tx, e.added)
+        return dropped
+
+    def _load_mempool(self) -> None:
+        assert self.index is not None
+        self.index.begin()
+        txs = []
+        for _txid, raw, added in self.index.mempool_rows():
+            try:
+                txs.append((decode_tx(raw), added))
+            except TxDecodeError:
+                continue
+        self.mempool.clear()
+        for tx, added in txs:
+            if self.index.tx_location(tx.txid) is not None:
+                continue
+            try:
+                self.mempool.accept(tx, self, added)
+            except BroadcastRefused:
+                continue
+        self.index.mempool_clear()
+        for e in self.mempool.entries.values():
+            self.index.mempool_add(e.tx, e.added)
+        self.index.commit()
+
+    # --- lookups ------------------------------------------------------------------------------
+
+    def get_transaction(self, txid: str) -> bytes | None:
+        assert self.index is not None
+        e = self.mempool.entries.get(txid)
+        if e is not None:
+            return e.tx.raw
+        return self.index.raw_tx(txid)
+
+    def close(self) -> None:
+        """Flush the kernel, close the index, release the lock. Idempotent."""
+        cm = getattr(self, "cm", None)
+        if cm is not None:
+            cm.__exit__(None, None, None)  # destroys the manager, which flushes the chainstate
+            self.cm = None
+        ctx = getattr(self, "_ctx", None)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+            self._ctx = None
+        conn = getattr(self, "_log_conn", None)
+        if conn is not None:
+            conn.__exit__(None, None, None)
+            self._log_conn = None
+        if self.index is not None:
+            self.index.rollback()
+            self.index.close()
+            self.index = None
+        self.lock.release()

@@ -1,0 +1,55 @@
+"""Turning the node's committed updates into a subscriber's ``ChainEvent`` stream.
+
+Rules: every subscriber (an ``EmbeddedChain`` handle, an Electrum session) has its own watched
+outpoints and scripts. For one update the events come in this order: ``Reorg`` (if blocks were
+disconnected), ``NewTip`` (if the tip moved), then ``OutpointSpent`` / ``ScriptActivity`` for the
+connected blocks in chain order, then for the transactions newly accepted into the mempool.
+Transactions that a reorg returned to the mempool are not re-announced: the ``Reorg`` tells the
+subscriber to re-query what it cares about.
+"""
+from __future__ import annotations
+
+from eschaton.chain.backend import (
+    ChainEvent,
+    NewTip,
+    OutPoint,
+    OutpointSpent,
+    Reorg,
+    ScriptActivity,
+    Spend,
+)
+from eschaton.chain.codec import Tx
+from eschaton.chain.embedded.node import NodeUpdate
+
+
+class Watcher:
+    def __init__(self) -> None:
+        self.outpoints: set[OutPoint] = set()
+        self.scripts: set[bytes] = set()
+
+    def _tx_events(self, tx: Tx, height: int | None) -> list[ChainEvent]:
+        out: list[ChainEvent] = []
+        if self.outpoints and not tx.is_coinbase:
+            for i, txin in enumerate(tx.inputs):
+                op = OutPoint(txin.prev_txid_hex, txin.prev_vout)
+                if op in self.outpoints:
+                    out.append(OutpointSpent(Spend(op, tx.txid, i, height)))
+        if self.scripts:
+            for spk in {o.script_pubkey for o in tx.outputs} & self.scripts:
+                out.append(ScriptActivity(spk, tx.txid, height))
+        return out
+
+    def events(self, update: NodeUpdate) -> list[ChainEvent]:
+        events: list[ChainEvent] = []
+        if update.disconnected:
+            fork = update.fork_height
+            assert fork is not None
+            events.append(Reorg(fork, tuple(h for _, h in update.disconnected)))
+        if update.disconnected or update.connected:
+            events.append(NewTip(update.tip))
+        for height, block in update.connected:
+            for tx in block.txs:
+                events.extend(self._tx_events(tx, height))
+        for tx in update.mempool_added:
+            events.extend(self._tx_events(tx, None))
+        return events
