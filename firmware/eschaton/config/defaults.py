@@ -1,0 +1,22 @@
+"""Every configuration default, in one place."""
+from __future__ import annotations
+
+DATADIR = "/var/lib/eschaton"
+NODE_NAME = ""
+
+LISTEN = ("tcp://0.0.0.0:9735",)
+DISCOVERY_ENABLED = True
+DISCOVERY_PORT = 47800
+DISCOVERY_INTERVAL = 10.0
+DISCOVERY_BROADCAST = "auto"
+DISCOVERY_MAX_AGE = 60.0
+DISCOVERY_EXPIRY = 45.0
+
+API_SOCKET = "api.sock"
+API_TCP_PORT = 0
+API_TOKEN_FILE = "api.token"
+
+CHAIN_BACKEND = "embedded"
+CHAIN_NETWORK = "regtest"
+CHAIN_DATADIR = "chain"
+CHAIN_URL = ""

@@ -1,0 +1,99 @@
+"""The validated node configuration: frozen dataclasses, one docstring per field.
+
+Built only by ``eschaton.config.loader``; the rest of the node reads these and never the TOML.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eschaton.core.link.identity import NodeId
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    datadir: Path
+    """Directory for the node key, databases, API socket (created 0700 if missing)."""
+    name: str
+    """Human-readable name announced to peers (``init`` and beacons); may be empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    enabled: bool
+    """Send and listen for signed UDP beacons."""
+    interface: str | None
+    """Network interface to beacon on (e.g. ``bat0``, ``wlan0``); None = all, via 255.255.255.255."""
+    port: int
+    """UDP port of beacons (same on every node of a segment)."""
+    interval: float
+    """Seconds between our beacons."""
+    broadcast: str
+    """Destination address: ``auto`` (the interface's broadcast address, or 255.255.255.255
+    without an interface) or an explicit IPv4 broadcast address."""
+    max_age: float
+    """Beacons older than this many seconds are refused as stale."""
+    expiry: float
+    """A neighbour silent for this many seconds is forgotten."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    node_id: NodeId
+    """The peer's node id (64 hex digits): its key is pinned, nobody else may answer."""
+    url: str
+    """Where to dial it, e.g. ``tcp://10.0.0.2:9735`` or ``serial:///dev/ttyAMA0?baud=115200``."""
+    name: str
+    """Local nickname for logs and the CLI."""
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    listen: tuple[str, ...]
+    """Transport URLs to accept links on."""
+    advertise: tuple[str, ...]
+    """URLs announced in beacons; empty = derived from ``listen`` and the discovery interface."""
+    discovery: DiscoveryConfig
+    """Neighbour discovery by signed beacons."""
+    peers: tuple[PeerConfig, ...]
+    """Static peers, dialled at start and kept connected."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiConfig:
+    socket: Path | None
+    """Unix socket of the local control API (None disables it)."""
+    tcp_port: int | None
+    """If set, also listen on 127.0.0.1 at this port (never on other addresses)."""
+    token_file: Path
+    """File (0600) holding the API bearer token."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    backend: str
+    """``embedded`` (libbitcoinkernel in-process) or ``electrum`` (a remote Electrum server)."""
+    network: str
+    """``regtest``, ``signet``, ``testnet`` or ``mainnet``."""
+    datadir: Path | None
+    """Block and chainstate directory of the embedded backend."""
+    url: str | None
+    """Electrum server URL, e.g. ``tcp://127.0.0.1:50001`` (electrum backend only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    source: str
+    """The file the configuration came from (for error messages)."""
+    node: NodeSection
+    """``[node]``."""
+    network: NetworkConfig
+    """``[network]``."""
+    api: ApiConfig
+    """``[api]``."""
+    chain: ChainConfig
+    """``[chain]``."""
+    metering: Any
+    """What ``eschaton.metering.config.parse_metering`` made of ``[[meter]]``/``[[valve]]``
+    (None when that module is absent or the sections are empty)."""
