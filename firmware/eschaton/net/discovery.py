@@ -1,0 +1,184 @@
+"""asyncio adapter for neighbour discovery: broadcast signed beacons, feed received ones to the
+sans-IO ``NeighbourTable`` (``eschaton.core.link.beacon``).
+
+The socket binds ``0.0.0.0:<port>`` with ``SO_BROADCAST`` (and ``SO_BINDTODEVICE`` when an
+interface is configured, so a node on both Wi-Fi and bat0 beacons only where it was told to).
+Beacons go to the interface's broadcast address (``broadcast = "auto"``) or to the configured
+one. Refused beacons (stale, replayed, badly signed, malformed) are counted and logged at debug
+level only: anyone on the segment can send garbage, and it must not flood the log.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eschaton.core.link.beacon import NeighbourEvent, NeighbourTable, make_beacon
+from eschaton.core.link.identity import NodeKeys
+from eschaton.core.wire.errors import WireError
+from eschaton.errors import LocalError
+from eschaton.net.transport import parse_url
+
+log = logging.getLogger(__name__)
+
+_SIOCGIFADDR = 0x8915
+_SIOCGIFBRDADDR = 0x8919
+
+
+class DiscoveryError(LocalError):
+    """Discovery cannot start (bad interface, port in use, no permission)."""
+
+
+def _ifreq(interface: str, request: int) -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            res = fcntl.ioctl(s.fileno(), request, struct.pack("256s", interface.encode()[:15]))
+        except OSError as exc:
+            raise DiscoveryError(f"interface {interface!r}: no IPv4 address ({exc.strerror})") \
+                from None
+    return socket.inet_ntoa(res[20:24])
+
+
+def interface_address(interface: str) -> str:
+    """The IPv4 address of ``interface``."""
+    return _ifreq(interface, _SIOCGIFADDR)
+
+
+def interface_broadcast(interface: str) -> str:
+    """The IPv4 broadcast address of ``interface``."""
+    return _ifreq(interface, _SIOCGIFBRDADDR)
+
+
+def advertised_urls(listen: Sequence[str], interface: str | None) -> list[str]:
+    """URLs worth announcing: wildcard TCP listen addresses become the interface's address;
+    serial, mem and unresolvable wildcards are not announced."""
+    out: list[str] = []
+    for url in listen:
+        parsed = parse_url(url)
+        if parsed.scheme != "tcp" or parsed.port in (None, 0):
+            continue
+        host = parsed.host
+        if host in ("", "0.0.0.0", "::"):
+            if interface is None:
+                continue
+            host = interface_address(interface)
+        out.append(f"tcp://{host}:{parsed.port}")
+    return out
+
+
+class _Proto(asyncio.DatagramProtocol):
+    def __init__(self, owner: Discovery) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.owner._on_datagram(data, f"{addr[0]}:{addr[1]}")
+
+
+class Discovery:
+    """Beacons our URLs every ``interval`` seconds and reports neighbours to ``on_event``."""
+
+    def __init__(self, keys: NodeKeys, *, port: int, interval: float,
+                 urls: Sequence[str] | Callable[[], Sequence[str]],
+                 on_event: Callable[[NeighbourEvent], None],
+                 interface: str | None = None, broadcast: str = "auto", name: str = "",
+                 max_age: float = 60.0, expiry: float = 45.0,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.keys = keys
+        self.port = port
+        self.interval = interval
+        self.interface = interface
+        self.broadcast = broadcast
+        self.name = name
+        self._urls = urls
+        self._on_event = on_event
+        self._clock = wall_clock
+        self.table = NeighbourTable(keys.node_id, max_age=max_age, expiry=expiry)
+        self.refused = 0
+        """Beacons refused (stale, replayed, bad signature, malformed)."""
+        self.sent = 0
+        self._seq = 0
+        self._transport: asyncio.DatagramTransport | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def _destination(self) -> str:
+        if self.broadcast != "auto":
+            return self.broadcast
+        if self.interface is not None:
+            return interface_broadcast(self.interface)
+        return "255.255.255.255"
+
+    def urls(self) -> list[str]:
+        return list(self._urls() if callable(self._urls) else self._urls)
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            if self.interface is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                                self.interface.encode())
+            sock.bind(("0.0.0.0", self.port))
+            sock.setblocking(False)
+            self._dest = self._destination()
+        except OSError as exc:
+            sock.close()
+            raise DiscoveryError(f"discovery on port {self.port} "
+                                 f"({self.interface or 'all interfaces'}): {exc}") from None
+        except DiscoveryError:
+            sock.close()
+            raise
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Proto(self), sock=sock)
+        self._task = loop.create_task(self._beacon_loop())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def send_beacon(self) -> None:
+        if self._transport is None:
+            return
+        self._seq += 1
+        datagram = make_beacon(self.keys, urls=self.urls(), ts_ms=int(self._clock() * 1000),
+                               seq=self._seq, name=self.name)
+        self._transport.sendto(datagram, (self._dest, self.port))
+        self.sent += 1
+
+    async def _beacon_loop(self) -> None:
+        while True:
+            try:
+                self.send_beacon()
+            except OSError as exc:  # e.g. the interface went down: keep trying
+                log.warning("beacon not sent: %s", exc)
+            for ev in self.table.expire(self._clock()):
+                self._emit(ev)
+            await asyncio.sleep(self.interval)
+
+    def _on_datagram(self, data: bytes, source: str) -> None:
+        try:
+            events = self.table.receive(data, self._clock(), source)
+        except WireError as exc:
+            self.refused += 1
+            log.debug("beacon from %s refused: %s", source, exc)
+            return
+        for ev in events:
+            self._emit(ev)
+
+    def _emit(self, ev: NeighbourEvent) -> None:
+        try:
+            self._on_event(ev)
+        except Exception:  # supervision boundary: a bad callback must not stop discovery
+            log.exception("discovery event handler failed")

@@ -1,0 +1,262 @@
+"""The network half of a node: identity, listeners, discovery, static peers, one session per peer.
+
+The daemon's composition root builds this with ``await NetNode.new(config, ...)`` and plugs the
+channel layer in through ``handler_factory`` (one handler object per session, receiving
+``on_<message>`` calls). Rules:
+- At most one live session per peer node id; a newer one replaces an older one.
+- Static peers are dialled at start and redialled with capped exponential backoff.
+- Discovered neighbours are dialled only by the side with the smaller node id, so two nodes
+  that discover each other build one link, not two.
+- ``python -m eschaton.net.node --config FILE`` runs just the network part and prints one JSON
+  line per event (neighbour found/lost, link open/closed), for tests and field debugging.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from eschaton.config import NodeConfig, load_config
+from eschaton.core.link.beacon import (
+    NeighbourChanged,
+    NeighbourEvent,
+    NeighbourFound,
+    NeighbourLost,
+)
+from eschaton.core.link.identity import NodeId, NodeKeys
+from eschaton.core.link.link import LinkClosed, LinkConfig
+from eschaton.errors import EschatonError
+from eschaton.net.discovery import Discovery, advertised_urls
+from eschaton.net.identity import load_or_create_identity
+from eschaton.net.session import Authorize, HandlerFactory, Session, SessionListener, dial, serve
+
+log = logging.getLogger(__name__)
+NodeEvent = dict[str, Any]
+
+
+class NetNode:
+    """Runs listeners, discovery and peer sessions for one node."""
+
+    def __init__(self, config: NodeConfig, keys: NodeKeys, *,
+                 handler_factory: HandlerFactory | None = None,
+                 authorize: Authorize | None = None,
+                 on_event: Callable[[NodeEvent], None] | None = None,
+                 link_config: LinkConfig | None = None) -> None:
+        self.config = config
+        self.keys = keys
+        self.node_id = keys.node_id
+        self.sessions: dict[NodeId, Session] = {}
+        self.listeners: list[SessionListener] = []
+        self.discovery: Discovery | None = None
+        self._handler_factory = handler_factory
+        self._authorize = authorize
+        self._on_event = on_event
+        self._link_config = link_config or LinkConfig(name=config.node.name)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._dialling: set[NodeId] = set()
+
+    @classmethod
+    async def new(cls, config: NodeConfig, **kwargs: Any) -> NetNode:
+        """Load (or create) the node key and start everything; on failure stop what started."""
+        keys = load_or_create_identity(config.node.datadir)
+        node = cls(config, keys, **kwargs)
+        try:
+            await node.start()
+        except BaseException:
+            await node.close()
+            raise
+        return node
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for url in self.config.network.listen:
+            listener = await serve(url, self.keys, config=self._link_config,
+                                   handler_factory=self._wrap_factory(),
+                                   authorize=self._authorize, on_session=self._track)
+            self.listeners.append(listener)
+            log.info("listening on %s", listener.url)
+        disc = self.config.network.discovery
+        if disc.enabled:
+            # Bound URLs, so a listen port of 0 is announced as the port the kernel chose.
+            urls = list(self.config.network.advertise) or advertised_urls(
+                [listener.url for listener in self.listeners], disc.interface)
+            self.discovery = Discovery(
+                self.keys, port=disc.port, interval=disc.interval, urls=urls,
+                on_event=self._on_neighbour, interface=disc.interface,
+                broadcast=disc.broadcast, name=self.config.node.name,
+                max_age=disc.max_age, expiry=disc.expiry)
+            await self.discovery.start()
+        for peer in self.config.network.peers:
+            self._spawn(self._keep_dialled(peer.node_id, peer.url))
+        self._emit({"event": "started", "id": self.node_id.hex()})
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, EschatonError):
+                await task
+        if self.discovery is not None:
+            await self.discovery.close()
+        for listener in self.listeners:
+            await listener.close()
+        for session in list(self.sessions.values()):
+            await session.close("node stopping")
+
+    # ---- sessions --------------------------------------------------------------------------------
+    def session(self, node_id: NodeId) -> Session | None:
+        s = self.sessions.get(node_id)
+        return s if s is not None and s.is_open else None
+
+    async def connect(self, node_id: NodeId, url: str) -> Session:
+        """Dial ``node_id`` at ``url`` now (raises the typed transport/link error on failure)."""
+        session, task = await dial(url, self.keys, node_id, config=self._link_config,
+                                   handler_factory=self._wrap_factory())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._track(session)  # _Hooks.on_link_open already registered it in self.sessions
+        return session
+
+    def _wrap_factory(self) -> HandlerFactory:
+        inner = self._handler_factory
+
+        def factory(session: Session) -> object:
+            return _Hooks(self, inner(session) if inner is not None else None)
+
+        return factory
+
+    def _track(self, session: Session) -> None:
+        def closed(fut: asyncio.Future[LinkClosed]) -> None:
+            remote = session.remote
+            if remote is not None and self.sessions.get(remote) is session:
+                del self.sessions[remote]
+            if remote is not None and not fut.cancelled():
+                self._emit({"event": "link_closed", "id": remote.hex(),
+                            "reason": fut.result().reason})
+
+        session.closed.add_done_callback(closed)
+
+    def _opened(self, session: Session) -> None:
+        remote = session.remote
+        assert remote is not None
+        old = self.sessions.get(remote)
+        self.sessions[remote] = session
+        if old is not None and old is not session:
+            self._spawn(old.close("replaced by a newer link"))
+        self._emit({"event": "link_open", "id": remote.hex(), "via": session.stream.peer,
+                    "version": session.version})
+
+    async def _keep_dialled(self, node_id: NodeId, url: str) -> None:
+        delay = 1.0
+        while True:
+            current = self.sessions.get(node_id)
+            if current is None or current.closed.done():
+                try:
+                    session = await self.connect(node_id, url)
+                    delay = 1.0
+                    await asyncio.shield(session.closed)
+                except EschatonError as exc:
+                    log.info("dial %s at %s failed: %s", node_id.short(), url, exc)
+                    delay = min(delay * 2, 60.0)
+            else:
+                await asyncio.shield(current.closed)
+            await asyncio.sleep(delay)
+
+    # ---- discovery -------------------------------------------------------------------------------
+    def _on_neighbour(self, ev: NeighbourEvent) -> None:
+        if isinstance(ev, NeighbourLost):
+            self._emit({"event": "neighbour_lost", "id": ev.node_id.hex()})
+            return
+        kind = "neighbour" if isinstance(ev, NeighbourFound) else "neighbour_changed"
+        assert isinstance(ev, NeighbourFound | NeighbourChanged)
+        self._emit({"event": kind, "id": ev.node_id.hex(), "urls": list(ev.urls),
+                    "name": ev.name, "source": ev.source})
+        if self.node_id.raw < ev.node_id.raw and ev.node_id not in self.sessions:
+            tcp = [u for u in ev.urls if u.startswith("tcp://")]
+            if tcp and ev.node_id not in self._dialling:
+                self._spawn(self._dial_neighbour(ev.node_id, tcp[0]))
+
+    async def _dial_neighbour(self, node_id: NodeId, url: str) -> None:
+        self._dialling.add(node_id)
+        try:
+            await self.connect(node_id, url)
+        except EschatonError as exc:
+            log.info("neighbour %s at %s: %s", node_id.short(), url, exc)
+        finally:
+            self._dialling.discard(node_id)
+
+    # ---- plumbing --------------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _emit(self, event: NodeEvent) -> None:
+        if self._on_event is not None:
+            try:
+                self._on_event(event)
+            except Exception:  # supervision boundary: observers must not break the node
+                log.exception("node event observer failed")
+
+
+class _Hooks:
+    """Wraps the application's handler: records responder-side sessions when they open."""
+
+    def __init__(self, node: NetNode, inner: object | None) -> None:
+        self._node = node
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_") and self._inner is not None:
+            return getattr(self._inner, name)
+        raise AttributeError(name)
+
+    async def on_link_open(self, session: Session) -> None:
+        if session.remote is not None and self._node.sessions.get(session.remote) is not session:
+            self._node._opened(session)
+        fn = getattr(self._inner, "on_link_open", None)
+        if fn is not None:
+            result = fn(session)
+            if asyncio.iscoroutine(result):
+                await result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eschaton.net.node",
+                                     description="Run the network part of a node, print events.")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        stream=sys.stderr)
+
+    def emit(ev: NodeEvent) -> None:
+        print(json.dumps(ev), flush=True)
+
+    async def run() -> None:
+        node = await NetNode.new(load_config(args.config), on_event=emit)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await node.close()
+
+    try:
+        asyncio.run(run())
+    except EschatonError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
