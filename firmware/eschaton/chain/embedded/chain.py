@@ -11,6 +11,7 @@ Fee estimate: regtest has no fee market, so ``estimate_fee`` returns the 1 sat/v
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from eschaton.chain.backend import (
     BroadcastRefused,
@@ -52,6 +53,7 @@ class EmbeddedChain:
         self.owns_node = owns_node
         self.watcher = Watcher()
         self.listeners: list[Listener] = []
+        self.server: Any = None  # an ElectrumServer sharing this node, stopped on close()
         node.listeners.append(self._on_update)
 
     @classmethod
@@ -170,12 +172,15 @@ class EmbeddedChain:
         self.watcher.outpoints.add(OutPoint(*_outpoint(outpoint)))
 
     async def watch_script(self, script_pubkey: bytes) -> None:
-        self.watcher.scripts.add(bytes(script_pubkey))
+        self.watcher.watch_script(bytes(script_pubkey))
 
     def subscribe(self, listener: Listener) -> None:
         self.listeners.append(listener)
 
     async def close(self) -> None:
+        if self.server is not None:
+            await self.server.stop()
+            self.server = None
         self.close_sync()
 
     def close_sync(self) -> None:

@@ -14,6 +14,8 @@ Rules / theory of operation:
   that ``disconnect_block`` uses to restore the coin. Keeping undo here (rather than reading
   ``cm.block_spent_outputs`` on disconnect) lets the index roll back blocks that the kernel lost
   in a crash, and costs one SQL statement per input instead of several ctypes calls.
+- UTXOs are indexed by Electrum's script hash (sha256 of the script), which serves both
+  ``list_unspent(script)`` and ``blockchain.scripthash.listunspent``.
 - Raw transactions are not duplicated: ``txs`` stores (offset, length) into the block's raw bytes.
 - Provably unspendable outputs (OP_RETURN, scripts over 10 000 bytes) and the genesis coinbase
   never enter the UTXO set, as in Bitcoin Core.
@@ -21,6 +23,7 @@ Rules / theory of operation:
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from pathlib import Path
 from eschaton.chain.codec import Block, Tx, compact_size
 
 SCHEMA_VERSION = 1
+_sha = hashlib.sha256
 MAX_SCRIPT_SIZE = 10_000
 
 _SCHEMA = """
@@ -42,8 +46,9 @@ CREATE TABLE IF NOT EXISTS txs(
 CREATE INDEX IF NOT EXISTS txs_height ON txs(height);
 CREATE TABLE IF NOT EXISTS utxos(
     txid TEXT NOT NULL, vout INTEGER NOT NULL, value INTEGER NOT NULL, spk BLOB NOT NULL,
-    height INTEGER NOT NULL, coinbase INTEGER NOT NULL, PRIMARY KEY(txid, vout)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS utxos_spk ON utxos(spk);
+    height INTEGER NOT NULL, coinbase INTEGER NOT NULL, sh BLOB NOT NULL,
+    PRIMARY KEY(txid, vout)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS utxos_sh ON utxos(sh);
 CREATE INDEX IF NOT EXISTS utxos_height ON utxos(height);
 CREATE TABLE IF NOT EXISTS spends(
     txid TEXT NOT NULL, vout INTEGER NOT NULL, spender TEXT NOT NULL, input_index INTEGER NOT NULL,
@@ -171,7 +176,7 @@ class ChainIndex:
                     # Flush pending coins first: a transaction may spend an output created
                     # earlier in the same block.
                     if new_coins:
-                        db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?)", new_coins)
+                        db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", new_coins)
                         new_coins = []
                     r = db.execute(
                         "DELETE FROM utxos WHERE txid=? AND vout=? RETURNING value, spk, height, coinbase",
@@ -185,9 +190,10 @@ class ChainIndex:
             coinbase = 1 if pos == 0 else 0
             for vout, out in enumerate(tx.outputs):
                 if not unspendable(out.script_pubkey):
-                    new_coins.append((tx.txid, vout, out.value, out.script_pubkey, height, coinbase))
+                    spk = out.script_pubkey
+                    new_coins.append((tx.txid, vout, out.value, spk, height, coinbase, _sha(spk).digest()))
         if new_coins:
-            db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?)", new_coins)
+            db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", new_coins)
         db.executemany("INSERT INTO txs VALUES(?,?,?,?,?)", tx_rows)
         if spend_rows:
             db.executemany("INSERT INTO spends VALUES(?,?,?,?,?,?,?,?,?)", spend_rows)
@@ -201,9 +207,11 @@ class ChainIndex:
         assert raw is not None
         db = self.db
         db.execute("DELETE FROM utxos WHERE height=?", (tip.height,))
-        db.execute(
-            "INSERT INTO utxos SELECT txid, vout, value, spk, coin_height, coinbase FROM spends WHERE height=?",
-            (tip.height,),
+        restored = db.execute(
+            "SELECT txid, vout, value, spk, coin_height, coinbase FROM spends WHERE height=?", (tip.height,)
+        ).fetchall()
+        db.executemany(
+            "INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", [(*r, _sha(bytes(r[3])).digest()) for r in restored]
         )
         db.execute("DELETE FROM spends WHERE height=?", (tip.height,))
         db.execute("DELETE FROM txs WHERE height=?", (tip.height,))
@@ -219,10 +227,15 @@ class ChainIndex:
         return Coin(txid, vout, r[0], bytes(r[1]), r[2], bool(r[3])) if r else None
 
     def coins_for_script(self, spk: bytes) -> list[Coin]:
+        return self.coins_for_scripthash(_sha(spk).digest())
+
+    def coins_for_scripthash(self, sh: bytes) -> list[Coin]:
+        """Coins whose script's sha256 is ``sh`` (Electrum's script hash, internal byte order)."""
         rows = self.db.execute(
-            "SELECT txid, vout, value, height, coinbase FROM utxos WHERE spk=? ORDER BY height, txid, vout", (spk,)
+            "SELECT txid, vout, value, spk, height, coinbase FROM utxos WHERE sh=? ORDER BY height, txid, vout",
+            (sh,),
         ).fetchall()
-        return [Coin(r[0], r[1], r[2], spk, r[3], bool(r[4])) for r in rows]
+        return [Coin(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5])) for r in rows]
 
     def tx_location(self, txid: str) -> tuple[int, str] | None:
         r = self.db.execute(

@@ -9,6 +9,8 @@ subscriber to re-query what it cares about.
 """
 from __future__ import annotations
 
+import hashlib
+
 from eschaton.chain.backend import (
     ChainEvent,
     NewTip,
@@ -25,7 +27,12 @@ from eschaton.chain.embedded.node import NodeUpdate
 class Watcher:
     def __init__(self) -> None:
         self.outpoints: set[OutPoint] = set()
-        self.scripts: set[bytes] = set()
+        # Scripts are watched by Electrum script hash (sha256 of the script) so that an
+        # Electrum session, which only knows the hash, and a local handle share one matcher.
+        self.scripthashes: set[bytes] = set()
+
+    def watch_script(self, spk: bytes) -> None:
+        self.scripthashes.add(hashlib.sha256(spk).digest())
 
     def _tx_events(self, tx: Tx, height: int | None) -> list[ChainEvent]:
         out: list[ChainEvent] = []
@@ -34,9 +41,10 @@ class Watcher:
                 op = OutPoint(txin.prev_txid_hex, txin.prev_vout)
                 if op in self.outpoints:
                     out.append(OutpointSpent(Spend(op, tx.txid, i, height)))
-        if self.scripts:
-            for spk in {o.script_pubkey for o in tx.outputs} & self.scripts:
-                out.append(ScriptActivity(spk, tx.txid, height))
+        if self.scripthashes:
+            for spk in {o.script_pubkey for o in tx.outputs}:
+                if hashlib.sha256(spk).digest() in self.scripthashes:
+                    out.append(ScriptActivity(spk, tx.txid, height))
         return out
 
     def events(self, update: NodeUpdate) -> list[ChainEvent]:

@@ -1,0 +1,1 @@
+"""Sharing one embedded chain among processes over the Electrum protocol (see ``server``)."""

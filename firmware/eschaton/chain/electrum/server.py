@@ -1,0 +1,398 @@
+"""Serving one embedded chain to several processes over the Electrum protocol.
+
+Design note (why Electrum): libbitcoinkernel needs exclusive access to its datadir, so exactly
+one process (the owner, holding ``<datadir>/chain/LOCK``) runs the ``ChainNode``. Every other
+process on the node (the daemon, the wallet, the CLI) needs the same small surface: tip, UTXOs
+by script, transactions, broadcast, spenders and notifications. The Electrum protocol is exactly
+that surface, is newline-framed JSON-RPC that aiorpcx (the library of Electrum and ElectrumX)
+implements, and keeps a later switch to a public Electrum server or a stock Electrum client
+(the Debian ``electrum`` package pointed at this regtest server) a configuration change rather
+than a rewrite. What the protocol lacks, the backend interface needs, so a few documented
+``eschaton.*`` methods are added; standard clients simply never call them.
+
+The owner listens on TCP 127.0.0.1 with an ephemeral port and writes the port to
+``<datadir>/chain/electrum.port`` after it starts listening (and removes it on shutdown).
+
+Methods (standard, protocol 1.6 subset):
+- ``server.version``, ``server.ping``
+- ``blockchain.headers.subscribe`` (notifies new tips), ``blockchain.block.header``
+- ``blockchain.scripthash.listunspent`` (entries also carry ``script`` and ``coinbase``),
+  ``blockchain.scripthash.get_balance``, ``blockchain.scripthash.subscribe`` / ``unsubscribe``.
+  Deviation: the status hash is computed over the script's *unspent outputs*
+  (``txid:vout:height:`` sorted) because the index keeps no full history; it still changes
+  whenever the script receives or spends, which is what a subscriber needs.
+- ``blockchain.transaction.get``, ``blockchain.transaction.broadcast`` (refusals are error
+  ``-26`` whose message holds bitcoind's reason on its third line)
+- ``blockchain.estimatefee`` (BTC/kB), ``blockchain.relayfee``
+- ``blockchain.outpoint.subscribe`` / ``unsubscribe`` (funding and spender heights)
+
+Eschaton extensions:
+- ``eschaton.tip`` -> {height, hash, mtp}
+- ``eschaton.tx_status(txid)``, ``eschaton.utxo(txid, vout)``, ``eschaton.spender(txid, vout)``
+- ``eschaton.subscribe_events`` then ``eschaton.watch_outpoint(txid, vout)`` /
+  ``eschaton.watch_script(script_hex)``: the session receives ``eschaton.event`` notifications
+  carrying the backend's ``ChainEvent`` objects (``protocol.event_json``) in chain order.
+- regtest only: ``eschaton.mine(n, script_hex=None)``, ``eschaton.mine_branch(from_hash, n,
+  txs_hex=[], script_hex=None)``, ``eschaton.submit_block(raw_hex)``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from aiorpcx import RPCError, RPCSession, handler_invocation, serve_rs
+
+from eschaton.chain.backend import BroadcastRefused, OutPoint, UnknownTransaction
+from eschaton.chain.electrum import protocol as P
+from eschaton.chain.embedded.chain import EmbeddedChain
+from eschaton.chain.embedded.node import ChainNode, NodeUpdate
+from eschaton.chain.embedded.policy import MIN_RELAY_FEE
+from eschaton.chain.errors import BlockRejected, ChainError
+from eschaton.errors import EschatonError
+
+log = logging.getLogger(__name__)
+
+PORT_FILE = "electrum.port"
+
+
+def _hex(s: Any, what: str, length: int | None = None) -> bytes:
+    if not isinstance(s, str):
+        raise RPCError(P.BAD_REQUEST, f"{what} must be a hex string")
+    try:
+        b = bytes.fromhex(s)
+    except ValueError:
+        raise RPCError(P.BAD_REQUEST, f"{what} is not valid hex") from None
+    if length is not None and len(b) != length:
+        raise RPCError(P.BAD_REQUEST, f"{what} must be {length} bytes")
+    return b
+
+
+def _txid(s: Any) -> str:
+    _hex(s, "txid", 32)
+    return str(s).lower()
+
+
+def _index(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 0xFFFFFFFF:
+        raise RPCError(P.BAD_REQUEST, "output index must be an integer")
+    return v
+
+
+def _count(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 10_000:
+        raise RPCError(P.BAD_REQUEST, "number of blocks must be between 1 and 10000")
+    return v
+
+
+class ElectrumSession(RPCSession):
+    cost_hard_limit = 0  # local, trusted clients: no resource throttling
+
+    def __init__(self, transport: Any, *, server: ElectrumServer) -> None:
+        super().__init__(transport)
+        self.server = server
+        self.chain = EmbeddedChain(server.node, owns_node=False)
+        self.chain.subscribe(self._on_event)
+        self.events = False
+        self.headers = False
+        self.scripthashes: dict[str, str | None] = {}
+        self.outpoints: dict[tuple[str, int], dict[str, Any]] = {}
+        self.queue: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
+        self.sender = asyncio.get_event_loop().create_task(self._send_loop())
+        server.node.listeners.append(self._on_update)
+        server.sessions.add(self)
+        self.handlers: dict[str, Callable[..., Awaitable[Any]]] = {
+            "server.version": self.server_version,
+            "server.ping": self.ping,
+            "blockchain.headers.subscribe": self.headers_subscribe,
+            "blockchain.block.header": self.block_header,
+            "blockchain.scripthash.listunspent": self.listunspent,
+            "blockchain.scripthash.get_balance": self.get_balance,
+            "blockchain.scripthash.subscribe": self.scripthash_subscribe,
+            "blockchain.scripthash.unsubscribe": self.scripthash_unsubscribe,
+            "blockchain.transaction.get": self.transaction_get,
+            "blockchain.transaction.broadcast": self.transaction_broadcast,
+            "blockchain.estimatefee": self.estimatefee,
+            "blockchain.relayfee": self.relayfee,
+            "blockchain.outpoint.subscribe": self.outpoint_subscribe,
+            "blockchain.outpoint.unsubscribe": self.outpoint_unsubscribe,
+            "eschaton.tip": self.tip,
+            "eschaton.tx_status": self.tx_status,
+            "eschaton.utxo": self.utxo,
+            "eschaton.spender": self.spender,
+            "eschaton.subscribe_events": self.subscribe_events,
+            "eschaton.watch_outpoint": self.watch_outpoint,
+            "eschaton.watch_script": self.watch_script,
+            "eschaton.mine": self.mine,
+            "eschaton.mine_branch": self.mine_branch,
+            "eschaton.submit_block": self.submit_block,
+        }
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def handle_request(self, request: Any) -> Any:
+        handler = self.handlers.get(request.method)
+        coro = handler_invocation(handler, request)
+        try:
+            return await coro()
+        except RPCError:
+            raise
+        except BroadcastRefused as e:
+            raise RPCError(P.TX_REFUSED, f"{P.REFUSED_PREFIX}\n\n{e.reason}\n{e.detail}") from None
+        except UnknownTransaction as e:
+            raise RPCError(P.UNKNOWN_TX, f"No such mempool or blockchain transaction. {e}") from None
+        except BlockRejected as e:
+            raise RPCError(P.DAEMON_ERROR, f"block rejected\n{e.reason}\n{e.block_hash}\n{e.detail}") from None
+        except (EschatonError, ValueError, TypeError) as e:
+            raise RPCError(P.BAD_REQUEST, str(e)) from None
+
+    async def connection_lost(self) -> None:
+        await super().connection_lost()
+        self.detach()
+
+    def detach(self) -> None:
+        self.sender.cancel()
+        if self._on_update in self.server.node.listeners:
+            self.server.node.listeners.remove(self._on_update)
+        self.chain.close_sync()
+        self.server.sessions.discard(self)
+
+    async def _send_loop(self) -> None:
+        # One sender keeps notifications in the order the chain produced them.
+        while True:
+            method, args = await self.queue.get()
+            try:
+                await self.send_notification(method, args)
+            except Exception:  # supervision boundary: a dead client must not stop the server
+                log.debug("notification to a closed session dropped", exc_info=True)
+                return
+
+    def _on_event(self, ev: Any) -> None:
+        if self.events:
+            self.queue.put_nowait(("eschaton.event", [P.event_json(ev)]))
+
+    def _on_update(self, update: NodeUpdate) -> None:
+        if self.headers and (update.connected or update.disconnected):
+            self.queue.put_nowait(("blockchain.headers.subscribe", [self._header_json()]))
+        for sh, old in list(self.scripthashes.items()):
+            new = self._status(sh)
+            if new != old:
+                self.scripthashes[sh] = new
+                self.queue.put_nowait(("blockchain.scripthash.subscribe", [sh, new]))
+        for (txid, vout), old_st in list(self.outpoints.items()):
+            new_st = self._outpoint_status(txid, vout)
+            if new_st != old_st:
+                self.outpoints[(txid, vout)] = new_st
+                self.queue.put_nowait(("blockchain.outpoint.subscribe", [[txid, vout], new_st]))
+
+    def _header_json(self) -> dict[str, Any]:
+        tip = self.server.node.tip_row()
+        return {"hex": self._header(tip.height), "height": tip.height}
+
+    def _header(self, height: int) -> str:
+        assert self.server.node.index is not None
+        raw = self.server.node.index.raw_block(height)
+        if raw is None:
+            raise RPCError(P.BAD_REQUEST, f"height {height} out of range")
+        return raw[:80].hex()
+
+    def _utxos(self, sh: str) -> list[dict[str, Any]]:
+        try:
+            shb = P.scripthash_bytes(sh)
+        except (ValueError, TypeError):
+            raise RPCError(P.BAD_REQUEST, "bad script hash") from None
+        node = self.server.node
+        assert node.index is not None
+        mp = node.mempool
+        out = [
+            {"tx_hash": c.txid, "tx_pos": c.vout, "height": c.height, "value": c.value,
+             "script": c.spk.hex(), "coinbase": c.coinbase}
+            for c in node.index.coins_for_scripthash(shb)
+            if (c.txid, c.vout) not in mp.spent
+        ]
+        for txid, e in mp.entries.items():
+            for vout, o in enumerate(e.tx.outputs):
+                if (txid, vout) not in mp.spent and hashlib.sha256(o.script_pubkey).digest() == shb:
+                    out.append({"tx_hash": txid, "tx_pos": vout, "height": 0, "value": o.value,
+                                "script": o.script_pubkey.hex(), "coinbase": False})
+        return out
+
+    def _status(self, sh: str) -> str | None:
+        items = sorted(f"{u['tx_hash']}:{u['tx_pos']}:{u['height']}:" for u in self._utxos(sh))
+        return hashlib.sha256("".join(items).encode()).hexdigest() if items else None
+
+    def _outpoint_status(self, txid: str, vout: int) -> dict[str, Any]:
+        node = self.server.node
+        assert node.index is not None
+        st: dict[str, Any] = {}
+        if txid in node.mempool:
+            st["height"] = 0
+        else:
+            loc = node.index.tx_location(txid)
+            if loc is None:
+                return {}
+            st["height"] = loc[0]
+        sp = self.chain.spender_sync(OutPoint(txid, vout))
+        if sp is not None:
+            st["spender_txhash"] = sp.txid
+            st["spender_height"] = sp.height or 0
+        return st
+
+    # --- standard methods ---------------------------------------------------------------------
+
+    async def server_version(self, client_name: str = "", protocol_version: Any = None) -> list[str]:
+        return [P.SERVER_NAME, P.PROTOCOL_VERSION]
+
+    async def ping(self) -> None:
+        return None
+
+    async def headers_subscribe(self) -> dict[str, Any]:
+        self.headers = True
+        return self._header_json()
+
+    async def block_header(self, height: int, cp_height: int = 0) -> str:
+        return self._header(_index(height))
+
+    async def listunspent(self, scripthash: str) -> list[dict[str, Any]]:
+        return self._utxos(scripthash)
+
+    async def get_balance(self, scripthash: str) -> dict[str, int]:
+        u = self._utxos(scripthash)
+        return {
+            "confirmed": sum(x["value"] for x in u if x["height"] > 0),
+            "unconfirmed": sum(x["value"] for x in u if x["height"] == 0),
+        }
+
+    async def scripthash_subscribe(self, scripthash: str) -> str | None:
+        st = self._status(scripthash)
+        self.scripthashes[scripthash] = st
+        return st
+
+    async def scripthash_unsubscribe(self, scripthash: str) -> bool:
+        return self.scripthashes.pop(scripthash, 0) != 0
+
+    async def transaction_get(self, tx_hash: str, verbose: bool = False) -> str:
+        if verbose:
+            raise RPCError(P.BAD_REQUEST, "verbose transactions are not supported")
+        raw = await self.chain.get_transaction(_txid(tx_hash))
+        return raw.hex()
+
+    async def transaction_broadcast(self, raw_tx: str) -> str:
+        try:
+            raw = bytes.fromhex(raw_tx) if isinstance(raw_tx, str) else None
+        except ValueError:
+            raw = None
+        if raw is None:
+            raise BroadcastRefused("TX decode failed", "not hex")
+        return await self.chain.broadcast(raw)
+
+    async def estimatefee(self, number: int, mode: str | None = None) -> float:
+        return self.chain.estimate_fee_sync(_count(number)) / 1e8
+
+    async def relayfee(self) -> float:
+        return MIN_RELAY_FEE / 1e8
+
+    async def outpoint_subscribe(self, tx_hash: str, txout_idx: int, spk_hint: str | None = None) -> dict[str, Any]:
+        key = (_txid(tx_hash), _index(txout_idx))
+        st = self._outpoint_status(*key)
+        self.outpoints[key] = st
+        await self.chain.watch_outpoint(OutPoint(*key))
+        return st
+
+    async def outpoint_unsubscribe(self, tx_hash: str, txout_idx: int) -> bool:
+        return self.outpoints.pop((_txid(tx_hash), _index(txout_idx)), None) is not None
+
+    # --- extensions -----------------------------------------------------------------------------
+
+    async def tip(self) -> dict[str, Any]:
+        return P.tip_json(await self.chain.tip())
+
+    async def tx_status(self, txid: str) -> dict[str, Any]:
+        return P.status_json(self.chain.tx_status_sync(_txid(txid)))
+
+    async def utxo(self, txid: str, vout: int) -> dict[str, Any] | None:
+        u = self.chain.utxo_sync(OutPoint(_txid(txid), _index(vout)))
+        return P.utxo_json(u) if u else None
+
+    async def spender(self, txid: str, vout: int) -> dict[str, Any] | None:
+        s = self.chain.spender_sync(OutPoint(_txid(txid), _index(vout)))
+        return P.spend_json(s) if s else None
+
+    async def subscribe_events(self) -> bool:
+        self.events = True
+        return True
+
+    async def watch_outpoint(self, txid: str, vout: int) -> bool:
+        await self.chain.watch_outpoint(OutPoint(_txid(txid), _index(vout)))
+        return True
+
+    async def watch_script(self, script_hex: str) -> bool:
+        await self.chain.watch_script(_hex(script_hex, "script"))
+        return True
+
+    async def mine(self, n: int, script_hex: str | None = None) -> list[str]:
+        spk = _hex(script_hex, "script") if script_hex is not None else None
+        return await self.chain.mine(_count(n), spk)
+
+    async def mine_branch(self, from_hash: str, n: int, txs_hex: list[str] | None = None,
+                          script_hex: str | None = None) -> list[str]:
+        spk = _hex(script_hex, "script") if script_hex is not None else None
+        txs = [_hex(t, "transaction") for t in (txs_hex or [])]
+        _hex(from_hash, "block hash", 32)
+        return await self.chain.mine_branch(from_hash, _count(n), txs, spk)
+
+    async def submit_block(self, raw_hex: str) -> dict[str, Any]:
+        bh, active = await self.chain.submit_block(_hex(raw_hex, "block"))
+        return {"hash": bh, "active": active}
+
+
+class ElectrumServer:
+    """Serves ``node`` on 127.0.0.1 and advertises the port in ``<datadir>/chain/electrum.port``."""
+
+    def __init__(self, node: ChainNode, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.node = node
+        self.host = host
+        self.port = port
+        self.sessions: set[ElectrumSession] = set()
+        self._server: asyncio.AbstractServer | None = None
+        self.port_file: Path = node.chain_dir / PORT_FILE
+
+    async def start(self) -> int:
+        self._server = await serve_rs(partial(ElectrumSession, server=self), self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        tmp = self.port_file.with_suffix(".tmp")
+        tmp.write_text(f"{self.port}\n")
+        os.replace(tmp, self.port_file)  # readers never see a half-written file
+        log.info("chain served over Electrum on %s:%d", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        try:
+            self.port_file.unlink()
+        except FileNotFoundError:
+            pass
+        if self._server is not None:
+            self._server.close()
+            for s in list(self.sessions):
+                try:
+                    await s.close(force_after=1)
+                except Exception:  # supervision boundary: closing a broken session
+                    log.debug("closing a session failed", exc_info=True)
+                s.detach()
+            await self._server.wait_closed()
+            self._server = None
+
+
+def read_port(chain_dir: Path) -> int | None:
+    try:
+        return int((chain_dir / PORT_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+__all__ = ["ElectrumServer", "ElectrumSession", "read_port", "ChainError"]

@@ -1,0 +1,70 @@
+"""``open_chain``: the one way the wallet, the node and the CLI get a ``ChainBackend``.
+
+Rules:
+- If no process owns ``<datadir>/chain`` this process becomes the owner: it opens the embedded
+  chain directly and (``serve=True``, the default) serves it over Electrum so that other
+  processes can share it.
+- If another process owns it, connect to its Electrum server (port in ``chain/electrum.port``).
+- Races (two processes opening at once, a server still starting, a stale port file after a
+  crash) are retried until ``timeout``; then ``ChainUnavailable``.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+from eschaton.chain.backend import ChainBackend
+from eschaton.chain.electrum.client import ElectrumChainClient
+from eschaton.chain.electrum.server import ElectrumServer, read_port
+from eschaton.chain.embedded.chain import EmbeddedChain
+from eschaton.chain.embedded.node import ChainLock, ChainNode
+from eschaton.chain.errors import ChainLocked, ChainUnavailable
+
+DEFAULT_DATADIR = "~/.eschaton"
+
+
+def resolve_datadir(datadir: str | Path | None) -> Path:
+    """``--datadir``, else ``$ESCHATON_DATADIR``, else ``~/.eschaton``."""
+    d = datadir or os.environ.get("ESCHATON_DATADIR") or DEFAULT_DATADIR
+    return Path(d).expanduser()
+
+
+async def open_chain(
+    datadir: str | Path | None, *, serve: bool = True, direct_only: bool = False, timeout: float = 10.0
+) -> ChainBackend:
+    """An ``EmbeddedChain`` (owner) or an ``ElectrumChainClient`` (the chain is owned elsewhere).
+
+    ``direct_only``: never connect to a server (raise ``ChainLocked`` instead)."""
+    base = resolve_datadir(datadir)
+    chain_dir = base / "chain"
+    deadline = time.monotonic() + timeout
+    while True:
+        if not ChainLock.held(chain_dir):
+            try:
+                node = ChainNode(base)
+            except ChainLocked:
+                pass  # lost a race with another opener: connect to it instead
+            else:
+                chain = EmbeddedChain(node)
+                if serve:
+                    server = ElectrumServer(node)
+                    try:
+                        await server.start()
+                    except BaseException:
+                        await chain.close()
+                        raise
+                    chain.server = server
+                return chain
+        elif direct_only:
+            raise ChainLocked(f"another process owns the chain in {chain_dir}")
+        port = read_port(chain_dir)
+        if port is not None:
+            try:
+                return await ElectrumChainClient.connect("127.0.0.1", port)
+            except ChainUnavailable:
+                pass  # stale port file or a server that is still starting
+        if time.monotonic() > deadline:
+            raise ChainUnavailable(f"the chain in {chain_dir} is owned by another process that does not answer")
+        await asyncio.sleep(0.05)

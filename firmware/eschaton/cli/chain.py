@@ -1,0 +1,185 @@
+"""``eschaton chain mine|info|broadcast|tx|serve``: the embedded regtest chain from the shell.
+
+If a process (``chain serve`` or the node daemon) owns the datadir's chain, the commands talk to
+it over Electrum; otherwise they open the chain directly for the duration of the command.
+Bad input (a malformed or non-regtest address, bad hex, an unknown txid, N <= 0) is a one-line
+error with exit code 1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from eschaton.chain.backend import ChainBackend
+from eschaton.chain.errors import InvalidRequest
+from eschaton.cli.main import add_common
+
+
+def register(subparsers: Any) -> None:
+    g = subparsers.add_parser("chain", help="the embedded regtest chain: mine, info, broadcast, tx, serve")
+    sub = g.add_subparsers(dest="cmd", required=True, parser_class=type(g))
+
+    p = sub.add_parser("mine", help="mine N blocks (packing the mempool)")
+    p.add_argument("n", type=int, metavar="N")
+    p.add_argument("--to", dest="address", default=None, help="regtest address for the coinbase")
+    add_common(p)
+    p.set_defaults(handler=cmd_mine)
+
+    p = sub.add_parser("info", help="tip height, hash and median time past")
+    add_common(p)
+    p.set_defaults(handler=cmd_info)
+
+    p = sub.add_parser("broadcast", help="submit a raw transaction to the mempool")
+    p.add_argument("rawhex")
+    add_common(p)
+    p.set_defaults(handler=cmd_broadcast)
+
+    p = sub.add_parser("tx", help="status and raw bytes of a transaction")
+    p.add_argument("txid")
+    add_common(p)
+    p.set_defaults(handler=cmd_tx)
+
+    p = sub.add_parser("serve", help="own the chain and serve it over Electrum until SIGTERM/SIGINT")
+    p.add_argument("--mine-every", type=float, default=None, metavar="SECONDS",
+                   help="mine a block at this interval (demos)")
+    add_common(p)
+    p.set_defaults(handler=cmd_serve)
+
+
+def address_to_script(address: str) -> bytes:
+    """A regtest address (bcrt1..., or base58 with the test prefixes) to its scriptPubKey."""
+    from embit import base58, bech32
+    from embit.networks import NETWORKS
+
+    net = NETWORKS["regtest"]
+    addr = address.strip()
+    if addr.lower().startswith(net["bech32"] + "1"):
+        # embit's decoder returns (None, None) on a bad checksum instead of raising.
+        ver, prog = bech32.decode(net["bech32"], addr)
+        if ver is None or prog is None or not 2 <= len(prog) <= 40 or (ver == 0 and len(prog) not in (20, 32)):
+            raise InvalidRequest(f"malformed address {address!r}")
+        return bytes([0x50 + ver if ver else 0, len(prog)]) + bytes(prog)
+    try:
+        data = base58.decode_check(addr)
+    except Exception:  # embit raises assorted errors for bad base58: all mean "malformed"
+        raise InvalidRequest(f"malformed address {address!r}") from None
+    if len(data) == 21 and data[:1] == net["p2pkh"]:
+        return b"\x76\xa9\x14" + data[1:] + b"\x88\xac"
+    if len(data) == 21 and data[:1] == net["p2sh"]:
+        return b"\xa9\x14" + data[1:] + b"\x87"
+    raise InvalidRequest(f"not a regtest address: {address!r}")
+
+
+def _hex(s: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(s.strip())
+    except ValueError:
+        raise InvalidRequest(f"{what} is not valid hex") from None
+
+
+def _txid(s: str) -> str:
+    if len(s.strip()) != 64 or len(_hex(s, "txid")) != 32:
+        raise InvalidRequest("txid must be 64 hex characters")
+    return s.strip().lower()
+
+
+def _with_chain(args: argparse.Namespace, fn: Callable[[ChainBackend], Awaitable[Any]]) -> Any:
+    from eschaton.chain.open import open_chain
+
+    async def run() -> Any:
+        chain = await open_chain(args.datadir, serve=False)
+        try:
+            return await fn(chain)
+        finally:
+            await chain.close()
+
+    return asyncio.run(run())
+
+
+def cmd_mine(args: argparse.Namespace) -> Any:
+    if args.n <= 0:
+        raise InvalidRequest(f"N must be positive, got {args.n}")
+    spk = address_to_script(args.address) if args.address else None
+
+    async def go(chain: ChainBackend) -> Any:
+        hashes = await chain.mine(args.n, spk)  # type: ignore[attr-defined]
+        tip = await chain.tip()
+        return {"blocks": hashes, "height": tip.height}
+
+    result = _with_chain(args, go)
+    return result if args.json else [f"mined {len(result['blocks'])} blocks, tip height {result['height']}"]
+
+
+def cmd_info(args: argparse.Namespace) -> Any:
+    async def go(chain: ChainBackend) -> Any:
+        tip = await chain.tip()
+        return {
+            "height": tip.height,
+            "hash": tip.block_hash,
+            "median_time_past": tip.median_time_past,
+            "backend": type(chain).__name__,
+        }
+
+    return _with_chain(args, go)
+
+
+def cmd_broadcast(args: argparse.Namespace) -> Any:
+    raw = _hex(args.rawhex, "raw transaction")
+
+    async def go(chain: ChainBackend) -> Any:
+        return {"txid": await chain.broadcast(raw)}
+
+    r = _with_chain(args, go)
+    return r if args.json else r["txid"]
+
+
+def cmd_tx(args: argparse.Namespace) -> Any:
+    txid = _txid(args.txid)
+
+    async def go(chain: ChainBackend) -> Any:
+        st = await chain.tx_status(txid)
+        raw = await chain.get_transaction(txid)
+        return {
+            "txid": st.txid,
+            "in_mempool": st.in_mempool,
+            "height": st.height,
+            "block_hash": st.block_hash,
+            "confirmations": st.confirmations,
+            "hex": raw.hex(),
+        }
+
+    return _with_chain(args, go)
+
+
+def cmd_serve(args: argparse.Namespace) -> Any:
+    from eschaton.chain.embedded.chain import EmbeddedChain
+    from eschaton.chain.open import open_chain
+
+    if args.mine_every is not None and args.mine_every <= 0:
+        raise InvalidRequest("--mine-every must be positive")
+
+    async def run() -> Any:
+        chain = await open_chain(args.datadir, serve=True, direct_only=True)
+        assert isinstance(chain, EmbeddedChain) and chain.server is not None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        tip = await chain.tip()
+        sys.stdout.write(f"serving chain at height {tip.height} on 127.0.0.1:{chain.server.port}\n")
+        sys.stdout.flush()
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=args.mine_every)
+                except TimeoutError:
+                    await chain.mine(1)
+        finally:
+            await chain.close()
+        return None
+
+    return asyncio.run(run())
