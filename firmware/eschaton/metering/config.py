@@ -511,3 +511,11 @@ def load_metering_config(path: str | os.PathLike[str], *,
         raise MeteringConfigError(str(p), "toml", f"not valid TOML: {e}",
                                   int(m.group(1)) if m else None) from None
     return parse_metering_config(data, source=str(p), text=text, env=env)
+
+
+def parse_metering(doc: Mapping[str, Any], ctx: Any = None) -> MeteringConfig:
+    """Hook for the node's config loader (``eschaton.config.loader``): ``ctx`` supplies
+    ``source`` and ``text`` so errors carry the same file and line as the loader's own."""
+    source = getattr(ctx, "source", "<config>")
+    text = getattr(ctx, "text", None)
+    return parse_metering_config(doc, source=source, text=text)

@@ -148,7 +148,7 @@ class GroupCommit:
     def batch(self, totals: Mapping[str, int], now: float, *, force: bool = False) -> list[tuple[str, int]]:
         """The (meter, total) pairs to commit now; empty if nothing is due."""
         if (not force and self.last_commit_at is not None
-                and now - self.last_commit_at < self.interval_s):
+                and now - self.last_commit_at < self.interval_s - 1e-6):  # float clock jitter
             return []
         return [(m, t) for m, t in sorted(totals.items()) if self.committed.get(m) != t]
 
