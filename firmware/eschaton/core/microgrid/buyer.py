@@ -1,0 +1,351 @@
+"""The buyer's side: accept terms, check every invoice, pay exactly what is owed, no more.
+
+Rules / theory of operation:
+- An invoice is accepted only if, in this order: it parses strictly; its meter and agreement are
+  ours and current; the seller's signature verifies; its sequence number is above the last
+  accepted one (else ``Replayed``); units, amount and reading time never decrease; the reading is
+  not from the future (beyond ``Tolerance.max_clock_skew_ms``); the amount equals the agreed
+  tariff applied to the units exactly (``Agreement.due_at``); and, when we have our own meter on
+  the connection, the units since the contract began do not exceed what our meter counted over
+  the same span plus the tolerance. Any failure is a typed ``Refusal``: recorded in the ledger
+  as ``invoice_refused`` with its reason, returned as ``Refused``; nothing is paid.
+- Payment: we pay ``cumulative_due - cumulative_paid`` where ``cumulative_paid`` counts every
+  payment we recorded as sent (including ones not yet confirmed). The ``payment_sent`` entry is
+  recorded BEFORE the ``Pay`` action runs, so after a crash the ledger never under-counts what
+  may have left: a replayed or repeated invoice pays 0, and ``pending_payments()`` lists the
+  payments whose outcome the node must check with the trade channel (same deterministic
+  ``payment_id``). ``on_payment_failed`` gives the amount back to be paid on the next invoice.
+- Renegotiation: we accept the seller's new terms only when they are anchored exactly at the
+  last invoice we accepted; our own proposals are anchored there too. Terms apply to future
+  units only (see ``terms``).
+- State changes only through ``apply(entry)``; ``BuyerCore.restore`` replays a ledger. Our own
+  meter's latest reading is not recorded (the meter is cumulative; feed a fresh reading after a
+  restart before handling invoices).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nacl.signing import SigningKey
+
+from eschaton.core.microgrid.codec import Plain, encode
+from eschaton.core.microgrid.decisions import Decision, Pay, Record, Refused
+from eschaton.core.microgrid.errors import (
+    BadTerms,
+    CumulativeDecreased,
+    Expired,
+    FromTheFuture,
+    IllegalTransition,
+    MeterRegression,
+    MicrogridError,
+    OverMetered,
+    Refusal,
+    Replayed,
+    StaleOffer,
+    UnknownAgreement,
+    UnknownContract,
+    WrongAgreement,
+    WrongAmount,
+)
+from eschaton.core.microgrid.fields import pubkey_of, sha256
+from eschaton.core.microgrid.invoice import Invoice
+from eschaton.core.microgrid.ledger import Entry, EntryKind, body_bytes, body_int, body_text
+from eschaton.core.microgrid.terms import Acceptance, Agreement, Anchor, Offer, Tariff
+
+PAY_DOMAIN = b"eschaton/microgrid/payment/v1\x00"
+PPM = 1_000_000
+RAW_LOG_LIMIT = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Tolerance:
+    """How far an invoice may exceed our own meter before we refuse it."""
+
+    abs_units: int = 0
+    """Base units the seller's count may exceed ours by (meter resolution, reading skew)."""
+    rel_ppm: int = 0
+    """Plus this many parts per million of what our meter counted (meter accuracy class)."""
+    max_clock_skew_ms: int = 5000
+    """How far ahead of our clock an invoice's reading time may be."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuyerStatus:
+    meter_id: str
+    agreement_id: bytes
+    last_seq: int
+    accepted_units: int
+    accepted_due_sat: int
+    paid_sat: int
+    """Everything recorded as sent, confirmed or not."""
+    pending_sat: int
+    """Sent but not yet confirmed by the channel."""
+
+
+class _Contract:
+    __slots__ = ("agreements", "last", "paid", "pending", "own_meter", "own_start",
+                 "seller_start", "proposal")
+
+    def __init__(self, agreement: Agreement, own_meter: str, own_start: int) -> None:
+        self.agreements = [agreement]
+        self.last: Anchor = agreement.anchor
+        self.paid = 0
+        self.pending: dict[bytes, Pay] = {}
+        self.own_meter = own_meter
+        self.own_start = own_start
+        self.seller_start = agreement.anchor.units
+        self.proposal: Offer | None = None
+
+    @property
+    def current(self) -> Agreement:
+        return self.agreements[-1]
+
+
+class BuyerCore:
+    """Sans-IO buyer. Feed it offers, invoices, own-meter readings and payment outcomes."""
+
+    def __init__(self, key: SigningKey, tolerance: Tolerance | None = None) -> None:
+        self._key = key
+        self.pubkey = pubkey_of(key)
+        self.tolerance = tolerance or Tolerance()
+        self._contracts: dict[str, _Contract] = {}
+        self._own: dict[str, tuple[int, int]] = {}
+
+    @classmethod
+    def restore(cls, key: SigningKey, entries: Iterable[Entry],
+                tolerance: Tolerance | None = None) -> BuyerCore:
+        core = cls(key, tolerance)
+        for e in entries:
+            core.apply(e)
+        return core
+
+    # --- terms -----------------------------------------------------------------------------
+
+    def on_own_reading(self, meter_id: str, cum_units: int, reading_ms: int) -> None:
+        """A reading of our own meter on a connection (base units, cumulative)."""
+        prev = self._own.get(meter_id)
+        if prev is not None and (cum_units < prev[0] or reading_ms < prev[1]):
+            raise MeterRegression(f"own meter {meter_id} went backwards")
+        self._own[meter_id] = (cum_units, reading_ms)
+
+    def accept(self, offer: Offer, now_ms: int, *,
+               own_meter: str | None = None) -> tuple[Acceptance, list[Decision]]:
+        """Accept the seller's ``offer`` (verified by ``Offer.from_wire``); our policy decided
+        the terms are fine. ``own_meter`` names our meter on this connection, whose latest
+        reading becomes its starting point for the over-metering check."""
+        if now_ms > offer.expires_ms:
+            raise Expired("offer expired")
+        if offer.proposer != offer.seller or offer.buyer not in (b"", self.pubkey):
+            raise StaleOffer("not a seller's offer to us")
+        c = self._contracts.get(offer.meter_id)
+        if not offer.prev_agreement:
+            if c is not None:
+                raise StaleOffer(f"meter {offer.meter_id} already has a contract")
+        else:
+            if c is None or offer.prev_agreement != c.current.agreement_id:
+                raise StaleOffer("renegotiation of an agreement that is not our current one")
+            if offer.seller != c.current.seller or offer.tariff.service != c.current.tariff.service:
+                raise StaleOffer("renegotiation changes the seller or the service")
+            if offer.anchor != c.last:
+                raise StaleOffer("renegotiation is not anchored at our last accepted invoice")
+        acc = Acceptance.create(self._key, offer, now_ms)
+        agreement = Agreement.bind(offer, acc)
+        if offer.prev_agreement:
+            entry = Entry(EntryKind.RENEGOTIATION, now_ms, {"agreement": agreement.to_wire()})
+        else:
+            own_start = 0
+            if own_meter is not None:
+                if own_meter not in self._own:
+                    raise MicrogridError(f"read own meter {own_meter} before accepting")
+                own_start = self._own[own_meter][0]
+            entry = Entry(EntryKind.AGREEMENT, now_ms, {
+                "agreement": agreement.to_wire(), "own_meter": own_meter or "",
+                "own_start": own_start})
+        return acc, [self._commit(entry)]
+
+    def propose(self, meter_id: str, *, offer_id: bytes, tariff: Tariff, now_ms: int,
+                expires_ms: int) -> tuple[Offer, list[Decision]]:
+        """Propose new terms to the seller, anchored at our last accepted invoice."""
+        c = self._contract(meter_id)
+        cur = c.current
+        if tariff.service != cur.tariff.service:
+            raise BadTerms("a renegotiation cannot change the service")
+        o = Offer.create(self._key, offer_id=offer_id, tariff=tariff, meter_id=meter_id,
+                         seller=cur.seller, buyer=self.pubkey, expires_ms=expires_ms,
+                         anchor=c.last, prev_agreement=cur.agreement_id)
+        return o, [self._commit(Entry(EntryKind.OFFER_MADE, now_ms, {"offer": o.to_wire()}))]
+
+    def on_acceptance(self, acceptance: Acceptance, now_ms: int) -> list[Decision]:
+        """The seller accepted our proposal."""
+        c = next((c for c in self._contracts.values() if c.proposal is not None
+                  and c.proposal.offer_hash == acceptance.offer_hash), None)
+        if c is None or c.proposal is None:
+            raise UnknownAgreement("acceptance of an offer we did not make")
+        if now_ms > c.proposal.expires_ms:
+            raise Expired("acceptance arrived after our offer expired")
+        if c.proposal.anchor != c.last:
+            raise StaleOffer("we accepted invoices after proposing; propose again")
+        agreement = Agreement.bind(c.proposal, acceptance)
+        return [self._commit(Entry(EntryKind.RENEGOTIATION, now_ms,
+                                   {"agreement": agreement.to_wire()}))]
+
+    # --- invoices and payments -------------------------------------------------------------
+
+    def on_invoice(self, raw: object, now_ms: int) -> list[Decision]:
+        """Check a seller's invoice (its wire dict, or an ``Invoice``) and pay what is owed."""
+        inv: Invoice | None = raw if isinstance(raw, Invoice) else None
+        try:
+            if inv is None:
+                inv = Invoice.from_wire(raw)
+            c = self._check(inv, now_ms)
+        except Refusal as err:
+            return self._refuse(err, inv, raw, now_ms)
+        out: list[Decision] = [self._commit(Entry(EntryKind.INVOICE_ACCEPTED, now_ms,
+                                                  {"invoice": inv.to_wire()}))]
+        owed = inv.cum_due_sat - c.paid
+        if owed > 0:
+            pid = sha256(PAY_DOMAIN + inv.invoice_id)
+            out += self._pay(inv.meter_id, pid, inv.invoice_id, owed, now_ms)
+        return out
+
+    def _check(self, inv: Invoice, now_ms: int) -> _Contract:
+        c = self._contracts.get(inv.meter_id)
+        if c is None:
+            raise UnknownAgreement(f"no contract for meter {inv.meter_id}")
+        ids = [a.agreement_id for a in c.agreements]
+        if inv.agreement_id not in ids:
+            raise UnknownAgreement("invoice names an agreement we do not have")
+        inv.verify(c.current.seller)
+        if inv.seq <= c.last.seq:
+            raise Replayed(f"invoice {inv.seq} is not after the last accepted {c.last.seq}")
+        if inv.agreement_id != c.current.agreement_id:
+            raise WrongAgreement("invoice priced under superseded terms")
+        if (inv.cum_units < c.last.units or inv.cum_due_sat < c.last.due_sat
+                or inv.reading_ms < c.last.at_ms):
+            raise CumulativeDecreased("units, amount or reading time went down")
+        if inv.reading_ms > now_ms + self.tolerance.max_clock_skew_ms:
+            raise FromTheFuture(f"reading time {inv.reading_ms} is ahead of now {now_ms}")
+        expected = c.current.due_at(inv.cum_units, inv.reading_ms)
+        if inv.cum_due_sat != expected:
+            raise WrongAmount(f"amount {inv.cum_due_sat} sat, the tariff gives {expected} sat")
+        if c.own_meter:
+            own_now = self._own.get(c.own_meter, (c.own_start, 0))[0]
+            own = own_now - c.own_start
+            allowed = own + self.tolerance.abs_units + own * self.tolerance.rel_ppm // PPM
+            claimed = inv.cum_units - c.seller_start
+            if claimed > allowed:
+                raise OverMetered(f"invoiced {claimed} units, our meter allows {allowed}")
+        return c
+
+    def _refuse(self, err: Refusal, inv: Invoice | None, raw: object,
+                now_ms: int) -> list[Decision]:
+        body: dict[str, Plain] = {"reason": err.reason, "detail": str(err)[:RAW_LOG_LIMIT]}
+        if inv is not None:
+            body["invoice"] = inv.to_wire()
+        else:
+            body["raw"] = repr(raw)[:RAW_LOG_LIMIT]
+        entry = Entry(EntryKind.INVOICE_REFUSED, now_ms, body)
+        return [self._commit(entry), Refused(err)]
+
+    def prepay(self, meter_id: str, amount_sat: int, now_ms: int) -> list[Decision]:
+        """Pay ahead (prepaid credit); the seller counts it against future usage."""
+        if amount_sat <= 0:
+            raise MicrogridError("a prepayment must be positive")
+        c = self._contract(meter_id)
+        ref = c.current.agreement_id
+        pid = sha256(PAY_DOMAIN + ref + encode([c.paid, amount_sat]))
+        return self._pay(meter_id, pid, ref, amount_sat, now_ms)
+
+    def _pay(self, meter_id: str, pid: bytes, ref: bytes, amount: int,
+             now_ms: int) -> list[Decision]:
+        pay = Pay(meter_id, pid, ref, amount)
+        rec = self._commit(Entry(EntryKind.PAYMENT_SENT, now_ms, {
+            "meter_id": meter_id, "payment_id": pid, "ref": ref, "amount_sat": amount}))
+        return [rec, pay]
+
+    def on_payment_confirmed(self, payment_id: bytes, now_ms: int) -> list[Decision]:
+        """The channel settled this payment. Unknown or already settled ids are ignored."""
+        meter_id = self._pending_meter(payment_id)
+        if meter_id is None:
+            return []
+        return [self._commit(Entry(EntryKind.PAYMENT_CONFIRMED, now_ms, {
+            "meter_id": meter_id, "payment_id": payment_id}))]
+
+    def on_payment_failed(self, payment_id: bytes, now_ms: int) -> list[Decision]:
+        """The channel could not pay: the amount is owed again (paid on the next invoice)."""
+        meter_id = self._pending_meter(payment_id)
+        if meter_id is None:
+            return []
+        return [self._commit(Entry(EntryKind.PAYMENT_FAILED, now_ms, {
+            "meter_id": meter_id, "payment_id": payment_id}))]
+
+    def pending_payments(self) -> list[Pay]:
+        """Payments recorded as sent whose outcome is unknown (check them after a restart)."""
+        return [p for _, c in sorted(self._contracts.items()) for p in c.pending.values()]
+
+    def _pending_meter(self, payment_id: bytes) -> str | None:
+        return next((m for m, c in self._contracts.items() if payment_id in c.pending), None)
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def meters(self) -> list[str]:
+        return sorted(self._contracts)
+
+    def agreement(self, meter_id: str) -> Agreement:
+        return self._contract(meter_id).current
+
+    def status(self, meter_id: str) -> BuyerStatus:
+        c = self._contract(meter_id)
+        return BuyerStatus(meter_id=meter_id, agreement_id=c.current.agreement_id,
+                           last_seq=c.last.seq, accepted_units=c.last.units,
+                           accepted_due_sat=c.last.due_sat, paid_sat=c.paid,
+                           pending_sat=sum(p.amount_sat for p in c.pending.values()))
+
+    def _contract(self, meter_id: str) -> _Contract:
+        c = self._contracts.get(meter_id)
+        if c is None:
+            raise UnknownContract(f"no agreement covers meter {meter_id}")
+        return c
+
+    # --- state changes: only here ----------------------------------------------------------
+
+    def _commit(self, entry: Entry) -> Record:
+        self.apply(entry)
+        return Record(entry)
+
+    def apply(self, entry: Entry) -> None:
+        """Apply one ledger entry to the state (used live and when restoring)."""
+        b = entry.body
+        k = entry.kind
+        if k is EntryKind.AGREEMENT:
+            ag = Agreement.from_wire(b["agreement"])
+            self._contracts[ag.meter_id] = _Contract(
+                ag, body_text(b["own_meter"]) if b["own_meter"] else "", body_int(b["own_start"]))
+        elif k is EntryKind.RENEGOTIATION:
+            ag = Agreement.from_wire(b["agreement"])
+            c = self._contracts[ag.meter_id]
+            c.agreements.append(ag)
+            c.proposal = None
+        elif k is EntryKind.OFFER_MADE:
+            o = Offer.from_wire(b["offer"])
+            self._contracts[o.meter_id].proposal = o
+        elif k is EntryKind.INVOICE_ACCEPTED:
+            inv = Invoice.from_wire(b["invoice"])
+            self._contracts[inv.meter_id].last = Anchor(
+                inv.seq, inv.cum_units, inv.cum_due_sat, inv.reading_ms)
+        elif k is EntryKind.INVOICE_REFUSED:
+            pass  # a refusal changes nothing: that is the point
+        elif k is EntryKind.PAYMENT_SENT:
+            c = self._contracts[body_text(b["meter_id"])]
+            pay = Pay(body_text(b["meter_id"]), body_bytes(b["payment_id"]), body_bytes(b["ref"]),
+                      body_int(b["amount_sat"]))
+            c.paid += pay.amount_sat
+            c.pending[pay.payment_id] = pay
+        elif k is EntryKind.PAYMENT_CONFIRMED:
+            self._contracts[body_text(b["meter_id"])].pending.pop(body_bytes(b["payment_id"]))
+        elif k is EntryKind.PAYMENT_FAILED:
+            c = self._contracts[body_text(b["meter_id"])]
+            c.paid -= c.pending.pop(body_bytes(b["payment_id"])).amount_sat
+        else:
+            raise IllegalTransition(f"a buyer ledger has no {k.value} entries")

@@ -1,0 +1,307 @@
+"""The seller's side of a metered supply: offers, cumulative invoices, payments, cut/restore.
+
+Rules / theory of operation:
+- One contract per meter: the meter measures what flows to one buyer. A contract is a chain of
+  agreements (the first, then each renegotiation), each anchored at an invoice (see ``terms``).
+- ``on_reading`` prices the cumulative reading under the current agreement. An invoice is issued
+  when the amount or units changed and either ``pay_interval_ms`` has passed since the last
+  invoice's reading or supply is about to be cut (so the buyer always holds an invoice for the
+  amount that got it cut). While our own renegotiation offer is outstanding, invoicing is held
+  (the offer is anchored at our latest invoice, so no invoice may follow it under the old terms).
+- Credit: ``unpaid = cumulative due - cumulative paid``; a negative value is prepaid credit. The
+  moment a reading makes ``unpaid > credit_limit_sat`` while supply is on, the core emits
+  ``CutSupply`` with a deadline of now + 1 s. When payments bring ``unpaid <= credit_limit_sat``
+  again, it emits ``RestoreSupply``. There is no grace period: the credit limit itself is the
+  grace (size it to cover one pay interval plus a payment round trip), which keeps the rule
+  exact and the buyer's exposure bounded by one number both sides signed.
+- Payments are idempotent by payment id: a payment event delivered twice counts once.
+- State changes only through ``apply(entry)``; every public method builds entries, applies them
+  and returns them as ``Record`` decisions ahead of the actions, so ``SellerCore.restore(key,
+  ledger entries)`` rebuilds the same state after a restart. The one exception is the latest
+  meter reading, which is not recorded (too frequent): the meter is cumulative, so the first
+  reading after a restart brings it back and nothing is lost.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nacl.signing import SigningKey
+
+from eschaton.core.microgrid.decisions import (
+    ACTUATION_DEADLINE_MS,
+    CutSupply,
+    Decision,
+    Record,
+    RestoreSupply,
+    SendInvoice,
+)
+from eschaton.core.microgrid.errors import (
+    BadTerms,
+    Expired,
+    IllegalTransition,
+    MeterRegression,
+    MicrogridError,
+    StaleOffer,
+    UnknownAgreement,
+    UnknownContract,
+)
+from eschaton.core.microgrid.fields import pubkey_of
+from eschaton.core.microgrid.invoice import Invoice
+from eschaton.core.microgrid.ledger import Entry, EntryKind, body_bytes, body_int, body_text
+from eschaton.core.microgrid.supply import SupplyState, transition
+from eschaton.core.microgrid.terms import Acceptance, Agreement, Anchor, Offer, Tariff
+
+
+@dataclass(frozen=True, slots=True)
+class ContractStatus:
+    """A read-only summary of one contract (for the API, the CLI and tests)."""
+
+    meter_id: str
+    agreement_id: bytes
+    last_seq: int
+    invoiced_units: int
+    invoiced_due_sat: int
+    metered_units: int
+    metered_due_sat: int
+    paid_sat: int
+    unpaid_sat: int
+    """Metered due minus paid; negative means prepaid credit."""
+    supply: SupplyState
+
+
+class _Contract:
+    __slots__ = ("agreements", "last", "metered_units", "metered_ms", "metered_due", "paid",
+                 "supply", "pending")
+
+    def __init__(self, agreement: Agreement) -> None:
+        self.agreements = [agreement]
+        a = agreement.anchor
+        self.last = a  # the latest invoice (or the anchor before any invoice)
+        self.metered_units, self.metered_ms, self.metered_due = a.units, a.at_ms, a.due_sat
+        self.paid = 0
+        self.supply = SupplyState.ON
+        self.pending: Offer | None = None
+
+    @property
+    def current(self) -> Agreement:
+        return self.agreements[-1]
+
+
+class SellerCore:
+    """Sans-IO seller. Feed it readings, acceptances and payments with ``now_ms``."""
+
+    def __init__(self, key: SigningKey) -> None:
+        self._key = key
+        self.pubkey = pubkey_of(key)
+        self._contracts: dict[str, _Contract] = {}
+        self._new_offers: dict[bytes, Offer] = {}
+        self._refs: dict[bytes, str] = {}
+        self._payment_ids: set[bytes] = set()
+
+    @classmethod
+    def restore(cls, key: SigningKey, entries: Iterable[Entry]) -> SellerCore:
+        """Rebuild the state a ledger describes (entries in ledger order)."""
+        core = cls(key)
+        for e in entries:
+            core.apply(e)
+        return core
+
+    # --- offers and agreements -------------------------------------------------------------
+
+    def offer(self, *, offer_id: bytes, tariff: Tariff, meter_id: str, start_units: int,
+              now_ms: int, expires_ms: int, buyer: bytes = b"") -> tuple[Offer, list[Decision]]:
+        """Publish signed terms for a meter with no contract yet (``buyer`` b"" = open offer)."""
+        if meter_id in self._contracts:
+            raise MicrogridError(f"meter {meter_id} already has a contract; renegotiate instead")
+        o = Offer.create(self._key, offer_id=offer_id, tariff=tariff, meter_id=meter_id,
+                         seller=self.pubkey, buyer=buyer, expires_ms=expires_ms,
+                         anchor=Anchor(0, start_units, 0, now_ms))
+        return o, [self._commit(Entry(EntryKind.OFFER_MADE, now_ms, {"offer": o.to_wire()}))]
+
+    def renegotiate(self, meter_id: str, *, offer_id: bytes, tariff: Tariff, now_ms: int,
+                    expires_ms: int) -> tuple[Offer, list[Decision]]:
+        """Offer new terms for future units, anchored at our latest invoice (holds invoicing)."""
+        c = self._contract(meter_id)
+        cur = c.current
+        if tariff.service != cur.tariff.service:
+            raise BadTerms("a renegotiation cannot change the service")
+        o = Offer.create(self._key, offer_id=offer_id, tariff=tariff, meter_id=meter_id,
+                         seller=self.pubkey, buyer=cur.buyer, expires_ms=expires_ms,
+                         anchor=c.last, prev_agreement=cur.agreement_id)
+        return o, [self._commit(Entry(EntryKind.OFFER_MADE, now_ms, {"offer": o.to_wire()}))]
+
+    def on_acceptance(self, acceptance: Acceptance, now_ms: int) -> list[Decision]:
+        """The buyer accepted one of our offers. Raises a ``Refusal`` if it does not fit."""
+        h = acceptance.offer_hash
+        offer = self._new_offers.get(h)
+        if offer is None:
+            offer = next((c.pending for c in self._contracts.values()
+                          if c.pending is not None and c.pending.offer_hash == h), None)
+        if offer is None:
+            raise UnknownAgreement("acceptance of an offer we did not make (or already settled)")
+        if now_ms > offer.expires_ms:
+            raise Expired("acceptance arrived after the offer expired")
+        agreement = Agreement.bind(offer, acceptance)
+        return [self._commit(self._agreement_entry(agreement, now_ms))]
+
+    def accept(self, offer: Offer, now_ms: int) -> tuple[Acceptance, list[Decision]]:
+        """Accept the buyer's renegotiation ``offer`` (verified by ``Offer.from_wire``).
+
+        Whether the terms are acceptable is the caller's policy; this checks they fit the
+        contract: same parties, meter and service, anchored exactly at our latest invoice.
+        """
+        c = self._contract(offer.meter_id)
+        cur = c.current
+        if now_ms > offer.expires_ms:
+            raise Expired("offer expired")
+        if (offer.prev_agreement != cur.agreement_id or offer.seller != self.pubkey
+                or offer.buyer != cur.buyer or offer.proposer != cur.buyer
+                or offer.tariff.service != cur.tariff.service):
+            raise StaleOffer("offer does not continue the current agreement")
+        if offer.anchor != c.last or c.pending is not None:
+            raise StaleOffer("offer is not anchored at our latest invoice")
+        acc = Acceptance.create(self._key, offer, now_ms)
+        agreement = Agreement.bind(offer, acc)
+        return acc, [self._commit(self._agreement_entry(agreement, now_ms))]
+
+    def _agreement_entry(self, agreement: Agreement, now_ms: int) -> Entry:
+        kind = EntryKind.RENEGOTIATION if agreement.offer.prev_agreement else EntryKind.AGREEMENT
+        return Entry(kind, now_ms, {"agreement": agreement.to_wire()})
+
+    # --- metering and payments -------------------------------------------------------------
+
+    def on_reading(self, meter_id: str, cum_units: int, reading_ms: int,
+                   now_ms: int) -> list[Decision]:
+        """A cumulative reading of a contracted meter (base units, exact integer)."""
+        c = self._contract(meter_id)
+        if cum_units < c.metered_units or reading_ms < c.metered_ms:
+            raise MeterRegression(
+                f"meter {meter_id}: reading ({cum_units} at {reading_ms}) is below the previous "
+                f"({c.metered_units} at {c.metered_ms})")
+        agreement = c.current
+        due = agreement.due_at(cum_units, reading_ms)
+        c.metered_units, c.metered_ms, c.metered_due = cum_units, reading_ms, due
+        out: list[Decision] = []
+        limit = agreement.tariff.credit_limit_sat
+        must_cut = c.supply is SupplyState.ON and due - c.paid > limit
+        held = c.pending is not None and now_ms <= c.pending.expires_ms
+        changed = cum_units != c.last.units or due != c.last.due_sat
+        interval_over = reading_ms - c.last.at_ms >= agreement.tariff.pay_interval_ms
+        if changed and not held and (interval_over or must_cut):
+            inv = Invoice.create(self._key, agreement_id=agreement.agreement_id,
+                                 seq=c.last.seq + 1, meter_id=meter_id, cum_units=cum_units,
+                                 cum_due_sat=due, reading_ms=reading_ms)
+            out.append(self._commit(Entry(EntryKind.INVOICE_ISSUED, now_ms,
+                                          {"invoice": inv.to_wire()})))
+            out.append(SendInvoice(inv))
+        if must_cut:
+            out.append(self._commit(Entry(EntryKind.SUPPLY_CUT, now_ms, {
+                "meter_id": meter_id, "unpaid_sat": due - c.paid, "credit_limit_sat": limit})))
+            out.append(CutSupply(meter_id, now_ms + ACTUATION_DEADLINE_MS, due - c.paid, limit))
+        return out
+
+    def on_payment(self, ref: bytes, payment_id: bytes, amount_sat: int,
+                   now_ms: int) -> list[Decision]:
+        """The trade channel received ``amount_sat`` naming ``ref`` (an invoice or agreement id).
+
+        A ``payment_id`` seen before is ignored (channels may redeliver after a restart).
+        """
+        if payment_id in self._payment_ids:
+            return []
+        meter_id = self._refs.get(ref)
+        if meter_id is None:
+            raise UnknownContract("payment names no invoice or agreement of ours")
+        if amount_sat <= 0:
+            raise MicrogridError("a payment must be positive")
+        c = self._contracts[meter_id]
+        out: list[Decision] = [self._commit(Entry(EntryKind.PAYMENT_RECEIVED, now_ms, {
+            "meter_id": meter_id, "payment_id": payment_id, "ref": ref,
+            "amount_sat": amount_sat}))]
+        if c.supply is SupplyState.CUT and c.metered_due - c.paid <= c.current.tariff.credit_limit_sat:
+            out.append(self._commit(Entry(EntryKind.SUPPLY_RESTORED, now_ms, {
+                "meter_id": meter_id, "unpaid_sat": c.metered_due - c.paid})))
+            out.append(RestoreSupply(meter_id, now_ms + ACTUATION_DEADLINE_MS))
+        return out
+
+    def supply_commands(self, now_ms: int) -> list[Decision]:
+        """The command that re-asserts each meter's recorded supply state (use after a restart:
+        the actuator may have lost power between the ledger write and the action)."""
+        out: list[Decision] = []
+        for meter_id, c in sorted(self._contracts.items()):
+            if c.supply is SupplyState.CUT:
+                out.append(CutSupply(meter_id, now_ms + ACTUATION_DEADLINE_MS,
+                                     c.metered_due - c.paid, c.current.tariff.credit_limit_sat))
+            else:
+                out.append(RestoreSupply(meter_id, now_ms + ACTUATION_DEADLINE_MS))
+        return out
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def meters(self) -> list[str]:
+        return sorted(self._contracts)
+
+    def agreement(self, meter_id: str) -> Agreement:
+        return self._contract(meter_id).current
+
+    def status(self, meter_id: str) -> ContractStatus:
+        c = self._contract(meter_id)
+        return ContractStatus(
+            meter_id=meter_id, agreement_id=c.current.agreement_id, last_seq=c.last.seq,
+            invoiced_units=c.last.units, invoiced_due_sat=c.last.due_sat,
+            metered_units=c.metered_units, metered_due_sat=c.metered_due, paid_sat=c.paid,
+            unpaid_sat=c.metered_due - c.paid, supply=c.supply)
+
+    def _contract(self, meter_id: str) -> _Contract:
+        c = self._contracts.get(meter_id)
+        if c is None:
+            raise UnknownContract(f"no agreement covers meter {meter_id}")
+        return c
+
+    # --- state changes: only here ----------------------------------------------------------
+
+    def _commit(self, entry: Entry) -> Record:
+        self.apply(entry)
+        return Record(entry)
+
+    def apply(self, entry: Entry) -> None:
+        """Apply one ledger entry to the state (used live and when restoring)."""
+        b = entry.body
+        k = entry.kind
+        if k is EntryKind.OFFER_MADE:
+            o = Offer.from_wire(b["offer"])
+            if o.prev_agreement:
+                self._contracts[o.meter_id].pending = o
+            else:
+                self._new_offers[o.offer_hash] = o
+        elif k in (EntryKind.AGREEMENT, EntryKind.RENEGOTIATION):
+            ag = Agreement.from_wire(b["agreement"])
+            if k is EntryKind.AGREEMENT:
+                self._new_offers.pop(ag.offer.offer_hash, None)
+                self._contracts[ag.meter_id] = _Contract(ag)
+            else:
+                c = self._contracts[ag.meter_id]
+                c.agreements.append(ag)
+                c.pending = None
+            self._refs[ag.agreement_id] = ag.meter_id
+        elif k is EntryKind.INVOICE_ISSUED:
+            inv = Invoice.from_wire(b["invoice"])
+            c = self._contracts[inv.meter_id]
+            c.last = Anchor(inv.seq, inv.cum_units, inv.cum_due_sat, inv.reading_ms)
+            if inv.reading_ms >= c.metered_ms:
+                c.metered_units, c.metered_ms, c.metered_due = (
+                    inv.cum_units, inv.reading_ms, inv.cum_due_sat)
+            self._refs[inv.invoice_id] = inv.meter_id
+        elif k is EntryKind.PAYMENT_RECEIVED:
+            c = self._contracts[body_text(b["meter_id"])]
+            c.paid += body_int(b["amount_sat"])
+            self._payment_ids.add(body_bytes(b["payment_id"]))
+        elif k is EntryKind.SUPPLY_CUT:
+            c = self._contracts[body_text(b["meter_id"])]
+            c.supply = transition(c.supply, SupplyState.CUT)
+        elif k is EntryKind.SUPPLY_RESTORED:
+            c = self._contracts[body_text(b["meter_id"])]
+            c.supply = transition(c.supply, SupplyState.ON)
+        else:
+            raise IllegalTransition(f"a seller ledger has no {k.value} entries")
+

@@ -1,0 +1,134 @@
+"""The append-only, hash-chained microgrid ledger in SQLite.
+
+Theory of operation:
+- One SQLite file per core (seller or buyer), WAL journal, ``synchronous=FULL``: when
+  ``append`` returns, the entries survive a power cut, which is what lets an adapter act
+  (pay, cut, send an invoice) only after its decision is durable.
+- ``append`` writes a batch in one ``BEGIN IMMEDIATE`` transaction, so a batch is all-or-nothing
+  and two writers cannot both extend the same head.
+- Each row stores the entry's canonical payload, its hash and the previous hash (see
+  ``eschaton.core.microgrid.ledger``). Triggers refuse UPDATE and DELETE so ordinary code cannot
+  rewrite history; ``verify`` catches anyone who edits the file anyway.
+- The ``kind`` and ``at_ms`` columns duplicate the payload for queries by people; verification
+  checks they agree with it.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from eschaton.core.microgrid.errors import LedgerCorrupt
+from eschaton.core.microgrid.ledger import (
+    GENESIS,
+    Entry,
+    StoredEntry,
+    link_hash,
+    verify_chain,
+)
+from eschaton.errors import TransientError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    seq       INTEGER PRIMARY KEY,
+    prev_hash BLOB NOT NULL,
+    hash      BLOB NOT NULL UNIQUE,
+    kind      TEXT NOT NULL,
+    at_ms     INTEGER NOT NULL,
+    payload   BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+BEGIN SELECT RAISE(ABORT, 'the microgrid ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+BEGIN SELECT RAISE(ABORT, 'the microgrid ledger is append-only'); END;
+"""
+
+
+class LedgerIOError(TransientError):
+    """The ledger file could not be read or written."""
+
+
+class SqliteLedger:
+    """Durable hash-chained ledger. Use as a context manager or call ``close``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit
+            # transactions would not take the write lock up front).
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise LedgerIOError(f"{self.path}: ledger schema {version} is not supported")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise LedgerIOError(f"{self.path}: {exc}") from exc
+
+    def __enter__(self) -> SqliteLedger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def head(self) -> tuple[int, bytes]:
+        """(last seq, last hash), or (0, GENESIS) for an empty ledger."""
+        row = self._db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+    def append(self, entries: Sequence[Entry]) -> tuple[int, bytes]:
+        """Durably append ``entries`` in order, in one transaction; returns the new head."""
+        if not entries:
+            return self.head()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq, prev = self.head()
+                for entry in entries:
+                    seq += 1
+                    payload = entry.payload(seq)
+                    h = link_hash(prev, payload)
+                    self._db.execute(
+                        "INSERT INTO entries (seq, prev_hash, hash, kind, at_ms, payload) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (seq, prev, h, entry.kind.value, entry.at_ms, payload))
+                    prev = h
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise LedgerIOError(f"{self.path}: append failed: {exc}") from exc
+        return seq, prev
+
+    def _rows(self) -> Iterator[tuple[StoredEntry, str, int]]:
+        try:
+            cur = self._db.execute("SELECT seq, prev_hash, hash, payload, kind, at_ms "
+                                   "FROM entries ORDER BY seq")
+            for seq, prev, h, payload, kind, at_ms in cur:
+                yield StoredEntry(int(seq), bytes(prev), bytes(h), bytes(payload)), str(kind), int(at_ms)
+        except sqlite3.Error as exc:
+            raise LedgerIOError(f"{self.path}: read failed: {exc}") from exc
+
+    def rows(self) -> Iterator[StoredEntry]:
+        """The stored rows in order, unverified."""
+        for row, _, _ in self._rows():
+            yield row
+
+    def verify(self, expected_head: bytes | None = None) -> list[Entry]:
+        """Check the whole chain and return its entries; raises ``LedgerCorrupt``.
+
+        ``expected_head`` (a head hash kept elsewhere) also detects loss of the newest entries.
+        """
+        rows = list(self._rows())
+        entries = verify_chain((r for r, _, _ in rows), expected_head)
+        for (row, kind, at_ms), entry in zip(rows, entries, strict=True):
+            if kind != entry.kind.value or at_ms != entry.at_ms:
+                raise LedgerCorrupt(row.seq, "kind/at_ms columns disagree with the payload")
+        return entries
