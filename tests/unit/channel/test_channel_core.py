@@ -1,0 +1,393 @@
+"""Unit tests of the sans-IO channel core: two in-memory endpoints, controlled height."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from eschaton.core import script as S
+from eschaton.core import tx as T
+from eschaton.core.channel import ChannelState, NotMyTurn, SignFunding, ledger
+from eschaton.core.channel.errors import (
+    BadSignature,
+    BalanceViolation,
+    EscrowViolation,
+    FeeViolation,
+    IllegalTransition,
+    InvalidRequest,
+    LocktimeExhausted,
+    LocktimeViolation,
+    PaymentTooLarge,
+    ProtocolViolation,
+    ReserveViolation,
+    VersionViolation,
+)
+from eschaton.core.channel.messages import Update, message_from_fields
+from eschaton.core.channel.state import TRANSITIONS, check_transition
+from tests.unit.channel.pair import Pair, opened, params
+
+
+def test_open_builds_one_funding_tx_and_signs_refund_before_funding_inputs() -> None:
+    pr = Pair()
+    # Before the funding is confirmed, both hold the fully signed initial refund.
+    assert pr.a.ch.state is ChannelState.FUNDING_BROADCAST
+    assert pr.b.ch.state is ChannelState.FUNDING_BROADCAST
+    assert pr.a.ch.setup == pr.b.ch.setup
+    assert pr.a.ch.best is not None and pr.b.ch.best is not None
+    assert pr.a.ch.best.number == 0 and pr.a.ch.best.locktime == pr.p.lifetime
+    # The refund signatures travelled before the opener's funding witnesses did.
+    names = [m.NAME for m in pr.a.sent]
+    assert names.index("refund_signature") < names.index("funding_signatures")
+    # Both sides broadcast the same, complete funding transaction.
+    assert pr.a.broadcasts == pr.b.broadcasts
+    ftx = T.parse_tx(pr.a.broadcasts[0])
+    assert T.txid(ftx) == pr.a.ch.setup.funding_txid  # type: ignore[union-attr]
+    assert T.outputs_of(ftx)[0] == T.TxOut(pr.p.capacity, pr.a.ch.setup.funding_script)  # type: ignore[union-attr]
+    pr.confirm_funding()
+    assert pr.a.ch.state is ChannelState.OPEN and pr.b.ch.state is ChannelState.OPEN
+    assert any(n.kind == "opened" for n in pr.a.notes)
+
+
+def test_dual_funded_open_both_sign_inputs() -> None:
+    pr = Pair(p=params(acceptor_contribution=300_000), acceptor_funds=True)
+    ftx = T.parse_tx(pr.a.broadcasts[0])
+    assert len(ftx.vin) == 2 and all(len(i.witness.items) == 2 for i in ftx.vin)
+    pr.confirm_funding()
+    assert pr.a.ch.current.balances == (1_000_000 - 1_000, 300_000)
+
+
+def test_sign_funding_only_after_refund_fully_signed() -> None:
+    # Driven by hand to inspect the order of the actions.
+    from eschaton.core.channel import Channel, FundingInput
+    from tests.unit.channel.pair import POLICY, key
+    p = params()
+    fi = [FundingInput("33" * 32, 0, 1_100_000, S.p2wpkh(T.pubkey_of(key("w"))))]
+    a, acts = Channel.open(channel_id=key("c"), params=p, privkey=key("pa"), payout_script=b"\x00\x14" + b"\x01" * 20,
+                           inputs=fi, change=[], height=100)
+    assert not any(isinstance(x, SignFunding) for x in acts)
+    b, bacts = Channel.accept(acts[0].messages[0], policy=POLICY, privkey=key("pb"),  # type: ignore[union-attr]
+                              payout_script=b"\x00\x14" + b"\x02" * 20, inputs=[], change=[], height=100)
+    acc, ref = bacts[0].messages  # type: ignore[union-attr]
+    assert a.handle(acc, 100)[0].messages == ()  # type: ignore[union-attr]
+    out = a.handle(ref, 100)
+    kinds = [type(x).__name__ for x in out]
+    assert kinds == ["PersistThenSend", "SignFunding"]
+    assert a.best is not None and a.best.number == 0
+
+
+def test_payments_same_direction_keep_locktime_switch_moves_it() -> None:
+    pr = opened()
+    pr.pay("a", 1_000)
+    v1 = pr.b.ch.current
+    assert v1.locktime == pr.p.lifetime - 10 and v1.fee == 1_200 and v1.signer == "opener"
+    pr.pay("a", 2_000)
+    v2 = pr.b.ch.current
+    assert (v2.locktime, v2.fee, v2.number) == (v1.locktime, v1.fee, 2)
+    assert v2.balances == (999_000 - 200 - 3_000, 3_000)
+    pr.pay("b", 500)
+    v3 = pr.a.ch.current
+    assert v3.locktime == v2.locktime - 10 and v3.fee == v2.fee + 200
+    assert v3.balances == (v2.balances[0] + 500, v2.balances[1] - 500 - 200)
+    # nSequence grows with the version number and stays non-final, BIP68 off.
+    tx = ledger.version_tx(v3, pr.a.ch.setup)  # type: ignore[arg-type]
+    assert tx.vin[0].sequence == 0x8000_0000 + 3 and tx.locktime == v3.locktime
+    # Who holds what: the payee holds the newest, the payer its newest received.
+    assert pr.a.ch.best == v3 and pr.b.ch.best == v2
+
+
+def test_payer_cannot_broadcast_its_own_payment() -> None:
+    pr = opened()
+    pr.pay("a", 5_000)
+    assert pr.a.ch.best is not None and pr.a.ch.best.number == 0
+    assert pr.b.ch.best is not None and pr.b.ch.best.number == 1
+
+
+def test_turn_is_required_and_granted_after_in_flight_version() -> None:
+    pr = opened()
+    with pytest.raises(NotMyTurn):
+        pr.b.ch.pay(100, pr.height)
+    pr.run("a", pr.a.ch.pay(1_000, pr.height))  # in flight, not delivered yet
+    pr.run("b", pr.b.ch.request_turn())
+    pr.flush()
+    assert pr.b.ch.have_turn and not pr.a.ch.have_turn
+    assert pr.b.ch.current.number == 1
+
+
+def _forge(pr: Pair, **changes: object) -> Update:
+    """A correctly signed update from A, with the given version fields changed (then re-signed)."""
+    pr.turn("a")
+    a = pr.a.ch
+    cur = a.current
+    new = ledger.apply(pr.p, cur, ledger.Pay(1_000), "opener", pr.height)
+    new = dataclasses.replace(new, **changes)  # type: ignore[arg-type]
+    tx = ledger.version_tx(new, a.setup)  # type: ignore[arg-type]
+    sig = ledger.sign(tx, a.setup, a._key)  # type: ignore[arg-type]
+    return Update(a.channel_id, new.to_fields(), ledger.op_to_fields(ledger.Pay(1_000)), sig)
+
+
+@pytest.mark.parametrize("changes, err", [
+    ({"balances": (999_000 - 200 - 1_000, 1_500)}, BalanceViolation),      # sum != capacity - fee
+    ({"balances": (-1, 999_000 - 200 + 1)}, BalanceViolation),             # negative output
+    ({"locktime": 1_000}, LocktimeViolation),                                # not earlier (non-monotonic)
+    ({"locktime": 1_001}, LocktimeViolation),                                # later than current
+    ({"locktime": 980}, LocktimeViolation),                                  # two steps
+    ({"fee": 1_000, "balances": (999_000 - 1_000, 1_000)}, FeeViolation),   # no fee step
+    ({"number": 5}, VersionViolation),
+    ({"number": 0}, VersionViolation),
+])
+def test_bad_peer_versions_refused_and_channel_stays_usable(changes: dict[str, object], err: type) -> None:
+    pr = opened()
+    msg = _forge(pr, **changes)
+    before = pr.b.ch.snapshot()
+    with pytest.raises(err):
+        pr.b.ch.handle(msg, pr.height)
+    assert pr.b.ch.snapshot() == before
+    pr.pay("a", 1_000)
+    assert pr.b.ch.current.number == 1 and pr.b.ch.current.balances[1] == 1_000
+
+
+def test_invalid_signature_refused() -> None:
+    pr = opened()
+    good = _forge(pr)
+    bad = dataclasses.replace(good, signature=good.signature[:-5] + bytes(4) + good.signature[-1:])
+    with pytest.raises(BadSignature):
+        pr.b.ch.handle(bad, pr.height)
+    other = _forge(pr, balances=(999_000 - 200 - 1_000, 1_000))  # valid fields, sig by A; swap key:
+    wrong = dataclasses.replace(other, signature=ledger.sign(
+        ledger.version_tx(ledger.Version.from_fields(other.version), pr.a.ch.setup),  # type: ignore[arg-type]
+        pr.a.ch.setup, pr.b.ch._key))  # type: ignore[arg-type]
+    with pytest.raises(BadSignature):
+        pr.b.ch.handle(wrong, pr.height)
+    pr.b.ch.handle(good, pr.height)  # the genuine one still goes through
+    assert pr.b.ch.current.number == 1
+
+
+def test_payment_rules_local_side() -> None:
+    pr = opened(p=params(max_payment=50_000, reserve=900_000))
+    with pytest.raises(InvalidRequest) as e:
+        pr.a.ch.pay(60_000, pr.height)
+    assert isinstance(e.value.rule, PaymentTooLarge)
+    pr.pay("a", 40_000)
+    pr.pay("a", 40_000)
+    with pytest.raises(InvalidRequest) as e:
+        pr.a.ch.pay(40_000, pr.height)
+    assert isinstance(e.value.rule, ReserveViolation)
+    with pytest.raises(InvalidRequest):
+        pr.a.ch.pay(0, pr.height)
+    # The payee, below the reserve (it started at 0), can still pay back: reserve binds only decreases.
+    pr.turn("b")
+    with pytest.raises(InvalidRequest) as e:
+        pr.b.ch.pay(1_000, pr.height)
+    assert isinstance(e.value.rule, ReserveViolation)
+
+
+def test_peer_payment_above_max_refused() -> None:
+    pr = opened(p=params(max_payment=50_000))
+    a = pr.a.ch
+    op = ledger.Pay(60_000)
+    new = dataclasses.replace(ledger.apply(params(), a.current, op, "opener", pr.height))
+    sig = ledger.sign(ledger.version_tx(new, a.setup), a.setup, a._key)  # type: ignore[arg-type]
+    with pytest.raises(PaymentTooLarge):
+        pr.b.ch.handle(Update(a.channel_id, new.to_fields(), ledger.op_to_fields(op), sig), pr.height)
+
+
+def test_switch_budget_reported_warned_and_enforced() -> None:
+    pr = opened(p=params(lifetime=200, locktime_step=10, safety_margin=6, low_switch_warning=3))
+    st = pr.a.ch.status(pr.height)
+    assert st.switches_left == (200 - 100 - 6) // 10 == 9
+    for i in range(9):
+        pr.pay("a" if i % 2 == 0 else "b", 5_000 if i % 2 == 0 else 100)
+    assert pr.a.ch.status(pr.height).switches_left == 0
+    pr.run("a", pr.a.ch.on_block(pr.height, 5))
+    assert any(n.kind == "switch_budget_low" for n in pr.a.notes)
+    pr.turn("a")
+    # Same direction still works (no switch needed); a switch does not.
+    pr.do("a", "pay", 100)
+    pr.turn("b")
+    with pytest.raises(InvalidRequest) as e:
+        pr.b.ch.pay(100, pr.height)
+    assert isinstance(e.value.rule, LocktimeExhausted)
+    # The channel closes cooperatively rather than becoming silently unusable.
+    pr.do("b", "close")
+    assert pr.a.ch.state is ChannelState.CLOSING and pr.a.broadcasts[-1] == pr.b.broadcasts[-1]
+
+
+def test_lifetime_expiry_forces_close_before_older_versions_mature() -> None:
+    pr = opened(p=params(lifetime=200))
+    pr.pay("a", 1_000)
+    pr.pay("b", 100)  # a holds version 2 at 180
+    lt = pr.a.ch.current.locktime
+    pr.height = lt - pr.p.safety_margin
+    pr.run("a", pr.a.ch.on_block(pr.height, 10))
+    assert pr.a.ch.state is ChannelState.FORCE_CLOSING
+    assert not pr.a.broadcasts[1:]  # not final yet
+    pr.height = lt
+    pr.run("a", pr.a.ch.on_block(pr.height, 10))
+    raw = pr.a.broadcasts[-1]
+    tx = T.parse_tx(raw)
+    assert tx.locktime == lt and T.is_final(tx, lt + 1, 0)
+    # ... one full step before the previous epoch's version (held by b) becomes valid.
+    assert pr.b.ch.best is not None and pr.b.ch.best.locktime == lt + pr.p.locktime_step
+
+
+def test_escrow_commit_and_rollback() -> None:
+    pr = opened()
+    pr.turn("a")
+    pre = bytes(range(32))
+    eid = pr.do("a", "offer_escrow", 5_000, pre)
+    v = pr.b.ch.current
+    assert len(v.escrows) == 1 and v.escrows[0].amount == 5_000 and v.escrows[0].timeout == v.locktime + 20
+    outs = ledger.version_outputs(v, pr.b.ch.setup)  # type: ignore[arg-type]
+    esc = [o for o in outs if o.kind == "escrow"][0]
+    assert esc.witness_script == S.hashlock_cltv(S.sha256(pre), pr.b.ch.pubkey, pr.a.ch.pubkey, esc.timeout)
+    pr.do("a", "commit_escrow", eid)
+    assert pr.b.ch.current.escrows == () and pr.b.ch.current.balances[1] == 5_000
+    assert pr.b.ch.preimages[S.sha256(pre)] == pre
+    # rollback: a second escrow, returned by the payee (a direction switch)
+    eid2 = pr.do("a", "offer_escrow", 7_000, bytes([7]) * 32)
+    bal_a = pr.a.ch.current.balances[0]
+    pr.turn("b")
+    pr.do("b", "return_escrow", eid2)
+    assert pr.a.ch.current.escrows == () and pr.a.ch.current.balances[0] == bal_a + 7_000
+    assert pr.a.ch.current.signer == "acceptor"
+
+
+def test_escrow_rules() -> None:
+    pr = opened(p=params(max_contracts=3))
+    pr.turn("a")
+    for i in range(3):
+        pr.do("a", "offer_escrow", 1_000, bytes([i + 1]) * 32)
+    assert len(pr.b.ch.current.escrows) == 3
+    with pytest.raises(InvalidRequest) as e:
+        pr.a.ch.offer_escrow(1_000, bytes([9]) * 32, pr.height)
+    assert isinstance(e.value.rule, EscrowViolation)
+    with pytest.raises(InvalidRequest):
+        pr.a.ch.return_escrow(1, pr.height)  # the payer cannot roll back its own escrow
+    with pytest.raises(InvalidRequest):
+        pr.a.ch.offer_escrow(100, bytes([10]) * 32, pr.height)  # below dust
+    pr.turn("b")
+    with pytest.raises(InvalidRequest):
+        pr.b.ch.commit_escrow(1, pr.height)  # payee does not know the preimage
+
+
+def test_duplicate_and_replayed_messages_are_idempotent() -> None:
+    pr = opened()
+    pr.turn("a")
+    acts = pr.a.ch.pay(1_000, pr.height)
+    upd = acts[0].messages[0]  # type: ignore[union-attr]
+    pr.run("a", acts)
+    pr.flush()
+    # the same update again: re-acked, nothing changes
+    out = pr.b.ch.handle(upd, pr.height)
+    assert [type(x).__name__ for x in out] == ["Send"] and pr.b.ch.current.number == 1
+
+
+def test_crash_before_ack_is_persisted_reconnect_recovers() -> None:
+    pr = opened()
+    pr.turn("a")
+    pr.online = False
+    pr.run("a", pr.a.ch.pay(1_000, pr.height))  # persisted, never delivered
+    pr.online = True
+    pr.crash("a")
+    assert pr.a.ch.pending is not None
+    pr.reconnect()
+    assert pr.a.ch.pending is None and pr.a.ch.current == pr.b.ch.current
+    assert pr.b.ch.current.balances[1] == 1_000
+    pr.pay("a", 1_000)
+    pr.pay("b", 300)
+    assert pr.a.ch.current == pr.b.ch.current
+
+
+def test_payee_crash_after_persist_reack() -> None:
+    pr = opened()
+    pr.turn("a")
+    pr.run("a", pr.a.ch.pay(1_000, pr.height))
+    sender, msg = pr.queue.popleft()
+    pr.online = False
+    pr.run("b", pr.b.ch.handle(msg, pr.height))  # b persists, its ack is lost
+    pr.online = True
+    pr.crash("b")
+    pr.crash("a")
+    pr.reconnect()
+    assert pr.a.ch.pending is None and pr.a.ch.current == pr.b.ch.current
+    assert pr.a.ch.have_turn and not pr.b.ch.have_turn
+
+
+def test_cooperative_close() -> None:
+    pr = opened()
+    pr.pay("a", 10_000)
+    pr.do("a", "close")
+    tx = T.parse_tx(pr.b.broadcasts[-1])
+    assert tx.locktime == 0 and tx.vin[0].sequence == 0xFFFFFFFF
+    assert sorted(o.value for o in T.outputs_of(tx)) == sorted(pr.a.ch.current.balances)
+    assert pr.a.broadcasts[-1] == pr.b.broadcasts[-1]
+    pr.run("a", pr.a.ch.on_funding_spent(T.txid(tx), True, pr.height))
+    assert pr.a.ch.state is ChannelState.CLOSED
+
+
+def test_close_refused_with_open_escrow() -> None:
+    pr = opened()
+    pr.turn("a")
+    pr.do("a", "offer_escrow", 5_000, bytes([3]) * 32)
+    with pytest.raises(InvalidRequest):
+        pr.a.ch.close(pr.height)
+
+
+def test_transition_table() -> None:
+    assert check_transition(ChannelState.OPEN, ChannelState.CLOSING) is ChannelState.CLOSING
+    with pytest.raises(IllegalTransition):
+        check_transition(ChannelState.CLOSED, ChannelState.OPEN)
+    with pytest.raises(IllegalTransition):
+        check_transition(ChannelState.FUNDING_BROADCAST, ChannelState.ABORTED)
+    assert set(TRANSITIONS) == set(ChannelState)
+    pr = opened()
+    with pytest.raises(InvalidRequest):
+        pr.a.ch.abort()  # funding signatures are out
+    with pytest.raises(IllegalTransition):
+        pr.a.ch._to(ChannelState.PROPOSED)
+    assert pr.a.ch.state is ChannelState.OPEN
+
+
+def test_abort_only_before_funding_signatures() -> None:
+    from eschaton.core.channel import Channel, FundingInput
+    from tests.unit.channel.pair import key
+    fi = [FundingInput("44" * 32, 0, 1_100_000, S.p2wpkh(T.pubkey_of(key("w"))))]
+    a, _ = Channel.open(channel_id=key("c"), params=params(), privkey=key("pa"),
+                        payout_script=b"\x00\x14" + b"\x01" * 20, inputs=fi, change=[], height=100)
+    a.abort()
+    assert a.state is ChannelState.ABORTED
+
+
+def test_snapshot_round_trips_through_json() -> None:
+    from eschaton.core.channel import Channel
+    from eschaton.core.channel.codec import dumps, loads
+    pr = opened()
+    pr.turn("a")
+    pr.do("a", "offer_escrow", 5_000, bytes([3]) * 32)
+    snap = pr.a.ch.snapshot()
+    again = Channel.from_snapshot(loads(dumps(snap)), pr.a.priv)
+    assert again.snapshot() == snap
+    with pytest.raises(InvalidRequest):
+        Channel.from_snapshot(snap, pr.b.priv)
+
+
+@pytest.mark.parametrize("name, fields", [
+    ("update", {"channel_id": b"x" * 32}),
+    ("update", {"channel_id": b"x" * 31, "version": {}, "op": {}, "signature": b""}),
+    ("update_ack", {"channel_id": b"x" * 32, "number": "1"}),
+    ("nope", {}),
+])
+def test_malformed_messages_refused(name: str, fields: dict[str, object]) -> None:
+    with pytest.raises(ProtocolViolation):
+        message_from_fields(name, fields)
+
+
+def test_garbage_version_fields_refused() -> None:
+    pr = opened()
+    good = _forge(pr)
+    for bad_version in ({}, {"number": 1}, dict(good.version, balances=[1]), dict(good.version, signer="x")):
+        with pytest.raises((BalanceViolation, ProtocolViolation)):
+            pr.b.ch.handle(dataclasses.replace(good, version=bad_version), pr.height)
+    with pytest.raises(BalanceViolation):
+        pr.b.ch.handle(dataclasses.replace(good, op={"kind": "steal"}), pr.height)
+    pr.b.ch.handle(good, pr.height)
