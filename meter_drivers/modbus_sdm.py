@@ -91,7 +91,8 @@ class ModbusEnergyMeter:
                 resp = self._client.read_input_registers(addr, count=count, device_id=self.device_id)
             except ConnectionException as e:
                 self._client.close()  # type: ignore[no-untyped-call]
-                raise MeterPortError(self.name, f"serial port {self.port} failed: {e}") from e
+                raise MeterPortError(self.name, f"serial port {self.port} failed "
+                                     "(adapter unplugged?)") from e
             except ModbusException as e:
                 self._client.close()  # type: ignore[no-untyped-call]  # drop whatever is half-received; reopen next time
                 if self._rx:
