@@ -24,7 +24,7 @@ Rules / theory of operation (the heart of the channel; see docs/channels.md for 
   whole balances under the hash with no timeout; we lock only the escrowed amount and add a
   timeout, so a payer who vanishes (or never reveals) cannot freeze the payee's own balance, and
   the escrowed amount returns to the payer if the preimage is never revealed.
-- Bets: one version both parties sign. Each party's stake is an output the *other* party claims
+- Bets: one version both parties sign (the settlement's fee step is paid by the winner). Each party's stake is an output the *other* party claims
   with the preimage of any outcome it wins, else the owner reclaims after the timeout (the
   default case). The outcome therefore decides the payout of whichever version is on chain, so a
   party gains nothing by broadcasting it rather than cooperating (docs/channels.md analyses the
@@ -384,6 +384,12 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
             bal[1] += b.stakes[1]
         else:
             bal[idx(winner)] += sum(b.stakes)
+            if new_epoch:
+                # The winner pays the settlement's fee step out of the pot, so that the loser
+                # ends exactly where the bet version on chain would leave it: nothing to gain
+                # by refusing to settle. (Safe: the loser still only signs value towards the winner.)
+                bal[me] += p.fee_step
+                bal[idx(winner)] -= p.fee_step
     elif isinstance(op, PlaceBet):
         a = op.announcement
         a.verify()
