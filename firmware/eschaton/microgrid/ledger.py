@@ -58,6 +58,9 @@ class SqliteLedger:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit
             # transactions would not take the write lock up front).
             self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LedgerIOError(f"{self.path}: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -65,8 +68,11 @@ class SqliteLedger:
                 raise LedgerIOError(f"{self.path}: ledger schema {version} is not supported")
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
-            raise LedgerIOError(f"{self.path}: {exc}") from exc
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise LedgerIOError(f"{self.path}: {exc}") from exc
+            raise
 
     def __enter__(self) -> SqliteLedger:
         return self

@@ -130,6 +130,11 @@ class SellerService(_Service):
         self._guard()
         return self._act(self.core.on_payment(ref, payment_id, amount_sat, now_ms))
 
+    def resend_invoices(self) -> list[Decision]:
+        """``SendInvoice`` for each contract's latest invoice (call once after start)."""
+        self._guard()
+        return self.core.resend_invoices()
+
     def reassert_supply(self, now_ms: int) -> list[Decision]:
         """Drive every actuator to its recorded state (call once after start)."""
         self._guard()

@@ -42,6 +42,15 @@ class Village:
         self.buyer.close()
         self.open()
         self.seller.reassert_supply(now_ms)
+        # The seller may have recorded an invoice and died before sending it: send it again.
+        for d in self.seller.resend_invoices():
+            assert isinstance(d, SendInvoice)
+            try:
+                pays = self.buyer.on_invoice(d.invoice.to_wire(), now_ms)
+            except Replayed:
+                pays = []
+            for p in pays:
+                self.pay(p, now_ms)
         # The node asks its channel about payments whose outcome it did not see; here the
         # channel says they went through, so they reach the seller (idempotent by payment id).
         for pay in self.buyer.pending_payments():
@@ -97,6 +106,17 @@ def test_restart_rebuilds_state_and_a_replayed_invoice_pays_nothing(tmp_path: Pa
     v.close()
 
 
+def test_invoice_recorded_but_never_sent_is_resent_after_restart(tmp_path: Path) -> None:
+    v = Village(tmp_path, water(1000, credit_limit_sat=100))
+    v.read(1000, T0 + 1000)
+    # The seller records invoice 2 and dies before sending it; the meter then stops.
+    v.seller.on_reading(METER, 4000, T0 + 2000, T0 + 2000)
+    v.restart(T0 + 3000)
+    assert v.buyer.core.status(METER).last_seq == 2
+    assert v.seller.core.status(METER).paid_sat == 4
+    v.close()
+
+
 def test_failed_payment_is_paid_on_the_next_invoice(tmp_path: Path) -> None:
     v = Village(tmp_path, water(1000, credit_limit_sat=100))
     v.read(5000, T0 + 1000, pay=False)
@@ -111,7 +131,7 @@ def test_failed_payment_is_paid_on_the_next_invoice(tmp_path: Path) -> None:
 
 @settings(max_examples=20, deadline=None)
 @given(price=st.integers(1, 5_000_000),
-       steps=st.lists(st.tuples(st.integers(0, 100_000), st.sampled_from(["ok", "lost", "crash"])),
+       steps=st.lists(st.tuples(st.integers(0, 100_000), st.sampled_from(["ok", "lost", "unsent", "crash"])),
                       min_size=1, max_size=15))
 def test_random_crashes_never_double_pay_nor_lose(price: int,
                                                   steps: list[tuple[int, str]]) -> None:
@@ -121,7 +141,10 @@ def test_random_crashes_never_double_pay_nor_lose(price: int,
         for step, what in steps:
             cum += step
             t += 1000
-            v.read(cum, t, pay=what == "ok")
+            if what == "unsent":  # recorded by the seller, never sent
+                v.seller.on_reading(METER, cum, t, t)
+            else:
+                v.read(cum, t, pay=what == "ok")
             if what == "crash":
                 v.restart(t)
             paid = v.seller.core.status(METER).paid_sat

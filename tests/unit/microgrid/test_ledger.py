@@ -110,6 +110,17 @@ def test_truncated_tail_needs_the_expected_head(tmp_path: Path) -> None:
             ledger.verify(expected_head=head)  # ...unless we know where it ended
 
 
+def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
+    from eschaton.microgrid.ledger import LedgerIOError
+
+    _fill(tmp_path / "l.db", 1)
+    db = sqlite3.connect(tmp_path / "l.db")
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(LedgerIOError, match="schema 99"):
+        SqliteLedger(tmp_path / "l.db")
+
+
 def test_a_service_refuses_to_start_on_a_tampered_ledger(tmp_path: Path) -> None:
     _fill(tmp_path / "l.db")
     _payload_edit(tmp_path / "l.db")

@@ -72,7 +72,7 @@ class ContractStatus:
 
 class _Contract:
     __slots__ = ("agreements", "last", "metered_units", "metered_ms", "metered_due", "paid",
-                 "supply", "pending")
+                 "supply", "pending", "last_invoice")
 
     def __init__(self, agreement: Agreement) -> None:
         self.agreements = [agreement]
@@ -82,6 +82,7 @@ class _Contract:
         self.paid = 0
         self.supply = SupplyState.ON
         self.pending: Offer | None = None
+        self.last_invoice: Invoice | None = None
 
     @property
     def current(self) -> Agreement:
@@ -126,6 +127,8 @@ class SellerCore:
         cur = c.current
         if tariff.service != cur.tariff.service:
             raise BadTerms("a renegotiation cannot change the service")
+        if c.pending is not None and now_ms <= c.pending.expires_ms:
+            raise MicrogridError("our previous renegotiation offer is still open")
         o = Offer.create(self._key, offer_id=offer_id, tariff=tariff, meter_id=meter_id,
                          seller=self.pubkey, buyer=cur.buyer, expires_ms=expires_ms,
                          anchor=c.last, prev_agreement=cur.agreement_id)
@@ -236,6 +239,12 @@ class SellerCore:
                 out.append(RestoreSupply(meter_id, now_ms + ACTUATION_DEADLINE_MS))
         return out
 
+    def resend_invoices(self) -> list[Decision]:
+        """The latest invoice of every contract, to send again after a restart: it may have been
+        recorded but never sent. The buyer refuses a duplicate as a replay and pays nothing."""
+        return [SendInvoice(c.last_invoice) for _, c in sorted(self._contracts.items())
+                if c.last_invoice is not None]
+
     # --- queries ---------------------------------------------------------------------------
 
     def meters(self) -> list[str]:
@@ -288,6 +297,7 @@ class SellerCore:
             inv = Invoice.from_wire(b["invoice"])
             c = self._contracts[inv.meter_id]
             c.last = Anchor(inv.seq, inv.cum_units, inv.cum_due_sat, inv.reading_ms)
+            c.last_invoice = inv
             if inv.reading_ms >= c.metered_ms:
                 c.metered_units, c.metered_ms, c.metered_due = (
                     inv.cum_units, inv.reading_ms, inv.cum_due_sat)
