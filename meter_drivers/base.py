@@ -18,6 +18,10 @@ class PowerLossBehaviour(enum.Enum):
     """Spring return to closed (normally-closed solenoid)."""
     HOLDS_POSITION = "holds_position"
     """Stays where it is (motorised ball valve): a crash leaves it as it was."""
+    FAILS_OFF = "fails_off"
+    """The load is disconnected (load on a relay's normally-open contact)."""
+    FAILS_ON = "fails_on"
+    """The load stays connected (load on a relay's normally-closed contact)."""
 
 
 # -- errors ----------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""The ``[hardware]``, ``[metering]``, ``[[meter]]``, ``[[valve]]`` and ``[[tamper]]`` sections of
-the node's TOML, validated once into frozen dataclasses.
+"""The ``[hardware]``, ``[metering]``, ``[[meter]]``, ``[[valve]]``, ``[[relay]]`` and ``[[tamper]]``
+sections of the node's TOML, validated once into frozen dataclasses.
 
 Rules:
 - ``load_metering_config(path)`` reads a file with ``tomllib``; ``parse_metering_config(data,
@@ -156,6 +156,22 @@ class ValveConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RelayConfig:
+    """A ``[[relay]]`` switching a metered supply."""
+
+    name: str
+    """Unique relay name."""
+    pin: int
+    """BCM GPIO number of the relay input."""
+    active_high: bool = False
+    """Relay board polarity; most opto relay boards are active-low."""
+    contact: str = "no"
+    """Contact the load is wired to: "no" (cut on power loss) or "nc" (stays on)."""
+    meter: str | None = None
+    """The meter measuring this supply, if any."""
+
+
+@dataclass(frozen=True, slots=True)
 class TamperConfig:
     """A ``[[tamper]]`` input."""
 
@@ -185,6 +201,8 @@ class MeteringConfig:
     """Declared valves, in file order."""
     tampers: tuple[TamperConfig, ...] = ()
     """Declared tamper inputs."""
+    relays: tuple[RelayConfig, ...] = ()
+    """Declared supply relays."""
     commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
     """Journal group-commit interval: the most pulses a power cut can lose."""
     journal_dir: str = DEFAULT_JOURNAL_DIR
@@ -475,6 +493,22 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
             travel_s=travel, meter=meter, settle_s=settle, leak_pulses=leak))
         t.finish()
 
+    relays: list[RelayConfig] = []
+    for i, raw in enumerate(list_of("relay")):
+        t = _Table(ctx, "relay", i, raw)
+        name = name_of(t)
+        pin = pin_of(t, "pin", name)
+        assert pin is not None
+        contact = t.get("contact", str, "no")
+        if contact not in ("no", "nc"):
+            raise t.err("contact", f"must be \"no\" or \"nc\", not {contact!r}")
+        meter = t.get("meter", str)
+        if meter is not None and meter not in meter_names:
+            raise t.err("meter", f"no meter named {meter!r} is declared")
+        relays.append(RelayConfig(name=name, pin=pin, active_high=t.get("active_high", bool, False),
+                                  contact=contact, meter=meter))
+        t.finish()
+
     tampers: list[TamperConfig] = []
     for i, raw in enumerate(list_of("tamper")):
         t = _Table(ctx, "tamper", i, raw)
@@ -490,7 +524,7 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
 
     assert commit_interval is not None
     return MeteringConfig(source=source, hardware=hardware, board=board, meters=tuple(meters),
-                          valves=tuple(valves), tampers=tuple(tampers),
+                          valves=tuple(valves), tampers=tuple(tampers), relays=tuple(relays),
                           commit_interval_s=commit_interval, journal_dir=journal_dir)
 
 

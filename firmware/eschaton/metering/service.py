@@ -13,7 +13,8 @@ Rules / theory of operation:
 - Listeners are called in the polling thread. One that raises is logged and skipped: a broken
   consumer must not stop metering.
 - ``close()`` is the orderly shutdown: stop the threads, close every valve (a motorised valve is
-  driven closed for its full travel), commit the final totals, release the hardware.
+  driven closed for its full travel), switch supply relays off, commit the final totals, release
+  the hardware.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from eschaton.core.metering.safety import (
     ValveRule,
     ValveSensed,
 )
+from eschaton.errors import LocalError
 from eschaton.metering.config import (
     MeteringConfig,
     ModbusMeterConfig,
@@ -51,6 +53,7 @@ from meter_drivers.base import EnergyReading, MeterError, PulseReading
 from meter_drivers.modbus_sdm import ModbusEnergyMeter
 from meter_drivers.pulse import PulseMeter
 from meter_drivers.pulse_flow import PulseFlowMeter
+from meter_drivers.relay import RelaySwitch
 from meter_drivers.s0_energy import S0EnergyMeter
 from meter_drivers.tamper import TamperSwitch
 from meter_drivers.valves import MotorisedValve, SolenoidValve, Valve
@@ -96,6 +99,7 @@ class MeteringService:
         self.modbus_meters: dict[str, ModbusEnergyMeter] = {}
         self.valves: dict[str, Valve] = {}
         self.tampers: dict[str, TamperSwitch] = {}
+        self.relays: dict[str, RelaySwitch] = {}
         self.last_energy: dict[str, EnergyReading] = {}
         self.last_error: dict[str, MeterError] = {}
         self._listeners: list[Listener] = []
@@ -121,6 +125,9 @@ class MeteringService:
                     self.modbus_meters[m.name] = self._modbus(m, sleep)
             for v in config.valves:
                 self.valves[v.name] = self._valve(v, sleep)
+            for r in config.relays:
+                self.relays[r.name] = RelaySwitch(r.name, r.pin, hw=hw, active_high=r.active_high,
+                                                  contact=r.contact)
             for t in config.tampers:
                 self.tampers[t.name] = TamperSwitch(t.name, t.pin, hw=hw, active_high=t.active_high,
                                                     pull=t.pull)
@@ -213,6 +220,15 @@ class MeteringService:
         self._dispatch(events)
         return events
 
+    def switch(self, name: str, on: bool) -> None:
+        """Connect (``on=True``) or disconnect a relay-switched supply."""
+        try:
+            relay = self.relays[name]
+        except KeyError:
+            raise LocalError(f"{self.config.source}: no relay named {name!r}") from None
+        with self._lock:
+            (relay.on if on else relay.off)()
+
     # -- polling ---------------------------------------------------------------------------
     def totals(self) -> dict[str, int]:
         return {name: m.total for name, m in self.pulse_meters.items()}
@@ -303,6 +319,9 @@ class MeteringService:
                     self.valve_states.save(v.name, False, self._wall_ns())
                 except Exception:  # shutdown boundary: try every valve even if one fails
                     log.exception("closing valve %s failed", v.name)
+        for r in self.relays.values():
+            if close_valves:
+                r.shutdown()
         if self.journal is not None:
             try:
                 self.journal.maybe_commit(self.totals(), force=True)

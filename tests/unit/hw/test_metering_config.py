@@ -185,3 +185,10 @@ def test_the_node_loader_calls_this_module(tmp_path: Path) -> None:
     with pytest.raises(Exception) as ei:
         loader.load_config(p)
     assert "meter[1].pin" in str(ei.value) and f"{p}:" in str(ei.value)
+
+
+def test_relay_section(tmp_path: Path) -> None:
+    e = _err(tmp_path, '[[relay]]\nname = "socket"\npin = 26\ncontact = "maybe"\n')
+    assert e.key == "relay[0].contact" and e.line == 4
+    e = _err(tmp_path, PULSE.format(name="a", pin=26) + '\n[[relay]]\nname = "s"\npin = 26\n')
+    assert e.key == "relay[0].pin" and "GPIO26 is already used by meter[0] (a)" in str(e)

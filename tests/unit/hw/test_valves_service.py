@@ -231,3 +231,38 @@ def test_service_threads_run_and_stop(tmp_path: Path) -> None:
             time.sleep(0.01)
         svc.close()
         assert not svc._threads
+
+
+@pytest.mark.parametrize(("contact", "power_loss", "released_means"), [
+    ("no", PowerLossBehaviour.FAILS_OFF, "off"), ("nc", PowerLossBehaviour.FAILS_ON, "on")])
+def test_supply_relay_declares_what_a_crash_does(contact: str, power_loss: PowerLossBehaviour,
+                                                 released_means: str) -> None:
+    from meter_drivers.relay import RelaySwitch
+
+    with mock_hardware() as hw:
+        r = RelaySwitch("socket", 26, hw=hw, contact=contact)
+        assert r.power_loss is power_loss
+        assert not r.is_on  # starts disconnected either way
+        r.on()
+        assert r.is_on
+        r.shutdown()
+        assert_valve_states(hw, r, ["off", "on", "off"])
+        # What the load does when the relay drops out (crash, power cut) is the contact's nature.
+        assert r.relay_action(26, True) == released_means  # active-low board: high = released
+
+
+def test_service_switches_relays_and_cuts_them_on_shutdown(tmp_path: Path) -> None:
+    import tomllib
+
+    text = CONFIG + '\n[[relay]]\nname = "socket"\npin = 26\nmeter = "grid"\n'
+    cfg = parse_metering_config(tomllib.loads(text), source="node.toml")
+    assert cfg.relays[0].contact == "no" and cfg.relays[0].meter == "grid"
+    with mock_hardware("pi5") as hw:
+        clock = FakeClock()
+        svc = MeteringService(cfg, hw=hw, datadir=tmp_path, clock=clock, sleep=clock.advance)
+        svc.switch("socket", True)
+        assert svc.relays["socket"].is_on
+        with pytest.raises(Exception, match="no relay named 'lamp'"):
+            svc.switch("lamp", True)
+        svc.close()
+        assert_valve_states(hw, svc.relays["socket"], ["off", "on", "off"])
