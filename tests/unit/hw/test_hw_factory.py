@@ -9,6 +9,7 @@ from hw import (
     BOARDS,
     Backend,
     BackendUnavailableError,
+    HardwareError,
     PinConflictError,
     PinNotOnBoardError,
     UnknownBoardError,
@@ -18,7 +19,7 @@ from hw import (
     parse_pin,
     select_backend,
 )
-from hw.mock import assert_pin_states, drive_pulses, mock_hardware, output_history
+from hw.mock import assert_pin_states, drive_pulses, mock_hardware, output_history, set_input
 
 
 @pytest.mark.parametrize(("revision", "name", "model"), [
@@ -109,8 +110,6 @@ def test_assert_pin_states_compares_the_full_list() -> None:
 
 
 def test_digital_inputs_follow_pull_and_polarity() -> None:
-    from hw.mock import set_input
-
     with mock_hardware() as hw:
         switch = hw.digital_input(5, owner="lid")  # pull-up, active when pulled low
         assert not switch.is_active
@@ -118,5 +117,5 @@ def test_digital_inputs_follow_pull_and_polarity() -> None:
         assert switch.is_active
         high = hw.digital_input(6, owner="loop", active_high=True)
         assert high.is_active  # pulled up and active-high: a cut loop reads active
-        with pytest.raises(Exception, match="pull must be"):
+        with pytest.raises(HardwareError, match="pull must be"):
             hw.digital_input(7, owner="x", pull="sideways")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from eschaton.errors import LocalError
 from eschaton.metering.config import (
     MeteringConfigError,
     ModbusMeterConfig,
@@ -67,7 +68,7 @@ def test_a_good_config(tmp_path: Path) -> None:
     assert cfg.valve("ball").pins == (23, 24)
     assert cfg.board.name == "pi5"
     assert cfg.tampers[0].pin == 5
-    with pytest.raises(Exception, match="no valve named 'nope'"):
+    with pytest.raises(LocalError, match="no valve named 'nope'"):
         cfg.valve("nope")
 
 
@@ -182,7 +183,7 @@ def test_the_node_loader_calls_this_module(tmp_path: Path) -> None:
     loader = pytest.importorskip("eschaton.config.loader")
     p = _write(tmp_path, '[node]\nname = "n1"\n\n' + PULSE.format(name="a", pin=17)
                + "\n" + PULSE.format(name="b", pin=17))
-    with pytest.raises(Exception) as ei:
+    with pytest.raises(LocalError) as ei:
         loader.load_config(p)
     assert "meter[1].pin" in str(ei.value) and f"{p}:" in str(ei.value)
 

@@ -13,6 +13,7 @@ from eschaton.core.metering.safety import (
     TamperDetected,
     ValveMismatch,
 )
+from eschaton.errors import LocalError
 from eschaton.metering.config import parse_metering_config
 from eschaton.metering.journal import read_committed
 from eschaton.metering.service import MeteringService
@@ -262,7 +263,7 @@ def test_service_switches_relays_and_cuts_them_on_shutdown(tmp_path: Path) -> No
         svc = MeteringService(cfg, hw=hw, datadir=tmp_path, clock=clock, sleep=clock.advance)
         svc.switch("socket", True)
         assert svc.relays["socket"].is_on
-        with pytest.raises(Exception, match="no relay named 'lamp'"):
+        with pytest.raises(LocalError, match="no relay named 'lamp'"):
             svc.switch("lamp", True)
         svc.close()
         assert_valve_states(hw, svc.relays["socket"], ["off", "on", "off"])

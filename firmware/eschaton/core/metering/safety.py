@@ -23,7 +23,7 @@ Rules / theory of operation:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from eschaton.errors import LocalError
 
@@ -242,7 +242,6 @@ class _Meter:
     total_at: float | None = None
     last_alive: float | None = None
     failures: int = 0
-    history: list[str] = field(default_factory=list)
 
 
 class SafetyMonitor:
