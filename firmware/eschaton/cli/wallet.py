@@ -1,0 +1,137 @@
+"""``eschaton wallet address|balance|send|psbt-create|psbt-sign|psbt-finalize``.
+
+The wallet lives in ``<datadir>/wallet`` and reaches the chain through ``open_chain``: directly,
+or through the node (or ``chain serve``) that owns it. Amounts are integer satoshis; an amount of
+zero or less, above the balance, a malformed address or PSBT is a one-line error, exit code 1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from eschaton.cli.main import add_common
+from eschaton.errors import LocalError
+
+
+def register(subparsers: Any) -> None:
+    g = subparsers.add_parser("wallet", help="the node's BIP84 wallet")
+    sub = g.add_subparsers(dest="cmd", required=True, parser_class=type(g))
+
+    p = sub.add_parser("address", help="a fresh receive address")
+    add_common(p)
+    p.set_defaults(handler=cmd_address)
+
+    p = sub.add_parser("balance", help="confirmed, unconfirmed and immature satoshis")
+    add_common(p)
+    p.set_defaults(handler=cmd_balance)
+
+    p = sub.add_parser("send", help="pay SATS to ADDRESS and broadcast")
+    p.add_argument("address")
+    p.add_argument("sats", type=_sats, metavar="SATS")
+    add_common(p)
+    p.set_defaults(handler=cmd_send)
+
+    p = sub.add_parser("psbt-create", help="an unsigned PSBT paying SATS to ADDRESS, for an external signer")
+    p.add_argument("address")
+    p.add_argument("sats", type=_sats, metavar="SATS")
+    add_common(p)
+    p.set_defaults(handler=cmd_psbt_create)
+
+    p = sub.add_parser("psbt-sign", help="add this wallet's signatures to a base64 PSBT")
+    p.add_argument("psbt")
+    add_common(p)
+    p.set_defaults(handler=cmd_psbt_sign)
+
+    p = sub.add_parser("psbt-finalize", help="check signatures, finalize and broadcast a base64 PSBT")
+    p.add_argument("psbt")
+    p.add_argument("--no-broadcast", action="store_true", help="only print the final transaction")
+    add_common(p)
+    p.set_defaults(handler=cmd_psbt_finalize)
+
+
+def _sats(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"amount must be a whole number of satoshis, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"amount must be positive, got {n}")
+    return n
+
+
+def _with_wallet(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    from eschaton.chain.open import open_chain, resolve_datadir
+    from eschaton.wallet.wallet import Wallet
+
+    async def run() -> Any:
+        base = resolve_datadir(args.datadir)
+        chain = await open_chain(base, serve=False)
+        try:
+            return await fn(Wallet(base / "wallet", chain))
+        finally:
+            await chain.close()
+
+    return asyncio.run(run())
+
+
+def cmd_address(args: argparse.Namespace) -> Any:
+    async def go(w: Any) -> Any:
+        addr = w.new_address()
+        return {"address": addr} if args.json else addr
+
+    return _with_wallet(args, go)
+
+
+def cmd_balance(args: argparse.Namespace) -> Any:
+    async def go(w: Any) -> Any:
+        b = await w.balance()
+        return {"confirmed": b.confirmed, "unconfirmed": b.unconfirmed, "immature": b.immature,
+                "spendable": b.spendable}
+
+    return _with_wallet(args, go)
+
+
+def cmd_send(args: argparse.Namespace) -> Any:
+    async def go(w: Any) -> Any:
+        txid = await w.send(args.address, args.sats)
+        return {"txid": txid} if args.json else txid
+
+    return _with_wallet(args, go)
+
+
+def cmd_psbt_create(args: argparse.Namespace) -> Any:
+    from eschaton.core import script
+    from eschaton.core.tx import TxOut
+
+    async def go(w: Any) -> Any:
+        spk = script.address_to_script(args.address, w.network)
+        b64 = await w.create_psbt([TxOut(args.sats, spk)])
+        return {"psbt": b64} if args.json else b64
+
+    return _with_wallet(args, go)
+
+
+def cmd_psbt_sign(args: argparse.Namespace) -> Any:
+    async def go(w: Any) -> Any:
+        b64 = w.sign_psbt(args.psbt)
+        return {"psbt": b64} if args.json else b64
+
+    return _with_wallet(args, go)
+
+
+def cmd_psbt_finalize(args: argparse.Namespace) -> Any:
+    from eschaton.core import psbt
+    from eschaton.core.tx import serialize, txid
+
+    async def go(w: Any) -> Any:
+        tx = psbt.finalize(args.psbt)
+        raw = serialize(tx)
+        if args.no_broadcast:
+            return {"txid": txid(tx), "hex": raw.hex()}
+        return {"txid": await w.backend.broadcast(raw), "hex": raw.hex()}
+
+    if not args.psbt.strip():
+        raise LocalError("empty PSBT")
+    return _with_wallet(args, go)
