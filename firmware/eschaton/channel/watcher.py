@@ -1,0 +1,149 @@
+"""The chain watcher: reacts to what anyone broadcasts against our channels.
+
+Rules / theory of operation:
+- Level-triggered: ``sync()`` looks at the chain as it is (tip, funding confirmations, who spent
+  the funding output, which contract outputs are still unspent) and feeds the facts to each
+  channel core; chain subscriptions only wake it up. After a crash or a missed event, the next
+  ``sync()`` does the right thing anyway.
+- The core decides what to broadcast: our best version as soon as it is final when the peer
+  broadcast anything else, when the channel's nLockTime budget runs out, or on a unilateral
+  close. The watcher sends the core's broadcasts and keeps the refusal reasons (``non-final``
+  until nLockTime, ``txn-mempool-conflict`` if another version got in first).
+- Sweeps: when a version with hash-locked outputs confirms, each contract output we may claim is
+  claimed with the preimage (escrow preimages from the channel, oracle preimages given to
+  ``learn_preimage``); each we own is reclaimed once its CLTV timeout has passed.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from eschaton.chain.backend import (
+    BroadcastRefused,
+    ChainBackend,
+    ChainEvent,
+    OutPoint,
+    UnknownTransaction,
+)
+from eschaton.channel.driver import ChannelEndpoint
+from eschaton.core import script as S
+from eschaton.core.channel import Channel, ChannelState
+from eschaton.core.channel.ledger import version_outputs
+from eschaton.core.channel.sweep import claim_tx, reclaim_tx
+
+log = logging.getLogger(__name__)
+
+_FUNDING_WATCH = {ChannelState.REFUND_SIGNED, ChannelState.FUNDING_BROADCAST, ChannelState.OPEN,
+                  ChannelState.CLOSING, ChannelState.FORCE_CLOSING, ChannelState.CLOSED}
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastResult:
+    channel_id: bytes
+    label: str
+    txid: str | None
+    refused: str | None  # the chain's reason, or None when accepted
+
+
+class ChannelWatcher:
+    def __init__(self, backend: ChainBackend, endpoint: ChannelEndpoint, *, sweep_fee: int = 1_000) -> None:
+        self.backend = backend
+        self.endpoint = endpoint
+        self.sweep_fee = sweep_fee
+        self.preimages: set[bytes] = set()
+        self.results: list[BroadcastResult] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def learn_preimage(self, preimage: bytes) -> None:
+        """An oracle's published preimage (bets are claimed with it)."""
+        self.preimages.add(preimage)
+
+    # ---- running --------------------------------------------------------------------------
+
+    def _on_event(self, ev: ChainEvent) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        self.backend.subscribe(self._on_event)
+        for ch in self.endpoint.channels.values():
+            if ch.setup is not None:
+                await self.backend.watch_outpoint(OutPoint(ch.setup.funding_txid, ch.setup.funding_vout))
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.sync()
+            except Exception:  # supervision boundary: keep watching, the next event retries
+                log.exception("channel watcher sync failed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    # ---- one pass -------------------------------------------------------------------------
+
+    async def sync(self) -> None:
+        tip = await self.backend.tip()
+        h = tip.height
+        await self._flush()
+        for ch in list(self.endpoint.channels.values()):
+            if ch.setup is None or ch.state not in _FUNDING_WATCH:
+                continue
+            fo = OutPoint(ch.setup.funding_txid, ch.setup.funding_vout)
+            try:
+                confs = (await self.backend.tx_status(ch.setup.funding_txid)).confirmations
+            except UnknownTransaction:
+                confs = 0
+            self.endpoint.execute(ch, ch.on_block(h, confs))
+            spend = await self.backend.spender(fo)
+            if spend is not None:
+                self.endpoint.execute(ch, ch.on_funding_spent(spend.txid, spend.height is not None, h))
+            await self._flush()
+            if spend is not None and spend.height is not None:
+                await self._sweep(ch, spend.txid, h)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        for cid, raw, label in self.endpoint.take_broadcasts():
+            try:
+                txid = await self.backend.broadcast(raw)
+                self.results.append(BroadcastResult(cid, label, txid, None))
+                log.info("broadcast %s for channel %s: %s", label, cid.hex()[:12], txid)
+            except BroadcastRefused as e:
+                self.results.append(BroadcastResult(cid, label, None, e.reason))
+                log.info("broadcast %s for channel %s refused: %s", label, cid.hex()[:12], e.reason)
+
+    async def _sweep(self, ch: Channel, txid: str, height: int) -> None:
+        row = self.endpoint.store.version_by_txid(txid)
+        if row is None or row.channel_id != ch.channel_id or ch.setup is None:
+            return  # a cooperative close: nothing hash-locked to sweep
+        known = {S.sha256(p): p for p in list(ch.preimages.values()) + list(self.preimages)}
+        priv = self.endpoint.key_for(ch.channel_id)
+        for vout, out in enumerate(version_outputs(row.version, ch.setup)):
+            if out.kind == "balance":
+                continue
+            if await self.backend.spender(OutPoint(txid, vout)) is not None:
+                continue
+            raw: bytes | None = None
+            label = f"{out.kind} {out.contract_id}"
+            if out.claim_role == ch.role:
+                pre = next((known[h] for h in out.hashes if h in known), None)
+                if pre is not None:
+                    raw = claim_tx(out, txid, vout, pre, priv, ch.payout_script, self.sweep_fee)
+                    label = "claim " + label
+            elif out.role == ch.role and height >= out.timeout:
+                raw = reclaim_tx(out, txid, vout, priv, ch.payout_script, self.sweep_fee)
+                label = "reclaim " + label
+            if raw is not None:
+                self.endpoint.broadcasts.append((ch.channel_id, raw, label))
+        await self._flush()
