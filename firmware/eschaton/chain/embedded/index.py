@@ -9,7 +9,8 @@ Rules / theory of operation:
 - The index is also the durable log of the active chain: the raw block is stored with each block
   row. The kernel flushes its chainstate lazily, so after a SIGKILL its tip can be behind the
   index; ``EmbeddedChainNode`` then re-feeds the stored blocks to the kernel.
-- ``connect_block`` removes spent coins with ``DELETE .. RETURNING`` and records them in
+- ``connect_block`` removes spent coins with one batched ``DELETE .. RETURNING`` per block (coins
+  created and spent in the same block never reach SQL) and records them in
   ``spends`` together with the spender: that row is both the spender index and the undo data
   that ``disconnect_block`` uses to restore the coin. Keeping undo here (rather than reading
   ``cm.block_spent_outputs`` on disconnect) lets the index roll back blocks that the kernel lost
@@ -29,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from eschaton.chain.codec import Block, Tx, compact_size
+from eschaton.chain.codec import Block, Tx, compact_size, decode_block
 
 SCHEMA_VERSION = 1
 _sha = hashlib.sha256
@@ -43,19 +44,16 @@ CREATE TABLE IF NOT EXISTS blocks(
 CREATE TABLE IF NOT EXISTS txs(
     txid TEXT PRIMARY KEY, height INTEGER NOT NULL, pos INTEGER NOT NULL,
     off INTEGER NOT NULL, len INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS txs_height ON txs(height);
 CREATE TABLE IF NOT EXISTS utxos(
     txid TEXT NOT NULL, vout INTEGER NOT NULL, value INTEGER NOT NULL, spk BLOB NOT NULL,
     height INTEGER NOT NULL, coinbase INTEGER NOT NULL, sh BLOB NOT NULL,
     PRIMARY KEY(txid, vout)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS utxos_sh ON utxos(sh);
-CREATE INDEX IF NOT EXISTS utxos_height ON utxos(height);
 CREATE TABLE IF NOT EXISTS spends(
     txid TEXT NOT NULL, vout INTEGER NOT NULL, spender TEXT NOT NULL, input_index INTEGER NOT NULL,
     height INTEGER NOT NULL, value INTEGER NOT NULL, spk BLOB NOT NULL,
     coin_height INTEGER NOT NULL, coinbase INTEGER NOT NULL,
     PRIMARY KEY(txid, vout)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS spends_height ON spends(height);
 CREATE TABLE IF NOT EXISTS mempool(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, txid TEXT UNIQUE NOT NULL, raw BLOB NOT NULL,
     added INTEGER NOT NULL);
@@ -101,13 +99,20 @@ class ChainIndex:
         self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA cache_size=-32768")  # 32 MiB: random txid keys miss a small cache
+        # Checkpoint the WAL every ~32 MiB rather than 4 MiB: a block rewrites many of the same
+        # pages, and copying them to the main file once per checkpoint is what a commit costs.
+        self.db.execute("PRAGMA wal_autocheckpoint=8192")
+        self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.executescript(_SCHEMA)
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS spent_batch(txid TEXT NOT NULL, vout INTEGER NOT NULL)")
         row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             self.db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) != SCHEMA_VERSION:
             raise IndexInconsistent(f"index schema {row[0]}, expected {SCHEMA_VERSION}")
         self.in_tx = False
+        self._tip: BlockRow | None | bool = False  # False: not cached
 
     def close(self) -> None:
         self.db.close()
@@ -125,6 +130,7 @@ class ChainIndex:
             self.in_tx = False
 
     def rollback(self) -> None:
+        self._tip = False
         if self.in_tx:
             self.db.execute("ROLLBACK")
             self.in_tx = False
@@ -132,8 +138,11 @@ class ChainIndex:
     # --- blocks -------------------------------------------------------------------------------
 
     def tip(self) -> BlockRow | None:
-        r = self.db.execute("SELECT height, hash, prev, time FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
-        return BlockRow(*r) if r else None
+        if self._tip is False:
+            r = self.db.execute("SELECT height, hash, prev, time FROM blocks ORDER BY height DESC LIMIT 1").fetchone()
+            self._tip = BlockRow(*r) if r else None
+        assert self._tip is not True
+        return self._tip
 
     def block_at(self, height: int) -> BlockRow | None:
         r = self.db.execute("SELECT height, hash, prev, time FROM blocks WHERE height=?", (height,)).fetchone()
@@ -164,39 +173,52 @@ class ChainIndex:
             raise IndexInconsistent(f"block {block.header.hash} at {height} does not extend tip {tip.hash}")
         h = block.header
         db = self.db
+        self._tip = False
         db.execute("INSERT INTO blocks VALUES(?,?,?,?,?)", (height, h.hash, h.prev_hash, h.time, block.raw))
         tx_rows = []
-        new_coins = []
         spend_rows = []
+        # Coins created in this block, so that an in-block spend never touches SQL.
+        created: dict[tuple[str, int], tuple[str, int, int, bytes, int, int, bytes]] = {}
+        from_db: list[tuple[str, int, str, int]] = []  # (prev txid, prev vout, spender, input index)
         for pos, (tx, (off, ln)) in enumerate(zip(block.txs, _tx_offsets(block), strict=True)):
-            tx_rows.append((tx.txid, height, pos, off, ln))
+            txid = tx.txid
+            tx_rows.append((txid, height, pos, off, ln))
             if pos > 0:
                 for i, txin in enumerate(tx.inputs):
-                    prev = txin.prev_txid_hex
-                    # Flush pending coins first: a transaction may spend an output created
-                    # earlier in the same block.
-                    if new_coins:
-                        db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", new_coins)
-                        new_coins = []
-                    r = db.execute(
-                        "DELETE FROM utxos WHERE txid=? AND vout=? RETURNING value, spk, height, coinbase",
-                        (prev, txin.prev_vout),
-                    ).fetchone()
-                    if r is None:
-                        raise IndexInconsistent(f"block {h.hash} spends {prev}:{txin.prev_vout}, not in the index")
-                    spend_rows.append((prev, txin.prev_vout, tx.txid, i, height, r[0], r[1], r[2], r[3]))
+                    key = (txin.prev_txid_hex, txin.prev_vout)
+                    row = created.pop(key, None)
+                    if row is None:
+                        from_db.append((key[0], key[1], txid, i))
+                    else:
+                        spend_rows.append((key[0], key[1], txid, i, height, row[2], row[3], row[4], row[5]))
             if height == 0:
                 continue  # the genesis coinbase is not spendable
             coinbase = 1 if pos == 0 else 0
             for vout, out in enumerate(tx.outputs):
-                if not unspendable(out.script_pubkey):
-                    spk = out.script_pubkey
-                    new_coins.append((tx.txid, vout, out.value, spk, height, coinbase, _sha(spk).digest()))
-        if new_coins:
-            db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", new_coins)
+                spk = out.script_pubkey
+                if not unspendable(spk):
+                    created[(txid, vout)] = (txid, vout, out.value, spk, height, coinbase, _sha(spk).digest())
+        if from_db:
+            # One set-based DELETE through a temp table: ``(txid, vout) IN (VALUES ...)`` would
+            # scan the whole UTXO table (SQLite 3.40 plans row-value lists that way).
+            db.executemany("INSERT INTO temp.spent_batch VALUES(?,?)", [c[:2] for c in from_db])
+            rows = db.execute(
+                "DELETE FROM utxos WHERE (txid, vout) IN (SELECT txid, vout FROM temp.spent_batch) "
+                "RETURNING txid, vout, value, spk, height, coinbase"
+            ).fetchall()
+            db.execute("DELETE FROM temp.spent_batch")
+            found = {(r[0], r[1]): r for r in rows}
+            for prev, vout, spender, idx in from_db:
+                r = found.pop((prev, vout), None)
+                if r is None:
+                    raise IndexInconsistent(f"block {h.hash} spends {prev}:{vout}, not in the index")
+                spend_rows.append((prev, vout, spender, idx, height, r[2], r[3], r[4], r[5]))
+        if created:
+            db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", list(created.values()))
         db.executemany("INSERT INTO txs VALUES(?,?,?,?,?)", tx_rows)
         if spend_rows:
             db.executemany("INSERT INTO spends VALUES(?,?,?,?,?,?,?,?,?)", spend_rows)
+        self._tip = BlockRow(height, h.hash, h.prev_hash, h.time)
 
     def disconnect_tip(self) -> tuple[BlockRow, bytes]:
         """Undo the tip block; returns it and its raw bytes (must be inside ``begin()``)."""
@@ -205,16 +227,28 @@ class ChainIndex:
             raise IndexInconsistent("nothing to disconnect")
         raw = self.raw_block(tip.height)
         assert raw is not None
+        self._tip = False
         db = self.db
-        db.execute("DELETE FROM utxos WHERE height=?", (tip.height,))
-        restored = db.execute(
-            "SELECT txid, vout, value, spk, coin_height, coinbase FROM spends WHERE height=?", (tip.height,)
-        ).fetchall()
+        # No height indexes (they cost every insert): the block's own transactions name the rows.
+        block = decode_block(raw)
+        created = [(tx.txid, v) for tx in block.txs for v in range(len(tx.outputs))]
+        spent = [(i.prev_txid_hex, i.prev_vout) for tx in block.txs[1:] for i in tx.inputs]
+        db.executemany("DELETE FROM utxos WHERE txid=? AND vout=?", created)
+        restored = []
+        for key in spent:
+            r = db.execute(
+                "DELETE FROM spends WHERE txid=? AND vout=? AND height=? "
+                "RETURNING txid, vout, value, spk, coin_height, coinbase",
+                (*key, tip.height),
+            ).fetchone()
+            if r is not None:  # None: created and spent inside this block
+                restored.append((*r, _sha(bytes(r[3])).digest()))
+        # Coins created and spent inside the block come back too; drop them again.
+        created_set = set(created)
         db.executemany(
-            "INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", [(*r, _sha(bytes(r[3])).digest()) for r in restored]
+            "INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", [r for r in restored if (r[0], r[1]) not in created_set]
         )
-        db.execute("DELETE FROM spends WHERE height=?", (tip.height,))
-        db.execute("DELETE FROM txs WHERE height=?", (tip.height,))
+        db.executemany("DELETE FROM txs WHERE txid=?", [(tx.txid,) for tx in block.txs])
         db.execute("DELETE FROM blocks WHERE height=?", (tip.height,))
         return tip, raw
 

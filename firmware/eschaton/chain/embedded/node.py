@@ -4,10 +4,15 @@ Rules / theory of operation:
 - One process owns ``<datadir>/chain/`` (an exclusive ``flock`` on ``chain/LOCK``); others reach
   it through the Electrum server (``eschaton.chain.electrum``).
 - The kernel validates and decides the active chain. Its validation callbacks run synchronously
-  inside ``process_block``; they apply connected/disconnected blocks to the index inside one
-  SQLite transaction, which is committed after ``process_block`` returns together with the
-  mempool changes. A callback must never raise into C: an error is stored, the SQLite
-  transaction rolled back, and the index reconciled with the kernel.
+  inside ``process_block`` and only record what happened (they must never raise into C). After
+  ``process_block`` returns, the recorded connects/disconnects are applied to the index in one
+  SQLite transaction, committed together with the mempool changes. If applying fails, the
+  transaction is rolled back and the index reconciled with the kernel.
+- Speculative indexing: a block that extends the index tip is decoded and written to the
+  (uncommitted) SQLite transaction by a worker thread *while* the kernel validates it; ctypes and
+  sqlite3 both release the GIL, so on a multi-core Pi the index work overlaps the kernel's. If
+  the kernel then reports exactly that block connected, the speculative writes are kept,
+  otherwise they are rolled back and the recorded events applied one by one.
 - A block counts as accepted only when it is on the kernel's active chain afterwards. A block
   that fails while connecting does not raise in the kernel; its reason is read from the kernel
   log (``Block validation error: ...``) and raised as ``BlockRejected``.
@@ -23,9 +28,11 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import sqlite3
 import struct
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +41,7 @@ import pbk
 from eschaton.chain.backend import BroadcastRefused, Tip
 from eschaton.chain.codec import Block, Tx, decode_block, decode_tx
 from eschaton.chain.embedded.blocks import MAX_FUTURE_SECONDS, build_block, median_time_past
-from eschaton.chain.embedded.index import BlockRow, ChainIndex, Coin
+from eschaton.chain.embedded.index import BlockRow, ChainIndex, Coin, IndexInconsistent
 from eschaton.chain.embedded.mempool import Mempool, is_final
 from eschaton.chain.errors import (
     BlockRejected,
@@ -48,6 +55,9 @@ from eschaton.chain.kernel import kernel_block
 # Default coinbase destination: P2WSH(OP_TRUE), spendable by anyone who knows the trick; a
 # caller that wants the coins passes ``to_script``.
 OP_TRUE_P2WSH = bytes.fromhex("00204ae81572f06e1b88fd5ced7a1a000945432e83e1551e6f721ee9c00b8cc33260")
+
+# Below this many transactions the thread hand-off costs more than the overlap saves.
+SPECULATE_MIN_TXS = 64
 
 _REASON_PATTERNS = (
     re.compile(r"Block validation error: (.*)$"),
@@ -124,7 +134,9 @@ class ChainNode:
         self.mempool = Mempool()
         self._pending = _Pending()
         self._decoded: dict[str, Block] = {}
-        self._cb_error: BaseException | None = None
+        self._events: list[tuple[str, int, str, pbk.Block | None]] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-index")
+        self._mtp_cache: tuple[str, int] = ("", 0)
         self._log: list[str] = []
         self._capturing = False
         self._nonce = 0
@@ -143,7 +155,9 @@ class ChainNode:
                 )
             except RuntimeError as e:
                 raise ChainError(f"the kernel could not open {kdir}: {e}") from e
-            self._finish(emit=False)  # a fresh chain connects genesis inside the constructor
+            # A fresh chain connects genesis inside the constructor.
+            self._apply_or_repair(self._take_events())
+            self._finish(emit=False)
             self.reconcile()
             self._load_mempool()
         except BaseException:
@@ -157,38 +171,63 @@ class ChainNode:
             self._log.append(msg.rstrip("\n"))
 
     def _on_connected(self, _ud: object, block: pbk.Block, entry: pbk.BlockTreeEntry) -> None:
-        if self._cb_error is not None:
-            return
-        try:
-            assert self.index is not None
-            height = entry.height
-            bh = str(entry.block_hash)
-            row = self.index.block_at(height)
-            if row is not None and row.hash == bh:
-                return  # replaying a block the index already holds
-            blk = self._decoded.get(bh) or decode_block(bytes(block))
-            self.index.begin()
-            self.index.connect_block(height, blk)
-            self._pending.connected.append((height, blk))
-        except Exception as e:  # supervision boundary: an exception cannot cross into C
-            self._cb_error = e
+        self._events.append(("c", entry.height, str(entry.block_hash), block))
 
     def _on_disconnected(self, _ud: object, block: pbk.Block, entry: pbk.BlockTreeEntry) -> None:
-        if self._cb_error is not None:
-            return
+        self._events.append(("d", entry.height, str(entry.block_hash), None))
+
+    def _take_events(self) -> list[tuple[str, int, str, pbk.Block | None]]:
+        ev, self._events = self._events, []
+        return ev
+
+    # --- applying kernel events to the index --------------------------------------------------
+
+    def _apply(self, events: list[tuple[str, int, str, pbk.Block | None]]) -> None:
+        """Apply recorded connects/disconnects to the index (inside one SQLite transaction)."""
+        assert self.index is not None
+        for kind, height, bh, kblock in events:
+            if kind == "c":
+                row = self.index.block_at(height)
+                if row is not None and row.hash == bh:
+                    continue  # replaying a block the index already holds
+                blk = self._decoded.get(bh)
+                if blk is None:
+                    assert kblock is not None
+                    blk = decode_block(bytes(kblock))
+                self.index.begin()
+                self.index.connect_block(height, blk)
+                self._pending.connected.append((height, blk))
+            else:
+                tip = self.index.tip()
+                if tip is None or tip.hash != bh:
+                    if self.index.block_by_hash(bh) is not None:
+                        raise ChainError(f"kernel disconnected {bh}, which is not the index tip")
+                    continue  # a block the index never had (kernel-only branch during repair)
+                self.index.begin()
+                row, raw = self.index.disconnect_tip()
+                self._pending.disconnected.append((row.height, row.hash, raw))
+
+    def _apply_or_repair(self, events: list[tuple[str, int, str, pbk.Block | None]]) -> None:
+        assert self.index is not None
         try:
-            assert self.index is not None
-            bh = str(entry.block_hash)
-            tip = self.index.tip()
-            if tip is None or tip.hash != bh:
-                if self.index.block_by_hash(bh) is not None:
-                    self._cb_error = ChainError(f"kernel disconnected {bh}, which is not the index tip")
-                return  # a block the index never had (kernel-only branch during repair)
+            self._apply(events)
+        except (ChainError, IndexInconsistent, TxDecodeError, AssertionError) as err:
+            self._pending = _Pending()
+            self.index.rollback()
+            self.reconcile()
+            self._revalidate_mempool([])
+            self.index.commit()
+            raise ChainError(f"chain index repaired after an error: {err}") from err
+
+    def _speculate(self, blk: Block, height: int) -> bool:
+        """Worker thread: write the block to the open SQLite transaction before the kernel's verdict."""
+        assert self.index is not None
+        try:
             self.index.begin()
-            row, raw = self.index.disconnect_tip()
-            self._pending.disconnected.append((row.height, row.hash, raw))
-        except Exception as e:  # supervision boundary: an exception cannot cross into C
-            self._cb_error = e
+            self.index.connect_block(height, blk)
+            return True
+        except (IndexInconsistent, sqlite3.Error):
+            return False
 
     # --- commit / events --------------------------------------------------------------------
 
@@ -196,12 +235,6 @@ class ChainNode:
         """Commit what the callbacks applied (plus mempool changes) or roll back and repair."""
         assert self.index is not None
         pending, self._pending = self._pending, _Pending()
-        if self._cb_error is not None:
-            err, self._cb_error = self._cb_error, None
-            self.index.rollback()
-            self.reconcile()
-            self._revalidate_mempool([])
-            raise ChainError(f"chain index repaired after an error: {err}")
         removed: list[str] = []
         if pending.disconnected:
             resurrect = []
@@ -244,7 +277,13 @@ class ChainNode:
 
     def mtp_at(self, height: int) -> int:
         assert self.index is not None
-        return median_time_past(self.index.last_times(height))
+        tip = self.index.tip()
+        if tip is not None and tip.height == height and self._mtp_cache[0] == tip.hash:
+            return self._mtp_cache[1]
+        mtp = median_time_past(self.index.last_times(height))
+        if tip is not None and tip.height == height:
+            self._mtp_cache = (tip.hash, mtp)
+        return mtp
 
     # ChainView for the mempool
     def coin(self, txid: str, vout: int) -> Coin | None:
@@ -292,11 +331,15 @@ class ChainNode:
                     self.cm.process_block(kernel_block(raw))
                 except pbk.ProcessBlockException:
                     break
+                finally:
+                    events = self._take_events()
+                try:
+                    self._apply(events)  # normally all skipped: the index already has them
+                    self.index.commit()
+                except (ChainError, IndexInconsistent, TxDecodeError):
+                    self.index.rollback()
+                    break
             self._pending = _Pending()
-            self.index.commit()
-            if self._cb_error is not None:
-                self._cb_error = None
-                self.index.rollback()
             hk, khash = self._kernel_tip()
             itip = self.index.tip()
             if itip is not None and (itip.height, itip.hash) == (hk, khash):
@@ -335,6 +378,10 @@ class ChainNode:
             raise BlockRejected("block-decode-failed", bh) from None
         self._decoded[bh] = blk
         self._log.clear()
+        tip = self.index.tip() if self.index is not None else None
+        spec = None
+        if tip is not None and blk.header.prev_hash == tip.hash and len(blk.txs) >= SPECULATE_MIN_TXS:
+            spec = self._pool.submit(self._speculate, blk, tip.height + 1)
         self._capturing = True
         failed = False
         try:
@@ -343,6 +390,18 @@ class ChainNode:
             failed = True
         finally:
             self._capturing = False
+            events = self._take_events()
+            spec_ok = spec.result() if spec is not None else False
+        try:
+            if spec_ok and tip is not None and [(k, h, b) for k, h, b, _ in events] == [("c", tip.height + 1, bh)]:
+                # the kernel connected exactly the block the worker indexed: keep its writes
+                self._pending.connected.append((tip.height + 1, blk))
+            else:
+                if spec is not None:
+                    assert self.index is not None
+                    self.index.rollback()  # the kernel did something else: undo the speculation
+                self._apply_or_repair(events)
+        finally:
             self._decoded.pop(bh, None)
         self._finish()
         chain = self.cm.get_active_chain()
@@ -499,6 +558,9 @@ class ChainNode:
 
     def close(self) -> None:
         """Flush the kernel, close the index, release the lock. Idempotent."""
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
         cm = getattr(self, "cm", None)
         if cm is not None:
             cm.__exit__(None, None, None)  # destroys the manager, which flushes the chainstate

@@ -1,0 +1,131 @@
+"""Embedded chain throughput: our chain layer (kernel + index + callbacks) next to bare pbk.
+
+Prebuilds one regtest chain (101 coinbase blocks, a fan-out block, then blocks full of P2WPKH
+spends), then feeds the same raw blocks to
+  - the bare kernel: a pbk ChainstateManager with no callbacks, and
+  - ``ChainNode.submit_block``: kernel + validation callbacks + SQLite index + mempool upkeep.
+Both build ``pbk.Block`` the same fast way (one memcpy). Prints blocks/s on the empty blocks,
+signature checks/s on the spend blocks, and the ratio ours/bare (goal >= 0.8).
+Run: .venv/bin/python bench/bench_chain.py [--spends N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
+
+import pbk  # noqa: E402
+
+from eschaton.chain.codec import decode_block, decode_tx  # noqa: E402
+from eschaton.chain.embedded.blocks import build_block  # noqa: E402
+from eschaton.chain.embedded.node import ChainNode  # noqa: E402
+from eschaton.chain.kernel import kernel_block  # noqa: E402
+from tests.unit.chain.helpers import Key, build_tx, sign_p2wpkh  # noqa: E402
+
+GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
+
+
+def prebuild(n_empty: int, n_spends: int, per_block: int) -> tuple[list[bytes], list[bytes], int]:
+    """(empty-ish blocks incl. 101 coinbase blocks, spend blocks, signature count)."""
+    k = Key(1)
+    t0 = int(time.time()) - 3600
+    prev, blocks, coinbases = GENESIS, [], []
+    height = 0
+    for _ in range(max(n_empty, 101)):
+        height += 1
+        raw = build_block(prev, height, t0 + height, k.p2wpkh, [], 0, extra=height.to_bytes(4, "little"))
+        blk = decode_block(raw)
+        coinbases.append(blk.txs[0])
+        prev = blk.header.hash
+        blocks.append(raw)
+    # Fan out: each mature coinbase into 400 outputs.
+    fan_outs, utxos = [], []
+    per_fan = 400
+    for cb in coinbases[: (n_spends + per_fan - 1) // per_fan]:
+        value = cb.outputs[0].value
+        each = (value - 100_000) // per_fan
+        tx = build_tx([(cb.txid, 0)], [(each, k.p2wpkh) for _ in range(per_fan)])
+        sign_p2wpkh(tx, 0, k, value)
+        d = decode_tx(tx.serialize())
+        fan_outs.append(d)
+        utxos += [(d.txid, i, each) for i in range(per_fan)]
+    height += 1
+    raw = build_block(prev, height, t0 + height, k.p2wpkh, fan_outs, 100_000 * len(fan_outs))
+    prev = decode_block(raw).header.hash
+    blocks.append(raw)
+    spend_blocks = []
+    utxos = utxos[:n_spends]
+    for i in range(0, len(utxos), per_block):
+        txs = []
+        for txid, vout, value in utxos[i : i + per_block]:
+            tx = build_tx([(txid, vout)], [(value - 1_000, k.p2wpkh)])
+            sign_p2wpkh(tx, 0, k, value)
+            txs.append(decode_tx(tx.serialize()))
+        height += 1
+        raw = build_block(prev, height, t0 + height, k.p2wpkh, txs, 1_000 * len(txs))
+        prev = decode_block(raw).header.hash
+        spend_blocks.append(raw)
+    return blocks, spend_blocks, len(utxos)
+
+
+def run_bare(datadir: Path, blocks: list[bytes], spends: list[bytes]) -> tuple[float, float]:
+    ctx = pbk.make_context(pbk.ChainType.REGTEST)
+    cm = pbk.ChainstateManager(pbk.ChainstateManagerOptions(ctx, str(datadir), str(datadir / "blocks")))
+    t = time.perf_counter()
+    for raw in blocks:
+        cm.process_block(kernel_block(raw))
+    t_blocks = time.perf_counter() - t
+    t = time.perf_counter()
+    for raw in spends:
+        cm.process_block(kernel_block(raw))
+    t_spends = time.perf_counter() - t
+    assert cm.get_active_chain().height == len(blocks) + len(spends)
+    del cm
+    return t_blocks, t_spends
+
+
+def run_ours(datadir: Path, blocks: list[bytes], spends: list[bytes]) -> tuple[float, float]:
+    node = ChainNode(datadir)
+    t = time.perf_counter()
+    for raw in blocks:
+        node.submit_block(raw)
+    t_blocks = time.perf_counter() - t
+    t = time.perf_counter()
+    for raw in spends:
+        node.submit_block(raw)
+    t_spends = time.perf_counter() - t
+    assert node.tip().height == len(blocks) + len(spends)
+    node.close()
+    return t_blocks, t_spends
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--blocks", type=int, default=2000)
+    ap.add_argument("--spends", type=int, default=8000)
+    ap.add_argument("--per-block", type=int, default=500)
+    a = ap.parse_args()
+    t = time.perf_counter()
+    blocks, spends, sigs = prebuild(a.blocks, a.spends, a.per_block)
+    print(f"prebuilt {len(blocks)} blocks + {len(spends)} spend blocks ({sigs} signatures) "
+          f"in {time.perf_counter() - t:.1f}s")
+    with tempfile.TemporaryDirectory() as d:
+        bare = run_bare(Path(d) / "bare", blocks, spends)
+        ours = run_ours(Path(d) / "ours", blocks, spends)
+    nb = len(blocks)
+    rows = [
+        ("blocks/s (coinbase-only blocks)", nb / bare[0], nb / ours[0]),
+        ("signature checks/s (in blocks)", sigs / bare[1], sigs / ours[1]),
+    ]
+    print(f"{'':36}{'bare pbk':>12}{'eschaton':>12}{'ratio':>8}")
+    for name, b, o in rows:
+        print(f"{name:36}{b:12.0f}{o:12.0f}{o / b:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
