@@ -12,6 +12,7 @@ from hw.boards import BOARDS, BoardProfile, board_by_name, board_for_revision, p
 from hw.errors import (
     BackendUnavailableError,
     HardwareError,
+    PinBusyError,
     PinConflictError,
     PinNotOnBoardError,
     UnknownBoardError,
@@ -28,7 +29,7 @@ from hw.factory import (
 
 __all__ = [
     "BOARDS", "Backend", "BackendUnavailableError", "BoardProfile", "DigitalInput",
-    "DigitalOutput", "Hardware", "HardwareError", "PinConflictError", "PinNotOnBoardError",
+    "DigitalOutput", "Hardware", "HardwareError", "PinBusyError", "PinConflictError", "PinNotOnBoardError",
     "PulseInput", "UnknownBoardError", "board_by_name", "board_for_revision", "open_hardware",
     "parse_pin", "select_backend",
 ]

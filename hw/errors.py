@@ -20,6 +20,10 @@ class PinConflictError(HardwareError):
     """A pin was claimed twice (two devices, or a device and the serial port)."""
 
 
+class PinBusyError(HardwareError):
+    """The backend refused a pin (another process, e.g. the running node, holds it)."""
+
+
 class BackendUnavailableError(HardwareError):
     """The selected GPIO backend cannot run here (e.g. lgpio without a Raspberry Pi)."""
 

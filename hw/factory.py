@@ -15,15 +15,16 @@ Rules / theory of operation:
 """
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from hw.boards import DEFAULT_MOCK_BOARD, BoardProfile, board_by_name, board_for_revision, parse_pin
-from hw.errors import BackendUnavailableError, HardwareError, PinConflictError
+from hw.errors import BackendUnavailableError, HardwareError, PinBusyError, PinConflictError
 
 EdgeCallback = Callable[[Any, bool], None]
 """Called as ``cb(ticks, state)`` from the backend's callback thread (the driving thread on mock)."""
@@ -161,6 +162,17 @@ class Hardware:
             return dict(self._claims)
 
     # -- devices --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _device_errors(self, gpio: int, owner: str) -> Iterator[None]:
+        """Turn backend failures (another process holds the line: lgpio "GPIO busy") into one
+        typed error, and give the claim back."""
+        try:
+            yield
+        except Exception as e:  # noqa: BLE001 - gpiozero and lgpio raise assorted types
+            with self._lock:
+                self._claims.pop(gpio, None)
+            raise PinBusyError(f"GPIO{gpio} for {owner!r}: {e}") from e
+
     def pulse_input(self, pin: int | str, *, owner: str, callback: EdgeCallback,
                     pull_up: bool = True, edge: str = "falling") -> PulseInput:
         """Edge-counting input. Open-collector pulse outputs pull the line low: count falling edges."""
@@ -169,8 +181,9 @@ class Hardware:
         if edge not in ("falling", "rising", "both"):
             raise HardwareError(f"edge must be falling, rising or both, not {edge!r}")
         gpio = self.claim(pin, owner)
-        dev = InputDevice(gpio, pull_up=pull_up, pin_factory=self.pin_factory)
-        dev.pin.edges = edge
+        with self._device_errors(gpio, owner):
+            dev = InputDevice(gpio, pull_up=pull_up, pin_factory=self.pin_factory)
+            dev.pin.edges = edge
         # MockPin ignores bounce_time and a 225 Hz flow sensor must not be debounced anyway.
         p = PulseInput(dev, gpio, owner, callback)
         self._devices.append(p)
@@ -184,10 +197,11 @@ class Hardware:
         if pull not in ("up", "down", None):
             raise HardwareError(f"pull must be up, down or none, not {pull!r}")
         gpio = self.claim(pin, owner)
-        dev = InputDevice(gpio, pull_up=None, active_state=active_high,
-                          pin_factory=self.pin_factory)
-        if pull is not None:
-            dev.pin.pull = pull
+        with self._device_errors(gpio, owner):
+            dev = InputDevice(gpio, pull_up=None, active_state=active_high,
+                              pin_factory=self.pin_factory)
+            if pull is not None:
+                dev.pin.pull = pull
         d = DigitalInput(dev, gpio, owner)
         self._devices.append(d)
         return d
@@ -198,8 +212,9 @@ class Hardware:
         from gpiozero import OutputDevice
 
         gpio = self.claim(pin, owner)
-        dev = OutputDevice(gpio, active_high=active_high, initial_value=initial_value,
-                           pin_factory=self.pin_factory)
+        with self._device_errors(gpio, owner):
+            dev = OutputDevice(gpio, active_high=active_high, initial_value=initial_value,
+                               pin_factory=self.pin_factory)
         d = DigitalOutput(dev, gpio, owner)
         self._devices.append(d)
         return d

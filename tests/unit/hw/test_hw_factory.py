@@ -119,3 +119,17 @@ def test_digital_inputs_follow_pull_and_polarity() -> None:
         assert high.is_active  # pulled up and active-high: a cut loop reads active
         with pytest.raises(HardwareError, match="pull must be"):
             hw.digital_input(7, owner="x", pull="sideways")
+
+
+def test_a_pin_the_backend_refuses_is_a_typed_error_and_frees_the_claim() -> None:
+    """On a Pi, lgpio refuses a line another process holds; gpiozero's mock refuses a pin that is
+    already in use as a PWM pin. Both surface as PinBusyError and release our claim."""
+    from gpiozero.pins.mock import MockPWMPin
+
+    from hw import PinBusyError
+
+    with mock_hardware() as hw:
+        hw.pin_factory.pin(12, pin_class=MockPWMPin)  # held elsewhere in another form
+        with pytest.raises(PinBusyError, match="GPIO12 for 'relay'"):
+            hw.digital_output(12, owner="relay")
+        assert 12 not in hw.claims()
