@@ -68,9 +68,9 @@ def address_to_script(address: str) -> bytes:
     except Exception:  # embit raises assorted errors for bad base58: all mean "malformed"
         raise InvalidRequest(f"malformed address {address!r}") from None
     if len(data) == 21 and data[:1] == net["p2pkh"]:
-        return b"\x76\xa9\x14" + data[1:] + b"\x88\xac"
+        return b"\x76\xa9\x14" + bytes(data[1:]) + b"\x88\xac"
     if len(data) == 21 and data[:1] == net["p2sh"]:
-        return b"\xa9\x14" + data[1:] + b"\x87"
+        return b"\xa9\x14" + bytes(data[1:]) + b"\x87"
     raise InvalidRequest(f"not a regtest address: {address!r}")
 
 

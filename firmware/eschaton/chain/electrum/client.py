@@ -29,7 +29,7 @@ from eschaton.chain.errors import BlockRejected, ChainUnavailable, InvalidReques
 log = logging.getLogger(__name__)
 
 
-class _ClientSession(RPCSession):
+class _ClientSession(RPCSession):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.on_notification: Any = None

@@ -90,7 +90,7 @@ def _count(v: Any) -> int:
     return v
 
 
-class ElectrumSession(RPCSession):
+class ElectrumSession(RPCSession):  # type: ignore[misc]
     cost_hard_limit = 0  # local, trusted clients: no resource throttling
 
     def __init__(self, transport: Any, *, server: ElectrumServer) -> None:
@@ -359,7 +359,7 @@ class ElectrumServer:
         self.host = host
         self.port = port
         self.sessions: set[ElectrumSession] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._server: Any = None  # asyncio.Server
         self.port_file: Path = node.chain_dir / PORT_FILE
 
     async def start(self) -> int:

@@ -42,7 +42,7 @@ from eschaton.chain.backend import BroadcastRefused, Tip
 from eschaton.chain.codec import Block, Tx, decode_block, decode_tx
 from eschaton.chain.embedded.blocks import MAX_FUTURE_SECONDS, build_block, median_time_past
 from eschaton.chain.embedded.index import BlockRow, ChainIndex, Coin, IndexInconsistent
-from eschaton.chain.embedded.mempool import Mempool, is_final
+from eschaton.chain.embedded.mempool import Entry, Mempool, is_final
 from eschaton.chain.errors import (
     BlockRejected,
     ChainError,
@@ -237,7 +237,7 @@ class ChainNode:
         pending, self._pending = self._pending, _Pending()
         removed: list[str] = []
         if pending.disconnected:
-            resurrect = []
+            resurrect: list[Tx] = []
             for _, _, raw in sorted(pending.disconnected):
                 resurrect.extend(decode_block(raw).txs[1:])
             self.index.begin()
@@ -438,7 +438,10 @@ class ChainNode:
             height = tip.height + 1
             mtp = self.mtp_at(tip.height)
             t = self.block_time(mtp)
-            entries = self.mempool.select(keep=lambda e, h=height, m=mtp: is_final(e.tx, h, m))
+            def final(e: Entry, h: int = height, m: int = mtp) -> bool:
+                return is_final(e.tx, h, m)
+
+            entries = self.mempool.select(keep=final)
             raw = build_block(
                 tip.hash, height, t, spk, [e.tx for e in entries], sum(e.fee for e in entries), self._extra()
             )
