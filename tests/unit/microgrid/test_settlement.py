@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eschaton.core.microgrid.decisions import CutSupply, Pay, Record, RestoreSupply, SendInvoice
-from eschaton.core.microgrid.errors import Expired, MeterRegression, StaleOffer
+from eschaton.core.microgrid.errors import Expired, MeterRegression, StaleOffer, UnknownAgreement
 from eschaton.core.microgrid.ledger import EntryKind
 from eschaton.core.microgrid.supply import SupplyState
 from eschaton.core.microgrid.terms import Acceptance, Offer
@@ -159,3 +159,57 @@ def test_meter_going_backwards_is_refused() -> None:
     pair.read(1000, T0 + 1000)
     with pytest.raises(MeterRegression):
         pair.read(999, T0 + 2000)
+
+
+def test_renegotiation_acceptance_too_late_lapses_on_both_sides() -> None:
+    pair = make_pair(water(1000, credit_limit_sat=10**6))
+    pair.read(2000, T0 + 1000)
+    offer, _ = pair.seller.renegotiate(METER, offer_id=b"r" * 16,
+                                       tariff=water(9000, credit_limit_sat=10**6),
+                                       now_ms=T0 + 1100, expires_ms=T0 + 2000)
+    acc, _ = pair.buyer.accept(Offer.from_wire(offer.to_wire()), T0 + 1900)  # in time...
+    pair.read(3000, T0 + 3000)  # ...but the seller's hold ended and it invoiced at the old price
+    with pytest.raises(StaleOffer):
+        pair.seller.on_acceptance(Acceptance.from_wire(acc.to_wire()), T0 + 3100)
+    # The buyer got that invoice under the old agreement: it recorded the lapse and paid.
+    assert not pair.refused
+    assert sum(p.amount_sat for p in pair.paid) == 3
+    kinds = [r.entry.kind for r in records(pair.buyer.on_invoice(
+        pair.seller.resend_invoices()[0].invoice.to_wire(), T0 + 3200))]  # type: ignore[union-attr]
+    assert kinds == [EntryKind.INVOICE_REFUSED]  # the same invoice again is a replay
+    assert pair.buyer.status(METER).agreement_id == pair.seller.status(METER).agreement_id
+    pair.read(4000, T0 + 4000)
+    assert sum(p.amount_sat for p in pair.paid) == 4 and not pair.refused
+
+
+def test_late_acceptance_is_honoured_when_nothing_was_invoiced_since() -> None:
+    pair = make_pair(water(1000, credit_limit_sat=10**6))
+    pair.read(2000, T0 + 1000)
+    offer, _ = pair.seller.renegotiate(METER, offer_id=b"r" * 16,
+                                       tariff=water(9000, credit_limit_sat=10**6),
+                                       now_ms=T0 + 1100, expires_ms=T0 + 2000)
+    acc, _ = pair.buyer.accept(Offer.from_wire(offer.to_wire()), T0 + 1900)
+    pair.seller.on_acceptance(Acceptance.from_wire(acc.to_wire()), T0 + 9000)  # slow link
+    pair.read(3000, T0 + 10_000)
+    assert sum(p.amount_sat for p in pair.paid) == 2 + 9 and not pair.refused
+
+
+def test_an_open_offer_binds_the_first_acceptor_only() -> None:
+    from eschaton.core.microgrid.buyer import BuyerCore
+    from eschaton.core.microgrid.seller import SellerCore
+    from tests.unit.microgrid.helpers import BUYER_KEY, OTHER_KEY, SELLER_KEY
+
+    seller = SellerCore(SELLER_KEY)
+    offer, _ = seller.offer(offer_id=b"o" * 16, tariff=water(1000), meter_id=METER,
+                            start_units=0, now_ms=T0, expires_ms=T0 + 60_000)
+    first, _ = BuyerCore(BUYER_KEY).accept(offer, T0 + 1)
+    second, _ = BuyerCore(OTHER_KEY).accept(offer, T0 + 2)
+    other, _ = seller.offer(offer_id=b"p" * 16, tariff=water(800), meter_id=METER,
+                            start_units=0, now_ms=T0, expires_ms=T0 + 60_000)
+    third, _ = BuyerCore(OTHER_KEY).accept(other, T0 + 2)
+    seller.on_acceptance(first, T0 + 3)
+    with pytest.raises(UnknownAgreement):  # that offer is settled
+        seller.on_acceptance(second, T0 + 4)
+    with pytest.raises(StaleOffer):  # another offer for the same meter: the meter is taken
+        seller.on_acceptance(third, T0 + 5)
+    assert seller.agreement(METER).buyer == bytes(BUYER_KEY.verify_key)

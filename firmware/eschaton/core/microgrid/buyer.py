@@ -17,7 +17,9 @@ Rules / theory of operation:
   ``payment_id``). ``on_payment_failed`` gives the amount back to be paid on the next invoice.
 - Renegotiation: we accept the seller's new terms only when they are anchored exactly at the
   last invoice we accepted; our own proposals are anchored there too. Terms apply to future
-  units only (see ``terms``).
+  units only (see ``terms``). If the seller's next invoice still names the previous agreement
+  with a sequence number past the anchor (our acceptance reached it too late), the
+  renegotiation lapsed: we record ``renegotiation_lapsed`` and continue under the old terms.
 - State changes only through ``apply(entry)``; ``BuyerCore.restore`` replays a ledger. Our own
   meter's latest reading is not recorded (the meter is cumulative; feed a fresh reading after a
   restart before handling invoices).
@@ -182,8 +184,8 @@ class BuyerCore:
                   and c.proposal.offer_hash == acceptance.offer_hash), None)
         if c is None or c.proposal is None:
             raise UnknownAgreement("acceptance of an offer we did not make")
-        if now_ms > c.proposal.expires_ms:
-            raise Expired("acceptance arrived after our offer expired")
+        # No check of now_ms against the expiry: the seller dated its signature no later than
+        # the expiry (Agreement.bind) and has switched terms; a slow link must not split us.
         if c.proposal.anchor != c.last:
             raise StaleOffer("we accepted invoices after proposing; propose again")
         agreement = Agreement.bind(c.proposal, acceptance)
@@ -201,13 +203,26 @@ class BuyerCore:
             c = self._check(inv, now_ms)
         except Refusal as err:
             return self._refuse(err, inv, raw, now_ms)
-        out: list[Decision] = [self._commit(Entry(EntryKind.INVOICE_ACCEPTED, now_ms,
-                                                  {"invoice": inv.to_wire()}))]
+        out: list[Decision] = []
+        if inv.agreement_id != c.current.agreement_id:  # _check allowed it: a lapse
+            out.append(self._commit(Entry(EntryKind.RENEGOTIATION_LAPSED, now_ms, {
+                "meter_id": inv.meter_id, "agreement_id": c.current.agreement_id})))
+        out.append(self._commit(Entry(EntryKind.INVOICE_ACCEPTED, now_ms,
+                                      {"invoice": inv.to_wire()})))
         owed = inv.cum_due_sat - c.paid
         if owed > 0:
             pid = sha256(PAY_DOMAIN + inv.invoice_id)
             out += self._pay(inv.meter_id, pid, inv.invoice_id, owed, now_ms)
         return out
+
+    @staticmethod
+    def _lapsed(c: _Contract, inv: Invoice) -> bool:
+        """The seller invoiced under the previous agreement after the anchor of the current one,
+        before any invoice under the current one: it never saw our acceptance in time, so the
+        renegotiation did not take effect (the seller refuses the late acceptance too)."""
+        cur = c.current
+        return (len(c.agreements) >= 2 and inv.agreement_id == c.agreements[-2].agreement_id
+                and c.last.seq == cur.anchor.seq and inv.seq > cur.anchor.seq)
 
     def _check(self, inv: Invoice, now_ms: int) -> _Contract:
         c = self._contracts.get(inv.meter_id)
@@ -219,14 +234,17 @@ class BuyerCore:
         inv.verify(c.current.seller)
         if inv.seq <= c.last.seq:
             raise Replayed(f"invoice {inv.seq} is not after the last accepted {c.last.seq}")
-        if inv.agreement_id != c.current.agreement_id:
-            raise WrongAgreement("invoice priced under superseded terms")
+        agreement = c.current
+        if inv.agreement_id != agreement.agreement_id:
+            if not self._lapsed(c, inv):
+                raise WrongAgreement("invoice priced under superseded terms")
+            agreement = c.agreements[-2]
         if (inv.cum_units < c.last.units or inv.cum_due_sat < c.last.due_sat
                 or inv.reading_ms < c.last.at_ms):
             raise CumulativeDecreased("units, amount or reading time went down")
         if inv.reading_ms > now_ms + self.tolerance.max_clock_skew_ms:
             raise FromTheFuture(f"reading time {inv.reading_ms} is ahead of now {now_ms}")
-        expected = c.current.due_at(inv.cum_units, inv.reading_ms)
+        expected = agreement.due_at(inv.cum_units, inv.reading_ms)
         if inv.cum_due_sat != expected:
             raise WrongAmount(f"amount {inv.cum_due_sat} sat, the tariff gives {expected} sat")
         if c.own_meter:
@@ -327,6 +345,11 @@ class BuyerCore:
             c = self._contracts[ag.meter_id]
             c.agreements.append(ag)
             c.proposal = None
+        elif k is EntryKind.RENEGOTIATION_LAPSED:
+            c = self._contracts[body_text(b["meter_id"])]
+            if c.current.agreement_id != body_bytes(b["agreement_id"]) or len(c.agreements) < 2:
+                raise IllegalTransition("lapse of an agreement that is not the current one")
+            c.agreements.pop()
         elif k is EntryKind.OFFER_MADE:
             o = Offer.from_wire(b["offer"])
             self._contracts[o.meter_id].proposal = o

@@ -30,6 +30,7 @@ class EntryKind(enum.Enum):
     OFFER_MADE = "offer_made"
     AGREEMENT = "agreement"
     RENEGOTIATION = "renegotiation"
+    RENEGOTIATION_LAPSED = "renegotiation_lapsed"
     OFFER_REFUSED = "offer_refused"
     INVOICE_ISSUED = "invoice_issued"
     INVOICE_ACCEPTED = "invoice_accepted"

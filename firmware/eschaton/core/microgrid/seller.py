@@ -14,6 +14,9 @@ Rules / theory of operation:
   again, it emits ``RestoreSupply``. There is no grace period: the credit limit itself is the
   grace (size it to cover one pay interval plus a payment round trip), which keeps the rule
   exact and the buyer's exposure bounded by one number both sides signed.
+- A renegotiation acceptance is honoured whenever it arrives, as long as it was signed before the
+  offer's expiry and we have not invoiced since its anchor; otherwise it lapsed (``StaleOffer``),
+  and the buyer, seeing our next invoice still under the previous agreement, drops it as well.
 - Payments are idempotent by payment id: a payment event delivered twice counts once.
 - State changes only through ``apply(entry)``; every public method builds entries, applies them
   and returns them as ``Record`` decisions ahead of the actions, so ``SellerCore.restore(key,
@@ -51,6 +54,10 @@ from eschaton.core.microgrid.invoice import Invoice
 from eschaton.core.microgrid.ledger import Entry, EntryKind, body_bytes, body_int, body_text
 from eschaton.core.microgrid.supply import SupplyState, transition
 from eschaton.core.microgrid.terms import Acceptance, Agreement, Anchor, Offer, Tariff
+
+ACCEPT_LATENESS_MS = 60_000
+"""How long after its expiry an acceptance of a new-contract offer may still arrive (transit
+delay; the buyer's signature must still date it no later than the expiry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +150,16 @@ class SellerCore:
                           if c.pending is not None and c.pending.offer_hash == h), None)
         if offer is None:
             raise UnknownAgreement("acceptance of an offer we did not make (or already settled)")
-        if now_ms > offer.expires_ms:
-            raise Expired("acceptance arrived after the offer expired")
-        agreement = Agreement.bind(offer, acceptance)
+        agreement = Agreement.bind(offer, acceptance)  # signed no later than the expiry
+        if not offer.prev_agreement:
+            if offer.meter_id in self._contracts:
+                raise StaleOffer(f"meter {offer.meter_id} was taken by another acceptance")
+            if now_ms > offer.expires_ms + ACCEPT_LATENESS_MS:
+                raise Expired("acceptance arrived long after the offer expired")
+        elif offer.anchor != self._contracts[offer.meter_id].last:
+            # We invoiced under the old terms after the hold ended: the renegotiation lapsed
+            # (the buyer sees our next invoice under the old agreement and drops it too).
+            raise StaleOffer("acceptance arrived after we resumed invoicing under the old terms")
         return [self._commit(self._agreement_entry(agreement, now_ms))]
 
     def accept(self, offer: Offer, now_ms: int) -> tuple[Acceptance, list[Decision]]:
@@ -162,7 +176,7 @@ class SellerCore:
                 or offer.buyer != cur.buyer or offer.proposer != cur.buyer
                 or offer.tariff.service != cur.tariff.service):
             raise StaleOffer("offer does not continue the current agreement")
-        if offer.anchor != c.last or c.pending is not None:
+        if offer.anchor != c.last or (c.pending is not None and now_ms <= c.pending.expires_ms):
             raise StaleOffer("offer is not anchored at our latest invoice")
         acc = Acceptance.create(self._key, offer, now_ms)
         agreement = Agreement.bind(offer, acc)

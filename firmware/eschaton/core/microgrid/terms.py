@@ -231,8 +231,8 @@ class Offer:
         r.done()
         if o.buyer == o.seller:
             raise Malformed("offer: seller and buyer are the same key")
-        if o.prev_agreement and (not o.buyer or o.anchor.seq == 0):
-            raise Malformed("offer: a renegotiation names its buyer and anchors at an invoice")
+        if o.prev_agreement and not o.buyer:
+            raise Malformed("offer: a renegotiation names its buyer")
         if not o.prev_agreement and (o.anchor.seq != 0 or o.anchor.due_sat != 0):
             raise Malformed("offer: a new contract anchors at sequence 0 with nothing due")
         return o
