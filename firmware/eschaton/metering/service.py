@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from eschaton.core.metering.safety import (
     ValveRule,
     ValveSensed,
 )
+from eschaton.core.metering.totals import Reading, windowed_rate
 from eschaton.errors import LocalError
 from eschaton.metering.config import (
     MeteringConfig,
@@ -61,6 +63,7 @@ from meter_drivers.valves import MotorisedValve, SolenoidValve, Valve
 log = logging.getLogger(__name__)
 
 Listener = Callable[[SafetyEvent], None]
+HISTORY_LEN = 2048  # pulse readings kept per meter for rates (~200 s at a 0.1 s poll)
 
 
 def state_dir(config: MeteringConfig, datadir: str | Path) -> Path:
@@ -101,6 +104,7 @@ class MeteringService:
         self.tampers: dict[str, TamperSwitch] = {}
         self.relays: dict[str, RelaySwitch] = {}
         self.last_energy: dict[str, EnergyReading] = {}
+        self._history: dict[str, deque[Reading]] = {}
         self.last_error: dict[str, MeterError] = {}
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
@@ -121,6 +125,7 @@ class MeteringService:
                         m.name, m.pin, hw=hw, counts_per_unit=factors.get(m.name, m.counts_per_unit),
                         base=self.journal.total(m.name), pull_up=m.pull_up, edge=m.edge,
                         clock=clock, wall_ns=wall_ns)
+                    self._history[m.name] = deque(maxlen=HISTORY_LEN)
                 else:
                     self.modbus_meters[m.name] = self._modbus(m, sleep)
             for v in config.valves:
@@ -240,6 +245,18 @@ class MeteringService:
             self.config.meter(name)
             raise
 
+    def rate(self, name: str, window_s: float = 10.0, now: float | None = None) -> float:
+        """A pulse meter's rate in units per second (L/s, kWh/s) over the last ``window_s``,
+        derived from the readings ``poll()`` took. Multiply by 60 for L/min, 3.6e6 for W."""
+        meter = self.pulse_meters.get(name)
+        if meter is None:
+            self.config.meter(name)
+            raise LocalError(f"meter {name!r} is not a pulse meter; see last_energy")
+        with self._lock:
+            readings = list(self._history[name])
+        t = self._clock() if now is None else now
+        return windowed_rate(readings, t, window_s) / meter.counts_per_unit
+
     def poll(self, now: float | None = None) -> list[SafetyEvent]:
         """One step (see module docstring); returns the safety events it raised."""
         with self._lock:
@@ -251,6 +268,8 @@ class MeteringService:
                 if sensed is not None:
                     items.append(ValveSensed(name, sensed))
             totals = self.totals()
+            for n, t in totals.items():
+                self._history[n].append(Reading(n, t, now))
             items.extend(MeterTotal(n, t) for n, t in totals.items())
             items.extend(TamperInput(n, t.active) for n, t in self.tampers.items())
             events = self._feed(items, now)

@@ -267,3 +267,20 @@ def test_service_switches_relays_and_cuts_them_on_shutdown(tmp_path: Path) -> No
             svc.switch("lamp", True)
         svc.close()
         assert_valve_states(hw, svc.relays["socket"], ["off", "on", "off"])
+
+
+def test_service_derives_rates_from_timestamped_readings(tmp_path: Path) -> None:
+    clock = FakeClock()
+    with mock_hardware("pi5") as hw:
+        svc = _service(tmp_path, clock, hw)
+        for _ in range(30):  # 15 L/min (112.5 Hz) on the water meter, 3 kW on the S0 meter
+            drive_pulses(hw, 17, 112, hz=112.5, clock=clock)
+            drive_pulses(hw, 27, 1, hz=1e6, clock=clock)
+            clock.advance(1.0 - 112 / 112.5 - 1e-6)
+            svc.poll()
+        assert svc.rate("water", window_s=20.0) * 60 == pytest.approx(14.93, rel=0.01)
+        assert svc.rate("grid", window_s=20.0) * 3.6e6 == pytest.approx(3600.0, rel=0.01)
+        clock.advance(30.0)
+        svc.poll()
+        assert svc.rate("water", window_s=10.0) == 0.0  # nothing flowed in the last 10 s
+        svc.close()
