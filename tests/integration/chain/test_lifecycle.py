@@ -111,6 +111,8 @@ def test_longer_branch_reverses_a_confirmation(funded: Funded) -> None:
     assert chain.tx_status_sync(t2).confirmations == 1
     f.node.mine_branch(branch[-1], 2)  # from before the block with t2
     assert chain.tx_status_sync(t2).in_mempool
+    # The index's spent coins match the kernel's undo data across the reorgs.
+    assert f.node.audit(depth=10) == []
     chain.close_sync()
 
 
@@ -192,6 +194,7 @@ def test_sigkilled_owner_recovers(tmp_path: Path) -> None:
         assert len(k5) == 2 and sum(1 for u in k5 if u.height is None) == 1
         node.mine(1)  # the kernel and the index agree well enough to extend the chain
         assert len(node.mempool) == 0
+        assert node.audit(depth=20) == []
         chain.close_sync()
     finally:
         node.close()

@@ -8,13 +8,14 @@ Rules / theory of operation:
   lost, which the node sees as a short reorg on regtest.
 - The index is also the durable log of the active chain: the raw block is stored with each block
   row. The kernel flushes its chainstate lazily, so after a SIGKILL its tip can be behind the
-  index; ``EmbeddedChainNode`` then re-feeds the stored blocks to the kernel.
+  index; ``ChainNode`` then re-feeds the stored blocks to the kernel.
 - ``connect_block`` removes spent coins with one batched ``DELETE .. RETURNING`` per block (coins
   created and spent in the same block never reach SQL) and records them in
   ``spends`` together with the spender: that row is both the spender index and the undo data
-  that ``disconnect_block`` uses to restore the coin. Keeping undo here (rather than reading
+  that ``disconnect_tip`` uses to restore the coin. Keeping undo here (rather than reading
   ``cm.block_spent_outputs`` on disconnect) lets the index roll back blocks that the kernel lost
-  in a crash, and costs one SQL statement per input instead of several ctypes calls.
+  in a crash, and costs no ctypes calls per input. ``ChainNode.audit`` checks these rows against
+  the kernel's undo data (``cm.block_spent_outputs``).
 - UTXOs are indexed by Electrum's script hash (sha256 of the script), which serves both
   ``list_unspent(script)`` and ``blockchain.scripthash.listunspent``.
 - Raw transactions are not duplicated: ``txs`` stores (offset, length) into the block's raw bytes.

@@ -354,6 +354,36 @@ class ChainNode:
             self.index.connect_block(h, decode_block(bytes(self.cm.blocks[entry])))
         self.index.commit()
 
+    def audit(self, depth: int = 10) -> list[str]:
+        """Compare the index with the kernel: same tip, and for the last ``depth`` blocks the
+        spent coins recorded in ``spends`` equal the kernel's undo data
+        (``cm.block_spent_outputs``). Returns the differences (empty when consistent)."""
+        assert self.index is not None
+        problems: list[str] = []
+        hk, khash = self._kernel_tip()
+        itip = self.index.tip()
+        if itip is None or (itip.height, itip.hash) != (hk, khash):
+            return [f"tips differ: index {itip}, kernel {hk} {khash}"]
+        chain = self.cm.get_active_chain()
+        for height in range(max(1, hk - depth + 1), hk + 1):
+            entry = chain.block_tree_entries[height]
+            raw = self.index.raw_block(height)
+            assert raw is not None
+            blk = decode_block(raw)
+            undo = self.cm.block_spent_outputs[entry]
+            for tx, kspent in zip(blk.txs[1:], undo.transactions, strict=True):
+                for txin, coin in zip(tx.inputs, kspent.coins, strict=True):
+                    row = self.index.db.execute(
+                        "SELECT spender, value, spk, coin_height, coinbase FROM spends WHERE txid=? AND vout=?",
+                        (txin.prev_txid_hex, txin.prev_vout),
+                    ).fetchone()
+                    out = coin.output
+                    want = (tx.txid, out.amount, bytes(out.script_pubkey), coin.confirmation_height, coin.is_coinbase)
+                    got = None if row is None else (row[0], row[1], bytes(row[2]), row[3], bool(row[4]))
+                    if got != want:
+                        problems.append(f"block {height} input {txin.prev_txid_hex}:{txin.prev_vout}: {got} != {want}")
+        return problems
+
     # --- blocks ---------------------------------------------------------------------------------
 
     def _reason(self) -> tuple[str, str]:
