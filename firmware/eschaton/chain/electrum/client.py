@@ -8,10 +8,11 @@ backend's types: ``BroadcastRefused`` (with bitcoind's reason), ``UnknownTransac
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
-from aiorpcx import RPCError, RPCSession, connect_rs
+from aiorpcx import RPCError, RPCSession, TaskTimeout, connect_rs
 
 from eschaton.chain.backend import (
     BroadcastRefused,
@@ -77,8 +78,15 @@ class ElectrumChainClient:
                 parts = msg.split("\n") + ["", "", ""]
                 raise BlockRejected(parts[1], parts[2], parts[3]) from None
             raise InvalidRequest(msg) from None
-        except (ConnectionError, OSError) as e:
-            raise ChainUnavailable(f"chain server connection lost: {e}") from e
+        except (ConnectionError, OSError, TaskTimeout) as e:
+            raise ChainUnavailable(f"chain server connection lost: {e!r}") from e
+        except asyncio.CancelledError:
+            # aiorpcx cancels pending replies when the connection drops; only a cancellation of
+            # our own task is a real cancellation.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise ChainUnavailable("chain server connection lost") from None
 
     def _on_notification(self, method: str, args: list[Any]) -> None:
         if method != "eschaton.event":
