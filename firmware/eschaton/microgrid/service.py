@@ -197,6 +197,11 @@ class BuyerService(_Service):
         return [d for d in self._settle(self.core.prepay(meter_id, amount_sat, now_ms))
                 if isinstance(d, Pay)]
 
+    def pay_outstanding(self, meter_id: str, now_ms: int) -> list[Pay]:
+        self._guard()
+        return [d for d in self._settle(self.core.pay_outstanding(meter_id, now_ms))
+                if isinstance(d, Pay)]
+
     def on_payment_confirmed(self, payment_id: bytes, now_ms: int) -> None:
         self._guard()
         self._settle(self.core.on_payment_confirmed(payment_id, now_ms))

@@ -127,6 +127,15 @@ def test_failed_payment_is_paid_on_the_next_invoice(tmp_path: Path) -> None:
     assert v.buyer.core.status(METER).paid_sat == 0
     v.read(6000, T0 + 2000)
     assert v.seller.core.status(METER).paid_sat == 6
+    # The meter stops; a failed payment is retried at once, under a fresh payment id.
+    v.read(9000, T0 + 3000, pay=False)
+    [pending] = v.buyer.pending_payments()
+    v.buyer.on_payment_failed(pending.payment_id, T0 + 3100)
+    [retry] = v.buyer.pay_outstanding(METER, T0 + 3200)
+    assert retry.amount_sat == 3 and retry.payment_id != pending.payment_id
+    assert v.buyer.pay_outstanding(METER, T0 + 3300) == []  # already on its way
+    v.pay(retry, T0 + 3400)
+    assert v.seller.core.status(METER).paid_sat == 9
     v.close()
 
 

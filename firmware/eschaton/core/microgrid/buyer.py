@@ -14,7 +14,10 @@ Rules / theory of operation:
   recorded BEFORE the ``Pay`` action runs, so after a crash the ledger never under-counts what
   may have left: a replayed or repeated invoice pays 0, and ``pending_payments()`` lists the
   payments whose outcome the node must check with the trade channel (same deterministic
-  ``payment_id``). ``on_payment_failed`` gives the amount back to be paid on the next invoice.
+  ``payment_id``). ``on_payment_failed`` gives the amount back: it is paid with the next
+  invoice, or at once by ``pay_outstanding``. Payment ids are ``sha256(domain || ref ||
+  canonical(n))`` with ``n`` the number of payments recorded before: unique and rebuilt
+  identically from the ledger.
 - Renegotiation: we accept the seller's new terms only when they are anchored exactly at the
   last invoice we accepted; our own proposals are anchored there too. Terms apply to future
   units only (see ``terms``). If the seller's next invoice still names the previous agreement
@@ -87,7 +90,7 @@ class BuyerStatus:
 
 class _Contract:
     __slots__ = ("agreements", "last", "paid", "pending", "own_meter", "own_start",
-                 "seller_start", "proposal")
+                 "seller_start", "proposal", "sent", "last_invoice_id")
 
     def __init__(self, agreement: Agreement, own_meter: str, own_start: int) -> None:
         self.agreements = [agreement]
@@ -98,6 +101,8 @@ class _Contract:
         self.own_start = own_start
         self.seller_start = agreement.anchor.units
         self.proposal: Offer | None = None
+        self.sent = 0  # payments ever recorded as sent: makes every payment id unique
+        self.last_invoice_id = b""
 
     @property
     def current(self) -> Agreement:
@@ -211,8 +216,7 @@ class BuyerCore:
                                       {"invoice": inv.to_wire()})))
         owed = inv.cum_due_sat - c.paid
         if owed > 0:
-            pid = sha256(PAY_DOMAIN + inv.invoice_id)
-            out += self._pay(inv.meter_id, pid, inv.invoice_id, owed, now_ms)
+            out += self._pay(c, inv.meter_id, inv.invoice_id, owed, now_ms)
         return out
 
     @staticmethod
@@ -271,12 +275,21 @@ class BuyerCore:
         if amount_sat <= 0:
             raise MicrogridError("a prepayment must be positive")
         c = self._contract(meter_id)
-        ref = c.current.agreement_id
-        pid = sha256(PAY_DOMAIN + ref + encode([c.paid, amount_sat]))
-        return self._pay(meter_id, pid, ref, amount_sat, now_ms)
+        return self._pay(c, meter_id, c.current.agreement_id, amount_sat, now_ms)
 
-    def _pay(self, meter_id: str, pid: bytes, ref: bytes, amount: int,
+    def pay_outstanding(self, meter_id: str, now_ms: int) -> list[Decision]:
+        """Pay what the last accepted invoice still leaves owing (after a failed payment, when
+        no newer invoice is coming because the meter stopped). Nothing if nothing is owed."""
+        c = self._contract(meter_id)
+        owed = c.last.due_sat - c.paid
+        if owed <= 0:
+            return []
+        return self._pay(c, meter_id, c.last_invoice_id or c.current.agreement_id, owed, now_ms)
+
+    def _pay(self, c: _Contract, meter_id: str, ref: bytes, amount: int,
              now_ms: int) -> list[Decision]:
+        # Deterministic (a restart rebuilds the same counter) and never reused.
+        pid = sha256(PAY_DOMAIN + ref + encode(c.sent))
         pay = Pay(meter_id, pid, ref, amount)
         rec = self._commit(Entry(EntryKind.PAYMENT_SENT, now_ms, {
             "meter_id": meter_id, "payment_id": pid, "ref": ref, "amount_sat": amount}))
@@ -355,8 +368,9 @@ class BuyerCore:
             self._contracts[o.meter_id].proposal = o
         elif k is EntryKind.INVOICE_ACCEPTED:
             inv = Invoice.from_wire(b["invoice"])
-            self._contracts[inv.meter_id].last = Anchor(
-                inv.seq, inv.cum_units, inv.cum_due_sat, inv.reading_ms)
+            c = self._contracts[inv.meter_id]
+            c.last = Anchor(inv.seq, inv.cum_units, inv.cum_due_sat, inv.reading_ms)
+            c.last_invoice_id = inv.invoice_id
         elif k is EntryKind.INVOICE_REFUSED:
             pass  # a refusal changes nothing: that is the point
         elif k is EntryKind.PAYMENT_SENT:
@@ -365,6 +379,7 @@ class BuyerCore:
                       body_int(b["amount_sat"]))
             c.paid += pay.amount_sat
             c.pending[pay.payment_id] = pay
+            c.sent += 1
         elif k is EntryKind.PAYMENT_CONFIRMED:
             self._contracts[body_text(b["meter_id"])].pending.pop(body_bytes(b["payment_id"]))
         elif k is EntryKind.PAYMENT_FAILED:

@@ -34,8 +34,8 @@ class SendInvoice:
 class Pay:
     """Pay ``amount_sat`` over the trade channel to the seller, naming ``ref``.
 
-    ``payment_id`` is deterministic (derived from the invoice or prepayment it settles), so the
-    channel can treat a retried payment with the same id as the same payment.
+    ``payment_id`` is unique per payment and rebuilt identically from the ledger after a
+    restart, so the channel can use it as its idempotency key.
     """
 
     meter_id: str
