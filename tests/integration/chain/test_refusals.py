@@ -12,6 +12,7 @@ from tests.unit.chain.helpers import (
     Key,
     build_tx,
     hashlock_script,
+    high_s,
     multisig_2of2,
     p2wsh,
     sign_p2wpkh,
@@ -169,24 +170,11 @@ def test_policy_dust_fee_low_s(funded: Funded) -> None:
     # A high-S twin of a valid signature passes consensus but not policy.
     tx = build_tx([(cb.txid, 0)], [(cb.value - FEE, k.p2wpkh)])
     sign_p2wpkh(tx, 0, k, cb.value)
-    tx.vin[0].witness.items[0] = _high_s(tx.vin[0].witness.items[0])
+    tx.vin[0].witness.items[0] = high_s(tx.vin[0].witness.items[0])
     with pytest.raises(BroadcastRefused) as e:
         f.node.broadcast(tx.serialize())
     assert e.value.reason == "non-mandatory-script-verify-flag"
     assert "S value" in e.value.detail
-
-
-def _high_s(sig: bytes) -> bytes:
-    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-    der, ht = sig[:-1], sig[-1:]
-    len_r = der[3]
-    r = der[4 : 4 + len_r]
-    s = int.from_bytes(der[6 + len_r :], "big")
-    s2 = (n - s).to_bytes(33, "big").lstrip(b"\x00")
-    if s2[0] & 0x80:
-        s2 = b"\x00" + s2
-    body = b"\x02" + bytes([len(r)]) + r + b"\x02" + bytes([len(s2)]) + s2
-    return b"\x30" + bytes([len(body)]) + body + ht
 
 
 def test_minimalif_policy(funded: Funded) -> None:

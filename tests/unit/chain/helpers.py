@@ -84,3 +84,17 @@ def spend_p2wpkh(prev_txid: str, vout: int, value: int, key: Key, outputs: list[
     tx = build_tx([(prev_txid, vout)], outputs, locktime, sequence)
     sign_p2wpkh(tx, 0, key, value)
     return tx.serialize()
+
+
+def high_s(sig: bytes) -> bytes:
+    """The (n - s) twin of a low-S DER signature: valid for consensus, refused by policy."""
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    der, ht = sig[:-1], sig[-1:]
+    len_r = der[3]
+    r = der[4 : 4 + len_r]
+    s = int.from_bytes(der[6 + len_r :], "big")
+    s2 = (n - s).to_bytes(33, "big").lstrip(b"\x00")
+    if s2[0] & 0x80:
+        s2 = b"\x00" + s2
+    body = b"\x02" + bytes([len(r)]) + r + b"\x02" + bytes([len(s2)]) + s2
+    return b"\x30" + bytes([len(body)]) + body + ht
