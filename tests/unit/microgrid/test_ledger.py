@@ -147,3 +147,9 @@ def test_codec_round_trips(value: Plain) -> None:
 def test_codec_refuses_non_canonical(data: bytes) -> None:
     with pytest.raises(CodecError):
         decode(data)
+
+
+@pytest.mark.parametrize("value", [True, 1.5, None, {1: 2}, (1, 2)])
+def test_codec_refuses_non_plain_values(value: object) -> None:
+    with pytest.raises(CodecError):
+        encode(value)  # type: ignore[arg-type]

@@ -132,21 +132,30 @@ def test_refusals_are_durable_and_raised_by_the_service(tmp_path: Path) -> None:
     seller = SellerCore(SELLER_KEY)
     offer, _ = seller.offer(offer_id=b"o" * 16, tariff=water(1000), meter_id=METER,
                             start_units=0, now_ms=T0, expires_ms=T0 + 60_000)
-    svc = BuyerService.open(tmp_path / "buyer.db", BUYER_KEY)
-    acc = svc.accept(offer.to_wire(), T0 + 1)
+    svc = BuyerService.open(tmp_path / "buyer.db", BUYER_KEY, Tolerance(abs_units=10))
+    svc.on_own_reading(OWN_METER, 100, T0)
+    acc = svc.accept(offer.to_wire(), T0 + 1, own_meter=OWN_METER)
     seller.on_acceptance(Acceptance.from_wire(acc.to_wire()), T0 + 2)
     inv = next(d.invoice for d in seller.on_reading(METER, 2000, T0 + 10, T0 + 10)
                if isinstance(d, SendInvoice))
+    with pytest.raises(Malformed):
+        svc.on_invoice({k: v for k, v in inv.to_wire().items() if k != "seq"}, T0 + 19)
     with pytest.raises(BadSignature):
         svc.on_invoice(dict(inv.to_wire(), sig=bytes(64)), T0 + 20)
-    assert [p.amount_sat for p in svc.on_invoice(inv.to_wire(), T0 + 21)] == [2]
+    svc.on_own_reading(OWN_METER, 100 + 1989, T0 + 21)  # 11 mL short of the invoice: > 10
+    with pytest.raises(OverMetered):
+        svc.on_invoice(inv.to_wire(), T0 + 21)
+    svc.on_own_reading(OWN_METER, 100 + 1990, T0 + 22)
+    assert [p.amount_sat for p in svc.on_invoice(inv.to_wire(), T0 + 22)] == [2]
     with pytest.raises(Replayed):
-        svc.on_invoice(inv.to_wire(), T0 + 22)
+        svc.on_invoice(inv.to_wire(), T0 + 23)
     svc.close()
     with SqliteLedger(tmp_path / "buyer.db") as ledger:
         kinds = [(e.kind, e.body.get("reason")) for e in ledger.verify()]
     assert kinds == [(EntryKind.AGREEMENT, None),
+                     (EntryKind.INVOICE_REFUSED, "malformed"),
                      (EntryKind.INVOICE_REFUSED, "bad_signature"),
+                     (EntryKind.INVOICE_REFUSED, "over_metered"),
                      (EntryKind.INVOICE_ACCEPTED, None), (EntryKind.PAYMENT_SENT, None),
                      (EntryKind.INVOICE_REFUSED, "replayed")]
 
@@ -173,3 +182,17 @@ def test_offer_tampering_and_wrong_party() -> None:
 
     with pytest.raises(Expired):
         seller.on_acceptance(late, T0 + 60_001)
+
+
+def test_invoice_straight_from_bencode_is_accepted(pair: Pair) -> None:
+    """Bencode gives bytes keys and bytes for str fields: both are understood."""
+    from eschaton.core.wire.bencode import decode as bdecode
+    from eschaton.core.wire.bencode import encode as bencode
+
+    pair.buyer.on_own_reading(OWN_METER, 500 + 4000, T0 + 2000)
+    raw = bdecode(bencode(_invoice(pair, 4000, T0 + 2000).to_wire()))
+    assert isinstance(raw, dict) and all(isinstance(k, bytes) for k in raw)
+    assert [p.amount_sat for p in pair.buyer.on_invoice(raw, T0 + 2000)
+            if isinstance(p, Pay)] == [1]
+    offer = Offer.from_wire(bdecode(bencode(pair.seller.agreement(METER).offer.to_wire())))
+    assert offer == pair.seller.agreement(METER).offer

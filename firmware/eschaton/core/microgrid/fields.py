@@ -3,7 +3,7 @@
 Messages travel as flat dicts of int / bytes / str (what the wire codec carries). Readers check
 the exact key set, every type and every range, and raise ``Malformed``: a message from a peer is
 either entirely valid or refused. A str field may also arrive as UTF-8 bytes, because bencode
-does not tell the two apart.
+does not tell the two apart; for the same reason keys may be str or UTF-8 bytes.
 """
 from __future__ import annotations
 
@@ -31,7 +31,17 @@ class Reader:
     def __init__(self, raw: object, what: str) -> None:
         if not isinstance(raw, Mapping):
             raise Malformed(f"{what}: expected a dict, got {type(raw).__name__}")
-        self._d: Mapping[object, object] = raw
+        # Keys may be str or, straight from bencode, UTF-8 bytes.
+        self._d: dict[str, object] = {}
+        for k, v in raw.items():
+            if isinstance(k, bytes | bytearray):
+                try:
+                    k = bytes(k).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise Malformed(f"{what}: a key is not utf-8") from exc
+            if not isinstance(k, str) or k in self._d:
+                raise Malformed(f"{what}: bad or duplicate key {k!r}")
+            self._d[k] = v
         self._seen: set[str] = set()
         self._what = what
 
@@ -71,7 +81,7 @@ class Reader:
         return v
 
     def done(self) -> None:
-        extra = {str(k) for k in self._d} - self._seen
+        extra = set(self._d) - self._seen
         if extra:
             raise Malformed(f"{self._what}: unexpected fields {sorted(extra)}")
 
