@@ -58,6 +58,8 @@ def make_device(model: str, values: dict[str, float], *, device_id: int = 1,
 
 async def serve(port: str, model: str, values: dict[str, float], *, device_id: int = 1,
                 baudrate: int = 9600, step_kwh: float = 0.0) -> None:
+    # Other addresses get an exception response (pymodbus 3.16's ignore_missing_devices does not
+    # apply to SimDevice contexts), i.e. the emulator behaves like a meter behind a gateway.
     server = ModbusSerialServer(make_device(model, values, device_id=device_id, step_kwh=step_kwh),
                                 port=port, baudrate=baudrate)
     await server.serve_forever()

@@ -89,11 +89,13 @@ def _command(args: argparse.Namespace, open_: bool) -> dict[str, Any]:
             if isinstance(valve, MotorisedValve):
                 _wait_travel(valve)
             if hold is not None:
-                time.sleep(hold)
-                valve.close()
-                if isinstance(valve, MotorisedValve):
-                    _wait_travel(valve)
-                store.save(v.name, False, time.time_ns())
+                try:
+                    time.sleep(hold)
+                finally:  # Ctrl-C during the hold still closes the valve and records it
+                    valve.close()
+                    if isinstance(valve, MotorisedValve):
+                        _wait_travel(valve)
+                    store.save(v.name, False, time.time_ns())
                 row["action"] = f"opened for {hold:g} s, then closed"
             else:
                 row["action"] = "opened"

@@ -232,9 +232,7 @@ class TotalsJournal:
                 recs.append(JournalRecord(self._next_seq, wall, meter, total))
                 self._next_seq += 1
             data = b"".join(encode_record(r) for r in recs)
-            os.write(self._fd, data)  # one write: a SIGKILL cannot split it
-            if self._fsync:
-                os.fsync(self._fd)
+            self._append(data)
             self._commits += 1
             self._records += len(recs)
             self._bytes += len(data)
@@ -245,6 +243,25 @@ class TotalsJournal:
             if self._segment_size >= self.segment_bytes:
                 self._start_segment(snapshot=True)
             return len(recs)
+
+    def _append(self, data: bytes) -> None:
+        """Append one batch durably, or leave the segment exactly as it was and raise."""
+        assert self._fd is not None
+        try:
+            view = memoryview(data)
+            while view:  # one write() in practice (a SIGKILL cannot split it); loop for ENOSPC
+                n = os.write(self._fd, view)
+                view = view[n:]
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError as e:
+            # Cut a partial batch off again: the next append must start on a line boundary,
+            # or its first record would be glued to a fragment and lost at recovery.
+            try:
+                os.ftruncate(self._fd, self._segment_size)
+            except OSError:
+                pass  # recovery at the next open truncates the torn tail instead
+            raise JournalError(f"journal {self.directory}: commit failed: {e.strerror}") from None
 
     def stats(self) -> JournalStats:
         with self._lock:

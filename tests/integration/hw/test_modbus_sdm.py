@@ -17,6 +17,7 @@ from meter_drivers.base import (
     MeterCrcError,
     MeterError,
     MeterPortError,
+    MeterProtocolError,
     MeterTimeoutError,
 )
 from meter_drivers.modbus_sdm import ModbusEnergyMeter
@@ -30,7 +31,8 @@ VALUES = {"voltage": 230.5, "current": 4.25, "power": 979.5, "import_kwh": 1234.
 
 
 class Rig:
-    def __init__(self, tmp: Path, model: str = "sdm120", proxy: bool = True) -> None:
+    def __init__(self, tmp: Path, model: str = "sdm120", proxy: bool = True,
+                 **values: float) -> None:
         socat = need_tool("socat")
         self.client = tmp / "client"
         self.server_port = tmp / "server"
@@ -42,7 +44,7 @@ class Rig:
             self.line = FaultyLine(tmp / "proxy_a", tmp / "proxy_b")
         else:
             self.pairs.append(PtyPair(socat, self.client, self.server_port).start())
-        self.emulator = Emulator(self.server_port, model, **VALUES).start()
+        self.emulator = Emulator(self.server_port, model, **{**VALUES, **values}).start()
 
     def meter(self, **kw: object) -> ModbusEnergyMeter:
         opts: dict[str, object] = {"timeout_s": 0.3, "retries": 1, "backoff_s": 0.01}
@@ -99,6 +101,32 @@ def test_reads_an_sdm630_register_map(tmp_path: Path) -> None:
         r.wait_ready(m)
         _check(m.read())
         m.close()
+    finally:
+        r.close()
+
+
+def test_exception_responses_and_impossible_values_are_protocol_errors(tmp_path: Path) -> None:
+    r = Rig(tmp_path, proxy=False, voltage=float("nan"))
+    try:
+        probe = r.meter(retries=0)
+
+        def answers() -> bool:
+            try:
+                probe.read()
+            except MeterProtocolError:
+                return True  # up, and answering device 1 with a NaN voltage
+            except MeterError:
+                return False
+            return True
+        wait_for(answers, 30, "the emulator")
+        with pytest.raises(MeterProtocolError, match="voltage_v is not a finite number"):
+            probe.read()
+        probe.close()
+        other = r.meter(device_id=7, retries=2)
+        with pytest.raises(MeterProtocolError, match="exception response 4 for registers"):
+            other.read()  # refused, not retried: asking again gets the same answer
+        assert other.reads_failed == 1
+        other.close()
     finally:
         r.close()
 

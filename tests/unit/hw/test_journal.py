@@ -153,3 +153,33 @@ def test_unusable_directory_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(JournalError):
         TotalsJournal(f / "sub")
     assert os.path.exists(f)
+
+
+def test_a_failed_commit_leaves_the_segment_clean(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk full mid-batch: the fragment is cut off, the error is typed, the next commit works."""
+    import eschaton.metering.journal as jmod
+
+    clock = FakeClock()
+    with TotalsJournal(tmp_path, clock=clock) as j:
+        j.maybe_commit({"water": 100})
+        real_write = os.write
+        calls = {"n": 0}
+
+        def short_then_enospc(fd: int, data: bytes | memoryview) -> int:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                return real_write(fd, bytes(data)[:7])  # a partial line reaches the disk
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(jmod.os, "write", short_then_enospc)
+        clock.advance(1)
+        with pytest.raises(JournalError, match="No space left on device"):
+            j.maybe_commit({"water": 200})
+        monkeypatch.setattr(jmod.os, "write", real_write)
+        assert j.maybe_commit({"water": 300}) == 1
+        seg = j._segment
+    assert seg is not None
+    dec = decode_segment(seg.read_bytes())
+    assert (dec.corrupt_lines, dec.torn_tail) == (0, False)
+    assert [r.total for r in dec.records] == [100, 300]
