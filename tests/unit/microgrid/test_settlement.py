@@ -213,3 +213,24 @@ def test_an_open_offer_binds_the_first_acceptor_only() -> None:
     with pytest.raises(StaleOffer):  # another offer for the same meter: the meter is taken
         seller.on_acceptance(third, T0 + 5)
     assert seller.agreement(METER).buyer == bytes(BUYER_KEY.verify_key)
+
+
+def test_renegotiation_raising_the_credit_limit_restores_supply() -> None:
+    pair = make_pair(water(1000, credit_limit_sat=5))
+    pair.read(9000, T0 + 1000, deliver=False)
+    assert pair.seller.status(METER).supply is SupplyState.CUT
+    offer, _ = pair.buyer.propose(METER, offer_id=b"b" * 16, tariff=water(1000, credit_limit_sat=10),
+                                  now_ms=T0 + 1100, expires_ms=T0 + 5000)
+    # The buyer never accepted invoice 1, so its proposal is anchored before it: stale.
+    with pytest.raises(StaleOffer):
+        pair.seller.accept(Offer.from_wire(offer.to_wire()), T0 + 1200)
+    inv = pair.seller.resend_invoices()[0]
+    assert isinstance(inv, SendInvoice)
+    for d in pair.buyer.on_invoice(inv.invoice.to_wire(), T0 + 1300):
+        if isinstance(d, Pay):
+            pair.buyer.on_payment_failed(d.payment_id, T0 + 1301)  # the channel is down
+    offer, _ = pair.buyer.propose(METER, offer_id=b"c" * 16, tariff=water(1000, credit_limit_sat=10),
+                                  now_ms=T0 + 1400, expires_ms=T0 + 5000)
+    acc, out = pair.seller.accept(Offer.from_wire(offer.to_wire()), T0 + 1500)
+    assert [d for d in out if isinstance(d, RestoreSupply)] == [RestoreSupply(METER, T0 + 2500)]
+    assert pair.seller.status(METER).supply is SupplyState.ON

@@ -10,8 +10,8 @@ Rules / theory of operation:
   (the offer is anchored at our latest invoice, so no invoice may follow it under the old terms).
 - Credit: ``unpaid = cumulative due - cumulative paid``; a negative value is prepaid credit. The
   moment a reading makes ``unpaid > credit_limit_sat`` while supply is on, the core emits
-  ``CutSupply`` with a deadline of now + 1 s. When payments bring ``unpaid <= credit_limit_sat``
-  again, it emits ``RestoreSupply``. There is no grace period: the credit limit itself is the
+  ``CutSupply`` with a deadline of now + 1 s. When payments (or a renegotiated, higher limit)
+  bring ``unpaid <= credit_limit_sat`` again, it emits ``RestoreSupply``. There is no grace period: the credit limit itself is the
   grace (size it to cover one pay interval plus a payment round trip), which keeps the rule
   exact and the buyer's exposure bounded by one number both sides signed.
 - A renegotiation acceptance is honoured whenever it arrives, as long as it was signed before the
@@ -160,7 +160,8 @@ class SellerCore:
             # We invoiced under the old terms after the hold ended: the renegotiation lapsed
             # (the buyer sees our next invoice under the old agreement and drops it too).
             raise StaleOffer("acceptance arrived after we resumed invoicing under the old terms")
-        return [self._commit(self._agreement_entry(agreement, now_ms))]
+        out = [self._commit(self._agreement_entry(agreement, now_ms))]
+        return out + self._maybe_restore(offer.meter_id, now_ms)
 
     def accept(self, offer: Offer, now_ms: int) -> tuple[Acceptance, list[Decision]]:
         """Accept the buyer's renegotiation ``offer`` (verified by ``Offer.from_wire``).
@@ -180,7 +181,8 @@ class SellerCore:
             raise StaleOffer("offer is not anchored at our latest invoice")
         acc = Acceptance.create(self._key, offer, now_ms)
         agreement = Agreement.bind(offer, acc)
-        return acc, [self._commit(self._agreement_entry(agreement, now_ms))]
+        out = [self._commit(self._agreement_entry(agreement, now_ms))]
+        return acc, out + self._maybe_restore(offer.meter_id, now_ms)
 
     def _agreement_entry(self, agreement: Agreement, now_ms: int) -> Entry:
         kind = EntryKind.RENEGOTIATION if agreement.offer.prev_agreement else EntryKind.AGREEMENT
@@ -231,15 +233,20 @@ class SellerCore:
             raise UnknownContract("payment names no invoice or agreement of ours")
         if amount_sat <= 0:
             raise MicrogridError("a payment must be positive")
-        c = self._contracts[meter_id]
         out: list[Decision] = [self._commit(Entry(EntryKind.PAYMENT_RECEIVED, now_ms, {
             "meter_id": meter_id, "payment_id": payment_id, "ref": ref,
             "amount_sat": amount_sat}))]
-        if c.supply is SupplyState.CUT and c.metered_due - c.paid <= c.current.tariff.credit_limit_sat:
-            out.append(self._commit(Entry(EntryKind.SUPPLY_RESTORED, now_ms, {
-                "meter_id": meter_id, "unpaid_sat": c.metered_due - c.paid})))
-            out.append(RestoreSupply(meter_id, now_ms + ACTUATION_DEADLINE_MS))
-        return out
+        return out + self._maybe_restore(meter_id, now_ms)
+
+    def _maybe_restore(self, meter_id: str, now_ms: int) -> list[Decision]:
+        """Restore supply if it is cut and the unpaid amount is within the credit limit (after
+        a payment, or a renegotiation that raised the limit)."""
+        c = self._contracts[meter_id]
+        if c.supply is SupplyState.ON or c.metered_due - c.paid > c.current.tariff.credit_limit_sat:
+            return []
+        return [self._commit(Entry(EntryKind.SUPPLY_RESTORED, now_ms, {
+                    "meter_id": meter_id, "unpaid_sat": c.metered_due - c.paid})),
+                RestoreSupply(meter_id, now_ms + ACTUATION_DEADLINE_MS)]
 
     def supply_commands(self, now_ms: int) -> list[Decision]:
         """The command that re-asserts each meter's recorded supply state (use after a restart:
