@@ -66,28 +66,28 @@ def mock_hardware(board: str = "pi4b") -> Hardware:
 
 def drive_pulses(hw: Hardware, pin: int | str, count: int, *, hz: float | None = None,
                  clock: FakeClock | None = None, duty: float = 0.5) -> int:
-    """Drive ``count`` pulses (low then back high: open-collector, idle high) on an input pin.
+    """Drive ``count`` pulses on an input pin, each leaving its idle level and coming back.
 
     With ``hz`` and ``clock`` the fake clock advances by one period per pulse, so rate maths see a
     true ``hz`` pulse train without sleeping. Returns ``count``.
     """
     mp = hw.mock_pin(pin)
-    low, high = mp.drive_low, mp.drive_high
-    if mp.state is False or mp.state == 0:
-        high()  # start from idle
+    # A pulse leaves the idle level and returns: low-going on a pulled-up line (open collector),
+    # high-going on a pulled-down one. Either way each pulse has one falling and one rising edge.
+    away, back = (mp.drive_low, mp.drive_high) if mp.state else (mp.drive_high, mp.drive_low)
     if hz is not None and clock is not None:
         period = 1.0 / hz
-        t_low, t_high = period * duty, period * (1.0 - duty)
+        t_active, t_idle = period * duty, period * (1.0 - duty)
         adv = clock.advance
         for _ in range(count):
-            low()
-            adv(t_low)
-            high()
-            adv(t_high)
+            away()
+            adv(t_active)
+            back()
+            adv(t_idle)
     else:
         for _ in range(count):
-            low()
-            high()
+            away()
+            back()
     return count
 
 
@@ -160,8 +160,8 @@ class PulseTrain:
         return self
 
     def _run(self) -> None:
-        low, high = self._pin.drive_low, self._pin.drive_high
-        high()
+        pin = self._pin
+        low, high = (pin.drive_low, pin.drive_high) if pin.state else (pin.drive_high, pin.drive_low)
         now = self._monotonic
         t0 = self.started_at = now()
         before = self._before

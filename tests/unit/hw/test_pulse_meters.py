@@ -98,3 +98,13 @@ def test_count_resumes_from_the_committed_base() -> None:
         drive_pulses(hw, 17, 45)
         assert meter.total == 9045
         assert meter.litres == pytest.approx(20.1)
+
+
+def test_rising_edge_meter_on_a_pulled_down_line() -> None:
+    """An active-high pulse output (push-pull sensor) counts rising edges with a pull-down."""
+    with mock_hardware() as hw:
+        meter = PulseFlowMeter("water", 22, hw=hw, counts_per_unit=450.0, pull_up=False,
+                               edge="rising")
+        assert hw.mock_pin(22).state is False
+        drive_pulses(hw, 22, 333)
+        assert meter.total == 333
