@@ -110,12 +110,13 @@ class SellerService(_Service):
 
     def on_acceptance(self, raw: object, now_ms: int) -> list[Decision]:
         self._guard()
-        return self._settle(self.core.on_acceptance(Acceptance.from_wire(raw), now_ms))
+        return self._act(self.core.on_acceptance(Acceptance.from_wire(raw), now_ms))
 
     def accept(self, raw_offer: object, now_ms: int) -> Acceptance:
+        """Accept the buyer's renegotiation (a higher credit limit may restore supply)."""
         self._guard()
         acc, ds = self.core.accept(Offer.from_wire(raw_offer), now_ms)
-        self._settle(ds)
+        self._act(ds)
         return acc
 
     def on_reading(self, meter_id: str, cum_units: int, reading_ms: int,
