@@ -12,12 +12,16 @@ Rules (Bitcoin Core's ``UnserializeTransaction``):
   witness record").
 - Compact sizes must be canonical and at most 0x02000000 (MAX_SIZE).
 - Every byte must be consumed.
+
+``TxIn``/``TxOut``/``Tx`` are NamedTuples rather than frozen dataclasses: indexing a block builds
+one per input and output, and a NamedTuple constructs about five times faster.
 """
 from __future__ import annotations
 
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from eschaton.chain.errors import TxDecodeError
 
@@ -29,8 +33,7 @@ def sha256d(b: bytes) -> bytes:
     return hashlib.sha256(hashlib.sha256(b).digest()).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class TxIn:
+class TxIn(NamedTuple):
     prev_txid: bytes  # 32 bytes, internal (little-endian) order
     prev_vout: int
     script_sig: bytes
@@ -47,14 +50,12 @@ class TxIn:
         return self.prev_vout == 0xFFFFFFFF and self.prev_txid == b"\x00" * 32
 
 
-@dataclass(frozen=True, slots=True)
-class TxOut:
+class TxOut(NamedTuple):
     value: int
     script_pubkey: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Tx:
+class Tx(NamedTuple):
     version: int
     inputs: tuple[TxIn, ...]
     outputs: tuple[TxOut, ...]
