@@ -26,6 +26,7 @@ Rules / theory of operation:
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import sqlite3
@@ -51,6 +52,8 @@ from eschaton.chain.errors import (
     TxDecodeError,
 )
 from eschaton.chain.kernel import kernel_block
+
+log = logging.getLogger(__name__)
 
 # Default coinbase destination: P2WSH(OP_TRUE), spendable by anyone who knows the trick; a
 # caller that wants the coins passes ``to_script``.
@@ -258,7 +261,10 @@ class ChainNode:
             mempool_removed=tuple(removed),
         )
         for listener in list(self.listeners):
-            listener(update)
+            try:
+                listener(update)
+            except Exception:  # supervision boundary: the change is committed; a listener bug must not undo it
+                log.exception("chain update listener failed")
         return update
 
     # --- chain state --------------------------------------------------------------------------
