@@ -312,7 +312,10 @@ class MeteringService:
 
         def modbus_loop(name: str, interval: float) -> None:
             while not self._stop.is_set():
-                self.poll_modbus(name)
+                try:
+                    self.poll_modbus(name)
+                except Exception:  # supervision boundary: an unexpected driver bug must not
+                    log.exception("polling meter %s failed", name)  # end this meter's polling
                 self._stop.wait(interval)
 
         self._threads = [threading.Thread(target=main_loop, name="metering-poll", daemon=True)]
