@@ -59,6 +59,13 @@ def _dotted(path: KeyPath) -> str:
 
 def find_line(text: str, path: KeyPath) -> int | None:
     """Best-effort line number of ``path`` in TOML ``text`` (tomllib does not report it)."""
+    line = _find_line(text, path)
+    if line is None and path and isinstance(path[-1], int):
+        return _find_line(text, path[:-1])  # an element of an inline array: the key's line
+    return line
+
+
+def _find_line(text: str, path: KeyPath) -> int | None:
     keys = [p for p in path if isinstance(p, str)]
     if not keys:
         return None
@@ -200,7 +207,7 @@ def _check_url(section: _Section, key: str | int, url: str, *, path: KeyPath = (
                                        f"{', '.join(schemes())}")
     if parsed.scheme == "ble":
         raise section.ctx.error(where, "ble:// is not available in this build")
-    if parsed.scheme in ("tcp", "udp") and parsed.port is None:
+    if parsed.scheme in ("tcp", "udp") and (parsed.port is None or parsed.port < 0):
         raise section.ctx.error(where, f"{url} needs a port")
     return url
 

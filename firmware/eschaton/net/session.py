@@ -56,13 +56,11 @@ class Session:
 
     def __init__(self, link: Link, stream: FrameStream, *,
                  handler_factory: HandlerFactory | None = None,
-                 authorize: Authorize | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.link = link
         self.stream = stream
         self.handler: object | None = None
         self._handler_factory = handler_factory
-        self._authorize = authorize
         self._clock = clock
         self._write_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
@@ -190,10 +188,6 @@ class Session:
             if isinstance(ev, HandshakeComplete):
                 log.debug("link %s: handshake with %s (v%d)", self.stream.peer,
                           ev.remote.short(), ev.version)
-                if self._authorize is not None and not self._authorize(ev.remote):
-                    await self._handle_nolock(self.link.close(
-                        f"node {ev.remote.short()} is not authorised", send_error=True))
-                    return
                 if self._handler_factory is not None:
                     self.handler = self._handler_factory(self)
             elif isinstance(ev, LinkOpen):
@@ -267,9 +261,8 @@ async def open_session(stream: FrameStream, keys: NodeKeys, role: Role, *,
                        clock: Callable[[], float] = time.monotonic) -> tuple[Session, asyncio.Task[LinkClosed]]:
     """Wrap an already-open stream in a session and start running it."""
     link = Link(keys, role, now=clock(), ephemeral=secrets.token_bytes(32), remote=remote,
-                config=_link_config(config))
-    session = Session(link, stream, handler_factory=handler_factory, authorize=authorize,
-                      clock=clock)
+                config=_link_config(config), authorize=authorize)
+    session = Session(link, stream, handler_factory=handler_factory, clock=clock)
     task = asyncio.get_running_loop().create_task(session.run())
     return session, task
 
@@ -313,8 +306,8 @@ async def serve(url: str, keys: NodeKeys, *,
 
     async def on_stream(stream: FrameStream) -> None:
         link = Link(keys, Role.RESPONDER, now=time.monotonic(), ephemeral=secrets.token_bytes(32),
-                    remote=expect, config=_link_config(config))
-        session = Session(link, stream, handler_factory=handler_factory, authorize=authorize)
+                    remote=expect, config=_link_config(config), authorize=authorize)
+        session = Session(link, stream, handler_factory=handler_factory)
         sessions.add(session)
         try:
             if on_session is not None:

@@ -46,6 +46,12 @@ class PeerSentError(LinkError):
     code = 7
 
 
+class NotAuthorised(LinkError):
+    """An authenticated peer that our policy does not allow to link."""
+
+    code = 9
+
+
 class LinkTimeout(TransientError):
     """The handshake did not finish, or the peer stopped answering pings, in time."""
 

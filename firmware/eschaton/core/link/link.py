@@ -12,7 +12,8 @@ Rules / theory of operation:
     2. R -> I  ``e, ee``      payload ``{v: chosen}`` (highest common) or ``{err, v: [R's]}``
     3. I -> R  ``s, se``      payload ``{id: I's node id, v: chosen}``
   The responder checks that the claimed id is canonical and converts to the static key Noise
-  authenticated, and (if it expects a particular peer) that it is that peer.
+  authenticated, that it is the expected peer (if one is set) and that the ``authorize``
+  policy accepts it, all before it sends anything under the new keys.
 - After the handshake both sides send ``init`` (features, name); the link is OPEN once the
   peer's ``init`` arrives. Then any message from the table may flow.
 - Any decrypt failure (tampered, replayed, reordered or lost frame: Noise nonces are implicit
@@ -25,7 +26,7 @@ Rules / theory of operation:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -45,6 +46,7 @@ from eschaton.core.link.errors import (
     LinkError,
     LinkStateError,
     LinkTimeout,
+    NotAuthorised,
     PeerMismatch,
     PeerSentError,
     ProtocolViolation,
@@ -196,6 +198,7 @@ class Link:
         ephemeral: bytes,
         remote: NodeId | None = None,
         config: LinkConfig = LinkConfig(),
+        authorize: Callable[[NodeId], bool] | None = None,
     ) -> None:
         if role is Role.INITIATOR and remote is None:
             raise LinkStateError("an initiator must know the responder's node id")
@@ -206,6 +209,7 @@ class Link:
         self.config = config
         self.versions = _check_versions(config.versions)
         self.expected_remote = remote
+        self._authorize = authorize
         self.remote: NodeId | None = None
         self.version: int | None = None
         self.peer_features: tuple[str, ...] = ()
@@ -407,6 +411,9 @@ class Link:
         if self.expected_remote is not None and claimed != self.expected_remote:
             raise PeerMismatch(
                 f"expected node {self.expected_remote.short()}, peer is {claimed.short()}")
+        if self._authorize is not None and not self._authorize(claimed):
+            # Checked before our init goes out, so a refused peer never sees an open link.
+            raise NotAuthorised(f"node {claimed.short()} is not authorised to link")
         self.remote = claimed
         return self._handshake_done()
 

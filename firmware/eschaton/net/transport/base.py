@@ -42,10 +42,12 @@ class TransportUrl:
     port: int | None
     path: str
     query: dict[str, str] = field(default_factory=dict)
+    netloc: str = ""
+    """The raw authority part (e.g. a BLE address ``AA:BB:CC:DD:EE:FF``)."""
 
     def require_port(self, *, allow_zero: bool = False) -> int:
         lo = 0 if allow_zero else 1
-        if self.port is None or not lo <= self.port <= 65535:
+        if self.port is None or not lo <= self.port <= 65535:  # -1: unparsable
             raise BadTransportUrl(f"{self.url}: needs a port {lo}..65535")
         return self.port
 
@@ -53,13 +55,17 @@ class TransportUrl:
 def parse_url(url: str) -> TransportUrl:
     try:
         parts = urlsplit(url)
-        port = parts.port
     except ValueError as exc:
         raise BadTransportUrl(f"{url!r}: {exc}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # not a number; only schemes that need a port complain (require_port)
     if not parts.scheme:
         raise BadTransportUrl(f"{url!r}: missing scheme (e.g. tcp://host:port)")
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    return TransportUrl(url, parts.scheme.lower(), parts.hostname or "", port, parts.path, query)
+    return TransportUrl(url, parts.scheme.lower(), parts.hostname or "", port, parts.path, query,
+                        parts.netloc)
 
 
 class FrameStream(abc.ABC):

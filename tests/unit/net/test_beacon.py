@@ -1,0 +1,93 @@
+"""Signed beacons: verification, staleness, replay, expiry."""
+from __future__ import annotations
+
+import pytest
+
+from eschaton.core.link.beacon import (
+    BeaconError,
+    NeighbourChanged,
+    NeighbourFound,
+    NeighbourLost,
+    NeighbourTable,
+    make_beacon,
+    parse_beacon,
+)
+from eschaton.core.wire import bencode
+from eschaton.core.wire.errors import EncodeError
+
+from .helpers import keys
+
+A, B, C = keys("alice"), keys("bob"), keys("carol")
+NOW = 1_700_000_000.0
+URLS = ["tcp://10.77.0.2:9735"]
+
+
+def beacon(k=B, *, ts=NOW, seq=1, urls=URLS, name="bob") -> bytes:
+    return make_beacon(k, urls=urls, ts_ms=int(ts * 1000), seq=seq, name=name)
+
+
+def test_valid_beacon_is_found_then_quietly_refreshed() -> None:
+    t = NeighbourTable(A.node_id)
+    assert t.receive(beacon(), NOW, "10.77.0.2:47800") == [
+        NeighbourFound(B.node_id, tuple(URLS), "bob", "10.77.0.2:47800")]
+    assert t.receive(beacon(seq=2), NOW + 1) == []
+    assert t.receive(beacon(seq=3, urls=["tcp://10.77.0.9:1"]), NOW + 2) == [
+        NeighbourChanged(B.node_id, ("tcp://10.77.0.9:1",), "bob", "")]
+
+
+def test_replayed_beacon_is_refused() -> None:
+    t = NeighbourTable(A.node_id)
+    b1 = beacon(seq=5)
+    t.receive(b1, NOW)
+    with pytest.raises(BeaconError, match="replayed"):
+        t.receive(b1, NOW + 1)
+    with pytest.raises(BeaconError, match="replayed"):
+        t.receive(beacon(seq=4), NOW + 1)  # older sequence, same timestamp
+    # A restart resets seq, but the clock moved on: accepted.
+    assert t.receive(beacon(ts=NOW + 5, seq=1), NOW + 5) == []
+
+
+def test_stale_and_future_beacons_are_refused() -> None:
+    t = NeighbourTable(A.node_id, max_age=60, max_skew=30)
+    with pytest.raises(BeaconError, match="stale"):
+        t.receive(beacon(ts=NOW - 61), NOW)
+    with pytest.raises(BeaconError, match="future"):
+        t.receive(beacon(ts=NOW + 31), NOW)
+    assert B.node_id not in t
+
+
+def test_badly_signed_beacon_is_refused() -> None:
+    raw = bytearray(beacon())
+    raw[-3] ^= 0x01  # inside the signed body
+    with pytest.raises(BeaconError):
+        parse_beacon(bytes(raw))
+    # Carol signs a beacon claiming Bob's id.
+    good = beacon()
+    body = good[68:]
+    forged = good[:4] + C.sign(b"eschaton-beacon/1\x00" + body) + body
+    with pytest.raises(BeaconError, match="signature"):
+        parse_beacon(forged)
+
+
+def test_own_beacons_are_ignored_and_neighbours_expire() -> None:
+    t = NeighbourTable(A.node_id, expiry=30)
+    assert t.receive(beacon(A), NOW) == []
+    t.receive(beacon(), NOW)
+    assert t.next_deadline() == NOW + 30
+    assert t.expire(NOW + 29) == []
+    assert t.expire(NOW + 30) == [NeighbourLost(B.node_id)]
+
+
+def test_table_memory_is_bounded() -> None:
+    t = NeighbourTable(A.node_id, max_neighbours=2)
+    for i, k in enumerate((B, C, keys("dave"))):
+        t.receive(beacon(k), NOW + i)
+    assert len(t.neighbours()) == 2 and B.node_id not in t
+
+
+def test_malformed_beacons() -> None:
+    for bad in (b"", b"esb1", b"xxxx" + bytes(100), b"esb1" + bytes(64) + bencode.encode([1])):
+        with pytest.raises(BeaconError):
+            parse_beacon(bad)
+    with pytest.raises(EncodeError):
+        make_beacon(B, urls=["not a url"], ts_ms=1, seq=1)

@@ -1,0 +1,104 @@
+"""Configuration: defaults, a full file, and errors that name file, key and line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eschaton.config import ConfigError, find_line, load_config, parse_config
+
+from .helpers import keys
+
+PEER = keys("bob").node_id.hex()
+
+FULL = f"""
+[node]
+datadir = "/srv/esc"
+name = "pump-house"
+
+[network]
+listen = ["tcp://0.0.0.0:9735", "serial:///dev/ttyAMA0?baud=115200"]
+
+[network.discovery]
+interface = "bat0"
+port = 47801
+interval = 5
+
+[[network.peers]]
+id = "{PEER}"
+url = "tcp://10.0.0.2:9735"
+name = "bob"
+
+[api]
+socket = "ctl.sock"
+tcp_port = 8090
+
+[chain]
+backend = "electrum"
+url = "tcp://127.0.0.1:50001"
+"""
+
+
+def test_defaults_from_an_empty_file() -> None:
+    cfg = parse_config("", "empty.toml")
+    assert cfg.node.datadir == Path("/var/lib/eschaton")
+    assert cfg.network.listen == ("tcp://0.0.0.0:9735",)
+    assert cfg.network.discovery.port == 47800 and cfg.network.discovery.enabled
+    assert cfg.api.socket == Path("/var/lib/eschaton/api.sock") and cfg.api.tcp_port is None
+    assert cfg.chain.backend == "embedded" and cfg.chain.datadir == Path("/var/lib/eschaton/chain")
+    assert cfg.metering is None
+
+
+def test_full_file(tmp_path: Path) -> None:
+    p = tmp_path / "node.toml"
+    p.write_text(FULL)
+    cfg = load_config(p)
+    assert cfg.source == str(p)
+    assert cfg.node.name == "pump-house"
+    assert cfg.network.discovery.interface == "bat0" and cfg.network.discovery.interval == 5.0
+    assert cfg.network.peers[0].node_id.hex() == PEER and cfg.network.peers[0].name == "bob"
+    assert cfg.api.socket == Path("/srv/esc/ctl.sock") and cfg.api.tcp_port == 8090
+    assert cfg.chain.url == "tcp://127.0.0.1:50001"
+    with pytest.raises(AttributeError):
+        cfg.node.name = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("old,new,key,line,words", [
+    ("port = 47801", "port = 70000", "network.discovery.port", 11, "1..65535"),
+    ("port = 47801", 'port = "47801"', "network.discovery.port", 11, "integer"),
+    (f'id = "{PEER}"', 'id = "beef"', "network.peers[0].id", 15, "64 hex"),
+    ('url = "tcp://10.0.0.2:9735"', 'url = "tcp://10.0.0.2"', "network.peers[0].url", 16, "port"),
+    ('url = "tcp://10.0.0.2:9735"', 'url = "ble://aa"', "network.peers[0].url", 16, "not available"),
+    ('name = "pump-house"', 'name = "pump-house"\nnmae = 1', "node.nmae", 5, "unknown key"),
+    ('backend = "electrum"', 'backend = "bitcoind"', "chain.backend", 24, "embedded, electrum"),
+    ('url = "tcp://127.0.0.1:50001"', "", "chain.url", None, "required"),
+    ('interval = 5', 'interval = -1', "network.discovery.interval", 12, "number"),
+    ('"serial:///dev/ttyAMA0?baud=115200"', '"smoke://x"', "network.listen[1]", 7, "unknown transport"),
+    ('datadir = "/srv/esc"', 'datadir = "relative"', "node.datadir", 3, "absolute"),
+])
+def test_errors_name_file_key_and_line(tmp_path: Path, old, new, key, line, words) -> None:
+    assert old in FULL
+    p = tmp_path / "bad.toml"
+    p.write_text(FULL.replace(old, new))
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    e = exc.value
+    assert e.source == str(p) and e.key == key and e.line == line, str(e)
+    assert str(p) in str(e) and key in str(e) and words in str(e)
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    p = tmp_path / "syntax.toml"
+    p.write_text("[node]\nname = \n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert exc.value.line == 2 and str(p) in str(exc.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_find_line_for_nested_arrays() -> None:
+    text = "[[network.peers]]\nid='a'\n[[network.peers]]\nurl='x'\nid='b'\n"
+    assert find_line(text, ("network", "peers", 1, "id")) == 5
+    assert find_line(text, ("network", "peers", 0, "id")) == 2
+    assert find_line(text, ("network", "nothing")) is None
