@@ -36,7 +36,7 @@ from eschaton.core.link.identity import IdentityError, NodeId
 from eschaton.errors import LocalError
 
 KeyPath = Sequence[str | int]
-_EXTENSION_SECTIONS = ("meter", "valve")
+_EXTENSION_SECTIONS = ("meter", "valve", "relay", "tamper", "hardware", "metering")
 
 
 class ConfigError(LocalError):
