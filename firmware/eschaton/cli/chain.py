@@ -170,14 +170,12 @@ def cmd_serve(args: argparse.Namespace) -> Any:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         tip = await chain.tip()
+        if args.mine_every is not None:
+            chain.start_auto_mining(args.mine_every)
         sys.stdout.write(f"serving chain at height {tip.height} on 127.0.0.1:{chain.server.port}\n")
         sys.stdout.flush()
         try:
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=args.mine_every)
-                except TimeoutError:
-                    await chain.mine(1)
+            await stop.wait()
         finally:
             await chain.close()
         return None

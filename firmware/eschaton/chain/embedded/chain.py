@@ -10,6 +10,7 @@ Fee estimate: regtest has no fee market, so ``estimate_fee`` returns the 1 sat/v
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -28,7 +29,7 @@ from eschaton.chain.embedded.mempool import MAX_BLOCK_WEIGHT
 from eschaton.chain.embedded.node import ChainNode, NodeUpdate
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.embedded.watch import Watcher
-from eschaton.chain.errors import InvalidRequest
+from eschaton.chain.errors import ChainError, InvalidRequest
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class EmbeddedChain:
         self.watcher = Watcher()
         self.listeners: list[Listener] = []
         self.server: Any = None  # an ElectrumServer sharing this node, stopped on close()
+        self._auto_miner: asyncio.Task[None] | None = None
         node.listeners.append(self._on_update)
 
     @classmethod
@@ -178,6 +180,7 @@ class EmbeddedChain:
         self.listeners.append(listener)
 
     async def close(self) -> None:
+        self.stop_auto_mining()
         if self.server is not None:
             await self.server.stop()
             self.server = None
@@ -193,6 +196,27 @@ class EmbeddedChain:
 
     async def mine(self, n: int, to_script: bytes | None = None) -> list[str]:
         return self.node.mine(n, to_script)
+
+    def start_auto_mining(self, interval: float, to_script: bytes | None = None) -> None:
+        """Mine one block every ``interval`` seconds (demos) until ``stop_auto_mining``/``close``."""
+        if interval <= 0:
+            raise InvalidRequest("mining interval must be positive")
+        self.stop_auto_mining()
+
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    self.node.mine(1, to_script)
+                except ChainError:  # e.g. the clock is behind the chain's median time: retry later
+                    log.warning("automatic mining failed", exc_info=True)
+
+        self._auto_miner = asyncio.get_running_loop().create_task(run())
+
+    def stop_auto_mining(self) -> None:
+        if self._auto_miner is not None:
+            self._auto_miner.cancel()
+            self._auto_miner = None
 
     async def mine_branch(self, from_hash: str, n: int, txs: list[bytes] | None = None,
                           to_script: bytes | None = None) -> list[str]:
