@@ -94,7 +94,9 @@ class NetNode:
             await self.discovery.start()
         for peer in self.config.network.peers:
             self._spawn(self._keep_dialled(peer.node_id, peer.url))
-        self._emit({"event": "started", "id": self.node_id.hex()})
+        self._emit({"event": "started", "id": self.node_id.hex(),
+                    "listen": [listener.url for listener in self.listeners],
+                    "advertise": self.discovery.urls() if self.discovery else []})
 
     async def close(self) -> None:
         for task in list(self._tasks):

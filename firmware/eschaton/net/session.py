@@ -140,8 +140,10 @@ class Session:
                     await self._handle(self.link.connection_lost(self._clock()))
                     break
                 except WireError as exc:
-                    # Bad framing (e.g. serial CRC): the Noise sequence is broken anyway.
-                    await self._handle(self.link.close(f"bad frame: {exc}", error=exc))
+                    # Bad framing (e.g. serial CRC): the Noise sequence is broken anyway. Tell
+                    # the peer (our sending direction still works) so it redials at once.
+                    await self._handle(self.link.close(f"bad frame: {exc}", error=exc,
+                                                       send_error=True))
                     break
                 await self._handle(self.link.receive_frame(frame, self._clock()))
                 self._timer_wakeup.set()

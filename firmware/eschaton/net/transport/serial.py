@@ -68,6 +68,7 @@ class SerialStream(FrameStream):
             getattr(self._loop, remove)(self._fd)
 
     async def read_frame(self) -> bytes:
+        woken = False
         while True:
             frame = self._deframer.next_frame()  # may raise CrcError/FrameError for one frame
             if frame is not None:
@@ -77,13 +78,19 @@ class SerialStream(FrameStream):
             try:
                 data = os.read(self._fd, 4096)
             except BlockingIOError:
-                await self._wait("add_reader", "remove_reader")
-                continue
+                data = b""
             except OSError as exc:  # EIO when the other end of a pty goes away
                 raise TransportClosed(f"{self.peer}: {exc}") from None
-            if not data:
-                raise TransportClosed(f"{self.peer}: end of line")
-            self._deframer.feed(data)
+            if data:
+                woken = False
+                self._deframer.feed(data)
+                continue
+            # pyserial sets VMIN=0/VTIME=0, so an idle tty reads b"" rather than EAGAIN. Only
+            # "readable, yet nothing to read" means the line hung up.
+            if woken:
+                raise TransportClosed(f"{self.peer}: line hung up")
+            await self._wait("add_reader", "remove_reader")
+            woken = True
 
     async def write_frame(self, frame: bytes) -> None:
         if self._closed:

@@ -1,0 +1,84 @@
+"""Two node processes in separate network namespaces, joined by a veth pair, find each other by
+signed beacons alone (no static peers) and then build one authenticated link."""
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_root, need_tool
+
+from .procs import NodeProcess
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(90)]
+
+
+@pytest.fixture
+def veth_pair():
+    need_root()
+    ip = need_tool("ip")
+    uid = uuid.uuid4().hex[:6]
+    ns = (f"escnet-{uid}-a", f"escnet-{uid}-b")
+    dev = (f"ve{uid}a", f"ve{uid}b")
+    created: list[str] = []
+
+    def run(*args: str) -> None:
+        subprocess.run([ip, *args], check=True, capture_output=True, timeout=10)
+
+    try:
+        for n in ns:
+            run("netns", "add", n)
+            created.append(n)
+        run("link", "add", dev[0], "netns", ns[0], "type", "veth", "peer", "name", dev[1],
+            "netns", ns[1])
+        for n, d, addr in zip(ns, dev, ("10.77.0.1/24", "10.77.0.2/24"), strict=True):
+            run("-n", n, "addr", "add", addr, "brd", "+", "dev", d)
+            run("-n", n, "link", "set", d, "up")
+            run("-n", n, "link", "set", "lo", "up")
+        yield ip, ns, dev
+    finally:
+        for n in created:  # deleting a namespace also deletes its end of the veth pair
+            subprocess.run([ip, "netns", "del", n], capture_output=True, timeout=10)
+
+
+def _config(path: Path, datadir: Path, interface: str) -> Path:
+    path.write_text(f"""
+[node]
+datadir = "{datadir}"
+name = "{datadir.name}"
+
+[network]
+listen = ["tcp://0.0.0.0:9735"]
+
+[network.discovery]
+interface = "{interface}"
+port = 47800
+interval = 0.5
+""")
+    return path
+
+
+def test_nodes_find_each_other_by_beacons(veth_pair, tmp_path: Path) -> None:
+    ip, ns, dev = veth_pair
+    procs = []
+    try:
+        for name, n, d in zip(("a", "b"), ns, dev, strict=True):
+            cfg = _config(tmp_path / f"{name}.toml", tmp_path / name, d)
+            procs.append(NodeProcess(cfg, prefix=[ip, "netns", "exec", n]))
+        a, b = procs
+        sa, sb = a.wait_for(event="started"), b.wait_for(event="started")
+        assert sa["advertise"] == ["tcp://10.77.0.1:9735"]
+        assert sb["advertise"] == ["tcp://10.77.0.2:9735"]
+        seen_by_a = a.wait_for(event="neighbour", id=sb["id"])
+        seen_by_b = b.wait_for(event="neighbour", id=sa["id"])
+        assert seen_by_a["urls"] == ["tcp://10.77.0.2:9735"] and seen_by_a["name"] == "b"
+        assert seen_by_b["urls"] == ["tcp://10.77.0.1:9735"]
+        assert seen_by_a["source"].startswith("10.77.0.2:")
+        # The node with the smaller id dials; both end up with one open link.
+        assert a.wait_for(event="link_open", id=sb["id"])
+        assert b.wait_for(event="link_open", id=sa["id"])
+    finally:
+        for p in procs:
+            p.stop()

@@ -1,0 +1,128 @@
+"""A link over a real serial line (a socat pty pair): handshake, messages, and CRC detection of a
+byte corrupted on the line."""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from eschaton.core.link.errors import PeerSentError
+from eschaton.core.wire import CrcError, Message
+from eschaton.core.wire.framing import encode_serial_frame
+from eschaton.net.identity import load_or_create_identity
+from eschaton.net.session import Session, dial, serve
+from eschaton.net.transport import connect
+from tests.conftest import need_tool
+
+pytestmark = [pytest.mark.pty, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path):
+    socat = need_tool("socat")
+    x, y = tmp_path / f"x-{uuid.uuid4().hex[:6]}", tmp_path / f"y-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.Popen([socat, "-d", "-d", f"pty,raw,echo=0,link={x}",
+                             f"pty,raw,echo=0,link={y}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not (x.exists() and y.exists()):
+            assert proc.poll() is None, "socat exited"
+            assert time.monotonic() < deadline, "socat did not create the ptys"
+            time.sleep(0.02)
+        yield x, y
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class Recorder:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.got: list[Message] = []
+
+    def on_update(self, msg: Message) -> None:
+        self.got.append(msg)
+
+
+def test_raw_serial_frames_and_crc(pty_pair) -> None:
+    x, y = pty_pair
+
+    async def main() -> None:
+        a = await connect(f"serial://{x}?baud=115200")
+        b = await connect(f"serial://{y}?baud=115200")
+        await a.write_frame(b"hello \x00 serial")
+        assert await b.read_frame() == b"hello \x00 serial"
+        good = encode_serial_frame(b"payload")
+        bad = bytearray(good)
+        bad[4] ^= 0x10  # one corrupted byte on the line
+        await a.write_raw(bytes(bad) + encode_serial_frame(b"after"))
+        with pytest.raises(CrcError):
+            await b.read_frame()
+        assert await b.read_frame() == b"after"  # COBS resynchronised at the delimiter
+        assert b.crc_errors == 1
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_link_over_serial_and_corruption_closes_it(pty_pair, tmp_path: Path) -> None:
+    x, y = pty_pair
+
+    async def main() -> None:
+        ka = load_or_create_identity(tmp_path / "a")
+        kb = load_or_create_identity(tmp_path / "b")
+        accepted: list[Session] = []
+        # B answers on its end of the line and accepts only A (a point-to-point cable).
+        listener = await serve(f"serial://{y}?baud=115200", kb, expect=ka.node_id,
+                               handler_factory=Recorder, on_session=accepted.append)
+        session, task = await dial(f"serial://{x}?baud=115200", ka, kb.node_id)
+        assert session.remote == kb.node_id
+        for v in range(5):
+            await session.send_message("update", channel_id=bytes(32), version=v, nlocktime=0,
+                                       fee_sat=1, balances={"a": 10, "b": 20}, signature=bytes(64))
+        assert await session.ping() < 5  # the pong follows the updates, so they all arrived
+        served = accepted[0]
+        assert [m.get_int("version") for m in served.handler.got] == list(range(5))
+        # Now the line corrupts one byte of the next frame.
+        session.link.send(_update(99))
+        frame = session.link.data_to_send()[0]
+        wire = bytearray(encode_serial_frame(frame))
+        wire[len(wire) // 2] ^= 0x01
+        await session.stream.write_raw(bytes(wire))
+        closed = await asyncio.wait_for(served.closed, 10)
+        assert isinstance(closed.error, CrcError), closed
+        assert served.stream.crc_errors == 1
+        assert 99 not in [m.get_int("version") for m in served.handler.got]
+        ev = await asyncio.wait_for(task, 10)
+        assert isinstance(ev.error, PeerSentError) and "CRC" in str(ev.error)  # B told A why
+        await listener.close()
+
+    asyncio.run(main())
+
+
+def _update(version: int) -> Message:
+    from eschaton.core.wire import make
+    return make("update", channel_id=bytes(32), version=version, nlocktime=0, fee_sat=1,
+                balances={"a": 1}, signature=bytes(64))
+
+
+def test_serial_device_missing_is_a_transport_error(tmp_path: Path) -> None:
+    from eschaton.net.transport import TransportError
+
+    async def main() -> None:
+        with pytest.raises(TransportError, match="cannot open"):
+            await connect(f"serial://{tmp_path}/no-such-tty")
+
+    asyncio.run(main())
+    assert not os.path.exists(tmp_path / "no-such-tty")

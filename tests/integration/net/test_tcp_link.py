@@ -1,0 +1,122 @@
+"""Two endpoints over real TCP on loopback: handshake and messages, in-process and across processes."""
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from eschaton.core.link.errors import PeerSentError, VersionMismatch
+from eschaton.core.link.link import LinkConfig
+from eschaton.core.wire import Message
+from eschaton.net.identity import load_or_create_identity
+from eschaton.net.session import Session, dial, serve
+
+from .procs import NodeProcess
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Echo:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.got: list[Message] = []
+
+    async def on_escrow_add(self, msg: Message) -> None:
+        self.got.append(msg)
+        await self.session.send_message("escrow_settle", channel_id=msg["channel_id"],
+                                        escrow_id=msg["escrow_id"], preimage=b"\x07" * 32)
+
+    def on_escrow_settle(self, msg: Message) -> None:
+        self.got.append(msg)
+
+
+def test_tcp_loopback_handshake_and_messages(tmp_path: Path) -> None:
+    async def main() -> None:
+        a = load_or_create_identity(tmp_path / "a")
+        b = load_or_create_identity(tmp_path / "b")
+        listener = await serve("tcp://127.0.0.1:0", b, handler_factory=Echo)
+        assert listener.url.startswith("tcp://127.0.0.1:") and not listener.url.endswith(":0")
+        session, task = await dial(listener.url, a, b.node_id, handler_factory=Echo)
+        assert session.remote == b.node_id and session.version == 1
+        for i in range(20):
+            await session.send_message("escrow_add", channel_id=bytes(32), escrow_id=i,
+                                       amount_sat=1000 + i, payment_hash=bytes(32), expiry=100)
+        handler = session.handler
+        assert isinstance(handler, Echo)
+        for _ in range(200):
+            if len(handler.got) == 20:
+                break
+            await asyncio.sleep(0.01)
+        assert [m.get_int("escrow_id") for m in handler.got] == list(range(20))
+        served = next(iter(listener.sessions))
+        assert served.remote == a.node_id
+        assert [m.get_int("amount_sat") for m in served.handler.got] == [1000 + i for i in range(20)]
+        assert await session.ping() < 5
+        await session.close()
+        assert (await task).error is None
+        await listener.close()
+
+    asyncio.run(main())
+
+
+def test_tcp_refusals(tmp_path: Path) -> None:
+    async def main() -> None:
+        a = load_or_create_identity(tmp_path / "a")
+        b = load_or_create_identity(tmp_path / "b")
+        c = load_or_create_identity(tmp_path / "c")
+        listener = await serve("tcp://127.0.0.1:0", b, config=LinkConfig(versions=(2,)),
+                               authorize=lambda n: n == a.node_id)
+        with pytest.raises(VersionMismatch, match="no common protocol version"):
+            await dial(listener.url, a, b.node_id)
+        s, t = await dial(listener.url, a, b.node_id, config=LinkConfig(versions=(1, 2)))
+        assert s.version == 2
+        await s.close()
+        await t
+        with pytest.raises(PeerSentError, match="not authorised"):
+            await dial(listener.url, c, b.node_id, config=LinkConfig(versions=(2,)))
+        await listener.close()
+
+    asyncio.run(main())
+
+
+def _config(path: Path, datadir: Path, extra: str = "") -> Path:
+    path.write_text(f"""
+[node]
+datadir = "{datadir}"
+name = "{datadir.name}"
+
+[network]
+listen = ["tcp://127.0.0.1:0"]
+
+[network.discovery]
+enabled = false
+{extra}
+""")
+    return path
+
+
+def test_two_processes_link_over_tcp(tmp_path: Path) -> None:
+    a = NodeProcess(_config(tmp_path / "a.toml", tmp_path / "a"))
+    b = None
+    try:
+        started = a.wait_for(event="started")
+        a_id, a_url = started["id"], started["listen"][0]
+        assert oct(os.stat(tmp_path / "a" / "node_key").st_mode & 0o777) == "0o600"
+        b = NodeProcess(_config(tmp_path / "b.toml", tmp_path / "b", f"""
+[[network.peers]]
+id = "{a_id}"
+url = "{a_url}"
+name = "a"
+"""))
+        b_id = b.wait_for(event="started")["id"]
+        assert b.wait_for(event="link_open", id=a_id)["version"] == 1
+        assert a.wait_for(event="link_open", id=b_id)
+        # Kill A: B notices the link is gone.
+        a.stop()
+        assert b.wait_for(event="link_closed", id=a_id)
+    finally:
+        a.stop()
+        if b is not None:
+            b.stop()
