@@ -49,11 +49,12 @@ def test_standard_methods_and_notifications(tmp_path: Path) -> None:
                 assert head["height"] == 0 and len(bytes.fromhex(head["hex"])) == 80
                 assert await s.send_request("blockchain.scripthash.subscribe", [_sh(dest.p2wpkh)]) is None
 
-                node.mine(101, k.p2wpkh)
+                node.mine(100, k.p2wpkh)
+                node.mine(1, k.p2wpkh)
                 heights = []
                 while not heights or heights[-1] < 101:
                     heights.append((await _next(s, "blockchain.headers.subscribe"))[0]["height"])
-                assert heights == list(range(1, 102))
+                assert heights == [100, 101]  # one notification per tip change, as ElectrumX does
                 hdr = await s.send_request("blockchain.block.header", [101])
                 assert hashlib.sha256(hashlib.sha256(bytes.fromhex(hdr)).digest()).digest()[::-1].hex() == node.tip().block_hash
 

@@ -86,6 +86,15 @@ class NodeUpdate:
 
 
 @dataclass(slots=True)
+class _Batch:
+    """Changes absorbed since the last commit."""
+
+    connected: list[tuple[int, Block]] = field(default_factory=list)
+    disconnected: list[tuple[int, str]] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class _Pending:
     connected: list[tuple[int, Block]] = field(default_factory=list)
     disconnected: list[tuple[int, str, bytes]] = field(default_factory=list)
@@ -136,6 +145,7 @@ class ChainNode:
         self.listeners: list[Callable[[NodeUpdate], None]] = []
         self.mempool = Mempool()
         self._pending = _Pending()
+        self._batch = _Batch()
         self._decoded: dict[str, Block] = {}
         self._events: list[tuple[str, int, str, pbk.Block | None]] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-index")
@@ -234,10 +244,12 @@ class ChainNode:
 
     # --- commit / events --------------------------------------------------------------------
 
-    def _finish(self, emit: bool = True, added: tuple[Tx, ...] = ()) -> NodeUpdate | None:
-        """Commit what the callbacks applied (plus mempool changes) or roll back and repair."""
+    def _absorb(self) -> None:
+        """Fold what was just applied to the index into the open batch and update the mempool
+        (inside the same SQLite transaction). Several blocks can be absorbed before one commit."""
         assert self.index is not None
         pending, self._pending = self._pending, _Pending()
+        batch = self._batch
         removed: list[str] = []
         if pending.disconnected:
             resurrect: list[Tx] = []
@@ -245,20 +257,35 @@ class ChainNode:
                 resurrect.extend(decode_block(raw).txs[1:])
             self.index.begin()
             removed = self._revalidate_mempool(resurrect)
-        elif pending.connected:
-            for _, blk in pending.connected:
-                confirmed, evicted = self.mempool.remove_for_block(blk.txs)
-                removed += confirmed + evicted
-            self.index.mempool_remove(removed)
+            for h, bh, _ in pending.disconnected:
+                # A block connected earlier in this batch and now gone is simply not reported.
+                kept = [(ch, blk) for ch, blk in batch.connected if blk.header.hash != bh]
+                if len(kept) == len(batch.connected):
+                    batch.disconnected.append((h, bh))
+                batch.connected = kept
+        if pending.connected:
+            if not pending.disconnected:
+                for _, blk in pending.connected:
+                    confirmed, evicted = self.mempool.remove_for_block(blk.txs)
+                    removed += confirmed + evicted
+                self.index.mempool_remove(removed)
+            batch.connected.extend(pending.connected)
+        batch.removed.extend(removed)
+
+    def _finish(self, emit: bool = True, added: tuple[Tx, ...] = ()) -> NodeUpdate | None:
+        """Commit the batch (index + mempool) and tell the listeners."""
+        assert self.index is not None
+        self._absorb()
+        batch, self._batch = self._batch, _Batch()
         self.index.commit()
-        if not emit or not (pending.connected or pending.disconnected or added):
+        if not emit or not (batch.connected or batch.disconnected or added):
             return None
         update = NodeUpdate(
             tip=self.tip(),
-            disconnected=tuple((h, bh) for h, bh, _ in pending.disconnected),
-            connected=tuple(pending.connected),
+            disconnected=tuple(batch.disconnected),
+            connected=tuple(batch.connected),
             mempool_added=added,
-            mempool_removed=tuple(removed),
+            mempool_removed=tuple(batch.removed),
         )
         for listener in list(self.listeners):
             try:
@@ -403,6 +430,22 @@ class ChainNode:
 
     def submit_block(self, raw: bytes) -> tuple[str, bool]:
         """Give a block to the kernel. Returns (hash, on the active chain). Raises BlockRejected."""
+        return self.submit_blocks([raw])[0]
+
+    def submit_blocks(self, raws: list[bytes]) -> list[tuple[str, bool]]:
+        """Submit several blocks with one index commit at the end (the batch is the unit of
+        durability, as a block import is). A rejected block raises ``BlockRejected`` after the
+        blocks before it are committed."""
+        out = []
+        try:
+            for raw in raws:
+                out.append(self._submit_one(raw))
+                self._absorb()
+        finally:
+            self._finish()
+        return out
+
+    def _submit_one(self, raw: bytes) -> tuple[str, bool]:
         try:
             blk = decode_block(raw)
         except TxDecodeError as e:
@@ -439,7 +482,6 @@ class ChainNode:
                 self._apply_or_repair(events)
         finally:
             self._decoded.pop(bh, None)
-        self._finish()
         chain = self.cm.get_active_chain()
         entries = self.cm.block_tree_entries
         key = pbk.BlockHash(bytes.fromhex(bh)[::-1])
@@ -468,12 +510,20 @@ class ChainNode:
         if not isinstance(n, int) or n <= 0:
             raise InvalidRequest(f"number of blocks must be positive, got {n!r}")
         spk = OP_TRUE_P2WSH if to_script is None else bytes(to_script)
-        hashes = []
+        hashes: list[str] = []
+        try:
+            self._mine_into(n, spk, hashes)
+        finally:
+            self._finish()
+        return hashes
+
+    def _mine_into(self, n: int, spk: bytes, hashes: list[str]) -> None:
         for _ in range(n):
             tip = self.tip_row()
             height = tip.height + 1
             mtp = self.mtp_at(tip.height)
             t = self.block_time(mtp)
+
             def final(e: Entry, h: int = height, m: int = mtp) -> bool:
                 return is_final(e.tx, h, m)
 
@@ -481,11 +531,11 @@ class ChainNode:
             raw = build_block(
                 tip.hash, height, t, spk, [e.tx for e in entries], sum(e.fee for e in entries), self._extra()
             )
-            bh, active = self.submit_block(raw)
+            bh, active = self._submit_one(raw)
+            self._absorb()  # the next block's template must not repeat these transactions
             if not active:
                 raise BlockRejected("not-activated", bh)
             hashes.append(bh)
-        return hashes
 
     def mine_branch(
         self, from_hash: str, n: int, txs: list[bytes] | None = None, to_script: bytes | None = None
