@@ -144,3 +144,12 @@ def test_dispatch_to_on_message_handlers() -> None:
     with pytest.raises(UnhandledMessage):
         dispatch(h, make("ping", nonce=1))
     assert dispatch(Fallback(), make("ping", nonce=1)) == "fallback:ping"
+
+
+def test_docs_table_matches_code() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "network.md").read_text()
+    for m in MESSAGES:
+        fs = ", ".join(f"`{f.name}{'?' if f.optional else ''}`: {f.type.describe()}" for f in m.fields)
+        assert f"| {m.type_id} | `{m.name}` | {fs} |" in doc, f"docs/network.md is stale for {m.name}"

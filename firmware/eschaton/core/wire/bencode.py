@@ -158,7 +158,7 @@ class _Decoder:
         if allow_sign and text[:1] == b"-":
             neg = True
             digits = text[1:]
-        if not digits or any(ch not in _DIGITS for ch in digits):
+        if not digits.isdigit():  # bytes.isdigit: ASCII 0-9 only, False when empty
             raise self._fail("malformed number")
         if len(digits) > self.limits.max_int_digits:
             raise self._fail("number has too many digits")
