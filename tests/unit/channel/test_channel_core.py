@@ -248,7 +248,7 @@ def test_escrow_commit_and_rollback() -> None:
     bal_a = pr.a.ch.current.balances[0]
     pr.turn("b")
     pr.do("b", "return_escrow", eid2)
-    assert pr.a.ch.current.escrows == () and pr.a.ch.current.balances[0] == bal_a + 7_000
+    assert pr.a.ch.current.escrows == () and pr.a.ch.current.balances[0] == bal_a + 7_000 - pr.p.fee_step
     assert pr.a.ch.current.signer == "acceptor"
 
 

@@ -382,6 +382,12 @@ class Channel:
     def my_input_indices(self) -> tuple[int, ...]:
         return tuple(n for n, (_, mine) in enumerate(self._all_inputs()) if mine)
 
+    def on_open_channel(self, msg: OpenChannel, height: int) -> list[Action]:
+        """A resent open_channel for a channel we already accepted: answer with our last messages."""
+        if self.role != L.ACCEPTOR or msg.funding_pubkey != self.remote_pubkey:
+            raise ProtocolViolation("open_channel for an existing channel")
+        return [Send(m) for m in self.outbox]
+
     def on_accept_channel(self, msg: AcceptChannel, height: int) -> list[Action]:
         if self.role != L.OPENER or self.state is not ChannelState.PROPOSED:
             if self.state is not ChannelState.PROPOSED and msg.funding_pubkey == self.remote_pubkey:
@@ -394,9 +400,9 @@ class Channel:
 
     def on_refund_signature(self, msg: RefundSignature, height: int) -> list[Action]:
         if self.state is not ChannelState.ACCEPTED:
-            if self.best is not None and msg.signature == self.best_sig:
-                return []  # duplicate
-            raise ProtocolViolation("refund_signature unexpected")
+            if self.state is ChannelState.PROPOSED:
+                raise ProtocolViolation("refund_signature before accept_channel")
+            return []  # a resend after a reconnect: we already hold a fully signed refund
         v0 = self.current
         txid = self._check_peer_sig(v0, msg.signature)
         self.best, self.best_sig = v0, msg.signature
@@ -446,9 +452,9 @@ class Channel:
     def on_funding_signatures(self, msg: FundingSignatures, height: int) -> list[Action]:
         theirs = [n for n, (_, m) in enumerate(self._all_inputs()) if not m]
         if self.state is not ChannelState.REFUND_SIGNED:
-            if all(n in self.funding_witnesses for n in theirs):
-                return []  # duplicate
-            raise ProtocolViolation("funding_signatures unexpected")
+            if self.state in (ChannelState.PROPOSED, ChannelState.ACCEPTED):
+                raise ProtocolViolation("funding_signatures before the refund is fully signed")
+            return []  # a resend: the funding is already complete or on chain
         if len(msg.witnesses) != len(theirs):
             raise ProtocolViolation("wrong number of funding witnesses")
         for n, w in zip(theirs, msg.witnesses, strict=True):
@@ -828,7 +834,16 @@ class Channel:
         """Messages to send after a (re)connect: our position, then our last outgoing messages."""
         pend = self.pending.number if self.pending is not None and self.pending_kind in ("update", "propose", "signed") else 0
         acts: list[Action] = [Send(Reestablish(self.channel_id, self.current.number, pend))]
-        acts.extend(Send(m) for m in self.outbox)
+        # Messages of the opening the peer may have missed (receivers ignore duplicates); the
+        # outbox only holds the latest step's messages.
+        if self.role == L.OPENER and self.best is not None and self.state is not ChannelState.ACCEPTED:
+            sig, _ = self._sign_version(L.initial_version(self.params))
+            acts.append(Send(RefundSignature(self.channel_id, sig)))
+        if self.state is ChannelState.OPEN:
+            acts.append(Send(ChannelReady(self.channel_id)))
+        acts.extend(Send(m) for m in self.outbox if not isinstance(m, (RefundSignature, ChannelReady)) or
+                    self.role == L.ACCEPTOR and isinstance(m, RefundSignature))
+        acts.extend(self._funding_progress())
         return acts
 
     def on_reestablish(self, msg: Reestablish, height: int) -> list[Action]:
@@ -840,15 +855,14 @@ class Channel:
             # The peer has a version we never saw: our state is older than what we signed
             # (restored from an old backup). Never broadcast our stale best; the peer holds newer.
             acts.append(Notify(self.channel_id, "data_loss", {"peer_number": msg.number, "ours": self.current.number}))
-        # Turn recovery: whoever has an outgoing version in flight keeps the turn; otherwise
-        # the opener. Both sides compute the same answer from the same two facts.
-        mine = self.pending is not None and self.pending_kind in ("update", "propose")
-        if mine:
+        # Turn recovery. A grant is persisted (durably) before it is sent, and taken only when
+        # received, so at most one side holds the turn; a grant lost in flight is still in the
+        # granter's outbox and is resent by reestablish(). Whoever has an outgoing version in
+        # flight must be the holder.
+        if self.pending is not None and self.pending_kind in ("update", "propose"):
             self.have_turn = True
         elif msg.pending and msg.pending > self.current.number:
             self.have_turn = False
-        elif not (self.pending is not None and self.pending_kind in ("signed", "incoming")):
-            self.have_turn = self.role == L.OPENER
         return [self._persist(durable=False)] + acts
 
     # ---- dispatch -----------------------------------------------------------------------

@@ -24,7 +24,9 @@ Rules / theory of operation (the heart of the channel; see docs/channels.md for 
   whole balances under the hash with no timeout; we lock only the escrowed amount and add a
   timeout, so a payer who vanishes (or never reveals) cannot freeze the payee's own balance, and
   the escrowed amount returns to the payer if the preimage is never revealed.
-- Bets: one version both parties sign (the settlement's fee step is paid by the winner). Each party's stake is an output the *other* party claims
+- Bets: one version both parties sign (the settlement's fee step is paid by the winner).
+- Returning value (rolling back an escrow, settling a bet) opens an epoch whose fee step is paid
+  by the party receiving the value, so the signer never needs a balance of its own. Each party's stake is an output the *other* party claims
   with the preimage of any outcome it wins, else the owner reclaims after the timeout (the
   default case). The outcome therefore decides the payout of whichever version is on chain, so a
   party gains nothing by broadcasting it rather than cooperating (docs/channels.md analyses the
@@ -370,6 +372,11 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
             raise EscrowViolation("only the escrow's payee rolls it back")
         escrows.remove(e)
         bal[idx(e.payer)] += e.amount
+        if new_epoch:
+            # The payer gets its escrow back minus the switch's fee step: a payee with nothing
+            # of its own (a fresh single-funded channel) can still roll back.
+            bal[me] += p.fee_step
+            bal[idx(e.payer)] -= p.fee_step
     elif isinstance(op, SettleBet):
         b = cur.bet(op.bet_id)
         h = hashlib.sha256(op.preimage).digest()
