@@ -3,7 +3,8 @@
 The daemon's composition root builds this with ``await NetNode.new(config, ...)`` and plugs the
 channel layer in through ``handler_factory`` (one handler object per session, receiving
 ``on_<message>`` calls). Rules:
-- At most one live session per peer node id; a newer one replaces an older one.
+- At most one live session per peer node id. If both sides dial at once, both keep the link
+  the smaller node id initiated.
 - Static peers are dialled at start and redialled with capped exponential backoff.
 - Discovered neighbours are dialled only by the side with the smaller node id, so two nodes
   that discover each other build one link, not two.
@@ -30,7 +31,7 @@ from eschaton.core.link.beacon import (
     NeighbourLost,
 )
 from eschaton.core.link.identity import NodeId, NodeKeys
-from eschaton.core.link.link import LinkClosed, LinkConfig
+from eschaton.core.link.link import LinkClosed, LinkConfig, Role
 from eschaton.errors import EschatonError
 from eschaton.net.discovery import Discovery, advertised_urls
 from eschaton.net.identity import load_or_create_identity
@@ -60,6 +61,7 @@ class NetNode:
         self._link_config = link_config or LinkConfig(name=config.node.name)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dialling: set[NodeId] = set()
+        self._announced: set[Session] = set()
 
     @classmethod
     async def new(cls, config: NodeConfig, **kwargs: Any) -> NetNode:
@@ -138,19 +140,33 @@ class NetNode:
             remote = session.remote
             if remote is not None and self.sessions.get(remote) is session:
                 del self.sessions[remote]
-            if remote is not None and not fut.cancelled():
+            # Only links announced as open are announced as closed (a refused duplicate never was).
+            if session in self._announced and not fut.cancelled():
+                self._announced.discard(session)
+                assert remote is not None
                 self._emit({"event": "link_closed", "id": remote.hex(),
                             "reason": fut.result().reason})
 
         session.closed.add_done_callback(closed)
 
+    def _initiator(self, session: Session) -> NodeId:
+        assert session.remote is not None
+        return self.node_id if session.link.role is Role.INITIATOR else session.remote
+
     def _opened(self, session: Session) -> None:
         remote = session.remote
         assert remote is not None
         old = self.sessions.get(remote)
+        if old is not None and old is not session and old.is_open:
+            # Both sides dialled at once. Both keep the link started by the smaller node id,
+            # so they agree without talking; the other one is closed.
+            smaller = min(self.node_id, remote, key=lambda n: n.raw)
+            if self._initiator(old) == smaller and self._initiator(session) != smaller:
+                self._spawn(session.close("duplicate link"))
+                return
+            self._spawn(old.close("duplicate link"))
         self.sessions[remote] = session
-        if old is not None and old is not session:
-            self._spawn(old.close("replaced by a newer link"))
+        self._announced.add(session)
         self._emit({"event": "link_open", "id": remote.hex(), "via": session.stream.peer,
                     "version": session.version})
 

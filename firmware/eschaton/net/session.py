@@ -102,6 +102,7 @@ class Session:
         nonce = self.link.ping(self._clock())
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._pongs[nonce] = fut
+        self._timer_wakeup.set()  # the pong deadline may be earlier than the timer's sleep
         await self._flush()
         try:
             return await asyncio.wait_for(fut, timeout)
@@ -145,8 +146,9 @@ class Session:
                     await self._handle(self.link.close(f"bad frame: {exc}", error=exc,
                                                        send_error=True))
                     break
+                # The timer is not woken per frame: receiving only pushes deadlines later, and a
+                # timer that fires early finds nothing to do and sleeps again.
                 await self._handle(self.link.receive_frame(frame, self._clock()))
-                self._timer_wakeup.set()
         finally:
             timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
