@@ -139,37 +139,37 @@ class _Section:
         self.used.add(key)
         return self.table.get(key, default)
 
-    def str(self, key: str, default: str) -> str:
+    def get_str(self, key: str, default: str) -> str:
         v = self.raw(key, default)
         if not isinstance(v, str):
             raise self.err(key, f"must be a string, not {type(v).__name__}")
         return v
 
-    def bool(self, key: str, default: bool) -> bool:
+    def get_bool(self, key: str, default: bool) -> bool:
         v = self.raw(key, default)
         if not isinstance(v, bool):
             raise self.err(key, "must be true or false")
         return v
 
-    def int(self, key: str, default: int, lo: int, hi: int) -> int:
+    def get_int(self, key: str, default: int, lo: int, hi: int) -> int:
         v = self.raw(key, default)
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             raise self.err(key, f"must be an integer in {lo}..{hi}")
         return v
 
-    def float(self, key: str, default: float, lo: float, hi: float) -> float:
+    def get_float(self, key: str, default: float, lo: float, hi: float) -> float:
         v = self.raw(key, default)
         if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
             raise self.err(key, f"must be a number in {lo}..{hi}")
         return float(v)
 
-    def choice(self, key: str, default: str, choices: Sequence[str]) -> str:
-        v = self.str(key, default)
+    def get_choice(self, key: str, default: str, choices: Sequence[str]) -> str:
+        v = self.get_str(key, default)
         if v not in choices:
             raise self.err(key, f"must be one of {', '.join(choices)} (got {v!r})")
         return v
 
-    def str_list(self, key: str, default: Sequence[str]) -> tuple[str, ...]:
+    def get_str_list(self, key: str, default: Sequence[str]) -> tuple[str, ...]:
         v = self.raw(key, list(default))
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise self.err(key, "must be a list of strings")
@@ -225,12 +225,12 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
 
     # [node] first: every relative path hangs off its datadir.
     node_s = root.sub("node")
-    datadir = Path(node_s.str("datadir", D.DATADIR)).expanduser()
+    datadir = Path(node_s.get_str("datadir", D.DATADIR)).expanduser()
     if not datadir.is_absolute():
         raise node_s.err("datadir", "must be an absolute path")
     ctx = ConfigContext(source, text, datadir)
     node_s.ctx = ctx
-    name = node_s.str("name", D.NODE_NAME)
+    name = node_s.get_str("name", D.NODE_NAME)
     if len(name.encode()) > 64:
         raise node_s.err("name", "must be at most 64 bytes")
     node_s.done()
@@ -239,29 +239,29 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     root.ctx = ctx
     net_s = root.sub("network")
     listen = tuple(_check_url(net_s, "listen", u, path=("network", "listen", i))
-                   for i, u in enumerate(net_s.str_list("listen", D.LISTEN)))
+                   for i, u in enumerate(net_s.get_str_list("listen", D.LISTEN)))
     advertise = tuple(_check_url(net_s, "advertise", u, path=("network", "advertise", i))
-                      for i, u in enumerate(net_s.str_list("advertise", ())))
+                      for i, u in enumerate(net_s.get_str_list("advertise", ())))
     if len(advertise) > 8:
         raise net_s.err("advertise", "at most 8 URLs fit in a beacon")
     disc_s = net_s.sub("discovery")
-    iface = disc_s.str("interface", "") or None
+    iface = disc_s.get_str("interface", "") or None
     if iface is not None and (len(iface) > 15 or "/" in iface or " " in iface):
         raise disc_s.err("interface", f"{iface!r} is not an interface name")
-    broadcast = disc_s.str("broadcast", D.DISCOVERY_BROADCAST)
+    broadcast = disc_s.get_str("broadcast", D.DISCOVERY_BROADCAST)
     if broadcast != "auto":
         try:
             ipaddress.IPv4Address(broadcast)
         except ValueError:
             raise disc_s.err("broadcast", "must be 'auto' or an IPv4 address") from None
     discovery = DiscoveryConfig(
-        enabled=disc_s.bool("enabled", D.DISCOVERY_ENABLED),
+        enabled=disc_s.get_bool("enabled", D.DISCOVERY_ENABLED),
         interface=iface,
-        port=disc_s.int("port", D.DISCOVERY_PORT, 1, 65535),
-        interval=disc_s.float("interval", D.DISCOVERY_INTERVAL, 0.1, 3600.0),
+        port=disc_s.get_int("port", D.DISCOVERY_PORT, 1, 65535),
+        interval=disc_s.get_float("interval", D.DISCOVERY_INTERVAL, 0.1, 3600.0),
         broadcast=broadcast,
-        max_age=disc_s.float("max_age", D.DISCOVERY_MAX_AGE, 1.0, 86400.0),
-        expiry=disc_s.float("expiry", D.DISCOVERY_EXPIRY, 1.0, 86400.0),
+        max_age=disc_s.get_float("max_age", D.DISCOVERY_MAX_AGE, 1.0, 86400.0),
+        expiry=disc_s.get_float("expiry", D.DISCOVERY_EXPIRY, 1.0, 86400.0),
     )
     disc_s.done()
     peers_raw = net_s.raw("peers", [])
@@ -271,14 +271,14 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     for i, p in enumerate(peers_raw):
         ps = _Section(ctx, ("network", "peers", i), p)
         try:
-            node_id = NodeId.from_hex(ps.str("id", ""))
+            node_id = NodeId.from_hex(ps.get_str("id", ""))
         except IdentityError as exc:
             raise ps.err("id", str(exc)) from None
-        url = ps.str("url", "")
+        url = ps.get_str("url", "")
         if not url:
             raise ps.err("url", "is required")
         _check_url(ps, "url", url)
-        peers.append(PeerConfig(node_id, url, ps.str("name", "")))
+        peers.append(PeerConfig(node_id, url, ps.get_str("name", "")))
         ps.done()
     ids = [p.node_id for p in peers]
     if len(set(ids)) != len(ids):
@@ -287,17 +287,17 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     network = NetworkConfig(listen, advertise, discovery, tuple(peers))
 
     api_s = root.sub("api")
-    port = api_s.int("tcp_port", D.API_TCP_PORT, 0, 65535)
+    port = api_s.get_int("tcp_port", D.API_TCP_PORT, 0, 65535)
     token = _path(ctx, api_s, "token_file", D.API_TOKEN_FILE)
     assert token is not None
     api = ApiConfig(_path(ctx, api_s, "socket", D.API_SOCKET), port or None, token)
     api_s.done()
 
     chain_s = root.sub("chain")
-    backend = chain_s.choice("backend", D.CHAIN_BACKEND, ("embedded", "electrum"))
-    network_name = chain_s.choice("network", D.CHAIN_NETWORK,
+    backend = chain_s.get_choice("backend", D.CHAIN_BACKEND, ("embedded", "electrum"))
+    network_name = chain_s.get_choice("network", D.CHAIN_NETWORK,
                                   ("regtest", "signet", "testnet", "mainnet"))
-    chain_url = chain_s.str("url", D.CHAIN_URL) or None
+    chain_url = chain_s.get_str("url", D.CHAIN_URL) or None
     if backend == "electrum" and chain_url is None:
         raise chain_s.err("url", "is required when backend = \"electrum\"")
     chain = ChainConfig(backend, network_name,

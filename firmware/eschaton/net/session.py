@@ -111,8 +111,9 @@ class Session:
 
     async def wait_open(self, timeout: float | None = None) -> LinkOpen:
         """Wait until the link is open; raises the link's typed error if it closed instead."""
+        either: list[asyncio.Future[Any]] = [self.opened, self.closed]
         open_or_closed = asyncio.ensure_future(asyncio.wait(
-            [self.opened, self.closed], return_when=asyncio.FIRST_COMPLETED))
+            either, return_when=asyncio.FIRST_COMPLETED))
         try:
             await asyncio.wait_for(open_or_closed, timeout)
         except TimeoutError:
