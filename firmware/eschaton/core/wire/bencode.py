@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from eschaton.core.wire.errors import BencodeError, EncodeError
 
@@ -58,6 +58,21 @@ def encode(value: EValue) -> bytes:
 def _encode(value: EValue, out: list[bytes], depth: int) -> None:
     if depth > 64:
         raise EncodeError("bencode: value nested too deeply")
+    # Fast paths for the exact builtin types (ABC isinstance checks dominate the profile).
+    t = type(value)
+    if t is bytes:
+        raw = cast(bytes, value)
+        out.append(b"%d:%s" % (len(raw), raw))
+        return
+    if t is int:
+        out.append(b"i%de" % cast(int, value))
+        return
+    if t is list:
+        out.append(b"l")
+        for v in cast(list[EValue], value):
+            _encode(v, out, depth + 1)
+        out.append(b"e")
+        return
     if isinstance(value, bool):
         # bool is an int subclass; silently encoding True as i1e hides bugs.
         raise EncodeError("bencode: bool is not encodable, use an int")

@@ -20,7 +20,7 @@ from typing import Any
 
 from eschaton.core.wire import bencode
 from eschaton.core.wire.errors import EncodeError, FieldError, UnknownMessage, WireError
-from eschaton.core.wire.fields import MessageSpec, Value
+from eschaton.core.wire.fields import Field, MessageSpec, Value
 from eschaton.core.wire.messages import BY_ID, BY_NAME
 from eschaton.errors import LocalError
 
@@ -30,6 +30,10 @@ MAX_MESSAGE_SIZE = NOISE_MAX_MESSAGE - NOISE_TAG
 """Largest encoded message: one Noise transport message minus its 16-byte tag."""
 
 _BODY_LIMITS = bencode.Limits(max_size=MAX_MESSAGE_SIZE, max_depth=4, max_items=1024)
+# Field lookup by (raw key bytes) per message, built once from the table.
+_FIELDS: dict[str, dict[bytes, tuple[Field, str]]] = {
+    spec.name: {f.name.encode("ascii"): (f, f"{spec.name}.{f.name}") for f in spec.fields}
+    for spec in BY_NAME.values()}
 
 
 class UnhandledMessage(LocalError):
@@ -124,12 +128,13 @@ def decode_message(data: bytes) -> Message:
     if not isinstance(raw, dict):
         raise FieldError(f"{spec.name}: body is not a dict")
     fields: dict[str, Value] = {}
+    known = _FIELDS[spec.name]
     for key, value in raw.items():
-        name = key.decode("ascii", "replace")
-        f = spec.field(name)
-        if f is None or not key.isascii():
+        entry = known.get(key)
+        if entry is None:
             raise FieldError(f"{spec.name}: unknown field {key[:40]!r}")
-        fields[name] = f.type.parse(value, f"{spec.name}.{name}")
+        f, path = entry
+        fields[f.name] = f.type.parse(value, path)
     for f in spec.fields:
         if not f.optional and f.name not in fields:
             raise FieldError(f"{spec.name}: required field {f.name!r} missing")
