@@ -17,8 +17,10 @@ class NodeProcess:
         self.events: queue.Queue[dict] = queue.Queue()
         self.seen: list[dict] = []
         self.stderr: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=self._read_err, daemon=True).start()
+        self._threads = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for t in self._threads:
+            t.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -58,3 +60,8 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        for t in self._threads:  # they end at EOF, now that the process is gone
+            t.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
