@@ -88,6 +88,7 @@ class Discovery:
                  on_event: Callable[[NeighbourEvent], None],
                  interface: str | None = None, broadcast: str = "auto", name: str = "",
                  max_age: float = 60.0, expiry: float = 45.0,
+                 on_refused: Callable[[str, str], None] | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
         self.keys = keys
         self.port = port
@@ -97,6 +98,7 @@ class Discovery:
         self.name = name
         self._urls = urls
         self._on_event = on_event
+        self._on_refused = on_refused
         self._clock = wall_clock
         self.table = NeighbourTable(keys.node_id, max_age=max_age, expiry=expiry)
         self.refused = 0
@@ -173,6 +175,8 @@ class Discovery:
         except WireError as exc:
             self.refused += 1
             log.debug("beacon from %s refused: %s", source, exc)
+            if self._on_refused is not None:
+                self._on_refused(source, str(exc))
             return
         for ev in events:
             self._emit(ev)

@@ -9,7 +9,8 @@ channel layer in through ``handler_factory`` (one handler object per session, re
 - Discovered neighbours are dialled only by the side with the smaller node id, so two nodes
   that discover each other build one link, not two.
 - ``python -m eschaton.net.node --config FILE`` runs just the network part and prints one JSON
-  line per event (neighbour found/lost, link open/closed), for tests and field debugging.
+  line per event (neighbour found/lost, beacon refused, link open/closed), for tests and field
+  debugging.
 """
 from __future__ import annotations
 
@@ -92,7 +93,9 @@ class NetNode:
                 self.keys, port=disc.port, interval=disc.interval, urls=urls,
                 on_event=self._on_neighbour, interface=disc.interface,
                 broadcast=disc.broadcast, name=self.config.node.name,
-                max_age=disc.max_age, expiry=disc.expiry)
+                max_age=disc.max_age, expiry=disc.expiry,
+                on_refused=lambda source, why: self._emit(
+                    {"event": "beacon_refused", "source": source, "reason": why}))
             await self.discovery.start()
         for peer in self.config.network.peers:
             self._spawn(self._keep_dialled(peer.node_id, peer.url))

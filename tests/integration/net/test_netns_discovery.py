@@ -1,8 +1,13 @@
 """Two node processes in separate network namespaces, joined by a veth pair, find each other by
-signed beacons alone (no static peers) and then build one authenticated link."""
+signed beacons alone (no static peers) and then build one authenticated link. Beacons replayed,
+tampered with or stale, broadcast on the same segment, are refused."""
 from __future__ import annotations
 
+import contextlib
+import queue
 import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -43,6 +48,48 @@ def veth_pair():
             subprocess.run([ip, "netns", "del", n], capture_output=True, timeout=10)
 
 
+INJECT_PORT = 47999
+SNIFF = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 47800))
+s.settimeout(15)
+while True:
+    data, addr = s.recvfrom(2048)
+    if addr[0] == "10.77.0.1" and data[:4] == b"esb1":
+        print(data.hex())
+        break
+"""
+INJECT = """
+import socket, sys, time, secrets
+from eschaton.core.link.beacon import make_beacon
+from eschaton.core.link.identity import NodeKeys
+beacon = bytes.fromhex(sys.argv[1])
+tampered = beacon.replace(b"10.77.0.1", b"10.77.0.9")  # redirect dialers: signature breaks
+stale = make_beacon(NodeKeys.generate(secrets.token_bytes), urls=["tcp://10.77.0.1:1"],
+                    ts_ms=int((time.time() - 3600) * 1000), seq=1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, sys.argv[2].encode())
+s.bind(("0.0.0.0", INJECT_PORT))
+for d in (beacon, tampered, stale):
+    s.sendto(d, ("10.77.0.255", 47800))
+""".replace("INJECT_PORT", str(INJECT_PORT))
+
+
+def _refusal(proc: NodeProcess, word: str, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        for ev in proc.seen:
+            if (ev["event"] == "beacon_refused" and ev["source"] == f"10.77.0.1:{INJECT_PORT}"
+                    and word in ev["reason"]):
+                return ev
+        assert time.monotonic() < deadline, f"no refusal mentioning {word!r}: {proc.seen}"
+        with contextlib.suppress(queue.Empty):
+            proc.seen.append(proc.events.get(timeout=0.5))
+
+
 def _config(path: Path, datadir: Path, interface: str) -> Path:
     path.write_text(f"""
 [node]
@@ -79,6 +126,18 @@ def test_nodes_find_each_other_by_beacons(veth_pair, tmp_path: Path) -> None:
         # The node with the smaller id dials; both end up with one open link.
         assert a.wait_for(event="link_open", id=sb["id"])
         assert b.wait_for(event="link_open", id=sa["id"])
+
+        # Capture one of A's beacons off the wire inside B's namespace...
+        captured = subprocess.run(
+            [ip, "netns", "exec", ns[1], sys.executable, "-c", SNIFF], capture_output=True,
+            text=True, timeout=20, check=True).stdout.strip()
+        # ...then, from A's namespace, replay it, tamper with it, and send a stale one.
+        subprocess.run([ip, "netns", "exec", ns[0], sys.executable, "-c", INJECT, captured,
+                        dev[0]], capture_output=True, text=True, timeout=20, check=True)
+        for word in ("replayed", "signature", "stale"):
+            _refusal(b, word)  # each forgery refused, with that reason, by B's validator
+        # The genuine link survived the noise.
+        assert not [e for e in b.seen if e["event"] == "link_closed"]
     finally:
         for p in procs:
             p.stop()
