@@ -118,8 +118,14 @@ class NetNode:
 
     # ---- sessions --------------------------------------------------------------------------------
     def session(self, node_id: NodeId) -> Session | None:
+        """The open session to ``node_id``, if any."""
         s = self.sessions.get(node_id)
         return s if s is not None and s.is_open else None
+
+    def handler(self, node_id: NodeId) -> object | None:
+        """The application handler (built by ``handler_factory``) of the session to ``node_id``."""
+        s = self.session(node_id)
+        return s.handler.inner if s is not None and isinstance(s.handler, _Hooks) else None
 
     async def connect(self, node_id: NodeId, url: str) -> Session:
         """Dial ``node_id`` at ``url`` now (raises the typed transport/link error on failure)."""
@@ -232,6 +238,10 @@ class _Hooks:
     def __init__(self, node: NetNode, inner: object | None) -> None:
         self._node = node
         self._inner = inner
+
+    @property
+    def inner(self) -> object | None:
+        return self._inner
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("on_") and self._inner is not None:
