@@ -197,6 +197,7 @@ def recover(d: Path, seed: int) -> None:
     assert a is not None and b is not None
     report["final"] = [a.current.balances[0], a.current.balances[1]]
     report["close"] = (a.close_raw or b.close_raw).hex()
+    assert report["close"], f"close did not complete: {a.state.name} {b.state.name}"
     report["states"] = [a.state.name, b.state.name]
     print(json.dumps(report), flush=True)
 

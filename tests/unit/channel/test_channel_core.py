@@ -391,3 +391,20 @@ def test_garbage_version_fields_refused() -> None:
     with pytest.raises(BalanceViolation):
         pr.b.ch.handle(dataclasses.replace(good, op={"kind": "steal"}), pr.height)
     pr.b.ch.handle(good, pr.height)
+
+
+def test_stale_turn_grant_resent_after_crash_is_ignored() -> None:
+    pr = opened()
+    pr.turn("b")  # a granted (a's outbox now holds that grant)
+    pr.run("a", pr.a.ch.request_turn())
+    sender, req = pr.queue.popleft()
+    pr.online = False
+    pr.run("b", pr.b.ch.handle(req, pr.height))  # b grants back; the grant is lost
+    pr.online = True
+    pr.crash("a")
+    pr.crash("b")
+    pr.reconnect()
+    assert [pr.a.ch.have_turn, pr.b.ch.have_turn] == [True, False]
+    pr.pay("a", 1_000)
+    pr.pay("b", 100)
+    assert pr.a.ch.current == pr.b.ch.current

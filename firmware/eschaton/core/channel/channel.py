@@ -225,6 +225,7 @@ class Channel:
         self.preimages: dict[bytes, bytes] = {}
         self.announcements: dict[bytes, Announcement] = {}
         self.have_turn = role == L.OPENER
+        self.turn_seq = 0  # grants so far (sent or received); a grant with a lower number is stale
         self.turn_requested = False
         self.peer_ready = False
         self.budget_warned = False
@@ -560,12 +561,14 @@ class Channel:
     def _grant(self) -> list[Action]:
         self.have_turn = False
         self.turn_requested = False
-        return [self._persist([TurnGrant(self.channel_id)])]
+        self.turn_seq += 1
+        return [self._persist([TurnGrant(self.channel_id, self.turn_seq)])]
 
     def on_turn_grant(self, msg: TurnGrant, height: int) -> list[Action]:
-        if self.have_turn:
-            return []
+        if self.have_turn or msg.number <= self.turn_seq:
+            return []  # a stale grant resent after a reconnect: the turn has moved on since
         self.have_turn = True
+        self.turn_seq = msg.number
         return [self._persist(durable=False), Notify(self.channel_id, "turn", {})]
 
     # ---- single-signed updates ---------------------------------------------------------
@@ -857,7 +860,8 @@ class Channel:
             acts.append(Notify(self.channel_id, "data_loss", {"peer_number": msg.number, "ours": self.current.number}))
         # Turn recovery. A grant is persisted (durably) before it is sent, and taken only when
         # received, so at most one side holds the turn; a grant lost in flight is still in the
-        # granter's outbox and is resent by reestablish(). Whoever has an outgoing version in
+        # granter's outbox and is resent by reestablish(), and grants are numbered so that an
+        # older grant resent from a stale outbox is ignored. Whoever has an outgoing version in
         # flight must be the holder.
         if self.pending is not None and self.pending_kind in ("update", "propose"):
             self.have_turn = True
@@ -907,7 +911,7 @@ class Channel:
             "outbox": [{"name": m.NAME, "fields": m.to_fields()} for m in self.outbox],
             "preimages": [[h, p] for h, p in self.preimages.items()],
             "announcements": [a.to_fields() for a in self.announcements.values()],
-            "have_turn": self.have_turn, "turn_requested": self.turn_requested,
+            "have_turn": self.have_turn, "turn_requested": self.turn_requested, "turn_seq": self.turn_seq,
             "peer_ready": self.peer_ready, "budget_warned": self.budget_warned,
             "close_raw": self.close_raw, "close_sig": self.close_sig,
         }
@@ -950,6 +954,7 @@ class Channel:
             self.announcements[ann.digest] = ann
         self.have_turn = snap["have_turn"]
         self.turn_requested = snap["turn_requested"]
+        self.turn_seq = snap["turn_seq"]
         self.peer_ready = snap["peer_ready"]
         self.budget_warned = snap["budget_warned"]
         self.close_raw = snap["close_raw"]

@@ -153,7 +153,10 @@ class TurnRequest(Message):
 
 @dataclass(frozen=True, slots=True)
 class TurnGrant(Message):
+    """Hands the turn over; ``number`` counts grants so a stale resent grant is ignored."""
+
     NAME: ClassVar[str] = "turn_grant"
+    number: int
 
 
 @dataclass(frozen=True, slots=True)
