@@ -33,6 +33,7 @@ from eschaton.core.link.link import (
     LinkClosed,
     LinkConfig,
     LinkOpen,
+    LinkState,
     MessageReceived,
     PongReceived,
     Role,
@@ -130,7 +131,7 @@ class Session:
     # ---- driving ---------------------------------------------------------------------------------
     async def run(self) -> LinkClosed:
         """Run the link until it closes; returns the close event. Owns (closes) the stream."""
-        if self.link.state.name == "IDLE":
+        if self.link.state is LinkState.IDLE:
             self.link.start()
         timer = asyncio.get_running_loop().create_task(self._timer())
         try:
@@ -156,7 +157,7 @@ class Session:
                 await timer
             if not self.link.is_closed:  # cancelled from outside
                 await self._handle(self.link.close("session cancelled"))
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(EschatonError, OSError):
                 await self._flush()  # last error message, best effort
             await self.stream.close()
         assert self.link.close_event is not None
