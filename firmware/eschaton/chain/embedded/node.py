@@ -200,7 +200,8 @@ class ChainNode:
         assert self.index is not None
         for kind, height, bh, kblock in events:
             if kind == "c":
-                row = self.index.block_at(height)
+                tip = self.index.tip()
+                row = self.index.block_at(height) if tip is not None and height <= tip.height else None
                 if row is not None and row.hash == bh:
                     continue  # replaying a block the index already holds
                 blk = self._decoded.get(bh)
@@ -482,13 +483,15 @@ class ChainNode:
                 self._apply_or_repair(events)
         finally:
             self._decoded.pop(bh, None)
+        last = {b: k for k, _, b, _ in events}.get(bh)
+        if last == "c":
+            return bh, True  # the kernel connected it and did not disconnect it again
         chain = self.cm.get_active_chain()
         entries = self.cm.block_tree_entries
         key = pbk.BlockHash(bytes.fromhex(bh)[::-1])
         entry = entries[key] if key in entries else None
-        active = entry is not None and entry in chain.block_tree_entries
-        if active:
-            return bh, True
+        if entry is not None and entry in chain.block_tree_entries:
+            return bh, True  # known before (a duplicate submission)
         reason, detail = self._reason()
         if failed or reason:
             raise BlockRejected(reason or "rejected", bh, detail)
