@@ -408,3 +408,17 @@ def test_stale_turn_grant_resent_after_crash_is_ignored() -> None:
     pr.pay("a", 1_000)
     pr.pay("b", 100)
     assert pr.a.ch.current == pr.b.ch.current
+
+
+def test_version_digest_matches_embit() -> None:
+    pr = opened(p=params(acceptor_contribution=50_000), acceptor_funds=True)
+    pr.turn("a")
+    pr.do("a", "offer_escrow", 5_000, bytes([5]) * 32)
+    pr.pay("a", 70_000)
+    s = pr.a.ch.setup
+    assert s is not None
+    for v in (pr.a.ch.current, pr.b.ch.current, ledger.initial_version(pr.p)):
+        tx = ledger.version_tx(v, s)
+        digest, txid = ledger.version_digest(v, s)
+        assert digest == T.sighash_segwit(tx, 0, s.witness_script, s.capacity)
+        assert txid == T.txid(tx)

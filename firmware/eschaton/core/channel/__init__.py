@@ -6,6 +6,7 @@ docs/channels.md.
 from __future__ import annotations
 
 from eschaton.core.channel.channel import (
+    STATIC_KEYS,
     Action,
     Broadcast,
     Channel,
@@ -24,7 +25,7 @@ from eschaton.core.channel.params import ChannelParams, Policy
 from eschaton.core.channel.state import ChannelState
 
 __all__ = [
-    "ACCEPTOR", "OPENER", "Action", "Announcement", "Broadcast", "Channel", "ChannelParams",
+    "STATIC_KEYS", "ACCEPTOR", "OPENER", "Action", "Announcement", "Broadcast", "Channel", "ChannelParams",
     "ChannelState", "ChannelStatus", "FraudProof", "FundingInput", "NotMyTurn", "Notify", "Oracle",
     "PersistThenSend", "Policy", "Send", "SignFunding", "StoredVersion", "Version",
     "verify_fraud_proof", "version_outputs", "version_tx",

@@ -258,16 +258,14 @@ class Channel:
         return PersistThenSend(self.channel_id, self.snapshot(), tuple(versions or ()), tuple(msgs), durable)
 
     def _sign_version(self, v: L.Version) -> tuple[bytes, str]:
-        s = self._setup()
-        tx = L.version_tx(v, s)
-        return L.sign(tx, s, self._key), T.txid(tx)
+        digest, txid = L.version_digest(v, self._setup())
+        return L.sign_digest(digest, self._key), txid
 
     def _check_peer_sig(self, v: L.Version, sig: bytes) -> str:
-        s = self._setup()
-        tx = L.version_tx(v, s)
-        if not L.verify(tx, s, self.remote_pubkey, sig):
+        digest, txid = L.version_digest(v, self._setup())
+        if not L.verify_digest(digest, self.remote_pubkey, sig):
             raise BadSignature(f"peer signature on version {v.number} does not verify")
-        return T.txid(tx)
+        return txid
 
     def version_raw(self, v: L.Version, peer_sig: bytes) -> bytes:
         """Fully signed serialisation of ``v`` (we add our signature to the peer's)."""
@@ -285,7 +283,7 @@ class Channel:
     def best_txid(self) -> str:
         if self.best is None:
             return ""
-        return T.txid(L.version_tx(self.best, self._setup()))
+        return L.version_digest(self.best, self._setup())[1]
 
     def status(self, height: int) -> ChannelStatus:
         v = self.current
@@ -959,6 +957,14 @@ class Channel:
         self.budget_warned = snap["budget_warned"]
         self.close_raw = snap["close_raw"]
         self.close_sig = snap["close_sig"]
+
+
+# Snapshot keys that only change while the channel opens; the store writes them once.
+STATIC_KEYS = frozenset({
+    "schema", "channel_id", "role", "params", "pubkey", "payout_script", "inputs", "change",
+    "funding_locktime", "remote_pubkey", "remote_payout", "remote_inputs", "remote_change", "setup",
+    "funding_raw", "funding_witnesses",
+})
 
 
 class NotMyTurn(InvalidRequest):

@@ -1,6 +1,8 @@
 """JSON form of channel snapshots and messages (for the store, backups and file transports).
 
 Bytes become ``{"$b": hex}`` so that a snapshot round-trips exactly; nothing else is special.
+The C encoder does the walking (``default`` is only called for bytes), which matters: a snapshot
+is encoded on every update.
 """
 from __future__ import annotations
 
@@ -8,29 +10,27 @@ import json
 from typing import Any
 
 
-def _enc(x: Any) -> Any:
+def _default(x: Any) -> Any:
     if isinstance(x, (bytes, bytearray)):
         return {"$b": bytes(x).hex()}
-    if isinstance(x, dict):
-        return {k: _enc(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_enc(v) for v in x]
-    return x
+    if isinstance(x, tuple):
+        return list(x)
+    raise TypeError(f"cannot encode {type(x).__name__}")
 
 
-def _dec(x: Any) -> Any:
-    if isinstance(x, dict):
-        if len(x) == 1 and "$b" in x:
-            return bytes.fromhex(x["$b"])
-        return {k: _dec(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_dec(v) for v in x]
-    return x
+def _hook(d: dict[str, Any]) -> Any:
+    if len(d) == 1 and "$b" in d:
+        return bytes.fromhex(d["$b"])
+    return d
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
+_DECODER = json.JSONDecoder(object_hook=_hook)
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(_enc(obj), separators=(",", ":"), sort_keys=True)
+    return _ENCODER.encode(obj)
 
 
 def loads(text: str) -> Any:
-    return _dec(json.loads(text))
+    return _DECODER.decode(text)

@@ -512,6 +512,58 @@ def version_outputs(v: Version, s: Setup) -> list[OutputInfo]:
     return outs
 
 
+def _dsha(b: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(b).digest()).digest()
+
+
+def _varint(n: int) -> bytes:
+    if n < 0xFD:
+        return bytes([n])
+    if n <= 0xFFFF:
+        return b"\xfd" + n.to_bytes(2, "little")
+    return b"\xfe" + n.to_bytes(4, "little")
+
+
+def version_digest(v: Version, s: Setup) -> tuple[bytes, str]:
+    """(BIP143 SIGHASH_ALL digest of the 2-of-2 input, txid) of ``version_tx(v, s)``.
+
+    Hand-rolled for this one-input shape because it runs twice per update (sign, verify) and
+    embit's general serialiser costs several times more; ``test_version_digest_matches_embit``
+    pins it to embit's result.
+    """
+    outs = b"".join(o.value.to_bytes(8, "little") + _varint(len(o.script_pubkey)) + o.script_pubkey
+                    for o in version_outputs(v, s))
+    if not outs:
+        raise BalanceViolation("a version must have at least one output above dust")
+    n_out = sum(1 for _ in version_outputs(v, s))
+    outpoint = bytes.fromhex(s.funding_txid)[::-1] + s.funding_vout.to_bytes(4, "little")
+    seq = (SEQUENCE_BASE + v.number).to_bytes(4, "little")
+    lock = v.locktime.to_bytes(4, "little")
+    ver = (2).to_bytes(4, "little")
+    ws = s.witness_script
+    pre = (ver + _dsha(outpoint) + _dsha(seq) + outpoint + _varint(len(ws)) + ws
+           + s.capacity.to_bytes(8, "little") + seq + _dsha(outs) + lock + (1).to_bytes(4, "little"))
+    body = ver + b"\x01" + outpoint + b"\x00" + seq + _varint(n_out) + outs + lock
+    return _dsha(pre), _dsha(body)[::-1].hex()
+
+
+def sign_digest(digest: bytes, key: coincurve.PrivateKey) -> bytes:
+    return bytes(key.sign(digest, hasher=None)) + bytes([T.SIGHASH_ALL])
+
+
+def verify_digest(digest: bytes, pubkey: bytes, sig: bytes) -> bool:
+    """Low-S DER + SIGHASH_ALL check, as ``tx.check_signature`` does, on a precomputed digest."""
+    if len(sig) < 9 or sig[-1] != T.SIGHASH_ALL:
+        return False
+    der = sig[:-1]
+    try:
+        if coincurve.ecdsa.cdata_to_der(coincurve.ecdsa.der_to_cdata(der)) != der:
+            return False  # not canonical low-S DER: non-standard, would not relay
+        return bool(coincurve.PublicKey(pubkey).verify(der, digest, hasher=None))
+    except (ValueError, TypeError):
+        return False
+
+
 def version_tx(v: Version, s: Setup) -> Transaction:
     outs = [T.TxOut(o.value, o.script_pubkey) for o in version_outputs(v, s)]
     if not outs:
