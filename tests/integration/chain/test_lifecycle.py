@@ -198,3 +198,32 @@ def test_sigkilled_owner_recovers(tmp_path: Path) -> None:
         chain.close_sync()
     finally:
         node.close()
+
+
+def test_batch_keeps_blocks_before_a_rejected_one(funded: Funded, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Speculative indexing inside a batch: a rejected block rolls back only its own writes."""
+    from eschaton.chain.codec import decode_block, decode_tx
+    from eschaton.chain.embedded import node as node_mod
+    from eschaton.chain.embedded.blocks import build_block
+    from eschaton.chain.errors import BlockRejected
+
+    monkeypatch.setattr(node_mod, "SPECULATE_MIN_TXS", 1)  # speculate on these small blocks too
+    f = funded
+    k = f.key
+    c1, c2 = f.coinbase(1), f.coinbase(2)
+    good = decode_tx(spend_p2wpkh(c1.txid, 0, c1.value, k, [(c1.value - FEE, Key(5).p2wpkh)]))
+    bad = decode_tx(spend_p2wpkh(c2.txid, 0, c2.value + 1, k, [(c2.value - FEE, Key(5).p2wpkh)]))
+    tip = f.node.tip()
+    t = f.node.block_time(tip.median_time_past)
+    b1 = build_block(tip.block_hash, tip.height + 1, t, k.p2wpkh, [good], FEE)
+    h1 = decode_block(b1).header.hash
+    b2 = build_block(h1, tip.height + 2, t + 1, k.p2wpkh, [bad], FEE)
+    with pytest.raises(BlockRejected) as e:
+        f.node.submit_blocks([b1, b2])
+    assert e.value.reason == "block-script-verify-flag-failed"
+    assert f.node.tip().block_hash == h1
+    assert f.node.index is not None and f.node.index.tx_location(good.txid) == (tip.height + 1, h1)
+    assert f.node.audit(depth=5) == []
+    f.node.close()
+    f.node = ChainNode(f.datadir)
+    assert f.node.tip().block_hash == h1 and f.node.audit(depth=5) == []

@@ -136,6 +136,20 @@ class ChainIndex:
             self.db.execute("ROLLBACK")
             self.in_tx = False
 
+    def savepoint(self, name: str) -> None:
+        """A nested point inside the open transaction (opened if needed) to roll back to."""
+        self.begin()
+        self.db.execute(f"SAVEPOINT {name}")
+
+    def rollback_to(self, name: str) -> None:
+        """Undo everything since ``savepoint(name)``, keeping earlier writes of the transaction."""
+        self._tip = False
+        self.db.execute(f"ROLLBACK TO {name}")
+        self.db.execute(f"RELEASE {name}")
+
+    def release(self, name: str) -> None:
+        self.db.execute(f"RELEASE {name}")
+
     # --- blocks -------------------------------------------------------------------------------
 
     def tip(self) -> BlockRow | None:

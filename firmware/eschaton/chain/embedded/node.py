@@ -226,7 +226,10 @@ class ChainNode:
         try:
             self._apply(events)
         except (ChainError, IndexInconsistent, TxDecodeError, AssertionError) as err:
+            # Blocks absorbed earlier in this batch are rolled back too; reconcile re-reads them
+            # from the kernel, and their events are not sent (the caller gets the error).
             self._pending = _Pending()
+            self._batch = _Batch()
             self.index.rollback()
             self.reconcile()
             self._revalidate_mempool([])
@@ -237,10 +240,15 @@ class ChainNode:
         """Worker thread: write the block to the open SQLite transaction before the kernel's verdict."""
         assert self.index is not None
         try:
-            self.index.begin()
+            # A savepoint, not the transaction: earlier blocks of a batch share the transaction.
+            self.index.savepoint("speculation")
+        except sqlite3.Error:
+            return False
+        try:
             self.index.connect_block(height, blk)
             return True
         except (IndexInconsistent, sqlite3.Error):
+            self.index.rollback_to("speculation")
             return False
 
     # --- commit / events --------------------------------------------------------------------
@@ -473,13 +481,14 @@ class ChainNode:
             events = self._take_events()
             spec_ok = spec.result() if spec is not None else False
         try:
+            assert self.index is not None
             if spec_ok and tip is not None and [(k, h, b) for k, h, b, _ in events] == [("c", tip.height + 1, bh)]:
                 # the kernel connected exactly the block the worker indexed: keep its writes
+                self.index.release("speculation")
                 self._pending.connected.append((tip.height + 1, blk))
             else:
-                if spec is not None:
-                    assert self.index is not None
-                    self.index.rollback()  # the kernel did something else: undo the speculation
+                if spec_ok:
+                    self.index.rollback_to("speculation")  # the kernel did something else
                 self._apply_or_repair(events)
         finally:
             self._decoded.pop(bh, None)
