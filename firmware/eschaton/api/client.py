@@ -19,14 +19,16 @@ class CommandFailed(RemoteError):
     pass
 
 
-async def call_async(datadir: Path, name: str, args: dict[str, Any], timeout: float = 60.0) -> Any:
-    sock = datadir / SOCKET_FILE
+async def call_async(datadir: Path, name: str, args: dict[str, Any], timeout: float = 60.0,
+                     socket_path: Path | None = None, token_path: Path | None = None) -> Any:
+    sock = socket_path or datadir / SOCKET_FILE
+    token_file = token_path or datadir / TOKEN_FILE
     try:
-        token = (datadir / TOKEN_FILE).read_text().strip()
+        token = token_file.read_text().strip()
     except FileNotFoundError as e:
         raise NodeNotRunning(f"no node is running with datadir {datadir}") from e
     except PermissionError as e:
-        raise LocalError(f"cannot read {datadir / TOKEN_FILE}: permission denied") from e
+        raise LocalError(f"cannot read {token_file}: permission denied") from e
     conn = aiohttp.UnixConnector(path=str(sock))
     try:
         async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout)) as s:
@@ -43,5 +45,6 @@ async def call_async(datadir: Path, name: str, args: dict[str, Any], timeout: fl
     return body.get("result")
 
 
-def call(datadir: Path, name: str, args: dict[str, Any], timeout: float = 60.0) -> Any:
-    return asyncio.run(call_async(datadir, name, args, timeout))
+def call(datadir: Path, name: str, args: dict[str, Any], timeout: float = 60.0,
+         socket_path: Path | None = None, token_path: Path | None = None) -> Any:
+    return asyncio.run(call_async(datadir, name, args, timeout, socket_path, token_path))

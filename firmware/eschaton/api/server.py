@@ -29,9 +29,9 @@ TOKEN_FILE = "api.token"
 SOCKET_FILE = "api.sock"
 
 
-def write_token(datadir: Path) -> str:
+def write_token(path: Path) -> str:
     token = secrets.token_hex(32)
-    path = datadir / TOKEN_FILE
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -45,20 +45,21 @@ def write_token(datadir: Path) -> str:
 
 
 class ApiServer:
-    def __init__(self, node: Any, datadir: Path) -> None:
+    def __init__(self, node: Any, socket_path: Path, token_path: Path) -> None:
         self.node = node
-        self.datadir = datadir
+        self.socket_path = socket_path
+        self.token_path = token_path
         self.token = ""
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        self.token = write_token(self.datadir)
+        self.token = write_token(self.token_path)
         app = web.Application(client_max_size=1 << 20)
         app.router.add_post("/v1/{name}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        sock = self.datadir / SOCKET_FILE
-        if sock.exists():
+        sock = self.socket_path
+        if sock.exists() or sock.is_symlink():
             sock.unlink()
         old = os.umask(0o177)  # the socket is created 0600: only the node's user may connect
         try:

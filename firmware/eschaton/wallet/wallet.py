@@ -78,6 +78,7 @@ class Wallet:
         self._keys: dict[tuple[int, int], _Key] = {}
         self._by_script: dict[bytes, _Key] = {}
         self._next = self._load_state()
+        self._reserved: set[str] = set()
 
     # --- state ---------------------------------------------------------------------------
 
@@ -194,7 +195,7 @@ class Wallet:
                 raise WalletError("amount must be positive")
         tip = await self.backend.tip()
         feerate = await self.backend.estimate_fee(6)
-        utxos = await self.utxos()
+        utxos = [u for u in await self.utxos() if str(u.outpoint) not in self._reserved]
         by_key = {str(u.outpoint): u for u in utxos}
         coins = [coinselect.Coin(str(u.outpoint), u.value, u.height, u.coinbase) for u in utxos]
         sel = coinselect.select(coins, [len(o.script_pubkey) for o in outputs],
@@ -233,6 +234,43 @@ class Wallet:
             tx, spent = await self._build([TxOut(amount, spk)])
             self._sign(tx, spent)
             return await self.backend.broadcast(serialize(tx))
+
+    async def funding_inputs(self, amount: int, extra_vbytes: int = 0) -> tuple[list[Utxo], TxOut | None, int, list[bytes]]:
+        """Coins for ``amount`` inside a jointly built funding transaction.
+
+        Returns (coins, change output or None, our fee share, private keys of the coins). The
+        coins are reserved in this process until ``release`` so that two opens never pick the
+        same ones; a restart forgets reservations, and the chain then refuses a double spend.
+        """
+        if amount <= 0:
+            raise WalletError("amount must be positive")
+        with self._locked():
+            tip = await self.backend.tip()
+            feerate = await self.backend.estimate_fee(6)
+            utxos = [u for u in await self.utxos() if str(u.outpoint) not in self._reserved]
+            by_key = {str(u.outpoint): u for u in utxos}
+            coins = [coinselect.Coin(str(u.outpoint), u.value, u.height, u.coinbase) for u in utxos]
+            # Our share of the funding tx: our inputs and change, plus the 2-of-2 output's bytes.
+            sel = coinselect.select(coins, [34 + extra_vbytes], amount, feerate, tip.height)
+            spent = [by_key[c.key] for c in sel.coins]
+            change = TxOut(sel.change, self._fresh(CHANGE).script_pubkey) if sel.change else None
+        self._reserved.update(str(u.outpoint) for u in spent)
+        keys = [self._by_script[u.script_pubkey].privkey for u in spent]
+        return spent, change, sel.fee, keys
+
+    def release(self, outpoints: Sequence[OutPoint]) -> None:
+        for op in outpoints:
+            self._reserved.discard(str(op))
+
+    def payout_script(self) -> bytes:
+        """A fresh receive script for channel payouts."""
+        with self._locked():
+            return self._fresh(RECEIVE).script_pubkey
+
+    def privkey_for(self, script_pubkey: bytes) -> bytes | None:
+        self._watched()
+        k = self._by_script.get(script_pubkey)
+        return k.privkey if k is not None else None
 
     # --- PSBT ----------------------------------------------------------------------------
 

@@ -1,0 +1,62 @@
+"""``eschaton channel open|pay|escrow|settle|close|list`` (through the running node's API)."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from eschaton.cli.node_api import add_node_common, call
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {n}")
+    return n
+
+
+def register(subparsers: Any) -> None:
+    g = subparsers.add_parser("channel", help="trade channels of the running node")
+    sub = g.add_subparsers(dest="cmd", required=True, parser_class=type(g))
+
+    p = sub.add_parser("list", help="channels, states and balances")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "channel.list"))
+
+    p = sub.add_parser("open", help="open a channel to a linked peer, funded by this node's wallet")
+    p.add_argument("peer", help="peer node id")
+    p.add_argument("capacity", type=_positive, help="satoshis this node puts in")
+    p.add_argument("--lifetime", type=_positive, default=1008, help="blocks until the first refund matures")
+    p.add_argument("--step", type=_positive, default=6, help="blocks nLockTime moves per direction switch")
+    p.add_argument("--wait", action="store_true", help="wait until the channel is open")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "channel.open", peer=a.peer, capacity=a.capacity,
+                                          lifetime=a.lifetime, step=a.step, wait=a.wait))
+
+    p = sub.add_parser("pay", help="pay the peer")
+    p.add_argument("channel", help="channel id")
+    p.add_argument("amount", type=_positive, help="satoshis")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "channel.pay", channel=a.channel, amount=a.amount))
+
+    p = sub.add_parser("escrow", help="lock an amount for the peer against a hash preimage")
+    p.add_argument("channel", help="channel id")
+    p.add_argument("amount", type=_positive, help="satoshis")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "channel.escrow", channel=a.channel, amount=a.amount))
+
+    p = sub.add_parser("settle", help="commit an escrow by revealing its preimage (or --rollback)")
+    p.add_argument("channel", help="channel id")
+    p.add_argument("escrow", type=int, help="escrow id")
+    p.add_argument("--rollback", action="store_true", help="return the escrow to its payer instead")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "channel.settle", channel=a.channel, escrow=a.escrow,
+                                          rollback=a.rollback))
+
+    p = sub.add_parser("close", help="close cooperatively (or --force: unilaterally)")
+    p.add_argument("channel", help="channel id")
+    p.add_argument("--force", action="store_true")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "channel.close", channel=a.channel, force=a.force))

@@ -1,0 +1,26 @@
+"""Shared plumbing for CLI groups that talk to a running node through its local API."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from eschaton.cli.main import add_common
+
+
+def add_node_common(p: argparse.ArgumentParser) -> None:
+    add_common(p)
+    p.add_argument("--config", default=None, help="the node's TOML config (finds its API socket)")
+
+
+def call(args: argparse.Namespace, name: str, **params: Any) -> Any:
+    from eschaton.api.client import call as api_call
+    from eschaton.chain.open import resolve_datadir
+
+    if args.config:
+        from eschaton.config import load_config
+
+        cfg = load_config(args.config)
+        return api_call(cfg.node.datadir, name, params, socket_path=cfg.api.socket,
+                        token_path=cfg.api.token_file)
+    return api_call(Path(resolve_datadir(args.datadir)), name, params)

@@ -1,0 +1,333 @@
+"""Trade channels inside the node: the channel endpoint driven over encrypted peer links.
+
+Rules / theory of operation:
+- The channel core decides, the ``ChannelEndpoint`` persists before it sends (fsync, then the
+  signature leaves), and this service only routes: outgoing channel messages go to the peer
+  that owns the channel, incoming ones are checked against that owner first.
+- Which peer owns which channel is itself durable (``channel_peers`` table, fsynced) before
+  ``open_channel`` is sent or an incoming open is accepted: after a crash every channel knows
+  where to resend.
+- Links come and go. Messages for an absent peer are dropped: when the link comes back,
+  ``reestablish`` resends the last state (the core keeps its outbox), so nothing is lost.
+- Local requests (pay, escrow, close) wait for the peer's answer with a timeout: a payment is
+  reported done only when the peer's acknowledgement has been persisted.
+- Per-channel keys come from one secret derived from the wallet seed, so the channel store
+  holds no private keys and a backup of the seed plus the store restores everything.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from embit import bip39
+
+from eschaton.chain.backend import NewTip, Reorg
+from eschaton.channel.driver import ChannelEndpoint, KeyFundingSigner
+from eschaton.channel.store import ChannelStore
+from eschaton.channel.watcher import ChannelWatcher
+from eschaton.core.channel import Channel, ChannelParams, FundingInput, Notify, Policy, SignFunding
+from eschaton.core.channel.errors import ProtocolViolation
+from eschaton.core.channel.keys import derive_channel_key
+from eschaton.core.channel.messages import Message, OpenChannel
+from eschaton.core.wire.codec import Message as WireMessage
+from eschaton.daemon import chanwire
+from eschaton.errors import LocalError, RemoteError, TransientError
+
+log = logging.getLogger("eschaton.channels")
+
+REQUEST_TIMEOUT = 30.0
+
+
+class ChannelRequestError(LocalError):
+    pass
+
+
+class PeerUnavailable(TransientError):
+    pass
+
+
+class _PeerMap:
+    """channel id -> peer node id, durable before anything about the channel is sent."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS channel_peers (channel_id BLOB PRIMARY KEY, peer TEXT NOT NULL)")
+        self.map: dict[bytes, str] = {bytes(c): p for c, p in self.db.execute("SELECT channel_id, peer FROM channel_peers")}
+
+    def set(self, cid: bytes, peer: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO channel_peers VALUES (?, ?)", (cid, peer))
+        self.map[cid] = peer
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def channel_secret(mnemonic: str) -> bytes:
+    return hashlib.sha256(b"eschaton/channel-secret/v1" + bip39.mnemonic_to_seed(mnemonic)).digest()
+
+
+class ChannelService:
+    def __init__(self, node: Any, store: ChannelStore, peers: _PeerMap, secret: bytes, policy: Policy) -> None:
+        self.node = node
+        self.store = store
+        self.peers = peers
+        self._secret = secret
+        self.height = 0
+        self._changed = asyncio.Condition()
+        self._outq: dict[str, asyncio.Queue[WireMessage]] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self.endpoint = ChannelEndpoint(store, self.key_for, self._send, self._sign_funding, policy)
+        self.endpoint.listeners.append(self._on_notify)
+        self.watcher = ChannelWatcher(node.chain, self.endpoint)
+        self.notifications: list[dict[str, Any]] = []
+        self.refusals: list[dict[str, Any]] = []
+        self.payment_listeners: list[Callable[[bytes, int], None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, node: Any) -> ChannelService:
+        d: Path = node.datadir
+        store = ChannelStore(d / "channels.db")
+        peers = _PeerMap(d / "channel_peers.db")
+        policy = Policy(min_lifetime_blocks=20, max_acceptor_contribution=0, min_locktime_step=1,
+                        min_escrow_delta=2)
+        svc = cls(node, store, peers, channel_secret(node.wallet.seed.mnemonic), policy)
+        svc.endpoint.restore()
+        svc.height = (await node.chain.tip()).height
+        node.chain.subscribe(svc._on_chain)
+        await svc.watcher.start()
+        await svc.watcher.sync()
+        return svc
+
+    async def close(self) -> None:
+        await self.watcher.stop()
+        for t in self._writers.values():
+            t.cancel()
+        self.store.close()
+        self.peers.close()
+
+    def key_for(self, cid: bytes) -> bytes:
+        return derive_channel_key(self._secret, cid)
+
+    def _on_chain(self, ev: Any) -> None:
+        if isinstance(ev, NewTip):
+            self.height = ev.tip.height
+        elif isinstance(ev, Reorg):
+            self.height = ev.fork_height
+        self._poke()
+
+    def _on_notify(self, n: Notify) -> None:
+        self.notifications = (self.notifications + [{"channel": n.channel_id.hex(), "event": n.kind,
+                                                      "detail": str(getattr(n, "detail", ""))}])[-100:]
+        log.info("channel %s: %s", n.channel_id.hex()[:12], n.kind)
+
+    def _poke(self) -> None:
+        """Wake waiters and the watcher after any change."""
+        self.watcher._wake.set()  # the watcher is level-triggered; waking it early is harmless
+
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        asyncio.get_running_loop().create_task(notify())
+
+    # --- funding -----------------------------------------------------------------------------
+
+    def _sign_funding(self, req: SignFunding) -> dict[int, list[bytes]]:
+        keys = [self.node.wallet.privkey_for(fi.script_pubkey) for fi in req.inputs]
+        if any(k is None for k in keys):
+            raise ProtocolViolation("a funding input is not this wallet's")
+        return KeyFundingSigner([k for k in keys if k is not None])(req)
+
+    # --- links -------------------------------------------------------------------------------
+
+    def _send(self, msg: Message) -> None:
+        peer = self.peers.map.get(msg.channel_id)
+        if peer is None:
+            log.error("no peer recorded for channel %s; message %s dropped", msg.channel_id.hex()[:12], msg.NAME)
+            return
+        q = self._outq.get(peer)
+        if q is None:
+            return  # no link: reestablish resends when the peer is back
+        q.put_nowait(chanwire.to_wire(msg))
+
+    def handler_for(self, session: Any) -> object:
+        return _PeerHandler(self, session)
+
+    def _link_up(self, session: Any) -> None:
+        peer = session.remote.hex()
+        old = self._writers.pop(peer, None)
+        if old is not None:
+            old.cancel()
+        q: asyncio.Queue[WireMessage] = asyncio.Queue()
+        self._outq[peer] = q
+        self._writers[peer] = asyncio.get_running_loop().create_task(self._writer(session, q))
+        for cid, p in self.peers.map.items():
+            if p == peer and cid in self.endpoint.channels:
+                try:
+                    self.endpoint.reconnect(cid)
+                except RemoteError as e:
+                    log.warning("reestablish of %s failed: %s", cid.hex()[:12], e)
+
+    def _link_down(self, session: Any) -> None:
+        peer = session.remote.hex() if session.remote is not None else ""
+        if self._outq.get(peer) is not None and self._writers.get(peer) is not None:
+            self._writers.pop(peer).cancel()
+            self._outq.pop(peer, None)
+
+    async def _writer(self, session: Any, q: asyncio.Queue[WireMessage]) -> None:
+        while True:
+            wm = await q.get()
+            try:
+                await session.send(wm)
+            except Exception as e:  # supervision boundary: a dead link; reestablish will resend
+                log.info("send to %s failed: %s", session.remote.short(), e)
+                return
+
+    def receive(self, session: Any, wm: WireMessage) -> None:
+        msg = chanwire.from_wire(wm)
+        peer = session.remote.hex()
+        owner = self.peers.map.get(msg.channel_id)
+        if isinstance(msg, OpenChannel) and msg.channel_id not in self.endpoint.channels:
+            if owner is not None and owner != peer:
+                raise ProtocolViolation("channel id already used with another peer")
+            self.peers.set(msg.channel_id, peer)
+            kw = {"payout_script": self.node.wallet.payout_script(), "inputs": [], "change": []}
+            try:
+                self.endpoint.receive(msg, self.height, kw)
+            finally:
+                self._poke()
+            return
+        if owner != peer:
+            raise ProtocolViolation("message for a channel this peer does not hold")
+        try:
+            before = self._local_balance(msg.channel_id)
+            self.endpoint.receive(msg, self.height)
+            after = self._local_balance(msg.channel_id)
+        except RemoteError as e:
+            self.refusals = (self.refusals + [{"channel": msg.channel_id.hex(), "message": msg.NAME,
+                                               "error": type(e).__name__, "detail": str(e)}])[-100:]
+            raise _Refused(str(e)) from e
+        finally:
+            self._poke()
+        if after > before:
+            for fn in self.payment_listeners:
+                fn(msg.channel_id, after - before)
+
+    def _local_balance(self, cid: bytes) -> int:
+        ch = self.endpoint.channels.get(cid)
+        if ch is None or ch.best is None:
+            return 0
+        return int(ch.status(self.height).local_balance)
+
+    # --- requests ----------------------------------------------------------------------------
+
+    def channel(self, cid_hex: str) -> Channel:
+        try:
+            cid = bytes.fromhex(cid_hex)
+        except ValueError:
+            raise ChannelRequestError(f"bad channel id {cid_hex!r}") from None
+        ch = self.endpoint.channels.get(cid)
+        if ch is None:
+            raise ChannelRequestError(f"no channel {cid_hex}")
+        return ch
+
+    async def wait_for(self, pred: Callable[[], bool], what: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        async def waiting() -> None:
+            async with self._changed:
+                await self._changed.wait_for(pred)
+
+        try:
+            await asyncio.wait_for(waiting(), timeout)
+        except TimeoutError:
+            raise TransientError(f"timed out waiting for {what}") from None
+
+    def _session_for(self, cid: bytes) -> Any:
+        peer = self.peers.map.get(cid)
+        if peer is None or peer not in self._outq:
+            raise PeerUnavailable("the channel's peer is not linked")
+        return peer
+
+    async def open_channel(self, peer_hex: str, capacity: int, lifetime: int, step: int) -> Channel:
+        from eschaton.core.link.identity import NodeId
+
+        try:
+            peer = NodeId.from_hex(peer_hex)
+        except Exception as e:  # typed identity errors and ValueError alike
+            raise ChannelRequestError(f"bad peer id: {e}") from e
+        if self.node.net.session(peer) is None:
+            raise PeerUnavailable(f"peer {peer_hex[:16]} is not linked")
+        if capacity <= 0:
+            raise ChannelRequestError("capacity must be positive")
+        wallet = self.node.wallet
+        coins, change, _fee, _keys = await wallet.funding_inputs(capacity)
+        inputs = [FundingInput(u.outpoint.txid, u.outpoint.vout, u.value, u.script_pubkey) for u in coins]
+        h = self.height
+        params = ChannelParams(opener_contribution=capacity, acceptor_contribution=0, lifetime=h + lifetime,
+                               locktime_step=step, fee_step=300, initial_fee=max(2_000, _fee),
+                               max_payment=capacity, reserve=0, escrow_delta=max(2, step), safety_margin=3,
+                               min_depth=1, low_switch_warning=3)
+        cid = os.urandom(32)
+        self.peers.set(cid, peer.hex())
+        try:
+            ch = self.endpoint.open(channel_id=cid, params=params, payout_script=wallet.payout_script(),
+                                    inputs=inputs, change=[change] if change else [], height=h)
+        except Exception:
+            wallet.release([u.outpoint for u in coins])
+            raise
+        self._poke()
+        return ch
+
+    async def ensure_turn(self, ch: Channel) -> None:
+        if ch.have_turn:
+            return
+        self._session_for(ch.channel_id)
+        self.endpoint.execute(ch, ch.request_turn())
+        await self.wait_for(lambda: ch.have_turn, "the peer to grant the turn")
+
+    async def run_update(self, ch: Channel, method: str, *args: Any) -> Any:
+        """Run a version-producing request and wait until the peer acknowledged it."""
+        self._session_for(ch.channel_id)
+        await self.ensure_turn(ch)
+        value = self.endpoint.call(ch.channel_id, method, *args, self.height)
+        self._poke()
+        await self.wait_for(lambda: ch.pending is None, f"the peer to acknowledge {method}")
+        return value
+
+
+class _Refused(RemoteError):
+    """A channel message the core refused; the link stays up and the channel unchanged."""
+
+
+class _PeerHandler:
+    """Per-session handler: every channel row of the wire table lands in ``receive``."""
+
+    def __init__(self, svc: ChannelService, session: Any) -> None:
+        self._svc = svc
+        self._session = session
+
+    def on_link_open(self, session: Any) -> None:
+        self._svc._link_up(session)
+
+    def on_link_closed(self, session: Any, _event: Any) -> None:
+        self._svc._link_down(session)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("on_") and name[3:] in chanwire.CHANNEL_MESSAGES:
+            def handle(wm: WireMessage) -> None:
+                try:
+                    self._svc.receive(self._session, wm)
+                except _Refused as e:
+                    # Already answered with channel_error by the endpoint; keep the link.
+                    log.warning("refused %s from %s: %s", wm.name, self._session.remote.short(), e)
+            return handle
+        raise AttributeError(name)

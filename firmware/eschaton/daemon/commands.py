@@ -1,0 +1,178 @@
+"""Commands of the running node, served by the local API and called by the CLI.
+
+Each is registered once (``eschaton.api.registry``); the CLI modules ``node``, ``peer`` and
+``channel`` only map their arguments onto these names.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from eschaton.api.registry import ApiError, Param, command
+
+
+@command("node.status", "identity, chain tip, peers and channels of the running node")
+async def node_status(node: Any) -> dict[str, Any]:
+    tip = await node.chain.tip()
+    peers = sorted(s.hex() for s in node.net.sessions) if node.net is not None else []
+    listeners = [lst.url for lst in node.net.listeners] if node.net is not None else []
+    return {
+        "id": node.node_id,
+        "name": node.config.node.name,
+        "uptime_s": round(time.time() - node.started_at, 1),
+        "chain": {"height": tip.height, "hash": tip.block_hash, "backend": node.config.chain.backend},
+        "listen": listeners,
+        "peers": peers,
+        "channels": len(node.channels.endpoint.channels) if node.channels is not None else 0,
+    }
+
+
+@command("node.stop", "flush state and stop the node")
+async def node_stop(node: Any) -> dict[str, Any]:
+    node.stop()
+    return {"stopping": True}
+
+
+@command("peer.list", "linked peers and discovered neighbours")
+async def peer_list(node: Any) -> list[dict[str, Any]]:
+    out = []
+    for nid, s in sorted(node.net.sessions.items(), key=lambda kv: kv[0].hex()):
+        out.append({"id": nid.hex(), "via": s.stream.peer, "version": s.version, "linked": s.is_open})
+    if node.net.discovery is not None:
+        linked = {d["id"] for d in out}
+        for nid, urls in node.net.discovery.table.neighbours().items():
+            if nid.hex() not in linked:
+                out.append({"id": nid.hex(), "urls": list(urls), "linked": False})
+    return out
+
+
+@command("peer.connect", "dial a peer by node id and transport URL",
+         Param("id", str, "peer node id (64 hex digits)"),
+         Param("url", str, "transport URL, e.g. tcp://127.0.0.1:9735"))
+async def peer_connect(node: Any, id: str, url: str) -> dict[str, Any]:
+    from eschaton.core.link.identity import NodeId
+
+    try:
+        nid = NodeId.from_hex(id)
+    except Exception as e:  # typed identity errors and ValueError alike mean a bad id
+        raise ApiError(f"bad node id: {e}") from e
+    s = await node.net.connect(nid, url)
+    return {"id": nid.hex(), "via": s.stream.peer, "version": s.version}
+
+
+@command("wallet.address", "a fresh receive address of the node's wallet")
+async def wallet_address(node: Any) -> dict[str, Any]:
+    return {"address": node.wallet.new_address()}
+
+
+@command("wallet.balance", "wallet balance in satoshis")
+async def wallet_balance(node: Any) -> dict[str, Any]:
+    b = await node.wallet.balance()
+    return {"confirmed": b.confirmed, "unconfirmed": b.unconfirmed, "immature": b.immature,
+            "spendable": b.spendable}
+
+
+@command("wallet.send", "pay an address from the node's wallet",
+         Param("address", str, "destination address"), Param("sats", int, "amount in satoshis"))
+async def wallet_send(node: Any, address: str, sats: int) -> dict[str, Any]:
+    if sats <= 0:
+        raise ApiError("amount must be positive")
+    return {"txid": await node.wallet.send(address, sats)}
+
+
+# --- channels -------------------------------------------------------------------------------
+
+
+def _status(node: Any, ch: Any) -> dict[str, Any]:
+    st = ch.status(node.channels.height)
+    return {
+        "channel": ch.channel_id.hex(),
+        "peer": node.channels.peers.map.get(ch.channel_id, ""),
+        "state": st.state,
+        "role": st.role,
+        "local_sat": st.local_balance,
+        "remote_sat": st.remote_balance,
+        "fee_sat": st.fee,
+        "escrows": st.escrows,
+        "bets": st.bets,
+        "version": st.number,
+        "locktime": st.locktime,
+        "switches_left": st.switches_left,
+        "budget_low": st.budget_low,
+        "funding_txid": ch.setup.funding_txid if ch.setup is not None else None,
+    }
+
+
+@command("channel.list", "every channel with its state and balances")
+async def channel_list(node: Any) -> list[dict[str, Any]]:
+    return [_status(node, ch) for ch in node.channels.endpoint.channels.values()]
+
+
+@command("channel.open", "open a channel funded by this node's wallet",
+         Param("peer", str, "peer node id"),
+         Param("capacity", int, "satoshis this node puts in"),
+         Param("lifetime", int, "blocks until the initial refund matures", required=False, default=1008),
+         Param("step", int, "blocks nLockTime moves per direction switch", required=False, default=6),
+         Param("wait", bool, "wait until the channel is open (someone must mine)", required=False,
+               default=False))
+async def channel_open(node: Any, peer: str, capacity: int, lifetime: int, step: int, wait: bool) -> dict[str, Any]:
+    if lifetime <= 0 or step <= 0:
+        raise ApiError("lifetime and step must be positive")
+    ch = await node.channels.open_channel(peer, capacity, lifetime, step)
+    if wait:
+        await node.channels.wait_for(lambda: ch.state.name == "OPEN" and ch.peer_ready,
+                                     "the channel to open", timeout=120)
+    return _status(node, ch)
+
+
+@command("channel.pay", "pay the peer over a channel",
+         Param("channel", str, "channel id"), Param("amount", int, "satoshis"))
+async def channel_pay(node: Any, channel: str, amount: int) -> dict[str, Any]:
+    if amount <= 0:
+        raise ApiError("amount must be positive")
+    ch = node.channels.channel(channel)
+    await node.channels.run_update(ch, "pay", amount)
+    return _status(node, ch)
+
+
+@command("channel.escrow", "lock an amount for the peer against a hash; returns the escrow id",
+         Param("channel", str, "channel id"), Param("amount", int, "satoshis"))
+async def channel_escrow(node: Any, channel: str, amount: int) -> dict[str, Any]:
+    import os
+
+    from eschaton.core.script import sha256
+
+    if amount <= 0:
+        raise ApiError("amount must be positive")
+    ch = node.channels.channel(channel)
+    preimage = os.urandom(32)
+    escrow_id = await node.channels.run_update(ch, "offer_escrow", amount, preimage)
+    return dict(_status(node, ch), escrow_id=escrow_id, hash=sha256(preimage).hex())
+
+
+@command("channel.settle", "commit an escrow (reveal its preimage) or, with rollback, return it",
+         Param("channel", str, "channel id"), Param("escrow", int, "escrow id"),
+         Param("rollback", bool, "return the escrow to the payer instead", required=False, default=False))
+async def channel_settle(node: Any, channel: str, escrow: int, rollback: bool) -> dict[str, Any]:
+    ch = node.channels.channel(channel)
+    await node.channels.run_update(ch, "return_escrow" if rollback else "commit_escrow", escrow)
+    return _status(node, ch)
+
+
+@command("channel.close", "close cooperatively, or unilaterally with force",
+         Param("channel", str, "channel id"),
+         Param("force", bool, "broadcast our best version without the peer", required=False, default=False))
+async def channel_close(node: Any, channel: str, force: bool) -> dict[str, Any]:
+    svc = node.channels
+    ch = svc.channel(channel)
+    if force:
+        svc.endpoint.execute(ch, ch.force_close(svc.height))
+    else:
+        svc._session_for(ch.channel_id)
+        await svc.ensure_turn(ch)
+        svc.endpoint.execute(ch, ch.close(svc.height))
+        svc._poke()
+        await svc.wait_for(lambda: bool(ch.close_raw) or ch.state.name == "CLOSED", "the peer to sign the close")
+    svc._poke()
+    await svc.watcher.sync()
+    return _status(node, ch)

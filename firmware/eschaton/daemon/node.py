@@ -1,0 +1,158 @@
+"""The node daemon's composition root: ``await Node.new(config)`` builds and starts everything.
+
+Rules:
+- This is the only place that knows every part. Order of start: datadir -> chain -> wallet ->
+  channels -> network -> metering -> API -> sd_notify READY. If any step fails, the parts that
+  started are stopped in reverse order and a typed ``NodeStartError`` is raised.
+- Stop (SIGTERM, SIGINT, or ``node.stop`` over the API) runs in reverse: API, metering (valves
+  go to their safe state), network, channels (stores flushed and closed), chain.
+- The embedded chain is opened through ``open_chain``: the first node process on a chain
+  directory owns it and serves it over Electrum; later ones (the houses of a village sharing
+  the gateway's chain) connect to the owner.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from eschaton.chain.backend import ChainBackend
+from eschaton.config import NodeConfig
+from eschaton.daemon import sdnotify
+from eschaton.errors import EschatonError, LocalError
+
+log = logging.getLogger("eschaton.node")
+
+
+class NodeStartError(LocalError):
+    pass
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.datadir: Path = config.node.datadir
+        self.started_at = time.time()
+        self.chain: ChainBackend | None = None
+        self.wallet: Any = None
+        self.net: Any = None
+        self.channels: Any = None
+        self.metering: Any = None
+        self.api: Any = None
+        self._stop = asyncio.Event()
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        self.events: list[dict[str, Any]] = []  # recent network events, for `node status`
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def new(cls, config: NodeConfig) -> Node:
+        node = cls(config)
+        try:
+            await node._start()
+        except BaseException as e:
+            await node.close()
+            if isinstance(e, EschatonError):
+                raise NodeStartError(f"node failed to start: {e}") from e
+            raise
+        return node
+
+    async def _start(self) -> None:
+        from eschaton.chain.open import open_chain
+        from eschaton.wallet.wallet import Wallet
+
+        self.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.datadir, 0o700)
+
+        cc = self.config.chain
+        if cc.backend == "embedded":
+            base = cc.datadir if cc.datadir is not None else self.datadir
+            self.chain = await open_chain(base, serve=True)
+        else:
+            from eschaton.chain.electrum.client import ElectrumChainClient
+
+            assert cc.url is not None
+            host, _, port = cc.url.split("://", 1)[-1].rpartition(":")
+            self.chain = await ElectrumChainClient.connect(host or "127.0.0.1", int(port))
+        chain = self.chain
+        self._closers.append(chain.close)
+        log.info("chain ready", extra={"fields": {"tip": (await chain.tip()).height}})
+
+        net_name = {"mainnet": "main", "testnet": "test"}.get(cc.network, cc.network)
+        self.wallet = Wallet(self.datadir / "wallet", chain, net_name)
+
+        await self._start_channels()
+        await self._start_network()
+        self._start_metering()
+
+        from eschaton.api.server import ApiServer
+
+        api = self.config.api
+        if api.socket is not None:
+            self.api = ApiServer(self, api.socket, api.token_file)
+            await self.api.start()
+            self._closers.append(self.api.stop)
+        sdnotify.notify("READY=1\nSTATUS=running")
+        log.info("node ready", extra={"fields": {"id": self.node_id, "datadir": str(self.datadir)}})
+
+    async def _start_channels(self) -> None:
+        from eschaton.daemon.channels import ChannelService
+
+        assert self.chain is not None
+        self.channels = await ChannelService.open(self)
+        self._closers.append(self.channels.close)
+
+    async def _start_network(self) -> None:
+        from eschaton.net.node import NetNode
+
+        factory = self.channels.handler_for if self.channels is not None else None
+        self.net = await NetNode.new(self.config, handler_factory=factory, on_event=self._on_net_event)
+        self._closers.append(self.net.close)
+
+    def _start_metering(self) -> None:
+        if self.config.metering is None:
+            return
+        from eschaton.metering.service import MeteringService
+
+        svc = MeteringService.open(self.config.metering, datadir=self.datadir)
+        svc.start()
+        self.metering = svc
+
+        async def close_metering() -> None:
+            svc.close()  # valves go to their declared safe state
+
+        self._closers.append(close_metering)
+
+    def _on_net_event(self, ev: dict[str, Any]) -> None:
+        self.events = (self.events + [dict(ev, ts=time.time())])[-50:]
+        log.info(ev.get("event", "net"), extra={"fields": ev})
+
+    @property
+    def node_id(self) -> str:
+        return str(self.net.node_id.hex()) if self.net is not None else ""
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until ``stop()``; ping the systemd watchdog if it asked for it."""
+        interval = sdnotify.watchdog_interval()
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=interval or 3600)
+            if interval:
+                sdnotify.notify("WATCHDOG=1")
+        sdnotify.notify("STOPPING=1")
+
+    async def close(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                await closer()
+            except Exception:  # supervision boundary: keep closing the rest
+                log.exception("error while stopping a part of the node")
