@@ -6,13 +6,16 @@ Rules / theory of operation:
 - The kernel validates and decides the active chain. Its validation callbacks run synchronously
   inside ``process_block`` and only record what happened (they must never raise into C). After
   ``process_block`` returns, the recorded connects/disconnects are applied to the index in one
-  SQLite transaction, committed together with the mempool changes. If applying fails, the
+  SQLite transaction, committed together with the mempool changes once per call
+  (``submit_block``, ``submit_blocks``, ``mine(n)``, ``broadcast``): the call is the unit of
+  durability and of notification (one ``NodeUpdate`` per commit). If applying fails, the
   transaction is rolled back and the index reconciled with the kernel.
 - Speculative indexing: a block that extends the index tip is decoded and written to the
   (uncommitted) SQLite transaction by a worker thread *while* the kernel validates it; ctypes and
   sqlite3 both release the GIL, so on a multi-core Pi the index work overlaps the kernel's. If
   the kernel then reports exactly that block connected, the speculative writes are kept,
-  otherwise they are rolled back and the recorded events applied one by one.
+  otherwise they are rolled back (to a savepoint, so earlier blocks of a batch stay) and the
+  recorded events applied one by one.
 - A block counts as accepted only when it is on the kernel's active chain afterwards. A block
   that fails while connecting does not raise in the kernel; its reason is read from the kernel
   log (``Block validation error: ...``) and raised as ``BlockRejected``.
