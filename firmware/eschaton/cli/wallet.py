@@ -61,6 +61,23 @@ def _sats(text: str) -> int:
     return n
 
 
+def _via_node(args: argparse.Namespace, name: str, **params: Any) -> Any | None:
+    """Ask the running node that owns this datadir, if any; None when no node answers.
+
+    A running node may use a shared chain elsewhere, so its wallet must be asked through it."""
+    from eschaton.api.client import NodeNotRunning, call
+    from eschaton.api.server import SOCKET_FILE
+    from eschaton.chain.open import resolve_datadir
+
+    base = resolve_datadir(args.datadir)
+    if not (base / SOCKET_FILE).exists():
+        return None
+    try:
+        return call(base, name, params)
+    except NodeNotRunning:
+        return None
+
+
 def _with_wallet(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any]]) -> Any:
     from eschaton.chain.open import open_chain, resolve_datadir
     from eschaton.wallet.wallet import Wallet
@@ -77,6 +94,10 @@ def _with_wallet(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any]]) 
 
 
 def cmd_address(args: argparse.Namespace) -> Any:
+    r = _via_node(args, "wallet.address")
+    if r is not None:
+        return r if args.json else r["address"]
+
     async def go(w: Any) -> Any:
         addr = w.new_address()
         return {"address": addr} if args.json else addr
@@ -85,6 +106,10 @@ def cmd_address(args: argparse.Namespace) -> Any:
 
 
 def cmd_balance(args: argparse.Namespace) -> Any:
+    r = _via_node(args, "wallet.balance")
+    if r is not None:
+        return r
+
     async def go(w: Any) -> Any:
         b = await w.balance()
         return {"confirmed": b.confirmed, "unconfirmed": b.unconfirmed, "immature": b.immature,
@@ -94,6 +119,10 @@ def cmd_balance(args: argparse.Namespace) -> Any:
 
 
 def cmd_send(args: argparse.Namespace) -> Any:
+    r = _via_node(args, "wallet.send", address=args.address, sats=args.sats)
+    if r is not None:
+        return r if args.json else r["txid"]
+
     async def go(w: Any) -> Any:
         txid = await w.send(args.address, args.sats)
         return {"txid": txid} if args.json else txid
