@@ -242,3 +242,50 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
         assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, (args, r.stderr)
     info = run("info", "--json")
     assert json.loads(info.stdout)["height"] == 2
+
+
+_RACER = r"""
+import asyncio, json, sys
+from eschaton.chain import open_chain
+
+async def main():
+    chain = await open_chain(sys.argv[1])
+    await chain.mine(1)
+    print(json.dumps({"backend": type(chain).__name__}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin
+    await chain.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_two_processes_opening_at_once_get_one_owner(tmp_path: Path) -> None:
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RACER, str(tmp_path)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env=_env())
+        for _ in range(2)
+    ]
+    try:
+        kinds = sorted(json.loads(p.stdout.readline())["backend"] for p in procs)  # type: ignore[union-attr]
+        assert kinds == ["ElectrumChainClient", "EmbeddedChain"]
+
+        async def height() -> int:
+            chain = await open_chain(tmp_path)
+            try:
+                assert isinstance(chain, ElectrumChainClient)
+                return (await chain.tip()).height
+            finally:
+                await chain.close()
+
+        assert asyncio.run(height()) == 2
+    finally:
+        for p in procs:
+            if p.stdin is not None:
+                p.stdin.close()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
