@@ -24,7 +24,7 @@ def _hook(d: dict[str, Any]) -> Any:
     return d
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_default)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), sort_keys=True, default=_default)  # canonical (chanwire relies on it)
 _DECODER = json.JSONDecoder(object_hook=_hook)
 
 
