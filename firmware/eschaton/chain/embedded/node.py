@@ -187,10 +187,16 @@ class ChainNode:
             self._log.append(msg.rstrip("\n"))
 
     def _on_connected(self, _ud: object, block: pbk.Block, entry: pbk.BlockTreeEntry) -> None:
-        self._events.append(("c", entry.height, str(entry.block_hash), block))
+        try:
+            self._events.append(("c", entry.height, str(entry.block_hash), block))
+        except Exception:  # supervision boundary: nothing may raise into C; _apply repairs
+            self._events.append(("error", -1, "", None))
 
     def _on_disconnected(self, _ud: object, block: pbk.Block, entry: pbk.BlockTreeEntry) -> None:
-        self._events.append(("d", entry.height, str(entry.block_hash), None))
+        try:
+            self._events.append(("d", entry.height, str(entry.block_hash), None))
+        except Exception:  # supervision boundary: nothing may raise into C; _apply repairs
+            self._events.append(("error", -1, "", None))
 
     def _take_events(self) -> list[tuple[str, int, str, pbk.Block | None]]:
         ev, self._events = self._events, []
@@ -202,6 +208,8 @@ class ChainNode:
         """Apply recorded connects/disconnects to the index (inside one SQLite transaction)."""
         assert self.index is not None
         for kind, height, bh, kblock in events:
+            if kind == "error":
+                raise ChainError("a kernel callback failed")
             if kind == "c":
                 tip = self.index.tip()
                 row = self.index.block_at(height) if tip is not None and height <= tip.height else None
