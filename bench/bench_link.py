@@ -29,7 +29,8 @@ from eschaton.net.session import Session, dial, serve
 
 
 def ack(i: int) -> Message:
-    return make("update_ack", channel_id=bytes(32), version=i, signature=bytes(64))
+    # The channel core's update_ack body is {"number": n} (see eschaton.daemon.chanwire).
+    return make("update_ack", channel_id=bytes(32), body=json.dumps({"number": i}).encode())
 
 
 # ---- server ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ byte corrupted on the line."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from eschaton.core.link.errors import PeerSentError
-from eschaton.core.wire import CrcError, Message
+from eschaton.core.wire import CrcError, Message, make
 from eschaton.core.wire.framing import encode_serial_frame
 from eschaton.net.identity import load_or_create_identity
 from eschaton.net.session import Session, dial, serve
@@ -89,11 +90,10 @@ def test_link_over_serial_and_corruption_closes_it(pty_pair, tmp_path: Path) -> 
         session, task = await dial(f"serial://{x}?baud=115200", ka, kb.node_id)
         assert session.remote == kb.node_id
         for v in range(5):
-            await session.send_message("update", channel_id=bytes(32), version=v, nlocktime=0,
-                                       fee_sat=1, balances={"a": 10, "b": 20}, signature=bytes(64))
+            await session.send_message("update", channel_id=bytes(32), body=_body(v))
         assert await session.ping() < 5  # the pong follows the updates, so they all arrived
         served = accepted[0]
-        assert [m.get_int("version") for m in served.handler.got] == list(range(5))
+        assert [_version(m) for m in served.handler.got] == list(range(5))
         # Now the line corrupts one byte of the next frame.
         session.link.send(_update(99))
         frame = session.link.data_to_send()[0]
@@ -103,7 +103,7 @@ def test_link_over_serial_and_corruption_closes_it(pty_pair, tmp_path: Path) -> 
         closed = await asyncio.wait_for(served.closed, 10)
         assert isinstance(closed.error, CrcError), closed
         assert served.stream.crc_errors == 1
-        assert 99 not in [m.get_int("version") for m in served.handler.got]
+        assert 99 not in [_version(m) for m in served.handler.got]
         ev = await asyncio.wait_for(task, 10)
         assert isinstance(ev.error, PeerSentError) and "CRC" in str(ev.error)  # B told A why
         await listener.close()
@@ -111,10 +111,19 @@ def test_link_over_serial_and_corruption_closes_it(pty_pair, tmp_path: Path) -> 
     asyncio.run(main())
 
 
+def _body(version: int) -> bytes:
+    body = {"version": {"number": version, "balances": [10, 20]}, "signature": {"$b": "00" * 64}}
+    return json.dumps(body).encode()
+
+
 def _update(version: int) -> Message:
-    from eschaton.core.wire import make
-    return make("update", channel_id=bytes(32), version=version, nlocktime=0, fee_sat=1,
-                balances={"a": 1}, signature=bytes(64))
+    return make("update", channel_id=bytes(32), body=_body(version))
+
+
+def _version(msg: Message) -> int:
+    n = json.loads(msg.get_bytes("body"))["version"]["number"]
+    assert isinstance(n, int)
+    return n
 
 
 def test_serial_device_missing_is_a_transport_error(tmp_path: Path) -> None:

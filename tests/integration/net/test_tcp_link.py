@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -23,13 +24,22 @@ class Echo:
         self.session = session
         self.got: list[Message] = []
 
-    async def on_escrow_add(self, msg: Message) -> None:
+    async def on_mutual_propose(self, msg: Message) -> None:
         self.got.append(msg)
-        await self.session.send_message("escrow_settle", channel_id=msg["channel_id"],
-                                        escrow_id=msg["escrow_id"], preimage=b"\x07" * 32)
+        op = json.loads(msg.get_bytes("body"))["op"]
+        await self.session.send_message("mutual_sign", channel_id=msg["channel_id"],
+                                        body=json.dumps({"op_id": op["id"]}).encode())
 
-    def on_escrow_settle(self, msg: Message) -> None:
+    def on_mutual_sign(self, msg: Message) -> None:
         self.got.append(msg)
+
+
+def _field(msg: Message, *path: str) -> int:
+    value = json.loads(msg.get_bytes("body"))
+    for key in path:
+        value = value[key]
+    assert isinstance(value, int)
+    return value
 
 
 def test_tcp_loopback_handshake_and_messages(tmp_path: Path) -> None:
@@ -41,15 +51,17 @@ def test_tcp_loopback_handshake_and_messages(tmp_path: Path) -> None:
         session, task = await dial(listener.url, a, b.node_id, handler_factory=Echo)
         assert session.remote == b.node_id and session.version == 1
         for i in range(20):
-            await session.send_message("escrow_add", channel_id=bytes(32), escrow_id=i,
-                                       amount_sat=1000 + i, payment_hash=bytes(32), expiry=100)
-        assert await session.ping() < 5  # the pong follows every settle, handled in order
+            op = {"id": i, "amount_sat": 1000 + i, "payment_hash": {"$b": "00" * 32}}
+            await session.send_message("mutual_propose", channel_id=bytes(32),
+                                       body=json.dumps({"op": op}).encode())
+        assert await session.ping() < 5  # the pong follows every signature, handled in order
         handler = session.handler
         assert isinstance(handler, Echo)
-        assert [m.get_int("escrow_id") for m in handler.got] == list(range(20))
+        assert [_field(m, "op_id") for m in handler.got] == list(range(20))
         served = next(iter(listener.sessions))
         assert served.remote == a.node_id
-        assert [m.get_int("amount_sat") for m in served.handler.got] == [1000 + i for i in range(20)]
+        assert [_field(m, "op", "amount_sat") for m in served.handler.got] == [
+            1000 + i for i in range(20)]
         assert await session.ping() < 5
         await session.close()
         assert (await task).error is None

@@ -66,19 +66,21 @@ def mutations(data: bytes, seed: int, n: int = BATCH) -> list[bytes]:
 bvalues = st.recursive(
     st.integers(-(2**70), 2**70) | st.binary(max_size=80),
     lambda inner: st.lists(inner, max_size=6)
-    | st.dictionaries(st.sampled_from([b"nonce", b"code", b"message", b"channel_id", b"version",
-                                       b"balances", b"features", b"name", b"signature", b"x"])
+    | st.dictionaries(st.sampled_from([b"nonce", b"code", b"message", b"channel_id", b"body",
+                                       b"padding", b"features", b"name", b"version", b"x"])
                       | st.binary(max_size=6), inner, max_size=6),
     max_leaves=12,
 )
 type_ids = st.sampled_from([m.type_id for m in MESSAGES]) | st.integers(0, 0xFFFF)
 
 VALID = [encode_message(make("ping", nonce=5)),
-         encode_message(make("update", channel_id=bytes(32), version=1, nlocktime=2, fee_sat=3,
-                             balances={"a": 1, "b": 2}, signature=bytes(64))),
+         encode_message(make("update", channel_id=bytes(32),
+                             body=b'{"version":{"number":1,"balances":[1,2]},'
+                                  b'"signature":{"$b":"' + b"00" * 64 + b'"}}')),
          encode_message(make("init", features=["x", "y"], name="n")),
-         encode_message(make("escrow_add", channel_id=bytes(32), escrow_id=1, amount_sat=2,
-                             payment_hash=bytes(32), expiry=3, terms={"tariff": 5, "m": b"x"}))]
+         encode_message(make("open_channel", channel_id=b"\x01" * 32,
+                             body=b'{"params":{"tariff":5},"inputs":[],"change":[],'
+                                  b'"funding_locktime":3}'))]
 
 structured = st.builds(lambda t, v: t.to_bytes(2, "big") + bencode.encode(v), type_ids, bvalues)
 message_bases = st.one_of(st.binary(max_size=300), structured, st.sampled_from(VALID))

@@ -58,12 +58,24 @@ def test_handshake_authenticates_both_ends_and_opens() -> None:
 def test_messages_flow_both_ways_in_order() -> None:
     la, lb, _, _ = open_pair()
     for v in range(5):
-        la.send(make("update_ack", channel_id=bytes(32), version=v, signature=bytes(64)))
-    lb.send(make("escrow_settle", channel_id=b"\x01" * 32, escrow_id=9, preimage=b"\x02" * 32))
+        la.send(make("update_ack", channel_id=bytes(32), body=b'{"n":%d}' % v))
+    lb.send(make("turn_grant", channel_id=b"\x01" * 32, body=b'{"number":9}'))
     ev_a, ev_b = pump(la, lb)
-    assert [e.message.get_int("version") for e in ev_b if isinstance(e, MessageReceived)] == list(range(5))
+    assert [e.message.get_bytes("body") for e in ev_b if isinstance(e, MessageReceived)] == [
+        b'{"n":%d}' % v for v in range(5)]
     got = [e.message for e in ev_a if isinstance(e, MessageReceived)]
-    assert got[0].name == "escrow_settle" and got[0].get_bytes("preimage") == b"\x02" * 32
+    assert got[0].name == "turn_grant" and got[0].get_bytes("channel_id") == b"\x01" * 32
+    assert got[0].get_bytes("body") == b'{"number":9}'
+
+
+def test_largest_channel_message_crosses_the_link() -> None:
+    la, lb, _, _ = open_pair()
+    body = b'{"pad":"' + b"x" * (60_000 - 10) + b'"}'
+    assert len(body) == 60_000  # the wire's bound for a channel body
+    la.send(make("update", channel_id=bytes(32), body=body))
+    _, ev_b = pump(la, lb)
+    got = [e.message for e in ev_b if isinstance(e, MessageReceived)]
+    assert [m.get_bytes("body") for m in got] == [body] and lb.is_open
 
 
 def test_responder_with_other_key_cannot_answer() -> None:

@@ -62,11 +62,11 @@ url = "mem://{tmp_path.name}-b"
                 await asyncio.sleep(0)
             sa = a.session(b_id)
             assert sa is not None and b.session(a.node_id) is not None
-            await sa.send_message("channel_ready", channel_id=bytes(32), confirmations=6)
+            await sa.send_message("channel_ready", channel_id=bytes(32), body=b'{"depth":6}')
             await sa.ping()
             handler = b.handler(a.node_id)
             assert isinstance(handler, Channel) and handler.opened.is_set()
-            assert [m.get_int("confirmations") for m in handler.got] == [6]
+            assert [m.get_bytes("body") for m in handler.got] == [b'{"depth":6}']
             assert {e["event"] for e in events} >= {"started", "link_open"}
         finally:
             await a.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -24,6 +25,12 @@ A, B, C = keys("alice"), keys("bob"), keys("carol")
 pytestmark = pytest.mark.timeout(30)
 
 
+def number(msg: Message) -> int:
+    n = json.loads(msg.get_bytes("body"))["number"]
+    assert isinstance(n, int)
+    return n
+
+
 class ChannelHandler:
     """Stands in for the channel layer: acks updates, refuses a bad version."""
 
@@ -33,20 +40,19 @@ class ChannelHandler:
         self.acks: list[int] = []
 
     async def on_update(self, msg: Message) -> None:
-        version = msg.get_int("version")
+        version = number(msg)
         if version == 666:
             raise RemoteError("version 666 is not acceptable")
         self.updates.append(version)
         await self.session.send_message("update_ack", channel_id=msg["channel_id"],
-                                        version=version, signature=bytes(64))
+                                        body=json.dumps({"number": version}).encode())
 
     def on_update_ack(self, msg: Message) -> None:
-        self.acks.append(msg.get_int("version"))
+        self.acks.append(number(msg))
 
 
 def update(version: int) -> dict:
-    return dict(channel_id=bytes(32), version=version, nlocktime=0, fee_sat=1,
-                balances={"a": 5}, signature=bytes(64))
+    return dict(channel_id=bytes(32), body=json.dumps({"number": version}).encode())
 
 
 async def _pair(name: str, **serve_kw):
@@ -114,7 +120,7 @@ def test_unhandled_message_gets_a_warning_and_link_stays() -> None:
     async def main() -> None:
         listener, accepted = await _pair("unhandled")
         session, task = await dial("mem://unhandled", A, B.node_id)
-        await session.send_message("channel_ready", channel_id=bytes(32), confirmations=3)
+        await session.send_message("channel_ready", channel_id=bytes(32), body=b'{"depth":3}')
         assert await session.ping() >= 0
         assert session.is_open
         await session.close()

@@ -20,9 +20,16 @@ from eschaton.core.wire import (
 )
 from eschaton.core.wire.fields import Bytes, ListOf, MapOf, Scalar, Text, UInt
 
-REQUIRED = {"init", "ping", "pong", "error", "warning", "open_channel", "accept_channel",
-            "funding_created", "funding_signed", "channel_ready", "update", "update_ack",
-            "escrow_add", "escrow_settle", "close_request", "close_signed", "channel_reestablish"}
+LINK_CONTROL = {"init", "ping", "pong", "error", "warning"}
+# The channel core's messages, in type-id order from 32.
+CHANNEL_ROWS = ("open_channel", "accept_channel", "refund_signature", "funding_signatures",
+                "channel_ready", "update", "update_ack", "mutual_propose", "mutual_sign",
+                "close_proposal", "close_accept", "reestablish", "turn_request", "turn_grant",
+                "channel_error")
+
+
+def upd(body: bytes = b'{"n":1}', cid: bytes = bytes(32)) -> Message:
+    return make("update", channel_id=cid, body=body)
 
 
 def sample(t) -> object:
@@ -44,11 +51,32 @@ def sample(t) -> object:
 
 def test_table_declares_every_required_message_with_limits() -> None:
     names = {m.name for m in MESSAGES}
-    assert REQUIRED <= names
+    assert LINK_CONTROL | set(CHANNEL_ROWS) == names
     assert len({m.type_id for m in MESSAGES}) == len(MESSAGES)
-    update = {f.name for f in BY_ID[37].fields}
-    assert {"version", "nlocktime", "fee_sat", "balances", "signature"} <= update
-    assert {f.name for f in BY_ID[40].fields} >= {"preimage"}
+    assert all(m.type_id < 32 for m in MESSAGES if m.name in LINK_CONTROL)
+    for type_id, name in enumerate(CHANNEL_ROWS, start=32):
+        spec = BY_ID[type_id]
+        assert spec.name == name
+        # Exactly a channel id and a bounded body: the channel core owns the rest.
+        assert [(f.name, f.type, f.optional) for f in spec.fields] == [
+            ("channel_id", Bytes(max_len=32, min_len=32), False),
+            ("body", Bytes(max_len=60_000, min_len=2), False),
+        ]
+
+
+def test_channel_rows_are_the_channel_cores_messages() -> None:
+    from eschaton.core.channel import messages as channel_messages
+
+    core = {cls.NAME for cls in vars(channel_messages).values()
+            if isinstance(cls, type) and issubclass(cls, channel_messages.Message)
+            and cls is not channel_messages.Message}
+    assert core == {m.name for m in MESSAGES if 32 <= m.type_id < 64}
+
+
+def test_largest_channel_message_fits_one_noise_message() -> None:
+    wire = encode_message(upd(b"{" + b"x" * 59_998 + b"}"))
+    assert len(wire) <= 65_535 - 16  # Noise's maximum minus its tag
+    assert decode_message(wire) == upd(b"{" + b"x" * 59_998 + b"}")
 
 
 @pytest.mark.parametrize("spec", MESSAGES, ids=lambda s: s.name)
@@ -80,6 +108,37 @@ def test_every_field_limit_is_enforced_on_decode(spec) -> None:
             decode_message(wire)
         with pytest.raises(EncodeError):
             make(spec.name, **over)
+        if isinstance(t, Bytes) and t.min_len > 0:  # and one byte short of the minimum
+            under = dict(base, **{f.name: b"x" * (t.min_len - 1)})
+            with pytest.raises(FieldError):
+                decode_message(spec.type_id.to_bytes(2, "big") + bencode.encode(under))
+            with pytest.raises(EncodeError):
+                make(spec.name, **under)
+
+
+def test_list_and_map_limits() -> None:
+    """ListOf and MapOf (no channel row uses a map any more, the types remain) refuse overflow."""
+    features = ListOf(Text(32), 64)
+    assert features.parse([b"a"] * 64, "f") == ["a"] * 64
+    with pytest.raises(FieldError):
+        features.parse([b"a"] * 65, "f")
+    with pytest.raises(EncodeError):
+        features.check(["a"] * 65, "f")
+    with pytest.raises(FieldError):  # too many features in a real message
+        decode_message(encode_message(make("init", features=["a"]))[:2]
+                       + bencode.encode({"features": [b"a"] * 65}))
+    params = MapOf(Scalar(256), max_items=16)
+    assert params.parse({b"tariff": 5, b"m": b"x"}, "p") == {"tariff": 5, "m": b"x"}
+    with pytest.raises(FieldError):
+        params.parse({b"BAD KEY": 1}, "p")
+    with pytest.raises(EncodeError):
+        params.check({"BAD KEY": 1}, "p")
+    with pytest.raises(FieldError):
+        params.parse({f"k{i}".encode(): 1 for i in range(17)}, "p")
+    with pytest.raises(FieldError):
+        params.parse({b"k": b"x" * 257}, "p")
+    with pytest.raises(FieldError):
+        params.parse({b"k": 2**64}, "p")
 
 
 def test_strict_decoding() -> None:
@@ -99,13 +158,14 @@ def test_strict_decoding() -> None:
         decode_message(good + b"x")
     with pytest.raises(WireError):
         decode_message(b"\x00")
-    with pytest.raises(FieldError):
-        decode_message(encode_message(make("update", channel_id=bytes(32), version=1,
-                                           nlocktime=1, fee_sat=1, balances={},
-                                           signature=bytes(64)))[:2]
-                       + bencode.encode({"channel_id": bytes(32), "version": 1, "nlocktime": 1,
-                                         "fee_sat": 1, "balances": {"BAD KEY": 1},
-                                         "signature": bytes(64)}))
+    good_upd = encode_message(upd())
+    assert decode_message(good_upd) == upd()
+    with pytest.raises(FieldError):  # channel id one byte short
+        decode_message(good_upd[:2] + bencode.encode({"body": b'{"n":1}', "channel_id": bytes(31)}))
+    with pytest.raises(FieldError):  # body as an integer, not bytes
+        decode_message(good_upd[:2] + bencode.encode({"body": 1, "channel_id": bytes(32)}))
+    with pytest.raises(FieldError):  # body missing
+        decode_message(good_upd[:2] + bencode.encode({"channel_id": bytes(32)}))
 
 
 def test_make_refuses_unknown_and_missing() -> None:
@@ -137,9 +197,7 @@ class Fallback(Handler):
 
 def test_dispatch_to_on_message_handlers() -> None:
     h = Handler()
-    upd = make("update", channel_id=bytes(32), version=3, nlocktime=0, fee_sat=0,
-               balances={"a": 1}, signature=bytes(64))
-    assert dispatch(h, decode_message(encode_message(upd))) == "handled"
+    assert dispatch(h, decode_message(encode_message(upd(b'{"n":3}')))) == "handled"
     assert h.seen == ["update"]
     with pytest.raises(UnhandledMessage):
         dispatch(h, make("ping", nonce=1))

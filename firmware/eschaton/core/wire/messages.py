@@ -5,8 +5,10 @@ Each row is ``(name, type id, fields, doc)``; every field has a type with a size
 table. Type ids 1-31 are link control, 32-63 trade channels; new rows take a fresh id and a
 protocol version bump (peers agree a version in the handshake; an unknown id is a WireError).
 
-The channel rows are deliberately generic (fixed ids, byte strings and u64s, plus an optional
-``extra`` map) so the channel core can adjust fields here without touching the codec.
+The channel rows carry the channel core's own messages: a ``channel_id`` and a ``body``, the
+canonical JSON of the message's other fields (``eschaton.daemon.chanwire``). The channel core
+validates the body; the wire bounds its size. So the channel protocol can evolve without
+touching this table or the codec.
 """
 from __future__ import annotations
 
@@ -15,21 +17,16 @@ from eschaton.core.wire.fields import (
     Field,
     Fixed,
     ListOf,
-    MapOf,
     MessageSpec,
-    Scalar,
     Text,
     UInt,
 )
 
 U16 = UInt(16)
-U32 = UInt(32)
 U64 = UInt(64)
 CHANNEL_ID = Fixed(32)
-SIGNATURE = Bytes(max_len=73, min_len=64)  # 64-byte Schnorr/compact or DER ECDSA (<=73 with type)
-PUBKEY = Fixed(33)
-EXTRA = Field("extra", MapOf(Scalar(256), max_items=16), optional=True,
-              doc="Channel-layer extension parameters (u64 or bytes values).")
+CHANNEL_BODY = Field("body", Bytes(max_len=60_000, min_len=2),
+                     doc="The channel message's fields as canonical JSON (channel core validates).")
 
 
 def _cid(doc: str = "The channel this message belongs to.") -> Field:
@@ -60,91 +57,24 @@ MESSAGES: tuple[MessageSpec, ...] = (
         Field("nonce", U64),
         Field("padding", Bytes(1024), optional=True),
     ), "Answer to ping."),
-    # ---- trade channels (placeholders for the channel core) -------------------------------
-    MessageSpec("open_channel", 32, (
-        Field("temp_channel_id", Fixed(32), doc="Random id until the funding outpoint is known."),
-        Field("funding_sat", U64, doc="Opener's contribution in satoshi."),
-        Field("push_sat", U64, doc="Amount given to the acceptor at open."),
-        Field("funding_pubkey", PUBKEY, doc="Opener's 2-of-2 funding key."),
-        Field("refund_pubkey", PUBKEY, doc="Opener's key for refund outputs."),
-        Field("csv_delay", U16, doc="Relative delay asked of the acceptor's refund."),
-        Field("fee_rate", U32, doc="sat/kvB for refund and close transactions."),
-        EXTRA,
-    ), "Propose a channel."),
-    MessageSpec("accept_channel", 33, (
-        Field("temp_channel_id", Fixed(32)),
-        Field("funding_sat", U64, doc="Acceptor's contribution (may be 0)."),
-        Field("funding_pubkey", PUBKEY),
-        Field("refund_pubkey", PUBKEY),
-        Field("csv_delay", U16),
-        EXTRA,
-    ), "Accept a proposed channel."),
-    MessageSpec("funding_created", 34, (
-        Field("temp_channel_id", Fixed(32)),
-        Field("funding_txid", Fixed(32)),
-        Field("funding_vout", U32),
-        Field("refund_signature", SIGNATURE, doc="Opener's signature on the first refund."),
-        EXTRA,
-    ), "Opener names the funding outpoint and signs the first refund."),
-    MessageSpec("funding_signed", 35, (
-        _cid(),
-        Field("refund_signature", SIGNATURE),
-        EXTRA,
-    ), "Acceptor signs the first refund; the opener may now broadcast funding."),
-    MessageSpec("channel_ready", 36, (
-        _cid(),
-        Field("confirmations", U32, doc="Depth the sender saw the funding at."),
-        EXTRA,
-    ), "Funding is deep enough; updates may start."),
-    MessageSpec("update", 37, (
-        _cid(),
-        Field("version", U64, doc="Refund version number; strictly increasing."),
-        Field("nlocktime", U32, doc="nLockTime of this refund version (decreasing)."),
-        Field("fee_sat", U64),
-        Field("balances", MapOf(U64, max_items=8), doc="Balance per party in satoshi."),
-        Field("signature", SIGNATURE),
-        EXTRA,
-    ), "A new refund version signed by the sender."),
-    MessageSpec("update_ack", 38, (
-        _cid(),
-        Field("version", U64),
-        Field("signature", SIGNATURE),
-        EXTRA,
-    ), "Countersignature of a refund version (sent only after it is persisted)."),
-    MessageSpec("escrow_add", 39, (
-        _cid(),
-        Field("escrow_id", U64),
-        Field("amount_sat", U64),
-        Field("payment_hash", Fixed(32)),
-        Field("expiry", U32, doc="Block height after which the escrow refunds."),
-        Field("terms", MapOf(Scalar(256), max_items=16), optional=True,
-              doc="Service terms (meter, tariff, quantity) for metered trades."),
-        EXTRA,
-    ), "Lock an amount against a hash preimage."),
-    MessageSpec("escrow_settle", 40, (
-        _cid(),
-        Field("escrow_id", U64),
-        Field("preimage", Fixed(32)),
-        EXTRA,
-    ), "Reveal the preimage; the escrow pays out."),
-    MessageSpec("close_request", 41, (
-        _cid(),
-        Field("fee_sat", U64),
-        Field("script_pubkey", Bytes(max_len=64, min_len=1), doc="Where the sender's share goes."),
-        EXTRA,
-    ), "Ask for a cooperative close."),
-    MessageSpec("close_signed", 42, (
-        _cid(),
-        Field("fee_sat", U64),
-        Field("signature", SIGNATURE),
-        EXTRA,
-    ), "Signature on the cooperative close transaction."),
-    MessageSpec("channel_reestablish", 43, (
-        _cid(),
-        Field("next_version", U64, doc="The next refund version the sender expects."),
-        Field("last_acked_version", U64, doc="The last version the sender countersigned."),
-        EXTRA,
-    ), "Sent after reconnecting so both sides resynchronise."),
+    # ---- trade channels ---------------------------------------------------------------------
+    # Each row carries the channel core's canonical JSON body (see eschaton.daemon.chanwire):
+    # the channel core validates the fields; the wire bounds the size.
+    MessageSpec("open_channel", 32, (_cid(), CHANNEL_BODY), "Opener -> acceptor: parameters, funding key, payout script, funding inputs and change."),
+    MessageSpec("accept_channel", 33, (_cid(), CHANNEL_BODY), "Acceptor -> opener: funding key, payout script, its inputs and change."),
+    MessageSpec("refund_signature", 34, (_cid(), CHANNEL_BODY), "A signature on the initial refund, sent before any funding input is signed."),
+    MessageSpec("funding_signatures", 35, (_cid(), CHANNEL_BODY), "Witnesses for the sender's funding inputs."),
+    MessageSpec("channel_ready", 36, (_cid(), CHANNEL_BODY), "The funding transaction is deep enough; updates may start."),
+    MessageSpec("update", 37, (_cid(), CHANNEL_BODY), "A new refund version signed by the sender (a payment, escrow or bet)."),
+    MessageSpec("update_ack", 38, (_cid(), CHANNEL_BODY), "Countersignature of a version, sent only after it is persisted."),
+    MessageSpec("mutual_propose", 39, (_cid(), CHANNEL_BODY), "Proposal of a version both sides sign (bets, escrow returns)."),
+    MessageSpec("mutual_sign", 40, (_cid(), CHANNEL_BODY), "Signature on a mutually proposed version."),
+    MessageSpec("close_proposal", 41, (_cid(), CHANNEL_BODY), "Signature on the cooperative close transaction (no nLockTime)."),
+    MessageSpec("close_accept", 42, (_cid(), CHANNEL_BODY), "Countersignature of the cooperative close."),
+    MessageSpec("reestablish", 43, (_cid(), CHANNEL_BODY), "Sent after reconnecting so both sides resynchronise."),
+    MessageSpec("turn_request", 44, (_cid(), CHANNEL_BODY), "Ask for the turn to send the next version."),
+    MessageSpec("turn_grant", 45, (_cid(), CHANNEL_BODY), "Grant the turn (numbered, so a stale grant resent after a crash is ignored)."),
+    MessageSpec("channel_error", 46, (_cid(), CHANNEL_BODY), "The peer refused a channel message; the channel stays as it was."),
 )
 
 
