@@ -83,3 +83,7 @@ class IllegalTransition(InvalidRequest):
 
 class OracleError(RemoteError, ChannelError):
     """An oracle announcement or preimage that does not verify."""
+
+
+class NotMyTurn(InvalidRequest):
+    """The peer holds the turn: ``request_turn()`` and retry after the ``turn`` notification."""

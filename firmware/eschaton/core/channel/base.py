@@ -1,0 +1,228 @@
+"""State and helpers shared by the channel's parts (opening, updates, closing).
+
+``ChannelBase`` holds every field of a channel and its snapshot; the behaviour lives in the
+mixins ``Opening``, ``Updates`` and ``Closing`` that ``channel.Channel`` combines.
+"""
+from __future__ import annotations
+
+from typing import Any, Self
+
+import coincurve
+
+from eschaton.core import tx as T
+from eschaton.core.channel import ledger as L
+from eschaton.core.channel.actions import (
+    Action,
+    ChannelStatus,
+    FundingInput,
+    Notify,
+    PersistThenSend,
+    StoredVersion,
+    _txout_fields,
+    _txout_from,
+)
+from eschaton.core.channel.errors import (
+    BadSignature,
+    InvalidRequest,
+    NotMyTurn,
+    ProtocolViolation,
+)
+from eschaton.core.channel.messages import (
+    Message,
+)
+from eschaton.core.channel.oracle import Announcement
+from eschaton.core.channel.params import ChannelParams
+from eschaton.core.channel.state import ChannelState, check_transition
+
+FUNDING_SEQUENCE = T.SEQUENCE_LOCKTIME
+
+
+class ChannelBase:
+    """One trade channel seen from one side (``role``): fields, helpers, snapshot."""
+
+    def __init__(self, *, channel_id: bytes, role: str, params: ChannelParams, privkey: bytes,
+                 payout_script: bytes, inputs: list[FundingInput], change: list[T.TxOut],
+                 funding_locktime: int) -> None:
+        if len(channel_id) != 32 or role not in L.ROLES:
+            raise InvalidRequest("channel_id must be 32 bytes and role a channel role")
+        self.channel_id = channel_id
+        self.role = role
+        self.params = params
+        self._priv = privkey
+        self._key = coincurve.PrivateKey(privkey)  # built once: key setup costs as much as a signature
+        self.pubkey = T.pubkey_of(privkey)
+        self.payout_script = payout_script
+        self.inputs = list(inputs)
+        self.change = list(change)
+        self.funding_locktime = funding_locktime
+        self.state = ChannelState.PROPOSED
+        self.remote_pubkey = b""
+        self.remote_payout = b""
+        self.remote_inputs: list[FundingInput] = []
+        self.remote_change: list[T.TxOut] = []
+        self.setup: L.Setup | None = None
+        self.funding_raw = b""
+        self.funding_witnesses: dict[int, list[bytes]] = {}
+        self.funding_sigs_sent = False
+        self.current = L.initial_version(params)
+        self.best: L.Version | None = None
+        self.best_sig: bytes | None = None
+        self.pending: L.Version | None = None
+        self.pending_kind = ""  # "update" | "propose" | "signed" | "incoming"
+        self.pending_op: L.Op | None = None
+        self.pending_peer_sig: bytes | None = None
+        self.outbox: list[Message] = []
+        self.preimages: dict[bytes, bytes] = {}
+        self.announcements: dict[bytes, Announcement] = {}
+        self.have_turn = role == L.OPENER
+        self.turn_seq = 0  # grants so far (sent or received); a grant with a lower number is stale
+        self.turn_requested = False
+        self.peer_ready = False
+        self.budget_warned = False
+        self.close_raw = b""
+        self.close_sig = b""
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    @property
+    def me(self) -> int:
+        return L.idx(self.role)
+
+    @property
+    def peer_role(self) -> str:
+        return L.other(self.role)
+
+    def _to(self, new: ChannelState) -> None:
+        self.state = check_transition(self.state, new)
+
+    def _setup(self) -> L.Setup:
+        if self.setup is None:
+            raise ProtocolViolation("the funding transaction is not agreed yet")
+        return self.setup
+
+    def _persist(self, messages: list[Message] | None = None, versions: list[StoredVersion] | None = None,
+                 durable: bool = True) -> PersistThenSend:
+        msgs = list(messages or [])
+        if msgs:
+            self.outbox = msgs
+        return PersistThenSend(self.channel_id, self.snapshot(), tuple(versions or ()), tuple(msgs), durable)
+
+    def _sign_version(self, v: L.Version) -> tuple[bytes, str]:
+        digest, txid = L.version_digest(v, self._setup())
+        return L.sign_digest(digest, self._key), txid
+
+    def _check_peer_sig(self, v: L.Version, sig: bytes) -> str:
+        digest, txid = L.version_digest(v, self._setup())
+        if not L.verify_digest(digest, self.remote_pubkey, sig):
+            raise BadSignature(f"peer signature on version {v.number} does not verify")
+        return txid
+
+    def version_raw(self, v: L.Version, peer_sig: bytes) -> bytes:
+        """Fully signed serialisation of ``v`` (we add our signature to the peer's)."""
+        s = self._setup()
+        tx = L.version_tx(v, s)
+        mine = L.sign(tx, s, self._key)
+        return L.complete(tx, s, {self.pubkey: mine, self.remote_pubkey: peer_sig})
+
+    def best_tx(self) -> bytes:
+        """The best version we can broadcast (the newest one the peer signed)."""
+        if self.best is None or self.best_sig is None:
+            raise InvalidRequest("no fully signed version yet")
+        return self.version_raw(self.best, self.best_sig)
+
+    def best_txid(self) -> str:
+        if self.best is None:
+            return ""
+        return L.version_digest(self.best, self._setup())[1]
+
+    def status(self, height: int) -> ChannelStatus:
+        v = self.current
+        left = self.params.switches_left(v.locktime, height)
+        return ChannelStatus(self.channel_id, self.state.name, self.role, v.balances, v.balances[self.me],
+                             v.balances[1 - self.me], v.fee, len(v.escrows), len(v.bets), v.number,
+                             v.locktime, left, left <= self.params.low_switch_warning, self.have_turn)
+
+    def _require_usable(self) -> None:
+        if self.state is not ChannelState.OPEN or not self.peer_ready:
+            raise InvalidRequest(f"channel not usable in state {self.state.name}")
+        if self.pending is not None:
+            raise InvalidRequest("a version is still waiting for the peer")
+        if not self.have_turn:
+            raise NotMyTurn("the peer holds the turn; call request_turn() and wait for the grant")
+
+
+    def _maybe_opened(self) -> list[Action]:
+        if self.state is ChannelState.OPEN and self.peer_ready:
+            return [Notify(self.channel_id, "opened", {"balances": list(self.current.balances)})]
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "channel_id": self.channel_id, "role": self.role, "state": self.state.name,
+            "params": self.params.to_fields(), "pubkey": self.pubkey, "payout_script": self.payout_script,
+            "inputs": [i.to_fields() for i in self.inputs], "change": [_txout_fields(o) for o in self.change],
+            "funding_locktime": self.funding_locktime,
+            "remote_pubkey": self.remote_pubkey, "remote_payout": self.remote_payout,
+            "remote_inputs": [i.to_fields() for i in self.remote_inputs],
+            "remote_change": [_txout_fields(o) for o in self.remote_change],
+            "setup": self.setup.to_fields() if self.setup else None,
+            "funding_raw": self.funding_raw,
+            "funding_witnesses": {str(k): v for k, v in self.funding_witnesses.items()},
+            "current": self.current.to_fields(),
+            "best": self.best.to_fields() if self.best else None, "best_sig": self.best_sig,
+            "pending": self.pending.to_fields() if self.pending else None, "pending_kind": self.pending_kind,
+            "pending_op": L.op_to_fields(self.pending_op) if self.pending_op else None,
+            "outbox": [{"name": m.NAME, "fields": m.to_fields()} for m in self.outbox],
+            "preimages": [[h, p] for h, p in self.preimages.items()],
+            "announcements": [a.to_fields() for a in self.announcements.values()],
+            "have_turn": self.have_turn, "turn_requested": self.turn_requested, "turn_seq": self.turn_seq,
+            "peer_ready": self.peer_ready, "budget_warned": self.budget_warned,
+            "close_raw": self.close_raw, "close_sig": self.close_sig,
+        }
+
+    @classmethod
+    def from_snapshot(cls, snap: dict[str, Any], privkey: bytes) -> Self:
+        ch = cls(channel_id=snap["channel_id"], role=snap["role"],
+                 params=ChannelParams.from_fields(snap["params"]), privkey=privkey,
+                 payout_script=snap["payout_script"], inputs=[], change=[],
+                 funding_locktime=snap["funding_locktime"])
+        if ch.pubkey != snap["pubkey"]:
+            raise InvalidRequest("private key does not match the channel's funding key")
+        ch._restore(snap)
+        return ch
+
+    def _restore(self, snap: dict[str, Any]) -> None:
+        from eschaton.core.channel.messages import message_from_fields
+
+        self.state = ChannelState[snap["state"]]
+        self.inputs = [FundingInput.from_fields(i) for i in snap["inputs"]]
+        self.change = [_txout_from(o) for o in snap["change"]]
+        self.remote_pubkey = snap["remote_pubkey"]
+        self.remote_payout = snap["remote_payout"]
+        self.remote_inputs = [FundingInput.from_fields(i) for i in snap["remote_inputs"]]
+        self.remote_change = [_txout_from(o) for o in snap["remote_change"]]
+        self.setup = L.Setup.from_fields(snap["setup"]) if snap["setup"] else None
+        self.funding_raw = snap["funding_raw"]
+        self.funding_witnesses = {int(k): list(v) for k, v in snap["funding_witnesses"].items()}
+        self.current = L.Version.from_fields(snap["current"])
+        self.best = L.Version.from_fields(snap["best"]) if snap["best"] else None
+        self.best_sig = snap["best_sig"]
+        self.pending = L.Version.from_fields(snap["pending"]) if snap["pending"] else None
+        self.pending_kind = snap["pending_kind"]
+        self.pending_op = L.op_from_fields(snap["pending_op"]) if snap["pending_op"] else None
+        self.outbox = [message_from_fields(m["name"], m["fields"]) for m in snap["outbox"]]
+        self.preimages = {bytes(h): bytes(p) for h, p in snap["preimages"]}
+        self.announcements = {}
+        for a in snap["announcements"]:
+            ann = Announcement.from_fields(a)
+            self.announcements[ann.digest] = ann
+        self.have_turn = snap["have_turn"]
+        self.turn_requested = snap["turn_requested"]
+        self.turn_seq = snap["turn_seq"]
+        self.peer_ready = snap["peer_ready"]
+        self.budget_warned = snap["budget_warned"]
+        self.close_raw = snap["close_raw"]
+        self.close_sig = snap["close_sig"]
+
+

@@ -1,0 +1,137 @@
+"""Chain facts and closing: depth, the nLockTime budget, spends of the funding output,
+cooperative and unilateral close.
+"""
+from __future__ import annotations
+
+from eschaton.core import tx as T
+from eschaton.core.channel import ledger as L
+from eschaton.core.channel.actions import (
+    Action,
+    Broadcast,
+    Notify,
+    Send,
+)
+from eschaton.core.channel.base import ChannelBase
+from eschaton.core.channel.errors import (
+    BadSignature,
+    InvalidRequest,
+    ProtocolViolation,
+    RuleViolation,
+)
+from eschaton.core.channel.messages import (
+    ChannelReady,
+    CloseAccept,
+    CloseProposal,
+)
+from eschaton.core.channel.state import ChannelState
+
+
+class Closing(ChannelBase):
+    # ---- chain facts ------------------------------------------------------------------
+
+    def on_block(self, height: int, funding_confirmations: int) -> list[Action]:
+        """Called for every new tip with the funding transaction's confirmations."""
+        acts: list[Action] = []
+        st = self.state
+        if st in (ChannelState.REFUND_SIGNED, ChannelState.FUNDING_BROADCAST) and funding_confirmations > 0:
+            if st is ChannelState.REFUND_SIGNED:
+                self._to(ChannelState.FUNDING_BROADCAST)  # the peer broadcast it
+            if funding_confirmations >= self.params.min_depth:
+                self._to(ChannelState.OPEN)
+                acts.append(self._persist([ChannelReady(self.channel_id)]))
+                acts.extend(self._maybe_opened())
+            else:
+                acts.append(self._persist(durable=False))
+            return acts
+        if st is ChannelState.OPEN:
+            if height >= self.current.locktime - self.params.safety_margin:
+                # The nLockTime budget is spent: an older version could soon mature.
+                acts.append(Notify(self.channel_id, "lifetime_expired", {"height": height}))
+                return acts + self.force_close(height)
+            left = self.params.switches_left(self.current.locktime, height)
+            if left <= self.params.low_switch_warning and not self.budget_warned:
+                self.budget_warned = True
+                acts.append(self._persist(durable=False))
+                acts.append(Notify(self.channel_id, "switch_budget_low",
+                                   {"switches_left": left, "advice": "close cooperatively and reopen"}))
+            return acts
+        if st is ChannelState.FORCE_CLOSING and self.best is not None and self.best.locktime <= height:
+            acts.append(Broadcast(self.channel_id, self.best_tx(), f"version {self.best.number}"))
+        return acts
+
+    def on_funding_spent(self, txid: str, confirmed: bool, height: int) -> list[Action]:
+        """The funding output was spent by ``txid`` (in the mempool, or confirmed)."""
+        if self.state in (ChannelState.CLOSED, ChannelState.ABORTED):
+            return []
+        ours = {self.best_txid(), T.txid(T.parse_tx(self.close_raw)) if self.close_raw else ""}
+        acts: list[Action] = []
+        if confirmed:
+            if self.state is not ChannelState.FORCE_CLOSING and txid not in ours:
+                self._to(ChannelState.FORCE_CLOSING)
+            self._to(ChannelState.CLOSED)
+            acts.append(self._persist(durable=False))
+            acts.append(Notify(self.channel_id, "closed", {"txid": txid, "ours": txid in ours}))
+            return acts
+        if txid in ours:
+            return []
+        # Someone broadcast a version that is not our best (an older one, or the peer's newer one
+        # that we do not hold). Ours competes only if it is final now.
+        if self.state is not ChannelState.FORCE_CLOSING:
+            self._to(ChannelState.FORCE_CLOSING)
+            acts.append(self._persist(durable=False))
+        if self.best is not None and self.best.locktime <= height:
+            acts.append(Broadcast(self.channel_id, self.best_tx(), f"version {self.best.number}"))
+        return acts
+
+    # ---- closing ------------------------------------------------------------------------
+
+    def close(self, height: int) -> list[Action]:
+        """Cooperative close at the current balances (final transaction, no nLockTime)."""
+        self._require_usable()
+        try:
+            tx = L.close_tx(self.current, self._setup())
+        except RuleViolation as e:
+            raise InvalidRequest(str(e), e) from e
+        self.close_sig = L.sign(tx, self._setup(), self._key)
+        self._to(ChannelState.CLOSING)
+        return [self._persist([CloseProposal(self.channel_id, self.close_sig)])]
+
+    def on_close_proposal(self, msg: CloseProposal, height: int) -> list[Action]:
+        if self.state is ChannelState.CLOSING and self.close_raw:
+            again: list[Action] = [Send(m) for m in self.outbox]
+            return again + [Broadcast(self.channel_id, self.close_raw, "close")]
+        if self.state is not ChannelState.OPEN or self.pending is not None or self.have_turn:
+            raise ProtocolViolation("close_proposal unexpected")
+        s = self._setup()
+        tx = L.close_tx(self.current, s)
+        if not L.verify(tx, s, self.remote_pubkey, msg.signature):
+            raise BadSignature("close signature does not verify")
+        mine = L.sign(tx, s, self._key)
+        self.close_raw = L.complete(tx, s, {self.pubkey: mine, self.remote_pubkey: msg.signature})
+        self._to(ChannelState.CLOSING)
+        return [self._persist([CloseAccept(self.channel_id, mine)]), Broadcast(self.channel_id, self.close_raw, "close")]
+
+    def on_close_accept(self, msg: CloseAccept, height: int) -> list[Action]:
+        if self.state is not ChannelState.CLOSING:
+            return []
+        if self.close_raw:
+            return [Broadcast(self.channel_id, self.close_raw, "close")]
+        s = self._setup()
+        tx = L.close_tx(self.current, s)
+        if not L.verify(tx, s, self.remote_pubkey, msg.signature):
+            raise BadSignature("close signature does not verify")
+        self.close_raw = L.complete(tx, s, {self.pubkey: self.close_sig, self.remote_pubkey: msg.signature})
+        return [self._persist(durable=False), Broadcast(self.channel_id, self.close_raw, "close")]
+
+    def force_close(self, height: int) -> list[Action]:
+        """Unilateral close: broadcast our best version now if final, else as soon as it is."""
+        if self.state is ChannelState.FORCE_CLOSING:
+            return self.on_block(height, 0)
+        if self.best is None:
+            raise InvalidRequest("nothing to close: the refund is not fully signed")
+        self._to(ChannelState.FORCE_CLOSING)
+        acts: list[Action] = [self._persist(durable=False)]
+        if self.best.locktime <= height:
+            acts.append(Broadcast(self.channel_id, self.best_tx(), f"version {self.best.number}"))
+        return acts
+

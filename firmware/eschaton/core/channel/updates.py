@@ -1,0 +1,277 @@
+"""New versions: turn taking, single-signed updates (payments, escrows, settlements) and
+mutual versions (bets). The rules themselves live in ``ledger.apply``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from eschaton.core import script as S
+from eschaton.core.channel import ledger as L
+from eschaton.core.channel.actions import (
+    Action,
+    Notify,
+    Send,
+    StoredVersion,
+)
+from eschaton.core.channel.base import ChannelBase
+from eschaton.core.channel.errors import (
+    BalanceViolation,
+    EscrowViolation,
+    FeeViolation,
+    InvalidRequest,
+    LocktimeViolation,
+    ProtocolViolation,
+    RuleViolation,
+    VersionViolation,
+)
+from eschaton.core.channel.messages import (
+    ChannelErrorMsg,
+    Message,
+    MutualPropose,
+    MutualSign,
+    TurnGrant,
+    TurnRequest,
+    Update,
+    UpdateAck,
+)
+from eschaton.core.channel.oracle import Announcement
+from eschaton.core.channel.state import ChannelState
+
+
+class Updates(ChannelBase):
+    # ---- turn taking ------------------------------------------------------------------
+
+    def request_turn(self) -> list[Action]:
+        if self.have_turn:
+            return []
+        return [Send(TurnRequest(self.channel_id))]
+
+    def on_turn_request(self, msg: TurnRequest, height: int) -> list[Action]:
+        if not self.have_turn:
+            return []  # granted already (a duplicate request)
+        if self.pending is not None or self.state is not ChannelState.OPEN:
+            self.turn_requested = True
+            return []
+        return self._grant()
+
+    def _grant(self) -> list[Action]:
+        self.have_turn = False
+        self.turn_requested = False
+        self.turn_seq += 1
+        return [self._persist([TurnGrant(self.channel_id, self.turn_seq)])]
+
+    def on_turn_grant(self, msg: TurnGrant, height: int) -> list[Action]:
+        if self.have_turn or msg.number <= self.turn_seq:
+            return []  # a stale grant resent after a reconnect: the turn has moved on since
+        self.have_turn = True
+        self.turn_seq = msg.number
+        return [self._persist(durable=False), Notify(self.channel_id, "turn", {})]
+
+    # ---- single-signed updates ---------------------------------------------------------
+
+    def _single(self, op: L.Op, height: int) -> list[Action]:
+        self._require_usable()
+        try:
+            new = L.apply(self.params, self.current, op, self.role, height)
+        except RuleViolation as e:
+            raise InvalidRequest(str(e), e) from e
+        sig, txid = self._sign_version(new)
+        self.pending, self.pending_kind, self.pending_op = new, "update", op
+        msg = Update(self.channel_id, new.to_fields(), L.op_to_fields(op), sig)
+        return [self._persist([msg], [StoredVersion(new, None, txid)])]
+
+    def pay(self, amount: int, height: int) -> list[Action]:
+        return self._single(L.Pay(amount), height)
+
+    def offer_escrow(self, amount: int, preimage: bytes, height: int) -> tuple[int, list[Action]]:
+        """Offer an escrow whose hash is ``sha256(preimage)``; we keep the preimage to commit later."""
+        if len(preimage) != 32:
+            raise InvalidRequest("escrow preimages are 32 bytes")
+        h = S.sha256(preimage)
+        eid = self.current.next_id
+        # The preimage goes into the same snapshot as our signed offer, so a restart can commit.
+        self.preimages[h] = preimage
+        try:
+            acts = self._single(L.OfferEscrow(amount, h), height)
+        except Exception:
+            del self.preimages[h]
+            raise
+        return eid, acts
+
+    def commit_escrow(self, escrow_id: int, height: int) -> list[Action]:
+        e = self.current.escrow(escrow_id)
+        pre = self.preimages.get(e.payment_hash)
+        if pre is None:
+            raise InvalidRequest("we do not know this escrow's preimage")
+        return self._single(L.CommitEscrow(escrow_id, pre), height)
+
+    def return_escrow(self, escrow_id: int, height: int) -> list[Action]:
+        return self._single(L.ReturnEscrow(escrow_id), height)
+
+    def settle_bet(self, bet_id: int, preimage: bytes, height: int) -> list[Action]:
+        """Pay out a bet we lost (the oracle revealed ``preimage``)."""
+        return self._single(L.SettleBet(bet_id, preimage), height)
+
+    def on_update(self, msg: Update, height: int) -> list[Action]:
+        if self.state is not ChannelState.OPEN:
+            raise ProtocolViolation(f"update in state {self.state.name}")
+        v = L.Version.from_fields(dict(msg.version))
+        op = L.op_from_fields(dict(msg.op))
+        if v.number == self.current.number and v == self.current and msg.signature == self.best_sig:
+            return [Send(UpdateAck(self.channel_id, v.number))]  # duplicate after a reconnect
+        if self.have_turn:
+            raise ProtocolViolation("the peer signed a version while we hold the turn")
+        if isinstance(op, L.MUTUAL):
+            raise ProtocolViolation("bets need both signatures (mutual_propose)")
+        self._check_proposal(v, op, height)
+        txid = self._check_peer_sig(v, msg.signature)
+        return self._accept_version(v, op, msg.signature, txid, [UpdateAck(self.channel_id, v.number)])
+
+    def _check_proposal(self, v: L.Version, op: L.Op, height: int) -> None:
+        cur = self.current
+        if v.number != cur.number + 1:
+            raise VersionViolation(f"version {v.number} after {cur.number}")
+        if v.locktime > cur.locktime:
+            raise LocktimeViolation(f"nLockTime {v.locktime} later than current {cur.locktime}")
+        if v.fee < cur.fee:
+            raise FeeViolation(f"fee {v.fee} below current {cur.fee}")
+        L.check_invariants(self.params, v)
+        signer = self.peer_role
+        expected = L.apply(self.params, cur, op, signer, height)
+        if v.locktime != expected.locktime:
+            raise LocktimeViolation(f"nLockTime {v.locktime}, rules give {expected.locktime}")
+        if v.fee != expected.fee:
+            raise FeeViolation(f"fee {v.fee}, rules give {expected.fee}")
+        if v.balances != expected.balances:
+            raise BalanceViolation(f"balances {v.balances}, operation gives {expected.balances}")
+        if v != expected:
+            raise EscrowViolation("contracts or bookkeeping differ from what the operation gives")
+
+    def _accept_version(self, v: L.Version, op: L.Op, sig: bytes, txid: str, reply: list[Message]) -> list[Action]:
+        acts: list[Action] = []
+        self.current = v
+        self.best, self.best_sig = v, sig
+        acts.extend(self._events_for(op, v))
+        return [self._persist(reply, [StoredVersion(v, sig, txid)])] + acts
+
+    def _events_for(self, op: L.Op, v: L.Version) -> list[Action]:
+        cid = self.channel_id
+        if isinstance(op, L.Pay):
+            return [Notify(cid, "payment", {"amount": op.amount, "number": v.number})]
+        if isinstance(op, L.OfferEscrow):
+            return [Notify(cid, "escrow_offered", {"amount": op.amount, "payment_hash": op.payment_hash,
+                                                   "escrow_id": v.next_id - 1})]
+        if isinstance(op, L.CommitEscrow):
+            self.preimages[S.sha256(op.preimage)] = op.preimage
+            return [Notify(cid, "escrow_committed", {"escrow_id": op.escrow_id, "preimage": op.preimage})]
+        if isinstance(op, L.ReturnEscrow):
+            return [Notify(cid, "escrow_returned", {"escrow_id": op.escrow_id})]
+        if isinstance(op, L.SettleBet):
+            return [Notify(cid, "bet_settled", {"bet_id": op.bet_id})]
+        if isinstance(op, L.PlaceBet):
+            self.announcements[op.announcement.digest] = op.announcement
+            return [Notify(cid, "bet_placed", {"bet_id": v.next_id - 1})]
+        return [Notify(cid, "bet_cancelled", {"bet_id": op.bet_id})]
+
+    def on_update_ack(self, msg: UpdateAck, height: int) -> list[Action]:
+        if self.pending is None or self.pending_kind != "update" or msg.number != self.pending.number:
+            if msg.number <= self.current.number:
+                return []  # duplicate
+            raise ProtocolViolation(f"ack for unknown version {msg.number}")
+        return self._acked()
+
+    def _acked(self) -> list[Action]:
+        assert self.pending is not None and self.pending_op is not None
+        v, op = self.pending, self.pending_op
+        self.current = v
+        self.pending, self.pending_kind, self.pending_op = None, "", None
+        acts: list[Action] = [self._persist(durable=False)]
+        if isinstance(op, L.Pay):
+            acts.append(Notify(self.channel_id, "payment_sent", {"amount": op.amount, "number": v.number}))
+        if self.turn_requested:
+            acts.extend(self._grant())
+        return acts
+
+    # ---- mutual versions (bets) ----------------------------------------------------------
+
+    def propose_bet(self, announcement: Announcement, winners: tuple[str, ...], stakes: tuple[int, int],
+                    height: int) -> list[Action]:
+        """Propose a bet: ``winners[i]`` (a role, or '' for a push) takes both stakes on outcome i."""
+        return self._propose(L.PlaceBet(announcement, winners, stakes), height)
+
+    def cancel_bet(self, bet_id: int, height: int) -> list[Action]:
+        """Cancel a bet (stakes back); also the default case after the oracle's deadline."""
+        return self._propose(L.CancelBet(bet_id), height)
+
+    def _propose(self, op: L.Op, height: int) -> list[Action]:
+        self._require_usable()
+        try:
+            new = L.apply(self.params, self.current, op, self.role, height)
+        except RuleViolation as e:
+            raise InvalidRequest(str(e), e) from e
+        self.pending, self.pending_kind, self.pending_op = new, "propose", op
+        if isinstance(op, L.PlaceBet):
+            self.announcements[op.announcement.digest] = op.announcement
+        return [self._persist([MutualPropose(self.channel_id, new.to_fields(), L.op_to_fields(op))])]
+
+    def on_mutual_propose(self, msg: MutualPropose, height: int) -> list[Action]:
+        if self.state is not ChannelState.OPEN:
+            raise ProtocolViolation(f"mutual_propose in state {self.state.name}")
+        v = L.Version.from_fields(dict(msg.version))
+        op = L.op_from_fields(dict(msg.op))
+        if self.pending is not None and self.pending_kind in ("signed", "incoming") and v == self.pending:
+            return [Send(m) for m in self.outbox] if self.pending_kind == "signed" else []
+        if v.number <= self.current.number:
+            return []  # already complete
+        if self.have_turn or self.pending is not None:
+            raise ProtocolViolation("the peer proposed while we hold the turn")
+        if not isinstance(op, L.MUTUAL):
+            raise ProtocolViolation("only bets are mutual")
+        self._check_proposal(v, op, height)
+        self.pending, self.pending_kind, self.pending_op = v, "incoming", op
+        info: dict[str, Any] = {"number": v.number, "op": op.kind}
+        if isinstance(op, L.PlaceBet):
+            info.update(event_id=op.announcement.event_id, stakes=list(op.stakes), winners=list(op.winners))
+        return [self._persist(durable=False), Notify(self.channel_id, "proposal", info)]
+
+    def accept_proposal(self) -> list[Action]:
+        """Sign the peer's pending bet proposal (the local user agreed to it)."""
+        if self.pending is None or self.pending_kind != "incoming":
+            raise InvalidRequest("no proposal to accept")
+        op = self.pending_op
+        if isinstance(op, L.PlaceBet):
+            self.announcements[op.announcement.digest] = op.announcement
+        sig, txid = self._sign_version(self.pending)
+        self.pending_kind = "signed"
+        return [self._persist([MutualSign(self.channel_id, self.pending.number, sig)],
+                              [StoredVersion(self.pending, None, txid)])]
+
+    def reject_proposal(self, reason: str = "declined") -> list[Action]:
+        if self.pending is None or self.pending_kind != "incoming":
+            raise InvalidRequest("no proposal to reject")
+        self.pending, self.pending_kind, self.pending_op = None, "", None
+        return [self._persist([ChannelErrorMsg(self.channel_id, "declined", reason)], durable=False)]
+
+    def on_mutual_sign(self, msg: MutualSign, height: int) -> list[Action]:
+        if self.pending is None or msg.number != self.pending.number or self.pending_kind not in ("propose", "signed"):
+            if msg.number <= self.current.number:
+                return [Send(m) for m in self.outbox if isinstance(m, MutualSign)]
+            raise ProtocolViolation(f"mutual_sign for unknown version {msg.number}")
+        v, op = self.pending, self.pending_op
+        assert op is not None
+        txid = self._check_peer_sig(v, msg.signature)
+        kind = self.pending_kind
+        self.pending, self.pending_kind, self.pending_op = None, "", None
+        if kind == "propose":
+            mine, _ = self._sign_version(v)
+            return self._accept_version(v, op, msg.signature, txid, [MutualSign(self.channel_id, v.number, mine)])
+        return self._accept_version(v, op, msg.signature, txid, [])
+
+    def on_channel_error(self, msg: ChannelErrorMsg, height: int) -> list[Action]:
+        acts: list[Action] = [Notify(self.channel_id, "peer_error", {"code": msg.code, "text": msg.text})]
+        if self.pending is not None and self.pending_kind == "propose":
+            # No signature of ours went out with a proposal, so it can be dropped safely.
+            self.pending, self.pending_kind, self.pending_op = None, "", None
+            acts.insert(0, self._persist(durable=False))
+        return acts
+
