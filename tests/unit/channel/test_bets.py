@@ -159,3 +159,38 @@ def test_bet_version_survives_crash_of_either_side_mid_signing() -> None:
     assert pr.a.ch.current == pr.b.ch.current and len(pr.a.ch.current.bets) == 1
     assert pr.a.ch.best == pr.b.ch.best == pr.a.ch.current
     assert pr.a.ch.state is ChannelState.OPEN
+
+
+def test_adjust_bet_changes_stakes_with_a_newer_mutual_version() -> None:
+    pr = funded()
+    bid = place(pr, ("opener", "acceptor"))
+    before = pr.a.ch.current
+    pr.turn("b")
+    pr.do("b", "adjust_bet", bid, (20_000, 5_000))
+    pr.run("a", pr.a.ch.accept_proposal())
+    pr.flush()
+    v = pr.a.ch.current
+    assert v == pr.b.ch.current and v.bet(bid).stakes == (20_000, 5_000)
+    assert v.locktime == before.locktime - pr.p.locktime_step and v.signer == "both"
+    assert v.balances == (before.balances[0] - 10_000, before.balances[1] + 5_000 - pr.p.fee_step)
+    pr.turn("a")
+    pr.do("a", "settle_bet", bid, P[1])  # acceptor wins the adjusted pot
+    assert pr.b.ch.current.balances[1] == v.balances[1] + 25_000 - pr.p.fee_step
+
+
+def test_lost_final_mutual_signature_is_resent_after_turn_moved_on() -> None:
+    pr = funded()
+    _, ann = oracle_and_announcement()
+    pr.turn("a")
+    pr.do("a", "propose_bet", ann, ("opener", "acceptor"), (10_000, 10_000))
+    pr.run("b", pr.b.ch.request_turn())  # b wants the turn while the bet is being signed
+    pr.flush()
+    pr.run("b", pr.b.ch.accept_proposal())
+    sender, sig_b = pr.queue.popleft()
+    pr.online = False
+    pr.run("a", pr.a.ch.handle(sig_b, pr.height))  # a completes, grants the turn; all lost
+    pr.online = True
+    pr.crash("b")
+    pr.reconnect()
+    assert pr.a.ch.current == pr.b.ch.current and pr.b.ch.best == pr.b.ch.current
+    assert pr.b.ch.have_turn and not pr.a.ch.have_turn

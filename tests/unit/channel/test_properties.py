@@ -11,7 +11,7 @@ from tests.unit.channel.pair import Pair, key, params
 OPS = st.lists(
     st.tuples(
         st.sampled_from(["pay", "pay", "pay", "escrow", "commit", "return", "bet", "settle", "cancel",
-                         "crash_in_flight", "crash"]),
+                         "adjust", "crash_in_flight", "crash"]),
         st.sampled_from(["a", "b"]),
         st.integers(min_value=1, max_value=60_000),
     ),
@@ -70,6 +70,13 @@ def step(pr: Pair, kind: str, who: str, amount: int, n: int) -> None:
         if cur.bets:
             pr.turn(who)
             pr.do(who, "cancel_bet", cur.bets[0].id)
+            other = "b" if who == "a" else "a"
+            pr.run(other, pr.side(other).ch.accept_proposal())
+            pr.flush()
+    elif kind == "adjust":
+        if cur.bets:
+            pr.turn(who)
+            pr.do(who, "adjust_bet", cur.bets[0].id, (max(amount // 4, 600), max(amount // 5, 600)))
             other = "b" if who == "a" else "a"
             pr.run(other, pr.side(other).ch.accept_proposal())
             pr.flush()

@@ -248,13 +248,20 @@ class PlaceBet:
 
 
 @dataclass(frozen=True, slots=True)
+class AdjustBet:
+    bet_id: int
+    stakes: tuple[int, int]
+    kind: str = field(default="adjust_bet", init=False)
+
+
+@dataclass(frozen=True, slots=True)
 class CancelBet:
     bet_id: int
     kind: str = field(default="cancel_bet", init=False)
 
 
-Op = Pay | OfferEscrow | CommitEscrow | ReturnEscrow | SettleBet | PlaceBet | CancelBet
-MUTUAL = (PlaceBet, CancelBet)
+Op = Pay | OfferEscrow | CommitEscrow | ReturnEscrow | SettleBet | PlaceBet | AdjustBet | CancelBet
+MUTUAL = (PlaceBet, AdjustBet, CancelBet)
 
 
 def op_to_fields(op: Op) -> dict[str, object]:
@@ -271,6 +278,8 @@ def op_to_fields(op: Op) -> dict[str, object]:
     if isinstance(op, PlaceBet):
         return {"kind": op.kind, "announcement": op.announcement.to_fields(),
                 "winners": list(op.winners), "stakes": list(op.stakes)}
+    if isinstance(op, AdjustBet):
+        return {"kind": op.kind, "bet_id": op.bet_id, "stakes": list(op.stakes)}
     return {"kind": op.kind, "bet_id": op.bet_id}
 
 
@@ -295,6 +304,11 @@ def op_from_fields(d: dict[str, object]) -> Op:
             raise BetViolation("malformed bet stakes")
         return PlaceBet(Announcement.from_fields(_d(d.get("announcement"))),
                         tuple(str(x) for x in w), (int(st[0]), int(st[1])))
+    if k == "adjust_bet":
+        st = d.get("stakes")
+        if not isinstance(st, list) or len(st) != 2 or not all(isinstance(s, int) for s in st):
+            raise BetViolation("malformed bet stakes")
+        return AdjustBet(_int(d, "bet_id"), (int(st[0]), int(st[1])))
     if k == "cancel_bet":
         return CancelBet(_int(d, "bet_id"))
     raise BalanceViolation(f"unknown operation {k!r}")
@@ -416,6 +430,15 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
         timeout = max(locktime, a.deadline) + p.escrow_delta
         bets.append(Bet(next_id, a.digest, a.hashes, op.winners, op.stakes, timeout))
         next_id += 1
+    elif isinstance(op, AdjustBet):
+        b = cur.bet(op.bet_id)
+        i = bets.index(b)
+        for j, s in enumerate(op.stakes):
+            _amount(p, s, "stake")
+            if s < DUST_LIMIT:
+                raise BetViolation("stake below the dust limit")
+            bal[j] += b.stakes[j] - s
+        bets[i] = replace(b, stakes=op.stakes)
     elif isinstance(op, CancelBet):
         b = cur.bet(op.bet_id)
         bets.remove(b)

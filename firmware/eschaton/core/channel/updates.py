@@ -171,6 +171,8 @@ class Updates(ChannelBase):
         if isinstance(op, L.PlaceBet):
             self.announcements[op.announcement.digest] = op.announcement
             return [Notify(cid, "bet_placed", {"bet_id": v.next_id - 1})]
+        if isinstance(op, L.AdjustBet):
+            return [Notify(cid, "bet_adjusted", {"bet_id": op.bet_id, "stakes": list(op.stakes)})]
         return [Notify(cid, "bet_cancelled", {"bet_id": op.bet_id})]
 
     def on_update_ack(self, msg: UpdateAck, height: int) -> list[Action]:
@@ -198,6 +200,10 @@ class Updates(ChannelBase):
                     height: int) -> list[Action]:
         """Propose a bet: ``winners[i]`` (a role, or '' for a push) takes both stakes on outcome i."""
         return self._propose(L.PlaceBet(announcement, winners, stakes), height)
+
+    def adjust_bet(self, bet_id: int, stakes: tuple[int, int], height: int) -> list[Action]:
+        """Change a bet's stakes (both sign the new version; the old stakes come back first)."""
+        return self._propose(L.AdjustBet(bet_id, stakes), height)
 
     def cancel_bet(self, bet_id: int, height: int) -> list[Action]:
         """Cancel a bet (stakes back); also the default case after the oracle's deadline."""
@@ -254,8 +260,13 @@ class Updates(ChannelBase):
 
     def on_mutual_sign(self, msg: MutualSign, height: int) -> list[Action]:
         if self.pending is None or msg.number != self.pending.number or self.pending_kind not in ("propose", "signed"):
+            if msg.number == self.current.number and self.current.signer == L.BOTH:
+                # The peer lacks our signature on the agreed mutual version (lost in flight, and
+                # our outbox may have moved on): sign it again, deterministically.
+                sig, _ = self._sign_version(self.current)
+                return [Send(MutualSign(self.channel_id, self.current.number, sig))]
             if msg.number <= self.current.number:
-                return [Send(m) for m in self.outbox if isinstance(m, MutualSign)]
+                return []
             raise ProtocolViolation(f"mutual_sign for unknown version {msg.number}")
         v, op = self.pending, self.pending_op
         assert op is not None
@@ -264,7 +275,8 @@ class Updates(ChannelBase):
         self.pending, self.pending_kind, self.pending_op = None, "", None
         if kind == "propose":
             mine, _ = self._sign_version(v)
-            return self._accept_version(v, op, msg.signature, txid, [MutualSign(self.channel_id, v.number, mine)])
+            acts = self._accept_version(v, op, msg.signature, txid, [MutualSign(self.channel_id, v.number, mine)])
+            return acts + (self._grant() if self.turn_requested else [])
         return self._accept_version(v, op, msg.signature, txid, [])
 
     def on_channel_error(self, msg: ChannelErrorMsg, height: int) -> list[Action]:
@@ -273,5 +285,7 @@ class Updates(ChannelBase):
             # No signature of ours went out with a proposal, so it can be dropped safely.
             self.pending, self.pending_kind, self.pending_op = None, "", None
             acts.insert(0, self._persist(durable=False))
+            if self.turn_requested:
+                acts.extend(self._grant())
         return acts
 
