@@ -50,7 +50,7 @@ def sample(t) -> object:
 
 
 def test_table_declares_every_required_message_with_limits() -> None:
-    names = {m.name for m in MESSAGES}
+    names = {m.name for m in MESSAGES if m.type_id < 64}  # 64+: microgrid rows, tested there
     assert LINK_CONTROL | set(CHANNEL_ROWS) == names
     assert len({m.type_id for m in MESSAGES}) == len(MESSAGES)
     assert all(m.type_id < 32 for m in MESSAGES if m.name in LINK_CONTROL)

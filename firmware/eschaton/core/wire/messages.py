@@ -2,7 +2,7 @@
 
 Each row is ``(name, type id, fields, doc)``; every field has a type with a size limit. The codec
 (``codec.py``), the dispatcher (``on_<name>`` handlers) and ``docs/network.md`` all read this
-table. Type ids 1-31 are link control, 32-63 trade channels; new rows take a fresh id and a
+table. Type ids 1-31 are link control, 32-63 trade channels, 64-95 microgrid; new rows take a fresh id and a
 protocol version bump (peers agree a version in the handshake; an unknown id is a WireError).
 
 The channel rows carry the channel core's own messages: a ``channel_id`` and a ``body``, the
@@ -24,6 +24,7 @@ from eschaton.core.wire.fields import (
 
 U16 = UInt(16)
 U64 = UInt(64)
+I63 = UInt(63)  # the microgrid core's integers are at most 2**63 - 1
 CHANNEL_ID = Fixed(32)
 CHANNEL_BODY = Field("body", Bytes(max_len=60_000, min_len=2),
                      doc="The channel message's fields as canonical JSON (channel core validates).")
@@ -75,6 +76,34 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec("turn_request", 44, (_cid(), CHANNEL_BODY), "Ask for the turn to send the next version."),
     MessageSpec("turn_grant", 45, (_cid(), CHANNEL_BODY), "Grant the turn (numbered, so a stale grant resent after a crash is ignored)."),
     MessageSpec("channel_error", 46, (_cid(), CHANNEL_BODY), "The peer refused a channel message; the channel stays as it was."),
+    # ---- microgrid (eschaton.core.microgrid): the wire dicts of Offer, Acceptance and Invoice,
+    # field for field; the microgrid core re-checks every value and the signatures. ----------
+    MessageSpec("mg_offer", 64, (
+        Field("v", U16), Field("offer_id", Fixed(16)), Field("service", Text(16)),
+        Field("unit", Text(8)), Field("base_unit", Text(8)), Field("base_per_unit", I63),
+        Field("price_msat", I63), Field("fee_sat", I63), Field("fee_period_ms", I63),
+        Field("credit_limit_sat", I63), Field("pay_interval_ms", I63), Field("meter_id", Text(64)),
+        Field("seller", Fixed(32)), Field("buyer", Bytes(max_len=32)), Field("proposer", Fixed(32)),
+        Field("expires_ms", I63), Field("prev_agreement", Bytes(max_len=32)),
+        Field("anchor_seq", I63), Field("anchor_units", I63), Field("anchor_due_sat", I63),
+        Field("anchor_ms", I63), Field("sig", Fixed(64)),
+    ), "Seller -> buyer: signed terms for one metered connection (tariff, credit limit, anchor)."),
+    MessageSpec("mg_accept", 65, (
+        Field("v", U16), Field("offer_hash", Fixed(32)), Field("acceptor", Fixed(32)),
+        Field("accepted_ms", I63), Field("sig", Fixed(64)),
+    ), "Buyer -> seller: signed acceptance of an offer; the pair is the agreement."),
+    MessageSpec("mg_invoice", 66, (
+        Field("v", U16), Field("agreement_id", Fixed(32)), Field("seq", I63),
+        Field("meter_id", Text(64)), Field("cum_units", I63), Field("cum_due_sat", I63),
+        Field("reading_ms", I63), Field("sig", Fixed(64)),
+    ), "Seller -> buyer: signed cumulative invoice (units and amount since the contract began)."),
+    MessageSpec("mg_paid", 67, (
+        Field("meter_id", Text(64)), Field("ref", Fixed(32)), Field("payment_id", Fixed(32)),
+        Field("amount_sat", I63), _cid("The trade channel the payment moved over."),
+    ), "Buyer -> seller: which invoice a channel payment covers (credited only up to what the channel moved)."),
+    MessageSpec("mg_refused", 68, (
+        Field("meter_id", Text(64)), Field("reason", Text(32)), Field("detail", Text(256)),
+    ), "Buyer -> seller: an offer or invoice was refused (stable reason); nothing was paid."),
 )
 
 
