@@ -226,3 +226,22 @@ def test_store_restart_mid_channel_then_close(net: Net) -> None:
     net.do("b", "close")
     net.mine(1)
     assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == agreed
+
+
+def test_three_outcome_bet_claimed_through_multi_hash_script(net: Net) -> None:
+    """Opener wins outcomes 0 and 2: its claim on the acceptor's stake uses the k-hash script."""
+    net.open(acceptor=1_000_000)
+    pre = [k(f"three-{i}") for i in range(3)]
+    ann = ORACLE.announce("three-way", ["a", "b", "c"], pre, net.height + 10)
+    net.do("a", "propose_bet", ann, ("opener", "acceptor", "opener"), (300_000, 200_000))
+    net.accept("b")
+    bet_v = net.ch("a").current
+    outs = ledger.version_outputs(bet_v, net.ch("a").setup)  # type: ignore[arg-type]
+    assert [len(o.hashes) for o in outs if o.kind == "stake"] == [1, 2]
+    while net.height < bet_v.bets[0].timeout + 2:
+        if net.height >= bet_v.locktime + 1:
+            net.a.watcher.learn_preimage(pre[2])
+        net.mine(1)
+    assert any(r.label.startswith("claim stake") and r.refused is None for r in net.a.watcher.results)
+    paid = (net.a.paid_to_payout(), net.b.paid_to_payout())
+    assert paid == (bet_v.balances[0] + 500_000 - 2 * SWEEP_FEE, bet_v.balances[1])

@@ -422,3 +422,12 @@ def test_version_digest_matches_embit() -> None:
         digest, txid = ledger.version_digest(v, s)
         assert digest == T.sighash_segwit(tx, 0, s.witness_script, s.capacity)
         assert txid == T.txid(tx)
+
+
+def test_channel_opens_only_at_min_depth() -> None:
+    pr = Pair(p=params(min_depth=3))
+    pr.confirm_funding(2)
+    assert pr.a.ch.state is ChannelState.FUNDING_BROADCAST
+    pr.confirm_funding(3)
+    assert pr.a.ch.state is ChannelState.OPEN and pr.b.ch.state is ChannelState.OPEN
+    pr.pay("a", 1_000)
