@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from eschaton.chain.backend import BroadcastRefused, ChainError, UnknownTransaction
+from eschaton.core.codec import TxDecodeError  # decoding is pure; re-exported for the chain API
 from eschaton.errors import LocalError, RemoteError, TransientError
 
 __all__ = [
@@ -15,16 +16,6 @@ __all__ = [
     "UnknownTransaction",
     "BlockRejected",
 ]
-
-
-class TxDecodeError(RemoteError, ChainError):
-    """Bytes that are not exactly one well-formed transaction (bitcoind: ``TX decode failed``)."""
-
-    reason = "TX decode failed"
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(f"TX decode failed: {detail}")
 
 
 class ScriptVerifyError(RemoteError, ChainError):

@@ -52,26 +52,9 @@ def register(subparsers: Any) -> None:
 
 def address_to_script(address: str) -> bytes:
     """A regtest address (bcrt1..., or base58 with the test prefixes) to its scriptPubKey."""
-    from embit import base58, bech32
-    from embit.networks import NETWORKS
+    from eschaton.core.script import address_to_script as decode
 
-    net = NETWORKS["regtest"]
-    addr = address.strip()
-    if addr.lower().startswith(net["bech32"] + "1"):
-        # embit's decoder returns (None, None) on a bad checksum instead of raising.
-        ver, prog = bech32.decode(net["bech32"], addr)
-        if ver is None or prog is None or not 2 <= len(prog) <= 40 or (ver == 0 and len(prog) not in (20, 32)):
-            raise InvalidRequest(f"malformed address {address!r}")
-        return bytes([0x50 + ver if ver else 0, len(prog)]) + bytes(prog)
-    try:
-        data = base58.decode_check(addr)
-    except Exception:  # embit raises assorted errors for bad base58: all mean "malformed"
-        raise InvalidRequest(f"malformed address {address!r}") from None
-    if len(data) == 21 and data[:1] == net["p2pkh"]:
-        return b"\x76\xa9\x14" + bytes(data[1:]) + b"\x88\xac"
-    if len(data) == 21 and data[:1] == net["p2sh"]:
-        return b"\xa9\x14" + bytes(data[1:]) + b"\x87"
-    raise InvalidRequest(f"not a regtest address: {address!r}")
+    return decode(address, "regtest")
 
 
 def _hex(s: str, what: str) -> bytes:

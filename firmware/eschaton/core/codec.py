@@ -23,7 +23,18 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from eschaton.chain.errors import TxDecodeError
+from eschaton.errors import RemoteError
+
+
+class TxDecodeError(RemoteError):
+    """Bytes that are not exactly one well-formed transaction (bitcoind: ``TX decode failed``)."""
+
+    reason = "TX decode failed"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(f"TX decode failed: {detail}")
+
 
 MAX_SIZE = 0x02000000
 WITNESS_SCALE_FACTOR = 4

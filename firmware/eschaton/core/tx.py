@@ -1,10 +1,10 @@
 """Bitcoin transactions: strict parsing, building, BIP143 signing, size and finality.
 
 Theory of operation:
-- ``parse_tx`` is the only way bytes from outside become a transaction. It walks the structure
-  with bounds checks first, because embit's reader trusts length prefixes and silently accepts
-  short reads (a truncated locktime parses as a smaller number, and a huge input count loops).
-  Anything malformed raises ``TxDecodeError`` (a ``RemoteError``); nothing else escapes.
+- ``parse_tx`` is the only way bytes from outside become a transaction. The strict decoder of
+  ``core.codec`` checks the structure first, because embit's reader trusts length prefixes and
+  silently accepts short reads (a truncated locktime parses as a smaller number, and a huge
+  input count loops). Anything malformed raises ``TxDecodeError`` (a ``RemoteError``).
 - Transactions are embit ``Transaction`` objects; this module hides embit's pitfalls: fresh
   lists are always passed, and txids are display-order hex strings.
 - Signatures are made with coincurve (libsecp256k1): RFC6979 nonces, low-S, DER, plus the
@@ -19,7 +19,10 @@ import coincurve
 from embit import script as _escript
 from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
-from eschaton.errors import LocalError, RemoteError
+from eschaton.core.codec import TxDecodeError, decode_tx
+from eschaton.errors import LocalError
+
+__all__ = ["TxDecodeError"]  # re-exported: the one decode error of the transaction layer
 
 SIGHASH_ALL = 1
 SEQUENCE_FINAL = 0xFFFFFFFF
@@ -32,10 +35,6 @@ MAX_MONEY = 21_000_000 * 100_000_000
 
 class TxError(LocalError):
     """A transaction could not be built or signed from the given parts."""
-
-
-class TxDecodeError(RemoteError):
-    """Bytes that are not a well-formed transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,77 +53,6 @@ class TxOut:
 # --- parsing ------------------------------------------------------------------------------
 
 
-class _Reader:
-    __slots__ = ("buf", "pos")
-
-    def __init__(self, buf: bytes) -> None:
-        self.buf = buf
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.buf):
-            raise TxDecodeError("truncated transaction")
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def varint(self) -> int:
-        first = self.take(1)[0]
-        if first < 0xFD:
-            return first
-        size = {0xFD: 2, 0xFE: 4, 0xFF: 8}[first]
-        n = int.from_bytes(self.take(size), "little")
-        if n < {2: 0xFD, 4: 0x10000, 8: 0x100000000}[size]:
-            raise TxDecodeError("non-canonical compact size")
-        return n
-
-    def count(self, min_item_size: int) -> int:
-        n = self.varint()
-        if n * min_item_size > len(self.buf) - self.pos:
-            raise TxDecodeError("count exceeds remaining bytes")
-        return n
-
-
-def _scan(raw: bytes) -> None:
-    """Validate the serialisation's structure, so embit only ever sees well-formed bytes."""
-    r = _Reader(raw)
-    r.take(4)
-    segwit = False
-    n_in = r.count(41)
-    if n_in == 0:
-        flag = r.take(1)
-        if flag != b"\x01":
-            raise TxDecodeError("transaction has no inputs")
-        segwit = True
-        n_in = r.count(41)
-        if n_in == 0:
-            raise TxDecodeError("transaction has no inputs")
-    for _ in range(n_in):
-        r.take(36)
-        r.take(r.count(1))
-        r.take(4)
-    n_out = r.count(9)
-    if n_out == 0:
-        raise TxDecodeError("transaction has no outputs")
-    for _ in range(n_out):
-        value = int.from_bytes(r.take(8), "little")
-        if value > MAX_MONEY:
-            raise TxDecodeError("output value out of range")
-        r.take(r.count(1))
-    if segwit:
-        any_witness = False
-        for _ in range(n_in):
-            items = r.count(1)
-            any_witness = any_witness or items > 0
-            for _ in range(items):
-                r.take(r.count(1))
-        if not any_witness:
-            raise TxDecodeError("superfluous witness flag")
-    r.take(4)
-    if r.pos != len(raw):
-        raise TxDecodeError("trailing bytes after transaction")
-
-
 def parse_tx(raw: bytes) -> Transaction:
     """Parse a serialised transaction; raises TxDecodeError for any malformed input."""
     if not isinstance(raw, (bytes, bytearray)):
@@ -132,7 +60,13 @@ def parse_tx(raw: bytes) -> Transaction:
     raw = bytes(raw)
     if len(raw) > MAX_TX_SIZE:
         raise TxDecodeError("transaction too large")
-    _scan(raw)
+    decoded = decode_tx(raw)  # strict structure: canonical sizes, every byte consumed
+    if not decoded.inputs:
+        raise TxDecodeError("transaction has no inputs")
+    if not decoded.outputs:
+        raise TxDecodeError("transaction has no outputs")
+    if any(not 0 <= o.value <= MAX_MONEY for o in decoded.outputs):
+        raise TxDecodeError("output value out of range")
     try:
         tx = Transaction.parse(raw)
     except Exception as e:  # embit raises assorted types; _scan should have caught all of them

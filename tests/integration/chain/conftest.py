@@ -22,7 +22,7 @@ class Funded:
         assert self.node.index is not None
         row = self.node.index.block_at(height)
         assert row is not None
-        from eschaton.chain.codec import decode_block
+        from eschaton.core.codec import decode_block
 
         raw = self.node.index.raw_block(height)
         assert raw is not None

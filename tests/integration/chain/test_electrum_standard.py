@@ -122,7 +122,7 @@ def test_mining_packs_dependent_transactions(tmp_path: Path) -> None:
         (bh,) = node.mine(1, miner.p2wpkh)
         raw = node.index.raw_block(node.tip().height)
         assert raw is not None
-        from eschaton.chain.codec import decode_block
+        from eschaton.core.codec import decode_block
 
         txids = [t.txid for t in decode_block(raw).txs[1:]]
         assert set(txids) == {parent, child, other}

@@ -202,10 +202,10 @@ def test_sigkilled_owner_recovers(tmp_path: Path) -> None:
 
 def test_batch_keeps_blocks_before_a_rejected_one(funded: Funded, monkeypatch: pytest.MonkeyPatch) -> None:
     """Speculative indexing inside a batch: a rejected block rolls back only its own writes."""
-    from eschaton.chain.codec import decode_block, decode_tx
     from eschaton.chain.embedded import node as node_mod
     from eschaton.chain.embedded.blocks import build_block
     from eschaton.chain.errors import BlockRejected
+    from eschaton.core.codec import decode_block, decode_tx
 
     monkeypatch.setattr(node_mod, "SPECULATE_MIN_TXS", 1)  # speculate on these small blocks too
     f = funded

@@ -5,16 +5,15 @@ import hashlib
 
 import pytest
 
-from eschaton.chain.codec import decode_block, decode_tx, merkle_root
 from eschaton.chain.embedded import policy
 from eschaton.chain.embedded.blocks import (
     build_block,
     median_time_past,
     push_int,
-    script_num,
     subsidy,
 )
 from eschaton.chain.embedded.mempool import Entry, Mempool, is_final
+from eschaton.core.codec import decode_block, decode_tx, merkle_root
 from tests.unit.chain.helpers import Key, build_tx, hashlock_script, high_s, multisig_2of2, p2wsh
 
 GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
@@ -67,7 +66,6 @@ def test_bip34_height_encoding() -> None:
     assert push_int(17) == b"\x01\x11"
     assert push_int(128) == b"\x02\x80\x00"
     assert push_int(1000) == b"\x02\xe8\x03"
-    assert script_num(-1) == b"\x81"
     assert subsidy(0) == 50 * 10**8 and subsidy(150) == 25 * 10**8 and subsidy(150 * 64) == 0
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from eschaton.chain.codec import Tx, compact_size, decode_tx, merkle_root, sha256d
+from eschaton.core.codec import Tx, compact_size, decode_tx, merkle_root, sha256d
+from eschaton.core.script import push_data, push_int
 
 REGTEST_BITS = 0x207FFFFF
 REGTEST_HALVING = 150
@@ -28,41 +29,6 @@ WITNESS_COMMITMENT_HEADER = bytes.fromhex("aa21a9ed")
 def subsidy(height: int) -> int:
     halvings = height // REGTEST_HALVING
     return 0 if halvings >= 64 else (50 * COIN) >> halvings
-
-
-def script_num(n: int) -> bytes:
-    """CScriptNum serialisation (minimal little-endian with sign bit)."""
-    if n == 0:
-        return b""
-    neg = n < 0
-    v = abs(n)
-    out = bytearray()
-    while v:
-        out.append(v & 0xFF)
-        v >>= 8
-    if out[-1] & 0x80:
-        out.append(0x80 if neg else 0)
-    elif neg:
-        out[-1] |= 0x80
-    return bytes(out)
-
-
-def push_int(n: int) -> bytes:
-    """``CScript() << n``."""
-    if n == 0:
-        return b"\x00"
-    if 1 <= n <= 16:
-        return bytes([0x50 + n])
-    data = script_num(n)
-    return bytes([len(data)]) + data
-
-
-def push_data(data: bytes) -> bytes:
-    if len(data) < 0x4C:
-        return bytes([len(data)]) + data
-    if len(data) <= 0xFF:
-        return b"\x4c" + bytes([len(data)]) + data
-    return b"\x4d" + len(data).to_bytes(2, "little") + data
 
 
 def _ser_out(value: int, spk: bytes) -> bytes:

@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from eschaton.chain.codec import Block, Tx, compact_size, decode_block
+from eschaton.core.codec import Block, Tx, compact_size, decode_block
 
 SCHEMA_VERSION = 1
 _sha = hashlib.sha256

@@ -25,10 +25,10 @@ from typing import Protocol
 
 from eschaton.chain import kernel
 from eschaton.chain.backend import BroadcastRefused
-from eschaton.chain.codec import Tx
 from eschaton.chain.embedded import policy
 from eschaton.chain.embedded.index import Coin
 from eschaton.chain.errors import InvalidRequest, ScriptVerifyError
+from eschaton.core.codec import Tx
 
 COINBASE_MATURITY = 100
 LOCKTIME_THRESHOLD = 500_000_000

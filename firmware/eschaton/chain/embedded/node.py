@@ -43,7 +43,6 @@ from pathlib import Path
 import pbk
 
 from eschaton.chain.backend import BroadcastRefused, Tip
-from eschaton.chain.codec import Block, Tx, decode_block, decode_tx
 from eschaton.chain.embedded.blocks import MAX_FUTURE_SECONDS, build_block, median_time_past
 from eschaton.chain.embedded.index import BlockRow, ChainIndex, Coin, IndexInconsistent
 from eschaton.chain.embedded.mempool import Entry, Mempool, is_final
@@ -55,6 +54,7 @@ from eschaton.chain.errors import (
     TxDecodeError,
 )
 from eschaton.chain.kernel import kernel_block
+from eschaton.core.codec import Block, Tx, decode_block, decode_tx
 
 log = logging.getLogger(__name__)
 
