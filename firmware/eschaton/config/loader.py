@@ -304,9 +304,11 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
                         _path(ctx, chain_s, "datadir", D.CHAIN_DATADIR), chain_url)
     chain_s.done()
 
-    root.done(allowed_extra=_EXTENSION_SECTIONS)
+    root.done(allowed_extra=(*_EXTENSION_SECTIONS, "microgrid"))
     metering = _parse_extensions(doc, ctx)
-    return NodeConfig(source, node, network, api, chain, metering)
+    from eschaton.daemon.microgrid_config import parse_microgrid
+
+    return NodeConfig(source, node, network, api, chain, metering, parse_microgrid(doc, ctx))
 
 
 def _parse_extensions(doc: dict[str, Any], ctx: ConfigContext) -> Any:

@@ -97,3 +97,5 @@ class NodeConfig:
     metering: Any
     """What ``eschaton.metering.config.parse_metering`` made of ``[[meter]]``/``[[valve]]``
     (None when that module is absent or the sections are empty)."""
+    microgrid: Any = None
+    """``[microgrid]``: ``eschaton.daemon.microgrid_config.MicrogridConfig`` or None."""

@@ -317,11 +317,17 @@ class _PeerHandler:
 
     def on_link_open(self, session: Any) -> None:
         self._svc._link_up(session)
+        mg = getattr(self._svc.node, "microgrid", None)
+        if mg is not None:
+            mg.link_up(session)
 
     def on_link_closed(self, session: Any, _event: Any) -> None:
         self._svc._link_down(session)
 
     def __getattr__(self, name: str) -> Any:
+        mg = getattr(self._svc.node, "microgrid", None)
+        if name.startswith("on_mg_") and mg is not None:
+            return lambda wm: mg.receive(self._session, wm)
         if name.startswith("on_") and name[3:] in chanwire.CHANNEL_MESSAGES:
             def handle(wm: WireMessage) -> None:
                 try:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from eschaton.api.registry import ApiError, Param, command
+from eschaton.daemon import microgrid as _microgrid  # noqa: F401  (registers microgrid.*)
 
 
 @command("node.status", "identity, chain tip, peers and channels of the running node")

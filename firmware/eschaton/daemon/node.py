@@ -43,6 +43,7 @@ class Node:
         self.net: Any = None
         self.channels: Any = None
         self.metering: Any = None
+        self.microgrid: Any = None
         self.api: Any = None
         self._stop = asyncio.Event()
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -89,6 +90,7 @@ class Node:
         await self._start_channels()
         await self._start_network()
         self._start_metering()
+        await self._start_microgrid()
 
         from eschaton.api.server import ApiServer
 
@@ -127,6 +129,13 @@ class Node:
             svc.close()  # valves go to their declared safe state
 
         self._closers.append(close_metering)
+
+    async def _start_microgrid(self) -> None:
+        from eschaton.daemon.microgrid import MicrogridService
+
+        self.microgrid = await MicrogridService.open(self)
+        if self.microgrid is not None:
+            self._closers.append(self.microgrid.close)
 
     def _on_net_event(self, ev: dict[str, Any]) -> None:
         self.events = (self.events + [dict(ev, ts=time.time())])[-50:]

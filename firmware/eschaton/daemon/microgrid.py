@@ -1,0 +1,741 @@
+"""The node-side microgrid service: meters, valves, peer links and trade channels joined to the
+microgrid cores (``eschaton.microgrid.service``).
+
+Rules / theory of operation:
+- Terms, invoices and payments are decided by the sans-IO cores and recorded in their
+  append-only ledgers (``microgrid-seller.db``, ``microgrid-buyer.db``) before anything is sent
+  or actuated. This module only routes: readings in, messages out, channel payments both ways.
+- Signing key: the node's own ed25519 identity. A seller's offer key therefore *is* its node id,
+  and the buyer accepts an offer only from the configured seller over that seller's own link.
+- Seller: every ``reading_interval_s`` each contracted meter is read (pulse counts -> exact
+  integer base units by the meter's calibration, floor) and fed to ``SellerService.on_reading``;
+  invoices go to the buyer as ``mg_invoice``; a cut or restore is actuated synchronously inside
+  that call (valve or relay), so it happens milliseconds after the reading that crossed the
+  credit limit. A meter without an agreement stays shut; the offer is (re)sent while the buyer
+  is linked and has not accepted.
+- Payments are credited from the channel, not from the buyer's word: ``mg_paid`` names the
+  invoice and payment id, and the seller credits at most what the trade channels with that buyer
+  moved to it and is not yet credited (sum of our channel balances with the buyer minus
+  everything recorded as received from the buyer). A repeated payment id is ignored by the core.
+- Buyer: invoices are checked by ``BuyerService`` (own meter fed first, when configured); a
+  refusal is recorded in the ledger, answered with ``mg_refused`` and pays nothing. Payments run
+  one at a time per seller in a worker task (a channel update waits for the peer's ack, which
+  must not block the link's receive loop). Before a channel update starts, a durable intent
+  (payment id, channel, our balance before) is written; after a crash each payment the ledger
+  shows as unresolved is settled against the channel: balance moved -> confirmed (and
+  ``mg_paid`` resent), not moved -> failed (the amount is paid again with the next invoice).
+  So a payment is never made twice and never lost.
+- A buyer on hold (``microgrid.hold``) keeps only the latest invoice per meter (invoices are
+  cumulative) and handles it when released.
+- Loss/bypass: ``[[microgrid.loss]]`` feeds our own meters to ``LossDetector``; alarms and
+  clears go into the seller ledger.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from collections import deque
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from nacl.signing import SigningKey
+
+from eschaton.core.link.identity import NodeId
+from eschaton.core.microgrid.buyer import Tolerance
+from eschaton.core.microgrid.decisions import Pay, SendInvoice
+from eschaton.core.microgrid.errors import MeterRegression, Refusal
+from eschaton.core.microgrid.ledger import Entry
+from eschaton.core.microgrid.loss import LossConfig, LossDetector
+from eschaton.core.microgrid.terms import Offer, Service, Tariff
+from eschaton.core.wire.codec import Message as WireMessage
+from eschaton.core.wire.codec import make
+from eschaton.core.wire.messages import BY_NAME
+from eschaton.daemon.microgrid_config import BuyConfig, MicrogridConfig, SellConfig
+from eschaton.errors import EschatonError, LocalError
+from eschaton.microgrid.service import BuyerService, SellerService
+
+log = logging.getLogger("eschaton.microgrid")
+
+RECENT = 200  # ledger entries and events kept in memory for status
+OFFER_RESEND_S = 5.0
+
+
+class MicrogridConfigError(LocalError):
+    pass
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def from_wire_fields(wm: WireMessage) -> dict[str, Any]:
+    """The core's wire dict from a decoded ``mg_*`` row (the row's fields are the dict's)."""
+    return dict(wm.fields)
+
+
+def _to_wire(name: str, d: dict[str, Any]) -> WireMessage:
+    spec = BY_NAME[name]
+    return make(name, **{f.name: d[f.name] for f in spec.fields})
+
+
+def _summary(kind: str, body: Any) -> dict[str, Any]:
+    """A short, JSON-friendly view of a ledger entry body (for status and the demo)."""
+    out: dict[str, Any] = {}
+    if not isinstance(body, dict):
+        return out
+    inv = body.get("invoice")
+    if isinstance(inv, dict):
+        for k in ("meter_id", "seq", "cum_units", "cum_due_sat"):
+            if k in inv:
+                out[k] = inv[k]
+    ag = body.get("agreement")
+    if isinstance(ag, dict) and isinstance(ag.get("offer"), dict):
+        out["meter_id"] = ag["offer"].get("meter_id")
+    if isinstance(body.get("offer"), dict):
+        out["meter_id"] = body["offer"].get("meter_id")
+    for k in ("meter_id", "amount_sat", "unpaid_sat", "credit_limit_sat", "reason", "detail",
+              "loss_units", "bulk_units"):
+        v = body.get(k)
+        if isinstance(v, int | str):
+            out[k] = v
+        elif isinstance(v, bytes):
+            out[k] = v.decode("utf-8", "replace")
+    for k in ("payment_id", "ref"):
+        v = body.get(k)
+        if isinstance(v, bytes):
+            out[k] = v.hex()[:16]
+    return out
+
+
+class _Intents:
+    """Durable payment intents of the buyer: written before a channel update starts."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS intents (payment_id BLOB PRIMARY KEY, "
+                        "meter_id TEXT NOT NULL, ref BLOB NOT NULL, channel_id BLOB NOT NULL, "
+                        "balance_before INTEGER NOT NULL, amount INTEGER NOT NULL, "
+                        "state TEXT NOT NULL, at_ms INTEGER NOT NULL)")
+
+    def add(self, pay: Pay, cid: bytes, before: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?, ?, 'started', ?)",
+                        (pay.payment_id, pay.meter_id, pay.ref, cid, before, pay.amount_sat, now_ms()))
+
+    def get(self, payment_id: bytes) -> tuple[bytes, int, int] | None:
+        row = self.db.execute("SELECT channel_id, balance_before, amount FROM intents "
+                              "WHERE payment_id = ?", (payment_id,)).fetchone()
+        return None if row is None else (bytes(row[0]), int(row[1]), int(row[2]))
+
+    def set_state(self, payment_id: bytes, state: str) -> None:
+        self.db.execute("UPDATE intents SET state = ? WHERE payment_id = ?", (state, payment_id))
+
+    def confirmed(self, limit: int = 20) -> list[tuple[str, bytes, bytes, int, bytes]]:
+        rows = self.db.execute("SELECT meter_id, ref, payment_id, amount, channel_id FROM intents "
+                               "WHERE state = 'confirmed' ORDER BY at_ms DESC LIMIT ?", (limit,))
+        return [(str(m), bytes(r), bytes(p), int(a), bytes(c)) for m, r, p, a, c in rows]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class MicrogridService:
+    """See the module docstring. Built and closed by the node's composition root."""
+
+    def __init__(self, node: Any, config: MicrogridConfig, key: SigningKey) -> None:
+        self.node = node
+        self.config = config
+        self.key = key
+        self.pubkey = bytes(key.verify_key.encode())
+        d: Path = node.datadir
+        self.sells: dict[str, SellConfig] = {s.meter: s for s in config.sell}
+        self.buys: dict[str, BuyConfig] = {b.seller: b for b in config.buy}
+        self.seller: SellerService | None = None
+        self.buyer: BuyerService | None = None
+        self.intents: _Intents | None = None
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.actuations: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.refusals: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.held: dict[str, bool] = {}  # seller meter id -> buyer pays on hold
+        self._stash: dict[str, tuple[str, dict[str, Any]]] = {}  # meter -> (seller hex, invoice)
+        self._offered: dict[str, float] = {}  # meter -> monotonic time of the last offer sent
+        self._payq: dict[str, asyncio.Queue[Pay | None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._seen: dict[str, int] = {"seller": 0, "buyer": 0}
+        self._loss = [(ls, LossDetector(LossConfig(
+            bulk_meter=ls.bulk, downstream=ls.downstream, window_ms=int(ls.window_s * 1000),
+            alarm_abs_units=ls.alarm_units, alarm_rel_ppm=ls.alarm_ppm,
+            clear_abs_units=ls.clear_units, clear_rel_ppm=ls.clear_ppm))) for ls in config.loss]
+        self._closed = False
+        self.flows: Any = None
+        self._check_names()
+        if config.sell or config.loss:
+            self.seller = SellerService.open(d / "microgrid-seller.db", key, actuator=self._actuate)
+        if config.buy:
+            # One tolerance per buyer ledger: the most lenient configured (they rarely differ).
+            tol = Tolerance(abs_units=max(b.tolerance_units for b in config.buy),
+                            rel_ppm=max(b.tolerance_ppm for b in config.buy))
+            self.buyer = BuyerService.open(d / "microgrid-buyer.db", key, tol)
+            self.intents = _Intents(d / "microgrid-intents.db")
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, node: Any) -> MicrogridService | None:
+        cfg = getattr(node.config, "microgrid", None)
+        if cfg is None:
+            return None
+        key = SigningKey(node.net.keys.seed())
+        svc = cls(node, cfg, key)
+        if svc.seller is not None:
+            svc.seller.reassert_supply(now_ms())
+        for s in cfg.sell:
+            # No agreement yet: the supply stays shut until the buyer accepts terms.
+            if svc.seller is not None and s.meter not in svc.seller.core.meters():
+                svc._actuate(s.meter, False, record=False)
+        if node.channels is not None:
+            node.channels.payment_listeners.append(svc._on_channel_payment)
+        flows = os.environ.get("ESCHATON_DEMO_FLOWS")
+        if flows and node.metering is not None and node.metering.hw.backend.name == "MOCK":
+            from eschaton.demo.flows import Flows  # emulated pipes for the village demo
+
+            svc.flows = Flows.from_file(node.metering, flows).start()
+        loop = asyncio.get_running_loop()
+        svc._tasks.append(loop.create_task(svc._ticker()))
+        svc._sync_recent()
+        for nid in list(node.net.sessions):
+            s = node.net.session(nid)
+            if s is not None:
+                svc.link_up(s)
+        return svc
+
+    async def close(self) -> None:
+        self._closed = True
+        if self.flows is not None:
+            self.flows.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for svc in (self.seller, self.buyer, self.intents):
+            if svc is not None:
+                svc.close()
+
+    def _check_names(self) -> None:
+        m = self.node.metering
+        meters = set(m.pulse_meters) | set(m.modbus_meters) if m is not None else set()
+        valves = set(m.valves) if m is not None else set()
+        relays = set(m.relays) if m is not None else set()
+        src = self.node.config.source
+        for i, s in enumerate(self.config.sell):
+            if s.meter not in meters:
+                raise MicrogridConfigError(f"{src}: microgrid.sell[{i}].meter: no [[meter]] named {s.meter!r}")
+            if s.valve is not None and s.valve not in valves:
+                raise MicrogridConfigError(f"{src}: microgrid.sell[{i}].valve: no [[valve]] named {s.valve!r}")
+            if s.relay is not None and s.relay not in relays:
+                raise MicrogridConfigError(f"{src}: microgrid.sell[{i}].relay: no [[relay]] named {s.relay!r}")
+        for i, b in enumerate(self.config.buy):
+            if b.meter is not None and b.meter not in meters:
+                raise MicrogridConfigError(f"{src}: microgrid.buy[{i}].meter: no [[meter]] named {b.meter!r}")
+        for i, ls in enumerate(self.config.loss):
+            for name in (ls.bulk, *ls.downstream):
+                if name not in meters:
+                    raise MicrogridConfigError(f"{src}: microgrid.loss[{i}]: no [[meter]] named {name!r}")
+
+    # --- meters and valves -------------------------------------------------------------------
+
+    def base_units(self, meter: str, base_unit: str) -> int:
+        """The meter's cumulative count in exact integer base units (floor of the calibration)."""
+        m = self.node.metering
+        scale = 1000 if base_unit in ("mL", "Wh") else 1
+        pm = m.pulse_meters.get(meter)
+        if pm is not None:
+            return int(Fraction(pm.total * scale) / Fraction(pm.counts_per_unit))
+        reading = m.last_energy.get(meter)
+        if reading is None:
+            raise LocalError(f"meter {meter} has no reading yet")
+        return int(Fraction(reading.import_kwh) * scale)
+
+    def _actuate(self, meter_id: str, on: bool, record: bool = True) -> None:
+        s = self.sells.get(meter_id)
+        if s is None or self.node.metering is None:
+            return
+        if s.valve is not None:
+            (self.node.metering.open_valve if on else self.node.metering.close_valve)(s.valve)
+        elif s.relay is not None:
+            self.node.metering.switch(s.relay, on)
+        if record:
+            self.actuations.append({"meter_id": meter_id, "on": on, "at_ms": now_ms()})
+        log.info("supply %s: %s", meter_id, "open" if on else "closed")
+
+    # --- links -------------------------------------------------------------------------------
+
+    def _session(self, peer_hex: str) -> Any:
+        try:
+            return self.node.net.session(NodeId.from_hex(peer_hex))
+        except Exception:  # a malformed id in memory cannot happen (config checked); be safe
+            return None
+
+    async def _send(self, peer_hex: str, wm: WireMessage) -> bool:
+        s = self._session(peer_hex)
+        if s is None:
+            return False
+        try:
+            await s.send(wm)
+        except Exception as e:  # supervision boundary: a dead link; resent when it is back
+            log.info("microgrid send %s to %s failed: %s", wm.name, peer_hex[:12], e)
+            return False
+        return True
+
+    def link_up(self, session: Any) -> None:
+        if self._closed:
+            return
+        peer = session.remote.hex()
+        loop = asyncio.get_running_loop()
+        loop.create_task(self._on_link_up(peer))
+
+    async def _on_link_up(self, peer: str) -> None:
+        if self.seller is not None:
+            for s in self.sells.values():
+                if s.buyer == peer:
+                    self._offered.pop(s.meter, None)
+            for d in self.seller.resend_invoices():
+                if isinstance(d, SendInvoice) and self.sells.get(d.invoice.meter_id, None) is not None \
+                        and self.sells[d.invoice.meter_id].buyer == peer:
+                    await self._send(peer, _to_wire("mg_invoice", d.invoice.to_wire()))
+        if self.buyer is not None and peer in self.buys:
+            self._worker(peer)
+            assert self.intents is not None
+            for meter, ref, pid, amount, cid in reversed(self.intents.confirmed()):
+                await self._send(peer, make("mg_paid", meter_id=meter, ref=ref, payment_id=pid,
+                                            amount_sat=amount, channel_id=cid))
+
+    def receive(self, session: Any, wm: WireMessage) -> Any:
+        """Entry point of every ``mg_*`` row (from the peer handler)."""
+        peer = session.remote.hex()
+        fn = getattr(self, "_on_" + wm.name, None)
+        if fn is None:
+            return None
+        return fn(peer, wm)
+
+    def _refused(self, peer: str, what: str, err: Exception) -> None:
+        reason = getattr(err, "reason", type(err).__name__)
+        self.refusals.append({"peer": peer[:16], "what": what, "reason": str(reason),
+                              "detail": str(err)[:200], "at_ms": now_ms()})
+        log.warning("refused %s from %s: %s", what, peer[:12], err)
+
+    # --- seller side -------------------------------------------------------------------------
+
+    async def _offer(self, s: SellConfig) -> None:
+        assert self.seller is not None
+        if self._session(s.buyer) is None:
+            return
+        t = time.monotonic()
+        if t - self._offered.get(s.meter, -1e9) < OFFER_RESEND_S:
+            return
+        self._offered[s.meter] = t
+        now = now_ms()
+        tariff = Tariff(Service(s.service), s.unit, s.base_unit, price_msat=s.price_msat,
+                        fee_sat=s.fee_sat, fee_period_ms=s.fee_period_ms,
+                        credit_limit_sat=s.credit_limit_sat, pay_interval_ms=s.pay_interval_ms)
+        offer = self.seller.offer(offer_id=os.urandom(16), tariff=tariff, meter_id=s.meter,
+                                  start_units=self.base_units(s.meter, s.base_unit), now_ms=now,
+                                  expires_ms=now + int(s.offer_ttl_s * 1000),
+                                  buyer=bytes.fromhex(s.buyer))
+        self._sync_recent()
+        await self._send(s.buyer, _to_wire("mg_offer", offer.to_wire()))
+
+    async def _on_mg_accept(self, peer: str, wm: WireMessage) -> None:
+        if self.seller is None:
+            return self._refused(peer, "mg_accept", LocalError("this node sells nothing"))
+        try:
+            actions = self.seller.on_acceptance(from_wire_fields(wm), now_ms())
+        except (Refusal, EschatonError) as e:
+            return self._refused(peer, "mg_accept", e)
+        del actions
+        for meter in self.seller.core.meters():
+            s = self.sells.get(meter)
+            ag = self.seller.core.agreement(meter)
+            if s is not None and ag.buyer.hex() == peer and not self._is_cut(meter):
+                self._actuate(meter, True)  # agreed: the supply opens
+        self._sync_recent()
+
+    def _is_cut(self, meter: str) -> bool:
+        assert self.seller is not None
+        return bool(self.seller.core.status(meter).supply.value == "cut")
+
+    def _received_from(self, peer: str) -> int:
+        """What the channels with ``peer`` moved to us, minus what we already credited."""
+        assert self.seller is not None
+        ch = self.node.channels
+        moved = 0
+        for cid, p in ch.peers.map.items():
+            c = ch.endpoint.channels.get(cid)
+            if p == peer and c is not None and c.best is not None:
+                st = c.status(ch.height)
+                if st.role != "opener":  # the buyer opens (and funds) the trade channel
+                    moved += int(st.local_balance)
+        credited = sum(self.seller.core.status(m).paid_sat for m in self.seller.core.meters()
+                       if self.seller.core.agreement(m).buyer.hex() == peer)
+        return moved - credited
+
+    def _on_channel_payment(self, cid: bytes, amount: int) -> None:
+        log.info("channel %s moved %d sat to us", cid.hex()[:12], amount)
+
+    async def _on_mg_paid(self, peer: str, wm: WireMessage) -> None:
+        if self.seller is None:
+            return
+        cid = wm.get_bytes("channel_id")
+        if self.node.channels.peers.map.get(cid) != peer:
+            return self._refused(peer, "mg_paid", LocalError("names a channel this peer does not hold"))
+        claimed = int(wm["amount_sat"])  # type: ignore[arg-type]
+        pid, ref = wm.get_bytes("payment_id"), wm.get_bytes("ref")
+        if pid in self.seller.core._payment_ids:
+            return  # a resent notice: already credited
+        credit = min(claimed, self._received_from(peer))
+        if credit <= 0:
+            return self._refused(peer, "mg_paid", LocalError(
+                f"claims {claimed} sat but the channel moved nothing uncredited"))
+        if credit < claimed:
+            log.warning("mg_paid claims %d sat; crediting only the %d the channel moved", claimed, credit)
+        try:
+            self.seller.on_payment(ref, pid, credit, now_ms())
+        except EschatonError as e:
+            return self._refused(peer, "mg_paid", e)
+        self._sync_recent()
+
+    def _seller_tick(self, now: int) -> list[tuple[str, WireMessage]]:
+        assert self.seller is not None
+        out: list[tuple[str, WireMessage]] = []
+        contracted = set(self.seller.core.meters())
+        for s in self.sells.values():
+            if s.meter not in contracted:
+                continue
+            units = self.base_units(s.meter, s.base_unit)
+            try:
+                actions = self.seller.on_reading(s.meter, units, now, now)
+            except MeterRegression as e:
+                # After a power cut the journal may resume a little below the last invoice:
+                # wait until the meter has passed it again.
+                log.debug("%s", e)
+                continue
+            for a in actions:
+                if isinstance(a, SendInvoice):
+                    out.append((s.buyer, _to_wire("mg_invoice", a.invoice.to_wire())))
+        for ls, det in self._loss:
+            entries: list[Entry] = []
+            for name in (ls.bulk, *ls.downstream):
+                for ev in det.on_reading(name, self.base_units(name, "mL"), now):
+                    entries.append(ev.entry())
+            if entries:
+                self.seller.ledger.append(entries)
+        return out
+
+    # --- buyer side --------------------------------------------------------------------------
+
+    async def _on_mg_offer(self, peer: str, wm: WireMessage) -> None:
+        b = self.buys.get(peer)
+        d = from_wire_fields(wm)
+        if self.buyer is None or b is None:
+            return self._refused(peer, "mg_offer", LocalError("we buy nothing from this peer"))
+        try:
+            offer = Offer.from_wire(d)
+            if offer.seller.hex() != peer:
+                raise LocalError("offer is not signed by the peer that sent it")
+            if offer.tariff.price_msat > b.max_price_msat:
+                raise LocalError(f"price {offer.tariff.price_msat} msat above our maximum {b.max_price_msat}")
+            if offer.tariff.credit_limit_sat > b.max_credit_limit_sat:
+                raise LocalError("credit limit above our maximum")
+            if offer.meter_id in self.buyer.core.meters():
+                raise LocalError(f"we already have an agreement for meter {offer.meter_id}")
+            if b.meter is not None:
+                self.buyer.on_own_reading(b.meter, self.base_units(b.meter, offer.tariff.base_unit), now_ms())
+            acc = self.buyer.accept(d, now_ms(), own_meter=b.meter)
+        except EschatonError as e:
+            self._refused(peer, "mg_offer", e)
+            await self._send(peer, make("mg_refused", meter_id=str(d.get("meter_id", ""))[:64],
+                                        reason=str(getattr(e, "reason", "refused"))[:32],
+                                        detail=str(e)[:256]))
+            return
+        self._sync_recent()
+        await self._send(peer, _to_wire("mg_accept", acc.to_wire()))
+
+    async def _on_mg_invoice(self, peer: str, wm: WireMessage) -> None:
+        d = from_wire_fields(wm)
+        if self.buyer is None or peer not in self.buys:
+            return self._refused(peer, "mg_invoice", LocalError("we buy nothing from this peer"))
+        meter = str(d.get("meter_id", ""))
+        if self.held.get(meter):
+            self._stash[meter] = (peer, d)
+            return
+        await self._handle_invoice(peer, d)
+
+    async def _handle_invoice(self, peer: str, d: dict[str, Any]) -> None:
+        assert self.buyer is not None
+        b = self.buys[peer]
+        now = now_ms()
+        try:
+            meter = str(d.get("meter_id", ""))
+            if b.meter is not None and meter in self.buyer.core.meters():
+                base = self.buyer.core.agreement(meter).tariff.base_unit
+                self.buyer.on_own_reading(b.meter, self.base_units(b.meter, base), now)
+            pays = self.buyer.on_invoice(d, now)
+        except Refusal as e:
+            self._sync_recent()
+            self._refused(peer, "mg_invoice", e)
+            await self._send(peer, make("mg_refused", meter_id=str(d.get("meter_id", ""))[:64],
+                                        reason=str(e.reason)[:32], detail=str(e)[:256]))
+            return
+        self._sync_recent()
+        for p in pays:
+            self._worker(peer).put_nowait(p)
+
+    def hold(self, meter: str, paused: bool) -> None:
+        self.held[meter] = paused
+        if not paused:
+            stashed = self._stash.pop(meter, None)
+            if stashed is not None:
+                asyncio.get_running_loop().create_task(self._handle_invoice(*stashed))
+
+    def _worker(self, peer: str) -> asyncio.Queue[Pay | None]:
+        q = self._payq.get(peer)
+        if q is None:
+            q = self._payq[peer] = asyncio.Queue()
+            self._tasks.append(asyncio.get_running_loop().create_task(self._pay_worker(peer, q)))
+        return q
+
+    def _trade_channel(self, peer: str, amount: int) -> Any:
+        ch = self.node.channels
+        best = None
+        for cid, p in ch.peers.map.items():
+            c = ch.endpoint.channels.get(cid)
+            if p != peer or c is None or c.state.name != "OPEN" or not c.peer_ready or c.best is None:
+                continue
+            bal = int(c.status(ch.height).local_balance)
+            if bal >= amount and (best is None or bal > best[0]):
+                best = (bal, c)
+        return None if best is None else best[1]
+
+    def _balance(self, cid: bytes) -> int:
+        ch = self.node.channels
+        c = ch.endpoint.channels.get(cid)
+        return 0 if c is None or c.best is None else int(c.status(ch.height).local_balance)
+
+    async def _pay_worker(self, peer: str, q: asyncio.Queue[Pay | None]) -> None:
+        assert self.buyer is not None and self.intents is not None
+        await self._resolve_pending(peer)
+        while True:
+            pay = await q.get()
+            if pay is None:
+                return
+            await self._pay(peer, pay)
+
+    async def _pay(self, peer: str, pay: Pay) -> None:
+        assert self.buyer is not None and self.intents is not None
+        ch = None
+        for _ in range(600):  # wait up to a minute for an open channel with room
+            ch = self._trade_channel(peer, pay.amount_sat)
+            if ch is not None and self._session(peer) is not None:
+                break
+            await asyncio.sleep(0.1)
+        if ch is None:
+            self.buyer.on_payment_failed(pay.payment_id, now_ms())
+            self._sync_recent()
+            log.warning("no open trade channel with %s for %d sat", peer[:12], pay.amount_sat)
+            return
+        cid = ch.channel_id
+        self.intents.add(pay, cid, self._balance(cid))
+        try:
+            await self.node.channels.run_update(ch, "pay", pay.amount_sat)
+        except Exception as e:  # supervision boundary: the channel decides what happened
+            log.warning("channel payment of %d sat failed: %s", pay.amount_sat, e)
+            await self._settle_intent(peer, pay.payment_id)
+            return
+        self.buyer.on_payment_confirmed(pay.payment_id, now_ms())
+        self.intents.set_state(pay.payment_id, "confirmed")
+        self._sync_recent()
+        await self._send(peer, make("mg_paid", meter_id=pay.meter_id, ref=pay.ref,
+                                    payment_id=pay.payment_id, amount_sat=pay.amount_sat,
+                                    channel_id=cid))
+
+    async def _settle_intent(self, peer: str, payment_id: bytes) -> None:
+        """After a failure or a crash: did the channel move the money? Confirmed payments are
+        announced to the seller (again: it ignores a payment id it has credited)."""
+        assert self.buyer is not None and self.intents is not None
+        it = self.intents.get(payment_id)
+        if it is None:
+            # Recorded as sent, but the channel update never started.
+            self.buyer.on_payment_failed(payment_id, now_ms())
+            self._sync_recent()
+            return
+        cid, before, amount = it
+        c = self.node.channels.endpoint.channels.get(cid)
+        with contextlib.suppress(EschatonError):
+            if c is not None:
+                await self.node.channels.wait_for(lambda: c.pending is None, "the channel to settle",
+                                                  timeout=60)
+        pay = next((p for p in self.buyer.pending_payments() if p.payment_id == payment_id), None)
+        if before - self._balance(cid) >= amount:
+            self.buyer.on_payment_confirmed(payment_id, now_ms())
+            self.intents.set_state(payment_id, "confirmed")
+            if pay is not None:
+                await self._send(peer, make("mg_paid", meter_id=pay.meter_id, ref=pay.ref,
+                                            payment_id=payment_id, amount_sat=amount, channel_id=cid))
+        else:
+            self.buyer.on_payment_failed(payment_id, now_ms())
+            self.intents.set_state(payment_id, "failed")
+        self._sync_recent()
+
+    async def _resolve_pending(self, peer: str) -> None:
+        """Settle payments left unresolved by a crash, then pay what is still outstanding."""
+        assert self.buyer is not None
+        pend = [p for p in self.buyer.pending_payments()
+                if self.buyer.core.agreement(p.meter_id).seller.hex() == peer]
+        for _ in range(600):
+            if self._session(peer) is not None:
+                break
+            await asyncio.sleep(0.1)
+        for p in pend:
+            await self._settle_intent(peer, p.payment_id)
+        for meter in self.buyer.core.meters():
+            if self.buyer.core.agreement(meter).seller.hex() == peer and not self.held.get(meter):
+                for pay in self.buyer.pay_outstanding(meter, now_ms()):
+                    await self._pay(peer, pay)
+        self._sync_recent()
+
+    # --- ticker ------------------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # supervision boundary: keep billing on the next tick
+                log.exception("microgrid tick failed")
+            await asyncio.sleep(self.config.reading_interval_s)
+
+    async def _tick(self) -> None:
+        if self.seller is None or self.node.metering is None:
+            return
+        contracted = set(self.seller.core.meters())
+        for s in self.sells.values():
+            if s.meter not in contracted:
+                await self._offer(s)
+        sends = self._seller_tick(now_ms())
+        self._sync_recent()
+        for peer, wm in sends:
+            await self._send(peer, wm)
+
+    # --- status ------------------------------------------------------------------------------
+
+    def _sync_recent(self) -> None:
+        for role, svc in (("seller", self.seller), ("buyer", self.buyer)):
+            if svc is None:
+                continue
+            rows = svc.ledger._db.execute(
+                "SELECT seq, kind, at_ms, payload FROM entries WHERE seq > ? ORDER BY seq",
+                (self._seen[role],)).fetchall()
+            for seq, kind, at_ms, payload in rows:
+                try:
+                    _, e = Entry.from_payload(bytes(payload))
+                    body = _summary(kind, e.body)
+                except EschatonError:
+                    body = {}
+                self.recent.append({"role": role, "seq": int(seq), "kind": str(kind),
+                                    "at_ms": int(at_ms), **body})
+                self._seen[role] = int(seq)
+
+    def status(self) -> dict[str, Any]:
+        self._sync_recent()
+        sells = []
+        if self.seller is not None:
+            contracted = set(self.seller.core.meters())
+            for s in self.sells.values():
+                row: dict[str, Any] = {"meter": s.meter, "buyer": s.buyer, "service": s.service,
+                                       "base_unit": s.base_unit, "price_msat": s.price_msat,
+                                       "credit_limit_sat": s.credit_limit_sat,
+                                       "units": self.base_units(s.meter, s.base_unit),
+                                       "agreed": s.meter in contracted}
+                if s.meter in contracted:
+                    st = self.seller.core.status(s.meter)
+                    row.update(agreement=st.agreement_id.hex(), invoices=st.last_seq,
+                               anchor_units=self.seller.core.agreement(s.meter).anchor.units,
+                               invoiced_units=st.invoiced_units, invoiced_sat=st.invoiced_due_sat,
+                               metered_units=st.metered_units, due_sat=st.metered_due_sat,
+                               paid_sat=st.paid_sat, unpaid_sat=st.unpaid_sat,
+                               supply=st.supply.value)
+                else:
+                    row["supply"] = "none"
+                sells.append(row)
+        buys = []
+        if self.buyer is not None:
+            for meter in self.buyer.core.meters():
+                st = self.buyer.core.status(meter)
+                buys.append({"meter": meter, "seller": self.buyer.core.agreement(meter).seller.hex(),
+                             "agreement": st.agreement_id.hex(), "invoices": st.last_seq,
+                             "accepted_units": st.accepted_units, "accepted_sat": st.accepted_due_sat,
+                             "paid_sat": st.paid_sat, "pending_sat": st.pending_sat,
+                             "held": bool(self.held.get(meter))})
+        return {"sell": sells, "buy": buys, "recent": list(self.recent)[-30:],
+                "actuations": list(self.actuations), "refusals": list(self.refusals)}
+
+    def ledger(self, role: str) -> list[dict[str, Any]]:
+        svc = self.seller if role == "seller" else self.buyer
+        if svc is None:
+            return []
+        out = []
+        for e in svc.ledger.verify():
+            out.append({"kind": e.kind.value, "at_ms": e.at_ms, **_summary(e.kind.value, e.body)})
+        return out
+
+    async def _on_mg_refused(self, peer: str, wm: WireMessage) -> None:
+        self.refusals.append({"peer": peer[:16], "what": "refused_by_peer",
+                              "reason": str(wm["reason"]), "detail": str(wm["detail"]),
+                              "meter_id": str(wm["meter_id"]), "at_ms": now_ms()})
+        log.warning("peer %s refused our %s message: %s (%s)", peer[:12], wm["meter_id"],
+                    wm["reason"], wm["detail"])
+
+
+# --- API commands (registered when eschaton.daemon.commands imports this module) ---------------
+
+from eschaton.api.registry import ApiError, Param, command  # noqa: E402
+
+
+def _svc(node: Any) -> MicrogridService:
+    mg = getattr(node, "microgrid", None)
+    if mg is None:
+        raise ApiError("this node has no [microgrid] section")
+    return mg  # type: ignore[no-any-return]
+
+
+@command("microgrid.status", "contracts sold and bought, meters, supply, recent ledger entries")
+async def microgrid_status(node: Any) -> dict[str, Any]:
+    return _svc(node).status()
+
+
+@command("microgrid.hold", "stop (or resume) paying a seller's invoices for a meter",
+         Param("meter", str, "the seller's meter id"),
+         Param("paused", bool, "true: hold payments; false: pay what is due", required=False,
+               default=True))
+async def microgrid_hold(node: Any, meter: str, paused: bool) -> dict[str, Any]:
+    mg = _svc(node)
+    if mg.buyer is None or meter not in mg.buyer.core.meters():
+        raise ApiError(f"no agreement to buy from meter {meter!r}")
+    mg.hold(meter, paused)
+    return {"meter": meter, "held": paused}
+
+
+@command("microgrid.ledger", "every entry of the seller or buyer ledger (hash chain verified)",
+         Param("role", str, "seller or buyer", required=False, default="seller"))
+async def microgrid_ledger(node: Any, role: str) -> list[dict[str, Any]]:
+    if role not in ("seller", "buyer"):
+        raise ApiError("role must be seller or buyer")
+    return _svc(node).ledger(role)

@@ -1,0 +1,1 @@
+"""The emulated village behind ``eschaton demo`` (``make demo``): scenario, processes, view."""
