@@ -47,6 +47,7 @@ class Node:
         self.api: Any = None
         self._stop = asyncio.Event()
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._redials: dict[str, asyncio.Task[None]] = {}
         self.events: list[dict[str, Any]] = []  # recent network events, for `node status`
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -140,6 +141,43 @@ class Node:
     def _on_net_event(self, ev: dict[str, Any]) -> None:
         self.events = (self.events + [dict(ev, ts=time.time())])[-50:]
         log.info(ev.get("event", "net"), extra={"fields": ev})
+        if ev.get("event") == "link_closed" and not self._stop.is_set():
+            self._redial_neighbour(str(ev["id"]))
+
+    def _redial_neighbour(self, peer: str) -> None:
+        """Dial a discovered neighbour again after its link dropped, while it keeps beaconing.
+
+        Discovery reports only new or changed neighbours, so a peer that restarts at the same
+        address (its beacons keep it fresh in the table) would never be dialled again. As for a
+        new neighbour, only the side with the smaller id dials; static peers redial themselves.
+        """
+        from eschaton.core.link.identity import NodeId
+
+        net = self.net
+        if net is None or net.discovery is None or peer in self._redials:
+            return
+        nid = NodeId.from_hex(peer)
+        if not net.node_id.raw < nid.raw or any(p.node_id == nid for p in self.config.network.peers):
+            return
+        task = asyncio.get_running_loop().create_task(self._redial(nid))
+        self._redials[peer] = task
+        task.add_done_callback(lambda _t: self._redials.pop(peer, None))
+
+    async def _redial(self, nid: Any) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            await asyncio.sleep(delay)
+            net = self.net
+            urls = net.discovery.table.neighbours().get(nid) if net is not None and net.discovery else None
+            tcp = [u for u in urls or () if u.startswith("tcp://")]
+            if net is None or net.session(nid) is not None or not tcp:
+                return  # linked again, or forgotten (a later beacon is reported as new)
+            try:
+                await net.connect(nid, tcp[0])
+                return
+            except EschatonError as e:
+                log.info("redial of neighbour %s failed: %s", nid.short(), e)
+            delay = min(delay * 2, 30.0)
 
     @property
     def node_id(self) -> str:
@@ -159,6 +197,9 @@ class Node:
         sdnotify.notify("STOPPING=1")
 
     async def close(self) -> None:
+        self._stop.set()  # no redials while the network stops
+        for task in list(self._redials.values()):
+            task.cancel()
         while self._closers:
             closer = self._closers.pop()
             try:
