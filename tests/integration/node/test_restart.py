@@ -1,0 +1,68 @@
+"""A node SIGKILLed right after a payment resumes its channel when restarted: it links to its
+peer again (discovery, same address), both sides report the same version and balances, and
+payments continue both ways. Each side is killed in turn; the chain is owned by a separate
+``chain serve`` so that killing a node never takes the chain away from the other."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.integration.node.harness import (
+    Cluster,
+    NodeProc,
+    free_port,
+    mirrored,
+    open_channel,
+    pay,
+    poll,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _kill_and_restart(victim: NodeProc, survivor: NodeProc, cid: str) -> None:
+    before_v, before_s = mirrored(victim, survivor, cid)
+    victim.kill()
+    poll(lambda: victim.id not in survivor.linked(), f"{survivor.name} notices the link is gone")
+    assert survivor.running
+    old_id = victim.id
+    victim.start()
+    assert victim.wait_ready() == old_id  # the same node key, read back from its datadir
+    poll(lambda: survivor.id in victim.linked() and victim.id in survivor.linked(),
+         f"{victim.name} and {survivor.name} linked again", timeout=60)
+    after_v, after_s = mirrored(victim, survivor, cid)
+    assert after_v == before_v and after_s == before_s  # nothing lost, nothing invented
+
+
+def test_sigkill_mid_channel_resumes(cluster: Cluster) -> None:
+    cluster.serve_chain()
+    disc = free_port(socket.SOCK_DGRAM)
+    a, b = (cluster.node(n, listen=[f"tcp://127.0.0.1:{free_port()}"], discovery_port=disc) for n in "ab")
+    for n in (a, b):
+        n.start()
+    for n in (a, b):
+        n.wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    cluster.chain.mine(101, to=a.wallet("address")["address"])
+    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
+    cid = open_channel(cluster.chain, a, b, 4_000_000)
+
+    # Kill the node with the larger id first: then the survivor is the side that must dial.
+    first, second = sorted((a, b), key=lambda n: n.id, reverse=True)
+    pay(a, b, cid, 100_000)
+    pay(first, second, cid, 3_000)  # the victim pays, then dies without a clean stop
+    _kill_and_restart(first, second, cid)
+    pay(first, second, cid, 2_000)
+    pay(second, first, cid, 1_000)
+
+    pay(second, first, cid, 500)
+    _kill_and_restart(second, first, cid)
+    pay(second, first, cid, 400)
+    pay(first, second, cid, 300)
+
+    for n in (a, b):
+        st = n.cli("channel", "list")
+        assert [c["state"] for c in st] == ["OPEN"]
+    for n in (a, b):
+        assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
