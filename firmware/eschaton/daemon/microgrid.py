@@ -577,10 +577,12 @@ class MicrogridService:
             return
         cid, before, amount = it
         c = self.node.channels.endpoint.channels.get(cid)
-        with contextlib.suppress(EschatonError):
-            if c is not None:
-                await self.node.channels.wait_for(lambda: c.pending is None, "the channel to settle",
-                                                  timeout=60)
+        # An update still in flight may complete when the link comes back (reestablish resends
+        # it): deciding "failed" before it settles could pay the same amount twice.
+        while c is not None and c.pending is not None and not self._closed:
+            with contextlib.suppress(EschatonError):
+                await self.node.channels.wait_for(lambda: c.pending is None,
+                                                  "the channel to settle", timeout=30)
         pay = next((p for p in self.buyer.pending_payments() if p.payment_id == payment_id), None)
         if before - self._balance(cid) >= amount:
             self.buyer.on_payment_confirmed(payment_id, now_ms())

@@ -105,7 +105,8 @@ class View:
         events = []
         for house in story.snapshot:
             for e in story.recent(house):
-                if e["kind"] in ("invoice_issued", "invoice_accepted", "payment_sent", "payment_confirmed"):
+                if e["kind"] in ("invoice_issued", "invoice_accepted", "payment_sent", "payment_confirmed",
+                                 "payment_received"):
                     continue
                 events.append((e["at_ms"], house, e))
         for at_ms, house, e in sorted(events, key=lambda x: x[0])[-8:]:
