@@ -11,17 +11,23 @@ Rules / theory of operation:
   ``reestablish`` resends the last state (the core keeps its outbox), so nothing is lost.
 - Local requests (pay, escrow, close) wait for the peer's answer with a timeout: a payment is
   reported done only when the peer's acknowledgement has been persisted.
+- Local requests on one channel run one at a time (``exclusive``). While one runs and has no
+  version in flight, the peer's ``turn_request`` is held back and handed to the core once our
+  version is out (the core then grants after the ack): otherwise a request arriving right after
+  the grant we waited for would take the turn away before we used it, and our request would
+  wait for a grant that never comes.
 - Per-channel keys come from one secret derived from the wallet seed, so the channel store
   holds no private keys and a backup of the seed plus the store restores everything.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +40,7 @@ from eschaton.channel.watcher import ChannelWatcher
 from eschaton.core.channel import Channel, ChannelParams, FundingInput, Notify, Policy, SignFunding
 from eschaton.core.channel.errors import ProtocolViolation
 from eschaton.core.channel.keys import derive_channel_key
-from eschaton.core.channel.messages import Message, OpenChannel
+from eschaton.core.channel.messages import Message, OpenChannel, TurnRequest
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
 from eschaton.errors import LocalError, RemoteError, TransientError
@@ -90,6 +96,9 @@ class ChannelService:
         self.notifications: list[dict[str, Any]] = []
         self.refusals: list[dict[str, Any]] = []
         self.payment_listeners: list[Callable[[bytes, int], None]] = []
+        self._locks: dict[bytes, asyncio.Lock] = {}
+        self._busy: set[bytes] = set()
+        self._deferred: dict[bytes, tuple[Any, WireMessage]] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -209,6 +218,11 @@ class ChannelService:
             return
         if owner != peer:
             raise ProtocolViolation("message for a channel this peer does not hold")
+        if isinstance(msg, TurnRequest) and msg.channel_id in self._busy:
+            ch = self.endpoint.channels.get(msg.channel_id)
+            if ch is not None and ch.pending is None:
+                self._deferred[msg.channel_id] = (session, wm)  # see "exclusive" above
+                return
         try:
             before = self._local_balance(msg.channel_id)
             self.endpoint.receive(msg, self.height)
@@ -294,14 +308,37 @@ class ChannelService:
         self.endpoint.execute(ch, ch.request_turn())
         await self.wait_for(lambda: ch.have_turn, "the peer to grant the turn")
 
+    @contextlib.asynccontextmanager
+    async def exclusive(self, cid: bytes) -> AsyncIterator[None]:
+        """One local request at a time on a channel; the peer's turn requests wait meanwhile."""
+        async with self._locks.setdefault(cid, asyncio.Lock()):
+            self._busy.add(cid)
+            try:
+                yield
+            finally:
+                self._busy.discard(cid)
+                self._redeliver(cid)
+
+    def _redeliver(self, cid: bytes) -> None:
+        held = self._deferred.pop(cid, None)
+        if held is None:
+            return
+        session, wm = held
+        try:
+            self.receive(session, wm)
+        except RemoteError as e:
+            log.warning("deferred turn request on %s refused: %s", cid.hex()[:12], e)
+
     async def run_update(self, ch: Channel, method: str, *args: Any) -> Any:
         """Run a version-producing request and wait until the peer acknowledged it."""
-        self._session_for(ch.channel_id)
-        await self.ensure_turn(ch)
-        value = self.endpoint.call(ch.channel_id, method, *args, self.height)
-        self._poke()
-        await self.wait_for(lambda: ch.pending is None, f"the peer to acknowledge {method}")
-        return value
+        async with self.exclusive(ch.channel_id):
+            self._session_for(ch.channel_id)
+            await self.ensure_turn(ch)
+            value = self.endpoint.call(ch.channel_id, method, *args, self.height)
+            self._redeliver(ch.channel_id)  # our version is out: the core grants after the ack
+            self._poke()
+            await self.wait_for(lambda: ch.pending is None, f"the peer to acknowledge {method}")
+            return value
 
 
 class _Refused(RemoteError):

@@ -169,9 +169,10 @@ async def channel_close(node: Any, channel: str, force: bool) -> dict[str, Any]:
     if force:
         svc.endpoint.execute(ch, ch.force_close(svc.height))
     else:
-        svc._session_for(ch.channel_id)
-        await svc.ensure_turn(ch)
-        svc.endpoint.execute(ch, ch.close(svc.height))
+        async with svc.exclusive(ch.channel_id):
+            svc._session_for(ch.channel_id)
+            await svc.ensure_turn(ch)
+            svc.endpoint.execute(ch, ch.close(svc.height))
         svc._poke()
         await svc.wait_for(lambda: bool(ch.close_raw) or ch.state.name == "CLOSED", "the peer to sign the close")
     svc._poke()
