@@ -1,0 +1,74 @@
+"""Payments requested at the same time from both ends of a channel (and two at once on one end)
+all complete: requests on one node run one after the other and the turn passes back and forth,
+with every satoshi accounted for on both sides."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from eschaton.api.client import call_async
+from tests.integration.node.harness import (
+    Cluster,
+    NodeProc,
+    free_port,
+    mirrored,
+    open_channel,
+    pay,
+    poll,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+CAPACITY = 6_000_000
+FEE_STEP = 300  # the node's channel parameters: fee step paid by whoever switches direction
+
+
+async def _pays(node: NodeProc, cid: str, amounts: list[int]) -> list[object]:
+    out: list[object] = []
+    for amount in amounts:
+        try:
+            out.append(await call_async(node.datadir, "channel.pay", {"channel": cid, "amount": amount},
+                                        timeout=60))
+        except Exception as e:  # recorded and asserted on below, with the message
+            out.append(e)
+    return out
+
+
+def test_concurrent_pays_from_both_sides(cluster: Cluster) -> None:
+    disc = free_port(socket.SOCK_DGRAM)
+    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in "ab")
+    a.start().wait_ready()
+    b.start().wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    cluster.chain.mine(101, to=a.wallet("address")["address"])
+    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
+    cid = open_channel(cluster.chain, a, b, CAPACITY, "--step", "1")
+    pay(a, b, cid, 2_000_000)
+    a0, b0 = mirrored(a, b, cid)
+
+    from_a = [1_000 + i for i in range(15)]
+    from_a2 = [50 + i for i in range(5)]  # a second stream of requests on the same node
+    from_b = [700 + i for i in range(15)]
+
+    async def all_at_once() -> list[list[object]]:
+        return list(await asyncio.gather(_pays(a, cid, from_a), _pays(b, cid, from_b),
+                                         _pays(a, cid, from_a2)))
+
+    results = asyncio.run(all_at_once())
+    failures = [r for rs in results for r in rs if isinstance(r, Exception)]
+    assert not failures, failures
+
+    a1, b1 = mirrored(a, b, cid)
+    sent_a, sent_b = sum(from_a) + sum(from_a2), sum(from_b)
+    assert a1["version"] == a0["version"] + len(from_a) + len(from_a2) + len(from_b)
+    # Each side paid exactly its payments plus whole fee steps for the switches it made.
+    fee_a = a0["local_sat"] - sent_a + sent_b - a1["local_sat"]
+    fee_b = b0["local_sat"] + sent_a - sent_b - b1["local_sat"]
+    assert fee_a >= 0 and fee_b >= 0 and fee_a % FEE_STEP == 0 and fee_b % FEE_STEP == 0, (fee_a, fee_b)
+    assert fee_a + fee_b == a1["fee_sat"] - a0["fee_sat"]
+    assert a1["local_sat"] + a1["remote_sat"] + a1["fee_sat"] == CAPACITY
+    for n in (a, b):
+        assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
+    pay(b, a, cid, 10)  # and plain sequential use goes on
