@@ -173,6 +173,7 @@ class MicrogridService:
             alarm_abs_units=ls.alarm_units, alarm_rel_ppm=ls.alarm_ppm,
             clear_abs_units=ls.clear_units, clear_rel_ppm=ls.clear_ppm))) for ls in config.loss]
         self._closed = False
+        self._unresolved: dict[bytes, Pay] = {}
         self.flows: Any = None
         self._check_names()
         if config.sell or config.loss:
@@ -183,6 +184,9 @@ class MicrogridService:
                             rel_ppm=max(b.tolerance_ppm for b in config.buy))
             self.buyer = BuyerService.open(d / "microgrid-buyer.db", key, tol)
             self.intents = _Intents(d / "microgrid-intents.db")
+            # Payments a crash left unresolved: only these are settled against the channel at
+            # start (payments recorded from now on are in the pay queue, not unresolved).
+            self._unresolved = {p.payment_id: p for p in self.buyer.pending_payments()}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -257,7 +261,10 @@ class MicrogridService:
         scale = 1000 if base_unit in ("mL", "Wh") else 1
         pm = m.pulse_meters.get(meter)
         if pm is not None:
-            return int(Fraction(pm.total * scale) / Fraction(pm.counts_per_unit))
+            # Bill only what the totals journal made durable: after a power cut the meter
+            # resumes from that total, so no invoice can ever be ahead of the meter.
+            total = m.journal.total(meter) if m.journal is not None else pm.total
+            return int(Fraction(total * scale) / Fraction(pm.counts_per_unit))
         reading = m.last_energy.get(meter)
         if reading is None:
             raise LocalError(f"meter {meter} has no reading yet")
@@ -539,6 +546,8 @@ class MicrogridService:
 
     async def _pay(self, peer: str, pay: Pay) -> None:
         assert self.buyer is not None and self.intents is not None
+        if all(p.payment_id != pay.payment_id for p in self.buyer.pending_payments()):
+            return  # already resolved (confirmed or failed): never start it again
         ch = None
         for _ in range(600):  # wait up to a minute for an open channel with room
             ch = self._trade_channel(peer, pay.amount_sat)
@@ -598,7 +607,7 @@ class MicrogridService:
     async def _resolve_pending(self, peer: str) -> None:
         """Settle payments left unresolved by a crash, then pay what is still outstanding."""
         assert self.buyer is not None
-        pend = [p for p in self.buyer.pending_payments()
+        pend = [p for p in self._unresolved.values()
                 if self.buyer.core.agreement(p.meter_id).seller.hex() == peer]
         for _ in range(600):
             if self._session(peer) is not None:
@@ -606,6 +615,7 @@ class MicrogridService:
             await asyncio.sleep(0.1)
         for p in pend:
             await self._settle_intent(peer, p.payment_id)
+            self._unresolved.pop(p.payment_id, None)
         for meter in self.buyer.core.meters():
             if self.buyer.core.agreement(meter).seller.hex() == peer and not self.held.get(meter):
                 for pay in self.buyer.pay_outstanding(meter, now_ms()):
