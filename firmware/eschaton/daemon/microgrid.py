@@ -169,7 +169,7 @@ class MicrogridService:
         self._tasks: list[asyncio.Task[None]] = []
         self._seen: dict[str, int] = {"seller": 0, "buyer": 0}
         self._loss = [(ls, LossDetector(LossConfig(
-            bulk_meter=ls.bulk, downstream=ls.downstream, window_ms=int(ls.window_s * 1000),
+            bulk_meter=ls.bulk, downstream=frozenset(ls.downstream), window_ms=int(ls.window_s * 1000),
             alarm_abs_units=ls.alarm_units, alarm_rel_ppm=ls.alarm_ppm,
             clear_abs_units=ls.clear_units, clear_rel_ppm=ls.clear_ppm))) for ls in config.loss]
         self._closed = False
@@ -690,11 +690,11 @@ class MicrogridService:
         buys = []
         if self.buyer is not None:
             for meter in self.buyer.core.meters():
-                st = self.buyer.core.status(meter)
+                bst = self.buyer.core.status(meter)
                 buys.append({"meter": meter, "seller": self.buyer.core.agreement(meter).seller.hex(),
-                             "agreement": st.agreement_id.hex(), "invoices": st.last_seq,
-                             "accepted_units": st.accepted_units, "accepted_sat": st.accepted_due_sat,
-                             "paid_sat": st.paid_sat, "pending_sat": st.pending_sat,
+                             "agreement": bst.agreement_id.hex(), "invoices": bst.last_seq,
+                             "accepted_units": bst.accepted_units, "accepted_sat": bst.accepted_due_sat,
+                             "paid_sat": bst.paid_sat, "pending_sat": bst.pending_sat,
                              "held": bool(self.held.get(meter))})
         return {"sell": sells, "buy": buys, "recent": list(self.recent)[-30:],
                 "actuations": list(self.actuations), "refusals": list(self.refusals)}

@@ -138,10 +138,10 @@ def write_configs(base: Path, houses: list[House], chain_dir: Path) -> None:
         if h.sells or h.buys:
             t.append('[microgrid]\nreading_interval_s = 0.25\n\n')
         for s in h.sells:
-            unit, base = ("litre", "mL") if s.kind == "water" else ("kWh", "Wh")
+            unit, base_unit = ("litre", "mL") if s.kind == "water" else ("kWh", "Wh")
             cut = f'valve = "{s.cut}"' if s.kind == "water" else f'relay = "{s.cut}"'
             t.append(f'[[microgrid.sell]]\nmeter = "{s.meter}"\n{cut}\nbuyer = "{by[s.buyer].node_id}"\n'
-                     f'service = "{s.kind}"\nunit = "{unit}"\nbase_unit = "{base}"\n'
+                     f'service = "{s.kind}"\nunit = "{unit}"\nbase_unit = "{base_unit}"\n'
                      f'price_msat = {s.price_msat}\ncredit_limit_sat = {s.credit_limit_sat}\n'
                      f'pay_interval_ms = {s.pay_interval_ms}\n\n')
         for seller in sorted({s.seller for s in h.buys}):
