@@ -1,13 +1,16 @@
 """A node SIGKILLed right after a payment resumes its channel when restarted: it links to its
 peer again (discovery, same address), both sides report the same version and balances, and
-payments continue both ways. Each side is killed in turn; the chain is owned by a separate
-``chain serve`` so that killing a node never takes the chain away from the other."""
+payments continue both ways. Each side is killed in turn, then the payee while a payment is in
+flight. The chain is owned by a separate ``chain serve`` so that killing a node never takes the
+chain away from the other."""
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
+from eschaton.errors import EschatonError
 from tests.integration.node.harness import (
     Cluster,
     NodeProc,
@@ -60,6 +63,31 @@ def test_sigkill_mid_channel_resumes(cluster: Cluster) -> None:
     _kill_and_restart(second, first, cid)
     pay(second, first, cid, 400)
     pay(first, second, cid, 300)
+
+    # The payee dies while a payment is in flight: whichever side of its fsync the kill lands,
+    # the restarted pair agrees, and a payment the payer reported done is in that agreement.
+    before, _ = mirrored(a, b, cid)
+    outcome: dict[str, object] = {}
+
+    def paying() -> None:
+        try:
+            outcome["result"] = a.api("channel.pay", channel=cid, amount=777)
+        except EschatonError as e:  # a clean refusal or timeout is acceptable; a hang is not
+            outcome["result"] = e
+
+    t = threading.Thread(target=paying)
+    t.start()
+    b.kill()
+    b.start().wait_ready()
+    t.join(90)
+    assert not t.is_alive(), "the payer's request never returned"
+    after_a, after_b = mirrored(a, b, cid)
+    assert after_a["version"] in (before["version"], before["version"] + 1)
+    if isinstance(outcome["result"], dict):
+        assert after_a["version"] == before["version"] + 1
+        assert after_b["local_sat"] == before["remote_sat"] + 777
+    pay(b, a, cid, 200)
+    pay(a, b, cid, 100)
 
     for n in (a, b):
         st = n.cli("channel", "list")
