@@ -35,14 +35,15 @@ def cmd_demo(args: argparse.Namespace) -> Any:
     base.mkdir(parents=True)
     view = View(tty=False if args.plain else None)
     story = Story(base, args.duration, view)
-    ok = False
+    ok = interrupted = False
     try:
         asyncio.run(story.run())
         ok = all(good for _, good in story.checks) and bool(story.checks)
     except KeyboardInterrupt:
-        story.log.append((0.0, "interrupted (Ctrl-C); every node was stopped"))
+        interrupted = True
+        story.log.append((story.elapsed(), "interrupted (Ctrl-C); every node was stopped"))
     except DemoError as e:
-        story.log.append((0.0, f"stopped early: {e}"))
+        story.log.append((story.elapsed(), f"stopped early: {e}"))
     finally:
         for line in summary(story):
             print(line)
@@ -51,6 +52,8 @@ def cmd_demo(args: argparse.Namespace) -> Any:
         else:
             print(f"demo data kept in {base}")
     sys.stdout.flush()
+    if interrupted:
+        raise KeyboardInterrupt  # exit status 130, like any interrupted command
     if not ok:
         raise LocalError("the demo did not complete its story (see above; node logs with --keep)")
     return None

@@ -461,6 +461,12 @@ class MicrogridService:
             if offer.tariff.credit_limit_sat > b.max_credit_limit_sat:
                 raise LocalError("credit limit above our maximum")
             if offer.meter_id in self.buyer.core.meters():
+                ag = self.buyer.core.agreement(offer.meter_id)
+                if ag.seller.hex() == peer and not offer.prev_agreement:
+                    # The seller re-offers: it never got our acceptance (lost in a crash).
+                    # Resend it; the seller binds it if it still holds that offer.
+                    await self._send(peer, _to_wire("mg_accept", ag.acceptance.to_wire()))
+                    return
                 raise LocalError(f"we already have an agreement for meter {offer.meter_id}")
             if b.meter is not None:
                 self.buyer.on_own_reading(b.meter, self.base_units(b.meter, offer.tariff.base_unit), now_ms())
