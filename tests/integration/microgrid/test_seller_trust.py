@@ -1,0 +1,147 @@
+"""A seller node credits only what its trade channels moved: a buyer that accepts terms, draws
+water and sends ``mg_paid`` claims without paying gets nothing credited and its valve closed.
+
+The buyer is this test process (a real ``NetNode`` and a real ``BuyerCore``); the seller is a
+real node process with a flow meter and a valve on mock pins, water driven in its process.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+from nacl.signing import SigningKey
+
+from eschaton.config import parse_config
+from eschaton.core.microgrid.buyer import BuyerCore
+from eschaton.core.microgrid.decisions import Pay
+from eschaton.core.microgrid.terms import Offer
+from eschaton.core.wire.codec import Message, make
+from eschaton.daemon.microgrid import _to_wire, from_wire_fields
+from eschaton.demo.village import House, api, free_port, start_node, stop_node, wait_ready
+from eschaton.net.identity import create_identity
+from eschaton.net.node import NetNode
+
+METER = "h2-water-h1"
+
+
+class FakeBuyerHandler:
+    def __init__(self, inbox: asyncio.Queue[Message]) -> None:
+        self.inbox = inbox
+
+    def on_mg_offer(self, msg: Message) -> None:
+        self.inbox.put_nowait(msg)
+
+    def on_mg_invoice(self, msg: Message) -> None:
+        self.inbox.put_nowait(msg)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.mark.timeout(120)
+def test_claims_without_channel_payments_credit_nothing_and_the_valve_closes(tmp_path: Path) -> None:
+    buyer_dir, seller = tmp_path / "buyer", House("house2", "seller")
+    buyer_keys = create_identity(buyer_dir)
+    buyer_port = free_port()
+    seller.datadir = tmp_path / "house2"
+    seller.node_id = create_identity(seller.datadir).node_id.hex()
+    seller.port, seller.config, seller.log = free_port(), seller.datadir / "node.toml", seller.datadir / "node.log"
+    seller.flows = seller.datadir / "flows.json"
+    seller.flows.write_text(json.dumps([{"name": METER, "pin": 17, "hz": 90.0, "valve": "v1"}]))
+    seller.config.write_text(f'''
+[node]
+datadir = "{seller.datadir}"
+name = "house2"
+[network]
+listen = ["tcp://127.0.0.1:{seller.port}"]
+[network.discovery]
+enabled = false
+[chain]
+datadir = "{tmp_path / 'chain'}"
+[hardware]
+backend = "mock"
+[[meter]]
+name = "{METER}"
+type = "pulse_flow"
+pin = 17
+pulses_per_litre = 450
+[[valve]]
+name = "v1"
+type = "solenoid_nc"
+pin = 23
+meter = "{METER}"
+[microgrid]
+[[microgrid.sell]]
+meter = "{METER}"
+valve = "v1"
+buyer = "{buyer_keys.node_id.hex()}"
+service = "water"
+unit = "litre"
+base_unit = "mL"
+price_msat = 50000
+credit_limit_sat = 20
+pay_interval_ms = 500
+''')
+    buyer_cfg = parse_config(f'''
+[node]
+datadir = "{buyer_dir}"
+name = "fake-buyer"
+[network]
+listen = ["tcp://127.0.0.1:{buyer_port}"]
+[network.discovery]
+enabled = false
+[[network.peers]]
+id = "{seller.node_id}"
+url = "tcp://127.0.0.1:{seller.port}"
+''', "buyer.toml")
+
+    async def scenario() -> None:
+        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        start_node(seller)
+        net = None
+        try:
+            await wait_ready(seller)
+            net = await NetNode.new(buyer_cfg, handler_factory=lambda s: FakeBuyerHandler(inbox))
+            offer_msg = await asyncio.wait_for(inbox.get(), 20)
+            assert offer_msg.name == "mg_offer"
+            core = BuyerCore(SigningKey(buyer_keys.seed()))
+            acc, _ = core.accept(Offer.from_wire(from_wire_fields(offer_msg)), now_ms())
+            session = net.session(next(iter(net.sessions)))
+            await session.send(_to_wire("mg_accept", acc.to_wire()))
+            claims = 0
+            while True:
+                msg = await asyncio.wait_for(inbox.get(), 20)
+                if msg.name != "mg_invoice":
+                    continue
+                for d in core.on_invoice(from_wire_fields(msg), now_ms()):
+                    if isinstance(d, Pay):
+                        # Claim the payment on a channel id we invent, then on the seller's
+                        # own node id: neither is a channel this buyer holds with the seller.
+                        for cid in (os.urandom(32), bytes.fromhex(seller.node_id)):
+                            await session.send(make("mg_paid", meter_id=d.meter_id, ref=d.ref,
+                                                    payment_id=d.payment_id,
+                                                    amount_sat=d.amount_sat, channel_id=cid))
+                            claims += 1
+                st = await api(seller, "microgrid.status")
+                if st["sell"][0]["supply"] == "cut":
+                    break
+            assert claims >= 2
+            st = await api(seller, "microgrid.status")
+            row = st["sell"][0]
+            assert row["paid_sat"] == 0 and row["unpaid_sat"] > 20
+            assert [a["on"] for a in st["actuations"]] == [True, False]  # opened, then cut
+            assert len(st["refusals"]) == claims
+            assert all(r["what"] == "mg_paid" for r in st["refusals"])
+            kinds = [e["kind"] for e in await api(seller, "microgrid.ledger", role="seller")]
+            assert "payment_received" not in kinds and kinds[-1] == "supply_cut"
+        finally:
+            stop_node(seller)
+            if net is not None:
+                await net.close()
+
+    asyncio.run(scenario())
