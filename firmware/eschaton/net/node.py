@@ -104,6 +104,11 @@ class NetNode:
                     "advertise": self.discovery.urls() if self.discovery else []})
 
     async def close(self) -> None:
+        # Sessions first, while their streams are still open: each tells its peer it is closing
+        # (a serial peer has no other way to know). Cancelling the tasks first would close the
+        # streams under them.
+        for session in list(self.sessions.values()):
+            await session.close("node stopping")
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):

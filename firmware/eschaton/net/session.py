@@ -125,8 +125,9 @@ class Session:
         raise ev.error if ev.error is not None else LinkError(ev.reason)
 
     async def close(self, reason: str = "closed locally") -> None:
-        """Close the link (sends nothing; the peer sees the stream end)."""
-        await self._handle(self.link.close(reason))
+        """Close the link, telling the peer why: on a serial line there is no stream end to see,
+        and without the ``error`` message the peer would only notice at its keepalive timeout."""
+        await self._handle(self.link.close(reason, send_error=True))
 
     # ---- driving ---------------------------------------------------------------------------------
     async def run(self) -> LinkClosed:

@@ -61,10 +61,6 @@ def test_channel_over_a_serial_line(cluster: Cluster, tmp_path: Path) -> None:
         assert n.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the serial listener serves one session only: SerialTransport.listen opens the port once and "
-    "never reopens it after that session ends, so a peer that redials the line after a restart "
-    "gets 'handshake timed out' forever (net/transport/serial.py)"))
 def test_serial_link_comes_back_after_the_dialling_node_restarts(cluster: Cluster, tmp_path: Path) -> None:
     p1, p2 = _pty_pair(cluster, tmp_path)
     a = cluster.node("a", listen=[f"serial://{p1}?baud=115200"])

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 
 import serial
 
 from eschaton.core.wire.framing import SerialDeframer, encode_serial_frame
+from eschaton.errors import EschatonError
 from eschaton.net.transport.base import (
     BadTransportUrl,
     FrameStream,
@@ -30,6 +32,8 @@ from eschaton.net.transport.base import (
 )
 
 DEFAULT_BAUD = 115200
+RELISTEN_DELAY = 0.2  # seconds between the end of one session on a line and listening again
+log = logging.getLogger(__name__)
 
 
 class SerialStream(FrameStream):
@@ -151,13 +155,27 @@ class SerialTransport:
         return _open(url)
 
     async def listen(self, url: TransportUrl, on_stream: OnStream) -> Listener:
-        stream = _open(url)
+        stream = _open(url)  # fail at once on a missing device or a bad URL
 
         async def run() -> None:
-            try:
-                await on_stream(stream)
-            finally:
-                await stream.close()
+            current: SerialStream | None = stream
+            while True:
+                if current is not None:
+                    try:
+                        await on_stream(current)
+                    except EschatonError as exc:
+                        log.info("%s: session ended: %s", url.url, exc)
+                    finally:
+                        await current.close()
+                # A serial line has no accept(): it is point to point, and after one session ends
+                # (the peer restarted, the line was cut) we listen on the same device again, so the
+                # peer can redial. A device that vanished (USB adapter unplugged) is retried.
+                await asyncio.sleep(RELISTEN_DELAY)
+                try:
+                    current = _open(url)
+                except TransportError as exc:
+                    log.info("%s: cannot reopen yet: %s", url.url, exc)
+                    current = None
 
         return SerialListener(url.url, asyncio.get_running_loop().create_task(run()))
 
