@@ -18,6 +18,6 @@ def register(subparsers: Any) -> None:
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "microgrid.hold", meter=a.meter, paused=not a.resume))
     p = sub.add_parser("ledger", help="every ledger entry (hash chain verified)")
-    p.add_argument("--role", choices=("seller", "buyer"), default="seller")
+    p.add_argument("--role", choices=("seller", "buyer", "loss"), default="seller")
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "microgrid.ledger", role=a.role))

@@ -28,7 +28,7 @@ Rules / theory of operation:
 - A buyer on hold (``microgrid.hold``) keeps only the latest invoice per meter (invoices are
   cumulative) and handles it when released.
 - Loss/bypass: ``[[microgrid.loss]]`` feeds our own meters to ``LossDetector``; alarms and
-  clears go into the seller ledger.
+  clears go into their own hash-chained ledger (``microgrid-loss.db``).
 """
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ from eschaton.core.wire.codec import make
 from eschaton.core.wire.messages import BY_NAME
 from eschaton.daemon.microgrid_config import BuyConfig, MicrogridConfig, SellConfig
 from eschaton.errors import EschatonError, LocalError
+from eschaton.microgrid.ledger import SqliteLedger
 from eschaton.microgrid.service import BuyerService, SellerService
 
 log = logging.getLogger("eschaton.microgrid")
@@ -167,7 +168,7 @@ class MicrogridService:
         self._offered: dict[str, float] = {}  # meter -> monotonic time of the last offer sent
         self._payq: dict[str, asyncio.Queue[Pay | None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._seen: dict[str, int] = {"seller": 0, "buyer": 0}
+        self._seen: dict[str, int] = {"seller": 0, "buyer": 0, "loss": 0}
         self._loss = [(ls, LossDetector(LossConfig(
             bulk_meter=ls.bulk, downstream=frozenset(ls.downstream), window_ms=int(ls.window_s * 1000),
             alarm_abs_units=ls.alarm_units, alarm_rel_ppm=ls.alarm_ppm,
@@ -176,8 +177,14 @@ class MicrogridService:
         self._unresolved: dict[bytes, Pay] = {}
         self.flows: Any = None
         self._check_names()
-        if config.sell or config.loss:
+        self.loss_ledger: SqliteLedger | None = None
+        if config.sell:
             self.seller = SellerService.open(d / "microgrid-seller.db", key, actuator=self._actuate)
+        if config.loss:
+            # Its own hash-chained ledger: loss events are not contract decisions (a seller
+            # ledger rebuilds contracts and has no such entries).
+            self.loss_ledger = SqliteLedger(d / "microgrid-loss.db")
+            self.loss_ledger.verify()
         if config.buy:
             # One tolerance per buyer ledger: the most lenient configured (they rarely differ).
             tol = Tolerance(abs_units=max(b.tolerance_units for b in config.buy),
@@ -228,7 +235,7 @@ class MicrogridService:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for svc in (self.seller, self.buyer, self.intents):
+        for svc in (self.seller, self.buyer, self.intents, self.loss_ledger):
             if svc is not None:
                 svc.close()
 
@@ -419,13 +426,13 @@ class MicrogridService:
         self._sync_recent()
 
     def _seller_tick(self, now: int) -> list[tuple[str, WireMessage]]:
-        assert self.seller is not None
         out: list[tuple[str, WireMessage]] = []
-        contracted = set(self.seller.core.meters())
+        contracted = set(self.seller.core.meters()) if self.seller is not None else set()
         for s in self.sells.values():
             if s.meter not in contracted:
                 continue
             units = self.base_units(s.meter, s.base_unit)
+            assert self.seller is not None
             try:
                 actions = self.seller.on_reading(s.meter, units, now, now)
             except MeterRegression as e:
@@ -441,8 +448,8 @@ class MicrogridService:
             for name in (ls.bulk, *ls.downstream):
                 for ev in det.on_reading(name, self.base_units(name, "mL"), now):
                     entries.append(ev.entry())
-            if entries:
-                self.seller.ledger.append(entries)
+            if entries and self.loss_ledger is not None:
+                self.loss_ledger.append(entries)
         return out
 
     # --- buyer side --------------------------------------------------------------------------
@@ -641,12 +648,13 @@ class MicrogridService:
             await asyncio.sleep(self.config.reading_interval_s)
 
     async def _tick(self) -> None:
-        if self.seller is None or self.node.metering is None:
+        if self.node.metering is None or (self.seller is None and self.loss_ledger is None):
             return
-        contracted = set(self.seller.core.meters())
-        for s in self.sells.values():
-            if s.meter not in contracted:
-                await self._offer(s)
+        if self.seller is not None:
+            contracted = set(self.seller.core.meters())
+            for s in self.sells.values():
+                if s.meter not in contracted:
+                    await self._offer(s)
         sends = self._seller_tick(now_ms())
         self._sync_recent()
         for peer, wm in sends:
@@ -655,10 +663,12 @@ class MicrogridService:
     # --- status ------------------------------------------------------------------------------
 
     def _sync_recent(self) -> None:
-        for role, svc in (("seller", self.seller), ("buyer", self.buyer)):
-            if svc is None:
+        for role, led in (("seller", self.seller.ledger if self.seller else None),
+                          ("buyer", self.buyer.ledger if self.buyer else None),
+                          ("loss", self.loss_ledger)):
+            if led is None:
                 continue
-            rows = svc.ledger._db.execute(
+            rows = led._db.execute(
                 "SELECT seq, kind, at_ms, payload FROM entries WHERE seq > ? ORDER BY seq",
                 (self._seen[role],)).fetchall()
             for seq, kind, at_ms, payload in rows:
@@ -706,11 +716,13 @@ class MicrogridService:
                 "actuations": list(self.actuations), "refusals": list(self.refusals)}
 
     def ledger(self, role: str) -> list[dict[str, Any]]:
-        svc = self.seller if role == "seller" else self.buyer
-        if svc is None:
+        led = {"seller": self.seller.ledger if self.seller else None,
+               "buyer": self.buyer.ledger if self.buyer else None,
+               "loss": self.loss_ledger}[role]
+        if led is None:
             return []
         out = []
-        for e in svc.ledger.verify():
+        for e in led.verify():
             out.append({"kind": e.kind.value, "at_ms": e.at_ms, **_summary(e.kind.value, e.body)})
         return out
 
@@ -752,8 +764,8 @@ async def microgrid_hold(node: Any, meter: str, paused: bool) -> dict[str, Any]:
 
 
 @command("microgrid.ledger", "every entry of the seller or buyer ledger (hash chain verified)",
-         Param("role", str, "seller or buyer", required=False, default="seller"))
+         Param("role", str, "seller, buyer or loss", required=False, default="seller"))
 async def microgrid_ledger(node: Any, role: str) -> list[dict[str, Any]]:
-    if role not in ("seller", "buyer"):
-        raise ApiError("role must be seller or buyer")
+    if role not in ("seller", "buyer", "loss"):
+        raise ApiError("role must be seller, buyer or loss")
     return _svc(node).ledger(role)

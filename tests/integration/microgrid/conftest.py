@@ -26,6 +26,7 @@ def small_village() -> tuple[list[House], list[Sale]]:
                 valve_pin=23, pay_interval_ms=1000)
     houses[2].sells.append(sale)
     houses[1].buys.append(sale)
+    houses[2].bulk = {"meter": "h2-pump", "pin": 22, "extra_hz": 30.0}  # loss check, no bypass
     return houses, [sale]
 
 
