@@ -65,7 +65,6 @@ class Node:
         return node
 
     async def _start(self) -> None:
-        from eschaton.chain.open import open_chain
         from eschaton.wallet.wallet import Wallet
 
         self.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -73,8 +72,11 @@ class Node:
 
         cc = self.config.chain
         if cc.backend == "embedded":
+            from eschaton.chain.resilient import ReopeningChain
+
             base = cc.datadir if cc.datadir is not None else self.datadir
-            self.chain = await open_chain(base, serve=True)
+            # Several nodes may share this chain; if its owner goes away, reopen (and maybe own) it.
+            self.chain = await ReopeningChain.open(base, serve=True)
         else:
             from eschaton.chain.electrum.client import ElectrumChainClient
 

@@ -96,11 +96,6 @@ def test_sigkill_mid_channel_resumes(cluster: Cluster) -> None:
         assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a node that reaches the shared chain through another node's Electrum server never "
-    "reconnects when that owner restarts: every chain call then fails with ChainUnavailable "
-    "'not connected to the chain server' (chain/electrum/client.py has no reconnect, and the "
-    "daemon does not reopen the chain)"))
 def test_chain_client_node_follows_the_chain_after_its_owner_restarts(cluster: Cluster) -> None:
     a = cluster.node("a", listen=["tcp://127.0.0.1:0"])
     b = cluster.node("b", listen=["tcp://127.0.0.1:0"])
