@@ -727,6 +727,13 @@ class MicrogridService:
         return out
 
     async def _on_mg_refused(self, peer: str, wm: WireMessage) -> None:
+        meter = str(wm["meter_id"])
+        s = self.sells.get(meter)
+        if s is not None and s.buyer == peer and self.seller is not None \
+                and meter not in self.seller.core.meters():
+            # The buyer turned our terms down: offer again in a minute, not every few seconds
+            # (each offer is a ledger entry).
+            self._offered[meter] = time.monotonic() + 60.0 - OFFER_RESEND_S
         self.refusals.append({"peer": peer[:16], "what": "refused_by_peer",
                               "reason": str(wm["reason"]), "detail": str(wm["detail"]),
                               "meter_id": str(wm["meter_id"]), "at_ms": now_ms()})

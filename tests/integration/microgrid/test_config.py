@@ -1,0 +1,50 @@
+"""The [microgrid] section: accepted as documented; every mistake names file, line and key."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from eschaton.config import ConfigError, parse_config
+
+PEER = "ab" * 32
+HEAD = '[node]\ndatadir = "/tmp/x"\n[chain]\ndatadir = "/tmp/x/chain"\n'
+
+
+def sell(**over: object) -> str:
+    d: dict[str, object] = {"meter": '"m1"', "valve": '"v1"', "buyer": f'"{PEER}"',
+                            "service": '"water"', "unit": '"litre"', "base_unit": '"mL"',
+                            "price_msat": "2000", "credit_limit_sat": "100"}
+    d.update(over)
+    return "[microgrid]\n[[microgrid.sell]]\n" + "".join(
+        f"{k} = {v}\n" for k, v in d.items() if v is not None)
+
+
+def test_documented_section_parses() -> None:
+    cfg = parse_config(HEAD + sell() + f'[[microgrid.buy]]\nseller = "{PEER}"\nmax_price_msat = 5\n'
+                       '[[microgrid.loss]]\nbulk = "b"\ndownstream = ["m1"]\n', "node.toml")
+    mg = cfg.microgrid
+    assert mg.sell[0].price_msat == 2000 and mg.sell[0].valve == "v1" and mg.sell[0].relay is None
+    assert mg.buy[0].seller == PEER and mg.buy[0].meter is None
+    assert mg.loss[0].downstream == ("m1",)
+    assert parse_config(HEAD, "node.toml").microgrid is None
+
+
+@pytest.mark.parametrize(("over", "key", "words"), [
+    ({"price_msat": "-1"}, "microgrid.sell[0].price_msat", "integer"),
+    ({"buyer": '"xyz"'}, "microgrid.sell[0].buyer", "node id"),
+    ({"base_unit": '"Wh"'}, "microgrid.sell[0].base_unit", "unit pair"),
+    ({"service": '"gas"'}, "microgrid.sell[0].service", "water or electricity"),
+    ({"relay": '"r1"'}, "microgrid.sell[0].valve", "exactly one"),
+    ({"colour": '"red"'}, "microgrid.sell[0].colour", "unknown key"),
+    ({"meter": None}, "microgrid.sell[0].meter", "required"),
+    ({"fee_sat": "5"}, "microgrid.sell[0].fee_period_ms", "positive"),
+])
+def test_mistakes_name_file_line_and_key(over: dict[str, object], key: str, words: str) -> None:
+    text = HEAD + sell(**over)
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "node.toml")
+    msg = str(e.value)
+    assert key in msg and words in msg, msg
+    # A missing key has no line; every other mistake points at its line.
+    assert re.match(r"node\.toml: " if words == "required" else r"node\.toml:\d+: ", msg), msg
