@@ -184,7 +184,7 @@ def parse_microgrid(doc: dict[str, Any], ctx: Any) -> MicrogridConfig | None:
             raise t.err("valve", "give exactly one of valve or relay (what cuts the supply)")
         fee, period = t.int_("fee_sat", 0), t.int_("fee_period_ms", 0)
         if fee and not period:
-            raise t.err("fee_period_ms", "must be positive when fee_sat is")
+            raise t.err("fee_sat", "an access fee needs a positive fee_period_ms")
         sells.append(SellConfig(
             meter=t.str_("meter"), valve=valve or None, relay=relay or None,
             buyer=t.node_id("buyer"), service=service, unit=unit, base_unit=base,

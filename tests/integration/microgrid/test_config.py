@@ -38,7 +38,7 @@ def test_documented_section_parses() -> None:
     ({"relay": '"r1"'}, "microgrid.sell[0].valve", "exactly one"),
     ({"colour": '"red"'}, "microgrid.sell[0].colour", "unknown key"),
     ({"meter": None}, "microgrid.sell[0].meter", "required"),
-    ({"fee_sat": "5"}, "microgrid.sell[0].fee_period_ms", "positive"),
+    ({"fee_sat": "5"}, "microgrid.sell[0].fee_sat", "fee_period_ms"),
 ])
 def test_mistakes_name_file_line_and_key(over: dict[str, object], key: str, words: str) -> None:
     text = HEAD + sell(**over)
