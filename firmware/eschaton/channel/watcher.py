@@ -34,7 +34,7 @@ from eschaton.core.channel.sweep import claim_tx, reclaim_tx
 
 log = logging.getLogger(__name__)
 
-_FUNDING_WATCH = {ChannelState.REFUND_SIGNED, ChannelState.FUNDING_BROADCAST, ChannelState.OPEN,
+_FUNDING_WATCH = {ChannelState.REFUND_SIGNED, ChannelState.FUNDING_BROADCAST, ChannelState.OPEN, ChannelState.REANCHORING,
                   ChannelState.CLOSING, ChannelState.FORCE_CLOSING, ChannelState.CLOSED}
 
 
@@ -54,6 +54,7 @@ class ChannelWatcher:
         self.preimages: set[bytes] = set()
         self.results: list[BroadcastResult] = []
         self._wake = asyncio.Event()
+        self._watched: set[OutPoint] = set()
         self._task: asyncio.Task[None] | None = None
 
     def learn_preimage(self, preimage: bytes) -> None:
@@ -100,6 +101,9 @@ class ChannelWatcher:
             if ch.setup is None or ch.state not in _FUNDING_WATCH:
                 continue
             fo = OutPoint(ch.setup.funding_txid, ch.setup.funding_vout)
+            if fo not in self._watched:  # a new channel, or a re-anchored one
+                await self.backend.watch_outpoint(fo)
+                self._watched.add(fo)
             try:
                 confs = (await self.backend.tx_status(ch.setup.funding_txid)).confirmations
             except UnknownTransaction:

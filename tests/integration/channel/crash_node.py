@@ -73,7 +73,10 @@ class Harness:
         return send
 
     def flush(self) -> None:
+        budget = 10_000  # a duplicate ping-pong between the endpoints would otherwise never end
         while self.queue:
+            budget -= 1
+            assert budget > 0, "message storm: duplicates answered with duplicates"
             sender, m = self.queue.popleft()
             to = "b" if sender == "a" else "a"
             kw = {"payout_script": PAYOUT[to]} if m.NAME == "open_channel" else None
@@ -84,8 +87,9 @@ class Harness:
             except Exception as e:  # a refused duplicate after recovery is logged, not fatal
                 print(f"REFUSED {m.NAME} {type(e).__name__}: {e}", flush=True)
         for _name, ep in self.eps.items():
-            for _ in ep.take_broadcasts():
-                pass  # the parent broadcasts from the final report instead
+            for _cid, raw, label in ep.take_broadcasts():
+                if label == "re-anchor":  # the parent needs it to settle on its chain
+                    print(f"ANCHOR {raw.hex()}", flush=True)
 
     def ch(self, name: str) -> Channel | None:
         return self.eps[name].channels.get(CID)
@@ -95,6 +99,17 @@ class Harness:
             ch = ep.channels.get(CID)
             if ch is not None and ch.state in (ChannelState.REFUND_SIGNED, ChannelState.FUNDING_BROADCAST):
                 ep.execute(ch, ch.on_block(HEIGHT, 1))
+        self.flush()
+
+    def anchor_confirmed(self) -> None:
+        """Stands in for the chain: a fully signed re-anchor transaction confirms."""
+        chans = [c for c in (self.ch("a"), self.ch("b")) if c is not None]
+        if not any(c.reanchor is not None and c.reanchor["anchor_raw"] for c in chans):
+            return
+        for _name, ep in self.eps.items():
+            ch = ep.channels.get(CID)
+            if ch is not None and ch.state is ChannelState.REANCHORING:
+                ep.execute(ch, ch.on_funding_spent(ch.reanchor_txid(), True, HEIGHT))
         self.flush()
 
     def agreed(self) -> None:
@@ -128,6 +143,7 @@ def script(seed: int) -> list[tuple[str, str, int]]:
         ops.append((rng.choice("ab"), "pay", rng.randint(1_000, 200_000)))
     ops.insert(rng.randint(0, len(ops)), ("a", "escrow_commit", 300_000))
     ops.insert(rng.randint(0, len(ops)), ("a", "escrow_return", 150_000))
+    ops.insert(rng.randint(0, len(ops)), ("a", "reanchor", 1_000))
     return ops
 
 
@@ -146,6 +162,10 @@ def run(d: Path, seed: int, kill_at: int, funding: dict[str, Any]) -> None:
                 h.do(who, "pay", amount)
             except InvalidRequest:
                 pass  # more than the payer has: refused before anything changed
+        elif op == "reanchor":
+            h.do("a", "reanchor_channel", HEIGHT + 400, amount)
+            h.anchor_confirmed()
+            h.agreed()
         elif op == "escrow_commit":
             eid = h.do("a", "offer_escrow", amount, k(f"pre-{seed}-{n}"))
             h.do("a", "commit_escrow", eid)
@@ -172,6 +192,7 @@ def recover(d: Path, seed: int) -> None:
                 ep.reconnect(CID)
         h.flush()
         h.confirm()
+        h.anchor_confirmed()
     a, b = h.ch("a"), h.ch("b")
     assert a is not None
     if b is None or a.state in (ChannelState.PROPOSED, ChannelState.ACCEPTED):
@@ -187,6 +208,8 @@ def recover(d: Path, seed: int) -> None:
     report["best_a"] = a.best_tx().hex()
     report["best_b"] = b.best_tx().hex()
     report["best_locktimes"] = [a.best.locktime if a.best else None, b.best.locktime if b.best else None]
+    assert a.setup is not None
+    report["capacity"] = a.setup.capacity
     report["funding"] = a.funding_tx().hex() if len(a.funding_witnesses) == len(a._all_inputs()) else None
     # Settle: commit any open escrow (a is always the payer here), then close cooperatively.
     if a.state is ChannelState.OPEN:

@@ -245,3 +245,25 @@ def test_three_outcome_bet_claimed_through_multi_hash_script(net: Net) -> None:
     assert any(r.label.startswith("claim stake") and r.refused is None for r in net.a.watcher.results)
     paid = (net.a.paid_to_payout(), net.b.paid_to_payout())
     assert paid == (bet_v.balances[0] + 500_000 - 2 * SWEEP_FEE, bet_v.balances[1])
+
+
+def test_reanchor_on_chain_then_old_versions_are_dead(net: Net) -> None:
+    net.open(lifetime_blocks=60, step=10)
+    for who, amt in (("a", 300_000), ("b", 1_000), ("a", 2_000), ("b", 500)):
+        net.do(who, "pay", amt)
+    olds = _older_versions(net, "a") + _older_versions(net, "b")
+    lifetime = net.height + 500
+    net.do("a", "reanchor_channel", lifetime, 2_000)
+    net.mine(1)
+    assert net.ch("a").state.name == net.ch("b").state.name == "OPEN"
+    assert net.ch("a").current.locktime == lifetime and net.ch("a").status(net.height).switches_left > 40
+    for raw in olds:
+        with pytest.raises(BroadcastRefused) as e:
+            net.chain.node.broadcast(raw)
+        assert e.value.reason in ("non-final", "bad-txns-inputs-missingorspent")
+    net.do("b", "pay", 100)
+    net.do("a", "pay", 1_000)
+    agreed = net.ch("a").current.balances
+    net.do("b", "close")
+    net.mine(1)
+    assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == agreed

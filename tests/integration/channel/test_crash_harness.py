@@ -99,16 +99,20 @@ def test_sigkill_at_random_steps_then_reconcile_and_settle(tmp_path: Path) -> No
             last = int(agreed[-1][1]) if agreed else 0
             assert report["number"] >= last, ctx  # no agreed version lost
             rb = report["reconciled"]
+            anchors = [line.split()[1] for line in (run.stdout + rec.stdout).splitlines() if line.startswith("ANCHOR")]
             # Unilateral safety: each side's best version is valid and pays it its agreed balance.
-            ws = None
+            # The output the channel now lives on: the funding's, or the (last) re-anchor's.
+            anchor_hex = anchors[-1] if anchors else report["funding"]
+            live = T.outputs_of(T.parse_tx(bytes.fromhex(anchor_hex)))[0]
+            assert live.value == report["capacity"], ctx
             for side, i in (("best_a", 0), ("best_b", 1)):
                 raw = bytes.fromhex(report[side])
-                ftx = T.parse_tx(bytes.fromhex(report["funding"]))
-                ws = T.outputs_of(ftx)[0].script_pubkey
-                kernel.verify_input(ws, T.outputs_of(ftx)[0].value, raw, 0)
+                kernel.verify_input(live.script_pubkey, live.value, raw, 0)
                 assert _paid(report[side])[i] >= rb[i], ctx
-            # The real settlement: funding and cooperative close confirmed by the chain.
+            # The real settlement: funding (and re-anchor) and cooperative close confirmed by the chain.
             chain.node.broadcast(bytes.fromhex(report["funding"]))
+            if anchors:
+                chain.node.broadcast(bytes.fromhex(anchors[-1]))
             close_txid = chain.node.broadcast(bytes.fromhex(report["close"]))
             chain.node.mine(1)
             assert chain.tx_status_sync(close_txid).confirmations == 1, ctx

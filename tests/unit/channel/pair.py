@@ -114,7 +114,8 @@ class Pair:
 
     def flush(self, limit: int = 10_000) -> None:
         n = 0
-        while self.queue and n < limit:
+        while self.queue:
+            assert n < limit, "message storm: duplicates answered with duplicates"
             sender, msg = self.queue.popleft()
             to = "b" if sender == "a" else "a"
             self.run(to, self.side(to).ch.handle(msg, self.height))

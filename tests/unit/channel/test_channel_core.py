@@ -431,3 +431,53 @@ def test_channel_opens_only_at_min_depth() -> None:
     pr.confirm_funding(3)
     assert pr.a.ch.state is ChannelState.OPEN and pr.b.ch.state is ChannelState.OPEN
     pr.pay("a", 1_000)
+
+
+def test_reanchor_restores_the_switch_budget() -> None:
+    pr = opened(p=params(lifetime=200))
+    for i in range(6):
+        pr.pay("a" if i % 2 == 0 else "b", 5_000 if i % 2 == 0 else 100)
+    before = pr.a.ch.current
+    assert pr.a.ch.status(pr.height).switches_left == 3
+    pr.turn("a")
+    pr.do("a", "reanchor_channel", 1_000, 500)
+    assert pr.a.ch.state is ChannelState.REANCHORING and pr.b.ch.state is ChannelState.REANCHORING
+    raw = pr.a.broadcasts[-1]
+    assert raw == pr.b.broadcasts[-1]
+    rtx = T.parse_tx(raw)
+    assert rtx.locktime == 0 and rtx.vin[0].sequence == 0xFFFFFFFF
+    assert T.outputs_of(rtx) == [T.TxOut(pr.p.capacity - 500, pr.a.ch.setup.funding_script)]  # type: ignore[union-attr]
+    # Both hold the new initial refund before the re-anchor could exist.
+    assert pr.a.ch.reanchor["peer_refund_sig"] and pr.b.ch.reanchor["peer_refund_sig"]  # type: ignore[index]
+    with pytest.raises(InvalidRequest):
+        pr.a.ch.pay(1, pr.height)
+    for n in ("a", "b"):
+        pr.run(n, pr.side(n).ch.on_funding_spent(T.txid(rtx), True, pr.height))
+    a, b = pr.a.ch, pr.b.ch
+    assert a.state is ChannelState.OPEN and b.state is ChannelState.OPEN
+    assert a.setup == b.setup and a.setup.funding_txid == T.txid(rtx)  # type: ignore[union-attr]
+    assert a.current == b.current and a.current.locktime == 1_000
+    assert a.current.balances == (before.balances[0] - 500, before.balances[1])
+    assert a.best == b.best == a.current
+    assert a.status(pr.height).switches_left == (1_000 - 100 - 6) // 10
+    pr.pay("b", 100)
+    pr.pay("a", 100)
+    assert pr.a.ch.current == pr.b.ch.current
+
+
+def test_reanchor_refused_returns_to_open_and_survives_crash() -> None:
+    pr = opened()
+    pr.pay("a", 5_000)
+    pr.turn("a")
+    with pytest.raises(InvalidRequest):
+        pr.a.ch.reanchor_channel(500, 500, pr.height)  # does not extend the life
+    pr.online = False
+    pr.run("a", pr.a.ch.reanchor_channel(2_000, 500, pr.height))
+    pr.online = True
+    pr.crash("a")
+    pr.reconnect()  # the proposal is resent and completed
+    assert pr.b.ch.state is ChannelState.REANCHORING and pr.a.ch.reanchor["anchor_raw"]  # type: ignore[index]
+    pr2 = opened()
+    pr2.turn("b")
+    with pytest.raises(InvalidRequest):
+        pr2.b.ch.reanchor_channel(2_000, 500, pr2.height)  # b has nothing to pay the fee with

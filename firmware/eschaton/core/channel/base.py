@@ -5,6 +5,7 @@ mixins ``Opening``, ``Updates`` and ``Closing`` that ``channel.Channel`` combine
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Self
 
 import coincurve
@@ -81,6 +82,10 @@ class ChannelBase:
         self.budget_warned = False
         self.close_raw = b""
         self.close_sig = b""
+        # A re-anchor in progress: {"lifetime", "fee", "proposer", "peer_refund_sig",
+        # "anchor_sig_sent", "anchor_raw"}; None otherwise.
+        self.reanchor: dict[str, Any] | None = None
+        self.mutual_proposer = ""  # who proposed the last mutual version (answers resends)
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -156,6 +161,43 @@ class ChannelBase:
             return [Notify(self.channel_id, "opened", {"balances": list(self.current.balances)})]
         return []
 
+    # ---- re-anchoring (shared with the chain-facts code) ------------------------------------
+
+    def _reanchor_plan(self, lifetime: int, fee: int, proposer: str) -> tuple[L.Setup, ChannelParams, L.Version, str]:
+        """(new setup, new params, new initial version, re-anchor txid) for a re-anchor."""
+        old = self._setup()
+        cap = old.capacity - fee
+        tx = L.reanchor_tx(old, cap)
+        txid = T.txid(tx)
+        new_setup = L.Setup(txid, 0, cap, old.pubkeys, old.payout_scripts)
+        # Contributions are history once the channel runs; capacity is what the rules use.
+        params = replace(self.params, opener_contribution=cap, acceptor_contribution=0, lifetime=lifetime)
+        bal = list(self.current.balances)
+        bal[L.idx(proposer)] -= fee
+        v0 = L.Version(self.current.number + 1, lifetime, self.current.fee, (bal[0], bal[1]), (), (), L.BOTH,
+                       self.current.next_id)
+        return new_setup, params, v0, txid
+
+    def reanchor_txid(self) -> str:
+        if self.reanchor is None:
+            return ""
+        return self._reanchor_plan(self.reanchor["lifetime"], self.reanchor["fee"], self.reanchor["proposer"])[3]
+
+    def _switch_anchor(self) -> list[Action]:
+        """The re-anchor transaction confirmed: continue on the new output with the new budget."""
+        assert self.reanchor is not None and self.reanchor["peer_refund_sig"] is not None
+        r = self.reanchor
+        setup, params, v0, _ = self._reanchor_plan(r["lifetime"], r["fee"], r["proposer"])
+        sig = r["peer_refund_sig"]
+        self.setup, self.params = setup, params
+        self.current, self.best, self.best_sig = v0, v0, sig
+        self.reanchor = None
+        self.budget_warned = False
+        self.state = check_transition(self.state, ChannelState.OPEN)
+        digest, txid = L.version_digest(v0, setup)
+        return [self._persist(versions=[StoredVersion(v0, sig, txid)]),
+                Notify(self.channel_id, "reanchored", {"funding_txid": setup.funding_txid, "lifetime": params.lifetime})]
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "schema": 1,
@@ -178,7 +220,8 @@ class ChannelBase:
             "announcements": [a.to_fields() for a in self.announcements.values()],
             "have_turn": self.have_turn, "turn_requested": self.turn_requested, "turn_seq": self.turn_seq,
             "peer_ready": self.peer_ready, "budget_warned": self.budget_warned,
-            "close_raw": self.close_raw, "close_sig": self.close_sig,
+            "close_raw": self.close_raw, "close_sig": self.close_sig, "reanchor": self.reanchor,
+            "mutual_proposer": self.mutual_proposer,
         }
 
     @classmethod
@@ -224,5 +267,7 @@ class ChannelBase:
         self.budget_warned = snap["budget_warned"]
         self.close_raw = snap["close_raw"]
         self.close_sig = snap["close_sig"]
+        self.reanchor = snap.get("reanchor")
+        self.mutual_proposer = snap.get("mutual_proposer", "")
 
 

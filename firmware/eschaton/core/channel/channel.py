@@ -39,8 +39,15 @@ from eschaton.core.channel.actions import (  # re-exported: the channel's public
 )
 from eschaton.core.channel.closing import Closing
 from eschaton.core.channel.errors import NotMyTurn, ProtocolViolation
-from eschaton.core.channel.messages import ChannelReady, Message, Reestablish, RefundSignature
+from eschaton.core.channel.messages import (
+    ChannelErrorMsg,
+    ChannelReady,
+    Message,
+    Reestablish,
+    RefundSignature,
+)
 from eschaton.core.channel.opening import Opening
+from eschaton.core.channel.reanchor import Reanchor
 from eschaton.core.channel.state import ChannelState
 from eschaton.core.channel.updates import Updates
 
@@ -50,7 +57,7 @@ __all__ = [
 ]
 
 
-class Channel(Opening, Updates, Closing):
+class Channel(Opening, Updates, Closing, Reanchor):
     """One trade channel seen from one side (``role``)."""
 
     # ---- reconnecting -------------------------------------------------------------------
@@ -69,6 +76,14 @@ class Channel(Opening, Updates, Closing):
         acts.extend(Send(m) for m in self.outbox if not isinstance(m, (RefundSignature, ChannelReady)) or
                     self.role == L.ACCEPTOR and isinstance(m, RefundSignature))
         acts.extend(self._funding_progress())
+        if self.reanchor is not None and self.reanchor["anchor_raw"]:
+            acts.append(Broadcast(self.channel_id, self.reanchor["anchor_raw"], "re-anchor"))
+        return acts
+
+    def on_channel_error(self, msg: ChannelErrorMsg, height: int) -> list[Action]:
+        acts = super().on_channel_error(msg, height)
+        if self.state is ChannelState.REANCHORING:
+            acts = self._reanchor_refused() + acts
         return acts
 
     def on_reestablish(self, msg: Reestablish, height: int) -> list[Action]:

@@ -43,7 +43,7 @@ class Closing(ChannelBase):
             else:
                 acts.append(self._persist(durable=False))
             return acts
-        if st is ChannelState.OPEN:
+        if st in (ChannelState.OPEN, ChannelState.REANCHORING):
             if height >= self.current.locktime - self.params.safety_margin:
                 # The nLockTime budget is spent: an older version could soon mature.
                 acts.append(Notify(self.channel_id, "lifetime_expired", {"height": height}))
@@ -63,6 +63,10 @@ class Closing(ChannelBase):
         """The funding output was spent by ``txid`` (in the mempool, or confirmed)."""
         if self.state in (ChannelState.CLOSED, ChannelState.ABORTED):
             return []
+        if self.state is ChannelState.REANCHORING and txid == self.reanchor_txid():
+            if confirmed and self.reanchor is not None and self.reanchor["peer_refund_sig"] is not None:
+                return self._switch_anchor()
+            return []  # the re-anchor is on its way
         ours = {self.best_txid(), T.txid(T.parse_tx(self.close_raw)) if self.close_raw else ""}
         acts: list[Action] = []
         if confirmed:

@@ -602,6 +602,12 @@ def close_tx(v: Version, s: Setup) -> Transaction:
     return T.build_tx([T.TxIn(s.funding_txid, s.funding_vout, T.SEQUENCE_FINAL)], outs, 0, 2)
 
 
+def reanchor_tx(s: Setup, new_capacity: int) -> Transaction:
+    """Spend the funding output into a new 2-of-2 output (same keys): final, no nLockTime."""
+    return T.build_tx([T.TxIn(s.funding_txid, s.funding_vout, T.SEQUENCE_FINAL)],
+                      [T.TxOut(new_capacity, s.funding_script)], 0, 2)
+
+
 def sign(tx: Transaction, s: Setup, key: coincurve.PrivateKey) -> bytes:
     """Low-S DER signature plus SIGHASH_ALL (as ``tx.sign_input``, with a prepared key)."""
     digest = T.sighash_segwit(tx, 0, s.witness_script, s.capacity)

@@ -16,7 +16,7 @@ from eschaton.core.channel.errors import ProtocolViolation
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "channel_id": bytes, "params": dict, "funding_pubkey": bytes, "payout_script": bytes,
     "inputs": list, "change": list, "funding_locktime": int, "signature": bytes, "witnesses": list,
-    "version": dict, "op": dict, "number": int, "code": str, "text": str, "pending": int,
+    "version": dict, "op": dict, "number": int, "code": str, "text": str, "pending": int, "lifetime": int, "fee": int,
 }
 
 
@@ -160,6 +160,31 @@ class TurnGrant(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ReanchorPropose(Message):
+    """Move the channel to a new 2-of-2 output with a new lifetime; the proposer pays ``fee``."""
+
+    NAME: ClassVar[str] = "reanchor_propose"
+    lifetime: int
+    fee: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReanchorRefund(Message):
+    """A signature on the new anchor's initial refund (exchanged before the anchor is signed)."""
+
+    NAME: ClassVar[str] = "reanchor_refund"
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReanchorAnchor(Message):
+    """A signature on the re-anchor transaction itself."""
+
+    NAME: ClassVar[str] = "reanchor_anchor"
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelErrorMsg(Message):
     NAME: ClassVar[str] = "channel_error"
     code: str
@@ -170,7 +195,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     c.NAME: c
     for c in (OpenChannel, AcceptChannel, RefundSignature, FundingSignatures, ChannelReady, Update,
               UpdateAck, MutualPropose, MutualSign, CloseProposal, CloseAccept, Reestablish,
-              TurnRequest, TurnGrant, ChannelErrorMsg)
+              TurnRequest, TurnGrant, ReanchorPropose, ReanchorRefund, ReanchorAnchor, ChannelErrorMsg)
 }
 
 

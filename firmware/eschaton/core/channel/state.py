@@ -10,6 +10,8 @@ migration in ``eschaton.channel.store``.
 - ABORTED is only reachable before any funding input signature left the node: from then on the
   funding transaction may confirm and only the refund path is safe.
 - FORCE_CLOSING means we are getting a refund version (ours or the peer's) confirmed.
+- REANCHORING (from OPEN): both sides move the channel to a new funding output with a fresh
+  nLockTime budget; it returns to OPEN when the re-anchor transaction confirms.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class ChannelState(Enum):
     REFUND_SIGNED = "REFUND_SIGNED"
     FUNDING_BROADCAST = "FUNDING_BROADCAST"
     OPEN = "OPEN"
+    REANCHORING = "REANCHORING"
     CLOSING = "CLOSING"
     FORCE_CLOSING = "FORCE_CLOSING"
     CLOSED = "CLOSED"
@@ -36,7 +39,8 @@ TRANSITIONS: dict[ChannelState, frozenset[ChannelState]] = {
     S.ACCEPTED: frozenset({S.REFUND_SIGNED, S.ABORTED}),
     S.REFUND_SIGNED: frozenset({S.FUNDING_BROADCAST, S.ABORTED, S.FORCE_CLOSING}),
     S.FUNDING_BROADCAST: frozenset({S.OPEN, S.FORCE_CLOSING, S.CLOSED}),
-    S.OPEN: frozenset({S.CLOSING, S.FORCE_CLOSING, S.CLOSED}),
+    S.OPEN: frozenset({S.CLOSING, S.FORCE_CLOSING, S.CLOSED, S.REANCHORING}),
+    S.REANCHORING: frozenset({S.OPEN, S.FORCE_CLOSING, S.CLOSED}),
     S.CLOSING: frozenset({S.CLOSED, S.FORCE_CLOSING}),
     S.FORCE_CLOSING: frozenset({S.CLOSED}),
     S.CLOSED: frozenset(),

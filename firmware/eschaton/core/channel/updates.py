@@ -260,9 +260,11 @@ class Updates(ChannelBase):
 
     def on_mutual_sign(self, msg: MutualSign, height: int) -> list[Action]:
         if self.pending is None or msg.number != self.pending.number or self.pending_kind not in ("propose", "signed"):
-            if msg.number == self.current.number and self.current.signer == L.BOTH:
-                # The peer lacks our signature on the agreed mutual version (lost in flight, and
-                # our outbox may have moved on): sign it again, deterministically.
+            if (msg.number == self.current.number and self.current.signer == L.BOTH
+                    and self.mutual_proposer == self.role):
+                # We proposed it and the peer resends its (first) signature: it lacks our final
+                # one (lost in flight, and our outbox may have moved on). Sign again,
+                # deterministically. Only the proposer answers, so this cannot ping-pong.
                 sig, _ = self._sign_version(self.current)
                 return [Send(MutualSign(self.channel_id, self.current.number, sig))]
             if msg.number <= self.current.number:
@@ -273,6 +275,7 @@ class Updates(ChannelBase):
         txid = self._check_peer_sig(v, msg.signature)
         kind = self.pending_kind
         self.pending, self.pending_kind, self.pending_op = None, "", None
+        self.mutual_proposer = self.role if kind == "propose" else self.peer_role
         if kind == "propose":
             mine, _ = self._sign_version(v)
             acts = self._accept_version(v, op, msg.signature, txid, [MutualSign(self.channel_id, v.number, mine)])

@@ -1,0 +1,119 @@
+"""Re-anchoring: a fresh nLockTime budget without closing the channel.
+
+Rules / theory of operation:
+- Every direction switch spends ``locktime_step`` of the channel's nLockTime budget. Before it
+  runs out (``switch_budget_low``), the turn holder may propose a re-anchor: a final transaction R
+  spending the funding output into a new 2-of-2 output (same keys) whose initial refund V0' has
+  the new lifetime and the current balances (the proposer pays R's fee). No escrow or bet may be
+  open.
+- Same order as opening: both sides sign V0' (which spends R's output) BEFORE anyone signs R, so
+  once R can exist, each side already holds the refund that returns its balance from R's output.
+- R is final at once while every old version is time-locked, so R confirms first; the channel
+  stays in REANCHORING (old versions still guarded, old lifetime still enforced) until the
+  watcher sees R confirmed, then continues on the new output as OPEN.
+- Until the proposer's signature on R is out, a refusal (``channel_error``) returns to OPEN.
+"""
+from __future__ import annotations
+
+from eschaton.core.channel import ledger as L
+from eschaton.core.channel.actions import Action, Broadcast
+from eschaton.core.channel.base import ChannelBase
+from eschaton.core.channel.errors import (
+    BadSignature,
+    InvalidRequest,
+    ParamsRejected,
+    ProtocolViolation,
+)
+from eschaton.core.channel.messages import ReanchorAnchor, ReanchorPropose, ReanchorRefund
+from eschaton.core.channel.params import MAX_LOCKTIME_HEIGHT
+from eschaton.core.channel.state import ChannelState
+
+
+class Reanchor(ChannelBase):
+    def _check_reanchor(self, lifetime: int, fee: int, proposer: str, height: int) -> None:
+        p = self.params
+        if not height + p.safety_margin + p.locktime_step <= lifetime <= MAX_LOCKTIME_HEIGHT:
+            raise ParamsRejected("the new lifetime must be a block height beyond one step from now")
+        if lifetime <= self.current.locktime:
+            raise ParamsRejected("a re-anchor must extend the channel's life")
+        if self.current.escrows or self.current.bets:
+            raise ParamsRejected("settle escrows and bets before re-anchoring")
+        bal = self.current.balances[L.idx(proposer)]
+        if fee <= 0 or fee > bal - p.reserve or fee > p.max_payment:
+            raise ParamsRejected("re-anchor fee must be positive and payable by the proposer")
+
+    def reanchor_channel(self, lifetime: int, fee: int, height: int) -> list[Action]:
+        """Propose moving the channel to a new output with nLockTime budget up to ``lifetime``."""
+        self._require_usable()
+        try:
+            self._check_reanchor(lifetime, fee, self.role, height)
+        except ParamsRejected as e:
+            raise InvalidRequest(str(e), e) from e
+        self.reanchor = {"lifetime": lifetime, "fee": fee, "proposer": self.role, "peer_refund_sig": None,
+                         "anchor_sig_sent": False, "anchor_raw": b""}
+        self._to(ChannelState.REANCHORING)
+        return [self._persist([ReanchorPropose(self.channel_id, lifetime, fee)])]
+
+    def on_reanchor_propose(self, msg: ReanchorPropose, height: int) -> list[Action]:
+        if self.state is ChannelState.REANCHORING and self.reanchor is not None:
+            # A resend. Duplicates are never answered with messages (both sides resend their own
+            # outbox on every reconnect): answering them could ping-pong forever.
+            return []
+        if self.state is not ChannelState.OPEN or self.have_turn or self.pending is not None:
+            raise ProtocolViolation("reanchor_propose unexpected")
+        self._check_reanchor(msg.lifetime, msg.fee, self.peer_role, height)
+        self.reanchor = {"lifetime": msg.lifetime, "fee": msg.fee, "proposer": self.peer_role,
+                         "peer_refund_sig": None, "anchor_sig_sent": False, "anchor_raw": b""}
+        setup, _, v0, _ = self._reanchor_plan(msg.lifetime, msg.fee, self.peer_role)
+        digest, _ = L.version_digest(v0, setup)
+        self._to(ChannelState.REANCHORING)
+        # Our signature on the NEW refund only: harmless until R exists, and R needs ours too.
+        return [self._persist([ReanchorRefund(self.channel_id, L.sign_digest(digest, self._key))])]
+
+    def on_reanchor_refund(self, msg: ReanchorRefund, height: int) -> list[Action]:
+        r = self.reanchor
+        if self.state is not ChannelState.REANCHORING or r is None:
+            raise ProtocolViolation("reanchor_refund unexpected")
+        if r["peer_refund_sig"] is not None:
+            return []  # a resend
+        setup, _, v0, _ = self._reanchor_plan(r["lifetime"], r["fee"], r["proposer"])
+        digest, _ = L.version_digest(v0, setup)
+        if not L.verify_digest(digest, self.remote_pubkey, msg.signature):
+            raise BadSignature("signature on the re-anchored refund does not verify")
+        r["peer_refund_sig"] = msg.signature
+        if r["proposer"] != self.role:
+            return [self._persist()]
+        # Proposer: we now hold the new refund fully signed; sign it for the peer, and sign R.
+        mine = L.sign_digest(digest, self._key)
+        anchor = L.sign(L.reanchor_tx(self._setup(), setup.capacity), self._setup(), self._key)
+        r["anchor_sig_sent"] = True
+        return [self._persist([ReanchorRefund(self.channel_id, mine), ReanchorAnchor(self.channel_id, anchor)])]
+
+    def on_reanchor_anchor(self, msg: ReanchorAnchor, height: int) -> list[Action]:
+        r = self.reanchor
+        if self.state is not ChannelState.REANCHORING or r is None or r["peer_refund_sig"] is None:
+            raise ProtocolViolation("reanchor_anchor before the new refund is fully signed")
+        if r["anchor_raw"]:
+            return [Broadcast(self.channel_id, r["anchor_raw"], "re-anchor")]  # a resend
+        old = self._setup()
+        tx = L.reanchor_tx(old, old.capacity - r["fee"])
+        if not L.verify(tx, old, self.remote_pubkey, msg.signature):
+            raise BadSignature("signature on the re-anchor transaction does not verify")
+        mine = L.sign(tx, old, self._key)
+        r["anchor_raw"] = L.complete(tx, old, {self.pubkey: mine, self.remote_pubkey: msg.signature})
+        acts: list[Action] = []
+        if r["proposer"] == self.role:
+            acts.append(self._persist())
+        else:
+            r["anchor_sig_sent"] = True
+            acts.append(self._persist([ReanchorAnchor(self.channel_id, mine)]))
+        acts.append(Broadcast(self.channel_id, r["anchor_raw"], "re-anchor"))
+        return acts
+
+    def _reanchor_refused(self) -> list[Action]:
+        """A refusal while our signature on R is not out: back to OPEN on the old output."""
+        if self.reanchor is None or self.reanchor["anchor_sig_sent"]:
+            return []
+        self.reanchor = None
+        self._to(ChannelState.OPEN)
+        return [self._persist(durable=False)]
