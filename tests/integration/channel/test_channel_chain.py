@@ -1,6 +1,7 @@
 """Trade channels on the real embedded regtest chain: every settlement path confirmed by the kernel."""
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -267,3 +268,25 @@ def test_reanchor_on_chain_then_old_versions_are_dead(net: Net) -> None:
     net.do("b", "close")
     net.mine(1)
     assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == agreed
+
+
+def test_watcher_answers_an_older_version_in_the_mempool(net: Net) -> None:
+    """a is offline through its whole window; b's older version reaches the mempool first. a's
+    watcher still broadcasts its newer version at once; without replacement in this mempool
+    (like bitcoind without full RBF) it is refused as a conflict: the documented limit."""
+    net.open()
+    net.do("a", "pay", 100_000)
+    net.do("b", "pay", 40_000)  # a holds the newest version (b signed it)
+    newest = net.ch("a").current
+    olds = _older_versions(net, "b")
+    target = max(T.parse_tx(r).locktime for r in olds[-1:])
+    while net.height < target:  # a is offline: only b's node follows the chain
+        net.chain.node.mine(1)
+        asyncio.run(net.b.watcher.sync())
+    net.chain.node.broadcast(olds[-1])
+    asyncio.run(net.a.watcher.sync())  # a comes back and sees the spend in the mempool
+    tried = [r for r in net.a.watcher.results if r.label == f"version {newest.number}"]
+    assert tried and tried[-1].refused == "txn-mempool-conflict"
+    assert net.ch("a").state.name == "FORCE_CLOSING"
+    net.mine(1)
+    assert net.ch("a").state.name == "CLOSED"
