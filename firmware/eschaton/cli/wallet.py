@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from eschaton.cli.main import add_common
+from eschaton.cli.node_api import add_node_common as add_common
 from eschaton.errors import LocalError
 
 
@@ -61,15 +61,32 @@ def _sats(text: str) -> int:
     return n
 
 
+def _datadir(args: argparse.Namespace) -> Any:
+    """--config FILE names the node whose wallet this is; else --datadir / $ESCHATON_DATADIR."""
+    return _dirs(args)[0]
+
+
+def _dirs(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(node datadir holding wallet/, directory holding the chain/ this wallet uses)."""
+    from eschaton.chain.open import resolve_datadir
+
+    if getattr(args, "config", None):
+        from eschaton.config import load_config
+
+        cfg = load_config(args.config)
+        return cfg.node.datadir, cfg.chain.datadir or cfg.node.datadir
+    base = resolve_datadir(args.datadir)
+    return base, base
+
+
 def _via_node(args: argparse.Namespace, name: str, **params: Any) -> Any | None:
     """Ask the running node that owns this datadir, if any; None when no node answers.
 
     A running node may use a shared chain elsewhere, so its wallet must be asked through it."""
     from eschaton.api.client import NodeNotRunning, call
     from eschaton.api.server import SOCKET_FILE
-    from eschaton.chain.open import resolve_datadir
 
-    base = resolve_datadir(args.datadir)
+    base = _datadir(args)
     if not (base / SOCKET_FILE).exists():
         return None
     try:
@@ -79,12 +96,12 @@ def _via_node(args: argparse.Namespace, name: str, **params: Any) -> Any | None:
 
 
 def _with_wallet(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any]]) -> Any:
-    from eschaton.chain.open import open_chain, resolve_datadir
+    from eschaton.chain.open import open_chain
     from eschaton.wallet.wallet import Wallet
 
     async def run() -> Any:
-        base = resolve_datadir(args.datadir)
-        chain = await open_chain(base, serve=False)
+        base, chain_base = _dirs(args)
+        chain = await open_chain(chain_base, serve=False)
         try:
             return await fn(Wallet(base / "wallet", chain))
         finally:
