@@ -25,7 +25,7 @@ LINK_CONTROL = {"init", "ping", "pong", "error", "warning"}
 CHANNEL_ROWS = ("open_channel", "accept_channel", "refund_signature", "funding_signatures",
                 "channel_ready", "update", "update_ack", "mutual_propose", "mutual_sign",
                 "close_proposal", "close_accept", "reestablish", "turn_request", "turn_grant",
-                "channel_error")
+                "channel_error", "reanchor_propose", "reanchor_refund", "reanchor_anchor")
 
 
 def upd(body: bytes = b'{"n":1}', cid: bytes = bytes(32)) -> Message:

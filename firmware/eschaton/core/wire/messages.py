@@ -76,6 +76,9 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec("turn_request", 44, (_cid(), CHANNEL_BODY), "Ask for the turn to send the next version."),
     MessageSpec("turn_grant", 45, (_cid(), CHANNEL_BODY), "Grant the turn (numbered, so a stale grant resent after a crash is ignored)."),
     MessageSpec("channel_error", 46, (_cid(), CHANNEL_BODY), "The peer refused a channel message; the channel stays as it was."),
+    MessageSpec("reanchor_propose", 47, (_cid(), CHANNEL_BODY), "Move the channel to a new 2-of-2 output with a new lifetime."),
+    MessageSpec("reanchor_refund", 48, (_cid(), CHANNEL_BODY), "A signature on the new anchor's initial refund, before the anchor is signed."),
+    MessageSpec("reanchor_anchor", 49, (_cid(), CHANNEL_BODY), "A signature on the re-anchor transaction itself."),
     # ---- microgrid (eschaton.core.microgrid): the wire dicts of Offer, Acceptance and Invoice,
     # field for field; the microgrid core re-checks every value and the signatures. ----------
     MessageSpec("mg_offer", 64, (
