@@ -64,6 +64,8 @@ log = logging.getLogger("eschaton.microgrid")
 
 RECENT = 200  # ledger entries and events kept in memory for status
 OFFER_RESEND_S = 5.0
+ROUTINE = frozenset({"invoice_issued", "invoice_accepted", "payment_sent", "payment_confirmed",
+                     "payment_received"})  # left out of status "notable"
 
 
 class MicrogridConfigError(LocalError):
@@ -712,7 +714,8 @@ class MicrogridService:
                              "accepted_units": bst.accepted_units, "accepted_sat": bst.accepted_due_sat,
                              "paid_sat": bst.paid_sat, "pending_sat": bst.pending_sat,
                              "held": bool(self.held.get(meter))})
-        return {"sell": sells, "buy": buys, "recent": list(self.recent)[-30:],
+        notable = [e for e in self.recent if e["kind"] not in ROUTINE][-20:]
+        return {"sell": sells, "buy": buys, "recent": list(self.recent)[-30:], "notable": notable,
                 "actuations": list(self.actuations), "refusals": list(self.refusals)}
 
     def ledger(self, role: str) -> list[dict[str, Any]]:

@@ -78,7 +78,14 @@ class View:
     def table(self, story: Any) -> list[str]:
         t = time.monotonic() - story.t0
         lines = [f"{BOLD}Eschaton village demo{RESET}  t={t:5.1f}s   {DIM}(Ctrl-C stops and cleans up){RESET}",
-                 f"{BOLD}now:{RESET} {story.phase}", ""]
+                 f"{BOLD}now:{RESET} {story.phase}", "", f"{BOLD}houses{RESET}"]
+        for h in story.houses:
+            running = h.proc is not None and h.proc.poll() is None
+            roles = ", ".join([f"sells {s.kind} to {s.buyer}" for s in h.sells]
+                              + [f"buys {s.kind} from {s.seller}" for s in h.buys]) or "holds the chain"
+            lines.append(f"  {h.name:<8} {h.node_id[:12]:<12} "
+                         f"{GREEN + 'running' if running else DIM + 'stopped'}{RESET}  {roles}")
+        lines.append("")
         lines.append(f"{BOLD}{'connection':<12} {'seller':>6}    {'buyer':<6} {'metered':>12}  "
                      f"{'invoiced':>8} {'paid':>6} {'unpaid/limit':>12}  supply{RESET}")
         for s in story.sales:
@@ -86,7 +93,9 @@ class View:
             supply = r.get("supply", "-")
             colour = RED if supply == "cut" else GREEN if supply == "on" else DIM
             cut_kind = "valve" if s.kind == "water" else "relay"
-            state = {"on": "open", "cut": "CLOSED", "none": "no contract"}.get(supply, supply)
+            state = {"on": "open" if s.kind == "water" else "on",
+                     "cut": "CLOSED" if s.kind == "water" else "OFF",
+                     "none": "no contract"}.get(supply, supply)
             lines.append(f"{s.meter:<12} {s.seller:>6} -> {s.buyer:<6} "
                          f"{_qty(r.get('units', 0), r.get('base_unit', 'mL')):>12}  "
                          f"{r.get('invoiced_sat', 0):>8} {r.get('paid_sat', 0):>6} "
@@ -103,11 +112,8 @@ class View:
                              f"{peer} {c['remote_sat']:>7}   version {c['version']}")
         lines += ["", f"{BOLD}recent ledger entries{RESET}"]
         events = []
-        for house in story.snapshot:
-            for e in story.recent(house):
-                if e["kind"] in ("invoice_issued", "invoice_accepted", "payment_sent", "payment_confirmed",
-                                 "payment_received"):
-                    continue
+        for house, snap in story.snapshot.items():
+            for e in snap.get("mg", {}).get("notable", []):
                 events.append((e["at_ms"], house, e))
         for at_ms, house, e in sorted(events, key=lambda x: x[0])[-8:]:
             ts = time.strftime("%H:%M:%S", time.localtime(at_ms / 1000))
