@@ -86,6 +86,7 @@ def test_trade_cut_reconnect_and_exact_books(village) -> None:  # type: ignore[n
         assert 0 <= cut_e["at_ms"] - crossing["at_ms"] <= 1000
         closes = [a for a in status["actuations"] if not a["on"]]
         assert closes and 0 <= closes[0]["at_ms"] - cut_e["at_ms"] <= 1000
+        print(f"valve closed {closes[0]['at_ms'] - cut_e['at_ms']} ms after the crossing reading")
 
         # Reconnection follows a payment that brought the unpaid amount back within the limit.
         j = next(n for n, e in enumerate(sl) if e["kind"] == "supply_restored")
