@@ -554,11 +554,12 @@ def version_digest(v: Version, s: Setup) -> tuple[bytes, str]:
     embit's general serialiser costs several times more; ``test_version_digest_matches_embit``
     pins it to embit's result.
     """
-    outs = b"".join(o.value.to_bytes(8, "little") + _varint(len(o.script_pubkey)) + o.script_pubkey
-                    for o in version_outputs(v, s))
-    if not outs:
+    infos = version_outputs(v, s)
+    if not infos:
         raise BalanceViolation("a version must have at least one output above dust")
-    n_out = sum(1 for _ in version_outputs(v, s))
+    outs = b"".join(o.value.to_bytes(8, "little") + _varint(len(o.script_pubkey)) + o.script_pubkey
+                    for o in infos)
+    n_out = len(infos)
     outpoint = bytes.fromhex(s.funding_txid)[::-1] + s.funding_vout.to_bytes(4, "little")
     seq = (SEQUENCE_BASE + v.number).to_bytes(4, "little")
     lock = v.locktime.to_bytes(4, "little")
