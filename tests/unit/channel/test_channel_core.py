@@ -481,3 +481,20 @@ def test_reanchor_refused_returns_to_open_and_survives_crash() -> None:
     pr2.turn("b")
     with pytest.raises(InvalidRequest):
         pr2.b.ch.reanchor_channel(2_000, 500, pr2.height)  # b has nothing to pay the fee with
+
+
+def test_force_close_during_reanchor_follows_the_funds_to_the_new_output() -> None:
+    pr = opened()
+    pr.pay("a", 5_000)
+    pr.turn("a")
+    pr.do("a", "reanchor_channel", 2_000, 500)
+    rtx = T.parse_tx(pr.a.broadcasts[-1])
+    pr.run("b", pr.b.ch.force_close(pr.height))  # b gives up on the re-anchor...
+    pr.run("b", pr.b.ch.on_funding_spent(T.txid(rtx), True, pr.height))  # ...but R confirmed
+    b = pr.b.ch
+    assert b.state is ChannelState.FORCE_CLOSING and b.setup.funding_txid == T.txid(rtx)  # type: ignore[union-attr]
+    assert b.best is not None and b.best.locktime == 2_000
+    pr.height = 2_000
+    pr.run("b", b.on_block(pr.height, 5))
+    last = T.parse_tx(pr.b.broadcasts[-1])
+    assert T.inputs_of(last)[0].txid == T.txid(rtx) and last.locktime == 2_000

@@ -193,7 +193,9 @@ class ChannelBase:
         self.current, self.best, self.best_sig = v0, v0, sig
         self.reanchor = None
         self.budget_warned = False
-        self.state = check_transition(self.state, ChannelState.OPEN)
+        if self.state is ChannelState.REANCHORING:
+            self.state = check_transition(self.state, ChannelState.OPEN)
+        # (in FORCE_CLOSING we stay there: on_block broadcasts the new refund once it is final)
         digest, txid = L.version_digest(v0, setup)
         return [self._persist(versions=[StoredVersion(v0, sig, txid)]),
                 Notify(self.channel_id, "reanchored", {"funding_txid": setup.funding_txid, "lifetime": params.lifetime})]

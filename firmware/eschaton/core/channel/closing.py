@@ -63,8 +63,10 @@ class Closing(ChannelBase):
         """The funding output was spent by ``txid`` (in the mempool, or confirmed)."""
         if self.state in (ChannelState.CLOSED, ChannelState.ABORTED):
             return []
-        if self.state is ChannelState.REANCHORING and txid == self.reanchor_txid():
-            if confirmed and self.reanchor is not None and self.reanchor["peer_refund_sig"] is not None:
+        if self.reanchor is not None and txid == self.reanchor_txid():
+            # The re-anchor (even if we meanwhile started a unilateral close: R is final at once
+            # and usually wins): the channel now lives on R's output.
+            if confirmed and self.reanchor["peer_refund_sig"] is not None:
                 return self._switch_anchor()
             return []  # the re-anchor is on its way
         ours = {self.best_txid(), T.txid(T.parse_tx(self.close_raw)) if self.close_raw else ""}
