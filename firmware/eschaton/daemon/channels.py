@@ -48,6 +48,8 @@ from eschaton.errors import LocalError, RemoteError, TransientError
 log = logging.getLogger("eschaton.channels")
 
 REQUEST_TIMEOUT = 30.0
+REANCHOR_FEE = 2_000  # sat, paid by the proposer for the re-anchor transaction
+REANCHOR_TIMEOUT = 3600.0  # the new anchor must confirm: on a real chain that takes blocks
 
 
 class ChannelRequestError(LocalError):
@@ -138,6 +140,32 @@ class ChannelService:
         self.notifications = (self.notifications + [{"channel": n.channel_id.hex(), "event": n.kind,
                                                       "detail": str(getattr(n, "detail", ""))}])[-100:]
         log.info("channel %s: %s", n.channel_id.hex()[:12], n.kind)
+        if n.kind == "switch_budget_low":
+            ch = self.endpoint.channels.get(n.channel_id)
+            # The opener re-anchors (one side only, so both do not propose at once); the
+            # acceptor's core answers the proposal by itself. If it fails (open contracts, the
+            # peer offline), the budget warning stays in the notifications and a later attempt
+            # or a cooperative close remains: the channel never silently becomes unusable.
+            if ch is not None and ch.role == "opener":
+                asyncio.get_running_loop().create_task(self._auto_reanchor(ch))
+
+    async def _auto_reanchor(self, ch: Channel) -> None:
+        try:
+            await self.reanchor(ch)
+        except (LocalError, RemoteError, TransientError) as e:
+            log.warning("automatic re-anchor of %s failed: %s", ch.channel_id.hex()[:12], e)
+
+    async def reanchor(self, ch: Channel, lifetime_blocks: int | None = None, fee: int = REANCHOR_FEE) -> None:
+        """Move the channel to a new 2-of-2 output with a fresh nLockTime budget."""
+        span = lifetime_blocks or max(ch.params.lifetime - ch.funding_locktime, ch.params.locktime_step * 4)
+        async with self.exclusive(ch.channel_id):
+            self._session_for(ch.channel_id)
+            await self.ensure_turn(ch)
+            self.endpoint.call(ch.channel_id, "reanchor_channel", self.height + span, fee, self.height)
+            self._redeliver(ch.channel_id)
+            self._poke()
+            await self.wait_for(lambda: ch.state.name != "REANCHORING", "the re-anchor to confirm",
+                                timeout=REANCHOR_TIMEOUT)
 
     def _poke(self) -> None:
         """Wake waiters and the watcher after any change."""

@@ -160,6 +160,26 @@ async def channel_settle(node: Any, channel: str, escrow: int, rollback: bool) -
     return _status(node, ch)
 
 
+@command("channel.reanchor", "move the channel to a new output with a fresh nLockTime budget",
+         Param("channel", str, "channel id"),
+         Param("lifetime", int, "blocks of the new budget (default: the channel's first)", required=False,
+               default=0),
+         Param("wait", bool, "wait until the new anchor confirms", required=False, default=False))
+async def channel_reanchor(node: Any, channel: str, lifetime: int, wait: bool) -> dict[str, Any]:
+    import asyncio
+
+    svc = node.channels
+    ch = svc.channel(channel)
+    task = asyncio.get_running_loop().create_task(svc.reanchor(ch, lifetime or None))
+    if wait:
+        await task
+    else:
+        await svc.wait_for(lambda: ch.state.name == "REANCHORING" or task.done(), "the re-anchor proposal")
+        if task.done():
+            task.result()
+    return _status(node, ch)
+
+
 @command("channel.close", "close cooperatively, or unilaterally with force",
          Param("channel", str, "channel id"),
          Param("force", bool, "broadcast our best version without the peer", required=False, default=False))
