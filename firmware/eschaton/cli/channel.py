@@ -1,4 +1,4 @@
-"""``eschaton channel open|pay|escrow|settle|close|list`` (through the running node's API)."""
+"""``eschaton channel open|pay|escrow|settle|reanchor|close|list`` (through the running node's API)."""
 from __future__ import annotations
 
 import argparse
@@ -54,6 +54,14 @@ def register(subparsers: Any) -> None:
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "channel.settle", channel=a.channel, escrow=a.escrow,
                                           rollback=a.rollback))
+
+    p = sub.add_parser("reanchor", help="move the channel to a new output with a fresh nLockTime budget")
+    p.add_argument("channel", help="channel id")
+    p.add_argument("--lifetime", type=_positive, default=None, help="blocks of the new budget")
+    p.add_argument("--wait", action="store_true", help="wait until the new anchor confirms")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "channel.reanchor", channel=a.channel, lifetime=a.lifetime or 0,
+                                          wait=a.wait))
 
     p = sub.add_parser("close", help="close cooperatively (or --force: unilaterally)")
     p.add_argument("channel", help="channel id")
