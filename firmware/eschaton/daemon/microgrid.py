@@ -368,20 +368,77 @@ class MicrogridService:
         self._sync_recent()
         await self._send(s.buyer, _to_wire("mg_offer", offer.to_wire()))
 
-    async def _on_mg_accept(self, peer: str, wm: WireMessage) -> None:
-        if self.seller is None:
-            return self._refused(peer, "mg_accept", LocalError("this node sells nothing"))
+    async def _on_buyer_proposal(self, peer: str, s: SellConfig, d: dict[str, Any]) -> None:
+        """The buyer proposes new terms for a meter we sell: our configured terms are the floor."""
+        assert self.seller is not None
         try:
-            actions = self.seller.on_acceptance(from_wire_fields(wm), now_ms())
-        except (Refusal, EschatonError) as e:
-            return self._refused(peer, "mg_accept", e)
-        del actions
-        for meter in self.seller.core.meters():
-            s = self.sells.get(meter)
-            ag = self.seller.core.agreement(meter)
-            if s is not None and ag.buyer.hex() == peer and not self._is_cut(meter):
-                self._actuate(meter, True)  # agreed: the supply opens
+            offer = Offer.from_wire(d)
+            if offer.proposer.hex() != peer:
+                raise LocalError("proposal is not signed by the peer that sent it")
+            t = offer.tariff
+            if t.price_msat < s.price_msat or t.credit_limit_sat > s.credit_limit_sat \
+                    or t.fee_sat < s.fee_sat:
+                raise LocalError("proposed terms are below this seller's terms")
+            acc = self.seller.accept(d, now_ms())
+        except EschatonError as e:
+            self._refused(peer, "mg_offer", e)
+            await self._send(peer, make("mg_refused", meter_id=s.meter[:64],
+                                        reason=str(getattr(e, "reason", "refused"))[:32],
+                                        detail=str(e)[:256]))
+            return
         self._sync_recent()
+        await self._send(peer, _to_wire("mg_accept", acc.to_wire()))
+
+    async def renegotiate(self, meter: str, *, price_msat: int | None = None,
+                          credit_limit_sat: int | None = None, fee_sat: int | None = None) -> dict[str, Any]:
+        """Offer new terms for future units of ``meter``: as its seller (new terms take effect
+        when the buyer accepts) or as its buyer (a proposal the seller may accept)."""
+        now = now_ms()
+        if self.seller is not None and meter in self.sells and meter in self.seller.core.meters():
+            cur = self.seller.core.agreement(meter)
+            tariff = _retariff(cur.tariff, price_msat, credit_limit_sat, fee_sat)
+            offer = self.seller.renegotiate(meter, offer_id=os.urandom(16), tariff=tariff, now_ms=now,
+                                            expires_ms=now + int(self.sells[meter].offer_ttl_s * 1000))
+            peer = self.sells[meter].buyer
+        elif self.buyer is not None and meter in self.buyer.core.meters():
+            cur = self.buyer.core.agreement(meter)
+            tariff = _retariff(cur.tariff, price_msat, credit_limit_sat, fee_sat)
+            offer = self.buyer.propose(meter, offer_id=os.urandom(16), tariff=tariff, now_ms=now,
+                                       expires_ms=now + 60_000)
+            peer = cur.seller.hex()
+        else:
+            raise LocalError(f"no agreement covers meter {meter}")
+        self._sync_recent()
+        sent = await self._send(peer, _to_wire("mg_offer", offer.to_wire()))
+        return {"meter": meter, "offer": offer.offer_hash.hex(), "sent": sent,
+                "price_msat": tariff.price_msat, "credit_limit_sat": tariff.credit_limit_sat}
+
+    async def _on_mg_accept(self, peer: str, wm: WireMessage) -> None:
+        """An acceptance of one of our offers: as seller (first terms or our renegotiation) or
+        as buyer (the seller accepted our proposal). The offer it names decides which."""
+        err: Exception = LocalError("acceptance from a peer we have no contract with")
+        if self.seller is not None and any(s.buyer == peer for s in self.sells.values()):
+            try:
+                self.seller.on_acceptance(from_wire_fields(wm), now_ms())
+            except (Refusal, EschatonError) as e:
+                err = e
+            else:
+                for meter in self.seller.core.meters():
+                    s = self.sells.get(meter)
+                    ag = self.seller.core.agreement(meter)
+                    if s is not None and ag.buyer.hex() == peer and not self._is_cut(meter):
+                        self._actuate(meter, True)  # agreed: the supply opens
+                self._sync_recent()
+                return None
+        if self.buyer is not None and peer in self.buys:
+            try:
+                self.buyer.on_acceptance(from_wire_fields(wm), now_ms())
+            except (Refusal, EschatonError) as e:
+                err = e
+            else:
+                self._sync_recent()
+                return None
+        return self._refused(peer, "mg_accept", err)
 
     def _is_cut(self, meter: str) -> bool:
         assert self.seller is not None
@@ -459,6 +516,9 @@ class MicrogridService:
     async def _on_mg_offer(self, peer: str, wm: WireMessage) -> None:
         b = self.buys.get(peer)
         d = from_wire_fields(wm)
+        s = self.sells.get(str(d.get("meter_id", "")))
+        if self.seller is not None and s is not None and s.buyer == peer:
+            return await self._on_buyer_proposal(peer, s, d)
         if self.buyer is None or b is None:
             return self._refused(peer, "mg_offer", LocalError("we buy nothing from this peer"))
         try:
@@ -469,9 +529,9 @@ class MicrogridService:
                 raise LocalError(f"price {offer.tariff.price_msat} msat above our maximum {b.max_price_msat}")
             if offer.tariff.credit_limit_sat > b.max_credit_limit_sat:
                 raise LocalError("credit limit above our maximum")
-            if offer.meter_id in self.buyer.core.meters():
+            if offer.meter_id in self.buyer.core.meters() and not offer.prev_agreement:
                 ag = self.buyer.core.agreement(offer.meter_id)
-                if ag.seller.hex() == peer and not offer.prev_agreement:
+                if ag.seller.hex() == peer:
                     # The seller re-offers: it never got our acceptance (lost in a crash).
                     # Resend it; the seller binds it if it still holds that offer.
                     await self._send(peer, _to_wire("mg_accept", ag.acceptance.to_wire()))
@@ -696,6 +756,9 @@ class MicrogridService:
                                        "agreed": s.meter in contracted}
                 if s.meter in contracted:
                     st = self.seller.core.status(s.meter)
+                    agreed = self.seller.core.agreement(s.meter).tariff
+                    row.update(agreed_price_msat=agreed.price_msat,
+                               agreed_credit_limit_sat=agreed.credit_limit_sat)
                     row.update(agreement=st.agreement_id.hex(), invoices=st.last_seq,
                                anchor_units=self.seller.core.agreement(s.meter).anchor.units,
                                invoiced_units=st.invoiced_units, invoiced_sat=st.invoiced_due_sat,
@@ -749,6 +812,15 @@ class MicrogridService:
 from eschaton.api.registry import ApiError, Param, command  # noqa: E402
 
 
+def _retariff(t: Tariff, price_msat: int | None, credit_limit_sat: int | None,
+              fee_sat: int | None) -> Tariff:
+    return Tariff(t.service, t.unit, t.base_unit,
+                  price_msat=t.price_msat if price_msat is None else price_msat,
+                  fee_sat=t.fee_sat if fee_sat is None else fee_sat, fee_period_ms=t.fee_period_ms,
+                  credit_limit_sat=t.credit_limit_sat if credit_limit_sat is None else credit_limit_sat,
+                  pay_interval_ms=t.pay_interval_ms)
+
+
 def _svc(node: Any) -> MicrogridService:
     mg = getattr(node, "microgrid", None)
     if mg is None:
@@ -779,3 +851,17 @@ async def microgrid_ledger(node: Any, role: str) -> list[dict[str, Any]]:
     if role not in ("seller", "buyer", "loss"):
         raise ApiError("role must be seller, buyer or loss")
     return _svc(node).ledger(role)
+
+
+@command("microgrid.renegotiate", "offer new terms for future units of a meter (seller or buyer side)",
+         Param("meter", str, "the meter id of the agreement"),
+         Param("price_msat", int, "new price in msat per unit", required=False),
+         Param("credit_limit_sat", int, "new credit limit in sat", required=False),
+         Param("fee_sat", int, "new access fee per period in sat", required=False))
+async def microgrid_renegotiate(node: Any, meter: str, price_msat: int | None, credit_limit_sat: int | None,
+                                fee_sat: int | None) -> dict[str, Any]:
+    for name, v in (("price_msat", price_msat), ("credit_limit_sat", credit_limit_sat), ("fee_sat", fee_sat)):
+        if v is not None and v < 0:
+            raise ApiError(f"{name} must not be negative")
+    return await _svc(node).renegotiate(meter, price_msat=price_msat, credit_limit_sat=credit_limit_sat,
+                                        fee_sat=fee_sat)
