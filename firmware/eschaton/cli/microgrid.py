@@ -1,4 +1,4 @@
-"""``eschaton microgrid status|hold|ledger``: the running node's metered trade with neighbours."""
+"""``eschaton microgrid status|hold|ledger|renegotiate``: the running node's metered trade with neighbours."""
 from __future__ import annotations
 
 from typing import Any
@@ -21,3 +21,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--role", choices=("seller", "buyer", "loss"), default="seller")
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "microgrid.ledger", role=a.role))
+    p = sub.add_parser("renegotiate", help="offer (as seller) or propose (as buyer) new terms for METER")
+    p.add_argument("meter")
+    p.add_argument("--price-msat", type=int, default=None, help="new price in msat per unit")
+    p.add_argument("--credit-limit-sat", type=int, default=None, help="new credit limit")
+    p.add_argument("--fee-sat", type=int, default=None, help="new access fee per period")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "microgrid.renegotiate", meter=a.meter, price_msat=a.price_msat,
+                                          credit_limit_sat=a.credit_limit_sat, fee_sat=a.fee_sat))
