@@ -18,11 +18,10 @@ import time
 from collections import deque
 from pathlib import Path
 
-import coincurve
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 
+from bench.baseline import sign_verify_rate  # noqa: E402
 from eschaton.channel.driver import ChannelEndpoint, KeyFundingSigner  # noqa: E402
 from eschaton.channel.store import ChannelStore  # noqa: E402
 from eschaton.core import script as S  # noqa: E402
@@ -36,14 +35,7 @@ def k(tag: str) -> bytes:
 
 
 def bare(n: int) -> float:
-    key = coincurve.PrivateKey(k("bare"))
-    pub = key.public_key
-    digests = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(n)]
-    t = time.perf_counter()
-    for d in digests:
-        sig = key.sign(d, hasher=None)
-        assert pub.verify(sig, d, hasher=None)
-    return n / (time.perf_counter() - t)
+    return sign_verify_rate(n)
 
 
 def commits(n: int, d: Path) -> float:

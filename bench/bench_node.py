@@ -17,18 +17,16 @@ the local API, latency per payment, idle memory, and time from process start to 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import coincurve
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 
+from bench.baseline import sign_verify_rate  # noqa: E402
 from eschaton.api.client import call_async  # noqa: E402
 from tests.integration.node.harness import (  # noqa: E402
     Cluster,
@@ -41,14 +39,7 @@ from tests.integration.node.harness import (  # noqa: E402
 
 
 def bare(n: int) -> float:
-    key = coincurve.PrivateKey(hashlib.sha256(b"bench-node").digest())
-    pub = key.public_key
-    digests = [hashlib.sha256(i.to_bytes(4, "big")).digest() for i in range(n)]
-    t = time.perf_counter()
-    for d in digests:
-        sig = key.sign(d, hasher=None)
-        assert pub.verify(sig, d, hasher=None)
-    return n / (time.perf_counter() - t)
+    return sign_verify_rate(n)
 
 
 def start_to_ready(node: NodeProc, sock: socket.socket) -> float:
