@@ -92,6 +92,7 @@ class ChannelService:
         self._changed = asyncio.Condition()
         self._outq: dict[str, asyncio.Queue[WireMessage]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
+        self._link_of: dict[str, Any] = {}  # peer -> the session its writer sends on
         self.endpoint = ChannelEndpoint(store, self.key_for, self._send, self._sign_funding, policy)
         self.endpoint.listeners.append(self._on_notify)
         self.watcher = ChannelWatcher(node.chain, self.endpoint)
@@ -207,6 +208,7 @@ class ChannelService:
             old.cancel()
         q: asyncio.Queue[WireMessage] = asyncio.Queue()
         self._outq[peer] = q
+        self._link_of[peer] = session
         self._writers[peer] = asyncio.get_running_loop().create_task(self._writer(session, q))
         for cid, p in self.peers.map.items():
             if p == peer and cid in self.endpoint.channels:
@@ -217,9 +219,16 @@ class ChannelService:
 
     def _link_down(self, session: Any) -> None:
         peer = session.remote.hex() if session.remote is not None else ""
-        if self._outq.get(peer) is not None and self._writers.get(peer) is not None:
-            self._writers.pop(peer).cancel()
-            self._outq.pop(peer, None)
+        # Only the link that owns the writer may take it down: when a newer link replaced this
+        # one, the old link's close arrives after the new one is up, and removing the new queue
+        # would silently drop every later channel message to a peer that is still linked.
+        if self._link_of.get(peer) is not session:
+            return
+        self._link_of.pop(peer, None)
+        writer = self._writers.pop(peer, None)
+        if writer is not None:
+            writer.cancel()
+        self._outq.pop(peer, None)
 
     async def _writer(self, session: Any, q: asyncio.Queue[WireMessage]) -> None:
         while True:
@@ -227,7 +236,14 @@ class ChannelService:
             try:
                 await session.send(wm)
             except Exception as e:  # supervision boundary: a dead link; reestablish will resend
-                log.info("send to %s failed: %s", session.remote.short(), e)
+                peer = session.remote.hex()
+                log.info("send to %s failed: %s", peer[:12], e)
+                if self._link_of.get(peer) is session:
+                    # The queue must not outlive its writer, or later messages would wait in it
+                    # forever; without a queue they are dropped and resent on the next link.
+                    self._outq.pop(peer, None)
+                    self._link_of.pop(peer, None)
+                    self._writers.pop(peer, None)
                 return
 
     def receive(self, session: Any, wm: WireMessage) -> None:

@@ -237,8 +237,13 @@ class NodeProc:
     # --- driving it ----------------------------------------------------------------------------
 
     def cli(self, *argv: str) -> Any:
-        """``eschaton <argv> --config <ours> --json``; a failure raises ``CliError``."""
-        return cli_json(*argv, "--config", str(self.config))
+        """``eschaton <argv> --config <ours> --json``; a failure raises ``CliError`` carrying the
+        tail of this node's log, so that a failure in CI can be diagnosed from its output."""
+        try:
+            return cli_json(*argv, "--config", str(self.config))
+        except CliError as e:
+            tail = "\n".join(json.dumps(r) for r in list(self.logs)[-40:])
+            raise CliError(argv, e.rc, e.out, f"{e.err}\n--- last log lines of {self.name} ---\n{tail}") from None
 
     def cli_fail(self, *argv: str) -> subprocess.CompletedProcess[str]:
         p = run_cli(*argv, "--config", str(self.config), check=False)
