@@ -64,6 +64,10 @@ class ChannelWatcher:
     # ---- running --------------------------------------------------------------------------
 
     def _on_event(self, ev: ChainEvent) -> None:
+        self.wake()
+
+    def wake(self) -> None:
+        """Look at the chain again soon (after a chain event, or when a channel queued a broadcast)."""
         self._wake.set()
 
     async def start(self) -> None:

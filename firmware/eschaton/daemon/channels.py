@@ -170,7 +170,7 @@ class ChannelService:
 
     def _poke(self) -> None:
         """Wake waiters and the watcher after any change."""
-        self.watcher._wake.set()  # the watcher is level-triggered; waking it early is harmless
+        self.watcher.wake()  # the watcher is level-triggered; waking it early is harmless
 
         async def notify() -> None:
             async with self._changed:
