@@ -48,6 +48,7 @@ from eschaton.errors import LocalError, RemoteError, TransientError
 log = logging.getLogger("eschaton.channels")
 
 REQUEST_TIMEOUT = 30.0
+SCHEMA_VERSION = 1  # of channel_peers.db
 REANCHOR_FEE = 2_000  # sat, paid by the proposer for the re-anchor transaction
 REANCHOR_TIMEOUT = 3600.0  # the new anchor must confirm: on a real chain that takes blocks
 
@@ -61,13 +62,22 @@ class PeerUnavailable(TransientError):
 
 
 class _PeerMap:
-    """channel id -> peer node id, durable before anything about the channel is sent."""
+    """channel id -> peer node id, durable before anything about the channel is sent.
+
+    Versioned with SQLite's ``user_version`` (1: the table below); a newer schema is refused
+    rather than misread."""
 
     def __init__(self, path: Path) -> None:
         self.db = sqlite3.connect(str(path), isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS channel_peers (channel_id BLOB PRIMARY KEY, peer TEXT NOT NULL)")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            self.db.execute("CREATE TABLE IF NOT EXISTS channel_peers "
+                            "(channel_id BLOB PRIMARY KEY, peer TEXT NOT NULL)")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise LocalError(f"{path}: schema version {version} is newer than this firmware ({SCHEMA_VERSION})")
         self.map: dict[bytes, str] = {bytes(c): p for c, p in self.db.execute("SELECT channel_id, peer FROM channel_peers")}
 
     def set(self, cid: bytes, peer: str) -> None:
