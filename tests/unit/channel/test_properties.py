@@ -11,7 +11,7 @@ from tests.unit.channel.pair import Pair, key, params
 OPS = st.lists(
     st.tuples(
         st.sampled_from(["pay", "pay", "pay", "escrow", "commit", "return", "bet", "settle", "cancel",
-                         "adjust", "crash_in_flight", "crash"]),
+                         "adjust", "crash_in_flight", "crash", "burst", "burst_crash"]),
         st.sampled_from(["a", "b"]),
         st.integers(min_value=1, max_value=60_000),
     ),
@@ -93,6 +93,32 @@ def step(pr: Pair, kind: str, who: str, amount: int, n: int) -> None:
     elif kind == "crash":
         pr.crash(who)
         pr.reconnect()
+    elif kind in ("burst", "burst_crash"):
+        # Several pipelined payments before any ack; for burst_crash only the first ``keep``
+        # reach the peer, every ack and the rest are lost, and both sides restart.
+        pr.turn(who)
+        k = 2 + amount % 5
+        for _ in range(k):
+            try:
+                pr.run(who, s.ch.pay(1 + amount % 997, pr.height))
+            except InvalidRequest:
+                break
+        if kind == "burst":
+            pr.flush()
+            return
+        keep = amount % (k + 1)
+        held = list(pr.queue)[:keep]
+        pr.queue.clear()
+        other = "b" if who == "a" else "a"
+        pr.online = False
+        try:
+            for _, m in held:
+                pr.run(other, pr.side(other).ch.handle(m, pr.height))
+        finally:
+            pr.online = True
+        pr.crash("a")
+        pr.crash("b")
+        pr.reconnect()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -109,6 +135,7 @@ def test_random_operations_keep_invariants(ops: list[tuple[str, str, int]]) -> N
             pass  # an operation the rules refuse (balance, reserve, budget): must change nothing
         a, b = pr.a.ch, pr.b.ch
         assert a.current == b.current, (kind, who)
+        assert a.pending is None and b.pending is None, (kind, who)
         cur = a.current
         assert cur.committed() == p.capacity
         assert min(cur.balances) >= 0

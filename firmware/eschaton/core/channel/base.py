@@ -147,10 +147,11 @@ class ChannelBase:
                              v.balances[1 - self.me], v.fee, len(v.escrows), len(v.bets), v.number,
                              v.locktime, left, left <= self.params.low_switch_warning, self.have_turn)
 
-    def _require_usable(self) -> None:
+    def _require_usable(self, allow_inflight: bool = False) -> None:
+        """``allow_inflight``: a single-signed update may pipeline behind ours still in flight."""
         if self.state is not ChannelState.OPEN or not self.peer_ready:
             raise InvalidRequest(f"channel not usable in state {self.state.name}")
-        if self.pending is not None:
+        if self.pending is not None and not (allow_inflight and self.pending_kind == "update"):
             raise InvalidRequest("a version is still waiting for the peer")
         if not self.have_turn:
             raise NotMyTurn("the peer holds the turn; call request_turn() and wait for the grant")

@@ -15,8 +15,10 @@ Rules / theory of operation:
   ``TurnRequest``. Two versions with the same number signed by different parties could both be
   held and broadcast, so concurrency is excluded by protocol, not resolved afterwards. The opener
   holds the turn after opening; grants are persisted durably before they are sent.
-- One version in flight at a time. A payer's unacknowledged version is resent after a reconnect
-  (``reestablish``) with the same signature; the receiver treats duplicates idempotently.
+- Single-signed updates pipeline: up to ``updates.MAX_INFLIGHT`` of the turn holder's versions
+  may be in flight, acked cumulatively (rules in ``updates``); anything else (bets, close,
+  re-anchor, turn grants) waits until none is. Unacknowledged versions are resent after a
+  reconnect (``reestablish``) with the same signatures; the receiver treats duplicates idempotently.
 - Version rules live in ``ledger`` (``apply``); a peer's version is refused with a typed
   ``RuleViolation`` or ``BadSignature`` before anything changes.
 - Unilateral close broadcasts the best version we hold as soon as it is final; when the channel's
@@ -88,9 +90,9 @@ class Channel(Opening, Updates, Closing, Reanchor):
 
     def on_reestablish(self, msg: Reestablish, height: int) -> list[Action]:
         acts: list[Action] = []
-        if self.pending is not None and self.pending_kind == "update" and msg.number >= self.pending.number:
-            acts.extend(self._acked())
-        known = self.current.number + (1 if self.pending is not None else 0)
+        if self.pending is not None and self.pending_kind == "update" and msg.number > self.current.number:
+            acts.extend(self._acked(msg.number))
+        known = (self.pending.number if self.pending is not None else self.current.number)
         if msg.number > known:
             # The peer has a version we never saw: our state is older than what we signed
             # (restored from an old backup). Never broadcast our stale best; the peer holds newer.

@@ -1,8 +1,21 @@
 """New versions: turn taking, single-signed updates (payments, escrows, settlements) and
 mutual versions (bets). The rules themselves live in ``ledger.apply``.
+
+Pipelining (single-signed updates only). The turn holder may sign up to ``MAX_INFLIGHT``
+updates before the first is acknowledged; each builds on the previous one, so the payee must
+receive them in order (``number == current + 1``), which every transport here guarantees per
+link. The unacknowledged ``Update`` messages are the outbox, in order (persisted with each new
+version, resent by ``reestablish``). Acks are cumulative: ``update_ack(n)`` settles every
+in-flight version up to ``n``. The payer's ``current`` only advances on an ack; ``pending`` is
+the newest in-flight version. A payee ignores a resent version older than its current one. Why
+this is safe: each in-flight version only moves value from the payer to the payee, so signing
+the next one before the ack costs the payer nothing it had not already given; nothing that
+needs the turn to move or both signatures (bets, close, re-anchor, turn grants) starts while
+anything is in flight.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from eschaton.core import script as S
@@ -37,6 +50,10 @@ from eschaton.core.channel.messages import (
 from eschaton.core.channel.oracle import Announcement
 from eschaton.core.channel.state import ChannelState
 
+# Unacknowledged single-signed versions a turn holder may have out at once. Bounded because each
+# one sits in the persisted outbox (a few hundred bytes) and is resent after a reconnect.
+MAX_INFLIGHT = 32
+
 
 class Updates(ChannelBase):
     # ---- turn taking ------------------------------------------------------------------
@@ -69,16 +86,28 @@ class Updates(ChannelBase):
 
     # ---- single-signed updates ---------------------------------------------------------
 
+    def _inflight(self) -> list[Update]:
+        """Our signed, unacknowledged updates, oldest first (they are the outbox)."""
+        if self.pending is None or self.pending_kind != "update":
+            return []
+        return [m for m in self.outbox if isinstance(m, Update)]
+
+    def _tip(self) -> L.Version:
+        """The version the next single-signed update builds on: our newest in flight, or current."""
+        return self.pending if self.pending is not None and self.pending_kind == "update" else self.current
+
     def _single(self, op: L.Op, height: int) -> list[Action]:
-        self._require_usable()
+        inflight = self._inflight()
+        self._require_usable(allow_inflight=len(inflight) < MAX_INFLIGHT)
         try:
-            new = L.apply(self.params, self.current, op, self.role, height)
+            new = L.apply(self.params, self._tip(), op, self.role, height)
         except RuleViolation as e:
             raise InvalidRequest(str(e), e) from e
         sig, txid = self._sign_version(new)
         self.pending, self.pending_kind, self.pending_op = new, "update", op
         msg = Update(self.channel_id, new.to_fields(), L.op_to_fields(op), sig)
-        return [self._persist([msg], [StoredVersion(new, None, txid)])]
+        act = self._persist([*inflight, msg], [StoredVersion(new, None, txid)])
+        return [replace(act, messages=(msg,))]  # the earlier ones are out already
 
     def pay(self, amount: int, height: int) -> list[Action]:
         return self._single(L.Pay(amount), height)
@@ -88,7 +117,7 @@ class Updates(ChannelBase):
         if len(preimage) != 32:
             raise InvalidRequest("escrow preimages are 32 bytes")
         h = S.sha256(preimage)
-        eid = self.current.next_id
+        eid = self._tip().next_id
         # The preimage goes into the same snapshot as our signed offer, so a restart can commit.
         self.preimages[h] = preimage
         try:
@@ -99,7 +128,7 @@ class Updates(ChannelBase):
         return eid, acts
 
     def commit_escrow(self, escrow_id: int, height: int) -> list[Action]:
-        e = self.current.escrow(escrow_id)
+        e = self._tip().escrow(escrow_id)
         pre = self.preimages.get(e.payment_hash)
         if pre is None:
             raise InvalidRequest("we do not know this escrow's preimage")
@@ -119,6 +148,8 @@ class Updates(ChannelBase):
         op = L.op_from_fields(dict(msg.op))
         if v.number == self.current.number and v == self.current and msg.signature == self.best_sig:
             return [Send(UpdateAck(self.channel_id, v.number))]  # duplicate after a reconnect
+        if v.number < self.current.number and not self.have_turn:
+            return []  # an older in-flight version resent after a reconnect: we hold newer
         if self.have_turn:
             raise ProtocolViolation("the peer signed a version while we hold the turn")
         if isinstance(op, L.MUTUAL):
@@ -176,21 +207,31 @@ class Updates(ChannelBase):
         return [Notify(cid, "bet_cancelled", {"bet_id": op.bet_id})]
 
     def on_update_ack(self, msg: UpdateAck, height: int) -> list[Action]:
-        if self.pending is None or self.pending_kind != "update" or msg.number != self.pending.number:
+        if self.pending is None or self.pending_kind != "update" or not (
+                self.current.number < msg.number <= self.pending.number):
             if msg.number <= self.current.number:
                 return []  # duplicate
             raise ProtocolViolation(f"ack for unknown version {msg.number}")
-        return self._acked()
+        return self._acked(msg.number)
 
-    def _acked(self) -> list[Action]:
-        assert self.pending is not None and self.pending_op is not None
-        v, op = self.pending, self.pending_op
-        self.current = v
-        self.pending, self.pending_kind, self.pending_op = None, "", None
+    def _acked(self, upto: int) -> list[Action]:
+        """The peer holds our in-flight versions up to number ``upto`` (acks are cumulative)."""
+        inflight = self._inflight()
+        done = [m for m in inflight if int(m.version["number"]) <= upto]
+        if not done:
+            return []
+        self.current = L.Version.from_fields(dict(done[-1].version))
+        rest: list[Message] = list(inflight[len(done):])
+        self.outbox = rest
+        if not self.outbox:
+            self.pending, self.pending_kind, self.pending_op = None, "", None
         acts: list[Action] = [self._persist(durable=False)]
-        if isinstance(op, L.Pay):
-            acts.append(Notify(self.channel_id, "payment_sent", {"amount": op.amount, "number": v.number}))
-        if self.turn_requested:
+        for m in done:
+            op = L.op_from_fields(dict(m.op))
+            if isinstance(op, L.Pay):
+                acts.append(Notify(self.channel_id, "payment_sent",
+                                   {"amount": op.amount, "number": int(m.version["number"])}))
+        if self.turn_requested and self.pending is None:
             acts.extend(self._grant())
         return acts
 
