@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,9 @@ def commits(n: int, d: Path) -> float:
     return rate
 
 
-def channel(n: int, d: Path, switch_every: int = 0, fsync: bool = True) -> float:
+def channel(n: int, d: Path, switch_every: int = 0, fsync: bool = True, window: int = 1) -> float:
+    """Updates/s. ``window`` > 1: the payer pipelines that many versions per group commit, and
+    each side takes the other's burst of messages in one group commit (``ChannelEndpoint.batch``)."""
     q: deque[tuple[str, Message]] = deque()
     w = k("bench-wallet")
     eps = {name: ChannelEndpoint(ChannelStore(d / f"{name}.db", fsync=fsync), lambda cid, s=name: k(f"{s}-chan"),
@@ -66,9 +69,15 @@ def channel(n: int, d: Path, switch_every: int = 0, fsync: bool = True) -> float
 
     def flush() -> None:
         while q:
-            s, m = q.popleft()
+            s = q[0][0]
             to = "b" if s == "a" else "a"
-            eps[to].receive(m, 100, {"payout_script": S.p2wpkh(T.pubkey_of(k(to)))} if m.NAME == "open_channel" else None)
+            burst = []
+            while q and q[0][0] == s:
+                burst.append(q.popleft()[1])
+            with eps[to].batch() if window > 1 else nullcontext():
+                for m in burst:
+                    eps[to].receive(m, 100, {"payout_script": S.p2wpkh(T.pubkey_of(k(to)))}
+                                    if m.NAME == "open_channel" else None)
 
     cid = k("bench-channel")
     p = ChannelParams(opener_contribution=10**8, acceptor_contribution=0, lifetime=100_000, locktime_step=1,
@@ -83,13 +92,18 @@ def channel(n: int, d: Path, switch_every: int = 0, fsync: bool = True) -> float
     flush()
     t = time.perf_counter()
     who = "a"
-    for i in range(n):
+    i = 0
+    while i < n:
         if switch_every and i % switch_every == 0 and i:
             who = "b" if who == "a" else "a"
             ch = eps[who].channels[cid]
             eps[who].execute(ch, ch.request_turn())
             flush()
-        eps[who].call(cid, "pay", 10 if who == "a" else 1, 100)
+        burst = min(window, n - i, switch_every - i % switch_every if switch_every else n)
+        with eps[who].batch() if window > 1 else nullcontext():
+            for _ in range(burst):
+                eps[who].call(cid, "pay", 10 if who == "a" else 1, 100)
+        i += burst
         flush()
     rate = n / (time.perf_counter() - t)
     for ep in eps.values():

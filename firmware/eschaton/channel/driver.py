@@ -10,13 +10,21 @@ Rules / theory of operation:
   ``channel_error`` message and re-raises, the channel itself is unchanged and stays usable.
 - ``restore()`` reloads every channel after a restart; ``reconnect(channel_id)`` sends
   ``reestablish`` and the last outgoing messages so the peer can reconcile.
+- Group commit: inside ``with endpoint.batch():`` every ``PersistThenSend`` is staged and every
+  outgoing message held; when the block ends, the store commits all staged states in one
+  transaction (one fsync) and only then are the held messages sent, in order. A payer pipelining
+  many versions, or a node taking a burst of messages for many channels, pays one fsync per
+  burst instead of one per version, and nothing leaves before the state it depends on is
+  durable. If the block raises, what was staged is still committed and its messages sent (the
+  channels already moved to those states); if the commit itself fails, nothing is sent.
 - Synchronous on purpose: the store is local SQLite, and the transport callable is expected to
   enqueue (the daemon's link writer, a file, a test queue).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,19 +81,50 @@ class ChannelEndpoint:
     notifications: list[Notify] = field(default_factory=list)
     listeners: list[Callable[[Notify], None]] = field(default_factory=list)
     after_persist: Callable[[], None] | None = None  # test hook (crash harness)
+    _staged: list[PersistThenSend] | None = None  # inside batch(): states to commit together
+    _held: list[Message] = field(default_factory=list)  # inside batch(): messages to send after
 
     # ---- executing actions --------------------------------------------------------------
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group commit (see the module rules). Nested batches join the outermost one."""
+        if self._staged is not None:
+            yield
+            return
+        self._staged, self._held = [], []
+        try:
+            yield
+        finally:
+            staged, held = self._staged, self._held
+            self._staged, self._held = None, []
+            if staged:
+                self.store.persist_many(staged)
+                if self.after_persist is not None:
+                    self.after_persist()
+            for m in held:
+                self.send(m)
+
+    def _out(self, m: Message) -> None:
+        if self._staged is not None:
+            self._held.append(m)
+        else:
+            self.send(m)
 
     def execute(self, ch: Channel, actions: list[Action]) -> None:
         for act in actions:
             if isinstance(act, PersistThenSend):
+                if self._staged is not None:
+                    self._staged.append(act)
+                    self._held.extend(act.messages)
+                    continue
                 self.store.persist(act)
                 if self.after_persist is not None:
                     self.after_persist()
                 for m in act.messages:
                     self.send(m)
             elif isinstance(act, Send):
-                self.send(act.message)
+                self._out(act.message)
             elif isinstance(act, Broadcast):
                 self.broadcasts.append((act.channel_id, act.raw_tx, act.label))
             elif isinstance(act, SignFunding):
@@ -136,7 +175,7 @@ class ChannelEndpoint:
             actions = ch.handle(msg, height)
         except RemoteError as e:
             log.warning("channel %s refused %s: %s", msg.channel_id.hex()[:12], msg.NAME, e)
-            self.send(ChannelErrorMsg(msg.channel_id, type(e).__name__, str(e)[:200]))
+            self._out(ChannelErrorMsg(msg.channel_id, type(e).__name__, str(e)[:200]))
             raise
         self.execute(ch, actions)
 

@@ -9,8 +9,13 @@ Rules / theory of operation:
   ``synchronous=FULL``: in WAL mode that fsyncs the WAL on every commit, so the state survives
   power loss, not just a killed process. ``synchronous=NORMAL`` would only fsync at checkpoints;
   a Pi on a flaky supply can lose the last commits that way, and a lost commit after a
-  signature left is lost money. ``durable=False`` commits (bookkeeping the peer re-sends on
-  reconnect) run with NORMAL; the next FULL commit makes them durable too.
+  signature left is lost money. Pure bookkeeping (``durable=False``, nothing to send, no new
+  version: an ack received) is held in memory and folded into the channel's next commit, because
+  the peer's reestablish recovers it after a crash.
+- Group commit: ``persist_many`` writes several actions (several channels, or several pipelined
+  versions of one) in ONE transaction, so one fsync covers them all. The driver sends none of
+  their messages before that commit returns. Only each channel's newest snapshot is written;
+  every version is.
 - The schema is versioned (``PRAGMA user_version``); ``MIGRATIONS[n]`` upgrades n -> n+1 and is
   tested against a database in the old layout.
 - A backup file is a JSON document (snapshots + versions), written to a temporary file, fsynced
@@ -22,12 +27,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eschaton.core.channel import STATIC_KEYS, PersistThenSend
+from eschaton.core.channel import STATIC_KEYS, PersistThenSend, StoredVersion
 from eschaton.core.channel.codec import dumps, loads
 from eschaton.core.channel.ledger import Version
 from eschaton.errors import LocalError
@@ -110,13 +115,11 @@ class ChannelStore:
         """``fsync=False`` (synchronous=OFF) exists only to measure CPU cost in benchmarks."""
         self.path = Path(path)
         self._full = "FULL" if fsync else "OFF"
-        self._normal = "NORMAL" if fsync else "OFF"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={self._full}")
-            self._sync = self._full
             self._deferred: dict[bytes, PersistThenSend] = {}
             self._static: dict[bytes, dict[str, Any]] = {}  # last static part written, per channel
             self._migrate()
@@ -141,11 +144,6 @@ class ChannelStore:
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
-    def _set_sync(self, mode: str) -> None:
-        if mode != self._sync:
-            self.db.execute(f"PRAGMA synchronous={mode}")
-            self._sync = mode
-
     def persist(self, act: PersistThenSend) -> None:
         """Make ``act``'s snapshot and versions durable (one transaction) before anything is sent.
 
@@ -153,48 +151,63 @@ class ChannelStore:
         received) is held in memory and written with the channel's next commit or at ``flush()``:
         losing it in a crash is harmless, the peer's reestablish recovers it.
         """
-        if not act.durable and not act.messages and not act.versions:
-            self._deferred[act.channel_id] = act
-            return
-        self._deferred.pop(act.channel_id, None)
-        self._write(act)
+        self.persist_many((act,))
+
+    def persist_many(self, acts: Sequence[PersistThenSend]) -> None:
+        """Group commit: ``acts`` (in the order they were produced) in one transaction."""
+        snaps: dict[bytes, dict[str, Any]] = {}
+        versions: list[tuple[bytes, StoredVersion]] = []
+        for act in acts:
+            cid = act.channel_id
+            if not act.durable and not act.messages and not act.versions and cid not in snaps:
+                self._deferred[cid] = act
+                continue
+            self._deferred.pop(cid, None)
+            snaps[cid] = act.snapshot  # a later snapshot of the same channel supersedes
+            versions.extend((cid, sv) for sv in act.versions)
+        if snaps:
+            self._write(snaps, versions)
 
     def flush(self) -> None:
         """Write bookkeeping held back by ``persist``."""
         pending, self._deferred = self._deferred, {}
-        for act in pending.values():
-            self._write(act)
+        if pending:
+            self._write({cid: act.snapshot for cid, act in pending.items()}, [])
 
-    def _write(self, act: PersistThenSend) -> None:
-        snap = act.snapshot
-        cid = act.channel_id
-        static = {k: v for k, v in snap.items() if k in STATIC_KEYS}
-        dynamic = {k: v for k, v in snap.items() if k not in STATIC_KEYS}
-        static_changed = self._static.get(cid) != static
+    def _write(self, snaps: dict[bytes, dict[str, Any]], versions: list[tuple[bytes, StoredVersion]]) -> None:
         db = self.db
+        now = int(time.time())
+        written: dict[bytes, dict[str, Any]] = {}
         db.execute("BEGIN")
         try:
-            db.execute(
-                "INSERT INTO channels (channel_id, state, snapshot, role, number, updated_at, static) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET state = excluded.state, "
-                "snapshot = excluded.snapshot, number = excluded.number, updated_at = excluded.updated_at"
-                + (", static = excluded.static" if static_changed else ""),
-                (cid, snap["state"], dumps(dynamic), snap["role"], snap["current"]["number"], int(time.time()),
-                 dumps(static) if static_changed else "{}"),
-            )
-            for sv in act.versions:
+            for cid, snap in snaps.items():
+                static = {k: v for k, v in snap.items() if k in STATIC_KEYS}
+                dynamic = {k: v for k, v in snap.items() if k not in STATIC_KEYS}
+                static_changed = self._static.get(cid) != static
                 db.execute(
+                    "INSERT INTO channels (channel_id, state, snapshot, role, number, updated_at, static) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET state = excluded.state, "
+                    "snapshot = excluded.snapshot, number = excluded.number, updated_at = excluded.updated_at"
+                    + (", static = excluded.static" if static_changed else ""),
+                    (cid, snap["state"], dumps(dynamic), snap["role"], snap["current"]["number"], now,
+                     dumps(static) if static_changed else "{}"),
+                )
+                written[cid] = static
+            if versions:
+                db.executemany(
                     "INSERT INTO versions (channel_id, number, txid, version, peer_signature) VALUES (?, ?, ?, ?, ?) "
                     "ON CONFLICT (channel_id, number) DO UPDATE SET txid = excluded.txid, version = excluded.version, "
                     "peer_signature = COALESCE(excluded.peer_signature, versions.peer_signature)",
-                    (cid, sv.version.number, sv.txid, dumps(sv.version.to_fields()), sv.peer_signature),
+                    [(cid, sv.version.number, sv.txid, dumps(sv.version.to_fields()), sv.peer_signature)
+                     for cid, sv in versions],
                 )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
-            self._static.pop(cid, None)
+            for cid in snaps:
+                self._static.pop(cid, None)
             raise
-        self._static[cid] = static
+        self._static.update(written)
 
     @staticmethod
     def _merge(static: str, snapshot: str) -> dict[str, Any]:
@@ -278,8 +291,6 @@ class ChannelStore:
             have = self.load(cid)
             if have is not None and have["current"]["number"] >= snap["current"]["number"]:
                 continue
-            from eschaton.core.channel import StoredVersion
-
             vers = tuple(StoredVersion(Version.from_fields(v["version"]), v["peer_signature"], v["txid"])
                          for v in ch["versions"])
             self.persist(PersistThenSend(cid, snap, vers, (), True))

@@ -3,8 +3,8 @@
     python -m tests.integration.channel.crash_node run DIR SEED KILL_AT FUNDING_JSON
     python -m tests.integration.channel.crash_node recover DIR SEED
 
-``run`` opens a channel and performs a seeded script (payments both ways, escrows committed and
-rolled back, a cooperative close); it SIGKILLs itself at its KILL_AT-th step, a step being one
+``run`` opens a channel and performs a seeded script (payments both ways, a burst of pipelined
+payments in group commits, escrows committed and rolled back, a cooperative close); it SIGKILLs itself at its KILL_AT-th step, a step being one
 store commit or one message handed to the link (so kills land between persisting and sending,
 too). Messages in flight at the kill are lost, as on a real link. After every completed
 operation it prints ``AGREED <number> <opener> <acceptor>`` (the parent reads the pipe).
@@ -14,6 +14,7 @@ settle on the real chain. KILL_AT=0 never kills and prints ``STEPS <n>``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -51,6 +52,7 @@ class Harness:
         self.kill_at = kill_at
         self.steps = 0
         self.queue: deque[tuple[str, Message]] = deque()
+        self.batching = False  # deliver each burst of one sender's messages in one group commit
         self.eps: dict[str, ChannelEndpoint] = {}
         for name in ("a", "b"):
             secret = k(f"crash-secret-{name}")
@@ -78,14 +80,19 @@ class Harness:
             budget -= 1
             assert budget > 0, "message storm: duplicates answered with duplicates"
             sender, m = self.queue.popleft()
+            burst = [m]
+            while self.batching and self.queue and self.queue[0][0] == sender:
+                burst.append(self.queue.popleft()[1])
             to = "b" if sender == "a" else "a"
-            kw = {"payout_script": PAYOUT[to]} if m.NAME == "open_channel" else None
-            try:
-                self.eps[to].receive(m, HEIGHT, kw)
-            except InvalidRequest:
-                raise
-            except Exception as e:  # a refused duplicate after recovery is logged, not fatal
-                print(f"REFUSED {m.NAME} {type(e).__name__}: {e}", flush=True)
+            with self.eps[to].batch() if self.batching else contextlib.nullcontext():
+                for m in burst:
+                    kw = {"payout_script": PAYOUT[to]} if m.NAME == "open_channel" else None
+                    try:
+                        self.eps[to].receive(m, HEIGHT, kw)
+                    except InvalidRequest:
+                        raise
+                    except Exception as e:  # a refused duplicate after recovery is logged, not fatal
+                        print(f"REFUSED {m.NAME} {type(e).__name__}: {e}", flush=True)
         for _name, ep in self.eps.items():
             for _cid, raw, label in ep.take_broadcasts():
                 if label == "re-anchor":  # the parent needs it to settle on its chain
@@ -111,6 +118,26 @@ class Harness:
             if ch is not None and ch.state is ChannelState.REANCHORING:
                 ep.execute(ch, ch.on_funding_spent(ch.reanchor_txid(), True, HEIGHT))
         self.flush()
+
+    def burst(self, who: str, amount: int, n: int = 4) -> None:
+        """``n`` pipelined payments in one group commit, delivered and acked in group commits."""
+        ep = self.eps[who]
+        ch = ep.channels[CID]
+        if not ch.have_turn:
+            ep.execute(ch, ch.request_turn())
+            self.flush()
+        self.batching = True
+        try:
+            with ep.batch():
+                for _ in range(n):
+                    try:
+                        ep.call(CID, "pay", amount, HEIGHT)
+                    except InvalidRequest:
+                        break  # more than the payer has left
+            self.flush()
+        finally:
+            self.batching = False
+        self.agreed()
 
     def agreed(self) -> None:
         a, b = self.ch("a"), self.ch("b")
@@ -144,6 +171,7 @@ def script(seed: int) -> list[tuple[str, str, int]]:
     ops.insert(rng.randint(0, len(ops)), ("a", "escrow_commit", 300_000))
     ops.insert(rng.randint(0, len(ops)), ("a", "escrow_return", 150_000))
     ops.insert(rng.randint(0, len(ops)), ("a", "reanchor", 1_000))
+    ops.insert(rng.randint(0, len(ops)), (rng.choice("ab"), "burst", rng.randint(1_000, 50_000)))
     return ops
 
 
@@ -162,6 +190,8 @@ def run(d: Path, seed: int, kill_at: int, funding: dict[str, Any]) -> None:
                 h.do(who, "pay", amount)
             except InvalidRequest:
                 pass  # more than the payer has: refused before anything changed
+        elif op == "burst":
+            h.burst(who, amount)
         elif op == "reanchor":
             h.do("a", "reanchor_channel", HEIGHT + 400, amount)
             h.anchor_confirmed()

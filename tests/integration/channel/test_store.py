@@ -139,3 +139,56 @@ def test_restored_stale_backup_detects_data_loss() -> None:
     # The up-to-date side sees nothing wrong with a peer that is merely behind.
     acts = pr.a.ch.handle(stale.reestablish()[0].message, pr.height)  # type: ignore[union-attr]
     assert not any(getattr(x, "kind", "") == "data_loss" for x in acts)
+
+
+def test_group_commit_is_durable_before_any_message_leaves(tmp_path: Path) -> None:
+    """Five pipelined payments in one batch: one commit holds all five versions, and no message
+    leaves before it; each message is checked against a second connection when it is sent."""
+    pr = opened()
+    path = tmp_path / "a.db"
+    sent: list[int] = []
+
+    def send(m: Message) -> None:
+        other = sqlite3.connect(path)
+        (snap,) = other.execute("SELECT snapshot FROM channels").fetchone()
+        numbers = [r[0] for r in other.execute("SELECT number FROM versions ORDER BY number")]
+        other.close()
+        s = loads(snap)
+        n = m.to_fields()["version"]["number"]
+        assert n in numbers and s["pending"]["number"] >= n
+        assert m.to_fields()["signature"] in [o["fields"]["signature"] for o in s["outbox"]]
+        sent.append(n)
+        pr.queue.append(("a", m))
+
+    st = ChannelStore(path)
+    commits = 0
+    ep = ChannelEndpoint(st, lambda cid: pr.a.priv, send)
+
+    def counted() -> None:
+        nonlocal commits
+        commits += 1
+
+    ep.after_persist = counted
+    ep.channels[pr.a.ch.channel_id] = pr.a.ch
+    with ep.batch():
+        for amount in (100, 200, 300, 400, 500):
+            ep.call(pr.a.ch.channel_id, "pay", amount, pr.height)
+        assert sent == [] and commits == 0  # held until the group commit
+    assert commits == 1 and sent == [1, 2, 3, 4, 5]
+    pr.flush()
+    assert pr.b.ch.current.number == 5 and pr.b.ch.current.balances[1] == 1_500
+    st.close()
+
+
+def test_batch_that_raises_still_commits_what_it_staged(tmp_path: Path) -> None:
+    pr = opened()
+    sent: list[Message] = []
+    st = ChannelStore(tmp_path / "a.db")
+    ep = ChannelEndpoint(st, lambda cid: pr.a.priv, sent.append)
+    ep.channels[pr.a.ch.channel_id] = pr.a.ch
+    with pytest.raises(RuntimeError), ep.batch():
+        ep.call(pr.a.ch.channel_id, "pay", 1_000, pr.height)
+        raise RuntimeError("the caller failed after the payment was signed")
+    assert [m.NAME for m in sent] == ["update"]
+    assert loads(st.db.execute("SELECT snapshot FROM channels").fetchone()[0])["pending"]["number"] == 1
+    st.close()

@@ -86,6 +86,7 @@ class ChannelBase:
         # "anchor_sig_sent", "anchor_raw"}; None otherwise.
         self.reanchor: dict[str, Any] | None = None
         self.mutual_proposer = ""  # who proposed the last mutual version (answers resends)
+        self._outbox_memo: dict[int, tuple[Message, dict[str, Any]]] = {}
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -201,6 +202,22 @@ class ChannelBase:
         return [self._persist(versions=[StoredVersion(v0, sig, txid)]),
                 Notify(self.channel_id, "reanchored", {"funding_txid": setup.funding_txid, "lifetime": params.lifetime})]
 
+    def _outbox_fields(self) -> list[dict[str, Any]]:
+        """The outbox as snapshot fields. A pipelining payer's outbox holds every unacknowledged
+        version and is snapshotted on each new one, so each (immutable) message's fields are
+        built once and reused while it stays in the outbox."""
+        memo = self._outbox_memo
+        fresh: dict[int, tuple[Message, dict[str, Any]]] = {}
+        out = []
+        for m in self.outbox:
+            hit = memo.get(id(m))
+            if hit is None or hit[0] is not m:
+                hit = (m, {"name": m.NAME, "fields": m.to_fields()})
+            fresh[id(m)] = hit
+            out.append(hit[1])
+        self._outbox_memo = fresh
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "schema": 1,
@@ -218,7 +235,7 @@ class ChannelBase:
             "best": self.best.to_fields() if self.best else None, "best_sig": self.best_sig,
             "pending": self.pending.to_fields() if self.pending else None, "pending_kind": self.pending_kind,
             "pending_op": L.op_to_fields(self.pending_op) if self.pending_op else None,
-            "outbox": [{"name": m.NAME, "fields": m.to_fields()} for m in self.outbox],
+            "outbox": self._outbox_fields(),
             "preimages": [[h, p] for h, p in self.preimages.items()],
             "announcements": [a.to_fields() for a in self.announcements.values()],
             "have_turn": self.have_turn, "turn_requested": self.turn_requested, "turn_seq": self.turn_seq,

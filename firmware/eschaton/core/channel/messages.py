@@ -20,13 +20,25 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    """Field names per message class, computed once: ``dataclasses.fields`` is slow per call and
+    snapshots serialise every unacknowledged message on each update."""
+    got = _NAMES.get(cls)
+    if got is None:
+        got = _NAMES[cls] = tuple(f.name for f in fields(cls))
+    return got
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     NAME: ClassVar[str] = ""
     channel_id: bytes
 
     def to_fields(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {n: getattr(self, n) for n in _names(type(self))}
 
     @classmethod
     def from_fields(cls, d: dict[str, Any]) -> Message:

@@ -62,7 +62,7 @@ class ChannelParams:
         return self.opener_contribution + self.acceptor_contribution
 
     def to_fields(self) -> dict[str, int]:
-        return {f.name: int(getattr(self, f.name)) for f in fields(self)}
+        return {n: int(getattr(self, n)) for n in _PARAM_NAMES}
 
     @classmethod
     def from_fields(cls, d: dict[str, object]) -> ChannelParams:
@@ -139,3 +139,6 @@ class Policy:
             raise ParamsRejected("max_contracts above policy")
         if p.escrow_delta < self.min_escrow_delta:
             raise ParamsRejected("escrow_delta below policy")
+
+
+_PARAM_NAMES = tuple(f.name for f in fields(ChannelParams))  # once: fields() is slow per call
