@@ -264,6 +264,79 @@ def decode_block(data: bytes) -> Block:
     return Block(header, tuple(txs), data)
 
 
+def _skip_tx_at(buf: bytes, pos: int, end: int) -> int:
+    """``_read_tx_at`` without building anything: the same checks, the position after the tx."""
+    if pos + 4 > end:
+        raise TxDecodeError("unexpected end of data")
+    n_in, pos = _compact_at(buf, pos + 4, end)
+    segwit = False
+    if n_in == 0:
+        if pos >= end:
+            raise TxDecodeError("unexpected end of data")
+        flag = buf[pos]
+        pos += 1
+        if flag != 0:
+            if flag != 1:
+                raise TxDecodeError("unknown transaction optional data")
+            segwit = True
+            n_in, pos = _compact_at(buf, pos, end)
+    if n_in * 41 > end - pos:
+        raise TxDecodeError("vector longer than the data")
+    for _ in range(n_in):
+        if pos + 37 > end:
+            raise TxDecodeError("unexpected end of data")
+        ln, pos = _compact_at(buf, pos + 36, end)
+        pos += ln + 4
+        if pos > end:
+            raise TxDecodeError("unexpected end of data")
+    n_out, pos = _compact_at(buf, pos, end)
+    if n_out * 9 > end - pos:
+        raise TxDecodeError("vector longer than the data")
+    for _ in range(n_out):
+        if pos + 9 > end:
+            raise TxDecodeError("unexpected end of data")
+        ln, pos = _compact_at(buf, pos + 8, end)
+        pos += ln
+        if pos > end:
+            raise TxDecodeError("unexpected end of data")
+    if segwit:
+        any_witness = False
+        for _ in range(n_in):
+            n_items, pos = _compact_at(buf, pos, end)
+            if n_items > end - pos:
+                raise TxDecodeError("vector longer than the data")
+            if n_items:
+                any_witness = True
+            for _ in range(n_items):
+                ln, pos = _compact_at(buf, pos, end)
+                pos += ln
+                if pos > end:
+                    raise TxDecodeError("unexpected end of data")
+        if not any_witness:
+            raise TxDecodeError("superfluous witness record")
+    if pos + 4 > end:
+        raise TxDecodeError("unexpected end of data")
+    return pos + 4
+
+
+def scan_block(data: bytes) -> BlockHeader:
+    """Check that ``data`` is exactly one well-formed block, as ``decode_block`` would (it raises
+    the same ``TxDecodeError`` for the same bytes), and return its header. It builds no
+    transactions and hashes none, so it costs a fraction of ``decode_block``: a caller can
+    refuse malformed bytes up front and decode the transactions elsewhere (another thread)."""
+    data = bytes(data)
+    header = decode_header(data)
+    end = len(data)
+    n, pos = _compact_at(data, 80, end)
+    if n * 60 > end - pos:
+        raise TxDecodeError("vector longer than the data")
+    for _ in range(n):
+        pos = _skip_tx_at(data, pos, end)
+    if pos != end:
+        raise TxDecodeError("trailing data after block")
+    return header
+
+
 def merkle_root(hashes: list[bytes]) -> bytes:
     """Merkle root over internal-order 32-byte hashes (Bitcoin's duplicate-last rule)."""
     if not hashes:
