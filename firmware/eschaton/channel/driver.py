@@ -16,7 +16,9 @@ Rules / theory of operation:
   many versions, or a node taking a burst of messages for many channels, pays one fsync per
   burst instead of one per version, and nothing leaves before the state it depends on is
   durable. If the block raises, what was staged is still committed and its messages sent (the
-  channels already moved to those states); if the commit itself fails, nothing is sent.
+  channels already moved to those states); if the commit itself fails, nothing is sent. Acks
+  are cumulative (``update_ack(n)`` covers every version up to n), so of a burst's acks for one
+  channel only the last is sent: one message back per burst instead of one per version.
 - Synchronous on purpose: the store is local SQLite, and the transport callable is expected to
   enqueue (the daemon's link writer, a file, a test queue).
 """
@@ -42,7 +44,7 @@ from eschaton.core.channel import (
     SignFunding,
 )
 from eschaton.core.channel.errors import ProtocolViolation
-from eschaton.core.channel.messages import ChannelErrorMsg, Message, OpenChannel
+from eschaton.core.channel.messages import ChannelErrorMsg, Message, OpenChannel, UpdateAck
 from eschaton.errors import RemoteError
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,8 @@ class ChannelEndpoint:
     listeners: list[Callable[[Notify], None]] = field(default_factory=list)
     after_persist: Callable[[], None] | None = None  # test hook (crash harness)
     _staged: list[PersistThenSend] | None = None  # inside batch(): states to commit together
-    _held: list[Message] = field(default_factory=list)  # inside batch(): messages to send after
+    _held: list[Message | None] = field(default_factory=list)  # inside batch(): to send after
+    _last_ack: dict[bytes, int] = field(default_factory=dict)  # inside batch(): index in _held
 
     # ---- executing actions --------------------------------------------------------------
 
@@ -92,31 +95,40 @@ class ChannelEndpoint:
         if self._staged is not None:
             yield
             return
-        self._staged, self._held = [], []
+        self._staged, self._held, self._last_ack = [], [], {}
         try:
             yield
         finally:
             staged, held = self._staged, self._held
-            self._staged, self._held = None, []
+            self._staged, self._held, self._last_ack = None, [], {}
             if staged:
                 self.store.persist_many(staged)
                 if self.after_persist is not None:
                     self.after_persist()
             for m in held:
-                self.send(m)
+                if m is not None:
+                    self.send(m)
 
     def _out(self, m: Message) -> None:
-        if self._staged is not None:
-            self._held.append(m)
-        else:
+        if self._staged is None:
             self.send(m)
+            return
+        if isinstance(m, UpdateAck):
+            prev = self._last_ack.get(m.channel_id)
+            if prev is not None:
+                old = self._held[prev]
+                if isinstance(old, UpdateAck) and old.number < m.number:
+                    self._held[prev] = None  # superseded: acks are cumulative
+            self._last_ack[m.channel_id] = len(self._held)
+        self._held.append(m)
 
     def execute(self, ch: Channel, actions: list[Action]) -> None:
         for act in actions:
             if isinstance(act, PersistThenSend):
                 if self._staged is not None:
                     self._staged.append(act)
-                    self._held.extend(act.messages)
+                    for m in act.messages:
+                        self._out(m)
                     continue
                 self.store.persist(act)
                 if self.after_persist is not None:

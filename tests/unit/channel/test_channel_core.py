@@ -463,6 +463,14 @@ def test_reanchor_restores_the_switch_budget() -> None:
     pr.pay("b", 100)
     pr.pay("a", 100)
     assert pr.a.ch.current == pr.b.ch.current
+    # The snapshot's opening-time part is rebuilt for the new anchor (not served from before it).
+    for side in (pr.a, pr.b):
+        snap = side.ch.snapshot()
+        assert snap["setup"] == side.ch.setup.to_fields() and snap["params"]["lifetime"] == 1_000  # type: ignore[union-attr]
+        pr.crash("a" if side is pr.a else "b")
+    assert pr.a.ch.setup.funding_txid == T.txid(rtx)  # type: ignore[union-attr]
+    pr.pay("a", 100)
+    assert pr.a.ch.current == pr.b.ch.current
 
 
 def test_reanchor_refused_returns_to_open_and_survives_crash() -> None:

@@ -87,6 +87,7 @@ class ChannelBase:
         self.reanchor: dict[str, Any] | None = None
         self.mutual_proposer = ""  # who proposed the last mutual version (answers resends)
         self._outbox_memo: dict[int, tuple[Message, dict[str, Any]]] = {}
+        self._static_memo: tuple[ChannelParams, L.Setup | None, dict[str, Any]] | None = None
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -218,10 +219,18 @@ class ChannelBase:
         self._outbox_memo = fresh
         return out
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
+    def _static_fields(self) -> dict[str, Any]:
+        """The snapshot's opening-time part (``channel.STATIC_KEYS``). Once the channel is OPEN
+        these fields only change by re-anchoring, which replaces ``params`` and ``setup`` (frozen
+        objects, held by the cache so their identity cannot be reused); so while OPEN the part is
+        built once and reused by every update's snapshot."""
+        cached = self._static_memo
+        if cached is not None and cached[0] is self.params and cached[1] is self.setup \
+                and self.state is ChannelState.OPEN:
+            return cached[2]
+        fields: dict[str, Any] = {
             "schema": 1,
-            "channel_id": self.channel_id, "role": self.role, "state": self.state.name,
+            "channel_id": self.channel_id, "role": self.role,
             "params": self.params.to_fields(), "pubkey": self.pubkey, "payout_script": self.payout_script,
             "inputs": [i.to_fields() for i in self.inputs], "change": [_txout_fields(o) for o in self.change],
             "funding_locktime": self.funding_locktime,
@@ -231,6 +240,14 @@ class ChannelBase:
             "setup": self.setup.to_fields() if self.setup else None,
             "funding_raw": self.funding_raw,
             "funding_witnesses": {str(k): v for k, v in self.funding_witnesses.items()},
+        }
+        self._static_memo = (self.params, self.setup, fields) if self.state is ChannelState.OPEN else None
+        return fields
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = dict(self._static_fields())
+        snap.update({
+            "state": self.state.name,
             "current": self.current.to_fields(),
             "best": self.best.to_fields() if self.best else None, "best_sig": self.best_sig,
             "pending": self.pending.to_fields() if self.pending else None, "pending_kind": self.pending_kind,
@@ -242,7 +259,8 @@ class ChannelBase:
             "peer_ready": self.peer_ready, "budget_warned": self.budget_warned,
             "close_raw": self.close_raw, "close_sig": self.close_sig, "reanchor": self.reanchor,
             "mutual_proposer": self.mutual_proposer,
-        }
+        })
+        return snap
 
     @classmethod
     def from_snapshot(cls, snap: dict[str, Any], privkey: bytes) -> Self:
