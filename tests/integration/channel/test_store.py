@@ -192,3 +192,25 @@ def test_batch_that_raises_still_commits_what_it_staged(tmp_path: Path) -> None:
     assert [m.NAME for m in sent] == ["update"]
     assert loads(st.db.execute("SELECT snapshot FROM channels").fetchone()[0])["pending"]["number"] == 1
     st.close()
+
+
+def test_a_burst_of_updates_is_answered_by_one_cumulative_ack(tmp_path: Path) -> None:
+    pr = opened()
+    pr.turn("a")
+    updates = []
+    for _ in range(5):
+        acts = pr.a.ch.pay(100, pr.height)
+        pr.run("a", acts)
+        updates.append(acts[0].messages[0])  # type: ignore[union-attr]
+    pr.queue.clear()
+    sent: list[Message] = []
+    st = ChannelStore(tmp_path / "b.db")
+    ep = ChannelEndpoint(st, lambda cid: pr.b.priv, sent.append)
+    ep.channels[pr.b.ch.channel_id] = pr.b.ch
+    with ep.batch():
+        for u in updates:
+            ep.receive(u, pr.height)
+    assert [(m.NAME, m.to_fields()["number"]) for m in sent] == [("update_ack", 5)]
+    pr.run("a", pr.a.ch.handle(sent[0], pr.height))
+    assert pr.a.ch.pending is None and pr.a.ch.current == pr.b.ch.current
+    st.close()
