@@ -1,10 +1,13 @@
-"""A ``ChainBackend`` that survives the loss of the process owning a shared embedded chain.
+"""A ``ChainBackend`` that survives the loss of its chain server.
 
 Rules:
-- Every call goes to the current backend from ``open_chain``. If it raises
-  ``ChainUnavailable`` (the owner died or restarted on a new port), the chain is reopened with
-  ``open_chain`` and the call retried once. Reopening may make this process the new owner: the
-  village keeps its chain when the gateway node is rebooted.
+- Every call goes to the current backend. If it raises ``ChainUnavailable`` (the server died,
+  or restarted on a new port), the backend is reopened and the call retried once.
+- Two ways to (re)open: ``ReopeningChain.open(datadir)`` uses ``open_chain`` on a shared
+  embedded chain, so reopening may make this process the new owner (the village keeps its chain
+  when the gateway node is rebooted); ``ReopeningChain.electrum(host, port)`` reconnects to a
+  remote chain server, retrying for ``reconnect_timeout`` before the call fails with
+  ``ChainUnavailable`` (the next call tries again).
 - Watched outpoints and scripts, and subscribed listeners, are carried over to the new backend,
   and listeners get a ``NewTip`` for the tip after reconnecting, so level-triggered watchers
   (the channel watcher) look at the chain again.
@@ -35,11 +38,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+Opener = Callable[[], Awaitable[ChainBackend]]
+
+
 class ReopeningChain:
-    def __init__(self, base: Path, inner: ChainBackend, *, serve: bool = True) -> None:
-        self.base = base
+    def __init__(self, opener: Opener, inner: ChainBackend) -> None:
+        self.opener = opener
         self.inner = inner
-        self.serve = serve
         self.listeners: list[Listener] = []
         self.outpoints: set[OutPoint] = set()
         self.scripts: set[bytes] = set()
@@ -51,7 +56,29 @@ class ReopeningChain:
     async def open(cls, base: Path, *, serve: bool = True) -> ReopeningChain:
         from eschaton.chain.open import open_chain
 
-        return cls(base, await open_chain(base, serve=serve), serve=serve)
+        async def opener() -> ChainBackend:
+            return await open_chain(base, serve=serve, timeout=30.0)
+
+        return cls(opener, await open_chain(base, serve=serve))
+
+    @classmethod
+    async def electrum(cls, host: str, port: int, *, reconnect_timeout: float = 30.0) -> ReopeningChain:
+        """A remote chain server (``[chain] backend = "electrum"``); the first connect must work."""
+        from eschaton.chain.electrum.client import ElectrumChainClient
+
+        async def opener() -> ChainBackend:
+            deadline = asyncio.get_running_loop().time() + reconnect_timeout
+            delay = 0.05
+            while True:
+                try:
+                    return await ElectrumChainClient.connect(host, port)
+                except ChainUnavailable:
+                    if asyncio.get_running_loop().time() + delay > deadline:
+                        raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+        return cls(opener, await ElectrumChainClient.connect(host, port))
 
     @property
     def owner(self) -> bool:
@@ -68,8 +95,6 @@ class ReopeningChain:
                 log.exception("chain listener failed on %r", ev)
 
     async def _reopen(self, generation: int) -> None:
-        from eschaton.chain.open import open_chain
-
         async with self._lock:
             if generation != self._generation:
                 return  # another caller already reopened
@@ -78,7 +103,7 @@ class ReopeningChain:
                 await old.close()
             except Exception:  # the old backend is gone anyway
                 log.debug("closing the lost chain backend failed", exc_info=True)
-            new = await open_chain(self.base, serve=self.serve, timeout=30.0)
+            new = await self.opener()
             new.subscribe(self._dispatch)
             for op in self.outpoints:
                 await new.watch_outpoint(op)

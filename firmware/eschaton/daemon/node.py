@@ -78,11 +78,12 @@ class Node:
             # Several nodes may share this chain; if its owner goes away, reopen (and maybe own) it.
             self.chain = await ReopeningChain.open(base, serve=True)
         else:
-            from eschaton.chain.electrum.client import ElectrumChainClient
+            from eschaton.chain.resilient import ReopeningChain
 
             assert cc.url is not None
             host, _, port = cc.url.split("://", 1)[-1].rpartition(":")
-            self.chain = await ElectrumChainClient.connect(host or "127.0.0.1", int(port))
+            # A remote chain server may restart: reconnect (and re-watch) instead of going deaf.
+            self.chain = await ReopeningChain.electrum(host or "127.0.0.1", int(port))
         chain = self.chain
         self._closers.append(chain.close)
         log.info("chain ready", extra={"fields": {"tip": (await chain.tip()).height}})
