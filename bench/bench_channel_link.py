@@ -99,8 +99,8 @@ class Side:
     async def send_out(self) -> None:
         out, self.out[:] = list(self.out), []
         assert self.session is not None
-        for m in out:
-            await self.session.send(chanwire.to_wire(m))
+        if out:
+            await self.session.send_many([chanwire.to_wire(m) for m in out])
 
 
 async def payee(d: Path) -> None:

@@ -21,7 +21,7 @@ import inspect
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from eschaton.core.link.errors import LinkError, LinkTimeout
@@ -92,6 +92,12 @@ class Session:
     async def send(self, message: Message) -> None:
         """Send one message (raises ``LinkStateError`` if the link is not open)."""
         self.link.send(message)
+        await self._flush()
+
+    async def send_many(self, messages: Sequence[Message]) -> None:
+        """Send messages in order, written to the stream together (one write on TCP)."""
+        for m in messages:
+            self.link.send(m)
         await self._flush()
 
     async def send_message(self, name: str, /, **fields: Any) -> None:
@@ -176,13 +182,16 @@ class Session:
             await self._handle(self.link.handle_timer(self._clock()))
 
     async def _flush(self) -> None:
+        if not self.link.has_data_to_send:
+            return  # most received frames need no reply: skip the lock
         async with self._write_lock:
-            for frame in self.link.data_to_send():
-                try:
-                    await self.stream.write_frame(frame)
-                except TransportClosed:
-                    await self._handle_nolock(self.link.connection_lost(self._clock()))
-                    return
+            frames = self.link.data_to_send()
+            if not frames:
+                return
+            try:
+                await self.stream.write_frames(frames)
+            except TransportClosed:
+                await self._handle_nolock(self.link.connection_lost(self._clock()))
 
     async def _handle(self, events: list[Event]) -> None:
         await self._handle_nolock(events)

@@ -257,6 +257,10 @@ class Link:
         return frames
 
     @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._out.frames)
+
+    @property
     def is_open(self) -> bool:
         return self.state is LinkState.OPEN
 

@@ -8,7 +8,7 @@ which transport it runs on. Each scheme module registers a ``Transport`` with
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -82,6 +82,11 @@ class FrameStream(abc.ABC):
     @abc.abstractmethod
     async def write_frame(self, frame: bytes) -> None:
         """Send one frame (raises ``TransportClosed`` if the stream is gone)."""
+
+    async def write_frames(self, frames: Sequence[bytes]) -> None:
+        """Send several frames in order; streams that can coalesce them into one write do."""
+        for frame in frames:
+            await self.write_frame(frame)
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Sequence
 
 from eschaton.core.wire.framing import StreamDeframer, encode_stream_frame
 from eschaton.net.transport.base import (
@@ -55,10 +56,14 @@ class TcpStream(FrameStream):
             self._deframer.feed(data)
 
     async def write_frame(self, frame: bytes) -> None:
+        await self.write_frames((frame,))
+
+    async def write_frames(self, frames: Sequence[bytes]) -> None:
+        # One write and one drain for a burst: a pipelining channel sends many small frames.
         if self._closed or self._writer.is_closing():
             raise TransportClosed(f"{self.peer}: closed")
         try:
-            self._writer.write(encode_stream_frame(frame))
+            self._writer.write(b"".join(encode_stream_frame(f) for f in frames))
             await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             raise TransportClosed(f"{self.peer}: {exc}") from None
