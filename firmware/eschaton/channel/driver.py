@@ -15,7 +15,8 @@ Rules / theory of operation:
   transaction (one fsync) and only then are the held messages sent, in order. A payer pipelining
   many versions, or a node taking a burst of messages for many channels, pays one fsync per
   burst instead of one per version, and nothing leaves before the state it depends on is
-  durable. If the block raises, what was staged is still committed and its messages sent (the
+  durable; broadcasts and notifications of those states are held the same way, so nothing acts
+  on a state before it is on disk. If the block raises, what was staged is still committed and its messages sent (the
   channels already moved to those states); if the commit itself fails, nothing is sent. Acks
   are cumulative (``update_ack(n)`` covers every version up to n), so of a burst's acks for one
   channel only the last is sent: one message back per burst instead of one per version.
@@ -84,7 +85,8 @@ class ChannelEndpoint:
     listeners: list[Callable[[Notify], None]] = field(default_factory=list)
     after_persist: Callable[[], None] | None = None  # test hook (crash harness)
     _staged: list[PersistThenSend] | None = None  # inside batch(): states to commit together
-    _held: list[Message | None] = field(default_factory=list)  # inside batch(): to send after
+    # inside batch(): messages, broadcasts and notifications held until the commit, in order
+    _held: list[Message | Broadcast | Notify | None] = field(default_factory=list)
     _last_ack: dict[bytes, int] = field(default_factory=dict)  # inside batch(): index in _held
 
     # ---- executing actions --------------------------------------------------------------
@@ -106,8 +108,18 @@ class ChannelEndpoint:
                 if self.after_persist is not None:
                     self.after_persist()
             for m in held:
-                if m is not None:
+                if isinstance(m, Broadcast | Notify):
+                    self._effect(m)
+                elif m is not None:
                     self.send(m)
+
+    def _effect(self, act: Broadcast | Notify) -> None:
+        if isinstance(act, Broadcast):
+            self.broadcasts.append((act.channel_id, act.raw_tx, act.label))
+            return
+        self.notifications.append(act)
+        for fn in self.listeners:
+            fn(act)
 
     def _out(self, m: Message) -> None:
         if self._staged is None:
@@ -137,16 +149,15 @@ class ChannelEndpoint:
                     self.send(m)
             elif isinstance(act, Send):
                 self._out(act.message)
-            elif isinstance(act, Broadcast):
-                self.broadcasts.append((act.channel_id, act.raw_tx, act.label))
+            elif isinstance(act, Broadcast | Notify):
+                if self._staged is not None:
+                    self._held.append(act)  # effects of a state follow its commit
+                else:
+                    self._effect(act)
             elif isinstance(act, SignFunding):
                 if self.signer is None:
                     raise ProtocolViolation("no funding signer configured")
                 self.execute(ch, ch.funding_signed(self.signer(act)))
-            elif isinstance(act, Notify):
-                self.notifications.append(act)
-                for fn in self.listeners:
-                    fn(act)
 
     def call(self, channel_id: bytes, method: str, *args: Any) -> Any:
         """Run a local request on a channel (``pay``, ``offer_escrow``, ``close`` ...)."""

@@ -210,7 +210,9 @@ def test_a_burst_of_updates_is_answered_by_one_cumulative_ack(tmp_path: Path) ->
     with ep.batch():
         for u in updates:
             ep.receive(u, pr.height)
+        assert ep.notifications == []  # effects of a state follow its commit
     assert [(m.NAME, m.to_fields()["number"]) for m in sent] == [("update_ack", 5)]
+    assert [n.data["number"] for n in ep.notifications if n.kind == "payment"] == [1, 2, 3, 4, 5]
     pr.run("a", pr.a.ch.handle(sent[0], pr.height))
     assert pr.a.ch.pending is None and pr.a.ch.current == pr.b.ch.current
     st.close()
