@@ -16,6 +16,16 @@ Rules / theory of operation:
   version is out (the core then grants after the ack): otherwise a request arriving right after
   the grant we waited for would take the turn away before we used it, and our request would
   wait for a grant that never comes.
+- Local requests are signed one at a time but waited for together: the lock is released once
+  our version is out, so concurrent payments on one channel pipeline (the core allows several
+  single-signed versions in flight) and each caller returns when the ack covering its version
+  is in. A peer that asked for the turn is not starved: new requests wait until nothing is in
+  flight, and the core grants then.
+- Group commit on receipt: every channel message dispatched before the event loop next turns
+  (a burst read from one or several links) is handled inside one ``endpoint.batch()``; one
+  fsync covers the burst, and only after it do replies leave, broadcasts start and payment
+  listeners (the microgrid seller's credit) run. If that commit fails, the channels are
+  reloaded from the store (nothing of the burst was sent, the peers resend on reestablish).
 - Per-channel keys come from one secret derived from the wallet seed, so the channel store
   holds no private keys and a backup of the seed plus the store restores everything.
 """
@@ -112,6 +122,8 @@ class ChannelService:
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._busy: set[bytes] = set()
         self._deferred: dict[bytes, tuple[Any, WireMessage]] = {}
+        self._rx: contextlib.AbstractContextManager[None] | None = None  # open receive batch
+        self._rx_credits: list[tuple[bytes, int]] = []  # payment listeners to run after its commit
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -242,9 +254,11 @@ class ChannelService:
 
     async def _writer(self, session: Any, q: asyncio.Queue[WireMessage]) -> None:
         while True:
-            wm = await q.get()
+            burst = [await q.get()]
+            while not q.empty():
+                burst.append(q.get_nowait())
             try:
-                await session.send(wm)
+                await session.send_many(burst)
             except Exception as e:  # supervision boundary: a dead link; reestablish will resend
                 peer = session.remote.hex()
                 log.info("send to %s failed: %s", peer[:12], e)
@@ -256,8 +270,31 @@ class ChannelService:
                     self._writers.pop(peer, None)
                 return
 
+    def _open_rx(self) -> None:
+        if self._rx is None:
+            self._rx = self.endpoint.batch()
+            self._rx.__enter__()
+            asyncio.get_running_loop().call_soon(self._close_rx)
+
+    def _close_rx(self) -> None:
+        cm, self._rx = self._rx, None
+        credits, self._rx_credits = self._rx_credits, []
+        if cm is None:
+            return
+        try:
+            cm.__exit__(None, None, None)
+        except Exception:  # the disk failed: memory is ahead of it, and nothing was sent
+            log.exception("channel store commit failed; reloading channels from the store")
+            self.endpoint.restore()
+            credits = []
+        for cid, amount in credits:
+            for fn in self.payment_listeners:
+                fn(cid, amount)
+        self._poke()
+
     def receive(self, session: Any, wm: WireMessage) -> None:
         msg = chanwire.from_wire(wm)
+        self._open_rx()
         peer = session.remote.hex()
         owner = self.peers.map.get(msg.channel_id)
         if isinstance(msg, OpenChannel) and msg.channel_id not in self.endpoint.channels:
@@ -288,8 +325,7 @@ class ChannelService:
         finally:
             self._poke()
         if after > before:
-            for fn in self.payment_listeners:
-                fn(msg.channel_id, after - before)
+            self._rx_credits.append((msg.channel_id, after - before))
 
     def _local_balance(self, cid: bytes) -> int:
         ch = self.endpoint.channels.get(cid)
@@ -384,15 +420,21 @@ class ChannelService:
             log.warning("deferred turn request on %s refused: %s", cid.hex()[:12], e)
 
     async def run_update(self, ch: Channel, method: str, *args: Any) -> Any:
-        """Run a version-producing request and wait until the peer acknowledged it."""
+        """Run a single-signed request and wait until the peer acknowledged its version."""
         async with self.exclusive(ch.channel_id):
             self._session_for(ch.channel_id)
+            if ch.pending is not None and (ch.turn_requested or ch.pending_kind != "update"):
+                # The peer waits for the turn (or a mutual step is open): let it through first.
+                await self.wait_for(lambda: ch.pending is None, "the versions in flight to be acknowledged")
             await self.ensure_turn(ch)
             value = self.endpoint.call(ch.channel_id, method, *args, self.height)
+            mine = ch.pending.number if ch.pending is not None else ch.current.number
             self._redeliver(ch.channel_id)  # our version is out: the core grants after the ack
             self._poke()
-            await self.wait_for(lambda: ch.pending is None, f"the peer to acknowledge {method}")
-            return value
+        # Outside the lock: later requests pipeline behind ours. Acks are cumulative, and a
+        # version the peer signs after a turn switch has a higher number than all of ours.
+        await self.wait_for(lambda: ch.current.number >= mine, f"the peer to acknowledge {method}")
+        return value
 
 
 class _Refused(RemoteError):

@@ -1,5 +1,6 @@
 """Payments requested at the same time from both ends of a channel (and two at once on one end)
-all complete: requests on one node run one after the other and the turn passes back and forth,
+all complete: requests on one node are signed one after the other (and pipeline while their acks
+are outstanding), the turn passes back and forth,
 with every satoshi accounted for on both sides."""
 from __future__ import annotations
 
@@ -72,3 +73,36 @@ def test_concurrent_pays_from_both_sides(cluster: Cluster) -> None:
     for n in (a, b):
         assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
     pay(b, a, cid, 10)  # and plain sequential use goes on
+
+
+def test_many_simultaneous_pays_pipeline_on_one_channel(cluster: Cluster) -> None:
+    """Twenty-five payments requested at once on one node (each its own API call) while the peer
+    pays back: the payer's versions pipeline, each call returns once the ack covering it is in,
+    and both nodes agree on every satoshi."""
+    disc = free_port(socket.SOCK_DGRAM)
+    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in "ab")
+    a.start().wait_ready()
+    b.start().wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    cluster.chain.mine(101, to=a.wallet("address")["address"])
+    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
+    cid = open_channel(cluster.chain, a, b, CAPACITY, "--step", "1")
+    pay(a, b, cid, 1_000_000)
+    a0, b0 = mirrored(a, b, cid)
+    burst = [2_000 + i for i in range(25)]
+    back = [300 + i for i in range(5)]
+
+    async def all_at_once() -> list[list[object]]:
+        return list(await asyncio.gather(*(_pays(a, cid, [x]) for x in burst), _pays(b, cid, back)))
+
+    results = asyncio.run(all_at_once())
+    failures = [r for rs in results for r in rs if isinstance(r, Exception)]
+    assert not failures, failures
+    a1, b1 = mirrored(a, b, cid)
+    assert a1["version"] == a0["version"] + len(burst) + len(back)
+    fees = a1["fee_sat"] - a0["fee_sat"]
+    assert a1["local_sat"] + b1["local_sat"] + a1["fee_sat"] == CAPACITY
+    assert (a0["local_sat"] - sum(burst) + sum(back)) - a1["local_sat"] + \
+        (b0["local_sat"] + sum(burst) - sum(back)) - b1["local_sat"] == fees
+    for n in (a, b):
+        assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
