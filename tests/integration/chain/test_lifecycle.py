@@ -200,14 +200,12 @@ def test_sigkilled_owner_recovers(tmp_path: Path) -> None:
         node.close()
 
 
-def test_batch_keeps_blocks_before_a_rejected_one(funded: Funded, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Speculative indexing inside a batch: a rejected block rolls back only its own writes."""
-    from eschaton.chain.embedded import node as node_mod
+def test_batch_keeps_blocks_before_a_rejected_one(funded: Funded) -> None:
+    """Write-ahead indexing inside a batch: a rejected block takes back only its own writes."""
     from eschaton.chain.embedded.blocks import build_block
     from eschaton.chain.errors import BlockRejected
     from eschaton.core.codec import decode_block, decode_tx
 
-    monkeypatch.setattr(node_mod, "SPECULATE_MIN_TXS", 1)  # speculate on these small blocks too
     f = funded
     k = f.key
     c1, c2 = f.coinbase(1), f.coinbase(2)
@@ -227,3 +225,87 @@ def test_batch_keeps_blocks_before_a_rejected_one(funded: Funded, monkeypatch: p
     f.node.close()
     f.node = ChainNode(f.datadir)
     assert f.node.tip().block_hash == h1 and f.node.audit(depth=5) == []
+
+
+def _bad_block(f: Funded) -> tuple[bytes, str, str]:
+    """A block on the tip whose only spend overclaims its input (the kernel refuses its script):
+    (raw, block hash, spent coinbase txid)."""
+    from eschaton.chain.embedded.blocks import build_block
+    from eschaton.core.codec import decode_block, decode_tx
+
+    k = f.key
+    c = f.coinbase(2)
+    bad = decode_tx(spend_p2wpkh(c.txid, 0, c.value + 1, k, [(c.value - FEE, Key(5).p2wpkh)]))
+    tip = f.node.tip()
+    raw = build_block(tip.block_hash, tip.height + 1, f.node.block_time(tip.median_time_past), k.p2wpkh, [bad], FEE)
+    return raw, decode_block(raw).header.hash, c.txid
+
+
+def test_rejected_block_written_ahead_leaves_no_trace(funded: Funded) -> None:
+    """The index writes (and, for the call's last block, commits) a block on the tip while the
+    kernel validates it; a refused block must come out again, coins and all."""
+    from eschaton.chain.errors import BlockRejected
+
+    f = funded
+    raw, bh, spent = _bad_block(f)
+    tip = f.node.tip()
+    updates: list[object] = []
+    f.node.listeners.append(updates.append)
+    with pytest.raises(BlockRejected) as e:
+        f.node.submit_block(raw)
+    assert e.value.reason == "block-script-verify-flag-failed"
+    assert f.node.tip() == tip and updates == []
+    assert f.node.index is not None
+    assert f.node.index.block_by_hash(bh) is None and f.node.index.coin(spent, 0) is not None
+    assert f.node.index.tip_times() == f.node.index.last_times(tip.height)
+    assert f.node.audit(depth=5) == []
+    f.node.mine(1)  # and the chain goes on from the old tip
+    assert f.node.tip().height == tip.height + 1 and len(updates) == 1
+    f.node.close()
+    f.node = ChainNode(f.datadir)
+    assert f.node.tip().height == tip.height + 1 and f.node.audit(depth=5) == []
+
+
+def test_crash_after_write_ahead_drops_an_invalid_block(funded: Funded) -> None:
+    """As if the process died after the index committed a block written ahead but before the
+    kernel's verdict: on open, the kernel refuses the stored block and the index follows it."""
+    from eschaton.core.codec import decode_block
+
+    f = funded
+    raw, bh, spent = _bad_block(f)
+    tip = f.node.tip()
+    idx = f.node.index
+    assert idx is not None
+    idx.begin()
+    idx.connect_block(tip.height + 1, decode_block(raw))
+    idx.commit()
+    assert idx.coin(spent, 0) is None
+    f.node.close()
+    f.node = ChainNode(f.datadir)
+    assert f.node.tip() == tip
+    assert f.node.index is not None
+    assert f.node.index.block_by_hash(bh) is None and f.node.index.coin(spent, 0) is not None
+    assert f.node.audit(depth=5) == []
+
+
+def test_tip_time_cache_follows_reorgs(funded: Funded) -> None:
+    """The index caches the tip's last 11 block times (median time past); a reorg must not
+    leave the old branch's times in it."""
+    from eschaton.chain.embedded.blocks import median_time_past
+
+    f = funded
+    idx = f.node.index
+    assert idx is not None
+    f.node.mine(3)
+    fork = idx.block_at(f.node.tip().height - 3)
+    assert fork is not None
+    before = idx.tip_times()
+    # The competing branch's blocks are timed later, so its times differ from the old branch's.
+    f.node.clock = lambda: float(before[-1] + 3600)
+    f.node.mine_branch(fork.hash, 5)
+    tip = f.node.tip()
+    assert tip.height == fork.height + 5
+    assert idx.tip_times() == idx.last_times(tip.height) != before
+    assert tip.median_time_past == median_time_past(idx.last_times(tip.height))
+    f.node.mine(1)
+    assert idx.tip_times() == idx.last_times(tip.height + 1)

@@ -114,6 +114,7 @@ class ChainIndex:
             raise IndexInconsistent(f"index schema {row[0]}, expected {SCHEMA_VERSION}")
         self.in_tx = False
         self._tip: BlockRow | None | bool = False  # False: not cached
+        self._times: list[int] | None = None  # times of the last (up to) 11 blocks up to the tip
 
     def close(self) -> None:
         self.db.close()
@@ -132,6 +133,7 @@ class ChainIndex:
 
     def rollback(self) -> None:
         self._tip = False
+        self._times = None
         if self.in_tx:
             self.db.execute("ROLLBACK")
             self.in_tx = False
@@ -144,6 +146,7 @@ class ChainIndex:
     def rollback_to(self, name: str) -> None:
         """Undo everything since ``savepoint(name)``, keeping earlier writes of the transaction."""
         self._tip = False
+        self._times = None
         self.db.execute(f"ROLLBACK TO {name}")
         self.db.execute(f"RELEASE {name}")
 
@@ -170,6 +173,14 @@ class ChainIndex:
     def raw_block(self, height: int) -> bytes | None:
         r = self.db.execute("SELECT raw FROM blocks WHERE height=?", (height,)).fetchone()
         return bytes(r[0]) if r else None
+
+    def tip_times(self) -> list[int]:
+        """Times of the last (up to) 11 blocks ending at the tip, oldest first. Cached: every
+        block's NodeUpdate and every mempool acceptance needs the tip's median time past."""
+        if self._times is None:
+            tip = self.tip()
+            self._times = self.last_times(tip.height) if tip is not None else []
+        return self._times
 
     def last_times(self, height: int, n: int = 11) -> list[int]:
         """Times of blocks ``height-n+1 .. height`` in height order."""
@@ -234,6 +245,8 @@ class ChainIndex:
         if spend_rows:
             db.executemany("INSERT INTO spends VALUES(?,?,?,?,?,?,?,?,?)", spend_rows)
         self._tip = BlockRow(height, h.hash, h.prev_hash, h.time)
+        if self._times is not None:
+            self._times = [*self._times[-10:], h.time]
 
     def disconnect_tip(self) -> tuple[BlockRow, bytes]:
         """Undo the tip block; returns it and its raw bytes (must be inside ``begin()``)."""
@@ -243,6 +256,7 @@ class ChainIndex:
         raw = self.raw_block(tip.height)
         assert raw is not None
         self._tip = False
+        self._times = None
         db = self.db
         # No height indexes (they cost every insert): the block's own transactions name the rows.
         block = decode_block(raw)

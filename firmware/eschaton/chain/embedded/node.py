@@ -8,14 +8,21 @@ Rules / theory of operation:
   ``process_block`` returns, the recorded connects/disconnects are applied to the index in one
   SQLite transaction, committed together with the mempool changes once per call
   (``submit_block``, ``submit_blocks``, ``mine(n)``, ``broadcast``): the call is the unit of
-  durability and of notification (one ``NodeUpdate`` per commit). If applying fails, the
-  transaction is rolled back and the index reconciled with the kernel.
-- Speculative indexing: a block that extends the index tip is decoded and written to the
-  (uncommitted) SQLite transaction by a worker thread *while* the kernel validates it; ctypes and
-  sqlite3 both release the GIL, so on a multi-core Pi the index work overlaps the kernel's. If
-  the kernel then reports exactly that block connected, the speculative writes are kept,
-  otherwise they are rolled back (to a savepoint, so earlier blocks of a batch stay) and the
-  recorded events applied one by one.
+  notification (one ``NodeUpdate`` per call, after everything it changed is committed). If
+  applying fails, the transaction is rolled back and the index reconciled with the kernel.
+- Bytes are checked strictly (``scan_block``, the same rules as ``decode_block``) before the
+  kernel sees them: the kernel's parser ignores trailing data, ours refuses it.
+- Write-ahead indexing: a block that extends the index tip is decoded and written to the index by
+  a worker thread *while* the kernel validates it (ctypes and sqlite3 both release the GIL, so
+  on two or more cores the index work overlaps the kernel's), in a savepoint of the call's
+  transaction; for the call's last block the worker also commits. If the kernel then reports
+  exactly that block connected, nothing is left to do; otherwise the block is taken out again
+  with the index's own undo data (``disconnect_tip``) and the recorded events are applied.
+  So the committed index can briefly hold a block the kernel has not yet accepted. That is
+  safe for the same reason a kernel that lost blocks in a crash is: on open, ``reconcile``
+  feeds every index block above the kernel's tip back to the kernel, and where the kernel
+  refuses one the index is rolled back to the kernel's chain. Callers and listeners never see
+  such a block: the call returns, and notifies, only after the kernel's verdict.
 - A block counts as accepted only when it is on the kernel's active chain afterwards. A block
   that fails while connecting does not raise in the kernel; its reason is read from the kernel
   log (``Block validation error: ...``) and raised as ``BlockRejected``.
@@ -54,16 +61,13 @@ from eschaton.chain.errors import (
     TxDecodeError,
 )
 from eschaton.chain.kernel import kernel_block
-from eschaton.core.codec import Block, Tx, decode_block, decode_tx
+from eschaton.core.codec import Block, Tx, decode_block, decode_tx, scan_block
 
 log = logging.getLogger(__name__)
 
 # Default coinbase destination: P2WSH(OP_TRUE), spendable by anyone who knows the trick; a
 # caller that wants the coins passes ``to_script``.
 OP_TRUE_P2WSH = bytes.fromhex("00204ae81572f06e1b88fd5ced7a1a000945432e83e1551e6f721ee9c00b8cc33260")
-
-# Below this many transactions the thread hand-off costs more than the overlap saves.
-SPECULATE_MIN_TXS = 64
 
 _REASON_PATTERNS = (
     re.compile(r"Block validation error: (.*)$"),
@@ -152,7 +156,6 @@ class ChainNode:
         self._decoded: dict[str, Block] = {}
         self._events: list[tuple[str, int, str, pbk.Block | None]] = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-index")
-        self._mtp_cache: tuple[str, int] = ("", 0)
         self._log: list[str] = []
         self._capturing = False
         self._nonce = 0
@@ -247,20 +250,49 @@ class ChainNode:
             self.index.commit()
             raise ChainError(f"chain index repaired after an error: {err}") from err
 
-    def _speculate(self, blk: Block, height: int) -> bool:
-        """Worker thread: write the block to the open SQLite transaction before the kernel's verdict."""
+    def _write_ahead(self, raw: bytes, height: int, commit: bool) -> tuple[Block | None, bool]:
+        """Worker thread, while the kernel validates ``raw``: decode it, index it on the tip (in a
+        savepoint of the call's transaction) and, for the call's last block, commit. Returns
+        (the decoded block, whether it was indexed). See the module doc."""
         assert self.index is not None
+        idx = self.index
         try:
-            # A savepoint, not the transaction: earlier blocks of a batch share the transaction.
-            self.index.savepoint("speculation")
+            blk = decode_block(raw)
+        except TxDecodeError:  # cannot happen after scan_block; _apply decodes the kernel's copy
+            return None, False
+        # A savepoint only inside a batch's open transaction: earlier blocks of the call stay.
+        nested = idx.in_tx
+        try:
+            if nested:
+                idx.savepoint("ahead")
+            else:
+                idx.begin()
         except sqlite3.Error:
-            return False
+            return blk, False
         try:
-            self.index.connect_block(height, blk)
-            return True
+            idx.connect_block(height, blk)
+            if nested:
+                idx.release("ahead")
         except (IndexInconsistent, sqlite3.Error):
-            self.index.rollback_to("speculation")
-            return False
+            # e.g. it spends a coin the index does not have: the kernel refuses it too, and the
+            # caller applies whatever the kernel reports instead
+            if nested:
+                idx.rollback_to("ahead")
+            else:
+                idx.rollback()
+            return blk, False
+        if commit:
+            idx.commit()  # an error here reaches the caller through the future
+        return blk, True
+
+    def _undo_write_ahead(self, bh: str) -> None:
+        """The kernel did not connect a block written ahead: take it out again with the index's
+        own undo data (committed with the rest of the call)."""
+        assert self.index is not None
+        self.index.begin()
+        tip = self.index.tip()
+        if tip is not None and tip.hash == bh:
+            self.index.disconnect_tip()
 
     # --- commit / events --------------------------------------------------------------------
 
@@ -288,7 +320,9 @@ class ChainNode:
                 for _, blk in pending.connected:
                     confirmed, evicted = self.mempool.remove_for_block(blk.txs)
                     removed += confirmed + evicted
-                self.index.mempool_remove(removed)
+                if removed:
+                    self.index.begin()
+                    self.index.mempool_remove(removed)
             batch.connected.extend(pending.connected)
         batch.removed.extend(removed)
 
@@ -331,12 +365,9 @@ class ChainNode:
     def mtp_at(self, height: int) -> int:
         assert self.index is not None
         tip = self.index.tip()
-        if tip is not None and tip.height == height and self._mtp_cache[0] == tip.hash:
-            return self._mtp_cache[1]
-        mtp = median_time_past(self.index.last_times(height))
         if tip is not None and tip.height == height:
-            self._mtp_cache = (tip.hash, mtp)
-        return mtp
+            return median_time_past(self.index.tip_times())
+        return median_time_past(self.index.last_times(height))
 
     # ChainView for the mempool
     def coin(self, txid: str, vout: int) -> Coin | None:
@@ -458,29 +489,33 @@ class ChainNode:
         blocks before it are committed."""
         out = []
         try:
-            for raw in raws:
-                out.append(self._submit_one(raw))
+            for i, raw in enumerate(raws):
+                out.append(self._submit_one(raw, last=i == len(raws) - 1))
                 self._absorb()
         finally:
             self._finish()
         return out
 
-    def _submit_one(self, raw: bytes) -> tuple[str, bool]:
+    def _submit_one(self, raw: bytes, last: bool = False) -> tuple[str, bool]:
         try:
-            blk = decode_block(raw)
+            header = scan_block(raw)  # strict layout before the kernel sees the bytes
         except TxDecodeError as e:
             raise BlockRejected("block-decode-failed", "") from e
-        bh = blk.header.hash
+        raw = bytes(raw)
+        bh = header.hash
         try:
-            kblock = kernel_block(blk.raw)
+            kblock = kernel_block(raw)
         except InvalidRequest:
             raise BlockRejected("block-decode-failed", bh) from None
-        self._decoded[bh] = blk
+        assert self.index is not None
         self._log.clear()
-        tip = self.index.tip() if self.index is not None else None
-        spec = None
-        if tip is not None and blk.header.prev_hash == tip.hash and len(blk.txs) >= SPECULATE_MIN_TXS:
-            spec = self._pool.submit(self._speculate, blk, tip.height + 1)
+        tip = self.index.tip()
+        ahead = None
+        blk: Block | None = None
+        if tip is not None and header.prev_hash == tip.hash:
+            ahead = self._pool.submit(self._write_ahead, raw, tip.height + 1, last)
+        else:
+            blk = decode_block(raw)
         self._capturing = True
         failed = False
         try:
@@ -490,21 +525,27 @@ class ChainNode:
         finally:
             self._capturing = False
             events = self._take_events()
-            spec_ok = spec.result() if spec is not None else False
+            blk_ahead, written = ahead.result() if ahead is not None else (None, False)
+        if blk is None:
+            blk = blk_ahead
+        if blk is not None:
+            self._decoded[bh] = blk  # else _apply decodes the kernel's copy if it connected it
         try:
-            assert self.index is not None
-            if spec_ok and tip is not None and [(k, h, b) for k, h, b, _ in events] == [("c", tip.height + 1, bh)]:
-                # the kernel connected exactly the block the worker indexed: keep its writes
-                self.index.release("speculation")
+            if written and blk is not None and tip is not None and len(events) == 1 and events[0][:3] == (
+                "c",
+                tip.height + 1,
+                bh,
+            ):
+                # the kernel connected exactly the block written ahead: nothing left to do
                 self._pending.connected.append((tip.height + 1, blk))
             else:
-                if spec_ok:
-                    self.index.rollback_to("speculation")  # the kernel did something else
+                if written:
+                    self._undo_write_ahead(bh)
                 self._apply_or_repair(events)
         finally:
             self._decoded.pop(bh, None)
-        last = {b: k for k, _, b, _ in events}.get(bh)
-        if last == "c":
+        outcome = {b: k for k, _, b, _ in events}.get(bh)
+        if outcome == "c":
             return bh, True  # the kernel connected it and did not disconnect it again
         chain = self.cm.get_active_chain()
         entries = self.cm.block_tree_entries
@@ -541,7 +582,7 @@ class ChainNode:
         return hashes
 
     def _mine_into(self, n: int, spk: bytes, hashes: list[str]) -> None:
-        for _ in range(n):
+        for i in range(n):
             tip = self.tip_row()
             height = tip.height + 1
             mtp = self.mtp_at(tip.height)
@@ -554,7 +595,7 @@ class ChainNode:
             raw = build_block(
                 tip.hash, height, t, spk, [e.tx for e in entries], sum(e.fee for e in entries), self._extra()
             )
-            bh, active = self._submit_one(raw)
+            bh, active = self._submit_one(raw, last=i == n - 1)
             self._absorb()  # the next block's template must not repeat these transactions
             if not active:
                 raise BlockRejected("not-activated", bh)
