@@ -5,7 +5,8 @@ Rules / theory of operation:
   (UTXO by script, who spent an outpoint, where a transaction confirmed).
 - One SQLite file in WAL mode, ``synchronous=NORMAL``: a committed block survives a process crash
   (WAL is durable against application crashes); after a power loss the last few commits may be
-  lost, which the node sees as a short reorg on regtest.
+  lost, which the node sees as a short reorg on regtest. Checkpoints (the fsyncs) run on a
+  thread of their own (``wal.Checkpointer``).
 - The index is also the durable log of the active chain: the raw block is stored with each block
   row. The kernel flushes its chainstate lazily, so after a SIGKILL its tip can be behind the
   index; ``ChainNode`` then re-feeds the stored blocks to the kernel.
@@ -31,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from eschaton.chain.embedded.wal import Checkpointer
 from eschaton.core.codec import Block, Tx, compact_size, decode_block
 
 SCHEMA_VERSION = 1
@@ -101,9 +103,6 @@ class ChainIndex:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA cache_size=-32768")  # 32 MiB: random txid keys miss a small cache
-        # Checkpoint the WAL every ~32 MiB rather than 4 MiB: a block rewrites many of the same
-        # pages, and copying them to the main file once per checkpoint is what a commit costs.
-        self.db.execute("PRAGMA wal_autocheckpoint=8192")
         self.db.execute("PRAGMA temp_store=MEMORY")
         self.db.executescript(_SCHEMA)
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS spent_batch(txid TEXT NOT NULL, vout INTEGER NOT NULL)")
@@ -115,14 +114,18 @@ class ChainIndex:
         self.in_tx = False
         self._tip: BlockRow | None | bool = False  # False: not cached
         self._times: list[int] | None = None  # times of the last (up to) 11 blocks up to the tip
+        # Checkpoints wait for the disk on their own thread, not inside a commit (see wal.py).
+        self.checkpointer = Checkpointer(self.db, path)
 
     def close(self) -> None:
+        self.checkpointer.close()
         self.db.close()
 
     # --- transactions ---------------------------------------------------------------------
 
     def begin(self) -> None:
         if not self.in_tx:
+            self.checkpointer.before_begin()
             self.db.execute("BEGIN IMMEDIATE")
             self.in_tx = True
 
@@ -130,6 +133,7 @@ class ChainIndex:
         if self.in_tx:
             self.db.execute("COMMIT")
             self.in_tx = False
+            self.checkpointer.committed()
 
     def rollback(self) -> None:
         self._tip = False
