@@ -8,7 +8,7 @@ Rules / theory of operation:
 - The core decides what to broadcast: our best version as soon as it is final when the peer
   broadcast anything else, when the channel's nLockTime budget runs out, or on a unilateral
   close. The watcher sends the core's broadcasts and keeps the refusal reasons (``non-final``
-  until nLockTime, ``txn-mempool-conflict`` if another version got in first).
+  until nLockTime, ``insufficient fee`` if another version in the mempool pays as much).
 - Sweeps: when a version with hash-locked outputs confirms, each contract output we may claim is
   claimed with the preimage (escrow preimages from the channel, oracle preimages given to
   ``learn_preimage``); each we own is reclaimed once its CLTV timeout has passed.

@@ -114,12 +114,12 @@ def test_double_spend_mempool_and_chain(funded: Funded) -> None:
     f = funded
     k = f.key
     cb = f.coinbase(1)
-    a = spend_p2wpkh(cb.txid, 0, cb.value, k, [(cb.value - FEE, k.p2wpkh)])
-    b = spend_p2wpkh(cb.txid, 0, cb.value, k, [(cb.value - 2 * FEE, Key(7).p2wpkh)])
+    a = spend_p2wpkh(cb.txid, 0, cb.value, k, [(cb.value - 2 * FEE, k.p2wpkh)])
+    b = spend_p2wpkh(cb.txid, 0, cb.value, k, [(cb.value - FEE, Key(7).p2wpkh)])  # a lower fee
     f.node.broadcast(a)
     with pytest.raises(BroadcastRefused) as e:
         f.node.broadcast(b)
-    assert e.value.reason == "txn-mempool-conflict"
+    assert e.value.reason == "insufficient fee"  # a conflict that does not pay more is refused
     f.node.mine(1)
     with pytest.raises(BroadcastRefused) as e:
         f.node.broadcast(b)

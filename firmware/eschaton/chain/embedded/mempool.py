@@ -4,12 +4,20 @@ Rules / theory of operation:
 - ``accept`` applies, in bitcoind's order and with bitcoind's reason strings:
   decode (``TX decode failed``), context-free checks (``bad-txns-*``, ``coinbase``), standardness
   (``eschaton.chain.embedded.policy``), duplicates, finality (``non-final``), input lookup against
-  the mempool (``txn-mempool-conflict``: no replacement is offered) and the chain
-  (``bad-txns-inputs-missingorspent``), coinbase maturity
+  the mempool and the chain (``bad-txns-inputs-missingorspent``), coinbase maturity
   (``bad-txns-premature-spend-of-coinbase``), BIP68 (``non-BIP68-final``), amounts
   (``bad-txns-in-belowout``), the 1 sat/vB relay floor (``min relay fee not met``), then every
   input through libbitcoinkernel (``mandatory-script-verify-flag-failed``) and the policy script
   rules the kernel lacks, LOW_S and MINIMALIF (``non-mandatory-script-verify-flag``).
+- Replacement (full RBF, as bitcoind >= 28 by default): a transaction spending an input that a
+  mempool transaction already spends replaces it, with its descendants, only if it pays a higher
+  fee rate than every transaction it directly conflicts with, at least their fees plus their
+  descendants' fees, and on top of that the relay fee for its own size (BIP125 rules 3, 4, 6);
+  it may not add unconfirmed inputs the replaced ones did not spend (rule 2), nor spend an
+  output of a transaction it replaces, nor evict more than 100 transactions (rule 5). Refusals
+  use bitcoind's strings (``insufficient fee``, ``replacement-adds-unconfirmed``,
+  ``bad-txns-spends-conflicting-tx``, ``too many potential replacements``). This is what lets a
+  channel's newer version (higher fee by design) displace an older one already in the mempool.
 - The mempool itself is in memory; the node persists every add/remove in the chain index's
   ``mempool`` table within the same SQLite transaction, and re-accepts the stored transactions
   on open.
@@ -38,6 +46,7 @@ SEQ_TYPE_TIME = 1 << 22
 SEQ_MASK = 0xFFFF
 MAX_MONEY = 21_000_000 * 100_000_000
 MAX_BLOCK_WEIGHT = 4_000_000
+MAX_REPLACEMENT_CANDIDATES = 100  # BIP125 rule 5
 
 
 class ChainView(Protocol):
@@ -60,6 +69,7 @@ class Entry:
     fee: int
     added: int
     parents: set[str] = field(default_factory=set)
+    replaced: list[str] = field(default_factory=list)  # mempool txids this one evicted (RBF)
 
     @property
     def feerate(self) -> float:
@@ -140,11 +150,12 @@ class Mempool:
         spent: list[tuple[int, bytes]] = []
         parents: set[str] = set()
         coin_heights: list[int] = []
+        conflicts: list[str] = []
         for txin in tx.inputs:
             prev = txin.prev_txid_hex
             key = (prev, txin.prev_vout)
-            if key in self.spent:
-                raise _refuse("txn-mempool-conflict", f"{prev}:{txin.prev_vout} spent by {self.spent[key]}")
+            if key in self.spent and self.spent[key] not in conflicts:
+                conflicts.append(self.spent[key])
             mem = self.coin(prev, txin.prev_vout)
             if mem is not None:
                 spent.append(mem)
@@ -169,6 +180,7 @@ class Mempool:
         min_fee = policy.MIN_RELAY_FEE * tx.vsize // 1000
         if fee < min_fee:
             raise _refuse("min relay fee not met", f"{fee} < {min_fee}")
+        replaced = self._check_replacement(tx, fee, conflicts, parents) if conflicts else []
         try:
             kernel.verify_tx(tx, spent)
         except ScriptVerifyError as e:
@@ -180,11 +192,42 @@ class Mempool:
                 policy.check_input_witness(txin, spk)
             except policy.PolicyViolation as e:
                 raise _refuse(e.reason, e.detail) from None
-        entry = Entry(tx, fee, now, parents)
+        entry = Entry(tx, fee, now, parents, self.remove(replaced))
         self.entries[tx.txid] = entry
         for txin in tx.inputs:
             self.spent[(txin.prev_txid_hex, txin.prev_vout)] = tx.txid
         return entry
+
+    def _check_replacement(self, tx: Tx, fee: int, conflicts: list[str], parents: set[str]) -> list[str]:
+        """BIP125 as bitcoind applies it with full RBF; returns every txid to evict."""
+        evict = self.descendants(conflicts)
+        if len(evict) > MAX_REPLACEMENT_CANDIDATES:
+            raise _refuse("too many potential replacements",
+                          f"rejecting replacement {tx.txid}; too many potential replacements "
+                          f"({len(evict)} > {MAX_REPLACEMENT_CANDIDATES})")
+        evicted = set(evict)
+        if parents & evicted:
+            raise _refuse("bad-txns-spends-conflicting-tx",
+                          f"{tx.txid} spends conflicting transaction {sorted(parents & evicted)[0]}")
+        old_parents = {p for c in conflicts for p in self.entries[c].parents}
+        if parents - old_parents:
+            raise _refuse("replacement-adds-unconfirmed",
+                          f"replacement {tx.txid} adds unconfirmed input, idx {sorted(parents - old_parents)[0]}")
+        rate = fee / tx.vsize
+        for c in conflicts:
+            old = self.entries[c]
+            if rate <= old.feerate:
+                raise _refuse("insufficient fee", f"rejecting replacement {tx.txid}; new feerate "
+                              f"{rate:.8f} <= old feerate {old.feerate:.8f}")
+        old_fees = sum(self.entries[t].fee for t in evict)
+        if fee < old_fees:
+            raise _refuse("insufficient fee",
+                          f"rejecting replacement {tx.txid}, less fees than conflicting txs; {fee} < {old_fees}")
+        relay = policy.MIN_RELAY_FEE * tx.vsize // 1000
+        if fee - old_fees < relay:
+            raise _refuse("insufficient fee", f"rejecting replacement {tx.txid}, not enough additional fees "
+                          f"to relay; {fee - old_fees} < {relay}")
+        return evict
 
     @staticmethod
     def _check_bip68(tx: Tx, coin_heights: list[int], height: int, mtp: int, view: ChainView) -> None:
