@@ -15,7 +15,9 @@ Rules / theory of operation:
   writer's next transaction starts, which a thread racing a busy writer rarely sees (measured:
   the WAL grew to 180 MB). So after each background pass the writer, in its next ``begin()``,
   checkpoints the few frames committed since the pass began (``before_begin()``); the bulk is
-  already on disk, so that costs little, and the transaction then restarts the WAL.
+  already on disk, so that costs little, and the transaction then restarts the WAL. The thread
+  repeats its pass while the writer added many pages during the last one, so that tail is small
+  (measured: a single pass left ~3 MB, ~5 ms of fsync, to the writer).
 - Durability is unchanged: commits are exactly as durable as before (the WAL, then the
   checkpoint with both fsyncs); only who waits for the checkpoint changes.
 """
@@ -31,7 +33,10 @@ log = logging.getLogger(__name__)
 
 
 class Checkpointer:
-    def __init__(self, writer: sqlite3.Connection, path: Path, *, interval: float = 0.1) -> None:
+    MAX_PASSES = 6
+    SMALL_TAIL = 64  # frames (pages); fsync cost here grows with the bytes (3 MB: 5 ms, 30 kB: 0.2 ms)
+
+    def __init__(self, writer: sqlite3.Connection, path: Path, *, interval: float = 0.25) -> None:
         self.writer = writer
         self.interval = interval
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
@@ -73,8 +78,15 @@ class Checkpointer:
             if self._stopping:
                 return
             try:
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                self.passes += 1
+                # Pass again while the writer added much during the last pass: each pass is
+                # shorter, so the tail left to the writer (and its fsync) ends up small.
+                before = -1
+                for _ in range(self.MAX_PASSES):
+                    _busy, frames, _done = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.passes += 1
+                    if frames < 0 or (before >= 0 and frames - before <= self.SMALL_TAIL):
+                        break
+                    before = frames
             except sqlite3.Error:  # supervision boundary: a failed checkpoint loses nothing
                 log.exception("chain index checkpoint failed")
             self._tail_due = True
