@@ -20,7 +20,7 @@ from eschaton.chain.backend import (
     UnknownTransaction,
 )
 from eschaton.chain.embedded.chain import EmbeddedChain
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.node import ChainNode, NodeUpdate
 from tests.integration.chain.conftest import Funded
 from tests.unit.chain.helpers import Key, build_tx, multisig_2of2, p2wsh, sign_p2wsh, spend_p2wpkh
 
@@ -153,7 +153,7 @@ def test_index_missing_a_kernel_block_is_repaired(funded: Funded) -> None:
 _CHILD = r"""
 import json, sys, time
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.node import ChainNode, NodeUpdate
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 node = ChainNode(sys.argv[1])
 k = Key(1)
@@ -216,11 +216,18 @@ def test_batch_keeps_blocks_before_a_rejected_one(funded: Funded) -> None:
     b1 = build_block(tip.block_hash, tip.height + 1, t, k.p2wpkh, [good], FEE)
     h1 = decode_block(b1).header.hash
     b2 = build_block(h1, tip.height + 2, t + 1, k.p2wpkh, [bad], FEE)
+    b3 = build_block(decode_block(b2).header.hash, tip.height + 3, t + 2, k.p2wpkh, [], 0)
+    updates: list[NodeUpdate] = []
+    f.node.listeners.append(updates.append)
+    # b2 is refused in the middle of the call (written ahead inside the open transaction), and
+    # b3, built on it, is never submitted.
     with pytest.raises(BlockRejected) as e:
-        f.node.submit_blocks([b1, b2])
+        f.node.submit_blocks([b1, b2, b3])
     assert e.value.reason == "block-script-verify-flag-failed"
     assert f.node.tip().block_hash == h1
     assert f.node.index is not None and f.node.index.tx_location(good.txid) == (tip.height + 1, h1)
+    assert f.node.index.coin(c2.txid, 0) is not None
+    assert [[h for h, _ in u.connected] for u in updates] == [[tip.height + 1]]
     assert f.node.audit(depth=5) == []
     f.node.close()
     f.node = ChainNode(f.datadir)
