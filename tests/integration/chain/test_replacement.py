@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from eschaton.chain.backend import BroadcastRefused
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.node import ChainNode, NodeUpdate
 from tests.integration.chain.conftest import Funded
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 
@@ -19,10 +19,14 @@ def test_higher_fee_replaces_conflict_and_its_descendants(funded: Funded) -> Non
     cb = f.coinbase(1)
     old = f.node.broadcast(spend_p2wpkh(cb.txid, 0, cb.value, k, [(cb.value - 1_000, k.p2wpkh)]))
     child = f.node.broadcast(spend_p2wpkh(old, 0, cb.value - 1_000, k, [(cb.value - 2_000, k.p2wpkh)]))
+    updates: list[NodeUpdate] = []
+    f.node.listeners.append(updates.append)
     # Pays more than old + child together, at a higher rate, plus the relay fee for itself.
     new = f.node.broadcast(spend_p2wpkh(cb.txid, 0, cb.value, k, [(cb.value - 2_500, Key(7).p2wpkh)]))
     assert new in f.node.mempool and old not in f.node.mempool and child not in f.node.mempool
     assert _mempool_rows(f.node) == {new}  # the persisted mempool follows
+    assert len(updates) == 1 and [t.txid for t in updates[0].mempool_added] == [new]
+    assert sorted(updates[0].mempool_removed) == sorted([old, child])
     f.node.mine(1)
     assert f.node.index is not None and f.node.index.tx_location(new) is not None
     assert f.node.index.tx_location(old) is None

@@ -652,8 +652,11 @@ class ChainNode:
         if self.index.tx_location(tx.txid) is not None and self.index.has_outputs_of(tx.txid):
             raise BroadcastRefused("txn-already-known", "transaction already in block chain")
         now = int(self.clock())
-        self.mempool.accept(tx, self, now)
+        entry = self.mempool.accept(tx, self, now)
         self.index.begin()
+        if entry.replaced:  # full RBF evicted these from the (in-memory) mempool already
+            self.index.mempool_remove(entry.replaced)
+            self._batch.removed.extend(entry.replaced)  # and the update reports them
         self.index.mempool_add(tx, now)
         self._finish(added=(tx,))
         return tx.txid
