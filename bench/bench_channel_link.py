@@ -113,7 +113,7 @@ async def payee(d: Path) -> None:
     side.ep.store.close()
 
 
-async def payer(d: Path, url: str, remote: NodeId, n: int, chunk: int = 8) -> float:
+async def payer(d: Path, url: str, remote: NodeId, n: int, chunk: int = 16) -> float:
     side = Side("a", d)
     side.changed = asyncio.Event()
     keys = load_or_create_identity(d / "id")
@@ -160,7 +160,7 @@ async def payer(d: Path, url: str, remote: NodeId, n: int, chunk: int = 8) -> fl
     return rate
 
 
-def run(n: int, chunk: int = 8) -> float:
+def run(n: int, chunk: int = 16) -> float:
     """Updates/s over the link (spawns the payee process)."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         env = dict(os.environ, PYTHONPATH=f"{ROOT / 'firmware'}:{ROOT}")
