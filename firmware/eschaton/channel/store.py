@@ -2,8 +2,13 @@
 
 Rules / theory of operation:
 - One row per channel in ``channels`` holds the core's snapshot (JSON, bytes tagged) and its
-  state BY NAME (``ChannelState.name``); ``versions`` keeps every version either side signed, so
-  the watcher can recognise and sweep an old version the peer broadcasts.
+  state BY NAME (``ChannelState.name``). ``versions`` keeps every signed version that has
+  hash-locked outputs (escrows, bet stakes), so the watcher can sweep them if the peer
+  broadcasts that version. A balance-only version needs no sweeping (each output pays its
+  owner's own script) and the channel core keeps the best one in its snapshot, so it gets no
+  row: a channel streaming micro-payments does not grow its store by a row per payment, which on
+  an SD card would be unbounded wear and space. ``keep_every_version`` keeps them all (tests
+  that play a peer broadcasting old versions).
 - ``persist(PersistThenSend)`` writes the snapshot and new versions in ONE transaction. With
   ``durable=True`` (anything a signature of ours depends on) the commit runs with
   ``synchronous=FULL``: in WAL mode that fsyncs the WAL on every commit, so the state survives
@@ -111,9 +116,10 @@ class VersionRow:
 
 
 class ChannelStore:
-    def __init__(self, path: Path | str, *, fsync: bool = True) -> None:
+    def __init__(self, path: Path | str, *, fsync: bool = True, keep_every_version: bool = False) -> None:
         """``fsync=False`` (synchronous=OFF) exists only to measure CPU cost in benchmarks."""
         self.path = Path(path)
+        self.keep_every_version = keep_every_version
         self._full = "FULL" if fsync else "OFF"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -164,7 +170,8 @@ class ChannelStore:
                 continue
             self._deferred.pop(cid, None)
             snaps[cid] = act.snapshot  # a later snapshot of the same channel supersedes
-            versions.extend((cid, sv) for sv in act.versions)
+            versions.extend((cid, sv) for sv in act.versions
+                            if self.keep_every_version or sv.version.escrows or sv.version.bets)
         if snaps:
             self._write(snaps, versions)
 

@@ -58,6 +58,12 @@ def test_unilateral_close_by_each_side(net: Net, closer: str) -> None:
     assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == agreed
 
 
+def _cheater(net: Net, who: str) -> None:
+    """``who`` will play a peer broadcasting old versions: its store keeps every version (an
+    honest node keeps only those with hash-locked outputs, all it could need to sweep)."""
+    net.node(who).store.keep_every_version = True
+
+
 def _older_versions(net: Net, cheater: str) -> list[bytes]:
     """Every version the cheater can complete (it holds the peer's signature), oldest first."""
     nd = net.node(cheater)
@@ -68,9 +74,10 @@ def _older_versions(net: Net, cheater: str) -> list[bytes]:
 
 @pytest.mark.parametrize("honest", ["a", "b"])
 def test_counterparty_broadcasts_each_older_version_newer_confirms_first(net: Net, honest: str) -> None:
+    cheater = other(honest)
+    _cheater(net, cheater)
     net.open(acceptor=2_000_000, lifetime_blocks=90)
     # Four epochs: the honest side ends up holding the newest version.
-    cheater = other(honest)
     for who, amt in ((honest, 10_000), (honest, 20_000), (cheater, 30_000), (honest, 5_000), (cheater, 70_000),
                      (cheater, 1_000)):
         net.do(who, "pay", amt)
@@ -180,11 +187,12 @@ def test_bet_settled_cooperatively_for_each_outcome(net: Net, outcome: int) -> N
 def test_bet_on_chain_loser_gains_nothing_by_refusing(net: Net, outcome: int | None) -> None:
     """The loser stops cooperating and tries every older version; the bet version confirms and
     the oracle's outcome decides: the loser ends with what cooperative settlement gives it."""
+    loser = {0: "b", 1: "a", None: "b"}[outcome]
+    _cheater(net, loser)
     net.open(acceptor=1_000_000)
     net.do("b", "pay", 100_000)  # so that both sides hold older versions
     pre, bid = _bet(net)
     bet_v = net.ch("a").current
-    loser = {0: "b", 1: "a", None: "b"}[outcome]
     olds = _older_versions(net, loser)
     assert olds
     coop = (ledger.apply(net.ch("a").params, bet_v, ledger.SettleBet(bid, pre[outcome]), net.ch(loser).role, net.height)
@@ -249,6 +257,8 @@ def test_three_outcome_bet_claimed_through_multi_hash_script(net: Net) -> None:
 
 
 def test_reanchor_on_chain_then_old_versions_are_dead(net: Net) -> None:
+    _cheater(net, "a")
+    _cheater(net, "b")
     net.open(lifetime_blocks=60, step=10)
     for who, amt in (("a", 300_000), ("b", 1_000), ("a", 2_000), ("b", 500)):
         net.do(who, "pay", amt)
@@ -275,6 +285,7 @@ def test_watcher_answers_an_older_version_in_the_mempool(net: Net) -> None:
     watcher broadcasts its newer version at once; it pays the higher fee the design gives every
     newer epoch, so it replaces b's version in the mempool (full RBF, as bitcoind) and a is
     paid what the newest agreed version gives it."""
+    _cheater(net, "b")
     net.open()
     net.do("a", "pay", 100_000)
     net.do("b", "pay", 40_000)  # a holds the newest version (b signed it)
