@@ -183,6 +183,8 @@ class ChannelService:
         span = lifetime_blocks or max(ch.params.lifetime - ch.funding_locktime, ch.params.locktime_step * 4)
         async with self.exclusive(ch.channel_id):
             self._session_for(ch.channel_id)
+            # Payments may still be in flight (they pipeline): a re-anchor needs both signatures.
+            await self.wait_for(lambda: ch.pending is None, "the versions in flight to be acknowledged")
             await self.ensure_turn(ch)
             self.endpoint.call(ch.channel_id, "reanchor_channel", self.height + span, fee, self.height)
             self._redeliver(ch.channel_id)
