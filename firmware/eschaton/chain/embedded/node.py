@@ -30,7 +30,7 @@ Rules / theory of operation:
   kernel agree. If the index is longer (the kernel flushes lazily and lost blocks in a crash),
   feed the stored raw blocks back to the kernel; otherwise roll the index back with its own
   undo data and connect the kernel's blocks (read from ``cm.blocks`` ).
-- Listeners receive one ``NodeUpdate`` per committed change, after the commit.
+- Listeners receive one ``NodeUpdate`` per call, after everything the call changed is committed.
 - Not thread-safe: call it from one thread (the asyncio loop).
 """
 from __future__ import annotations
