@@ -143,6 +143,7 @@ class ChannelService:
         return svc
 
     async def close(self) -> None:
+        self._close_rx()  # commit (and answer) a burst still open before the store closes
         await self.watcher.stop()
         for t in self._writers.values():
             t.cancel()
