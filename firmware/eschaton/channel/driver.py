@@ -16,10 +16,11 @@ Rules / theory of operation:
   many versions, or a node taking a burst of messages for many channels, pays one fsync per
   burst instead of one per version, and nothing leaves before the state it depends on is
   durable; broadcasts and notifications of those states are held the same way, so nothing acts
-  on a state before it is on disk. If the block raises, what was staged is still committed and its messages sent (the
-  channels already moved to those states); if the commit itself fails, nothing is sent. Acks
-  are cumulative (``update_ack(n)`` covers every version up to n), so of a burst's acks for one
-  channel only the last is sent: one message back per burst instead of one per version.
+  on a state before it is on disk. If the block raises, what was staged is still committed and
+  its messages sent (the channels already moved to those states); if the commit itself fails,
+  nothing is sent. Acks are cumulative (``update_ack(n)`` covers every version up to n), so of a
+  burst's acks for one channel only the last is sent: one message back per burst instead of one
+  per version.
 - Synchronous on purpose: the store is local SQLite, and the transport callable is expected to
   enqueue (the daemon's link writer, a file, a test queue).
 """
