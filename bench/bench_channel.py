@@ -16,7 +16,6 @@ as two processes over the node's encrypted link on loopback.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tempfile
@@ -30,17 +29,9 @@ sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 
 from bench import bench_channel_link  # noqa: E402
 from bench.baseline import sign_verify_rate  # noqa: E402
-from eschaton.channel.driver import ChannelEndpoint, KeyFundingSigner  # noqa: E402
-from eschaton.channel.store import ChannelStore  # noqa: E402
-from eschaton.core import script as S  # noqa: E402
-from eschaton.core import tx as T  # noqa: E402
-from eschaton.core.channel import ChannelParams, FundingInput, Policy  # noqa: E402
+from bench.bench_channel_link import HEIGHT, endpoint, k, open_channel, payout  # noqa: E402
 from eschaton.core.channel.messages import Message  # noqa: E402
 from eschaton.core.channel.updates import MAX_INFLIGHT  # noqa: E402
-
-
-def k(tag: str) -> bytes:
-    return hashlib.sha256(tag.encode()).digest()
 
 
 def bare(n: int) -> float:
@@ -69,11 +60,7 @@ def channel(n: int, d: Path, switch_every: int = 0, fsync: bool = True, window: 
     """Updates/s. ``window`` > 1: the payer pipelines that many versions per group commit, and
     each side takes the other's burst of messages in one group commit (``ChannelEndpoint.batch``)."""
     q: deque[tuple[str, Message]] = deque()
-    w = k("bench-wallet")
-    eps = {name: ChannelEndpoint(ChannelStore(d / f"{name}.db", fsync=fsync), lambda cid, s=name: k(f"{s}-chan"),
-                                 (lambda m, s=name: q.append((s, m))), KeyFundingSigner([w]),
-                                 Policy(max_lifetime_blocks=10**6, min_locktime_step=1))
-           for name in ("a", "b")}
+    eps = {name: endpoint(name, d, lambda m, s=name: q.append((s, m)), fsync=fsync) for name in ("a", "b")}
 
     def flush() -> None:
         while q:
@@ -84,19 +71,14 @@ def channel(n: int, d: Path, switch_every: int = 0, fsync: bool = True, window: 
                 burst.append(q.popleft()[1])
             with eps[to].batch() if window > 1 else nullcontext():
                 for m in burst:
-                    eps[to].receive(m, 100, {"payout_script": S.p2wpkh(T.pubkey_of(k(to)))}
-                                    if m.NAME == "open_channel" else None)
+                    eps[to].receive(m, HEIGHT, {"payout_script": payout(to)} if m.NAME == "open_channel" else None)
 
     cid = k("bench-channel")
-    p = ChannelParams(opener_contribution=10**8, acceptor_contribution=0, lifetime=100_000, locktime_step=1,
-                      fee_step=1, initial_fee=1_000, max_payment=10**6, reserve=0)
-    fi = FundingInput("ab" * 32, 0, 10**8 + 10_000, S.p2wpkh(T.pubkey_of(w)))
-    eps["a"].open(channel_id=cid, params=p, payout_script=S.p2wpkh(T.pubkey_of(k("a"))), inputs=[fi], change=[],
-                  height=100)
+    open_channel(eps["a"], cid)
     flush()
     for ep in eps.values():
         ch = ep.channels[cid]
-        ep.execute(ch, ch.on_block(100, 1))
+        ep.execute(ch, ch.on_block(HEIGHT, 1))
     flush()
     t = time.perf_counter()
     who = "a"
@@ -110,7 +92,7 @@ def channel(n: int, d: Path, switch_every: int = 0, fsync: bool = True, window: 
         burst = min(window, n - i, switch_every - i % switch_every if switch_every else n)
         with eps[who].batch() if window > 1 else nullcontext():
             for _ in range(burst):
-                eps[who].call(cid, "pay", 10 if who == "a" else 1, 100)
+                eps[who].call(cid, "pay", 10 if who == "a" else 1, HEIGHT)
         i += burst
         flush()
     rate = n / (time.perf_counter() - t)

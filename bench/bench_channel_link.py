@@ -53,15 +53,31 @@ def k(tag: str) -> bytes:
     return hashlib.sha256(tag.encode()).digest()
 
 
+def payout(name: str) -> bytes:
+    return S.p2wpkh(T.pubkey_of(k(name)))
+
+
+def endpoint(name: str, d: Path, send: Callable[[Message], None], *, fsync: bool = True) -> ChannelEndpoint:
+    """One bench endpoint; this bench and ``bench_channel`` use the same keys, policy and channel."""
+    return ChannelEndpoint(ChannelStore(d / f"{name}.db", fsync=fsync), lambda cid: k(f"{name}-chan"), send,
+                           KeyFundingSigner([k("bench-wallet")]), Policy(max_lifetime_blocks=10**6, min_locktime_step=1))
+
+
+def open_channel(ep: ChannelEndpoint, cid: bytes) -> None:
+    """The opener's side of the bench channel (funding input made up: no chain in these benches)."""
+    p = ChannelParams(opener_contribution=10**8, acceptor_contribution=0, lifetime=100_000, locktime_step=1,
+                      fee_step=1, initial_fee=1_000, max_payment=10**6, reserve=0)
+    fi = FundingInput("ab" * 32, 0, 10**8 + 10_000, S.p2wpkh(T.pubkey_of(k("bench-wallet"))))
+    ep.open(channel_id=cid, params=p, payout_script=payout("a"), inputs=[fi], change=[], height=HEIGHT)
+
+
 class Side:
     """One endpoint on one session: bursts of incoming messages go through one group commit."""
 
     def __init__(self, name: str, d: Path) -> None:
         self.name = name
         self.out: list[Message] = []
-        self.ep = ChannelEndpoint(ChannelStore(d / f"{name}.db"), lambda cid: k(f"{name}-chan"), self.out.append,
-                                  KeyFundingSigner([k("bench-wallet")]),
-                                  Policy(max_lifetime_blocks=10**6, min_locktime_step=1))
+        self.ep = endpoint(name, d, self.out.append)
         self.session: Session | None = None
         self.inbox: list[Message] = []
         self.scheduled = False
@@ -83,7 +99,7 @@ class Side:
         burst, self.inbox = self.inbox, []
         with self.ep.batch():
             for m in burst:
-                kw = {"payout_script": S.p2wpkh(T.pubkey_of(k(self.name)))} if m.NAME == "open_channel" else None
+                kw = {"payout_script": payout(self.name)} if m.NAME == "open_channel" else None
                 self.ep.receive(m, HEIGHT, kw)
             self.confirm_funding()
         await self.send_out()
@@ -119,12 +135,7 @@ async def payer(d: Path, url: str, remote: NodeId, n: int, chunk: int = 16) -> f
     keys = load_or_create_identity(d / "id")
     session, task = await dial(url, keys, remote, handler_factory=side.handler)
     side.session = session
-    w = k("bench-wallet")
-    p = ChannelParams(opener_contribution=10**8, acceptor_contribution=0, lifetime=100_000, locktime_step=1,
-                      fee_step=1, initial_fee=1_000, max_payment=10**6, reserve=0)
-    side.ep.open(channel_id=CID, params=p, payout_script=S.p2wpkh(T.pubkey_of(k("a"))),
-                 inputs=[FundingInput("ab" * 32, 0, 10**8 + 10_000, S.p2wpkh(T.pubkey_of(w)))], change=[],
-                 height=HEIGHT)
+    open_channel(side.ep, CID)
     await side.send_out()
     ch = side.ep.channels[CID]
 
