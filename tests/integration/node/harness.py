@@ -143,6 +143,7 @@ class NodeProc:
         self.logs: list[dict[str, Any]] = []
         self.stderr: list[str] = []
         self._threads: list[threading.Thread] = []
+        self.cluster_nodes: list[NodeProc] = [self]  # whose logs a CLI failure prints
         lines = ["[node]", f'datadir = "{self.datadir}"', f'name = "{name}"', "", "[network]",
                  "listen = [" + ", ".join(f'"{u}"' for u in listen) + "]", "",
                  "[network.discovery]"]
@@ -238,12 +239,15 @@ class NodeProc:
 
     def cli(self, *argv: str) -> Any:
         """``eschaton <argv> --config <ours> --json``; a failure raises ``CliError`` carrying the
-        tail of this node's log, so that a failure in CI can be diagnosed from its output."""
+        tail of every node's log in the cluster (the cause is often on the peer), so that a
+        failure in CI can be diagnosed from its output."""
         try:
             return cli_json(*argv, "--config", str(self.config))
         except CliError as e:
-            tail = "\n".join(json.dumps(r) for r in list(self.logs)[-40:])
-            raise CliError(argv, e.rc, e.out, f"{e.err}\n--- last log lines of {self.name} ---\n{tail}") from None
+            tails = "".join(f"\n--- last log lines of {n.name} ---\n"
+                            + "\n".join(json.dumps(r) for r in list(n.logs)[-40:])
+                            for n in self.cluster_nodes)
+            raise CliError(argv, e.rc, e.out, f"{e.err}{tails}") from None
 
     def cli_fail(self, *argv: str) -> subprocess.CompletedProcess[str]:
         p = run_cli(*argv, "--config", str(self.config), check=False)
@@ -286,6 +290,7 @@ class Cluster:
     def node(self, name: str, **kw: Any) -> NodeProc:
         n = NodeProc(self.root, name, chain_dir=self.chain.datadir, **kw)
         self.nodes.append(n)
+        n.cluster_nodes = self.nodes
         return n
 
     def serve_chain(self) -> ChainServer:

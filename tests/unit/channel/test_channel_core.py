@@ -325,6 +325,27 @@ def test_cooperative_close() -> None:
     assert pr.a.ch.state is ChannelState.CLOSED
 
 
+def test_close_seen_on_chain_before_the_accept_is_still_our_close() -> None:
+    # The acceptor broadcasts as it accepts; on a slow link its spend reaches the proposer's
+    # watcher before its close_accept. The proposer must know its own close by txid.
+    pr = opened()
+    pr.pay("a", 10_000)
+    pr.turn("b")
+    pr.run("b", pr.b.ch.close(pr.height))
+    _, proposal = pr.queue.popleft()
+    pr.run("a", pr.a.ch.handle(proposal, pr.height))
+    txid = T.txid(T.parse_tx(pr.a.broadcasts[-1]))
+    n_broadcasts = len(pr.b.broadcasts)
+    pr.run("b", pr.b.ch.on_funding_spent(txid, False, pr.height))
+    assert pr.b.ch.state is ChannelState.CLOSING  # not FORCE_CLOSING, and no version broadcast
+    assert len(pr.b.broadcasts) == n_broadcasts
+    pr.flush()  # the close_accept arrives late
+    assert pr.b.ch.close_raw and pr.b.broadcasts[-1] == pr.a.broadcasts[-1]
+    pr.run("b", pr.b.ch.on_funding_spent(txid, True, pr.height))
+    assert pr.b.ch.state is ChannelState.CLOSED
+    assert pr.b.notes[-1].kind == "closed" and pr.b.notes[-1].data["ours"]
+
+
 def test_close_refused_with_open_escrow() -> None:
     pr = opened()
     pr.turn("a")

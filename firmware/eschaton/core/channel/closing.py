@@ -69,7 +69,7 @@ class Closing(ChannelBase):
             if confirmed and self.reanchor["peer_refund_sig"] is not None:
                 return self._switch_anchor()
             return []  # the re-anchor is on its way
-        ours = {self.best_txid(), T.txid(T.parse_tx(self.close_raw)) if self.close_raw else ""}
+        ours = {self.best_txid(), self._close_txid()}
         acts: list[Action] = []
         if confirmed:
             if self.state is not ChannelState.FORCE_CLOSING and txid not in ours:
@@ -90,6 +90,18 @@ class Closing(ChannelBase):
         return acts
 
     # ---- closing ------------------------------------------------------------------------
+
+    def _close_txid(self) -> str:
+        """The cooperative close's txid once we signed or completed it, else "". Segwit txids do
+        not cover signatures, so the proposer knows it before the peer's ``close_accept``
+        arrives: the peer broadcasts the close as it accepts, and its spend can reach us (through
+        the chain) before its message does (through a slow link). Without this the proposer took
+        its own close for a foreign spend, went FORCE_CLOSING and then ignored the accept."""
+        if self.close_raw:
+            return T.txid(T.parse_tx(self.close_raw))
+        if self.close_sig and self.state is ChannelState.CLOSING:
+            return T.txid(L.close_tx(self.current, self._setup()))
+        return ""
 
     def close(self, height: int) -> list[Action]:
         """Cooperative close at the current balances (final transaction, no nLockTime)."""
