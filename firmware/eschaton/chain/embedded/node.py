@@ -43,13 +43,13 @@ import sqlite3
 import struct
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pbk
 
 from eschaton.chain.backend import BroadcastRefused, Tip
+from eschaton.chain.embedded.ahead import AheadWorker
 from eschaton.chain.embedded.blocks import MAX_FUTURE_SECONDS, build_block, median_time_past
 from eschaton.chain.embedded.index import BlockRow, ChainIndex, Coin, IndexInconsistent
 from eschaton.chain.embedded.mempool import Entry, Mempool, is_final
@@ -155,7 +155,7 @@ class ChainNode:
         self._batch = _Batch()
         self._decoded: dict[str, Block] = {}
         self._events: list[tuple[str, int, str, pbk.Block | None]] = []
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chain-index")
+        self._ahead = AheadWorker("chain-index")
         self._log: list[str] = []
         self._capturing = False
         self._nonce = 0
@@ -316,7 +316,7 @@ class ChainNode:
                     batch.disconnected.append((h, bh))
                 batch.connected = kept
         if pending.connected:
-            if not pending.disconnected:
+            if not pending.disconnected and self.mempool.entries:  # nothing to drop from an empty pool
                 for _, blk in pending.connected:
                     confirmed, evicted = self.mempool.remove_for_block(blk.txs)
                     removed += confirmed + evicted
@@ -510,10 +510,11 @@ class ChainNode:
         assert self.index is not None
         self._log.clear()
         tip = self.index.tip()
-        ahead = None
+        ahead = False
         blk: Block | None = None
         if tip is not None and header.prev_hash == tip.hash:
-            ahead = self._pool.submit(self._write_ahead, raw, tip.height + 1, last)
+            self._ahead.submit(self._write_ahead, raw, tip.height + 1, last)
+            ahead = True
         else:
             blk = decode_block(raw)
         self._capturing = True
@@ -525,7 +526,7 @@ class ChainNode:
         finally:
             self._capturing = False
             events = self._take_events()
-            blk_ahead, written = ahead.result() if ahead is not None else (None, False)
+            blk_ahead, written = self._ahead.result() if ahead else (None, False)
         if blk is None:
             blk = blk_ahead
         if blk is not None:
@@ -714,9 +715,9 @@ class ChainNode:
 
     def close(self) -> None:
         """Flush the kernel, close the index, release the lock. Idempotent."""
-        pool = getattr(self, "_pool", None)
-        if pool is not None:
-            pool.shutdown(wait=True)
+        ahead = getattr(self, "_ahead", None)
+        if ahead is not None:
+            ahead.close()
         cm = getattr(self, "cm", None)
         if cm is not None:
             cm.__exit__(None, None, None)  # destroys the manager, which flushes the chainstate
