@@ -248,10 +248,12 @@ def decode_header(data: bytes) -> BlockHeader:
     return BlockHeader(version, prev[::-1].hex(), merkle, t, bits, nonce, sha256d(data[:80])[::-1].hex())
 
 
-def decode_block(data: bytes) -> Block:
-    """Decode a full block; raises ``TxDecodeError`` (block decode failures share the type)."""
+def decode_block(data: bytes, header: BlockHeader | None = None) -> Block:
+    """Decode a full block; raises ``TxDecodeError`` (block decode failures share the type).
+    ``header``: ``scan_block``'s result for these same bytes, so it is not decoded twice."""
     data = bytes(data)
-    header = decode_header(data)
+    if header is None:
+        header = decode_header(data)
     n, pos = _compact_at(data, 80, len(data))
     if n * 60 > len(data) - pos:
         raise TxDecodeError("vector longer than the data")

@@ -61,7 +61,7 @@ from eschaton.chain.errors import (
     TxDecodeError,
 )
 from eschaton.chain.kernel import kernel_block
-from eschaton.core.codec import Block, Tx, decode_block, decode_tx, scan_block
+from eschaton.core.codec import Block, BlockHeader, Tx, decode_block, decode_tx, scan_block
 
 log = logging.getLogger(__name__)
 
@@ -250,14 +250,14 @@ class ChainNode:
             self.index.commit()
             raise ChainError(f"chain index repaired after an error: {err}") from err
 
-    def _write_ahead(self, raw: bytes, height: int, commit: bool) -> tuple[Block | None, bool]:
+    def _write_ahead(self, raw: bytes, header: BlockHeader, height: int, commit: bool) -> tuple[Block | None, bool]:
         """Worker thread, while the kernel validates ``raw``: decode it, index it on the tip (in a
         savepoint of the call's transaction) and, for the call's last block, commit. Returns
         (the decoded block, whether it was indexed). See the module doc."""
         assert self.index is not None
         idx = self.index
         try:
-            blk = decode_block(raw)
+            blk = decode_block(raw, header)
         except TxDecodeError:  # cannot happen after scan_block; _apply decodes the kernel's copy
             return None, False
         # A savepoint only inside a batch's open transaction: earlier blocks of the call stay.
@@ -513,7 +513,7 @@ class ChainNode:
         ahead = False
         blk: Block | None = None
         if tip is not None and header.prev_hash == tip.hash:
-            self._ahead.submit(self._write_ahead, raw, tip.height + 1, last)
+            self._ahead.submit(self._write_ahead, raw, header, tip.height + 1, last)
             ahead = True
         else:
             blk = decode_block(raw)
@@ -527,22 +527,22 @@ class ChainNode:
             self._capturing = False
             events = self._take_events()
             blk_ahead, written = self._ahead.result() if ahead else (None, False)
+        if written and blk_ahead is not None and tip is not None and len(events) == 1 and events[0][:3] == (
+            "c",
+            tip.height + 1,
+            bh,
+        ):
+            # the kernel connected exactly the block written ahead: nothing left to do
+            self._pending.connected.append((tip.height + 1, blk_ahead))
+            return bh, True
         if blk is None:
             blk = blk_ahead
         if blk is not None:
             self._decoded[bh] = blk  # else _apply decodes the kernel's copy if it connected it
         try:
-            if written and blk is not None and tip is not None and len(events) == 1 and events[0][:3] == (
-                "c",
-                tip.height + 1,
-                bh,
-            ):
-                # the kernel connected exactly the block written ahead: nothing left to do
-                self._pending.connected.append((tip.height + 1, blk))
-            else:
-                if written:
-                    self._undo_write_ahead(bh)
-                self._apply_or_repair(events)
+            if written:
+                self._undo_write_ahead(bh)
+            self._apply_or_repair(events)
         finally:
             self._decoded.pop(bh, None)
         outcome = {b: k for k, _, b, _ in events}.get(bh)
