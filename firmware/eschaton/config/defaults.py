@@ -10,6 +10,7 @@ DISCOVERY_PORT = 47800
 DISCOVERY_INTERVAL = 10.0
 DISCOVERY_BROADCAST = "auto"
 DISCOVERY_MAX_AGE = 60.0
+DISCOVERY_STRICT_CLOCK = False  # a Pi has no real-time clock; see core/link/beacon.py
 DISCOVERY_EXPIRY = 45.0
 
 API_SOCKET = "api.sock"

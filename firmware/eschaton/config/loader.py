@@ -262,6 +262,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
         broadcast=broadcast,
         max_age=disc_s.get_float("max_age", D.DISCOVERY_MAX_AGE, 1.0, 86400.0),
         expiry=disc_s.get_float("expiry", D.DISCOVERY_EXPIRY, 1.0, 86400.0),
+        strict_clock=disc_s.get_bool("strict_clock", D.DISCOVERY_STRICT_CLOCK),
     )
     disc_s.done()
     peers_raw = net_s.raw("peers", [])

@@ -33,9 +33,12 @@ class DiscoveryConfig:
     """Destination address: ``auto`` (the interface's broadcast address, or 255.255.255.255
     without an interface) or an explicit IPv4 broadcast address."""
     max_age: float
-    """Beacons older than this many seconds are refused as stale."""
+    """With ``strict_clock``: a first beacon from a node older than this many seconds is refused."""
     expiry: float
     """A neighbour silent for this many seconds is forgotten."""
+    strict_clock: bool = False
+    """Also refuse first beacons whose timestamp is off our clock (only for meshes with
+    synchronised clocks; a Pi has no real-time clock)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eschaton.core.link.beacon import NeighbourEvent, NeighbourTable, make_beacon
+from eschaton.core.link.beacon import NeighbourEvent, NeighbourFound, NeighbourTable, make_beacon
 from eschaton.core.link.identity import NodeKeys
 from eschaton.core.wire.errors import WireError
 from eschaton.errors import LocalError
@@ -87,9 +87,10 @@ class Discovery:
                  urls: Sequence[str] | Callable[[], Sequence[str]],
                  on_event: Callable[[NeighbourEvent], None],
                  interface: str | None = None, broadcast: str = "auto", name: str = "",
-                 max_age: float = 60.0, expiry: float = 45.0,
+                 max_age: float = 60.0, expiry: float = 45.0, strict_clock: bool = False,
                  on_refused: Callable[[str, str], None] | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
         self.port = port
         self.interval = interval
@@ -100,7 +101,9 @@ class Discovery:
         self._on_event = on_event
         self._on_refused = on_refused
         self._clock = wall_clock
-        self.table = NeighbourTable(keys.node_id, max_age=max_age, expiry=expiry)
+        self._mono = monotonic
+        self.table = NeighbourTable(keys.node_id, max_age=max_age, expiry=expiry,
+                                    strict_clock=strict_clock)
         self.refused = 0
         """Beacons refused (stale, replayed, bad signature, malformed)."""
         self.sent = 0
@@ -165,13 +168,13 @@ class Discovery:
                 self.send_beacon()
             except OSError as exc:  # e.g. the interface went down: keep trying
                 log.warning("beacon not sent: %s", exc)
-            for ev in self.table.expire(self._clock()):
+            for ev in self.table.expire(self._mono()):
                 self._emit(ev)
             await asyncio.sleep(self.interval)
 
     def _on_datagram(self, data: bytes, source: str) -> None:
         try:
-            events = self.table.receive(data, self._clock(), source)
+            events = self.table.receive(data, self._clock(), source, self._mono())
         except WireError as exc:
             self.refused += 1
             log.debug("beacon from %s refused: %s", source, exc)
@@ -179,6 +182,12 @@ class Discovery:
                 self._on_refused(source, str(exc))
             return
         for ev in events:
+            if isinstance(ev, NeighbourFound) and abs(ev.clock_offset) > self.table.max_skew:
+                # Not refused (see the table's rules), but timestamps this node exchanges with
+                # that one (invoices, offers' expiry) will disagree: someone should set a clock.
+                log.warning("neighbour %s's clock is %+.0f s from ours; without a real-time clock "
+                            "a node needs NTP (or a GPS or RTC module) to keep time",
+                            ev.node_id.short(), ev.clock_offset)
             self._emit(ev)
 
     def _emit(self, ev: NeighbourEvent) -> None:

@@ -93,7 +93,7 @@ class NetNode:
                 self.keys, port=disc.port, interval=disc.interval, urls=urls,
                 on_event=self._on_neighbour, interface=disc.interface,
                 broadcast=disc.broadcast, name=self.config.node.name,
-                max_age=disc.max_age, expiry=disc.expiry,
+                max_age=disc.max_age, expiry=disc.expiry, strict_clock=disc.strict_clock,
                 on_refused=lambda source, why: self._emit(
                     {"event": "beacon_refused", "source": source, "reason": why}))
             await self.discovery.start()
@@ -207,8 +207,11 @@ class NetNode:
             return
         kind = "neighbour" if isinstance(ev, NeighbourFound) else "neighbour_changed"
         assert isinstance(ev, NeighbourFound | NeighbourChanged)
-        self._emit({"event": kind, "id": ev.node_id.hex(), "urls": list(ev.urls),
-                    "name": ev.name, "source": ev.source})
+        record = {"event": kind, "id": ev.node_id.hex(), "urls": list(ev.urls),
+                  "name": ev.name, "source": ev.source}
+        if isinstance(ev, NeighbourFound):
+            record["clock_offset_s"] = round(ev.clock_offset, 3)
+        self._emit(record)
         if self.node_id.raw < ev.node_id.raw and ev.node_id not in self.sessions:
             tcp = [u for u in ev.urls if u.startswith("tcp://")]
             if tcp and ev.node_id not in self._dialling:

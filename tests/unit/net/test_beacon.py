@@ -47,13 +47,40 @@ def test_replayed_beacon_is_refused() -> None:
     assert t.receive(beacon(ts=NOW + 5, seq=1), NOW + 5) == []
 
 
-def test_stale_and_future_beacons_are_refused() -> None:
-    t = NeighbourTable(A.node_id, max_age=60, max_skew=30)
+def test_with_strict_clock_stale_and_future_first_beacons_are_refused() -> None:
+    t = NeighbourTable(A.node_id, max_age=60, max_skew=30, strict_clock=True)
     with pytest.raises(BeaconError, match="stale"):
         t.receive(beacon(ts=NOW - 61), NOW)
     with pytest.raises(BeaconError, match="future"):
         t.receive(beacon(ts=NOW + 31), NOW)
     assert B.node_id not in t
+    assert t.receive(beacon(ts=NOW - 59), NOW) != []
+
+
+def test_a_node_with_a_wrong_clock_is_found_and_its_offset_reported() -> None:
+    # A Pi has no real-time clock: Bob booted three hours behind, Carol a day ahead.
+    t = NeighbourTable(A.node_id)
+    [found] = t.receive(beacon(ts=NOW - 3 * 3600), NOW)
+    assert isinstance(found, NeighbourFound) and found.clock_offset == -3 * 3600
+    [found] = t.receive(beacon(C, ts=NOW + 86400, name="carol"), NOW)
+    assert isinstance(found, NeighbourFound) and found.clock_offset == 86400
+    # Bob's clock moves on with ours: his next beacons are accepted...
+    assert t.receive(beacon(ts=NOW - 3 * 3600 + 10, seq=2), NOW + 10) == []
+    # ...and an older one of his (replayed, whatever our clock says) is not.
+    with pytest.raises(BeaconError, match="replayed"):
+        t.receive(beacon(ts=NOW - 3 * 3600 + 5, seq=9), NOW + 11)
+    # His clock is corrected forward (NTP reached him): still him, still accepted.
+    assert t.receive(beacon(ts=NOW + 12, seq=3), NOW + 12) == []
+
+
+def test_expiry_follows_the_monotonic_clock_not_the_wall_clock() -> None:
+    t = NeighbourTable(A.node_id, expiry=30)
+    t.receive(beacon(), NOW, seen=100.0)
+    # Our wall clock is set back a year (NTP corrected it): Bob is neither lost at once nor kept
+    # forever; he is lost 30 s after his last beacon on the monotonic clock.
+    assert t.next_deadline() == 130.0
+    assert t.expire(129.0) == []
+    assert t.expire(130.0) == [NeighbourLost(B.node_id)]
 
 
 def test_badly_signed_beacon_is_refused() -> None:

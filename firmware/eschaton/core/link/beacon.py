@@ -5,10 +5,21 @@ Rules / theory of operation:
   canonical bencode dict ``{id, seq, ts, urls, name?}``; the signature covers
   ``b"eschaton-beacon/1\\0" || body`` with the key of ``id``, so nobody can announce URLs for a
   node id they do not hold.
-- ``ts`` is the sender's wall clock in milliseconds and ``seq`` a per-run counter. A beacon is
-  accepted only if ``ts`` is within ``max_age`` in the past / ``max_skew`` in the future of our
-  clock (stale beacons refused) and ``(ts, seq)`` is strictly greater than the last accepted pair
-  from that node (replays refused, restarts fine since the clock moved on).
+- ``ts`` is the sender's wall clock in milliseconds and ``seq`` a per-run counter. From a node
+  in the table, a beacon is accepted only if ``(ts, seq)`` is strictly greater than the last
+  accepted pair (replays refused, restarts fine since the clock moved on). That needs no
+  agreement between the two clocks, only that the sender's clock moves forward.
+- A first beacon (a node not in the table) cannot be checked for freshness without trusting
+  both wall clocks. A Raspberry Pi has no real-time clock, and a village mesh often has no NTP:
+  two nodes booted with clocks hours apart would never find each other. So by default a first
+  beacon is accepted whatever its ``ts``, and ``NeighbourFound.clock_offset`` tells how far the
+  sender's clock is from ours (the node warns when it exceeds ``max_skew``). The worst a
+  replayed old beacon can then do is announce a node at an old address for ``expiry`` seconds:
+  the link handshake authenticates the node, so a dial there fails. ``strict_clock=True``
+  (synchronised clocks) also refuses a first beacon more than ``max_age`` old or ``max_skew``
+  in the future.
+- Expiry counts on ``seen``, a monotonic clock, so a wall clock corrected by seconds or hours
+  neither expires every neighbour at once nor keeps lost ones forever.
 - ``NeighbourTable`` turns accepted beacons into events (found / changed / lost) and bounds its
   memory. Our own broadcasts come back to us and are ignored silently.
 - Only ``BeaconError`` (a ``WireError``) leaves ``parse_beacon``/``NeighbourTable.receive``.
@@ -118,6 +129,8 @@ class NeighbourFound:
     name: str
     source: str
     """Where the datagram came from (``ip:port``), for logs only: the urls are what to dial."""
+    clock_offset: float = 0.0
+    """Seconds the sender's wall clock is ahead of ours (negative: behind), from its first beacon."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,18 +156,21 @@ class _Entry:
     urls: tuple[str, ...]
     name: str
     last_seen: float
+    """Monotonic seconds when its last beacon was accepted."""
 
 
 class NeighbourTable:
-    """Validates beacons for freshness and replay and tracks who is around."""
+    """Validates beacons for replay (and, with ``strict_clock``, freshness) and tracks who is around."""
 
     def __init__(self, own: NodeId, *, max_age: float = 60.0, max_skew: float = 30.0,
-                 expiry: float = 90.0, max_neighbours: int = 256) -> None:
+                 expiry: float = 90.0, max_neighbours: int = 256, strict_clock: bool = False) -> None:
         self.own = own
         self.max_age = max_age
-        """Oldest acceptable beacon timestamp, seconds before our clock."""
+        """With ``strict_clock``: oldest acceptable first beacon, seconds before our clock."""
         self.max_skew = max_skew
-        """Furthest acceptable beacon timestamp, seconds after our clock."""
+        """With ``strict_clock``: furthest acceptable first beacon, seconds after our clock.
+        Without: the clock offset above which the adapter warns."""
+        self.strict_clock = strict_clock
         self.expiry = expiry
         """Seconds without a beacon after which a neighbour is lost."""
         self.max_neighbours = max_neighbours
@@ -166,28 +182,34 @@ class NeighbourTable:
     def neighbours(self) -> dict[NodeId, tuple[str, ...]]:
         return {k: v.urls for k, v in self._table.items()}
 
-    def receive(self, datagram: bytes, now: float, source: str = "") -> list[NeighbourEvent]:
-        """Check one datagram; raises ``BeaconError`` if it must be refused. ``now`` is wall time."""
+    def receive(self, datagram: bytes, now: float, source: str = "",
+                seen: float | None = None) -> list[NeighbourEvent]:
+        """Check one datagram; raises ``BeaconError`` if it must be refused. ``now`` is our wall
+        clock, ``seen`` our monotonic clock (default ``now``), both in seconds."""
         beacon = parse_beacon(datagram)
         if beacon.node_id == self.own:
             return []
+        seen = now if seen is None else seen
         now_ms = int(now * 1000)
-        if beacon.ts_ms < now_ms - int(self.max_age * 1000):
-            raise BeaconError(f"stale beacon from {beacon.node_id.short()}")
-        if beacon.ts_ms > now_ms + int(self.max_skew * 1000):
-            raise BeaconError(f"beacon from {beacon.node_id.short()} is from the future")
         entry = self._table.get(beacon.node_id)
-        if entry is not None and (beacon.ts_ms, beacon.seq) <= (entry.ts_ms, entry.seq):
-            raise BeaconError(f"replayed beacon from {beacon.node_id.short()}")
+        if entry is not None:
+            if (beacon.ts_ms, beacon.seq) <= (entry.ts_ms, entry.seq):
+                raise BeaconError(f"replayed beacon from {beacon.node_id.short()}")
+        elif self.strict_clock:
+            if beacon.ts_ms < now_ms - int(self.max_age * 1000):
+                raise BeaconError(f"stale beacon from {beacon.node_id.short()}")
+            if beacon.ts_ms > now_ms + int(self.max_skew * 1000):
+                raise BeaconError(f"beacon from {beacon.node_id.short()} is from the future")
         if entry is None:
             if len(self._table) >= self.max_neighbours:
                 oldest = min(self._table, key=lambda k: self._table[k].last_seen)
                 del self._table[oldest]
             self._table[beacon.node_id] = _Entry(beacon.ts_ms, beacon.seq, beacon.urls,
-                                                 beacon.name, now)
-            return [NeighbourFound(beacon.node_id, beacon.urls, beacon.name, source)]
+                                                 beacon.name, seen)
+            return [NeighbourFound(beacon.node_id, beacon.urls, beacon.name, source,
+                                   (beacon.ts_ms - now_ms) / 1000)]
         changed = (entry.urls, entry.name) != (beacon.urls, beacon.name)
-        entry.ts_ms, entry.seq, entry.last_seen = beacon.ts_ms, beacon.seq, now
+        entry.ts_ms, entry.seq, entry.last_seen = beacon.ts_ms, beacon.seq, seen
         entry.urls, entry.name = beacon.urls, beacon.name
         if changed:
             return [NeighbourChanged(beacon.node_id, beacon.urls, beacon.name, source)]
@@ -198,8 +220,9 @@ class NeighbourTable:
             return None
         return min(e.last_seen for e in self._table.values()) + self.expiry
 
-    def expire(self, now: float) -> list[NeighbourEvent]:
-        gone = [k for k, e in self._table.items() if now >= e.last_seen + self.expiry]
+    def expire(self, seen: float) -> list[NeighbourEvent]:
+        """Neighbours silent for ``expiry`` seconds of the clock ``receive`` got as ``seen``."""
+        gone = [k for k, e in self._table.items() if seen >= e.last_seen + self.expiry]
         for k in gone:
             del self._table[k]
         return [NeighbourLost(k) for k in gone]
