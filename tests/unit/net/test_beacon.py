@@ -73,6 +73,16 @@ def test_a_node_with_a_wrong_clock_is_found_and_its_offset_reported() -> None:
     assert t.receive(beacon(ts=NOW + 12, seq=3), NOW + 12) == []
 
 
+def test_a_node_whose_clock_is_set_back_is_found_again_after_expiry() -> None:
+    t = NeighbourTable(A.node_id, expiry=30)
+    t.receive(beacon(ts=NOW + 3600), NOW, seen=0.0)  # Bob an hour ahead, then corrected
+    with pytest.raises(BeaconError, match="replayed"):
+        t.receive(beacon(ts=NOW + 1, seq=2), NOW + 1, seen=1.0)
+    assert t.expire(30.0) == [NeighbourLost(B.node_id)]
+    [found] = t.receive(beacon(ts=NOW + 31, seq=3), NOW + 31, seen=31.0)
+    assert isinstance(found, NeighbourFound) and found.clock_offset == 0
+
+
 def test_expiry_follows_the_monotonic_clock_not_the_wall_clock() -> None:
     t = NeighbourTable(A.node_id, expiry=30)
     t.receive(beacon(), NOW, seen=100.0)

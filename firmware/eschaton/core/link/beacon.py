@@ -8,7 +8,8 @@ Rules / theory of operation:
 - ``ts`` is the sender's wall clock in milliseconds and ``seq`` a per-run counter. From a node
   in the table, a beacon is accepted only if ``(ts, seq)`` is strictly greater than the last
   accepted pair (replays refused, restarts fine since the clock moved on). That needs no
-  agreement between the two clocks, only that the sender's clock moves forward.
+  agreement between the two clocks, only that the sender's clock moves forward; a sender whose
+  clock is set back is refused until it expires (``expiry`` seconds), then found afresh.
 - A first beacon (a node not in the table) cannot be checked for freshness without trusting
   both wall clocks. A Raspberry Pi has no real-time clock, and a village mesh often has no NTP:
   two nodes booted with clocks hours apart would never find each other. So by default a first
