@@ -9,7 +9,8 @@ spends), then feeds the same raw blocks to
 Both build ``pbk.Block`` the same fast way (one memcpy). Prints blocks/s on the empty blocks,
 signature checks/s on the spend blocks, 2-of-2 input verifications/s through ``kernel.verify_tx``
 (strict decode + guards) against ``pbk.ScriptPubkey.verify``, and the ratio ours/bare (goal >= 0.8).
-Figures swing with machine load: compare the two columns of one run, not runs. Our layer
+Figures swing with machine load: compare the two columns of one run, not runs; each figure is
+the median of ``--rounds`` rounds that interleave bare and ours. Our layer
 overlaps its index work with the kernel on a second core (write-ahead indexing), so the run
 first measures how much of a second core is free (two GIL-free hashing threads against one);
 with about one core free, expect the per-block rows to fall well short of the goal. A per-phase
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import statistics
 import sys
 import tempfile
 import threading
@@ -181,16 +183,27 @@ def main() -> None:
     ap.add_argument("--spends", type=int, default=8000)
     ap.add_argument("--per-block", type=int, default=500)
     ap.add_argument("--batch", type=int, default=50, help="blocks per index commit (submit_blocks)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds to take medians over")
     a = ap.parse_args()
     t = time.perf_counter()
     blocks, spends, sigs = prebuild(a.blocks, a.spends, a.per_block)
     print(f"prebuilt {len(blocks)} blocks + {len(spends)} spend blocks ({sigs} signatures) "
           f"in {time.perf_counter() - t:.1f}s")
     cores_before = free_cores()
+    # Rounds, each running the three in a rotated order on fresh directories; every figure is
+    # the median over rounds, so one burst of load elsewhere on the machine moves no ratio.
+    runs: dict[str, list[tuple[float, ...]]] = {"bare": [], "ours1": [], "ours": []}
     with tempfile.TemporaryDirectory() as d:
-        bare = run_bare(Path(d) / "bare", blocks, spends)
-        ours1 = run_ours(Path(d) / "ours1", blocks, spends, 1)
-        ours = run_ours(Path(d) / "ours", blocks, spends, a.batch)
+        for r in range(a.rounds):
+            order = ["bare", "ours1", "ours"]
+            for name in order[r % 3:] + order[: r % 3]:
+                where = Path(d) / f"{name}{r}"
+                if name == "bare":
+                    runs[name].append(run_bare(where, blocks, spends))
+                else:
+                    runs[name].append(run_ours(where, blocks, spends, 1 if name == "ours1" else a.batch))
+    bare, ours1, ours = (tuple(statistics.median(col) for col in zip(*runs[k], strict=True))
+                         for k in ("bare", "ours1", "ours"))
     cores = min(cores_before, free_cores())
     n_verify = 3000
     vb, vo = run_verify(n_verify)
@@ -202,7 +215,8 @@ def main() -> None:
         ("sig checks/s in blocks, commit per block", sigs / bare[1], sigs / ours1[1]),
         (f"sig checks/s in blocks, per {a.batch}", sigs / bare[1], sigs / ours[1]),
     ]
-    print(f"cores free to this run: {cores:.2f} (measured before and after; 2.00 = both)")
+    print(f"cores free to this run: {cores:.2f} (measured before and after; 2.00 = both); "
+          f"medians of {a.rounds} rounds")
     print(f"{'':42}{'bare pbk':>10}{'eschaton':>10}{'ratio':>7}")
     for name, b, o in rows:
         print(f"{name:42}{b:10.0f}{o:10.0f}{o / b:7.2f}")
