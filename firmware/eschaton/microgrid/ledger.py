@@ -11,17 +11,24 @@ Theory of operation:
   rewrite history; ``verify`` catches anyone who edits the file anyway.
 - The ``kind`` and ``at_ms`` columns duplicate the payload for queries by people; verification
   checks they agree with it.
+- Compaction (``archive_before``): once a checkpoint entry is durable, the entries before it are
+  copied to ``<name>.archive.sqlite`` (same schema, append-only too), and only after that copy
+  is durable are they deleted here. A crash in between leaves them in both files, and the next
+  call finishes the job (the copy ignores rows already there). The two files still form one
+  hash chain: the checkpoint's ``prev_hash`` is the archive's head (``verify_archive``). The
+  archive keeps growing for audit; it is never read to restart, so it may be moved off the node.
 """
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from eschaton.core.microgrid.errors import LedgerCorrupt
 from eschaton.core.microgrid.ledger import (
     GENESIS,
     Entry,
+    EntryKind,
     StoredEntry,
     link_hash,
     verify_chain,
@@ -40,9 +47,9 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
 BEGIN SELECT RAISE(ABORT, 'the microgrid ledger is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
-BEGIN SELECT RAISE(ABORT, 'the microgrid ledger is append-only'); END;
 """
+_NO_DELETE = """CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+BEGIN SELECT RAISE(ABORT, 'the microgrid ledger is append-only'); END;"""
 
 
 class LedgerIOError(TransientError):
@@ -67,6 +74,7 @@ class SqliteLedger:
             if version not in (0, SCHEMA_VERSION):
                 raise LedgerIOError(f"{self.path}: ledger schema {version} is not supported")
             self._db.executescript(_SCHEMA)
+            self._db.execute(_NO_DELETE)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException as exc:
             self._db.close()
@@ -112,6 +120,64 @@ class SqliteLedger:
         except sqlite3.Error as exc:
             raise LedgerIOError(f"{self.path}: append failed: {exc}") from exc
         return seq, prev
+
+    def first_seq(self) -> int:
+        """Sequence number of the oldest entry held here (0 if empty)."""
+        row = self._db.execute("SELECT MIN(seq) FROM entries").fetchone()
+        return int(row[0] or 0)
+
+    @property
+    def archive_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".archive.sqlite")
+
+    def archive_before(self, seq: int) -> int:
+        """Move the entries before ``seq`` (which must be a checkpoint entry) to the archive file;
+        returns how many left this file. See the module doc for the crash ordering."""
+        try:
+            row = self._db.execute("SELECT kind FROM entries WHERE seq = ?", (seq,)).fetchone()
+            if row is None or row[0] != EntryKind.CHECKPOINT.value:
+                raise LedgerIOError(f"{self.path}: entry {seq} is not a checkpoint")
+            with SqliteLedger(self.archive_path) as archive:
+                archive._copy_from(self._db.execute(
+                    "SELECT seq, prev_hash, hash, kind, at_ms, payload FROM entries WHERE seq < ?",
+                    (seq,)))
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                # The trigger keeps ordinary code from deleting history; this is the one place
+                # allowed to, and only for rows the archive durably holds.
+                self._db.execute("DROP TRIGGER entries_no_delete")
+                n = self._db.execute("DELETE FROM entries WHERE seq < ?", (seq,)).rowcount
+                self._db.execute(_NO_DELETE)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise LedgerIOError(f"{self.path}: archiving failed: {exc}") from exc
+        return int(n)
+
+    def _copy_from(self, rows: Iterable[tuple[object, ...]]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany("INSERT OR IGNORE INTO entries (seq, prev_hash, hash, kind, at_ms, payload) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def verify_archive(self) -> int:
+        """Check the archive as a chain from ``GENESIS`` whose head is what our oldest entry
+        names as its predecessor; returns the number of archived entries (raises
+        ``LedgerCorrupt``)."""
+        first = self.first_seq()
+        if first <= 1:
+            return 0
+        row = self._db.execute("SELECT prev_hash FROM entries WHERE seq = ?", (first,)).fetchone()
+        with SqliteLedger(self.archive_path) as archive:
+            rows = [r for r in archive.rows() if r.seq < first]
+            verify_chain(rows, expected_head=bytes(row[0]))
+        return len(rows)
 
     def _rows(self) -> Iterator[tuple[StoredEntry, str, int]]:
         try:

@@ -9,9 +9,15 @@ Theory of operation:
   refuses every further call (``ServiceFailed``); the node must restart it, which rebuilds the
   core from the ledger, i.e. from what really happened.
 - ``open`` verifies the whole hash chain before trusting the ledger.
+- Compaction: every ``compact_every`` entries the core records a checkpoint (its whole state in
+  one entry) and the ledger archives the entries before it (``SqliteLedger.archive_before``),
+  so a node running for years restarts by replaying at most that many entries, and its ledger
+  file stops growing (the archive file grows instead, and can be moved off the node). If
+  archiving fails, the checkpoint stays and the next one archives everything before it.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,10 +32,11 @@ from eschaton.core.microgrid.decisions import (
     Refused,
     RestoreSupply,
 )
+from eschaton.core.microgrid.ledger import Entry
 from eschaton.core.microgrid.seller import SellerCore
 from eschaton.core.microgrid.terms import Acceptance, Offer, Tariff
 from eschaton.errors import TransientError
-from eschaton.microgrid.ledger import SqliteLedger
+from eschaton.microgrid.ledger import LedgerIOError, SqliteLedger
 
 Actuator = Callable[[str, bool], None]
 """``actuator(meter_id, supply_on)``: open (True) or close (False) the supply to a meter."""
@@ -39,21 +46,42 @@ class ServiceFailed(TransientError):
     """A ledger write failed earlier; restart the service to rebuild from the ledger."""
 
 
+COMPACT_EVERY = 10_000
+"""Entries between checkpoints (a restart replays at most this many)."""
+
+
 class _Service:
-    def __init__(self, ledger: SqliteLedger) -> None:
+    core: SellerCore | BuyerCore
+
+    def __init__(self, ledger: SqliteLedger, compact_every: int = COMPACT_EVERY) -> None:
         self.ledger = ledger
+        self.compact_every = compact_every
+        head, _ = ledger.head()
+        self._since = head - ledger.first_seq() + 1 if head else 0
         self._failed = False
 
     def _settle(self, decisions: list[Decision]) -> list[Decision]:
         if self._failed:
             raise ServiceFailed("microgrid service must be restarted after a ledger failure")
         records = [d.entry for d in decisions if isinstance(d, Record)]
+        self._append(records)
+        self._since += len(records)
+        if records and self._since >= self.compact_every:
+            self._compact(records[-1].at_ms)
+        return [d for d in decisions if not isinstance(d, Record)]
+
+    def _append(self, records: list[Entry]) -> tuple[int, bytes]:
         try:
-            self.ledger.append(records)
+            return self.ledger.append(records)
         except BaseException:
             self._failed = True
             raise
-        return [d for d in decisions if not isinstance(d, Record)]
+
+    def _compact(self, now_ms: int) -> None:
+        seq, _ = self._append([d.entry for d in self.core.checkpoint(now_ms) if isinstance(d, Record)])
+        self._since = 1
+        with contextlib.suppress(LedgerIOError):  # the next checkpoint archives this part too
+            self.ledger.archive_before(seq)
 
     def _guard(self) -> None:
         if self._failed:
@@ -67,21 +95,21 @@ class SellerService(_Service):
     """A seller core bound to its ledger and (optionally) the supply actuator."""
 
     def __init__(self, core: SellerCore, ledger: SqliteLedger,
-                 actuator: Actuator | None = None) -> None:
-        super().__init__(ledger)
-        self.core = core
+                 actuator: Actuator | None = None, compact_every: int = COMPACT_EVERY) -> None:
+        super().__init__(ledger, compact_every)
+        self.core: SellerCore = core
         self.actuator = actuator
 
     @classmethod
     def open(cls, path: str | Path, key: SigningKey,
-             actuator: Actuator | None = None) -> SellerService:
+             actuator: Actuator | None = None, compact_every: int = COMPACT_EVERY) -> SellerService:
         ledger = SqliteLedger(path)
         try:
             core = SellerCore.restore(key, ledger.verify())
         except BaseException:
             ledger.close()
             raise
-        return cls(core, ledger, actuator)
+        return cls(core, ledger, actuator, compact_every)
 
     def _act(self, decisions: list[Decision]) -> list[Decision]:
         actions = self._settle(decisions)
@@ -127,9 +155,9 @@ class SellerService(_Service):
         return self._act(self.core.on_reading(meter_id, cum_units, reading_ms, now_ms))
 
     def on_payment(self, ref: bytes, payment_id: bytes, amount_sat: int,
-                   now_ms: int) -> list[Decision]:
+                   now_ms: int, meter_hint: str = "") -> list[Decision]:
         self._guard()
-        return self._act(self.core.on_payment(ref, payment_id, amount_sat, now_ms))
+        return self._act(self.core.on_payment(ref, payment_id, amount_sat, now_ms, meter_hint))
 
     def resend_invoices(self) -> list[Decision]:
         """``SendInvoice`` for each contract's latest invoice (call once after start)."""
@@ -145,20 +173,21 @@ class SellerService(_Service):
 class BuyerService(_Service):
     """A buyer core bound to its ledger."""
 
-    def __init__(self, core: BuyerCore, ledger: SqliteLedger) -> None:
-        super().__init__(ledger)
-        self.core = core
+    def __init__(self, core: BuyerCore, ledger: SqliteLedger,
+                 compact_every: int = COMPACT_EVERY) -> None:
+        super().__init__(ledger, compact_every)
+        self.core: BuyerCore = core
 
     @classmethod
     def open(cls, path: str | Path, key: SigningKey,
-             tolerance: Tolerance | None = None) -> BuyerService:
+             tolerance: Tolerance | None = None, compact_every: int = COMPACT_EVERY) -> BuyerService:
         ledger = SqliteLedger(path)
         try:
             core = BuyerCore.restore(key, ledger.verify(), tolerance)
         except BaseException:
             ledger.close()
             raise
-        return cls(core, ledger)
+        return cls(core, ledger, compact_every)
 
     def accept(self, raw_offer: object, now_ms: int, *, own_meter: str | None = None) -> Acceptance:
         self._guard()

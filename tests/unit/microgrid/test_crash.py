@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from eschaton.core.microgrid.decisions import Pay, SendInvoice
 from eschaton.core.microgrid.errors import Replayed
+from eschaton.core.microgrid.ledger import Entry, EntryKind
 from eschaton.core.microgrid.supply import SupplyState
 from eschaton.core.microgrid.terms import Tariff
-from eschaton.microgrid.service import BuyerService, SellerService
+from eschaton.microgrid.service import COMPACT_EVERY, BuyerService, SellerService
 from tests.unit.microgrid.helpers import BUYER_KEY, METER, SELLER_KEY, T0, water
 
 SCALE = 1000 * 1000
@@ -22,8 +23,9 @@ SCALE = 1000 * 1000
 class Village:
     """A seller and a buyer service on SQLite files, restartable at will."""
 
-    def __init__(self, d: Path, tariff: Tariff) -> None:
+    def __init__(self, d: Path, tariff: Tariff, compact_every: int = COMPACT_EVERY) -> None:
         self.dir = d
+        self.compact_every = compact_every
         self.switch: list[tuple[str, bool]] = []
         self.open()
         offer = self.seller.offer(offer_id=b"o" * 16, tariff=tariff, meter_id=METER,
@@ -34,8 +36,10 @@ class Village:
 
     def open(self) -> None:
         self.seller = SellerService.open(self.dir / "seller.db", SELLER_KEY,
-                                         actuator=lambda m, on: self.switch.append((m, on)))
-        self.buyer = BuyerService.open(self.dir / "buyer.db", BUYER_KEY)
+                                         actuator=lambda m, on: self.switch.append((m, on)),
+                                         compact_every=self.compact_every)
+        self.buyer = BuyerService.open(self.dir / "buyer.db", BUYER_KEY,
+                                       compact_every=self.compact_every)
 
     def restart(self, now_ms: int) -> None:
         """Both processes die (in-memory state lost) and start again from their ledgers."""
@@ -139,14 +143,16 @@ def test_failed_payment_is_paid_on_the_next_invoice(tmp_path: Path) -> None:
     v.close()
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(price=st.integers(1, 5_000_000),
        steps=st.lists(st.tuples(st.integers(0, 100_000), st.sampled_from(["ok", "lost", "unsent", "crash"])),
-                      min_size=1, max_size=15))
-def test_random_crashes_never_double_pay_nor_lose(price: int,
-                                                  steps: list[tuple[int, str]]) -> None:
+                      min_size=1, max_size=15),
+       compact_every=st.sampled_from([COMPACT_EVERY, 2, 5]))
+def test_random_crashes_never_double_pay_nor_lose(price: int, steps: list[tuple[int, str]],
+                                                  compact_every: int) -> None:
+    """Also with ledgers compacted every few entries: restarts then replay from a checkpoint."""
     with tempfile.TemporaryDirectory() as d:
-        v = Village(Path(d), water(price, credit_limit_sat=10**12))
+        v = Village(Path(d), water(price, credit_limit_sat=10**12), compact_every)
         cum, t = 0, T0
         for step, what in steps:
             cum += step
@@ -162,11 +168,16 @@ def test_random_crashes_never_double_pay_nor_lose(price: int,
         v.restart(t + 1)
         assert v.seller.core.status(METER).paid_sat == cum * price // SCALE
         assert v.buyer.core.status(METER).paid_sat == cum * price // SCALE
+        for service in (v.seller, v.buyer):  # the archive and the ledger form one chain
+            archived = service.ledger.verify_archive()
+            held = len(service.ledger.verify())
+            assert archived + held == service.ledger.head()[0]
+            assert held <= 2 * compact_every + 4  # compaction really happened (when due)
         v.close()
 
 
 OPS = st.lists(st.tuples(st.sampled_from(["read", "read", "read", "lose", "fail", "prepay",
-                                          "seller_reneg", "buyer_reneg"]),
+                                          "seller_reneg", "buyer_reneg", "checkpoint"]),
                          st.integers(0, 50_000)), min_size=1, max_size=25)
 
 
@@ -213,6 +224,9 @@ def test_restoring_from_recorded_entries_gives_the_live_state(
                         elif isinstance(p, Pay):
                             s(seller.on_payment(p.ref, p.payment_id, p.amount_sat, t))
                             b(buyer.on_payment_confirmed(p.payment_id, t))
+        elif op == "checkpoint":
+            s(seller.checkpoint(t))
+            b(buyer.checkpoint(t))
         elif op == "prepay":
             for p in b(buyer.prepay(METER, x % 100 + 1, t)):
                 if isinstance(p, Pay):
@@ -242,12 +256,22 @@ def test_restoring_from_recorded_entries_gives_the_live_state(
                 b(buyer.on_acceptance(Acceptance.from_wire(a.to_wire()), t))
             except Refusal:
                 pass
-    s2 = SellerCore.restore(SELLER_KEY, [d.entry for d in s_log if isinstance(d, Record)])
-    b2 = BuyerCore.restore(BUYER_KEY, [d.entry for d in b_log if isinstance(d, Record)])
-    # The latest reading is not recorded (the meter is cumulative); everything else must match.
-    unrecorded = {"metered_units": 0, "metered_due_sat": 0, "unpaid_sat": 0}
-    assert replace(s2.status(METER), **unrecorded) == replace(seller.status(METER), **unrecorded)
-    assert b2.status(METER) == buyer.status(METER)
-    assert b2.pending_payments() == buyer.pending_payments()
+    s_entries = [d.entry for d in s_log if isinstance(d, Record)]
+    b_entries = [d.entry for d in b_log if isinstance(d, Record)]
+
+    def from_last_checkpoint(entries: list[Entry]) -> list[Entry]:
+        cps = [i for i, e in enumerate(entries) if e.kind is EntryKind.CHECKPOINT]
+        return entries[cps[-1]:] if cps else entries
+
+    # Whole ledgers, and compacted ones (from their last checkpoint on), rebuild the same state.
+    for s_part, b_part in ((s_entries, b_entries),
+                           (from_last_checkpoint(s_entries), from_last_checkpoint(b_entries))):
+        s2 = SellerCore.restore(SELLER_KEY, s_part)
+        b2 = BuyerCore.restore(BUYER_KEY, b_part)
+        # The latest reading is not recorded (the meter is cumulative); everything else must match.
+        unrecorded = {"metered_units": 0, "metered_due_sat": 0, "unpaid_sat": 0}
+        assert replace(s2.status(METER), **unrecorded) == replace(seller.status(METER), **unrecorded)
+        assert b2.status(METER) == buyer.status(METER)
+        assert b2.pending_payments() == buyer.pending_payments()
     assert buyer.status(METER).agreement_id in (seller.status(METER).agreement_id,
                                                 seller.agreement(METER).offer.prev_agreement)

@@ -25,7 +25,8 @@ Rules / theory of operation:
   renegotiation lapsed: we record ``renegotiation_lapsed`` and continue under the old terms.
 - State changes only through ``apply(entry)``; ``BuyerCore.restore`` replays a ledger. Our own
   meter's latest reading is not recorded (the meter is cumulative; feed a fresh reading after a
-  restart before handling invoices).
+  restart before handling invoices). ``checkpoint`` records the whole state in one entry, after
+  which the older entries may be archived (see ``ledger``).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from eschaton.core.microgrid.codec import Plain, encode
+from eschaton.core.microgrid.codec import Plain, decode, encode
 from eschaton.core.microgrid.decisions import Decision, Pay, Record, Refused
 from eschaton.core.microgrid.errors import (
     BadTerms,
@@ -107,6 +108,46 @@ class _Contract:
     @property
     def current(self) -> Agreement:
         return self.agreements[-1]
+
+    def to_plain(self) -> dict[str, Plain]:
+        # Signed objects travel as their canonical bytes: the codec bounds nesting depth.
+        a, prop = self.last, self.proposal
+        return {"agreements": [encode(ag.to_wire()) for ag in self.agreements],
+                "last": [a.seq, a.units, a.due_sat, a.at_ms], "paid": self.paid,
+                "pending": [[p.payment_id, p.ref, p.amount_sat] for p in self.pending.values()],
+                "own_meter": self.own_meter, "own_start": self.own_start,
+                "seller_start": self.seller_start,
+                "proposal": [] if prop is None else [encode(prop.to_wire())],
+                "sent": self.sent, "last_invoice_id": self.last_invoice_id}
+
+    @classmethod
+    def from_plain(cls, meter_id: str, v: Plain) -> _Contract:
+        d = _dict(v)
+        ags = [Agreement.from_wire(decode(body_bytes(x))) for x in _list(d["agreements"])]
+        c = cls(ags[0], body_text(d["own_meter"]), body_int(d["own_start"]))
+        c.agreements = ags
+        c.last = Anchor(*(body_int(x) for x in _list(d["last"])))
+        c.paid = body_int(d["paid"])
+        for item in _list(d["pending"]):
+            pid, ref, amount = _list(item)
+            c.pending[body_bytes(pid)] = Pay(meter_id, body_bytes(pid), body_bytes(ref), body_int(amount))
+        c.seller_start = body_int(d["seller_start"])
+        c.proposal = next((Offer.from_wire(decode(body_bytes(x))) for x in _list(d["proposal"])), None)
+        c.sent = body_int(d["sent"])
+        c.last_invoice_id = body_bytes(d["last_invoice_id"])
+        return c
+
+
+def _dict(v: Plain) -> dict[str, Plain]:
+    if not isinstance(v, dict):
+        raise MicrogridError("checkpoint: expected a table")
+    return v
+
+
+def _list(v: Plain) -> list[Plain]:
+    if not isinstance(v, list):
+        raise MicrogridError("checkpoint: expected a list")
+    return v
 
 
 class BuyerCore:
@@ -345,6 +386,14 @@ class BuyerCore:
         self.apply(entry)
         return Record(entry)
 
+    def snapshot(self) -> dict[str, Plain]:
+        """The whole recorded state as plain values (the body of a checkpoint entry)."""
+        return {"contracts": {m: c.to_plain() for m, c in self._contracts.items()}}
+
+    def checkpoint(self, now_ms: int) -> list[Decision]:
+        """Record the whole state, so the entries before this one can be archived."""
+        return [self._commit(Entry(EntryKind.CHECKPOINT, now_ms, {"state": self.snapshot()}))]
+
     def apply(self, entry: Entry) -> None:
         """Apply one ledger entry to the state (used live and when restoring)."""
         b = entry.body
@@ -385,5 +434,8 @@ class BuyerCore:
         elif k is EntryKind.PAYMENT_FAILED:
             c = self._contracts[body_text(b["meter_id"])]
             c.paid -= c.pending.pop(body_bytes(b["payment_id"])).amount_sat
+        elif k is EntryKind.CHECKPOINT:
+            self._contracts = {m: _Contract.from_plain(m, v)
+                               for m, v in _dict(_dict(b["state"])["contracts"]).items()}
         else:
             raise IllegalTransition(f"a buyer ledger has no {k.value} entries")

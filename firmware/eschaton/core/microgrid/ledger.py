@@ -11,6 +11,11 @@ Rules:
   newest entries is not detectable from the chain alone: compare ``head`` with a copy kept
   elsewhere (the peer, a backup) when that matters.
 - Kinds are persisted by their string value; renaming one needs a ledger migration.
+- Compaction: a ``checkpoint`` entry holds a core's whole state (``snapshot()``), so applying it
+  alone rebuilds that state. Entries before a checkpoint may then move to an archive file (the
+  storage adapter's job). A ledger may therefore start at a sequence number above 1, but only
+  with a checkpoint; its ``prev_hash`` is the archived head, so the archive and the ledger
+  still form one unbroken chain.
 """
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ class EntryKind(enum.Enum):
     SUPPLY_RESTORED = "supply_restored"
     LOSS_ALARM = "loss_alarm"
     LOSS_CLEARED = "loss_cleared"
+    CHECKPOINT = "checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,8 @@ class StoredEntry:
 
 
 def verify_chain(rows: Iterable[StoredEntry], expected_head: bytes | None = None) -> list[Entry]:
-    """Check every link from ``GENESIS``; return the decoded entries or raise ``LedgerCorrupt``.
+    """Check every link from ``GENESIS`` (or from a leading checkpoint, see the module doc);
+    return the decoded entries or raise ``LedgerCorrupt``.
 
     ``expected_head``, if given, must equal the last hash (detects loss of the newest entries).
     """
@@ -96,6 +103,15 @@ def verify_chain(rows: Iterable[StoredEntry], expected_head: bytes | None = None
     expect_seq = 1
     out: list[Entry] = []
     for row in rows:
+        if not out and row.seq > 1:
+            # A compacted ledger: it must open with a checkpoint, chained to the archive's head.
+            try:
+                _, first = Entry.from_payload(row.payload)
+            except CodecError as exc:
+                raise LedgerCorrupt(row.seq, str(exc)) from exc
+            if first.kind is not EntryKind.CHECKPOINT:
+                raise LedgerCorrupt(row.seq, "entries before this one are missing (a hole at the start)")
+            prev, expect_seq = row.prev_hash, row.seq
         if row.seq != expect_seq:
             raise LedgerCorrupt(row.seq, f"expected entry {expect_seq} (a hole or a reorder)")
         if row.prev_hash != prev:

@@ -17,7 +17,14 @@ Rules / theory of operation:
 - A renegotiation acceptance is honoured whenever it arrives, as long as it was signed before the
   offer's expiry and we have not invoiced since its anchor; otherwise it lapsed (``StaleOffer``),
   and the buyer, seeing our next invoice still under the previous agreement, drops it as well.
-- Payments are idempotent by payment id: a payment event delivered twice counts once.
+- Payments are idempotent by payment id: a payment event delivered twice counts once. The
+  state stays bounded however long a contract runs: the last ``PAYMENT_WINDOW`` payment ids are
+  remembered (a redelivery comes after a reconnect, long before that many newer payments; past
+  it, the node's cap of credit at what the trade channel really moved still stops a double
+  credit), and a payment names an invoice among the contract's last ``REF_WINDOW`` ones, its
+  agreement, or else is credited to the meter it names (``meter_hint``).
+- ``checkpoint`` records the whole state in one entry (see ``ledger``), after which the older
+  entries may be archived: a restart then replays from the checkpoint.
 - State changes only through ``apply(entry)``; every public method builds entries, applies them
   and returns them as ``Record`` decisions ahead of the actions, so ``SellerCore.restore(key,
   ledger entries)`` rebuilds the same state after a restart. The one exception is the latest
@@ -26,11 +33,13 @@ Rules / theory of operation:
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
+from eschaton.core.microgrid.codec import Plain, decode, encode
 from eschaton.core.microgrid.decisions import (
     ACTUATION_DEADLINE_MS,
     CutSupply,
@@ -55,6 +64,10 @@ from eschaton.core.microgrid.ledger import Entry, EntryKind, body_bytes, body_in
 from eschaton.core.microgrid.supply import SupplyState, transition
 from eschaton.core.microgrid.terms import Acceptance, Agreement, Anchor, Offer, Tariff
 
+REF_WINDOW = 1024
+"""Invoice ids per contract that a payment may name (older ones: credited by meter)."""
+PAYMENT_WINDOW = 4096
+"""Payment ids remembered, to ignore a payment delivered again."""
 ACCEPT_LATENESS_MS = 60_000
 """How long after its expiry an acceptance of a new-contract offer may still arrive (transit
 delay; the buyer's signature must still date it no later than the expiry)."""
@@ -79,7 +92,7 @@ class ContractStatus:
 
 class _Contract:
     __slots__ = ("agreements", "last", "metered_units", "metered_ms", "metered_due", "paid",
-                 "supply", "pending", "last_invoice")
+                 "supply", "pending", "last_invoice", "invoice_ids")
 
     def __init__(self, agreement: Agreement) -> None:
         self.agreements = [agreement]
@@ -90,10 +103,50 @@ class _Contract:
         self.supply = SupplyState.ON
         self.pending: Offer | None = None
         self.last_invoice: Invoice | None = None
+        self.invoice_ids: deque[bytes] = deque()  # the newest REF_WINDOW, oldest first
 
     @property
     def current(self) -> Agreement:
         return self.agreements[-1]
+
+    def to_plain(self) -> dict[str, Plain]:
+        # Signed objects travel as their canonical bytes: the codec bounds nesting depth.
+        a, pending, inv = self.last, self.pending, self.last_invoice
+        return {"agreements": [encode(ag.to_wire()) for ag in self.agreements],
+                "last": [a.seq, a.units, a.due_sat, a.at_ms],
+                "metered": [self.metered_units, self.metered_ms, self.metered_due],
+                "paid": self.paid, "supply": self.supply.value,
+                "pending": [] if pending is None else [encode(pending.to_wire())],
+                "last_invoice": [] if inv is None else [encode(inv.to_wire())],
+                "invoice_ids": list(self.invoice_ids)}
+
+    @classmethod
+    def from_plain(cls, v: Plain) -> _Contract:
+        d = _dict(v)
+        ags = [Agreement.from_wire(decode(body_bytes(x))) for x in _list(d["agreements"])]
+        c = cls(ags[0])
+        c.agreements = ags
+        c.last = Anchor(*(body_int(x) for x in _list(d["last"])))
+        c.metered_units, c.metered_ms, c.metered_due = (body_int(x) for x in _list(d["metered"]))
+        c.paid = body_int(d["paid"])
+        c.supply = SupplyState(body_text(d["supply"]))
+        c.pending = next((Offer.from_wire(decode(body_bytes(x))) for x in _list(d["pending"])), None)
+        c.last_invoice = next((Invoice.from_wire(decode(body_bytes(x)))
+                               for x in _list(d["last_invoice"])), None)
+        c.invoice_ids = deque(body_bytes(x) for x in _list(d["invoice_ids"]))
+        return c
+
+
+def _dict(v: Plain) -> dict[str, Plain]:
+    if not isinstance(v, dict):
+        raise MicrogridError("checkpoint: expected a table")
+    return v
+
+
+def _list(v: Plain) -> list[Plain]:
+    if not isinstance(v, list):
+        raise MicrogridError("checkpoint: expected a list")
+    return v
 
 
 class SellerCore:
@@ -105,7 +158,7 @@ class SellerCore:
         self._contracts: dict[str, _Contract] = {}
         self._new_offers: dict[bytes, Offer] = {}
         self._refs: dict[bytes, str] = {}
-        self._payment_ids: set[bytes] = set()
+        self._payment_ids: dict[bytes, None] = {}  # insertion-ordered: the oldest goes first
 
     @classmethod
     def restore(cls, key: SigningKey, entries: Iterable[Entry]) -> SellerCore:
@@ -221,14 +274,17 @@ class SellerCore:
         return out
 
     def on_payment(self, ref: bytes, payment_id: bytes, amount_sat: int,
-                   now_ms: int) -> list[Decision]:
-        """The trade channel received ``amount_sat`` naming ``ref`` (an invoice or agreement id).
+                   now_ms: int, meter_hint: str = "") -> list[Decision]:
+        """The trade channel received ``amount_sat`` naming ``ref`` (an invoice or agreement id)
+        and the meter ``meter_hint`` (used when ``ref`` is older than the window we keep).
 
         A ``payment_id`` seen before is ignored (channels may redeliver after a restart).
         """
         if payment_id in self._payment_ids:
             return []
         meter_id = self._refs.get(ref)
+        if meter_id is None and meter_hint in self._contracts:
+            meter_id = meter_hint
         if meter_id is None:
             raise UnknownContract("payment names no invoice or agreement of ours")
         if amount_sat <= 0:
@@ -294,6 +350,29 @@ class SellerCore:
         self.apply(entry)
         return Record(entry)
 
+    def snapshot(self) -> dict[str, Plain]:
+        """The whole state as plain values (the body of a checkpoint entry). The meters' latest
+        readings are included: they are real readings, only too frequent to record one by one."""
+        return {"contracts": {m: c.to_plain() for m, c in self._contracts.items()},
+                "new_offers": [encode(o.to_wire()) for o in self._new_offers.values()],
+                "refs": [[r, m] for r, m in self._refs.items()],
+                "payment_ids": list(self._payment_ids)}
+
+    def checkpoint(self, now_ms: int) -> list[Decision]:
+        """Record the whole state, so the entries before this one can be archived."""
+        return [self._commit(Entry(EntryKind.CHECKPOINT, now_ms, {"state": self.snapshot()}))]
+
+    def _load(self, state: Plain) -> None:
+        d = _dict(state)
+        self._contracts = {m: _Contract.from_plain(v) for m, v in _dict(d["contracts"]).items()}
+        offers = [Offer.from_wire(decode(body_bytes(x))) for x in _list(d["new_offers"])]
+        self._new_offers = {o.offer_hash: o for o in offers}
+        self._refs = {}
+        for pair in _list(d["refs"]):
+            ref, meter = _list(pair)
+            self._refs[body_bytes(ref)] = body_text(meter)
+        self._payment_ids = dict.fromkeys(body_bytes(x) for x in _list(d["payment_ids"]))
+
     def apply(self, entry: Entry) -> None:
         """Apply one ledger entry to the state (used live and when restoring)."""
         b = entry.body
@@ -322,17 +401,25 @@ class SellerCore:
             if inv.reading_ms >= c.metered_ms:
                 c.metered_units, c.metered_ms, c.metered_due = (
                     inv.cum_units, inv.reading_ms, inv.cum_due_sat)
-            self._refs[inv.invoice_id] = inv.meter_id
+            iid = inv.invoice_id
+            self._refs[iid] = inv.meter_id
+            c.invoice_ids.append(iid)
+            if len(c.invoice_ids) > REF_WINDOW:
+                self._refs.pop(c.invoice_ids.popleft(), None)
         elif k is EntryKind.PAYMENT_RECEIVED:
             c = self._contracts[body_text(b["meter_id"])]
             c.paid += body_int(b["amount_sat"])
-            self._payment_ids.add(body_bytes(b["payment_id"]))
+            self._payment_ids[body_bytes(b["payment_id"])] = None
+            if len(self._payment_ids) > PAYMENT_WINDOW:
+                del self._payment_ids[next(iter(self._payment_ids))]
         elif k is EntryKind.SUPPLY_CUT:
             c = self._contracts[body_text(b["meter_id"])]
             c.supply = transition(c.supply, SupplyState.CUT)
         elif k is EntryKind.SUPPLY_RESTORED:
             c = self._contracts[body_text(b["meter_id"])]
             c.supply = transition(c.supply, SupplyState.ON)
+        elif k is EntryKind.CHECKPOINT:
+            self._load(b["state"])
         else:
             raise IllegalTransition(f"a seller ledger has no {k.value} entries")
 
