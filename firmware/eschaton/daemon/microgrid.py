@@ -479,7 +479,8 @@ class MicrogridService:
         if credit < claimed:
             log.warning("mg_paid claims %d sat; crediting only the %d the channel moved", claimed, credit)
         try:
-            self.seller.on_payment(ref, pid, credit, now_ms(), meter_hint=wm.get_text("meter_id"))
+            self.seller.on_payment(ref, pid, credit, now_ms(), meter_hint=wm.get_text("meter_id"),
+                                   payer=bytes.fromhex(peer))
         except EschatonError as e:
             return self._refused(peer, "mg_paid", e)
         self._sync_recent()

@@ -155,9 +155,9 @@ class SellerService(_Service):
         return self._act(self.core.on_reading(meter_id, cum_units, reading_ms, now_ms))
 
     def on_payment(self, ref: bytes, payment_id: bytes, amount_sat: int,
-                   now_ms: int, meter_hint: str = "") -> list[Decision]:
+                   now_ms: int, meter_hint: str = "", payer: bytes = b"") -> list[Decision]:
         self._guard()
-        return self._act(self.core.on_payment(ref, payment_id, amount_sat, now_ms, meter_hint))
+        return self._act(self.core.on_payment(ref, payment_id, amount_sat, now_ms, meter_hint, payer))
 
     def resend_invoices(self) -> list[Decision]:
         """``SendInvoice`` for each contract's latest invoice (call once after start)."""

@@ -7,7 +7,7 @@ from eschaton.core.microgrid import seller as seller_mod
 from eschaton.core.microgrid.decisions import Pay, Record, SendInvoice
 from eschaton.core.microgrid.errors import UnknownContract
 from eschaton.core.microgrid.seller import SellerCore
-from tests.unit.microgrid.helpers import METER, SELLER_KEY, T0, make_pair, water
+from tests.unit.microgrid.helpers import METER, OTHER_KEY, SELLER_KEY, T0, make_pair, water
 
 
 def test_old_invoice_ids_are_forgotten_and_a_payment_naming_one_is_credited_by_meter(
@@ -22,13 +22,17 @@ def test_old_invoice_ids_are_forgotten_and_a_payment_naming_one_is_credited_by_m
     refs = pr.seller._refs
     assert [inv.invoice_id in refs for inv in invoices] == [False] * 4 + [True] * 3
     paid = pr.seller.status(METER).paid_sat
+    buyer = pr.buyer.pubkey
     with pytest.raises(UnknownContract):
         pr.seller.on_payment(invoices[0].invoice_id, b"p1", 5, T0 + 9000)
-    pr.seller.on_payment(invoices[0].invoice_id, b"p1", 5, T0 + 9000, meter_hint=METER)
+    with pytest.raises(UnknownContract):  # another buyer's money may not credit this meter
+        pr.seller.on_payment(invoices[0].invoice_id, b"p1", 5, T0 + 9000, meter_hint=METER,
+                             payer=OTHER_KEY.verify_key.encode())
+    pr.seller.on_payment(invoices[0].invoice_id, b"p1", 5, T0 + 9000, meter_hint=METER, payer=buyer)
     pr.seller.on_payment(invoices[-1].invoice_id, b"p2", 7, T0 + 9000)
     assert pr.seller.status(METER).paid_sat == paid + 12
     with pytest.raises(UnknownContract):
-        pr.seller.on_payment(b"\x00" * 32, b"p3", 1, T0 + 9000, meter_hint="no-such-meter")
+        pr.seller.on_payment(b"\x00" * 32, b"p3", 1, T0 + 9000, meter_hint="no-such-meter", payer=buyer)
 
 
 def test_payment_ids_are_remembered_within_a_window(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,8 @@ Rules / theory of operation:
   remembered (a redelivery comes after a reconnect, long before that many newer payments; past
   it, the node's cap of credit at what the trade channel really moved still stops a double
   credit), and a payment names an invoice among the contract's last ``REF_WINDOW`` ones, its
-  agreement, or else is credited to the meter it names (``meter_hint``).
+  agreement, or else is credited to the meter it names (``meter_hint``) if that meter's buyer
+  is the payer.
 - ``checkpoint`` records the whole state in one entry (see ``ledger``), after which the older
   entries may be archived: a restart then replays from the checkpoint.
 - State changes only through ``apply(entry)``; every public method builds entries, applies them
@@ -274,16 +275,19 @@ class SellerCore:
         return out
 
     def on_payment(self, ref: bytes, payment_id: bytes, amount_sat: int,
-                   now_ms: int, meter_hint: str = "") -> list[Decision]:
-        """The trade channel received ``amount_sat`` naming ``ref`` (an invoice or agreement id)
-        and the meter ``meter_hint`` (used when ``ref`` is older than the window we keep).
+                   now_ms: int, meter_hint: str = "", payer: bytes = b"") -> list[Decision]:
+        """The trade channel received ``amount_sat`` naming ``ref`` (an invoice or agreement id).
+        ``meter_hint`` and ``payer`` (the paying buyer's key) credit a ``ref`` older than the
+        window we keep, only to a meter of that same buyer: crediting another buyer's meter
+        would let the payer's money be counted twice (once there, once against its own).
 
         A ``payment_id`` seen before is ignored (channels may redeliver after a restart).
         """
         if payment_id in self._payment_ids:
             return []
         meter_id = self._refs.get(ref)
-        if meter_id is None and meter_hint in self._contracts:
+        hinted = self._contracts.get(meter_hint)
+        if meter_id is None and hinted is not None and payer and hinted.current.buyer == payer:
             meter_id = meter_hint
         if meter_id is None:
             raise UnknownContract("payment names no invoice or agreement of ours")
