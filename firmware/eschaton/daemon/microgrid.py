@@ -126,6 +126,7 @@ class _Intents:
                         "meter_id TEXT NOT NULL, ref BLOB NOT NULL, channel_id BLOB NOT NULL, "
                         "balance_before INTEGER NOT NULL, amount INTEGER NOT NULL, "
                         "state TEXT NOT NULL, at_ms INTEGER NOT NULL)")
+        self._settled = 0
 
     def add(self, pay: Pay, cid: bytes, before: int) -> None:
         self.db.execute("INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?, ?, 'started', ?)",
@@ -136,8 +137,21 @@ class _Intents:
                               "WHERE payment_id = ?", (payment_id,)).fetchone()
         return None if row is None else (bytes(row[0]), int(row[1]), int(row[2]))
 
+    KEEP_SETTLED = 1000
+    """Settled intents kept (only the newest confirmed ones are ever resent); older ones are
+    pruned, so a buyer paying every few seconds for years keeps a small file."""
+
     def set_state(self, payment_id: bytes, state: str) -> None:
         self.db.execute("UPDATE intents SET state = ? WHERE payment_id = ?", (state, payment_id))
+        self._settled += 1
+        if self._settled % 100 == 0:
+            self.prune()
+
+    def prune(self) -> int:
+        return int(self.db.execute(
+            "DELETE FROM intents WHERE state != 'started' AND payment_id NOT IN (SELECT payment_id "
+            "FROM intents WHERE state != 'started' ORDER BY rowid DESC LIMIT ?)",
+            (self.KEEP_SETTLED,)).rowcount)
 
     def confirmed(self, limit: int = 20) -> list[tuple[str, bytes, bytes, int, bytes]]:
         rows = self.db.execute("SELECT meter_id, ref, payment_id, amount, channel_id FROM intents "
