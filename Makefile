@@ -5,11 +5,12 @@ PYTHON  ?= /usr/bin/python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 APT_PKGS := python3-venv python3-dev build-essential socat nftables iproute2 procps \
-            systemd util-linux
+            systemd util-linux \
+            debootstrap qemu-user-static binfmt-support qemu-system-arm dosfstools mtools fdisk e2fsprogs
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done
 
-.PHONY: setup demo test test-unit lint typecheck bench clean
+.PHONY: setup demo test test-unit lint typecheck bench clean image
 
 setup: $(STAMP_PIP)
 
@@ -40,6 +41,10 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/python -m pytest -q -ra
+
+# The flashable arm64 SD image (docs/image.md); as root, about 5 minutes.
+image: setup
+	image/build.sh build/eschaton-arm64.img
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
