@@ -42,7 +42,7 @@ lint: setup
 test: lint
 	$(VENV)/bin/python -m pytest -q -ra
 
-# The flashable arm64 SD image (docs/image.md); as root, about 5 minutes.
+# The flashable arm64 SD image (docs/image.md); as root, about 10 minutes.
 image: setup
 	image/build.sh build/eschaton-arm64.img
 

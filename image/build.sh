@@ -7,7 +7,7 @@
 # binfmt-support (the arm64 second stage and every chroot command run under qemu-user),
 # dosfstools, mtools, fdisk (sfdisk), e2fsprogs. No loop devices and no mounts of the image:
 # the FAT boot partition is filled with mcopy, the ext4 root with `mkfs.ext4 -d`, and both are
-# dd'ed into a sparse file partitioned by sfdisk. Works inside containers that have no loop.
+# dd'ed into a sparse file partitioned by sfdisk, so no loop devices are needed.
 #
 # Output:
 #   OUT.img            MBR: p1 FAT32 "ESCHATBOOT" (Pi firmware, kernel, initrd, DTBs, config.txt,
@@ -20,7 +20,8 @@
 #   qemu-system-aarch64 -M virt (cortex-a53, TCG) with -kernel/-initrd: the same rootfs, kernel
 #   and initrd reach multi-user, eschaton.service signals ready and answers `eschaton chain info`.
 # - The Raspberry Pi firmware path (start4.elf reading config.txt, the Pi DTBs, cmdline.txt) is
-#   NOT exercised here: QEMU 7.2 has no raspi4b. Debian 12's kernel supports the Pi 3 and 4
+#   NOT exercised here: QEMU 7.2 has no raspi4b. Nor is the initrd's module list (MODULES=list,
+#   below) proven on a Pi's SD or USB controller. Debian 12's kernel supports the Pi 3 and 4
 #   (and the Zero 2 W); it does not support the Pi 5.
 #
 # --workdir DIR keeps the rootfs between runs: the debootstrap and apt stages are skipped when
@@ -106,6 +107,11 @@ chroot_umount() {
   local i
   for ((i=${#MOUNTED[@]}-1; i>=0; i--)); do umount -l "${MOUNTED[$i]}" 2>/dev/null || true; done
   MOUNTED=()
+  # And whatever an interrupted debootstrap second stage left mounted in the rootfs.
+  local m
+  { findmnt -rno TARGET | grep "^$ROOTFS/" || true; } | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
 }
 cleanup() {
   local rc=$?

@@ -19,9 +19,11 @@ no loop device); the built image itself keeps root locked.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -37,8 +39,9 @@ BUILD = REPO / "image" / "build.sh"
 ROOT_LABEL = "ESCHATON_ROOT"
 REGTEST_GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
 
-# The module-scoped build runs inside the first test's timeout: about 8 minutes on 2 cores,
-# most of it apt and pip under qemu-user; the boot adds about 2.
+# The module-scoped build runs inside the first test's timeout: about 9 minutes on 2 cores,
+# nearly all of it debootstrap, apt and pip under qemu-user; the boot test adds about 2
+# (a shell at ~50 s, the node ready at ~70 s after power-on under TCG). ~11 minutes in all.
 pytestmark = [pytest.mark.slow, pytest.mark.qemu, pytest.mark.root, pytest.mark.timeout(1800)]
 
 AUTOLOGIN = """\
@@ -56,7 +59,7 @@ def _partitions(img: Path) -> list[dict[str, object]]:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The image, built from scratch by the real builder (debootstrap, apt, wheels, mkfs)."""
     need_root()
     for tool in ("debootstrap", "qemu-aarch64-static", "qemu-system-aarch64", "mkfs.vfat",
@@ -70,14 +73,37 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for suffix in (".img", ".vmlinuz", ".initrd.img"):
             subprocess.run(["cp", "--sparse=always", str(Path(prebuilt).with_suffix(suffix)),
                             str(out.with_suffix(suffix))], check=True)
-        return out
+    else:
+        _build(out)
+    try:
+        yield out
+    finally:
+        # Nearly 1 GB written: do not leave it in pytest's kept temporary directories.
+        for suffix in (".img", ".vmlinuz", ".initrd.img"):
+            out.with_suffix(suffix).unlink(missing_ok=True)
+
+
+def _build(out: Path) -> None:
     started = time.monotonic()
-    proc = subprocess.run([str(BUILD), str(out)], capture_output=True, text=True, timeout=1200)
+    # Its own session, so a timeout or an interrupt stops the whole build (debootstrap, the
+    # chroot's processes); SIGTERM lets build.sh unmount the chroot's proc and sys first.
+    proc = subprocess.Popen([str(BUILD), str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=1200)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the build's session
+            proc.wait()
+        raise
     print(f"image build: {time.monotonic() - started:.0f} s")
-    assert proc.returncode == 0, f"build.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"build.sh failed:\n{stdout[-3000:]}\n{stderr[-6000:]}"
     for suffix in (".img", ".vmlinuz", ".initrd.img"):
         assert out.with_suffix(suffix).is_file(), suffix
-    return out
 
 
 def test_image_layout(built: Path) -> None:
