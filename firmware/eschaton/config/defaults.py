@@ -19,5 +19,6 @@ API_TOKEN_FILE = "api.token"
 
 CHAIN_BACKEND = "embedded"
 CHAIN_NETWORK = "regtest"
-CHAIN_DATADIR = "chain"
+CHAIN_DATADIR = "."  # the node's datadir: its chain is <datadir>/chain, where `eschaton chain --datadir` looks
+CHAIN_DATADIR_LEGACY = "chain"  # the default before: <datadir>/chain/chain, still used if a chain is there
 CHAIN_URL = ""

@@ -301,8 +301,12 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     chain_url = chain_s.get_str("url", D.CHAIN_URL) or None
     if backend == "electrum" and chain_url is None:
         raise chain_s.err("url", "is required when backend = \"electrum\"")
+    chain_default = D.CHAIN_DATADIR
+    if chain_s.raw("datadir", None) is None and (
+            ctx.datadir / D.CHAIN_DATADIR_LEGACY / "chain" / "index.sqlite").exists():
+        chain_default = D.CHAIN_DATADIR_LEGACY  # a chain made under the old default: keep using it
     chain = ChainConfig(backend, network_name,
-                        _path(ctx, chain_s, "datadir", D.CHAIN_DATADIR), chain_url)
+                        _path(ctx, chain_s, "datadir", chain_default), chain_url)
     chain_s.done()
 
     root.done(allowed_extra=(*_EXTENSION_SECTIONS, "microgrid"))

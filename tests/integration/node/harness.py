@@ -131,7 +131,7 @@ def _terminate(proc: subprocess.Popen[str], grace: float = 20.0) -> None:
 class NodeProc:
     """One ``eschaton node run --config FILE`` process and its config."""
 
-    def __init__(self, root: Path, name: str, *, chain_dir: Path, listen: Iterable[str] = (),
+    def __init__(self, root: Path, name: str, *, chain_dir: Path | None, listen: Iterable[str] = (),
                  discovery_port: int | None = None, peers: Iterable[tuple[str, str]] = (),
                  discovery_interval: float = 0.5) -> None:
         self.name = name
@@ -154,7 +154,8 @@ class NodeProc:
                       'broadcast = "127.255.255.255"']
         for pid, url in peers:
             lines += ["", "[[network.peers]]", f'id = "{pid}"', f'url = "{url}"']
-        lines += ["", "[chain]", f'datadir = "{chain_dir}"', ""]
+        if chain_dir is not None:  # None: the default, the node's own chain in <datadir>/chain
+            lines += ["", "[chain]", f'datadir = "{chain_dir}"', ""]
         self.config.write_text("\n".join(lines))
 
     # --- process -----------------------------------------------------------------------------

@@ -45,8 +45,20 @@ def test_defaults_from_an_empty_file() -> None:
     assert cfg.network.listen == ("tcp://0.0.0.0:9735",)
     assert cfg.network.discovery.port == 47800 and cfg.network.discovery.enabled
     assert cfg.api.socket == Path("/var/lib/eschaton/api.sock") and cfg.api.tcp_port is None
-    assert cfg.chain.backend == "embedded" and cfg.chain.datadir == Path("/var/lib/eschaton/chain")
+    # The chain lives in <datadir>/chain, where `eschaton chain --datadir <datadir>` looks.
+    assert cfg.chain.backend == "embedded" and cfg.chain.datadir == Path("/var/lib/eschaton")
     assert cfg.metering is None
+
+
+def test_a_chain_made_under_the_old_default_layout_is_kept(tmp_path: Path) -> None:
+    cfg = parse_config(f'[node]\ndatadir = "{tmp_path}"\n', "node.toml")
+    assert cfg.chain.datadir == tmp_path
+    (tmp_path / "chain" / "chain").mkdir(parents=True)
+    (tmp_path / "chain" / "chain" / "index.sqlite").write_bytes(b"")
+    cfg = parse_config(f'[node]\ndatadir = "{tmp_path}"\n', "node.toml")
+    assert cfg.chain.datadir == tmp_path / "chain"
+    cfg = parse_config(f'[node]\ndatadir = "{tmp_path}"\n[chain]\ndatadir = "."\n', "node.toml")
+    assert cfg.chain.datadir == tmp_path  # an explicit setting always wins
 
 
 def test_full_file(tmp_path: Path) -> None:
