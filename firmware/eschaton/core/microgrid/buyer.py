@@ -56,7 +56,15 @@ from eschaton.core.microgrid.errors import (
 )
 from eschaton.core.microgrid.fields import pubkey_of, sha256
 from eschaton.core.microgrid.invoice import Invoice
-from eschaton.core.microgrid.ledger import Entry, EntryKind, body_bytes, body_int, body_text
+from eschaton.core.microgrid.ledger import (
+    Entry,
+    EntryKind,
+    body_bytes,
+    body_dict,
+    body_int,
+    body_list,
+    body_text,
+)
 from eschaton.core.microgrid.terms import Acceptance, Agreement, Anchor, Offer, Tariff
 
 PAY_DOMAIN = b"eschaton/microgrid/payment/v1\x00"
@@ -122,32 +130,20 @@ class _Contract:
 
     @classmethod
     def from_plain(cls, meter_id: str, v: Plain) -> _Contract:
-        d = _dict(v)
-        ags = [Agreement.from_wire(decode(body_bytes(x))) for x in _list(d["agreements"])]
+        d = body_dict(v)
+        ags = [Agreement.from_wire(decode(body_bytes(x))) for x in body_list(d["agreements"])]
         c = cls(ags[0], body_text(d["own_meter"]), body_int(d["own_start"]))
         c.agreements = ags
-        c.last = Anchor(*(body_int(x) for x in _list(d["last"])))
+        c.last = Anchor(*(body_int(x) for x in body_list(d["last"])))
         c.paid = body_int(d["paid"])
-        for item in _list(d["pending"]):
-            pid, ref, amount = _list(item)
+        for item in body_list(d["pending"]):
+            pid, ref, amount = body_list(item)
             c.pending[body_bytes(pid)] = Pay(meter_id, body_bytes(pid), body_bytes(ref), body_int(amount))
         c.seller_start = body_int(d["seller_start"])
-        c.proposal = next((Offer.from_wire(decode(body_bytes(x))) for x in _list(d["proposal"])), None)
+        c.proposal = next((Offer.from_wire(decode(body_bytes(x))) for x in body_list(d["proposal"])), None)
         c.sent = body_int(d["sent"])
         c.last_invoice_id = body_bytes(d["last_invoice_id"])
         return c
-
-
-def _dict(v: Plain) -> dict[str, Plain]:
-    if not isinstance(v, dict):
-        raise MicrogridError("checkpoint: expected a table")
-    return v
-
-
-def _list(v: Plain) -> list[Plain]:
-    if not isinstance(v, list):
-        raise MicrogridError("checkpoint: expected a list")
-    return v
 
 
 class BuyerCore:
@@ -436,6 +432,6 @@ class BuyerCore:
             c.paid -= c.pending.pop(body_bytes(b["payment_id"])).amount_sat
         elif k is EntryKind.CHECKPOINT:
             self._contracts = {m: _Contract.from_plain(m, v)
-                               for m, v in _dict(_dict(b["state"])["contracts"]).items()}
+                               for m, v in body_dict(body_dict(b["state"])["contracts"]).items()}
         else:
             raise IllegalTransition(f"a buyer ledger has no {k.value} entries")

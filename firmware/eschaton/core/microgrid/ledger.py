@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from eschaton.core.microgrid.codec import Plain, decode, encode
-from eschaton.core.microgrid.errors import CodecError, LedgerCorrupt
+from eschaton.core.microgrid.errors import CodecError, LedgerCorrupt, MicrogridError
 from eschaton.core.microgrid.fields import sha256
 
 CHAIN_DOMAIN = b"eschaton/microgrid/ledger/v1\x00"
@@ -148,4 +148,17 @@ def body_text(v: object) -> str:
 def body_bytes(v: object) -> bytes:
     if not isinstance(v, bytes):
         raise CodecError("ledger field is not bytes")
+    return v
+
+
+def body_dict(v: object) -> dict[str, Plain]:
+    """A table inside a checkpoint's state (see ``snapshot`` in the cores)."""
+    if not isinstance(v, dict):
+        raise MicrogridError("checkpoint: expected a table")
+    return v
+
+
+def body_list(v: object) -> list[Plain]:
+    if not isinstance(v, list):
+        raise MicrogridError("checkpoint: expected a list")
     return v

@@ -61,7 +61,15 @@ from eschaton.core.microgrid.errors import (
 )
 from eschaton.core.microgrid.fields import pubkey_of
 from eschaton.core.microgrid.invoice import Invoice
-from eschaton.core.microgrid.ledger import Entry, EntryKind, body_bytes, body_int, body_text
+from eschaton.core.microgrid.ledger import (
+    Entry,
+    EntryKind,
+    body_bytes,
+    body_dict,
+    body_int,
+    body_list,
+    body_text,
+)
 from eschaton.core.microgrid.supply import SupplyState, transition
 from eschaton.core.microgrid.terms import Acceptance, Agreement, Anchor, Offer, Tariff
 
@@ -123,31 +131,19 @@ class _Contract:
 
     @classmethod
     def from_plain(cls, v: Plain) -> _Contract:
-        d = _dict(v)
-        ags = [Agreement.from_wire(decode(body_bytes(x))) for x in _list(d["agreements"])]
+        d = body_dict(v)
+        ags = [Agreement.from_wire(decode(body_bytes(x))) for x in body_list(d["agreements"])]
         c = cls(ags[0])
         c.agreements = ags
-        c.last = Anchor(*(body_int(x) for x in _list(d["last"])))
-        c.metered_units, c.metered_ms, c.metered_due = (body_int(x) for x in _list(d["metered"]))
+        c.last = Anchor(*(body_int(x) for x in body_list(d["last"])))
+        c.metered_units, c.metered_ms, c.metered_due = (body_int(x) for x in body_list(d["metered"]))
         c.paid = body_int(d["paid"])
         c.supply = SupplyState(body_text(d["supply"]))
-        c.pending = next((Offer.from_wire(decode(body_bytes(x))) for x in _list(d["pending"])), None)
+        c.pending = next((Offer.from_wire(decode(body_bytes(x))) for x in body_list(d["pending"])), None)
         c.last_invoice = next((Invoice.from_wire(decode(body_bytes(x)))
-                               for x in _list(d["last_invoice"])), None)
-        c.invoice_ids = deque(body_bytes(x) for x in _list(d["invoice_ids"]))
+                               for x in body_list(d["last_invoice"])), None)
+        c.invoice_ids = deque(body_bytes(x) for x in body_list(d["invoice_ids"]))
         return c
-
-
-def _dict(v: Plain) -> dict[str, Plain]:
-    if not isinstance(v, dict):
-        raise MicrogridError("checkpoint: expected a table")
-    return v
-
-
-def _list(v: Plain) -> list[Plain]:
-    if not isinstance(v, list):
-        raise MicrogridError("checkpoint: expected a list")
-    return v
 
 
 class SellerCore:
@@ -367,15 +363,15 @@ class SellerCore:
         return [self._commit(Entry(EntryKind.CHECKPOINT, now_ms, {"state": self.snapshot()}))]
 
     def _load(self, state: Plain) -> None:
-        d = _dict(state)
-        self._contracts = {m: _Contract.from_plain(v) for m, v in _dict(d["contracts"]).items()}
-        offers = [Offer.from_wire(decode(body_bytes(x))) for x in _list(d["new_offers"])]
+        d = body_dict(state)
+        self._contracts = {m: _Contract.from_plain(v) for m, v in body_dict(d["contracts"]).items()}
+        offers = [Offer.from_wire(decode(body_bytes(x))) for x in body_list(d["new_offers"])]
         self._new_offers = {o.offer_hash: o for o in offers}
         self._refs = {}
-        for pair in _list(d["refs"]):
-            ref, meter = _list(pair)
+        for pair in body_list(d["refs"]):
+            ref, meter = body_list(pair)
             self._refs[body_bytes(ref)] = body_text(meter)
-        self._payment_ids = dict.fromkeys(body_bytes(x) for x in _list(d["payment_ids"]))
+        self._payment_ids = dict.fromkeys(body_bytes(x) for x in body_list(d["payment_ids"]))
 
     def apply(self, entry: Entry) -> None:
         """Apply one ledger entry to the state (used live and when restoring)."""
