@@ -20,6 +20,7 @@ Theory of operation:
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -101,8 +102,7 @@ class SqliteLedger:
         if not entries:
             return self.head()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 seq, prev = self.head()
                 for entry in entries:
                     seq += 1
@@ -113,10 +113,6 @@ class SqliteLedger:
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         (seq, prev, h, entry.kind.value, entry.at_ms, payload))
                     prev = h
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise LedgerIOError(f"{self.path}: append failed: {exc}") from exc
         return seq, prev
@@ -141,26 +137,27 @@ class SqliteLedger:
                 archive._copy_from(self._db.execute(
                     "SELECT seq, prev_hash, hash, kind, at_ms, payload FROM entries WHERE seq < ?",
                     (seq,)))
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction():
                 # The trigger keeps ordinary code from deleting history; this is the one place
                 # allowed to, and only for rows the archive durably holds.
                 self._db.execute("DROP TRIGGER entries_no_delete")
                 n = self._db.execute("DELETE FROM entries WHERE seq < ?", (seq,)).rowcount
                 self._db.execute(_NO_DELETE)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         except sqlite3.Error as exc:
             raise LedgerIOError(f"{self.path}: archiving failed: {exc}") from exc
         return int(n)
 
     def _copy_from(self, rows: Iterable[tuple[object, ...]]) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO entries (seq, prev_hash, hash, kind, at_ms, payload) "
                                  "VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One write transaction that takes the write lock up front; rolled back on any error."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
