@@ -120,7 +120,7 @@ def test_refused_peer_messages_leave_channel_usable(net: Net) -> None:
     with pytest.raises(LocktimeViolation):
         net.b.ep.receive(bad_lock, net.height)
     forged = signed(good_v)
-    forged = Update(net.cid, forged.version, forged.op, forged.signature[:10] + b"\x00" + forged.signature[11:])
+    forged = Update(net.cid, forged.version, forged.op, forged.signature[:10] + bytes([forged.signature[10] ^ 1]) + forged.signature[11:])
     with pytest.raises(BadSignature):
         net.b.ep.receive(forged, net.height)
     net.queue.clear()  # the channel_error replies
