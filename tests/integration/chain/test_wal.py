@@ -7,12 +7,20 @@ from pathlib import Path
 from eschaton.chain.embedded.index import ChainIndex
 
 
+def _wal_restart_count(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number (big-endian u32 at byte 12)."""
+    with open(wal, "rb") as f:
+        header = f.read(32)
+    return int.from_bytes(header[12:16], "big")
+
+
 def test_background_checkpoints_restart_the_wal(tmp_path: Path) -> None:
     idx = ChainIndex(tmp_path / "index.sqlite")
     cp = idx.checkpointer
     cp.interval = 0.0  # every commit may wake the thread
     wal = Path(f"{tmp_path / 'index.sqlite'}-wal")
     sizes = []
+    restarts = []
     try:
         for r in range(6):
             for i in range(40):
@@ -21,9 +29,16 @@ def test_background_checkpoints_restart_the_wal(tmp_path: Path) -> None:
                 idx.commit()
             assert cp.wait_idle(30)
             sizes.append(os.stat(wal).st_size)
+            restarts.append(_wal_restart_count(wal))
         assert cp.passes >= 6
-        # Each round writes ~40 pages; without restarts the file would grow by that every round.
-        assert sizes[-1] == sizes[1], sizes
+        # Every round restarted the WAL at least once: SQLite bumps the header's checkpoint
+        # sequence number each time a writer starts the log over from its first frame.
+        assert all(b > a for a, b in zip(restarts, restarts[1:], strict=False)), restarts
+        # Each round writes ~40 pages (~1.3x sizes[1] or less with restarts). Without restarts the
+        # file would grow by that every round, reaching ~4x sizes[1] by the sixth; with them its
+        # size depends only on how many frames one round piled up before a pass, which varies a
+        # little with the machine's load (a few frames), so the bound is loose on purpose.
+        assert sizes[-1] < 2 * sizes[1], sizes
         assert idx.db.execute("SELECT count(*) FROM meta WHERE key LIKE 'k%'").fetchone()[0] == 240
     finally:
         idx.close()
