@@ -19,8 +19,9 @@ Rules / theory of operation:
   the peer's reestablish recovers it after a crash.
 - Group commit: ``persist_many`` writes several actions (several channels, or several pipelined
   versions of one) in ONE transaction, so one fsync covers them all. The driver sends none of
-  their messages before that commit returns. Only each channel's newest snapshot is written;
-  every version is.
+  their messages before that commit returns. One snapshot per channel is written, taken at the
+  commit (``PersistThenSend.state``), so it covers every staged action of that channel; every
+  version is written.
 - The schema is versioned (``PRAGMA user_version``); ``MIGRATIONS[n]`` upgrades n -> n+1 and is
   tested against a database in the old layout.
 - A backup file is a JSON document (snapshots + versions), written to a temporary file, fsynced
@@ -161,19 +162,21 @@ class ChannelStore:
 
     def persist_many(self, acts: Sequence[PersistThenSend]) -> None:
         """Group commit: ``acts`` (in the order they were produced) in one transaction."""
-        snaps: dict[bytes, dict[str, Any]] = {}
+        newest: dict[bytes, PersistThenSend] = {}
         versions: list[tuple[bytes, StoredVersion]] = []
         for act in acts:
             cid = act.channel_id
-            if not act.durable and not act.messages and not act.versions and cid not in snaps:
+            if not act.durable and not act.messages and not act.versions and cid not in newest:
                 self._deferred[cid] = act
                 continue
             self._deferred.pop(cid, None)
-            snaps[cid] = act.snapshot  # a later snapshot of the same channel supersedes
+            newest[cid] = act  # a later action of the same channel supersedes
             versions.extend((cid, sv) for sv in act.versions
                             if self.keep_every_version or sv.version.escrows or sv.version.bets)
-        if snaps:
-            self._write(snaps, versions)
+        if newest:
+            # One snapshot per channel, taken now (see PersistThenSend): the channel's state at
+            # the commit, which covers every staged action of it.
+            self._write({cid: act.snapshot for cid, act in newest.items()}, versions)
 
     def flush(self) -> None:
         """Write bookkeeping held back by ``persist``."""
@@ -300,7 +303,7 @@ class ChannelStore:
                 continue
             vers = tuple(StoredVersion(Version.from_fields(v["version"]), v["peer_signature"], v["txid"])
                          for v in ch["versions"])
-            self.persist(PersistThenSend(cid, snap, vers, (), True))
+            self.persist(PersistThenSend(cid, lambda snap=snap: snap, vers, (), True))
             restored.append(cid)
         return restored
 

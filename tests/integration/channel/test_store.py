@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_persisted_by_state_name_and_restored(tmp_path: Path) -> None:
     pr.do("a", "offer_escrow", 3_000, bytes(range(32)))
     st = ChannelStore(tmp_path / "c.db")
     from eschaton.core.channel import PersistThenSend
-    st.persist(PersistThenSend(pr.a.ch.channel_id, pr.a.ch.snapshot(), tuple(pr.a.versions), (), True))
+    st.persist(PersistThenSend(pr.a.ch.channel_id, pr.a.ch.snapshot, tuple(pr.a.versions), (), True))
     st.close()
     raw = sqlite3.connect(tmp_path / "c.db")
     assert raw.execute("SELECT state, role, number FROM channels").fetchall() == [("OPEN", "opener", 2)]
@@ -82,7 +83,7 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
     # Written again under v3: the opening-time part moves to its own column, loads the same.
     from eschaton.core.channel import PersistThenSend
     pr.pay("a", 1_000)
-    st.persist(PersistThenSend(pr.b.ch.channel_id, pr.b.ch.snapshot(), (), (), True))
+    st.persist(PersistThenSend(pr.b.ch.channel_id, pr.b.ch.snapshot, (), (), True))
     static, dyn = st.db.execute("SELECT static, snapshot FROM channels").fetchone()
     assert "funding_raw" in loads(static) and "funding_raw" not in loads(dyn)
     assert Channel.from_snapshot(st.load_all()[0], pr.b.priv).snapshot() == pr.b.ch.snapshot()
@@ -132,14 +133,14 @@ def test_backup_export_and_restore(tmp_path: Path) -> None:
     pr.pay("a", 5_000)
     from eschaton.core.channel import PersistThenSend
     st = ChannelStore(tmp_path / "a.db")
-    st.persist(PersistThenSend(pr.a.ch.channel_id, pr.a.ch.snapshot(), tuple(pr.a.versions), (), True))
+    st.persist(PersistThenSend(pr.a.ch.channel_id, pr.a.ch.snapshot, tuple(pr.a.versions), (), True))
     assert st.export_backup(tmp_path / "backup.json") == 1
     fresh = ChannelStore(tmp_path / "restored.db")
     assert fresh.import_backup(tmp_path / "backup.json") == [pr.a.ch.channel_id]
     assert Channel.from_snapshot(fresh.load_all()[0], pr.a.priv).current == pr.a.ch.current
     # An older backup never overwrites a newer stored state.
     pr.pay("a", 1_000)
-    st.persist(PersistThenSend(pr.a.ch.channel_id, pr.a.ch.snapshot(), (), (), True))
+    st.persist(PersistThenSend(pr.a.ch.channel_id, pr.a.ch.snapshot, (), (), True))
     assert st.import_backup(tmp_path / "backup.json") == []
     assert st.load_all()[0]["current"]["number"] == pr.a.ch.current.number
     (tmp_path / "bad.json").write_text("{}")
@@ -194,11 +195,22 @@ def test_group_commit_is_durable_before_any_message_leaves(tmp_path: Path) -> No
 
     ep.after_persist = counted
     ep.channels[pr.a.ch.channel_id] = pr.a.ch
+    builds = 0
+    take = pr.a.ch.snapshot
+
+    def counting() -> dict[str, Any]:
+        nonlocal builds
+        builds += 1
+        return take()
+
+    pr.a.ch.snapshot = counting  # type: ignore[method-assign]
     with ep.batch():
         for amount in (100, 200, 300, 400, 500):
             ep.call(pr.a.ch.channel_id, "pay", amount, pr.height)
-        assert sent == [] and commits == 0  # held until the group commit
+        assert sent == [] and commits == 0 and builds == 0  # held until the group commit
     assert commits == 1 and sent == [1, 2, 3, 4, 5]
+    assert builds == 1  # one snapshot for the burst, taken at the commit
+    assert st.load(pr.a.ch.channel_id) == take()  # ... and it is the channel's state after the burst
     pr.flush()
     assert pr.b.ch.current.number == 5 and pr.b.ch.current.balances[1] == 1_500
     st.close()

@@ -438,7 +438,10 @@ def test_version_digest_matches_embit() -> None:
     pr.pay("a", 70_000)
     s = pr.a.ch.setup
     assert s is not None
-    for v in (pr.a.ch.current, pr.b.ch.current, ledger.initial_version(pr.p)):
+    v0 = ledger.initial_version(pr.p)
+    one_below_dust = ledger.replace_balances(v0, (sum(v0.balances) - 100, 100))  # one output only
+    assert pr.a.ch.current.escrows and not v0.escrows
+    for v in (pr.a.ch.current, pr.b.ch.current, v0, one_below_dust):
         tx = ledger.version_tx(v, s)
         digest, txid = ledger.version_digest(v, s)
         assert digest == T.sighash_segwit(tx, 0, s.witness_script, s.capacity)

@@ -112,7 +112,7 @@ class ChannelBase:
         msgs = list(messages or [])
         if msgs:
             self.outbox = msgs
-        return PersistThenSend(self.channel_id, self.snapshot(), tuple(versions or ()), tuple(msgs), durable)
+        return PersistThenSend(self.channel_id, self.snapshot, tuple(versions or ()), tuple(msgs), durable)
 
     def _sign_version(self, v: L.Version) -> tuple[bytes, str]:
         digest, txid = L.version_digest(v, self._setup())

@@ -119,7 +119,9 @@ class Channel(Opening, Updates, Closing, Reanchor):
             raise ProtocolViolation(f"no handler for {msg.NAME}")
         # Guarantee "refused means unchanged": handlers validate before mutating, and as a safety
         # net the attributes (containers copied one level deep) are put back on any error.
-        saved = {k: (v.copy() if isinstance(v, (dict, list)) else v) for k, v in self.__dict__.items()}
+        # (``type(v) in`` rather than isinstance: this runs on every message, and the attributes
+        # hold plain dicts and lists, never subclasses of them.)
+        saved = {k: (v.copy() if type(v) in _CONTAINERS else v) for k, v in self.__dict__.items()}
         try:
             result: list[Action] = handler(msg, height)
         except Exception:
@@ -128,6 +130,8 @@ class Channel(Opening, Updates, Closing, Reanchor):
             raise
         return result
 
+
+_CONTAINERS = (dict, list)
 
 # Snapshot keys that only change while the channel opens; the store writes them once.
 STATIC_KEYS = frozenset({
