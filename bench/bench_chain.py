@@ -18,8 +18,8 @@ line splits our time per block into time inside ``process_block`` and everything
 On the embedded regtest chain the kernel's own time per empty block grows with the height
 (measured here: ~200 us per block at heights 1-500, ~1.6 ms at 3500-4000; most likely the
 consistency checks regtest turns on, which walk the block index on every block, and which the
-kernel's C API cannot turn off), while our layer adds a constant ~110-150 us. So the empty-block
-ratio depends on where the chain is: the bench prints it for both halves of its chain.
+kernel's C API cannot turn off), while our layer adds a roughly constant ~120 us. So the
+empty-block ratio depends on where the chain is: the bench prints it for both halves of its chain.
 Run: .venv/bin/python bench/bench_chain.py [--spends N] [--blocks N] [--rounds N]
 """
 from __future__ import annotations
