@@ -30,7 +30,8 @@ def _outcome(f: object, data: bytes) -> str:
 
 
 def test_sample_and_every_truncation_agree() -> None:
-    assert scan_block(SAMPLE) == decode_block(SAMPLE).header
+    header = decode_block(SAMPLE).header
+    assert scan_block(SAMPLE) == (header.hash, header.prev_hash)
     for n in range(len(SAMPLE) + 1):
         assert _outcome(scan_block, SAMPLE[:n]) == _outcome(decode_block, SAMPLE[:n])
     assert _outcome(scan_block, SAMPLE + b"\x00") == "trailing data after block"

@@ -68,7 +68,7 @@ from eschaton.chain.errors import (
     TxDecodeError,
 )
 from eschaton.chain.kernel import kernel_block
-from eschaton.core.codec import Block, BlockHeader, Tx, decode_block, decode_tx, scan_block
+from eschaton.core.codec import Block, Tx, decode_block, decode_tx, scan_block
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,7 @@ class ChainNode:
         self._pending = _Pending()
         self._batch = _Batch()
         self._decoded: dict[str, Block] = {}
+        self._tip_memo: tuple[BlockRow, Tip] | None = None  # tip() for the index's current tip row
         self._ahead = AheadWorker("chain-index")
         self._log: list[str] = []
         self._capturing = False
@@ -286,14 +287,14 @@ class ChainNode:
             self.index.commit()
             raise ChainError(f"chain index repaired after an error: {err}") from err
 
-    def _write_ahead(self, raw: bytes, header: BlockHeader, height: int, commit: bool) -> tuple[Block | None, bool]:
+    def _write_ahead(self, raw: bytes, height: int, commit: bool) -> tuple[Block | None, bool]:
         """Worker thread, while the kernel validates ``raw``: decode it, index it on the tip (in a
         savepoint of the call's transaction) and, for the call's last block, commit. Returns
         (the decoded block, whether it was indexed). See the module doc."""
         assert self.index is not None
         idx = self.index
         try:
-            blk = decode_block(raw, header)
+            blk = decode_block(raw)
         except TxDecodeError:  # cannot happen after scan_block; _apply decodes the kernel's copy
             return None, False
         # A savepoint only inside a batch's open transaction: earlier blocks of the call stay.
@@ -319,6 +320,9 @@ class ChainNode:
             return blk, False
         if commit:
             idx.commit()  # an error here reaches the caller through the future
+        # The notification after the kernel's verdict needs the new tip with its median time
+        # past; worked out here, while the kernel validates, it is one identity check later.
+        self.tip()
         return blk, True
 
     def _undo_write_ahead(self, bh: str) -> None:
@@ -390,7 +394,12 @@ class ChainNode:
         assert self.index is not None
         row = self.index.tip()
         assert row is not None
-        return Tip(row.height, row.hash, self.mtp_at(row.height))
+        memo = self._tip_memo
+        if memo is not None and memo[0] is row:  # the index keeps its tip row until the tip moves
+            return memo[1]
+        tip = Tip(row.height, row.hash, self.mtp_at(row.height))
+        self._tip_memo = (row, tip)
+        return tip
 
     def tip_row(self) -> BlockRow:
         assert self.index is not None
@@ -525,12 +534,11 @@ class ChainNode:
         return out
 
     def _submit_one(self, raw: bytes, last: bool = False) -> tuple[str, bool]:
+        raw = bytes(raw)
         try:
-            header = scan_block(raw)  # strict layout before the kernel sees the bytes
+            bh, prev = scan_block(raw)  # strict layout before the kernel sees the bytes
         except TxDecodeError as e:
             raise BlockRejected("block-decode-failed", "") from e
-        raw = bytes(raw)
-        bh = header.hash
         try:
             kblock = kernel_block(raw)
         except InvalidRequest:
@@ -540,8 +548,8 @@ class ChainNode:
         tip = self.index.tip()
         ahead = False
         blk: Block | None = None
-        if tip is not None and header.prev_hash == tip.hash:
-            self._ahead.submit(self._write_ahead, raw, header, tip.height + 1, last)
+        if tip is not None and prev == tip.hash:
+            self._ahead.submit(self._write_ahead, raw, tip.height + 1, last)
             ahead = True
         else:
             blk = decode_block(raw)
