@@ -47,6 +47,10 @@ SCHEMA_VERSION = 3
 BACKUP_FORMAT = "eschaton-channel-backup/1"
 
 
+def _constant(snap: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    return lambda: snap
+
+
 class StoreError(LocalError):
     """The channel store cannot be opened, migrated or restored."""
 
@@ -129,6 +133,7 @@ class ChannelStore:
             self.db.execute(f"PRAGMA synchronous={self._full}")
             self._deferred: dict[bytes, PersistThenSend] = {}
             self._static: dict[bytes, dict[str, Any]] = {}  # last static part written, per channel
+            self.commits = 0  # transactions written since opened (each one an fsync when durable)
             self._migrate()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open channel store {self.path}: {e}") from e
@@ -212,6 +217,7 @@ class ChannelStore:
                      for cid, sv in versions],
                 )
             db.execute("COMMIT")
+            self.commits += 1
         except BaseException:
             db.execute("ROLLBACK")
             for cid in snaps:
@@ -303,7 +309,7 @@ class ChannelStore:
                 continue
             vers = tuple(StoredVersion(Version.from_fields(v["version"]), v["peer_signature"], v["txid"])
                          for v in ch["versions"])
-            self.persist(PersistThenSend(cid, lambda snap=snap: snap, vers, (), True))
+            self.persist(PersistThenSend(cid, _constant(snap), vers, (), True))
             restored.append(cid)
         return restored
 

@@ -21,11 +21,13 @@ Rules / theory of operation:
   single-signed versions in flight) and each caller returns when the ack covering its version
   is in. A peer that asked for the turn is not starved: new requests wait until nothing is in
   flight, and the core grants then.
-- Group commit on receipt: every channel message dispatched before the event loop next turns
-  (a burst read from one or several links) is handled inside one ``endpoint.batch()``; one
-  fsync covers the burst, and only after it do replies leave, broadcasts start and payment
-  listeners (the microgrid seller's credit) run. If that commit fails, the channels are
-  reloaded from the store (nothing of the burst was sent, the peers resend on reestablish).
+- Group commit: every channel message dispatched before the event loop next turns (a burst
+  read from one or several links), and every local single-signed request (pay, escrow offer,
+  commit, rollback) made before then, is handled inside one ``endpoint.batch()``; one fsync
+  covers them all, and only after it do messages leave, broadcasts start and payment listeners
+  (the microgrid seller's credit) run. If that commit fails, the channels are reloaded from the
+  store: nothing of the batch was sent, the peers resend on reestablish, and the local callers
+  time out with an error (their versions never left).
 - Per-channel keys come from one secret derived from the wallet seed, so the channel store
   holds no private keys and a backup of the seed plus the store restores everything.
 """
@@ -51,6 +53,7 @@ from eschaton.core.channel import Channel, ChannelParams, FundingInput, Notify, 
 from eschaton.core.channel.errors import ProtocolViolation
 from eschaton.core.channel.keys import derive_channel_key
 from eschaton.core.channel.messages import Message, OpenChannel, TurnRequest
+from eschaton.core.channel.updates import MAX_INFLIGHT
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
 from eschaton.errors import LocalError, RemoteError, TransientError
@@ -58,6 +61,7 @@ from eschaton.errors import LocalError, RemoteError, TransientError
 log = logging.getLogger("eschaton.channels")
 
 REQUEST_TIMEOUT = 30.0
+HOLD_TURNS = 64  # at most this many loop turns a group commit waits for queued local requests
 SCHEMA_VERSION = 1  # of channel_peers.db
 REANCHOR_FEE = 2_000  # sat, paid by the proposer for the re-anchor transaction
 REANCHOR_TIMEOUT = 3600.0  # the new anchor must confirm: on a real chain that takes blocks
@@ -122,8 +126,12 @@ class ChannelService:
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._busy: set[bytes] = set()
         self._deferred: dict[bytes, tuple[Any, WireMessage]] = {}
-        self._rx: contextlib.AbstractContextManager[None] | None = None  # open receive batch
+        self._rx: contextlib.AbstractContextManager[None] | None = None  # the open group-commit batch (see the rules)
         self._rx_credits: list[tuple[bytes, int]] = []  # payment listeners to run after its commit
+        self._rx_turns = 0  # loop turns the open batch was held for local requests queued on a lock
+        self._lock_waiters = 0  # local requests waiting for a channel's lock
+        self._local_staged = 0  # local requests staged so far (counter)
+        self._local_mark = 0  # ... as of the batch's last look
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -143,7 +151,7 @@ class ChannelService:
         return svc
 
     async def close(self) -> None:
-        self._close_rx()  # commit (and answer) a burst still open before the store closes
+        self._close_rx(force=True)  # commit (and answer) a burst still open before the store closes
         await self.watcher.stop()
         for t in self._writers.values():
             t.cancel()
@@ -275,11 +283,23 @@ class ChannelService:
 
     def _open_rx(self) -> None:
         if self._rx is None:
+            self._local_mark = self._local_staged
             self._rx = self.endpoint.batch()
             self._rx.__enter__()
             asyncio.get_running_loop().call_soon(self._close_rx)
 
-    def _close_rx(self) -> None:
+    def _close_rx(self, force: bool = False) -> None:
+        if (self._rx is not None and not force and self._lock_waiters
+                and self._local_staged != self._local_mark and self._rx_turns < HOLD_TURNS):
+            # Local requests queued on a channel's lock take it one loop turn after another: hold
+            # the batch open for them (a few turns, microseconds) so that they share its fsync,
+            # as long as each turn staged another one (a request that waits for the peer instead
+            # needs this batch's messages out: then it commits).
+            self._local_mark = self._local_staged
+            self._rx_turns += 1
+            asyncio.get_running_loop().call_soon(self._close_rx)
+            return
+        self._rx_turns = 0
         cm, self._rx = self._rx, None
         credits, self._rx_credits = self._rx_credits, []
         if cm is None:
@@ -404,13 +424,21 @@ class ChannelService:
     @contextlib.asynccontextmanager
     async def exclusive(self, cid: bytes) -> AsyncIterator[None]:
         """One local request at a time on a channel; the peer's turn requests wait meanwhile."""
-        async with self._locks.setdefault(cid, asyncio.Lock()):
+        lock = self._locks.setdefault(cid, asyncio.Lock())
+        self._lock_waiters += 1
+        try:
+            await lock.acquire()
+        finally:
+            self._lock_waiters -= 1
+        try:
             self._busy.add(cid)
             try:
                 yield
             finally:
                 self._busy.discard(cid)
                 self._redeliver(cid)
+        finally:
+            lock.release()
 
     def _redeliver(self, cid: bytes) -> None:
         held = self._deferred.pop(cid, None)
@@ -426,11 +454,22 @@ class ChannelService:
         """Run a single-signed request and wait until the peer acknowledged its version."""
         async with self.exclusive(ch.channel_id):
             self._session_for(ch.channel_id)
-            if ch.pending is not None and (ch.turn_requested or ch.pending_kind != "update"):
-                # The peer waits for the turn (or a mutual step is open): let it through first.
-                await self.wait_for(lambda: ch.pending is None, "the versions in flight to be acknowledged")
-            await self.ensure_turn(ch)
+            while True:
+                if ch.pending is not None and (ch.turn_requested or ch.pending_kind != "update"):
+                    # The peer waits for the turn (or a mutual step is open): let it through first.
+                    await self.wait_for(lambda: ch.pending is None, "the versions in flight to be acknowledged")
+                await self.ensure_turn(ch)
+                if ch.pending is None or ch.pending_kind != "update" or len(ch.outbox) < MAX_INFLIGHT:
+                    break
+                # The core signs at most MAX_INFLIGHT versions ahead of the peer's acks. Once
+                # they come in, look again: the core may have granted the turn to the peer.
+                await self.wait_for(lambda: ch.pending is None or len(ch.outbox) < MAX_INFLIGHT,
+                                    "the peer to acknowledge versions in flight")
+            # Staged in the batch that commits when the event loop next turns (see the rules):
+            # concurrent requests, on this channel or others, share one fsync.
+            self._open_rx()
             value = self.endpoint.call(ch.channel_id, method, *args, self.height)
+            self._local_staged += 1
             mine = ch.pending.number if ch.pending is not None else ch.current.number
             self._redeliver(ch.channel_id)  # our version is out: the core grants after the ack
             self._poke()
