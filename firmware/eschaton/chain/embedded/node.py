@@ -526,9 +526,11 @@ class ChainNode:
         blocks before it are committed."""
         out = []
         try:
+            last = len(raws) - 1
             for i, raw in enumerate(raws):
-                out.append(self._submit_one(raw, last=i == len(raws) - 1))
-                self._absorb()
+                out.append(self._submit_one(raw, last=i == last))
+                if i != last:
+                    self._absorb()  # before the next block (the last one: _finish absorbs it)
         finally:
             self._finish()
         return out
