@@ -22,9 +22,10 @@ Rules / theory of operation:
 - Write-ahead indexing: a block that extends the index tip is decoded and written to the index by
   a worker thread *while* the kernel validates it (ctypes and sqlite3 both release the GIL, so
   on two or more cores the index work overlaps the kernel's), in a savepoint of the call's
-  transaction; for the call's last block the worker also commits. If the kernel then reports
-  exactly that block connected, nothing is left to do; otherwise the block is taken out again
-  with the index's own undo data (``disconnect_tip``) and the recorded events are applied.
+  transaction; for the call's last block the worker also commits. If the kernel's new tip is
+  then exactly that block, on the old tip, nothing is left to do; otherwise the block is taken
+  out again with the index's own undo data (``disconnect_tip``) and the index follows the
+  kernel's chain (``_chain_events``).
   So the committed index can briefly hold a block the kernel has not yet accepted. That is
   safe for the same reason a kernel that lost blocks in a crash is: on open, ``reconcile``
   feeds every index block above the kernel's tip back to the kernel, and where the kernel
@@ -33,7 +34,7 @@ Rules / theory of operation:
 - A block counts as accepted only when it is on the kernel's active chain afterwards. A block
   that fails while connecting does not raise in the kernel; its reason is read from the kernel
   log (``Block validation error: ...``) and raised as ``BlockRejected``.
-- Reconciling (on open, and after any callback error): find the last height where index and
+- Reconciling (on open, and after an error applying a change): find the last height where index and
   kernel agree. If the index is longer (the kernel flushes lazily and lost blocks in a crash),
   feed the stored raw blocks back to the kernel; otherwise roll the index back with its own
   undo data and connect the kernel's blocks (read from ``cm.blocks`` ).
