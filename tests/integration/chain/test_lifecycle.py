@@ -316,3 +316,34 @@ def test_tip_time_cache_follows_reorgs(funded: Funded) -> None:
     assert tip.median_time_past == median_time_past(idx.last_times(tip.height))
     f.node.mine(1)
     assert idx.tip_times() == idx.last_times(tip.height + 1)
+
+
+def test_blocks_the_kernel_lost_are_fed_back_from_the_index(funded: Funded) -> None:
+    """As if the kernel lost its last blocks in a crash (it flushes lazily) while the index had
+    committed them: on open, the index feeds its blocks back, the kernel takes them, and both end
+    at the index's tip with nothing rolled back."""
+    from eschaton.chain.embedded.blocks import build_block
+    from eschaton.core.codec import decode_block, decode_tx
+
+    f = funded
+    k = f.key
+    c = f.coinbase(1)
+    spend = decode_tx(spend_p2wpkh(c.txid, 0, c.value, k, [(c.value - FEE, Key(5).p2wpkh)]))
+    tip = f.node.tip()
+    t = f.node.block_time(tip.median_time_past)
+    b1 = build_block(tip.block_hash, tip.height + 1, t, k.p2wpkh, [spend], FEE)
+    b2 = build_block(decode_block(b1).header.hash, tip.height + 2, t + 1, k.p2wpkh, [], 0)
+    idx = f.node.index
+    assert idx is not None
+    idx.begin()  # the index alone: the kernel never sees these two blocks in this process
+    idx.connect_block(tip.height + 1, decode_block(b1))
+    idx.connect_block(tip.height + 2, decode_block(b2))
+    idx.commit()
+    assert f.node._kernel_tip() == (tip.height, tip.block_hash)
+    f.node.close()
+    f.node = ChainNode(f.datadir)
+    h2 = decode_block(b2).header.hash
+    assert f.node._kernel_tip() == (tip.height + 2, h2)
+    assert f.node.tip().block_hash == h2
+    assert f.node.index is not None and f.node.index.tx_location(spend.txid) == (tip.height + 1, decode_block(b1).header.hash)
+    assert f.node.audit(depth=5) == []
