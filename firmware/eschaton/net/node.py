@@ -207,7 +207,7 @@ class NetNode:
             return
         kind = "neighbour" if isinstance(ev, NeighbourFound) else "neighbour_changed"
         assert isinstance(ev, NeighbourFound | NeighbourChanged)
-        record = {"event": kind, "id": ev.node_id.hex(), "urls": list(ev.urls),
+        record: dict[str, Any] = {"event": kind, "id": ev.node_id.hex(), "urls": list(ev.urls),
                   "name": ev.name, "source": ev.source}
         if isinstance(ev, NeighbourFound):
             record["clock_offset_s"] = round(ev.clock_offset, 3)
@@ -218,11 +218,29 @@ class NetNode:
                 self._spawn(self._dial_neighbour(ev.node_id, tcp[0]))
 
     async def _dial_neighbour(self, node_id: NodeId, url: str) -> None:
+        """Dial a discovered neighbour (the lower id dials). A failed dial is tried again, with
+        backoff, for as long as the neighbour stays in the table and unlinked: its later beacons
+        raise no event while its addresses stay the same, so nothing else would dial it again.
+        (A first dial fails when the mesh has no route yet as the first beacon arrives, or when
+        the handshake times out on a busy node.)"""
         self._dialling.add(node_id)
+        delay = 1.0
         try:
-            await self.connect(node_id, url)
-        except EschatonError as exc:
-            log.info("neighbour %s at %s: %s", node_id.short(), url, exc)
+            while True:
+                try:
+                    await self.connect(node_id, url)
+                    return
+                except EschatonError as exc:
+                    log.info("neighbour %s at %s: %s (trying again in %.0f s)", node_id.short(), url, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                if self.session(node_id) is not None:
+                    return  # it dialled us meanwhile
+                urls = self.discovery.table.neighbours().get(node_id, ()) if self.discovery else ()
+                tcp = [u for u in urls if u.startswith("tcp://")]
+                if not tcp:
+                    return  # gone from the table, or no TCP address any more
+                url = tcp[0]
         finally:
             self._dialling.discard(node_id)
 
