@@ -222,6 +222,18 @@ class ChainNode:
             return ""
         return str(chain.block_tree_entries[height].block_hash)
 
+    def _fork_height(self, hi: int, hk: int) -> int:
+        """The last height where the index (tip ``hi``) and the kernel (tip ``hk``) hold the same
+        block; -1 if none."""
+        assert self.index is not None
+        fork = min(hi, hk)
+        while fork >= 0:
+            row = self.index.block_at(fork)
+            if row is not None and row.hash == self._kernel_hash_at(fork):
+                break
+            fork -= 1
+        return fork
+
     def _chain_events(self) -> list[Event]:
         """What takes the index to the kernel's active chain: the index's blocks above the last
         height where both agree, as disconnects (top first), then the kernel's blocks from there,
@@ -230,12 +242,7 @@ class ChainNode:
         hk = self._chain.height
         itip = self.index.tip()
         hi = itip.height if itip is not None else -1
-        fork = min(hi, hk)
-        while fork >= 0:
-            row = self.index.block_at(fork)
-            if row is not None and row.hash == self._kernel_hash_at(fork):
-                break
-            fork -= 1
+        fork = self._fork_height(hi, hk)
         events: list[Event] = []
         for h in range(hi, fork, -1):
             row = self.index.block_at(h)
@@ -444,12 +451,7 @@ class ChainNode:
         if itip is not None and (itip.height, itip.hash) == (hk, khash):
             return
         hi = itip.height if itip else -1
-        fork = min(hi, hk)
-        while fork >= 0:
-            row = self.index.block_at(fork)
-            if row is not None and row.hash == self._kernel_hash_at(fork):
-                break
-            fork -= 1
+        fork = self._fork_height(hi, hk)
         if hi > hk:
             # The kernel lost blocks the index had committed: give them back, while it takes them.
             for h in range(fork + 1, hi + 1):
