@@ -18,6 +18,7 @@ def test_background_checkpoints_restart_the_wal(tmp_path: Path) -> None:
     idx = ChainIndex(tmp_path / "index.sqlite")
     cp = idx.checkpointer
     cp.interval = 0.0  # every commit may wake the thread
+    cp.restart_frames = 1  # every pass leaves the writer the tail that restarts the WAL
     wal = Path(f"{tmp_path / 'index.sqlite'}-wal")
     sizes = []
     restarts = []
@@ -31,6 +32,7 @@ def test_background_checkpoints_restart_the_wal(tmp_path: Path) -> None:
             sizes.append(os.stat(wal).st_size)
             restarts.append(_wal_restart_count(wal))
         assert cp.passes >= 6
+        assert cp.tails >= 5
         # Every round restarted the WAL at least once: SQLite bumps the header's checkpoint
         # sequence number each time a writer starts the log over from its first frame.
         assert all(b > a for a, b in zip(restarts, restarts[1:], strict=False)), restarts
@@ -47,3 +49,25 @@ def test_background_checkpoints_restart_the_wal(tmp_path: Path) -> None:
         assert again.db.execute("SELECT count(*) FROM meta WHERE key LIKE 'k%'").fetchone()[0] == 240
     finally:
         again.close()
+
+
+def test_the_writer_is_left_no_checkpoint_while_the_wal_is_short(tmp_path: Path) -> None:
+    """Below ``restart_frames`` the background passes do all the copying: the writer runs no
+    checkpoint (two fsyncs) of its own on the path of a block."""
+    idx = ChainIndex(tmp_path / "index.sqlite")
+    cp = idx.checkpointer
+    cp.interval = 0.0
+    cp.restart_frames = 10_000
+    try:
+        for r in range(4):
+            for i in range(40):
+                idx.begin()
+                idx.db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (f"k{r}-{i}", "x" * 3000))
+                idx.commit()
+            assert cp.wait_idle(30)
+        idx.begin()
+        idx.commit()
+        assert cp.passes >= 4
+        assert cp.tails == 0
+    finally:
+        idx.close()

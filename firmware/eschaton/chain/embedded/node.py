@@ -348,7 +348,17 @@ class ChainNode:
         """Fold what was just applied to the index into the open batch and update the mempool
         (inside the same SQLite transaction). Several blocks can be absorbed before one commit."""
         assert self.index is not None
-        pending, self._pending = self._pending, _Pending()
+        pending = self._pending
+        if not pending.disconnected:
+            if not pending.connected:
+                return
+            if not self.mempool.entries:
+                # The common case, a block or more on the tip and an empty pool: nothing to drop,
+                # and no objects built (this runs between two kernel calls on every block).
+                self._batch.connected += pending.connected
+                pending.connected.clear()
+                return
+        self._pending = _Pending()
         batch = self._batch
         removed: list[str] = []
         if pending.disconnected:
@@ -364,7 +374,7 @@ class ChainNode:
                     batch.disconnected.append((h, bh))
                 batch.connected = kept
         if pending.connected:
-            if not pending.disconnected and self.mempool.entries:  # nothing to drop from an empty pool
+            if not pending.disconnected:
                 for _, blk in pending.connected:
                     confirmed, evicted = self.mempool.remove_for_block(blk.txs)
                     removed += confirmed + evicted
@@ -374,14 +384,17 @@ class ChainNode:
             batch.connected.extend(pending.connected)
         batch.removed.extend(removed)
 
-    def _finish(self, emit: bool = True, added: tuple[Tx, ...] = ()) -> NodeUpdate | None:
+    def _finish(self, added: tuple[Tx, ...] = ()) -> NodeUpdate | None:
         """Commit the batch (index + mempool) and tell the listeners."""
         assert self.index is not None
         self._absorb()
-        batch, self._batch = self._batch, _Batch()
+        batch = self._batch
         self.index.commit()
-        if not emit or not (batch.connected or batch.disconnected or added):
+        if not (batch.connected or batch.disconnected or batch.removed or added):
             return None
+        self._batch = _Batch()
+        if not self.listeners or not (batch.connected or batch.disconnected or added):
+            return None  # (nobody to tell: no update is built)
         update = NodeUpdate(
             tip=self.tip(),
             disconnected=tuple(batch.disconnected),
@@ -548,9 +561,10 @@ class ChainNode:
             kblock = kernel_block(raw)
         except InvalidRequest:
             raise BlockRejected("block-decode-failed", bh) from None
-        assert self.index is not None
+        index = self.index
+        assert index is not None
         self._log.clear()
-        tip = self.index.tip()
+        tip = index.tip()
         ahead = False
         blk: Block | None = None
         if tip is not None and prev == tip.hash:
@@ -567,10 +581,13 @@ class ChainNode:
         finally:
             self._capturing = False
             blk_ahead, written = self._ahead.result() if ahead else (None, False)
-        if written and blk_ahead is not None and tip is not None and self._tip_logged(bh) \
-                and self._chain.height == tip.height + 1:
-            # The kernel's new tip is the block written ahead, on the old tip (which was the
-            # kernel's too): it connected exactly that block, and nothing is left to do.
+        if written and self._tip_logged(bh):
+            # The kernel's last tip change made the block written ahead its tip. Its parent is
+            # the index's tip, which was the kernel's too (index and kernel agree between
+            # calls), so the kernel connected exactly that block at tip.height + 1 and nothing
+            # is left to do. (No call into the kernel on this path: every Python step between
+            # two kernel calls runs on a cache the kernel has just evicted.)
+            assert tip is not None and blk_ahead is not None
             self._pending.connected.append((tip.height + 1, blk_ahead))
             return bh, True
         if blk is None:
