@@ -385,11 +385,17 @@ class ChainNode:
         batch.removed.extend(removed)
 
     def _finish(self, added: tuple[Tx, ...] = ()) -> NodeUpdate | None:
-        """Commit the batch (index + mempool) and tell the listeners."""
-        assert self.index is not None
-        self._absorb()
+        """Commit the batch (index + mempool) and tell the listeners. (Written to do nothing it
+        need not on the path of a plain block: it runs after every kernel call, on a cache the
+        kernel has just evicted.)"""
+        index = self.index
+        assert index is not None
+        pending = self._pending
+        if pending.connected or pending.disconnected:
+            self._absorb()
+        if index.in_tx:
+            index.commit()
         batch = self._batch
-        self.index.commit()
         if not (batch.connected or batch.disconnected or batch.removed or added):
             return None
         self._batch = _Batch()
