@@ -3,7 +3,7 @@
 Prebuilds one regtest chain (101 coinbase blocks, a fan-out block, then blocks full of P2WPKH
 spends), then feeds the same raw blocks to
   - the bare kernel: a pbk ChainstateManager with no callbacks, and
-  - ``ChainNode.submit_blocks``: kernel + validation callbacks + SQLite index + mempool upkeep,
+  - ``ChainNode.submit_blocks``: strict scan + kernel + SQLite index + mempool upkeep,
     once committing after every block and once per ``--batch`` blocks (``mine(n)`` commits once
     per call the same way).
 Both build ``pbk.Block`` the same fast way (one memcpy). Prints blocks/s on the empty blocks,
@@ -18,8 +18,9 @@ line splits our time per block into time inside ``process_block`` and everything
 On the embedded regtest chain the kernel's own time per empty block grows with the height
 (measured here: ~200 us per block at heights 1-500, ~1.6 ms at 3500-4000; most likely the
 consistency checks regtest turns on, which walk the block index on every block, and which the
-kernel's C API cannot turn off), while our layer adds a roughly constant ~120 us. So the
-empty-block ratio depends on where the chain is: the bench prints it for both halves of its chain.
+kernel's C API cannot turn off), while our layer's cost grows far less (measured: ~80 us per
+block at heights 1-1000, ~150 us at 1000-2000, where the same Python runs on colder caches). So
+the empty-block ratio depends on where the chain is: the bench prints it for both halves.
 Run: .venv/bin/python bench/bench_chain.py [--spends N] [--blocks N] [--rounds N]
 """
 from __future__ import annotations
