@@ -24,13 +24,14 @@ class DiscoveryConfig:
     enabled: bool
     """Send and listen for signed UDP beacons."""
     interface: str | None
-    """Network interface to beacon on (e.g. ``bat0``, ``wlan0``); None = all, via 255.255.255.255."""
+    """Network interface to beacon on (e.g. ``bat0``, ``wlan0``); None = every IPv4 interface
+    that is up with a broadcast address, looked up again for each beacon."""
     port: int
     """UDP port of beacons (same on every node of a segment)."""
     interval: float
     """Seconds between our beacons."""
     broadcast: str
-    """Destination address: ``auto`` (the interface's broadcast address, or 255.255.255.255
+    """Destination address: ``auto`` (the interface's broadcast address, or every interface's
     without an interface) or an explicit IPv4 broadcast address."""
     max_age: float
     """With ``strict_clock``: a first beacon from a node older than this many seconds is refused."""

@@ -4,7 +4,17 @@ sans-IO ``NeighbourTable`` (``eschaton.core.link.beacon``).
 The socket binds ``0.0.0.0:<port>`` with ``SO_BROADCAST`` (and ``SO_BINDTODEVICE`` when an
 interface is configured, so a node on both Wi-Fi and bat0 beacons only where it was told to).
 Beacons go to the interface's broadcast address (``broadcast = "auto"``) or to the configured
-one. Refused beacons (stale, replayed, badly signed, malformed) are counted and logged at debug
+one. With no interface configured, each beacon goes to the broadcast address of every IPv4
+interface that is up and broadcast-capable, read afresh for each beacon: a node flashed with
+the default config beacons on whatever it is plugged into, including a bat0 that comes up after
+the node started. (255.255.255.255 would leave only by the default route, and a mesh node often
+has none.)
+
+A wildcard TCP listen address is announced as such (``tcp://0.0.0.0:9735``) unless an interface
+is configured; receivers dial the address the beacon came from (``resolve_urls`` in
+``eschaton.core.link.beacon``).
+
+Refused beacons (stale, replayed, badly signed, malformed) are counted and logged at debug
 level only: anyone on the segment can send garbage, and it must not flood the log.
 """
 from __future__ import annotations
@@ -27,8 +37,10 @@ from eschaton.net.transport import parse_url
 
 log = logging.getLogger(__name__)
 
+_SIOCGIFFLAGS = 0x8913
 _SIOCGIFADDR = 0x8915
 _SIOCGIFBRDADDR = 0x8919
+_IFF_UP, _IFF_BROADCAST, _IFF_LOOPBACK = 0x1, 0x2, 0x8
 
 
 class DiscoveryError(LocalError):
@@ -55,9 +67,29 @@ def interface_broadcast(interface: str) -> str:
     return _ifreq(interface, _SIOCGIFBRDADDR)
 
 
+def broadcast_addresses() -> list[str]:
+    """The IPv4 broadcast address of every interface that is up, broadcast-capable and not
+    loopback (interfaces without an IPv4 address are skipped)."""
+    out: list[str] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _index, name in socket.if_nameindex():
+            req = struct.pack("256s", name.encode()[:15])
+            try:
+                flags = struct.unpack_from("H", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, req), 16)[0]
+                if flags & (_IFF_UP | _IFF_BROADCAST | _IFF_LOOPBACK) != _IFF_UP | _IFF_BROADCAST:
+                    continue
+                addr = socket.inet_ntoa(fcntl.ioctl(s.fileno(), _SIOCGIFBRDADDR, req)[20:24])
+            except OSError:  # gone meanwhile, or no IPv4 address
+                continue
+            if addr != "0.0.0.0" and addr not in out:
+                out.append(addr)
+    return out
+
+
 def advertised_urls(listen: Sequence[str], interface: str | None) -> list[str]:
-    """URLs worth announcing: wildcard TCP listen addresses become the interface's address;
-    serial, mem and unresolvable wildcards are not announced."""
+    """URLs worth announcing: wildcard TCP listen addresses become the interface's address, or
+    stay wildcards without one (receivers dial the beacon's source address); serial and mem
+    URLs are not announced."""
     out: list[str] = []
     for url in listen:
         parsed = parse_url(url)
@@ -65,9 +97,7 @@ def advertised_urls(listen: Sequence[str], interface: str | None) -> list[str]:
             continue
         host = parsed.host
         if host in ("", "0.0.0.0", "::"):
-            if interface is None:
-                continue
-            host = interface_address(interface)
+            host = "0.0.0.0" if interface is None else interface_address(interface)
         out.append(f"tcp://{host}:{parsed.port}")
     return out
 
@@ -78,6 +108,9 @@ class _Proto(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.owner._on_datagram(data, f"{addr[0]}:{addr[1]}")
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("beacon not sent: %s", exc)  # e.g. an interface went down; the next one retries
 
 
 class Discovery:
@@ -108,15 +141,16 @@ class Discovery:
         """Beacons refused (stale, replayed, bad signature, malformed)."""
         self.sent = 0
         self._seq = 0
+        self._dest = ""
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def _destination(self) -> str:
+    def _destinations(self) -> list[str]:
         if self.broadcast != "auto":
-            return self.broadcast
+            return [self.broadcast]
         if self.interface is not None:
-            return interface_broadcast(self.interface)
-        return "255.255.255.255"
+            return [self._dest]
+        return broadcast_addresses()  # read for each beacon: interfaces come and go
 
     def urls(self) -> list[str]:
         return list(self._urls() if callable(self._urls) else self._urls)
@@ -131,7 +165,8 @@ class Discovery:
                                 self.interface.encode())
             sock.bind(("0.0.0.0", self.port))
             sock.setblocking(False)
-            self._dest = self._destination()
+            if self.broadcast == "auto" and self.interface is not None:
+                self._dest = interface_broadcast(self.interface)
         except OSError as exc:
             sock.close()
             raise DiscoveryError(f"discovery on port {self.port} "
@@ -154,13 +189,16 @@ class Discovery:
             self._transport = None
 
     def send_beacon(self) -> None:
+        """One beacon to each destination (a send error is reported to ``_Proto.error_received``
+        by asyncio, per destination, so one interface going down silences no other)."""
         if self._transport is None:
             return
         self._seq += 1
         datagram = make_beacon(self.keys, urls=self.urls(), ts_ms=int(self._clock() * 1000),
                                seq=self._seq, name=self.name)
-        self._transport.sendto(datagram, (self._dest, self.port))
-        self.sent += 1
+        for dest in self._destinations():
+            self._transport.sendto(datagram, (dest, self.port))
+            self.sent += 1
 
     async def _beacon_loop(self) -> None:
         while True:

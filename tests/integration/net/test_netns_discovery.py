@@ -92,7 +92,8 @@ def _refusal(proc: NodeProcess, word: str, timeout: float = 15.0) -> dict:
             proc.seen.append(proc.events.get(timeout=0.5))
 
 
-def _config(path: Path, datadir: Path, interface: str) -> Path:
+def _config(path: Path, datadir: Path, interface: str | None) -> Path:
+    iface = "" if interface is None else f'interface = "{interface}"'
     path.write_text(f"""
 [node]
 datadir = "{datadir}"
@@ -102,11 +103,35 @@ name = "{datadir.name}"
 listen = ["tcp://0.0.0.0:9735"]
 
 [network.discovery]
-interface = "{interface}"
+{iface}
 port = 47800
 interval = 0.5
 """)
     return path
+
+
+def test_the_default_config_finds_and_links_neighbours(veth_pair, tmp_path: Path) -> None:
+    """No interface configured (as in the shipped image): each node beacons on every interface
+    with a broadcast address, announces its wildcard listen URL as such, and the receiver dials
+    the address the beacon came from."""
+    ip, ns, dev = veth_pair
+    procs = []
+    try:
+        for name, n in zip(("a", "b"), ns, strict=True):
+            cfg = _config(tmp_path / f"{name}.toml", tmp_path / name, None)
+            procs.append(NodeProcess(cfg, prefix=[ip, "netns", "exec", n]))
+        a, b = procs
+        sa, sb = a.wait_for(event="started"), b.wait_for(event="started")
+        assert sa["advertise"] == sb["advertise"] == ["tcp://0.0.0.0:9735"]
+        seen_by_a = a.wait_for(event="neighbour", id=sb["id"])
+        seen_by_b = b.wait_for(event="neighbour", id=sa["id"])
+        assert seen_by_a["urls"] == ["tcp://10.77.0.2:9735"], seen_by_a
+        assert seen_by_b["urls"] == ["tcp://10.77.0.1:9735"], seen_by_b
+        assert a.wait_for(event="link_open", id=sb["id"])
+        assert b.wait_for(event="link_open", id=sa["id"])
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def test_nodes_find_each_other_by_beacons(veth_pair, tmp_path: Path) -> None:

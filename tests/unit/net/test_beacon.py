@@ -128,3 +128,28 @@ def test_malformed_beacons() -> None:
             parse_beacon(bad)
     with pytest.raises(EncodeError):
         make_beacon(B, urls=["not a url"], ts_ms=1, seq=1)
+
+
+def test_wildcard_urls_are_dialled_at_the_beacons_source() -> None:
+    """A node listening on every interface announces ``tcp://0.0.0.0:PORT``: the receiver dials
+    the address the beacon came from, and a move to another address is a change."""
+    t = NeighbourTable(A.node_id)
+    wild = ["tcp://0.0.0.0:9735", "tcp://10.9.9.9:1"]
+    assert t.receive(beacon(urls=wild), NOW, "10.77.0.2:47800") == [
+        NeighbourFound(B.node_id, ("tcp://10.77.0.2:9735", "tcp://10.9.9.9:1"), "bob",
+                       "10.77.0.2:47800")]
+    assert t.neighbours()[B.node_id] == ("tcp://10.77.0.2:9735", "tcp://10.9.9.9:1")
+    assert t.receive(beacon(seq=2, urls=wild), NOW + 1, "10.77.0.2:47800") == []
+    assert t.receive(beacon(seq=3, urls=wild), NOW + 2, "10.88.0.5:47800") == [
+        NeighbourChanged(B.node_id, ("tcp://10.88.0.5:9735", "tcp://10.9.9.9:1"), "bob",
+                         "10.88.0.5:47800")]
+    # From an unknown source a wildcard cannot be resolved: it is dropped, not dialled at 0.0.0.0.
+    t2 = NeighbourTable(A.node_id)
+    [found] = t2.receive(beacon(urls=["tcp://0.0.0.0:9735", "tcp://[::]:9735"]), NOW)
+    assert isinstance(found, NeighbourFound) and found.urls == ()
+
+
+def test_resolve_urls_brackets_an_ipv6_source() -> None:
+    from eschaton.core.link.beacon import resolve_urls
+    assert resolve_urls(["tcp://[::]:9735"], "fe80::1:47800") == ("tcp://[fe80::1]:9735",)
+    assert resolve_urls(["serial:///dev/ttyAMA0"], "10.0.0.1:1") == ("serial:///dev/ttyAMA0",)

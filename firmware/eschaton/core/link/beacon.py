@@ -21,6 +21,13 @@ Rules / theory of operation:
   in the future.
 - Expiry counts on ``seen``, a monotonic clock, so a wall clock corrected by seconds or hours
   neither expires every neighbour at once nor keeps lost ones forever.
+- A URL whose host is a wildcard (``tcp://0.0.0.0:9735``, ``tcp://[::]:9735``) means "the
+  address you hear this beacon from": a node listening on every interface cannot know which of
+  its addresses a neighbour can reach, and the receiver can, from the datagram's source. The
+  table resolves such URLs against the source before it reports or stores them (a wildcard URL
+  from an unknown source is dropped). The source is not signed, so it can be spoofed; the same
+  argument as for replays holds: the link handshake authenticates the node, and a dial to a
+  wrong address fails.
 - ``NeighbourTable`` turns accepted beacons into events (found / changed / lost) and bounds its
   memory. Our own broadcasts come back to us and are ignored silently.
 - Only ``BeaconError`` (a ``WireError``) leaves ``parse_beacon``/``NeighbourTable.receive``.
@@ -122,6 +129,28 @@ def parse_beacon(datagram: bytes) -> Beacon:
                   name.decode("utf-8", "replace") if isinstance(name, bytes) else "")
 
 
+_WILDCARD_HOSTS = ("0.0.0.0", "[::]")
+
+
+def resolve_urls(urls: Sequence[str], source: str) -> tuple[str, ...]:
+    """``urls`` with wildcard hosts replaced by the host of ``source`` (``ip:port`` or
+    ``[ip6]:port``, as the datagram arrived); wildcard URLs are dropped when the source is
+    unknown. Other URLs are returned unchanged."""
+    source_host = source.rsplit(":", 1)[0] if ":" in source else ""
+    if source_host and ":" in source_host and not source_host.startswith("["):
+        source_host = f"[{source_host}]"  # a bare IPv6 address
+    out: list[str] = []
+    for url in urls:
+        scheme, sep, rest = url.partition("://")
+        host, colon, port = rest.rpartition(":")
+        if sep and colon and host in _WILDCARD_HOSTS:
+            if not source_host:
+                continue
+            url = f"{scheme}://{source_host}:{port}"
+        out.append(url)
+    return tuple(out)
+
+
 # ---- events ----------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class NeighbourFound:
@@ -129,7 +158,8 @@ class NeighbourFound:
     urls: tuple[str, ...]
     name: str
     source: str
-    """Where the datagram came from (``ip:port``), for logs only: the urls are what to dial."""
+    """Where the datagram came from (``ip:port``). The urls are what to dial (wildcard hosts in
+    them already replaced by this address)."""
     clock_offset: float = 0.0
     """Seconds the sender's wall clock is ahead of ours (negative: behind), from its first beacon."""
 
@@ -201,19 +231,19 @@ class NeighbourTable:
                 raise BeaconError(f"stale beacon from {beacon.node_id.short()}")
             if beacon.ts_ms > now_ms + int(self.max_skew * 1000):
                 raise BeaconError(f"beacon from {beacon.node_id.short()} is from the future")
+        urls = resolve_urls(beacon.urls, source)
         if entry is None:
             if len(self._table) >= self.max_neighbours:
                 oldest = min(self._table, key=lambda k: self._table[k].last_seen)
                 del self._table[oldest]
-            self._table[beacon.node_id] = _Entry(beacon.ts_ms, beacon.seq, beacon.urls,
-                                                 beacon.name, seen)
-            return [NeighbourFound(beacon.node_id, beacon.urls, beacon.name, source,
+            self._table[beacon.node_id] = _Entry(beacon.ts_ms, beacon.seq, urls, beacon.name, seen)
+            return [NeighbourFound(beacon.node_id, urls, beacon.name, source,
                                    (beacon.ts_ms - now_ms) / 1000)]
-        changed = (entry.urls, entry.name) != (beacon.urls, beacon.name)
+        changed = (entry.urls, entry.name) != (urls, beacon.name)
         entry.ts_ms, entry.seq, entry.last_seen = beacon.ts_ms, beacon.seq, seen
-        entry.urls, entry.name = beacon.urls, beacon.name
+        entry.urls, entry.name = urls, beacon.name
         if changed:
-            return [NeighbourChanged(beacon.node_id, beacon.urls, beacon.name, source)]
+            return [NeighbourChanged(beacon.node_id, urls, beacon.name, source)]
         return []
 
     def next_deadline(self) -> float | None:
