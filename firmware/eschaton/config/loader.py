@@ -309,11 +309,13 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
                         _path(ctx, chain_s, "datadir", chain_default), chain_url)
     chain_s.done()
 
-    root.done(allowed_extra=(*_EXTENSION_SECTIONS, "microgrid"))
+    root.done(allowed_extra=(*_EXTENSION_SECTIONS, "microgrid", "bandwidth"))
     metering = _parse_extensions(doc, ctx)
+    from eschaton.daemon.bandwidth_config import parse_bandwidth
     from eschaton.daemon.microgrid_config import parse_microgrid
 
-    return NodeConfig(source, node, network, api, chain, metering, parse_microgrid(doc, ctx))
+    return NodeConfig(source, node, network, api, chain, metering, parse_microgrid(doc, ctx),
+                      parse_bandwidth(doc, ctx))
 
 
 def _parse_extensions(doc: dict[str, Any], ctx: ConfigContext) -> Any:

@@ -103,3 +103,5 @@ class NodeConfig:
     (None when that module is absent or the sections are empty)."""
     microgrid: Any = None
     """``[microgrid]``: ``eschaton.daemon.microgrid_config.MicrogridConfig`` or None."""
+    bandwidth: Any = ()
+    """``[[bandwidth]]``: ``eschaton.daemon.bandwidth_config.BandwidthEntry`` tuple (may be empty)."""

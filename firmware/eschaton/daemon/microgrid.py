@@ -258,6 +258,8 @@ class MicrogridService:
     def _check_names(self) -> None:
         m = self.node.metering
         meters = set(m.pulse_meters) | set(m.modbus_meters) if m is not None else set()
+        bandwidth = set(self._bandwidth_names())
+        meters |= bandwidth
         valves = set(m.valves) if m is not None else set()
         relays = set(m.relays) if m is not None else set()
         src = self.node.config.source
@@ -268,6 +270,11 @@ class MicrogridService:
                 raise MicrogridConfigError(f"{src}: microgrid.sell[{i}].valve: no [[valve]] named {s.valve!r}")
             if s.relay is not None and s.relay not in relays:
                 raise MicrogridConfigError(f"{src}: microgrid.sell[{i}].relay: no [[relay]] named {s.relay!r}")
+            if (s.meter in bandwidth) != (s.service == Service.BANDWIDTH.value):
+                raise MicrogridConfigError(
+                    f"{src}: microgrid.sell[{i}]: meter {s.meter!r} is "
+                    + ("a [[bandwidth]] meter; sell it as service = \"bandwidth\"" if s.meter in bandwidth
+                       else "not a [[bandwidth]] meter; bandwidth is sold from [[bandwidth]] meters"))
         for i, b in enumerate(self.config.buy):
             if b.meter is not None and b.meter not in meters:
                 raise MicrogridConfigError(f"{src}: microgrid.buy[{i}].meter: no [[meter]] named {b.meter!r}")
@@ -278,8 +285,16 @@ class MicrogridService:
 
     # --- meters and valves -------------------------------------------------------------------
 
+    def _bandwidth_names(self) -> tuple[str, ...]:
+        bw = getattr(self.node, "bandwidth", None)
+        return tuple(bw.names) if bw is not None else ()
+
     def base_units(self, meter: str, base_unit: str) -> int:
         """The meter's cumulative count in exact integer base units (floor of the calibration)."""
+        bw = getattr(self.node, "bandwidth", None)
+        if bw is not None and meter in bw.names:
+            # Bytes the journal made durable (as for pulse meters: no invoice ahead of the meter).
+            return int(bw.total(meter))
         m = self.node.metering
         scale = 1000 if base_unit in ("mL", "Wh") else 1
         pm = m.pulse_meters.get(meter)
@@ -295,9 +310,14 @@ class MicrogridService:
 
     def _actuate(self, meter_id: str, on: bool, record: bool = True) -> None:
         s = self.sells.get(meter_id)
-        if s is None or self.node.metering is None:
+        bw = getattr(self.node, "bandwidth", None)
+        if s is None or (self.node.metering is None and bw is None):
             return
-        if s.valve is not None:
+        if bw is not None and meter_id in bw.names:
+            (bw.restore if on else bw.cut)(meter_id)  # the client's addresses leave/join the cut set
+        elif self.node.metering is None:
+            return
+        elif s.valve is not None:
             (self.node.metering.open_valve if on else self.node.metering.close_valve)(s.valve)
         elif s.relay is not None:
             self.node.metering.switch(s.relay, on)
@@ -725,7 +745,8 @@ class MicrogridService:
             await asyncio.sleep(self.config.reading_interval_s)
 
     async def _tick(self) -> None:
-        if self.node.metering is None or (self.seller is None and self.loss_ledger is None):
+        if (self.node.metering is None and getattr(self.node, "bandwidth", None) is None) or (
+                self.seller is None and self.loss_ledger is None):
             return
         if self.seller is not None:
             contracted = set(self.seller.core.meters())

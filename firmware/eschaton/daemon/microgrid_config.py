@@ -6,11 +6,12 @@ reading_interval_s = 0.25        # how often contracted meters are read and bill
 
 [[microgrid.sell]]               # one metered connection this node supplies
 meter = "h2-to-h1"               # our [[meter]] on that connection
-valve = "h2-to-h1"               # the [[valve]] (or relay = "...") that cuts it
+valve = "h2-to-h1"               # the [[valve]] (or relay = "...") that cuts it; a
+                                 # [[bandwidth]] meter cuts its own client (no valve)
 buyer = "<node id, 64 hex>"      # the neighbour who pays for it
-service = "water"                # water | electricity
-unit = "litre"                   # litre | kWh (priced unit)
-base_unit = "mL"                 # mL | L | Wh | kWh (what invoices count)
+service = "water"                # water | electricity | bandwidth
+unit = "litre"                   # litre | kWh | MB | GB (priced unit)
+base_unit = "mL"                 # mL | L | Wh | kWh | B (what invoices count)
 price_msat = 20000               # per priced unit
 credit_limit_sat = 100           # unpaid amount tolerated before the cut
 pay_interval_ms = 2000           # least time between invoices
@@ -174,13 +175,18 @@ def parse_microgrid(doc: dict[str, Any], ctx: Any) -> MicrogridConfig | None:
         t = _T(ctx, ("microgrid", "sell", i), d)
         service = t.str_("service")
         if service not in {s.value for s in Service}:
-            raise t.err("service", "must be water or electricity")
+            raise t.err("service", "must be water, electricity or bandwidth")
         unit, base = t.str_("unit"), t.str_("base_unit")
         if (Service(service), unit, base) not in UNITS:
             raise t.err("base_unit", f"{service}/{unit}/{base} is not a known unit pair "
-                        "(water: litre with mL or L; electricity: kWh with Wh or kWh)")
+                        "(water: litre with mL or L; electricity: kWh with Wh or kWh; "
+                        "bandwidth: MB or GB with B)")
         valve, relay = t.str_("valve", ""), t.str_("relay", "")
-        if bool(valve) == bool(relay):
+        if service == Service.BANDWIDTH.value:
+            if valve or relay:
+                raise t.err("valve" if valve else "relay",
+                            "a bandwidth meter cuts its own client: give no valve or relay")
+        elif bool(valve) == bool(relay):
             raise t.err("valve", "give exactly one of valve or relay (what cuts the supply)")
         fee, period = t.int_("fee_sat", 0), t.int_("fee_period_ms", 0)
         if fee and not period:

@@ -2,7 +2,7 @@
 
 Rules:
 - This is the only place that knows every part. Order of start: datadir -> chain -> wallet ->
-  channels -> network -> metering -> API -> sd_notify READY. If any step fails, the parts that
+  channels -> network -> metering -> bandwidth meters -> microgrid -> API -> sd_notify READY. If any step fails, the parts that
   started are stopped in reverse order and a typed ``NodeStartError`` is raised.
 - Stop (SIGTERM, SIGINT, or ``node.stop`` over the API) runs in reverse: API, metering (valves
   go to their safe state), network, channels (stores flushed and closed), chain.
@@ -28,6 +28,8 @@ from eschaton.errors import EschatonError, LocalError
 
 log = logging.getLogger("eschaton.node")
 
+BANDWIDTH_POLL_S = 0.5  # how often kernel byte counters are read into the journal
+
 
 class NodeStartError(LocalError):
     pass
@@ -43,6 +45,7 @@ class Node:
         self.net: Any = None
         self.channels: Any = None
         self.metering: Any = None
+        self.bandwidth: Any = None
         self.microgrid: Any = None
         self.api: Any = None
         self._stop = asyncio.Event()
@@ -94,6 +97,7 @@ class Node:
         await self._start_channels()
         await self._start_network()
         self._start_metering()
+        await self._start_bandwidth()
         await self._start_microgrid()
 
         from eschaton.api.server import ApiServer
@@ -133,6 +137,39 @@ class Node:
             svc.close()  # valves go to their declared safe state
 
         self._closers.append(close_metering)
+
+    async def _start_bandwidth(self) -> None:
+        """``[[bandwidth]]``: kernel byte counters per neighbour, polled into a durable journal."""
+        if not self.config.bandwidth:
+            return
+        from eschaton.metering.bandwidth import BandwidthMeters
+        from meter_drivers.nft_bandwidth import BandwidthClient
+
+        clients = [BandwidthClient(e.name, e.addresses) for e in self.config.bandwidth]
+        # nft runs as a subprocess: off the event loop.
+        meters = await asyncio.to_thread(BandwidthMeters, clients, self.datadir / "bandwidth")
+        self.bandwidth = meters
+
+        async def poll() -> None:
+            while True:
+                try:
+                    await asyncio.to_thread(meters.poll)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # supervision boundary: a failed read is retried next round
+                    log.exception("bandwidth meters: poll failed")
+                await asyncio.sleep(BANDWIDTH_POLL_S)
+
+        task = asyncio.get_running_loop().create_task(poll())
+
+        async def close_bandwidth() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # The nft table stays: a client cut for not paying stays cut while the node is down.
+            await asyncio.to_thread(meters.close)
+
+        self._closers.append(close_bandwidth)
 
     async def _start_microgrid(self) -> None:
         from eschaton.daemon.microgrid import MicrogridService

@@ -34,7 +34,11 @@ def test_documented_section_parses() -> None:
     ({"price_msat": "-1"}, "microgrid.sell[0].price_msat", "integer"),
     ({"buyer": '"xyz"'}, "microgrid.sell[0].buyer", "node id"),
     ({"base_unit": '"Wh"'}, "microgrid.sell[0].base_unit", "unit pair"),
-    ({"service": '"gas"'}, "microgrid.sell[0].service", "water or electricity"),
+    ({"service": '"gas"'}, "microgrid.sell[0].service", "water, electricity or bandwidth"),
+    ({"service": '"bandwidth"', "unit": '"MB"', "base_unit": '"B"'}, "microgrid.sell[0].valve",
+     "cuts its own client"),
+    ({"service": '"bandwidth"', "unit": '"MB"', "base_unit": '"kB"'}, "microgrid.sell[0].base_unit",
+     "unit pair"),
     ({"relay": '"r1"'}, "microgrid.sell[0].valve", "exactly one"),
     ({"colour": '"red"'}, "microgrid.sell[0].colour", "unknown key"),
     ({"meter": None}, "microgrid.sell[0].meter", "required"),
@@ -48,3 +52,34 @@ def test_mistakes_name_file_line_and_key(over: dict[str, object], key: str, word
     assert key in msg and words in msg, msg
     # A missing key has no line; every other mistake points at its line.
     assert re.match(r"node\.toml: " if words == "required" else r"node\.toml:\d+: ", msg), msg
+
+
+def test_bandwidth_meters_parse() -> None:
+    text = (HEAD + '[[bandwidth]]\nname = "h1-uplink"\naddresses = ["10.91.1.2", "10.91.2.0/28"]\n'
+            + sell(meter='"h1-uplink"', valve=None, service='"bandwidth"', unit='"MB"', base_unit='"B"'))
+    cfg = parse_config(text, "node.toml")
+    assert [(b.name, b.addresses) for b in cfg.bandwidth] == [("h1-uplink", ("10.91.1.2", "10.91.2.0/28"))]
+    s = cfg.microgrid.sell[0]
+    assert s.service == "bandwidth" and s.valve is None and s.relay is None
+    assert parse_config(HEAD, "node.toml").bandwidth == ()
+
+
+@pytest.mark.parametrize(("body", "key", "words"), [
+    ('name = "Bad Name"\naddresses = ["10.0.0.1"]\n', "bandwidth[0].name", "characters"),
+    ('name = "a"\naddresses = ["10.0.0.300"]\n', "bandwidth[0].addresses", "not an IPv4"),
+    ('name = "a"\naddresses = ["10.0.0.1/24"]\n', "bandwidth[0].addresses", "not an IPv4"),
+    ('name = "a"\naddresses = []\n', "bandwidth[0].addresses", "non-empty"),
+    ('name = "a"\n', "bandwidth[0].addresses", "required"),
+    ('name = "a"\naddresses = ["10.0.0.1"]\nport = 1\n', "bandwidth[0].port", "unknown key"),
+])
+def test_bandwidth_mistakes_name_the_key(body: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_config(HEAD + "[[bandwidth]]\n" + body, "node.toml")
+    assert key in str(e.value) and words in str(e.value), str(e.value)
+
+
+def test_an_address_is_metered_once() -> None:
+    text = HEAD + ('[[bandwidth]]\nname = "a"\naddresses = ["10.0.0.1"]\n'
+                   '[[bandwidth]]\nname = "b"\naddresses = ["10.0.0.1"]\n')
+    with pytest.raises(ConfigError, match="already metered by 'a'"):
+        parse_config(text, "node.toml")

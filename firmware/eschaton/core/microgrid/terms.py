@@ -57,6 +57,7 @@ OFFER_ID_LEN = 16
 class Service(enum.Enum):
     WATER = "water"
     ELECTRICITY = "electricity"
+    BANDWIDTH = "bandwidth"
 
 
 UNITS: dict[tuple[Service, str, str], int] = {
@@ -64,6 +65,8 @@ UNITS: dict[tuple[Service, str, str], int] = {
     (Service.WATER, "litre", "L"): 1,
     (Service.ELECTRICITY, "kWh", "Wh"): 1000,
     (Service.ELECTRICITY, "kWh", "kWh"): 1,
+    (Service.BANDWIDTH, "MB", "B"): 1_000_000,
+    (Service.BANDWIDTH, "GB", "B"): 1_000_000_000,
 }
 """(service, priced unit, meter base unit) -> base units per priced unit. Only these pairs exist:
 a typo in a unit must not silently change a price by a factor of 1000."""
@@ -75,9 +78,9 @@ class Tariff:
 
     service: Service
     unit: str
-    """The priced unit: "litre" or "kWh"."""
+    """The priced unit: "litre", "kWh", "MB" or "GB" (decimal: 10**6 and 10**9 bytes)."""
     base_unit: str
-    """What the meter counts: "mL", "L", "Wh" or "kWh"."""
+    """What the meter counts: "mL", "L", "Wh", "kWh" or "B" (bytes)."""
     price_msat: int
     """Millisatoshi per priced unit."""
     fee_sat: int = 0

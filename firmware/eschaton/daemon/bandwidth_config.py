@@ -1,0 +1,68 @@
+"""The ``[[bandwidth]]`` tables: neighbours whose forwarded traffic this node meters in the kernel.
+
+```toml
+[[bandwidth]]
+name = "h1-uplink"               # meter name; sell it with [[microgrid.sell]] meter = "h1-uplink"
+addresses = ["10.91.1.2"]        # the client's IPv4 addresses or prefixes ("10.91.1.0/28")
+```
+
+Each entry becomes one nftables byte counter (traffic from or to those addresses that this node
+forwards) and one entry of the node's cut set (``meter_drivers.nft_bandwidth``); totals are made
+durable in ``DATADIR/bandwidth`` (``eschaton.metering.bandwidth``). The counter counts L3 bytes
+both ways, so a tariff sold per MB bills upload and download alike.
+
+Rules: names are short lowercase identifiers (they name kernel objects); addresses are checked
+with ``ipaddress``; a name or an address may appear once. Errors name the file, key and line.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from eschaton.daemon.microgrid_config import _T, _list
+
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthEntry:
+    name: str
+    addresses: tuple[str, ...]
+
+
+def parse_bandwidth(doc: dict[str, Any], ctx: Any) -> tuple[BandwidthEntry, ...]:
+    """The ``[[bandwidth]]`` tables of the node's TOML (empty when absent)."""
+    if "bandwidth" not in doc:
+        return ()
+    root = _T(ctx, (), doc)
+    out: list[BandwidthEntry] = []
+    seen_addr: dict[str, str] = {}
+    for i, d in enumerate(_list(root, "bandwidth")):
+        t = _T(ctx, ("bandwidth", i), d)
+        name = t.str_("name")
+        if not NAME.fullmatch(name):
+            raise t.err("name", "must be 1-31 characters of a-z, 0-9, '_' or '-', starting with a "
+                        "letter or digit")
+        if any(e.name == name for e in out):
+            raise t.err("name", f"bandwidth meter {name!r} is declared twice")
+        raw = t.raw("addresses", None)
+        if raw is None:
+            raise t.err("addresses", "is required")
+        if not isinstance(raw, list) or not raw or not all(isinstance(a, str) for a in raw):
+            raise t.err("addresses", "must be a non-empty array of IPv4 addresses or prefixes")
+        addrs: list[str] = []
+        for a in raw:
+            try:
+                net = ipaddress.IPv4Network(a, strict=True)
+            except ValueError as exc:
+                raise t.err("addresses", f"{a!r} is not an IPv4 address or prefix ({exc})") from None
+            text = str(net.network_address) if net.prefixlen == 32 else str(net)
+            if text in seen_addr:
+                raise t.err("addresses", f"{text} is already metered by {seen_addr[text]!r}")
+            seen_addr[text] = name
+            addrs.append(text)
+        t.done()
+        out.append(BandwidthEntry(name, tuple(addrs)))
+    return tuple(out)
