@@ -241,8 +241,14 @@ class NftBandwidth:
         """Create the table or complete an existing one (keeping its counts); current bytes."""
         try:
             before = set(self._counters())
-        except NftError:
-            before = set()  # no table yet (or nft unusable: the script below says which)
+        except NftError as e:
+            # Only "no such table" may mean "all counters are new": calling an existing counter
+            # new would make BandwidthMeters count its bytes twice. (If nft itself is missing,
+            # the message differs and we raise here; a missing namespace reads ENOENT too, and
+            # the script below fails with the same message.)
+            if "No such file or directory" not in str(e):
+                raise
+            before = set()
         self._run(["-f", "-"], self.script())
         self.created = frozenset(n for n in self._nets if n not in before)
         return self.read()

@@ -9,11 +9,13 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from eschaton.metering.bandwidth import BandwidthMeters
+from eschaton.metering.journal import TotalsJournal, read_committed
 from meter_drivers.nft_bandwidth import (
     BandwidthClient,
     NftBandwidth,
@@ -142,6 +144,7 @@ def test_totals_survive_restarts_and_a_recreated_table(topo: Topo, tmp_path: Pat
 CRASHER = """
 import sys
 from eschaton.metering.bandwidth import BandwidthMeters
+from eschaton.metering.journal import TotalsJournal, read_committed
 from meter_drivers.nft_bandwidth import BandwidthClient
 m = BandwidthMeters([BandwidthClient("alice", ("10.91.1.2",))], sys.argv[1],
                     nft=sys.argv[2:], commit_interval_s=3600)
@@ -238,3 +241,75 @@ def test_unknown_client_and_missing_table(topo: Topo) -> None:
     bw.remove()
     with pytest.raises(NftError, match="No such file or directory"):
         bw.is_cut("alice")
+
+
+@pytest.fixture
+def gw_ns():
+    """One empty namespace: enough for the rules that need a table but no traffic."""
+    need_root()
+    need_tool("nft")
+    ip = need_tool("ip")
+    ns = f"escbw-{uuid.uuid4().hex[:6]}-r"
+    subprocess.run([ip, "netns", "add", ns], check=True, capture_output=True, timeout=10)
+    try:
+        yield (ip, "netns", "exec", ns, "nft")
+    finally:
+        subprocess.run([ip, "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def _seed(journal: Path, totals: dict[str, int]) -> None:
+    """A journal as a previous run (or a crash at a given point) left it."""
+    with TotalsJournal(journal) as j:
+        j.maybe_commit(totals, force=True)
+
+
+def _kernel(nft: tuple[str, ...], nbytes: int) -> None:
+    """A table whose counter already holds ``nbytes`` (it counted while no meter ran)."""
+    subprocess.run([*nft, "add", "table", "inet", "eschaton_bw"], check=True, timeout=10)
+    subprocess.run([*nft, "add", "counter", "inet", "eschaton_bw", "bw_alice",
+                    f"{{ packets 1 bytes {nbytes} }}"], check=True, timeout=10)
+
+
+@pytest.mark.parametrize("journal_state, kernel, total, base", [
+    # same counter, it counted 100 bytes while the node was down: counted once
+    ({"alice": 1000, "alice.base": 400}, 700, 1100, 400),
+    # counter below what the journal saw: a new table; bytes since it was made are added
+    ({"alice": 1000, "alice.base": 400}, 500, 1500, 1000),
+    # no table at all (reboot): created now, the total carries on from the journal
+    ({"alice": 1000, "alice.base": 400}, None, 1000, 1000),
+    # a crash right after a rebase committed the new base alone: K_then = 0
+    ({"alice": 1000, "alice.base": 1000}, 30, 1030, 1000),
+    # a crash after step 1 of a rebase (total for the old counter durable, old base)
+    ({"alice": 1000, "alice.base": 400}, 0, 1000, 1000),
+    # a journal that never saw the client adopts the kernel's count
+    ({}, 700, 700, 0),
+    # an impossible journal (base above total) is read as a new counter, never backwards
+    ({"alice": 1000, "alice.base": 1200}, 50, 1050, 1000),
+])
+def test_opening_rules(gw_ns: tuple[str, ...], tmp_path: Path, journal_state: dict[str, int],
+                       kernel: int | None, total: int, base: int) -> None:
+    journal = tmp_path / "bw"
+    _seed(journal, journal_state)
+    if kernel is not None:
+        _kernel(gw_ns, kernel)
+    with BandwidthMeters([ALICE], journal, nft=gw_ns) as m:
+        assert m.total("alice") == total
+        assert m.poll()["alice"] == total
+    committed = read_committed(journal)
+    assert committed["alice"].total == total
+    assert committed["alice.base"].total == base
+    assert committed["alice.cut"].total == 0
+
+
+def test_a_counter_reset_under_a_running_meter_is_rebased(gw_ns: tuple[str, ...],
+                                                          tmp_path: Path) -> None:
+    _kernel(gw_ns, 700)
+    with BandwidthMeters([ALICE], tmp_path / "bw", nft=gw_ns, commit_interval_s=0.001) as m:
+        assert m.poll()["alice"] == 700
+        subprocess.run([*gw_ns, "reset", "counter", "inet", "eschaton_bw", "bw_alice"],
+                       check=True, capture_output=True, timeout=10)
+        assert m.poll()["alice"] == 700  # 0 now: a new count from here, not a loss
+        subprocess.run([*gw_ns, "delete", "table", "inet", "eschaton_bw"], check=True, timeout=10)
+        _kernel(gw_ns, 50)  # someone else rebuilt it and it has counted 50 bytes since
+        assert m.poll()["alice"] == 750
+    assert read_committed(tmp_path / "bw")["alice"].total == 750
