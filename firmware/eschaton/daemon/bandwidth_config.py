@@ -12,7 +12,7 @@ durable in ``DATADIR/bandwidth`` (``eschaton.metering.bandwidth``). The counter 
 both ways, so a tariff sold per MB bills upload and download alike.
 
 Rules: names are short lowercase identifiers (they name kernel objects); addresses are checked
-with ``ipaddress``; a name or an address may appear once. Errors name the file, key and line.
+with ``ipaddress``; a name may appear once, and no two prefixes may overlap. Errors name the file, key and line.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def parse_bandwidth(doc: dict[str, Any], ctx: Any) -> tuple[BandwidthEntry, ...]
         return ()
     root = _T(ctx, (), doc)
     out: list[BandwidthEntry] = []
-    seen_addr: dict[str, str] = {}
+    seen: list[tuple[ipaddress.IPv4Network, str]] = []
     for i, d in enumerate(_list(root, "bandwidth")):
         t = _T(ctx, ("bandwidth", i), d)
         name = t.str_("name")
@@ -59,9 +59,11 @@ def parse_bandwidth(doc: dict[str, Any], ctx: Any) -> tuple[BandwidthEntry, ...]
             except ValueError as exc:
                 raise t.err("addresses", f"{a!r} is not an IPv4 address or prefix ({exc})") from None
             text = str(net.network_address) if net.prefixlen == 32 else str(net)
-            if text in seen_addr:
-                raise t.err("addresses", f"{text} is already metered by {seen_addr[text]!r}")
-            seen_addr[text] = name
+            # A packet must bump exactly one counter: no address may be metered twice.
+            for other, owner in seen:
+                if net.overlaps(other):
+                    raise t.err("addresses", f"{text} overlaps {other}, already metered by {owner!r}")
+            seen.append((net, name))
             addrs.append(text)
         t.done()
         out.append(BandwidthEntry(name, tuple(addrs)))

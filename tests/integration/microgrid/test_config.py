@@ -83,3 +83,7 @@ def test_an_address_is_metered_once() -> None:
                    '[[bandwidth]]\nname = "b"\naddresses = ["10.0.0.1"]\n')
     with pytest.raises(ConfigError, match="already metered by 'a'"):
         parse_config(text, "node.toml")
+    overlapping = HEAD + ('[[bandwidth]]\nname = "a"\naddresses = ["10.0.0.0/28"]\n'
+                          '[[bandwidth]]\nname = "b"\naddresses = ["10.0.0.3"]\n')
+    with pytest.raises(ConfigError, match=r"bandwidth\[1\]\.addresses.*10\.0\.0\.3 overlaps 10\.0\.0\.0/28"):
+        parse_config(overlapping, "node.toml")
