@@ -5,6 +5,7 @@ Each is registered once (``eschaton.api.registry``); the CLI modules ``node``, `
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -17,6 +18,12 @@ async def node_status(node: Any) -> dict[str, Any]:
     tip = await node.chain.tip()
     peers = sorted(s.hex() for s in node.net.sessions) if node.net is not None else []
     listeners = [lst.url for lst in node.net.listeners] if node.net is not None else []
+    bandwidth: dict[str, Any] = {}
+    bw = getattr(node, "bandwidth", None)
+    for name in bw.names if bw is not None else ():
+        # Durable bytes (what is billed) and whether the kernel drops the client now (nft runs
+        # as a subprocess: off the event loop).
+        bandwidth[name] = {"bytes": bw.total(name), "cut": await asyncio.to_thread(bw.is_cut, name)}
     return {
         "id": node.node_id,
         "name": node.config.node.name,
@@ -28,6 +35,7 @@ async def node_status(node: Any) -> dict[str, Any]:
         # Channel store transactions since start: each is an fsync, so this is the SD card's
         # write rate from channels (group commits make it lower than the number of updates).
         "channel_store_commits": node.channels.store.commits if node.channels is not None else 0,
+        "bandwidth": bandwidth,
     }
 
 
@@ -169,8 +177,6 @@ async def channel_settle(node: Any, channel: str, escrow: int, rollback: bool) -
                default=0),
          Param("wait", bool, "wait until the new anchor confirms", required=False, default=False))
 async def channel_reanchor(node: Any, channel: str, lifetime: int, wait: bool) -> dict[str, Any]:
-    import asyncio
-
     svc = node.channels
     ch = svc.channel(channel)
     task = asyncio.get_running_loop().create_task(svc.reanchor(ch, lifetime or None))

@@ -269,6 +269,8 @@ max_credit_limit_sat = 1000
         assert burst(ns, 100) == 0  # nothing crosses while cut...
         await asyncio.sleep(1.5)
         assert (await sell_row())["units"] == units_cut  # ...and nothing is billed
+        status = (await api(seller, "node.status"))["bandwidth"]
+        assert status == {"client1": {"bytes": units_cut, "cut": True}}, status
 
         # Paying again restores the client.
         await api(buyer, "microgrid.hold", meter="client1", paused=False)
