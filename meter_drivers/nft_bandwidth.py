@@ -26,6 +26,25 @@ Rules / theory of operation:
 - Client addresses must not overlap, within a client or across clients: one byte is billed to
   one client, and an interval map or set refuses overlapping elements anyway.
 - IPv4 only: the set and map are ``ipv4_addr``; IPv6 forwarding is not metered here.
+- Guarded interfaces fail closed. Metering only the configured addresses would let a neighbour
+  who sets another, unmetered IPv4 address (or speaks IPv6) be forwarded for free, and let a cut
+  client escape its cut the same way. So for every interface in ``guard`` (the interfaces the
+  node sells bandwidth on) the chain ends, AFTER the cut and counting rules (metered clients are
+  counted exactly as without a guard), with:
+    * ``iifname <if> ip saddr != @metered drop`` and ``oifname <if> ip daddr != @metered drop``:
+      forwarded IPv4 into or out of the interface must be from or to a metered client;
+    * ``iifname <if> meta nfproto ipv6 drop`` and the same for ``oifname``: IPv6 is not metered,
+      so none of it is forwarded across the interface.
+  ``metered`` (``ipv4_addr``, ``flags interval``) holds every client prefix; it is flushed and
+  refilled with the chain and the map in the same ``ensure()`` transaction, so a changed client
+  list can never meet a stale set. A cut client is dropped by the cut rules before it reaches
+  the guard. The guard touches only the forward hook: ARP and batman-adv frames are not forwarded
+  IPv4/IPv6, and traffic to or from the node itself (input/output hooks: its mesh links, its
+  API, its peers) is unaffected. With no guarded interface no guard rule is written (exactly
+  the unguarded layout; a ``metered`` set left by an earlier guarded run stays, unreferenced). Interface names are validated like the kernel does (1-15
+  characters, no '/', ':' or whitespace, not "." or ".."), and additionally refused when they
+  hold '"', '\\' or '*' (nft could not quote them, or would read a wildcard) or are not
+  printable.
 - We drive the ``nft`` CLI through subprocess and parse its JSON (``nft -j``) instead of using
   the ``nftables`` Python binding: Debian's python3-nftables works only under /usr/bin/python3,
   not from the project's venv. The command prefix is configurable so a test can run
@@ -44,6 +63,7 @@ from typing import Any
 from eschaton.errors import LocalError
 from meter_drivers.base import MeterError
 
+IFNAMSIZ = 16  # the kernel's limit, including the terminating NUL
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 COUNTER_PREFIX = "bw_"
@@ -89,6 +109,24 @@ def _networks(client: BandwidthClient) -> tuple[Network, ...]:
     return tuple(nets)
 
 
+def _interfaces(guard: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(guard, str):
+        raise NftConfigError(guard, "guard must be a sequence of interface names, not one string")
+    out: list[str] = []
+    for name in guard:
+        # The kernel's dev_valid_name(), plus what cannot be written into an nft rule verbatim.
+        ok = (isinstance(name, str) and 0 < len(name) < IFNAMSIZ and name not in (".", "..")
+              and name.isprintable() and not any(ch.isspace() or ch in '/:"\\*' for ch in name))
+        if not ok:
+            raise NftConfigError(str(name), f"bad interface name {name!r}: 1-15 printable "
+                                            "characters, no '/', ':', '\"', '\\', '*' or "
+                                            "whitespace, not '.' or '..'")
+        if name in out:
+            raise NftConfigError(name, "interface guarded twice")
+        out.append(name)
+    return tuple(out)
+
+
 def _check_overlaps(nets: dict[str, tuple[Network, ...]]) -> None:
     flat = sorted(((n, name) for name, ns in nets.items() for n in ns),
                   key=lambda x: (int(x[0].network_address), -x[0].prefixlen))
@@ -126,7 +164,7 @@ class NftBandwidth:
     """The kernel side: install, read, cut and restore per-client byte counters."""
 
     def __init__(self, clients: Sequence[BandwidthClient], *, table: str = "eschaton_bw",
-                 nft: Sequence[str] = ("nft",)) -> None:
+                 nft: Sequence[str] = ("nft",), guard: Sequence[str] = ()) -> None:
         if not isinstance(table, str) or not TABLE_RE.fullmatch(table):
             raise NftConfigError(str(table), "bad table name: use [a-z][a-z0-9_]{0,30}")
         if isinstance(nft, str) or not nft:
@@ -139,6 +177,8 @@ class NftBandwidth:
                 raise NftConfigError(c.name, "client configured twice")
             nets[c.name] = _networks(c)
         _check_overlaps(nets)
+        self.guard = _interfaces(guard)
+        """Interfaces on which only metered, uncut clients are forwarded (see the rules)."""
         self.table = table
         self.nft = tuple(nft)
         self.clients = tuple(clients)
@@ -229,12 +269,25 @@ class NftBandwidth:
         elems = [f'{net} : "{COUNTER_PREFIX}{n}"' for n, nets in self._nets.items() for net in nets]
         if elems:
             lines.append(f"add element {t} clients {{ {', '.join(elems)} }}")
+        if self.guard:
+            lines += [f"add set {t} metered {{ type ipv4_addr; flags interval; }}",
+                      f"flush set {t} metered"]
+            nets = [net for ns in self._nets.values() for net in ns]
+            if nets:
+                lines.append(f"add element {t} metered {{ {self._elements(nets)} }}")
         lines += [
             f"add rule {t} forward ip saddr @cut drop",
             f"add rule {t} forward ip daddr @cut drop",
             f"add rule {t} forward counter name ip saddr map @clients",
             f"add rule {t} forward counter name ip daddr map @clients",
         ]
+        for dev in self.guard:  # after the counting rules: metered clients are counted as ever
+            lines += [
+                f'add rule {t} forward iifname "{dev}" ip saddr != @metered drop',
+                f'add rule {t} forward oifname "{dev}" ip daddr != @metered drop',
+                f'add rule {t} forward iifname "{dev}" meta nfproto ipv6 drop',
+                f'add rule {t} forward oifname "{dev}" meta nfproto ipv6 drop',
+            ]
         return "\n".join(lines) + "\n"
 
     def ensure(self) -> dict[str, int]:

@@ -48,8 +48,10 @@ class BandwidthMeters:
 
     def __init__(self, clients: Sequence[BandwidthClient], journal_dir: str | Path, *,
                  table: str = "eschaton_bw", nft: Sequence[str] = ("nft",),
-                 commit_interval_s: float = 1.0) -> None:
-        self.nft = NftBandwidth(clients, table=table, nft=nft)  # validates before touching disk
+                 commit_interval_s: float = 1.0, guard: Sequence[str] = ()) -> None:
+        # guard: interfaces on which only metered, uncut clients are forwarded (fail closed;
+        # see meter_drivers.nft_bandwidth).
+        self.nft = NftBandwidth(clients, table=table, nft=nft, guard=guard)  # validates before touching disk
         self.names: tuple[str, ...] = self.nft.names
         self._lock = threading.Lock()
         self._closed = False

@@ -141,6 +141,107 @@ def test_totals_survive_restarts_and_a_recreated_table(topo: Topo, tmp_path: Pat
         assert record(m5) == a + b + d + e
 
 
+STRAY = "10.91.1.4"  # a second, unmetered address on the client's interface (BOB has .3)
+
+
+def _free_ride(topo: Topo) -> None:
+    """Without a guard the stray address is forwarded, billed to nobody (the hole)."""
+    ex = topo.udp_exchange(2, 100, 100, src=STRAY)
+    assert (ex.up, ex.down) == (2, 2)
+
+
+def test_guard_forwards_only_metered_uncut_clients(topo: Topo, tmp_path: Path) -> None:
+    topo.add_address(topo.client, topo.client_dev, f"{STRAY}/24")
+    NftBandwidth(CLIENTS, nft=topo.nft).ensure()
+    _free_ride(topo)
+    assert NftBandwidth(CLIENTS, nft=topo.nft).read() == {"alice": 0, "bob": 0, "drop": 0}
+    guard = (topo.gw_client_dev,)
+    with BandwidthMeters(CLIENTS, tmp_path / "bw", nft=topo.nft, guard=guard,
+                         commit_interval_s=0.001) as m:
+        assert m.nft.guard == guard
+        # the metered client passes both ways, from either end, and is counted as before
+        a = topo.udp_exchange(4, 600, 60)
+        assert (a.up, a.down) == (4, 4)
+        b = topo.udp_exchange(3, 200, 900, sender=topo.upstream, src="10.91.2.2",
+                              receiver=topo.client, dst="10.91.1.2")
+        assert (b.up, b.down) == (3, 3)
+        counts = {"alice": a.l3_bytes + b.l3_bytes, "bob": 0, "drop": 0}
+        assert m.poll() == counts
+        # the stray address gets nothing through, neither from it nor to it, and moves no counter
+        ex = topo.udp_exchange(3, 500, 500, wait=0.2, src=STRAY)
+        assert (ex.up, ex.down) == (0, 0)
+        ex = topo.udp_exchange(3, 500, 500, wait=0.2, sender=topo.upstream, src="10.91.2.2",
+                               receiver=topo.client, dst=STRAY)
+        assert ex.up == 0
+        assert m.poll() == counts
+        # a cut client cannot escape its cut through another address
+        m.cut("alice")
+        for src in ("10.91.1.2", STRAY):
+            assert topo.udp_exchange(2, 100, 100, wait=0.2, src=src).up == 0
+        m.restore("alice")
+        c = topo.udp_exchange(2, 100, 100)
+        assert (c.up, c.down) == (2, 2)
+        assert m.poll()["alice"] == counts["alice"] + c.l3_bytes
+        # a poll that rebuilds a vanished table rebuilds the guard with it
+        NftBandwidth(CLIENTS, nft=topo.nft).remove()
+        m.poll()
+        assert topo.udp_exchange(2, 100, 100, wait=0.2, src=STRAY).up == 0
+    # the guard goes with the configuration: guard=() rebuilds the table as it was
+    NftBandwidth(CLIENTS, nft=topo.nft).ensure()
+    _free_ride(topo)
+
+
+def test_guard_drops_forwarded_ipv6(topo: Topo) -> None:
+    topo.add_ipv6()
+    NftBandwidth(CLIENTS, nft=topo.nft).ensure()
+    ex = topo.udp_exchange(3, 400, 40, src="fd91:1::2", dst="fd91:2::2")
+    assert (ex.up, ex.down) == (3, 3)  # forwarded without a guard, and metered by nobody
+    assert ex.l3_bytes == 3 * 448 + 3 * 88
+    bw = NftBandwidth(CLIENTS, nft=topo.nft, guard=(topo.gw_client_dev,))
+    assert bw.read() == {"alice": 0, "bob": 0, "drop": 0}
+    bw.ensure()
+    ex = topo.udp_exchange(3, 400, 40, wait=0.2, src="fd91:1::2", dst="fd91:2::2")
+    assert (ex.up, ex.down) == (0, 0)
+    ex = topo.udp_exchange(3, 400, 40, wait=0.2, sender=topo.upstream, src="fd91:2::2",
+                           receiver=topo.client, dst="fd91:1::2")
+    assert ex.up == 0
+    a = topo.udp_exchange(2, 300, 30)  # IPv4 of the metered client still passes, counted
+    assert (a.up, a.down) == (2, 2)
+    assert bw.read() == {"alice": a.l3_bytes, "bob": 0, "drop": 0}
+
+
+@pytest.mark.parametrize("guard, words", [
+    (("",), "bad interface name"),
+    (("a" * 16,), "bad interface name"),
+    (("wlan/0",), "bad interface name"),
+    (("wlan 0",), "bad interface name"),
+    (("wlan0\n",), "bad interface name"),
+    ((".",), "bad interface name"),
+    (("..",), "bad interface name"),
+    (("eth0:1",), "bad interface name"),
+    (('eth"0',), "bad interface name"),
+    (("eth*",), "bad interface name"),
+    ((None,), "bad interface name"),
+    ("eth0", "not one string"),
+    (("eth0", "eth0"), "guarded twice"),
+])
+def test_bad_guard_interfaces_are_refused(guard: object, words: str, tmp_path: Path) -> None:
+    with pytest.raises(NftConfigError) as e:
+        NftBandwidth([ALICE], guard=guard)  # type: ignore[arg-type]
+    assert words in str(e.value) and "\n" not in str(e.value).strip()
+    with pytest.raises(NftConfigError):
+        BandwidthMeters([ALICE], tmp_path / "bw", guard=guard)  # type: ignore[arg-type]
+    assert not (tmp_path / "bw").exists()  # refused before anything touched the disk
+
+
+def test_guard_names_and_the_unguarded_script() -> None:
+    long = "a" * 15  # the kernel's longest name
+    assert NftBandwidth([ALICE], guard=(long, "bat0", "mesh-wlan.5")).guard == \
+        (long, "bat0", "mesh-wlan.5")
+    script = NftBandwidth(CLIENTS).script()
+    assert "metered" not in script and "ifname" not in script and "ipv6" not in script
+
+
 CRASHER = """
 import sys
 from eschaton.metering.bandwidth import BandwidthMeters
