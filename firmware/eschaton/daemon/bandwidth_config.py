@@ -4,12 +4,20 @@
 [[bandwidth]]
 name = "h1-uplink"               # meter name; sell it with [[microgrid.sell]] meter = "h1-uplink"
 addresses = ["10.91.1.2"]        # the client's IPv4 addresses or prefixes ("10.91.1.0/28")
+interface = "bat0"               # optional: the interface the client is reached on; then this
+                                 # node forwards nothing from or to it but metered clients
 ```
 
 Each entry becomes one nftables byte counter (traffic from or to those addresses that this node
 forwards) and one entry of the node's cut set (``meter_drivers.nft_bandwidth``); totals are made
 durable in ``DATADIR/bandwidth`` (``eschaton.metering.bandwidth``). The counter counts L3 bytes
 both ways, so a tariff sold per MB bills upload and download alike.
+
+An ``interface`` makes it a guarded interface: the node forwards nothing arriving on it or
+leaving by it but IPv4 traffic of metered clients (and no IPv6, which is not metered). Without
+one, a neighbour could take another, unmetered address (or use IPv6) and be forwarded for free,
+or step around its own cut. Traffic to and from the node itself (its links, its API) is not
+forwarded traffic and is unaffected.
 
 Rules: names are short lowercase identifiers (they name kernel objects); addresses are checked
 with ``ipaddress``; a name may appear once, and no two prefixes may overlap. Errors name the file, key and line.
@@ -26,10 +34,21 @@ from eschaton.daemon.microgrid_config import _T, _list
 NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
 
 
+# The kernel's rules for an interface name, plus what nft cannot quote or reads as a wildcard.
+IFNAME = re.compile(r'[^/\s:"\\*]{1,15}')
+
+
 @dataclass(frozen=True, slots=True)
 class BandwidthEntry:
     name: str
     addresses: tuple[str, ...]
+    interface: str | None = None
+    """Guarded interface (see the module doc), or None."""
+
+
+def guarded_interfaces(entries: tuple[BandwidthEntry, ...]) -> tuple[str, ...]:
+    """Every interface some entry names, once, in file order."""
+    return tuple(dict.fromkeys(e.interface for e in entries if e.interface is not None))
 
 
 def parse_bandwidth(doc: dict[str, Any], ctx: Any) -> tuple[BandwidthEntry, ...]:
@@ -65,6 +84,11 @@ def parse_bandwidth(doc: dict[str, Any], ctx: Any) -> tuple[BandwidthEntry, ...]
                     raise t.err("addresses", f"{text} overlaps {other}, already metered by {owner!r}")
             seen.append((net, name))
             addrs.append(text)
+        iface = t.raw("interface", None)
+        if iface is not None and (not isinstance(iface, str) or not IFNAME.fullmatch(iface)
+                                  or not iface.isprintable() or iface in (".", "..")):
+            raise t.err("interface", "must be an interface name (1-15 printable characters, none "
+                        "of / : \" \\ * or spaces)")
         t.done()
-        out.append(BandwidthEntry(name, tuple(addrs)))
+        out.append(BandwidthEntry(name, tuple(addrs), iface))
     return tuple(out)

@@ -142,12 +142,15 @@ class Node:
         """``[[bandwidth]]``: kernel byte counters per neighbour, polled into a durable journal."""
         if not self.config.bandwidth:
             return
+        from eschaton.daemon.bandwidth_config import guarded_interfaces
         from eschaton.metering.bandwidth import BandwidthMeters
         from meter_drivers.nft_bandwidth import BandwidthClient
 
         clients = [BandwidthClient(e.name, e.addresses) for e in self.config.bandwidth]
+        guard = guarded_interfaces(self.config.bandwidth)
         # nft runs as a subprocess: off the event loop.
-        meters = await asyncio.to_thread(BandwidthMeters, clients, self.datadir / "bandwidth")
+        meters = await asyncio.to_thread(
+            lambda: BandwidthMeters(clients, self.datadir / "bandwidth", guard=guard))
         self.bandwidth = meters
 
         async def poll() -> None:

@@ -2,8 +2,8 @@
 neighbour (nftables), the gateway's node bills them per MB over a trade channel, cuts the
 neighbour off in the kernel when payment stops, and lets it through again once paid.
 
-Three namespaces the test creates: ``client`` (10.91.11.2) - ``gw`` (forwards) - ``upstream``
-(10.91.12.2). Both node processes run inside ``gw`` (they share its loopback and the embedded
+Three namespaces the test creates: ``client`` (10.91.11.2, and 10.91.11.3 that nobody meters) -
+``gw`` (forwards; its client-side interface is guarded) - ``upstream`` (10.91.12.2). Both node processes run inside ``gw`` (they share its loopback and the embedded
 chain its first node owns); the seller meters the client's address, the buyer node pays for it.
 Real UDP traffic from the client to the upstream namespace is what gets billed and cut.
 """
@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 PRICE_MSAT = 1_000_000  # per MB: 1 sat per 1000 bytes
 CREDIT_SAT = 150
 CLIENT, UPSTREAM = "10.91.11.2", "10.91.12.2"
+STRANGER = "10.91.11.3"  # another address on the client's wire, metered by nobody
 PORT = 9000
 
 RECV = """
@@ -51,6 +52,7 @@ print(total, flush=True)
 SEND = """
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[5], 0))
 for _ in range(int(sys.argv[3])):
     s.sendto(b"x" * 1000, (sys.argv[1], int(sys.argv[2])))
     time.sleep(float(sys.argv[4]))
@@ -78,6 +80,7 @@ def namespaces() -> Iterator[dict[str, str]]:
         run("link", "add", f"bu{uid}", "netns", ns["upstream"], "type", "veth", "peer", "name",
             f"bh{uid}", "netns", ns["gw"])
         for n, dev, addr in ((ns["client"], f"bc{uid}", f"{CLIENT}/24"),
+                             (ns["client"], f"bc{uid}", f"{STRANGER}/24"),
                              (ns["gw"], f"bg{uid}", "10.91.11.1/24"),
                              (ns["gw"], f"bh{uid}", "10.91.12.1/24"),
                              (ns["upstream"], f"bu{uid}", f"{UPSTREAM}/24")):
@@ -89,22 +92,23 @@ def namespaces() -> Iterator[dict[str, str]]:
         run("-n", ns["upstream"], "route", "add", "default", "via", "10.91.12.1")
         subprocess.run([ip, "netns", "exec", ns["gw"], "sysctl", "-qw", "net.ipv4.ip_forward=1"],
                        check=True, capture_output=True, timeout=10)
+        ns["gw_dev"] = f"bg{uid}"  # the gateway's client-side interface
         yield ns
     finally:
         for n in made:
             subprocess.run([ip, "netns", "del", n], capture_output=True, timeout=10)
 
 
-def burst(ns: dict[str, str], datagrams: int, gap_s: float = 0.01) -> int:
-    """Send ``datagrams`` x 1000 bytes from the client to the upstream namespace through the
-    gateway; returns the bytes that arrived."""
+def burst(ns: dict[str, str], datagrams: int, gap_s: float = 0.01, source: str = CLIENT) -> int:
+    """Send ``datagrams`` x 1000 bytes from ``source`` in the client namespace to the upstream
+    namespace through the gateway; returns the bytes that arrived."""
     recv = subprocess.Popen(
         ["ip", "netns", "exec", ns["upstream"], sys.executable, "-c", RECV, UPSTREAM, str(PORT),
          str(datagrams * gap_s + 2.0)], stdout=subprocess.PIPE, text=True)
     try:
         assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
         subprocess.run(["ip", "netns", "exec", ns["client"], sys.executable, "-c", SEND, UPSTREAM,
-                        str(PORT), str(datagrams), str(gap_s)], check=True, timeout=60)
+                        str(PORT), str(datagrams), str(gap_s), source], check=True, timeout=60)
         out, _ = recv.communicate(timeout=60)
     finally:
         if recv.poll() is None:
@@ -165,6 +169,7 @@ datadir = "{chain_base}"
 [[bandwidth]]
 name = "client1"
 addresses = ["{CLIENT}"]
+interface = "{ns['gw_dev']}"
 
 [microgrid]
 {common}
@@ -254,6 +259,13 @@ max_credit_limit_sat = 1000
             return bool(r.get("paid_sat", 0) > 0 and r.get("invoices", 0) >= 2)
 
         await until("payments", paid, 30)
+
+        # The gateway's client-side interface is guarded: an address nobody meters gets nothing
+        # forwarded (a neighbour cannot dodge the meter, or a cut, by taking another address).
+        units = (await sell_row())["units"]
+        assert burst(ns, 50, source=STRANGER) == 0
+        await asyncio.sleep(1.5)
+        assert (await sell_row())["units"] == units
 
         # The buyer stops paying: past the credit limit the gateway cuts the client in the kernel.
         await api(buyer, "microgrid.hold", meter="client1", paused=True)

@@ -62,6 +62,11 @@ def test_bandwidth_meters_parse() -> None:
     s = cfg.microgrid.sell[0]
     assert s.service == "bandwidth" and s.valve is None and s.relay is None
     assert parse_config(HEAD, "node.toml").bandwidth == ()
+    from eschaton.daemon.bandwidth_config import guarded_interfaces
+    two = parse_config(HEAD + '[[bandwidth]]\nname = "a"\naddresses = ["10.0.0.1"]\ninterface = "bat0"\n'
+                       '[[bandwidth]]\nname = "b"\naddresses = ["10.0.0.2"]\ninterface = "bat0"\n'
+                       '[[bandwidth]]\nname = "c"\naddresses = ["10.0.0.3"]\n', "node.toml")
+    assert guarded_interfaces(two.bandwidth) == ("bat0",)
 
 
 @pytest.mark.parametrize(("body", "key", "words"), [
@@ -71,6 +76,9 @@ def test_bandwidth_meters_parse() -> None:
     ('name = "a"\naddresses = []\n', "bandwidth[0].addresses", "non-empty"),
     ('name = "a"\n', "bandwidth[0].addresses", "required"),
     ('name = "a"\naddresses = ["10.0.0.1"]\nport = 1\n', "bandwidth[0].port", "unknown key"),
+    ('name = "a"\naddresses = ["10.0.0.1"]\ninterface = "a/b"\n', "bandwidth[0].interface", "interface name"),
+    ('name = "a"\naddresses = ["10.0.0.1"]\ninterface = "sixteen-chars-xx"\n', "bandwidth[0].interface",
+     "interface name"),
 ])
 def test_bandwidth_mistakes_name_the_key(body: str, key: str, words: str) -> None:
     with pytest.raises(ConfigError) as e:
