@@ -32,11 +32,13 @@ def resolve_datadir(datadir: str | Path | None) -> Path:
 
 
 async def open_chain(
-    datadir: str | Path | None, *, serve: bool = True, direct_only: bool = False, timeout: float = 10.0
+    datadir: str | Path | None, *, serve: bool = True, direct_only: bool = False, timeout: float = 10.0,
+    also: tuple[str, int] | None = None,
 ) -> ChainBackend:
     """An ``EmbeddedChain`` (owner) or an ``ElectrumChainClient`` (the chain is owned elsewhere).
 
-    ``direct_only``: never connect to a server (raise ``ChainLocked`` instead)."""
+    ``direct_only``: never connect to a server (raise ``ChainLocked`` instead). ``also``: as the
+    owner, serve on that (host, port) too (``[chain] serve``)."""
     base = resolve_datadir(datadir)
     chain_dir = base / "chain"
     deadline = time.monotonic() + timeout
@@ -49,7 +51,7 @@ async def open_chain(
             else:
                 chain = EmbeddedChain(node)
                 if serve:
-                    server = ElectrumServer(node)
+                    server = ElectrumServer(node, also=also)
                     try:
                         await server.start()
                     except BaseException:

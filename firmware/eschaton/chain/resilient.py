@@ -53,13 +53,14 @@ class ReopeningChain:
         inner.subscribe(self._dispatch)
 
     @classmethod
-    async def open(cls, base: Path, *, serve: bool = True) -> ReopeningChain:
+    async def open(cls, base: Path, *, serve: bool = True,
+                   also: tuple[str, int] | None = None) -> ReopeningChain:
         from eschaton.chain.open import open_chain
 
         async def opener() -> ChainBackend:
-            return await open_chain(base, serve=serve, timeout=30.0)
+            return await open_chain(base, serve=serve, timeout=30.0, also=also)
 
-        return cls(opener, await open_chain(base, serve=serve))
+        return cls(opener, await open_chain(base, serve=serve, also=also))
 
     @classmethod
     async def electrum(cls, host: str, port: int, *, reconnect_timeout: float = 30.0) -> ReopeningChain:

@@ -305,8 +305,21 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     if chain_s.raw("datadir", None) is None and (
             ctx.datadir / D.CHAIN_DATADIR_LEGACY / "chain" / "index.sqlite").exists():
         chain_default = D.CHAIN_DATADIR_LEGACY  # a chain made under the old default: keep using it
+    serve_url = chain_s.get_str("serve", "") or None
+    serve: tuple[str, int] | None = None
+    if serve_url is not None:
+        if backend != "embedded":
+            raise chain_s.err("serve", "only the owner of an embedded chain serves it")
+        m = re.fullmatch(r"tcp://(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})", serve_url)
+        if m is None or not 1 <= int(m.group(2)) <= 65535:
+            raise chain_s.err("serve", "must be tcp://IPV4:PORT (e.g. tcp://0.0.0.0:50001)")
+        try:
+            ipaddress.IPv4Address(m.group(1))
+        except ValueError:
+            raise chain_s.err("serve", f"{m.group(1)} is not an IPv4 address") from None
+        serve = (m.group(1), int(m.group(2)))
     chain = ChainConfig(backend, network_name,
-                        _path(ctx, chain_s, "datadir", chain_default), chain_url)
+                        _path(ctx, chain_s, "datadir", chain_default), chain_url, serve)
     chain_s.done()
 
     root.done(allowed_extra=(*_EXTENSION_SECTIONS, "microgrid", "bandwidth"))

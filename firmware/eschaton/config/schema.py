@@ -84,6 +84,10 @@ class ChainConfig:
     """Block and chainstate directory of the embedded backend."""
     url: str | None
     """Electrum server URL, e.g. ``tcp://127.0.0.1:50001`` (electrum backend only)."""
+    serve: tuple[str, int] | None = None
+    """Embedded backend: also serve the chain over Electrum on this (host, port), e.g. the
+    gateway's mesh address, so other nodes on the mesh use it (``backend = "electrum"``). None:
+    loopback only, on a port the kernel picks (written to ``chain/electrum.port``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,8 @@ class Node:
 
             base = cc.datadir if cc.datadir is not None else self.datadir
             # Several nodes may share this chain; if its owner goes away, reopen (and maybe own) it.
-            self.chain = await ReopeningChain.open(base, serve=True)
+            # ``[chain] serve``: other nodes of the mesh use this chain too (backend = "electrum").
+            self.chain = await ReopeningChain.open(base, serve=True, also=cc.serve)
         else:
             from eschaton.chain.resilient import ReopeningChain
 

@@ -114,3 +114,21 @@ def test_find_line_for_nested_arrays() -> None:
     assert find_line(text, ("network", "peers", 1, "id")) == 5
     assert find_line(text, ("network", "peers", 0, "id")) == 2
     assert find_line(text, ("network", "nothing")) is None
+
+
+def test_chain_serve_on_the_mesh() -> None:
+    cfg = parse_config('[chain]\nserve = "tcp://10.99.0.1:50001"\n', "node.toml")
+    assert cfg.chain.serve == ("10.99.0.1", 50001)
+    assert parse_config("", "node.toml").chain.serve is None
+
+
+@pytest.mark.parametrize("text,words", [
+    ('serve = "tcp://gateway:50001"', "tcp://IPV4:PORT"),
+    ('serve = "tcp://10.0.0.1:70000"', "tcp://IPV4:PORT"),
+    ('serve = "tcp://10.0.0.300:50001"', "not an IPv4 address"),
+    ('serve = "tcp://10.0.0.1:1"\nbackend = "electrum"\nurl = "tcp://10.0.0.2:1"', "only the owner"),
+])
+def test_chain_serve_mistakes(text: str, words: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(f"[chain]\n{text}\n", "node.toml")
+    assert exc.value.key == "chain.serve" and words in str(exc.value), str(exc.value)

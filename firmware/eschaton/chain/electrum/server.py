@@ -352,17 +352,29 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
 
 
 class ElectrumServer:
-    """Serves ``node`` on 127.0.0.1 and advertises the port in ``<datadir>/chain/electrum.port``."""
+    """Serves ``node`` on 127.0.0.1 and advertises the port in ``<datadir>/chain/electrum.port``;
+    with ``also``, on that (host, port) as well (``[chain] serve``: other nodes of the mesh)."""
 
-    def __init__(self, node: ChainNode, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, node: ChainNode, host: str = "127.0.0.1", port: int = 0, *,
+                 also: tuple[str, int] | None = None) -> None:
         self.node = node
         self.host = host
         self.port = port
+        self.also = also
         self.sessions: set[ElectrumSession] = set()
         self._server: Any = None  # asyncio.Server
+        self._also_server: Any = None
         self.port_file: Path = node.chain_dir / PORT_FILE
 
     async def start(self) -> int:
+        if self.also is not None:
+            # First, so a taken port fails the start before local clients are told of us.
+            try:
+                self._also_server = await serve_rs(partial(ElectrumSession, server=self), *self.also)
+            except OSError as e:
+                raise ChainError(f"cannot serve the chain on {self.also[0]}:{self.also[1]}: "
+                                 f"{e.strerror or e}") from None
+            log.info("chain served over Electrum on %s:%d", *self.also)
         self._server = await serve_rs(partial(ElectrumSession, server=self), self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         tmp = self.port_file.with_suffix(".tmp")
@@ -376,6 +388,9 @@ class ElectrumServer:
             self.port_file.unlink()
         except FileNotFoundError:
             pass
+        also, self._also_server = self._also_server, None
+        if also is not None:
+            also.close()  # its sessions are in ``sessions`` too, closed below
         if self._server is not None:
             self._server.close()
             for s in list(self.sessions):
@@ -386,6 +401,8 @@ class ElectrumServer:
                 s.detach()
             await self._server.wait_closed()
             self._server = None
+        if also is not None:
+            await also.wait_closed()
 
 
 def read_port(chain_dir: Path) -> int | None:
