@@ -109,18 +109,23 @@ def _networks(client: BandwidthClient) -> tuple[Network, ...]:
     return tuple(nets)
 
 
+def check_interface(name: object) -> None:
+    """Raise ``NftConfigError`` unless ``name`` can name a guarded interface: the kernel's
+    dev_valid_name(), plus what cannot be written into an nft rule verbatim."""
+    ok = (isinstance(name, str) and 0 < len(name) < IFNAMSIZ and name not in (".", "..")
+          and name.isprintable() and not any(ch.isspace() or ch in '/:"\\*' for ch in name))
+    if not ok:
+        raise NftConfigError(str(name), f"bad interface name {name!r}: 1-15 printable "
+                                        "characters, no '/', ':', '\"', '\\', '*' or "
+                                        "whitespace, not '.' or '..'")
+
+
 def _interfaces(guard: Sequence[str]) -> tuple[str, ...]:
     if isinstance(guard, str):
         raise NftConfigError(guard, "guard must be a sequence of interface names, not one string")
     out: list[str] = []
     for name in guard:
-        # The kernel's dev_valid_name(), plus what cannot be written into an nft rule verbatim.
-        ok = (isinstance(name, str) and 0 < len(name) < IFNAMSIZ and name not in (".", "..")
-              and name.isprintable() and not any(ch.isspace() or ch in '/:"\\*' for ch in name))
-        if not ok:
-            raise NftConfigError(str(name), f"bad interface name {name!r}: 1-15 printable "
-                                            "characters, no '/', ':', '\"', '\\', '*' or "
-                                            "whitespace, not '.' or '..'")
+        check_interface(name)
         if name in out:
             raise NftConfigError(name, "interface guarded twice")
         out.append(name)

@@ -25,17 +25,11 @@ with ``ipaddress``; a name may appear once, and no two prefixes may overlap. Err
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from eschaton.daemon.microgrid_config import _T, _list
-
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,30}")
-
-
-# The kernel's rules for an interface name, plus what nft cannot quote or reads as a wildcard.
-IFNAME = re.compile(r'[^/\s:"\\*]{1,15}')
+from meter_drivers.nft_bandwidth import NAME_RE, NftConfigError, check_interface
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +55,7 @@ def parse_bandwidth(doc: dict[str, Any], ctx: Any) -> tuple[BandwidthEntry, ...]
     for i, d in enumerate(_list(root, "bandwidth")):
         t = _T(ctx, ("bandwidth", i), d)
         name = t.str_("name")
-        if not NAME.fullmatch(name):
+        if not NAME_RE.fullmatch(name):  # the driver's rule: names name kernel objects
             raise t.err("name", "must be 1-31 characters of a-z, 0-9, '_' or '-', starting with a "
                         "letter or digit")
         if any(e.name == name for e in out):
@@ -85,10 +79,11 @@ def parse_bandwidth(doc: dict[str, Any], ctx: Any) -> tuple[BandwidthEntry, ...]
             seen.append((net, name))
             addrs.append(text)
         iface = t.raw("interface", None)
-        if iface is not None and (not isinstance(iface, str) or not IFNAME.fullmatch(iface)
-                                  or not iface.isprintable() or iface in (".", "..")):
-            raise t.err("interface", "must be an interface name (1-15 printable characters, none "
-                        "of / : \" \\ * or spaces)")
+        if iface is not None:
+            try:
+                check_interface(iface)  # the driver's rule, checked here to name file and line
+            except NftConfigError as exc:
+                raise t.err("interface", str(exc)) from None
         t.done()
         out.append(BandwidthEntry(name, tuple(addrs), iface))
     return tuple(out)
