@@ -19,7 +19,7 @@ async def node_status(node: Any) -> dict[str, Any]:
     peers = sorted(s.hex() for s in node.net.sessions) if node.net is not None else []
     listeners = [lst.url for lst in node.net.listeners] if node.net is not None else []
     bandwidth: dict[str, Any] = {}
-    bw = getattr(node, "bandwidth", None)
+    bw = node.bandwidth
     for name in bw.names if bw is not None else ():
         # Durable bytes (what is billed) and whether the kernel drops the client now (nft runs
         # as a subprocess: off the event loop).

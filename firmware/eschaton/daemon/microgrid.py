@@ -258,7 +258,7 @@ class MicrogridService:
     def _check_names(self) -> None:
         m = self.node.metering
         meters = set(m.pulse_meters) | set(m.modbus_meters) if m is not None else set()
-        bandwidth = set(self._bandwidth_names())
+        bandwidth = set(self.node.bandwidth.names) if self.node.bandwidth is not None else set()
         meters |= bandwidth
         valves = set(m.valves) if m is not None else set()
         relays = set(m.relays) if m is not None else set()
@@ -285,14 +285,15 @@ class MicrogridService:
 
     # --- meters and valves -------------------------------------------------------------------
 
-    def _bandwidth_names(self) -> tuple[str, ...]:
-        bw = getattr(self.node, "bandwidth", None)
-        return tuple(bw.names) if bw is not None else ()
+    def _bandwidth(self, meter: str) -> Any:
+        """The node's bandwidth meters if ``meter`` is one of them, else None."""
+        bw = self.node.bandwidth
+        return bw if bw is not None and meter in bw.names else None
 
     def base_units(self, meter: str, base_unit: str) -> int:
         """The meter's cumulative count in exact integer base units (floor of the calibration)."""
-        bw = getattr(self.node, "bandwidth", None)
-        if bw is not None and meter in bw.names:
+        bw = self._bandwidth(meter)
+        if bw is not None:
             # Bytes the journal made durable (as for pulse meters: no invoice ahead of the meter).
             return int(bw.total(meter))
         m = self.node.metering
@@ -310,13 +311,11 @@ class MicrogridService:
 
     def _actuate(self, meter_id: str, on: bool, record: bool = True) -> None:
         s = self.sells.get(meter_id)
-        bw = getattr(self.node, "bandwidth", None)
+        bw = self._bandwidth(meter_id)
         if s is None or (self.node.metering is None and bw is None):
             return
-        if bw is not None and meter_id in bw.names:
+        if bw is not None:
             (bw.restore if on else bw.cut)(meter_id)  # the client's addresses leave/join the cut set
-        elif self.node.metering is None:
-            return
         elif s.valve is not None:
             (self.node.metering.open_valve if on else self.node.metering.close_valve)(s.valve)
         elif s.relay is not None:
@@ -745,7 +744,7 @@ class MicrogridService:
             await asyncio.sleep(self.config.reading_interval_s)
 
     async def _tick(self) -> None:
-        if (self.node.metering is None and getattr(self.node, "bandwidth", None) is None) or (
+        if (self.node.metering is None and self.node.bandwidth is None) or (
                 self.seller is None and self.loss_ledger is None):
             return
         if self.seller is not None:
