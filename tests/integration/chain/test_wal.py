@@ -14,6 +14,15 @@ def _wal_restart_count(wal: Path) -> int:
     return int.from_bytes(header[12:16], "big")
 
 
+def _write_round(idx: ChainIndex, r: int) -> None:
+    """40 commits of a ~3 kB row each (about 40 WAL pages), then wait for the background pass."""
+    for i in range(40):
+        idx.begin()
+        idx.db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (f"k{r}-{i}", "x" * 3000))
+        idx.commit()
+    assert idx.checkpointer.wait_idle(30)
+
+
 def test_background_checkpoints_restart_the_wal(tmp_path: Path) -> None:
     idx = ChainIndex(tmp_path / "index.sqlite")
     cp = idx.checkpointer
@@ -24,11 +33,7 @@ def test_background_checkpoints_restart_the_wal(tmp_path: Path) -> None:
     restarts = []
     try:
         for r in range(6):
-            for i in range(40):
-                idx.begin()
-                idx.db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (f"k{r}-{i}", "x" * 3000))
-                idx.commit()
-            assert cp.wait_idle(30)
+            _write_round(idx, r)
             sizes.append(os.stat(wal).st_size)
             restarts.append(_wal_restart_count(wal))
         assert cp.passes >= 6
@@ -60,11 +65,7 @@ def test_the_writer_is_left_no_checkpoint_while_the_wal_is_short(tmp_path: Path)
     cp.restart_frames = 10_000
     try:
         for r in range(4):
-            for i in range(40):
-                idx.begin()
-                idx.db.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (f"k{r}-{i}", "x" * 3000))
-                idx.commit()
-            assert cp.wait_idle(30)
+            _write_round(idx, r)
         idx.begin()
         idx.commit()
         assert cp.passes >= 4
