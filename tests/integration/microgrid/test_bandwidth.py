@@ -10,12 +10,9 @@ Real UDP traffic from the client to the upstream namespace is what gets billed a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from eschaton.demo.village import House, api, free_port, stop_node, wait_ready
+from eschaton.demo.village import House, api, free_port, wait_ready
 from eschaton.net.identity import create_identity
 from tests.conftest import need_root, need_tool
+from tests.integration.netns_nodes import mine, start_in, stop_and_show, until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -115,33 +113,6 @@ def burst(ns: dict[str, str], datagrams: int, gap_s: float = 0.01, source: str =
             recv.kill()
             recv.wait()
     return int(out.strip())
-
-
-def start_in(ns: str, h: House) -> None:
-    env = dict(os.environ)
-    env.pop("ESCHATON_DEMO_FLOWS", None)
-    logf = open(h.log, "ab")  # noqa: SIM115 - handed to the child
-    try:
-        h.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "eschaton", "node", "run",
-             "--config", str(h.config)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
-    finally:
-        logf.close()
-
-
-def mine(ns: str, chain_base: Path, n: int, to: str | None = None) -> None:
-    cmd = ["ip", "netns", "exec", ns, sys.executable, "-m", "eschaton", "chain", "mine", str(n),
-           "--datadir", str(chain_base)]
-    subprocess.run([*cmd, *(["--to", to] if to else [])], check=True, capture_output=True, timeout=60)
-
-
-async def until(what: str, pred: Any, timeout: float, poll: float = 0.3) -> None:
-    end = time.monotonic() + timeout
-    while not await pred():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(poll)
 
 
 def test_bandwidth_is_metered_in_the_kernel_billed_cut_and_restored(
@@ -312,9 +283,4 @@ max_credit_limit_sat = 1000
     try:
         asyncio.run(scenario())
     finally:
-        for h in (buyer, seller):
-            with contextlib.suppress(Exception):
-                stop_node(h)
-        for h in (seller, buyer):
-            if h.log.exists():
-                print(f"--- {h.name} log tail:\n{h.log.read_text(errors='replace')[-3000:]}")
+        stop_and_show(buyer, seller)

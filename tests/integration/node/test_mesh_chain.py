@@ -9,21 +9,17 @@ house cannot reach the gateway's loopback, only its mesh address.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from eschaton.demo.village import House, api, stop_node, wait_ready
+from eschaton.demo.village import House, api, wait_ready
 from eschaton.net.identity import create_identity
 from tests.conftest import need_root, need_tool
+from tests.integration.netns_nodes import mine, start_in, stop_and_show, until
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
@@ -56,25 +52,6 @@ def two_machines() -> Iterator[dict[str, str]]:
     finally:
         for n in made:
             subprocess.run([ip, "netns", "del", n], capture_output=True, timeout=10)
-
-
-def start_in(ns: str, h: House) -> None:
-    logf = open(h.log, "ab")  # noqa: SIM115 - handed to the child
-    try:
-        h.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "eschaton", "node", "run",
-             "--config", str(h.config)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=dict(os.environ),
-            start_new_session=True)
-    finally:
-        logf.close()
-
-
-async def until(what: str, pred: Any, timeout: float, poll: float = 0.5) -> None:
-    end = time.monotonic() + timeout
-    while not await pred():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(poll)
 
 
 def test_a_house_uses_the_gateways_chain_across_the_mesh(two_machines: dict[str, str],
@@ -112,11 +89,8 @@ backend = "electrum"
 url = "tcp://{GW}:{CHAIN_PORT}"
 ''')
 
-    def mine(n: int, to: str | None = None) -> None:
-        # On the gateway, whose node owns the chain: the CLI reaches it over its loopback.
-        cmd = ["ip", "netns", "exec", ns["gw"], sys.executable, "-m", "eschaton", "chain", "mine",
-               str(n), "--datadir", str(gw.datadir), *(["--to", to] if to else [])]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    def mine_on_gw(n: int, to: str | None = None) -> None:
+        mine(ns["gw"], gw.datadir, n, to)  # the gateway's node owns the chain
 
     async def scenario() -> None:
         start_in(ns["gw"], gw)
@@ -126,8 +100,8 @@ url = "tcp://{GW}:{CHAIN_PORT}"
         assert st["chain"]["backend"] == "electrum"
 
         addr = (await api(house, "wallet.address"))["address"]
-        mine(1, addr)
-        mine(100)
+        mine_on_gw(1, addr)
+        mine_on_gw(100)
 
         async def funded() -> bool:
             return bool((await api(house, "wallet.balance"))["spendable"] >= 1_000_000)
@@ -144,7 +118,7 @@ url = "tcp://{GW}:{CHAIN_PORT}"
         cid = opened["channel"]
 
         async def is_open() -> bool:
-            mine(1)
+            mine_on_gw(1)
             ours = {c["channel"]: c for c in await api(house, "channel.list")}
             theirs = {c["channel"]: c for c in await api(gw, "channel.list")}
             return cid in ours and cid in theirs and ours[cid]["state"] == theirs[cid]["state"] == "OPEN"
@@ -160,9 +134,4 @@ url = "tcp://{GW}:{CHAIN_PORT}"
     try:
         asyncio.run(scenario())
     finally:
-        for h in (house, gw):
-            with contextlib.suppress(Exception):
-                stop_node(h)
-        for h in (gw, house):
-            if h.log.exists():
-                print(f"--- {h.name} log tail:\n{h.log.read_text(errors='replace')[-3000:]}")
+        stop_and_show(house, gw)
