@@ -2,10 +2,12 @@
 
 Rules:
 - This is the only place that knows every part. Order of start: datadir -> chain -> wallet ->
-  channels -> network -> metering -> bandwidth meters -> microgrid -> API -> sd_notify READY. If any step fails, the parts that
-  started are stopped in reverse order and a typed ``NodeStartError`` is raised.
-- Stop (SIGTERM, SIGINT, or ``node.stop`` over the API) runs in reverse: API, metering (valves
-  go to their safe state), network, channels (stores flushed and closed), chain.
+  channels -> network -> metering -> bandwidth meters -> microgrid -> API -> sd_notify READY.
+  If any step fails, the parts that started are stopped in reverse order and a typed
+  ``NodeStartError`` is raised.
+- Stop (SIGTERM, SIGINT, or ``node.stop`` over the API) runs in reverse: API, microgrid,
+  bandwidth meters (final commit; the nft table stays, so cut clients stay cut), metering
+  (valves go to their safe state), network, channels (stores flushed and closed), chain.
 - The embedded chain is opened through ``open_chain``: the first node process on a chain
   directory owns it and serves it over Electrum; later ones (the houses of a village sharing
   the gateway's chain) connect to the owner.
