@@ -10,6 +10,8 @@ import shutil
 
 import pytest
 
+from tests.host_packages import package_of
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -27,7 +29,19 @@ def need_root() -> None:
 
 
 def need_tool(name: str) -> str:
+    """The path of a host program listed in ``tests/host_packages.py``; skip (or fail in CI)
+    naming the Debian package when it is missing."""
+    package = package_of(name)
     path = shutil.which(name)
-    need(path is not None, f"needs the '{name}' program")
+    need(path is not None, f"needs the '{name}' program (Debian package '{package}', which "
+                           "`make setup` installs as root)")
     assert path is not None
+    return path
+
+
+def need_file(path: str) -> str:
+    """A host data file (a QEMU option ROM, say) listed in ``tests/host_packages.py``."""
+    package = package_of(path)
+    need(os.path.exists(path), f"needs {path} (Debian package '{package}', which `make setup` "
+                               "installs as root)")
     return path

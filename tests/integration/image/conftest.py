@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, need_root, need_tool
-from tests.integration.image.qemu import BUILD_TOOLS, SUFFIXES, add_autologin, build
+from tests.conftest import IN_CI, need_file, need_root, need_tool
+from tests.integration.image.qemu import BUILD_TOOLS, SUFFIXES, VIRTIO_NET_ROM, add_autologin, build
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     need_root()
     for tool in BUILD_TOOLS:
         need_tool(tool)
+    # Checked before the ~10-minute build, not when the mesh test's guests power on.
+    need_file(VIRTIO_NET_ROM)
     out = tmp_path_factory.mktemp("image") / "eschaton-arm64.img"
     prebuilt = os.environ.get("ESCHATON_TEST_IMAGE")
     if prebuilt and not IN_CI:

@@ -28,6 +28,8 @@ REGTEST_GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2
 SUFFIXES = (".img", ".vmlinuz", ".initrd.img")
 BUILD_TOOLS = ("debootstrap", "qemu-aarch64-static", "qemu-system-aarch64", "qemu-img", "mkfs.vfat",
                "mcopy", "mdir", "sfdisk", "mkfs.ext4", "debugfs")
+# The option ROM QEMU loads for the mesh test's ``-device virtio-net-pci`` (tests/host_packages.py).
+VIRTIO_NET_ROM = "/usr/lib/ipxe/qemu/efi-virtio.rom"
 SHELL_PROMPT = r"root@eschaton:~# "
 BOOT_FAIL = r"Kernel panic|emergency mode|Give root password"
 

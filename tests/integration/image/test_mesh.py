@@ -34,8 +34,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import need_root, need_tool
-from tests.integration.image.qemu import Console, guest_command, overlay, stop
+from tests.conftest import need_file, need_root, need_tool
+from tests.integration.image.qemu import VIRTIO_NET_ROM, Console, guest_command, overlay, stop
 
 # After the shared build (conftest.py) the test takes about 12 minutes on the 2-core machine:
 # both guests reach a shell at ~80-140 s, the nodes are linked at ~200-330 s, b runs on a's chain
@@ -99,6 +99,7 @@ def guests(bootable: Path, wire: str, tmp_path: Path) -> Iterator[list[Guest]]:
     try:
         for spec in SPECS:
             disk = overlay(bootable, tmp_path / f"{spec.name}.qcow2")
+            need_file(VIRTIO_NET_ROM)
             nic = ["-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
                    "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac}"]
             # One vCPU each: two guests booting at once share the host's 2 cores.
