@@ -82,7 +82,8 @@ class ChannelEndpoint:
     policy: Policy = field(default_factory=Policy)
     channels: dict[bytes, Channel] = field(default_factory=dict)
     broadcasts: list[tuple[bytes, bytes, str]] = field(default_factory=list)
-    notifications: list[Notify] = field(default_factory=list)
+    # Notifications are events handed to the listeners as they happen, never kept here: a
+    # channel makes one per payment for months, so any list of them is a leak.
     listeners: list[Callable[[Notify], None]] = field(default_factory=list)
     after_persist: Callable[[], None] | None = None  # test hook (crash harness)
     _staged: list[PersistThenSend] | None = None  # inside batch(): states to commit together
@@ -118,7 +119,6 @@ class ChannelEndpoint:
         if isinstance(act, Broadcast):
             self.broadcasts.append((act.channel_id, act.raw_tx, act.label))
             return
-        self.notifications.append(act)
         for fn in self.listeners:
             fn(act)
 

@@ -10,6 +10,7 @@ import pytest
 from eschaton.channel.driver import ChannelEndpoint
 from eschaton.channel.store import SCHEMA_VERSION, ChannelStore, StoreError, _v1
 from eschaton.core.channel import Channel
+from eschaton.core.channel.actions import Notify
 from eschaton.core.channel.codec import dumps, loads
 from eschaton.core.channel.messages import Message
 from tests.unit.channel.pair import opened
@@ -243,12 +244,14 @@ def test_a_burst_of_updates_is_answered_by_one_cumulative_ack(tmp_path: Path) ->
     st = ChannelStore(tmp_path / "b.db")
     ep = ChannelEndpoint(st, lambda cid: pr.b.priv, sent.append)
     ep.channels[pr.b.ch.channel_id] = pr.b.ch
+    notes: list[Notify] = []
+    ep.listeners.append(notes.append)
     with ep.batch():
         for u in updates:
             ep.receive(u, pr.height)
-        assert ep.notifications == []  # effects of a state follow its commit
+        assert notes == []  # effects of a state follow its commit
     assert [(m.NAME, m.to_fields()["number"]) for m in sent] == [("update_ack", 5)]
-    assert [n.data["number"] for n in ep.notifications if n.kind == "payment"] == [1, 2, 3, 4, 5]
+    assert [n.data["number"] for n in notes if n.kind == "payment"] == [1, 2, 3, 4, 5]
     pr.run("a", pr.a.ch.handle(sent[0], pr.height))
     assert pr.a.ch.pending is None and pr.a.ch.current == pr.b.ch.current
     st.close()
