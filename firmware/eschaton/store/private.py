@@ -79,7 +79,7 @@ def tighten_tree(root: Path) -> None:
 
 def touch_private(path: Path) -> Path:
     """Create ``path`` empty with mode 0600 if missing; tighten it if it exists."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE)  # fchmod needs no write access
     try:
         st = os.fstat(fd)
         if stat.S_IMODE(st.st_mode) & ~FILE_MODE:
