@@ -82,7 +82,7 @@ def test_tcp_is_read_only_plus_broadcast(tmp_path: Path) -> None:
                             await s.send_request(method, args)
                         assert e.value.code == P.NOT_OWNER, (host, method, e.value)
                         assert f"{method} refused: only the chain's owner may make blocks" in e.value.message
-                        assert str(server.socket_path) in e.value.message
+                        assert "through chain/electrum.sock as the owner's user" in e.value.message
                     assert node.tip() == tip, (host, "the tip moved")
                     # Read-only methods and broadcast work.
                     assert (await s.send_request("eschaton.tip"))["height"] == tip.height

@@ -141,6 +141,8 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
         # read the datadir anyway): the socket's mode is the first check, this the second.
         uid = getattr(transport, "peer_uid", None)
         self.owner = owner_socket and uid is not None and uid in (os.geteuid(), 0)
+        if owner_socket and not self.owner:
+            log.warning("a connection to the owner socket from uid %s: read-only", uid)
         self.chain = EmbeddedChain(server.node, owns_node=False)
         self.chain.subscribe(self._on_event)
         self.events = False
@@ -182,8 +184,9 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
 
     async def handle_request(self, request: Any) -> Any:
         if request.method in OWNER_METHODS and not self.owner:
+            # The socket's name, not its path: a mesh peer has no business learning the datadir.
             raise RPCError(P.NOT_OWNER, f"{request.method} refused: only the chain's owner may make blocks, "
-                                        f"through {self.server.socket_path} as the owner's user; "
+                                        f"through chain/{SOCKET_FILE} as the owner's user; "
                                         "this connection is read-only (and may broadcast transactions)")
         handler = self.handlers.get(request.method)
         coro = handler_invocation(handler, request)
