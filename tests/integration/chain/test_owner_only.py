@@ -28,7 +28,7 @@ from eschaton.chain.electrum.client import ElectrumChainClient
 from eschaton.chain.electrum.server import ElectrumServer
 from eschaton.chain.embedded.blocks import build_block
 from eschaton.chain.embedded.node import ChainNode
-from eschaton.chain.errors import NotOwner
+from eschaton.chain.errors import ChainError, NotOwner
 from tests.conftest import need_root, need_tool
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 
@@ -122,6 +122,22 @@ def test_tcp_is_read_only_plus_broadcast(tmp_path: Path) -> None:
             node.close()
 
     asyncio.run(run())
+
+
+def test_a_datadir_too_deep_for_the_owner_socket_is_one_clear_error(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 100)
+    node = ChainNode(deep)
+
+    async def run() -> None:
+        server = ElectrumServer(node)
+        with pytest.raises(ChainError, match="owner socket path is too long for a unix socket"):
+            await server.start()
+        assert not server.port_file.exists() and not server.socket_path.exists()
+
+    try:
+        asyncio.run(run())
+    finally:
+        node.close()
 
 
 _INTRUDER = r"""

@@ -430,10 +430,14 @@ class ElectrumServer:
                 raise ChainError(f"cannot serve the chain on {self.also[0]}:{self.also[1]}: "
                                  f"{e.strerror or e}") from None
             log.info("chain served over Electrum on %s:%d", *self.also)
-        await self._serve_owner_socket()
-        self._server = await serve_rs(partial(ElectrumSession, server=self), self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        write_private(self.port_file, f"{self.port}\n")  # readers never see a half-written file
+        try:
+            await self._serve_owner_socket()
+            self._server = await serve_rs(partial(ElectrumSession, server=self), self.host, self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
+            write_private(self.port_file, f"{self.port}\n")  # readers never see a half-written file
+        except BaseException:
+            await self.stop()  # no listener, socket or port file left behind
+            raise
         log.info("chain served over Electrum on %s:%d (read-only) and %s", self.host, self.port,
                  self.socket_path)
         return self.port
@@ -484,11 +488,4 @@ class ElectrumServer:
             await owner.wait_closed()
 
 
-def read_port(chain_dir: Path) -> int | None:
-    try:
-        return int((chain_dir / PORT_FILE).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-__all__ = ["ElectrumServer", "ElectrumSession", "OWNER_METHODS", "SOCKET_FILE", "read_port", "ChainError"]
+__all__ = ["ElectrumServer", "ElectrumSession", "OWNER_METHODS", "SOCKET_FILE", "ChainError"]
