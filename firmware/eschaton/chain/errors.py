@@ -11,6 +11,7 @@ __all__ = [
     "ChainLocked",
     "ChainUnavailable",
     "InvalidRequest",
+    "NotOwner",
     "ScriptVerifyError",
     "TxDecodeError",
     "UnknownTransaction",
@@ -30,6 +31,11 @@ class ScriptVerifyError(RemoteError, ChainError):
 class InvalidRequest(LocalError, ChainError):
     """Our caller asked for something meaningless (input index out of range, unknown flags,
     bad hex, N <= 0 blocks ...)."""
+
+
+class NotOwner(LocalError, ChainError):
+    """A block-making call (mine, submit a block) on a connection that is not the chain owner's
+    own socket: over TCP, or from another user."""
 
 
 class BlockRejected(RemoteError, ChainError):

@@ -4,8 +4,13 @@ Rules:
 - If no process owns ``<datadir>/chain`` this process becomes the owner: it opens the embedded
   chain directly and (``serve=True``, the default) serves it over Electrum so that other
   processes can share it.
-- If another process owns it, connect to its Electrum server (port in ``chain/electrum.port``).
-- Races (two processes opening at once, a server still starting, a stale port file after a
+- If another process owns it, connect to its owner socket (``chain/electrum.sock``), which only
+  the owner's user (and root) may use and on which every method works, mining included. The
+  loopback TCP port (``chain/electrum.port``) is not used here: it is read-only (see the design
+  note in ``electrum/server.py``).
+- A chain directory of another user is a one-line ``ChainUnavailable``: its modes (0700) keep
+  us out, and the owner socket would refuse us anyway.
+- Races (two processes opening at once, a server still starting, a stale socket after a
   crash) are retried until ``timeout``; then ``ChainUnavailable``.
 """
 from __future__ import annotations
@@ -17,7 +22,7 @@ from pathlib import Path
 
 from eschaton.chain.backend import ChainBackend
 from eschaton.chain.electrum.client import ElectrumChainClient
-from eschaton.chain.electrum.server import ElectrumServer, read_port
+from eschaton.chain.electrum.server import SOCKET_FILE, ElectrumServer
 from eschaton.chain.embedded.chain import EmbeddedChain
 from eschaton.chain.embedded.node import ChainLock, ChainNode
 from eschaton.chain.errors import ChainLocked, ChainUnavailable
@@ -42,8 +47,16 @@ async def open_chain(
     base = resolve_datadir(datadir)
     chain_dir = base / "chain"
     deadline = time.monotonic() + timeout
+
+    def foreign() -> ChainUnavailable:
+        return ChainUnavailable(f"the chain in {chain_dir} belongs to another user: run this as that user")
+
     while True:
-        if not ChainLock.held(chain_dir):
+        try:
+            held = ChainLock.held(chain_dir)
+        except PermissionError:
+            raise foreign() from None
+        if not held:
             try:
                 node = ChainNode(base)
             except ChainLocked:
@@ -61,12 +74,14 @@ async def open_chain(
                 return chain
         elif direct_only:
             raise ChainLocked(f"another process owns the chain in {chain_dir}")
-        port = read_port(chain_dir)
-        if port is not None:
+        sock = chain_dir / SOCKET_FILE
+        if sock.exists():
             try:
-                return await ElectrumChainClient.connect("127.0.0.1", port)
+                return await ElectrumChainClient.connect_owner(sock)
+            except PermissionError:
+                raise foreign() from None
             except ChainUnavailable:
-                pass  # stale port file or a server that is still starting
+                pass  # a socket left by a crash, or a server that is still starting
         if time.monotonic() > deadline:
             raise ChainUnavailable(f"the chain in {chain_dir} is owned by another process that does not answer")
         await asyncio.sleep(0.05)

@@ -42,6 +42,7 @@ from eschaton.core.channel import STATIC_KEYS, PersistThenSend, StoredVersion
 from eschaton.core.channel.codec import dumps, loads
 from eschaton.core.channel.ledger import Version
 from eschaton.errors import LocalError
+from eschaton.store import sqlite as store_sqlite
 
 SCHEMA_VERSION = 3
 BACKUP_FORMAT = "eschaton-channel-backup/1"
@@ -126,9 +127,8 @@ class ChannelStore:
         self.path = Path(path)
         self.keep_every_version = keep_every_version
         self._full = "FULL" if fsync else "OFF"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+            self.db = store_sqlite.connect(self.path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={self._full}")
             self._deferred: dict[bytes, PersistThenSend] = {}
@@ -276,7 +276,9 @@ class ChannelStore:
         doc = dumps({"format": BACKUP_FORMAT, "channels": chans})
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
+        # 0600 like everything else: a backup holds every channel's state and signatures.
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            os.fchmod(f.fileno(), 0o600)
             f.write(doc)
             f.flush()
             os.fsync(f.fileno())

@@ -7,6 +7,8 @@ Rules:
   otherwise it is printed as readable text.
 - Any ``EschatonError`` becomes one line on stderr and exit code 1; argument errors exit 2.
   Tracebacks are never shown for expected failures.
+- The process umask is 0077 (``store.private``): whatever a command creates in a datadir,
+  including the files libraries make on their own, is private to the node's user.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eschaton.errors import EschatonError
+from eschaton.store.private import set_private_umask
 
 # Command-group modules; each defines register(subparsers) -> None.
 GROUPS = ("chain", "wallet", "meter", "valve", "node", "peer", "channel", "microgrid", "demo")
@@ -75,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.error("missing command")
         return 2
+    set_private_umask()
     try:
         result = handler(args)
     except EschatonError as e:

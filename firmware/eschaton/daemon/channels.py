@@ -38,7 +38,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from eschaton.core.channel.updates import MAX_INFLIGHT
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
 from eschaton.errors import LocalError, RemoteError, TransientError
+from eschaton.store import sqlite as store_sqlite
 
 log = logging.getLogger("eschaton.channels")
 
@@ -82,7 +82,7 @@ class _PeerMap:
     rather than misread."""
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db = store_sqlite.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         version = self.db.execute("PRAGMA user_version").fetchone()[0]

@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sqlite3
 import time
 from collections import deque
 from fractions import Fraction
@@ -59,6 +58,7 @@ from eschaton.daemon.microgrid_config import BuyConfig, MicrogridConfig, SellCon
 from eschaton.errors import EschatonError, LocalError
 from eschaton.microgrid.ledger import SqliteLedger
 from eschaton.microgrid.service import BuyerService, SellerService
+from eschaton.store import sqlite as store_sqlite
 
 log = logging.getLogger("eschaton.microgrid")
 
@@ -119,7 +119,7 @@ class _Intents:
     """Durable payment intents of the buyer: written before a channel update starts."""
 
     def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db = store_sqlite.connect(path, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("CREATE TABLE IF NOT EXISTS intents (payment_id BLOB PRIMARY KEY, "

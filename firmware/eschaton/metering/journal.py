@@ -32,6 +32,7 @@ from eschaton.core.metering.journal_codec import (
     latest_totals,
 )
 from eschaton.errors import LocalError
+from eschaton.store.private import make_dirs
 
 _PREFIX = "totals-"
 _SUFFIX = ".log"
@@ -105,10 +106,10 @@ class TotalsJournal:
         self._wall_ns = wall_ns
         self._lock = threading.Lock()
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(self.directory)
         except OSError as e:
             raise JournalError(f"journal directory {self.directory}: {e.strerror}") from None
-        self._lockfd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o640)
+        self._lockfd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self._lockfd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -174,7 +175,7 @@ class TotalsJournal:
     def _start_segment(self, *, snapshot: bool) -> None:
         old = self._segments()
         path = self.directory / f"{_PREFIX}{self._next_seq:012d}{_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o640)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         size = 0
         if snapshot and self._latest:
             wall = self._wall_ns()

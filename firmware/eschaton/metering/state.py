@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from eschaton.errors import LocalError
+from eschaton.store.private import make_dirs
 
 
 class StateFileError(LocalError):
@@ -34,9 +35,10 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        os.fchmod(f.fileno(), 0o600)  # the open() mode is filtered by the umask; this is not
         json.dump(data, f, indent=2, sort_keys=True)
         f.flush()
         os.fsync(f.fileno())

@@ -35,6 +35,7 @@ from eschaton.core.microgrid.ledger import (
     verify_chain,
 )
 from eschaton.errors import TransientError
+from eschaton.store import sqlite as store_sqlite
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -65,7 +66,7 @@ class SqliteLedger:
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit
             # transactions would not take the write lock up front).
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db = store_sqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerIOError(f"{self.path}: {exc}") from exc
         try:

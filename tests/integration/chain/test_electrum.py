@@ -149,8 +149,8 @@ def test_client_maps_errors_and_events(tmp_path: Path) -> None:
     async def run() -> None:
         node = ChainNode(tmp_path)
         server = ElectrumServer(node)
-        port = await server.start()
-        client = await ElectrumChainClient.connect("127.0.0.1", port)
+        await server.start()
+        client = await ElectrumChainClient.connect_owner(server.socket_path)  # mines: the owner's path
         events: list[object] = []
         client.subscribe(events.append)
         try:

@@ -35,7 +35,7 @@ def test_remote_chain_server_restart(tmp_path: Path) -> None:
         chain.subscribe(events.append)
         k = Key(1)
         try:
-            await chain.mine(101, k.p2wpkh)
+            node.mine(101, k.p2wpkh)  # blocks are the owner's to make, not a TCP client's
             coin = next(u for u in await chain.list_unspent(k.p2wpkh) if u.coinbase)
             await chain.watch_outpoint(coin.outpoint)
 
@@ -53,7 +53,7 @@ def test_remote_chain_server_restart(tmp_path: Path) -> None:
             raw = spend_p2wpkh(coin.outpoint.txid, coin.outpoint.vout, coin.value, k,
                                [(coin.value - 2_000, Key(2).p2wpkh)])
             txid = await chain.broadcast(raw)
-            await chain.mine(1)
+            node.mine(1)
             await _until(lambda: any(isinstance(e, OutpointSpent) and e.spend.txid == txid
                                      and e.spend.height == 102 for e in events), "the spend notification")
         finally:

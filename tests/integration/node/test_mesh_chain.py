@@ -1,7 +1,8 @@
 """Two nodes on two machines of a mesh share one chain: the gateway owns its embedded chain and
 serves it on its mesh address (``[chain] serve``), the house uses it as its chain server
 (``[chain] backend = "electrum"``). The house is funded on that chain, opens a trade channel to
-the gateway over the link, pays, and both sides agree on the balances.
+the gateway over the link, pays, and both sides agree on the balances. The house cannot make
+blocks on the gateway's chain: over the served address mining is refused and the tip stays.
 
 The two "machines" are two network namespaces the test creates, joined by a veth pair: the
 house cannot reach the gateway's loopback, only its mesh address.
@@ -9,7 +10,9 @@ house cannot reach the gateway's loopback, only its mesh address.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,27 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 
 GW, HOUSE = "10.93.0.1", "10.93.0.2"
 CHAIN_PORT, LINK_PORT = 50001, 9735
+
+_MINER = r"""
+import asyncio, json, sys
+from eschaton.chain.electrum.client import ElectrumChainClient
+from eschaton.chain.errors import NotOwner
+
+async def main():
+    c = await ElectrumChainClient.connect(sys.argv[1], int(sys.argv[2]))
+    tip = await c.tip()
+    out = {}
+    for name, call in (("mine", lambda: c.mine(3)), ("mine_branch", lambda: c.mine_branch(tip.block_hash, 5))):
+        try:
+            await call()
+            out[name] = "accepted"
+        except NotOwner as e:
+            out[name] = str(e)
+    await c.close()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
 
 
 @pytest.fixture
@@ -109,6 +133,14 @@ url = "tcp://{GW}:{CHAIN_PORT}"
         await until("the house's coins, seen through the gateway's chain", funded, 60)
         tips = [(await api(h, "node.status"))["chain"] for h in (gw, house)]
         assert tips[0]["height"] == tips[1]["height"] == 101 and tips[0]["hash"] == tips[1]["hash"]
+
+        # The house asks the gateway's served chain to make blocks: refused, the tip stays.
+        tried = subprocess.run(["ip", "netns", "exec", ns["house"], sys.executable, "-c", _MINER, GW,
+                                str(CHAIN_PORT)], capture_output=True, text=True, timeout=60)
+        assert tried.returncode == 0, tried.stderr
+        for method, answer in json.loads(tried.stdout).items():
+            assert "refused: only the chain's owner may make blocks" in answer, (method, answer)
+        assert (await api(gw, "node.status"))["chain"] == tips[0]
 
         async def linked() -> bool:
             return gw.node_id in (await api(house, "node.status"))["peers"]

@@ -4,15 +4,20 @@ It talks to the Eschaton chain server (``eschaton.chain.electrum.server``), usin
 methods where they carry what the interface needs and the ``eschaton.*`` extensions otherwise
 (tx status, full UTXO records, spender input index, typed events). Errors map back to the
 backend's types: ``BroadcastRefused`` (with bitcoind's reason), ``UnknownTransaction``,
-``BlockRejected``, ``InvalidRequest``; a lost connection is ``ChainUnavailable``.
+``BlockRejected``, ``NotOwner``, ``InvalidRequest``; a lost connection is ``ChainUnavailable``.
+
+``connect(host, port)`` is a TCP session: read-only plus broadcast. ``connect_owner(path)`` is a
+session on the owner's unix socket, the only one on which ``mine``/``mine_branch``/
+``submit_block`` work (see the server's design note).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
-from aiorpcx import RPCError, RPCSession, TaskTimeout, connect_rs
+from aiorpcx import RPCError, RPCSession, TaskTimeout, connect_rs, connect_us
 
 from eschaton.chain.backend import (
     BroadcastRefused,
@@ -25,7 +30,7 @@ from eschaton.chain.backend import (
     Utxo,
 )
 from eschaton.chain.electrum import protocol as P
-from eschaton.chain.errors import BlockRejected, ChainUnavailable, InvalidRequest
+from eschaton.chain.errors import BlockRejected, ChainUnavailable, InvalidRequest, NotOwner
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +53,26 @@ class ElectrumChainClient:
 
     @classmethod
     async def connect(cls, host: str = "127.0.0.1", port: int = 50001) -> ElectrumChainClient:
-        self = cls()
-        self._conn = connect_rs(host, port, session_factory=_ClientSession)
+        return await cls()._start(connect_rs(host, port, session_factory=_ClientSession), f"{host}:{port}")
+
+    @classmethod
+    async def connect_owner(cls, path: Path) -> ElectrumChainClient:
+        """The owner's unix socket (``<datadir>/chain/electrum.sock``). ``PermissionError`` (the
+        socket belongs to another user) is raised as it is, so that callers can tell it from a
+        server that is not there yet (``ChainUnavailable``)."""
+        return await cls()._start(connect_us(str(path), session_factory=_ClientSession), str(path),
+                                  owner=True)
+
+    async def _start(self, conn: Any, where: str, *, owner: bool = False) -> ElectrumChainClient:
+        self._conn = conn
         try:
             self.session = await self._conn.__aenter__()
+        except PermissionError:
+            if owner:
+                raise
+            raise ChainUnavailable(f"cannot reach the chain server at {where}: permission denied") from None
         except OSError as e:
-            raise ChainUnavailable(f"cannot reach the chain server at {host}:{port}: {e}") from e
+            raise ChainUnavailable(f"cannot reach the chain server at {where}: {e}") from e
         assert self.session is not None
         self.session.on_notification = self._on_notification
         await self._call("server.version", "eschaton", P.PROTOCOL_VERSION)
@@ -77,6 +96,8 @@ class ElectrumChainClient:
             if e.code == P.DAEMON_ERROR and msg.startswith("block rejected"):
                 parts = msg.split("\n") + ["", "", ""]
                 raise BlockRejected(parts[1], parts[2], parts[3]) from None
+            if e.code == P.NOT_OWNER:
+                raise NotOwner(msg) from None
             raise InvalidRequest(msg) from None
         except (ConnectionError, OSError, TaskTimeout) as e:
             raise ChainUnavailable(f"chain server connection lost: {e!r}") from e

@@ -30,6 +30,7 @@ BAD_REQUEST = 1
 DAEMON_ERROR = 2
 UNKNOWN_TX = -5  # bitcoind's RPC_INVALID_ADDRESS_OR_KEY: "No such mempool or blockchain transaction"
 TX_REFUSED = -26  # bitcoind's RPC_VERIFY_REJECTED
+NOT_OWNER = -32  # a block-making method on a connection that is not the owner's (server.py)
 REFUSED_PREFIX = "the transaction was rejected by network rules."
 
 

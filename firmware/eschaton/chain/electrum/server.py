@@ -10,8 +10,19 @@ implements, and keeps a later switch to a public Electrum server or a stock Elec
 than a rewrite. What the protocol lacks, the backend interface needs, so a few documented
 ``eschaton.*`` methods are added; standard clients simply never call them.
 
-The owner listens on TCP 127.0.0.1 with an ephemeral port and writes the port to
-``<datadir>/chain/electrum.port`` after it starts listening (and removes it on shutdown).
+Two kinds of listener, two levels of trust (only the owner may make blocks):
+- The owner socket ``<datadir>/chain/electrum.sock``: a unix socket, mode 0600 inside the 0700
+  chain directory, and each connection's peer credentials (``SO_PEERCRED``) must be the owner's
+  uid or root's. Its sessions may use every method, including the block-producing ones below.
+  This is how the node's own processes (the CLI, the wallet, a second node sharing the chain,
+  the demo, tests) reach the owner (``open_chain``).
+- TCP: 127.0.0.1 on an ephemeral port, written (0600) to ``<datadir>/chain/electrum.port``
+  after it starts listening and removed on shutdown, and with ``[chain] serve`` a (host, port)
+  on the mesh. Any local user can reach a loopback port, and any machine of the mesh the served
+  address, so TCP sessions are read-only plus ``blockchain.transaction.broadcast``: a request
+  for ``eschaton.mine``, ``eschaton.mine_branch`` or ``eschaton.submit_block`` there is refused
+  with error ``NOT_OWNER`` and changes nothing. Otherwise anyone who can connect could mine and
+  reorganise the chain under everyone's channels.
 
 Methods (standard, protocol 1.6 subset):
 - ``server.version``, ``server.ping``
@@ -32,8 +43,9 @@ Eschaton extensions:
 - ``eschaton.subscribe_events`` then ``eschaton.watch_outpoint(txid, vout)`` /
   ``eschaton.watch_script(script_hex)``: the session receives ``eschaton.event`` notifications
   carrying the backend's ``ChainEvent`` objects (``protocol.event_json``) in chain order.
-- regtest only: ``eschaton.mine(n, script_hex=None)``, ``eschaton.mine_branch(from_hash, n,
-  txs_hex=[], script_hex=None)``, ``eschaton.submit_block(raw_hex)``.
+- regtest only, owner socket only (``OWNER_METHODS``): ``eschaton.mine(n, script_hex=None)``,
+  ``eschaton.mine_branch(from_hash, n, txs_hex=[], script_hex=None)``,
+  ``eschaton.submit_block(raw_hex)``.
 """
 from __future__ import annotations
 
@@ -41,12 +53,16 @@ import asyncio
 import hashlib
 import logging
 import os
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aiorpcx import RPCError, RPCSession, handler_invocation, serve_rs
+from aiorpcx.session import SessionKind
+from aiorpcx.unixsocket import USTransport
 
 from eschaton.chain.backend import BroadcastRefused, OutPoint, UnknownTransaction
 from eschaton.chain.electrum import protocol as P
@@ -55,10 +71,35 @@ from eschaton.chain.embedded.node import ChainNode, NodeUpdate
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.errors import BlockRejected, ChainError
 from eschaton.errors import EschatonError
+from eschaton.store.private import FILE_MODE, write_private
 
 log = logging.getLogger(__name__)
 
 PORT_FILE = "electrum.port"
+SOCKET_FILE = "electrum.sock"
+# Methods that make blocks: only sessions on the owner socket may call them (module doc).
+OWNER_METHODS = frozenset({"eschaton.mine", "eschaton.mine_branch", "eschaton.submit_block"})
+_SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes, with the terminating NUL
+
+
+def _peer_uid(transport: Any) -> int | None:
+    """The uid of the process at the other end of a unix socket (``SO_PEERCRED``)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+class _OwnerTransport(USTransport):  # type: ignore[misc]
+    """aiorpcx's unix transport, noting the peer's uid before the session is made."""
+
+    peer_uid: int | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.peer_uid = _peer_uid(transport)
+        super().connection_made(transport)
 
 
 def _hex(s: Any, what: str, length: int | None = None) -> bytes:
@@ -93,9 +134,15 @@ def _count(v: Any) -> int:
 class ElectrumSession(RPCSession):  # type: ignore[misc]
     cost_hard_limit = 0  # local, trusted clients: no resource throttling
 
-    def __init__(self, transport: Any, *, server: ElectrumServer) -> None:
+    def __init__(self, transport: Any, *, server: ElectrumServer, owner_socket: bool = False) -> None:
         super().__init__(transport)
         self.server = server
+        # Trusted only on the owner socket, and only for the owner's user (or root, who can
+        # read the datadir anyway): the socket's mode is the first check, this the second.
+        uid = getattr(transport, "peer_uid", None)
+        self.owner = owner_socket and uid is not None and uid in (os.geteuid(), 0)
+        if owner_socket and not self.owner:
+            log.warning("a connection to the owner socket from uid %s: read-only", uid)
         self.chain = EmbeddedChain(server.node, owns_node=False)
         self.chain.subscribe(self._on_event)
         self.events = False
@@ -136,6 +183,11 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
     # --- plumbing -----------------------------------------------------------------------------
 
     async def handle_request(self, request: Any) -> Any:
+        if request.method in OWNER_METHODS and not self.owner:
+            # The socket's name, not its path: a mesh peer has no business learning the datadir.
+            raise RPCError(P.NOT_OWNER, f"{request.method} refused: only the chain's owner may make blocks, "
+                                        f"through chain/{SOCKET_FILE} as the owner's user; "
+                                        "this connection is read-only (and may broadcast transactions)")
         handler = self.handlers.get(request.method)
         coro = handler_invocation(handler, request)
         try:
@@ -352,8 +404,9 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
 
 
 class ElectrumServer:
-    """Serves ``node`` on 127.0.0.1 and advertises the port in ``<datadir>/chain/electrum.port``;
-    with ``also``, on that (host, port) as well (``[chain] serve``: other nodes of the mesh)."""
+    """Serves ``node`` on the owner socket ``<datadir>/chain/electrum.sock`` (every method) and,
+    read-only, on 127.0.0.1 (port advertised in ``<datadir>/chain/electrum.port``) and with
+    ``also`` on that (host, port) as well (``[chain] serve``: other nodes of the mesh)."""
 
     def __init__(self, node: ChainNode, host: str = "127.0.0.1", port: int = 0, *,
                  also: tuple[str, int] | None = None) -> None:
@@ -364,7 +417,9 @@ class ElectrumServer:
         self.sessions: set[ElectrumSession] = set()
         self._server: Any = None  # asyncio.Server
         self._also_server: Any = None
+        self._owner_server: Any = None
         self.port_file: Path = node.chain_dir / PORT_FILE
+        self.socket_path: Path = node.chain_dir / SOCKET_FILE
 
     async def start(self) -> int:
         if self.also is not None:
@@ -375,19 +430,45 @@ class ElectrumServer:
                 raise ChainError(f"cannot serve the chain on {self.also[0]}:{self.also[1]}: "
                                  f"{e.strerror or e}") from None
             log.info("chain served over Electrum on %s:%d", *self.also)
-        self._server = await serve_rs(partial(ElectrumSession, server=self), self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        tmp = self.port_file.with_suffix(".tmp")
-        tmp.write_text(f"{self.port}\n")
-        os.replace(tmp, self.port_file)  # readers never see a half-written file
-        log.info("chain served over Electrum on %s:%d", self.host, self.port)
+        try:
+            await self._serve_owner_socket()
+            self._server = await serve_rs(partial(ElectrumSession, server=self), self.host, self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
+            write_private(self.port_file, f"{self.port}\n")  # readers never see a half-written file
+        except BaseException:
+            await self.stop()  # no listener, socket or port file left behind
+            raise
+        log.info("chain served over Electrum on %s:%d (read-only) and %s", self.host, self.port,
+                 self.socket_path)
         return self.port
 
-    async def stop(self) -> None:
+    async def _serve_owner_socket(self) -> None:
+        path = str(self.socket_path)
+        if len(os.fsencode(path)) > _SUN_PATH_MAX:
+            raise ChainError(f"the chain's owner socket path is too long for a unix socket "
+                             f"({len(path)} > {_SUN_PATH_MAX} bytes): {path}; use a shorter datadir")
         try:
-            self.port_file.unlink()
+            self.socket_path.unlink()  # left by an owner that crashed; we hold the chain's LOCK
         except FileNotFoundError:
             pass
+        factory = partial(_OwnerTransport, partial(ElectrumSession, server=self, owner_socket=True),
+                          None, SessionKind.SERVER)
+        old = os.umask(0o177)  # born 0600: no moment when another user could connect
+        try:
+            self._owner_server = await asyncio.get_running_loop().create_unix_server(factory, path)
+        finally:
+            os.umask(old)
+        os.chmod(path, FILE_MODE)
+
+    async def stop(self) -> None:
+        for f in (self.port_file, self.socket_path):
+            try:
+                f.unlink()
+            except FileNotFoundError:
+                pass
+        owner, self._owner_server = self._owner_server, None
+        if owner is not None:
+            owner.close()  # its sessions are in ``sessions`` too, closed below
         also, self._also_server = self._also_server, None
         if also is not None:
             also.close()  # its sessions are in ``sessions`` too, closed below
@@ -403,13 +484,8 @@ class ElectrumServer:
             self._server = None
         if also is not None:
             await also.wait_closed()
+        if owner is not None:
+            await owner.wait_closed()
 
 
-def read_port(chain_dir: Path) -> int | None:
-    try:
-        return int((chain_dir / PORT_FILE).read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-__all__ = ["ElectrumServer", "ElectrumSession", "read_port", "ChainError"]
+__all__ = ["ElectrumServer", "ElectrumSession", "OWNER_METHODS", "SOCKET_FILE", "ChainError"]

@@ -27,13 +27,13 @@ Rules / theory of operation:
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from eschaton.chain.embedded.wal import Checkpointer
 from eschaton.core.codec import Block, Tx, compact_size, decode_block
+from eschaton.store import sqlite as store_sqlite
 
 SCHEMA_VERSION = 1
 _sha = hashlib.sha256
@@ -98,8 +98,7 @@ def _tx_offsets(block: Block) -> Iterator[tuple[int, int]]:
 
 class ChainIndex:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = store_sqlite.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA cache_size=-32768")  # 32 MiB: random txid keys miss a small cache

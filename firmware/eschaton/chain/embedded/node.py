@@ -70,6 +70,7 @@ from eschaton.chain.errors import (
 )
 from eschaton.chain.kernel import kernel_block
 from eschaton.core.codec import Block, Tx, decode_block, decode_tx, scan_block
+from eschaton.store.private import private_dir, tighten_tree
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,9 @@ class ChainLock:
     """An exclusive advisory lock on ``<datadir>/chain/LOCK`` held for the life of the owner."""
 
     def __init__(self, chain_dir: Path) -> None:
-        chain_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(chain_dir)
         self.path = chain_dir / "LOCK"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -178,14 +179,16 @@ class ChainNode:
             self.index = ChainIndex(self.chain_dir / "index.sqlite")
             self._log_conn = pbk.LoggingConnection(self._on_log)
             self._ctx = pbk.make_context(pbk.ChainType.REGTEST)  # no validation callbacks (module doc)
-            kdir = self.chain_dir / "kernel"
-            kdir.mkdir(parents=True, exist_ok=True)
+            kdir = private_dir(self.chain_dir / "kernel")
             try:
                 self.cm = pbk.ChainstateManager(
                     pbk.ChainstateManagerOptions(self._ctx, str(kdir), str(kdir / "blocks"))
                 )
             except RuntimeError as e:
                 raise ChainError(f"the kernel could not open {kdir}: {e}") from e
+            # The kernel creates its files with the process umask: tighten them (and those of
+            # an older install) now; the entry point's umask keeps later ones private.
+            tighten_tree(self.chain_dir)
             self._chain = self.cm.get_active_chain()  # a live view: always the current active chain
             # (A fresh chain connects genesis inside the constructor; reconcile indexes it.)
             self.reconcile()

@@ -35,6 +35,8 @@ import threading
 import time
 from pathlib import Path
 
+from eschaton.store import sqlite as store_sqlite
+
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +51,7 @@ class Checkpointer:
         self.writer = writer
         self.interval = interval
         self.restart_frames = restart_frames
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db = store_sqlite.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA synchronous=NORMAL")
         writer.execute("PRAGMA wal_autocheckpoint=0")
         page_size = writer.execute("PRAGMA page_size").fetchone()[0]
