@@ -5,14 +5,20 @@ Rules:
   name (``channel.pay``). Its parameters are declared with types, so the API validates a request
   before calling it and the CLI builds its argparse options from the same declaration.
 - Validation failures raise ``ApiError`` (a LocalError): bad input never reaches the node.
+  Integers must fit 64 signed bits and numbers must be finite.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from eschaton.errors import LocalError
+
+# Integers a command accepts: what a signed 64-bit field holds. Anything larger is a mistake
+# (no amount, height or id needs it) and would only fail later, deeper and less clearly.
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class ApiError(LocalError):
@@ -53,12 +59,15 @@ class Command:
             if p.type is int:
                 if isinstance(v, bool) or not isinstance(v, int):
                     raise ApiError(f"{self.name}: {p.name} must be an integer")
+                if not INT_MIN <= v <= INT_MAX:
+                    raise ApiError(f"{self.name}: {p.name} is out of range (64-bit)")
             elif p.type is bool:
                 if not isinstance(v, bool):
                     raise ApiError(f"{self.name}: {p.name} must be true or false")
             elif p.type is float:
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise ApiError(f"{self.name}: {p.name} must be a number")
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or (
+                        isinstance(v, float) and not math.isfinite(v)):
+                    raise ApiError(f"{self.name}: {p.name} must be a finite number")
             elif not isinstance(v, p.type):
                 raise ApiError(f"{self.name}: {p.name} must be a {p.type.__name__}")
             out[p.name] = v

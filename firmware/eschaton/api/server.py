@@ -1,12 +1,18 @@
-"""HTTP JSON control API on a unix socket, guarded by a 0600 token file.
+"""HTTP JSON control API on a unix socket (and, if configured, 127.0.0.1), guarded by a token.
 
 Rules:
 - The socket and the token file live in the node's datadir and are created mode 0600; the
   token is 32 random bytes, regenerated at every start, compared in constant time.
+- ``[api] tcp_port``: the same application also listens on 127.0.0.1 at that port, never on
+  another address. Every request there needs the same ``Authorization: Bearer <token>`` header
+  (any local user can reach a loopback port; only the token's owner can use it).
 - ``POST /v1/<command>`` with a JSON object body runs a registered command. Success is
-  ``200 {"result": ...}``; a refused request is ``400 {"error": {"type", "message"}}``; an
-  unexpected failure is ``500`` with the message, logged with its traceback (supervision
-  boundary), and the node keeps running.
+  ``200 {"result": ...}``; a refused request is ``400 {"error": {"type", "message"}}`` (a body
+  over ``MAX_BODY`` is ``413``, a missing or wrong token ``401``). A body that is not strict
+  JSON (NaN, numbers of more than 4300 digits, nesting deeper than the parser's recursion
+  limit) is refused like any other bad input: one line, no traceback in the log. An unexpected
+  failure is ``500`` with the message, logged with its traceback (supervision boundary), and
+  the node keeps running.
 """
 from __future__ import annotations
 
@@ -21,12 +27,15 @@ from typing import Any
 from aiohttp import web
 
 from eschaton.api.registry import COMMANDS, ApiError
-from eschaton.errors import EschatonError
+from eschaton.errors import EschatonError, LocalError
 
 log = logging.getLogger("eschaton.api")
 
 TOKEN_FILE = "api.token"
 SOCKET_FILE = "api.sock"
+TCP_HOST = "127.0.0.1"  # the only address ``[api] tcp_port`` listens on
+MAX_BODY = 1 << 20  # bytes; no command takes more than a few hundred
+MAX_INT_DIGITS = 20  # a 64-bit integer has at most 20
 
 
 def write_token(path: Path) -> str:
@@ -45,27 +54,36 @@ def write_token(path: Path) -> str:
 
 
 class ApiServer:
-    def __init__(self, node: Any, socket_path: Path, token_path: Path) -> None:
+    def __init__(self, node: Any, socket_path: Path | None, token_path: Path,
+                 tcp_port: int | None = None) -> None:
         self.node = node
         self.socket_path = socket_path
         self.token_path = token_path
+        self.tcp_port = tcp_port
         self.token = ""
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         self.token = write_token(self.token_path)
-        app = web.Application(client_max_size=1 << 20)
+        app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/v1/{name}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = self.socket_path
-        if sock.exists() or sock.is_symlink():
-            sock.unlink()
-        old = os.umask(0o177)  # the socket is created 0600: only the node's user may connect
-        try:
-            await web.UnixSite(self._runner, str(sock)).start()
-        finally:
-            os.umask(old)
+        if sock is not None:
+            if sock.exists() or sock.is_symlink():
+                sock.unlink()
+            old = os.umask(0o177)  # the socket is created 0600: only the node's user may connect
+            try:
+                await web.UnixSite(self._runner, str(sock)).start()
+            finally:
+                os.umask(old)
+        if self.tcp_port is not None:
+            try:
+                await web.TCPSite(self._runner, TCP_HOST, self.tcp_port).start()
+            except OSError as e:  # in use, most likely: one line, not a traceback
+                raise LocalError(f"[api] tcp_port: cannot listen on {TCP_HOST}:{self.tcp_port}: "
+                                 f"{e.strerror}") from None
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -80,9 +98,13 @@ class ApiServer:
         if cmd is None:
             return _error(404, "UnknownCommand", f"no command {request.match_info['name']!r}")
         try:
-            body = await request.json() if request.can_read_body else {}
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "ApiError", "request body is not JSON")
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "ApiError", f"request body is larger than {MAX_BODY} bytes")
+        try:
+            body = _parse_json(raw) if raw else {}
+        except ApiError as e:
+            return _error(400, "ApiError", str(e))
         try:
             args = cmd.validate(body)
             result = await cmd.fn(self.node, **args)
@@ -92,6 +114,28 @@ class ApiServer:
             log.exception("command %s failed", cmd.name)
             return _error(500, type(e).__name__, str(e))
         return web.json_response({"result": result}, dumps=lambda o: json.dumps(o, default=str))
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_int(text: str) -> int:
+    # Decided before int() runs: past 4300 digits Python refuses with a message about its own
+    # limit, and no parameter of any command needs more than 64 bits anyway.
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text.lstrip('-'))} digits is out of range")
+    return int(text)
+
+
+def _parse_json(raw: bytes) -> Any:
+    """Strict JSON, or ``ApiError`` in one line."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant, parse_int=_parse_int)
+    except RecursionError:
+        raise ApiError("request body is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError and ours above
+        raise ApiError(f"request body is not JSON: {str(e).splitlines()[0][:120]}") from None
 
 
 def _error(status: int, kind: str, message: str) -> web.Response:

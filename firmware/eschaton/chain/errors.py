@@ -8,6 +8,7 @@ from eschaton.errors import LocalError, RemoteError, TransientError
 __all__ = [
     "BroadcastRefused",
     "ChainError",
+    "ChainDirUnusable",
     "ChainLocked",
     "ChainUnavailable",
     "InvalidRequest",
@@ -54,3 +55,7 @@ class ChainLocked(TransientError, ChainError):
 
 class ChainUnavailable(TransientError, ChainError):
     """The chain server could not be reached."""
+
+
+class ChainDirUnusable(LocalError, ChainError):
+    """The chain directory cannot be created or used (a file in its way, a read-only parent)."""

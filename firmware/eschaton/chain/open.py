@@ -16,8 +16,11 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from eschaton.chain.backend import ChainBackend
@@ -25,7 +28,7 @@ from eschaton.chain.electrum.client import ElectrumChainClient
 from eschaton.chain.electrum.server import SOCKET_FILE, ElectrumServer
 from eschaton.chain.embedded.chain import EmbeddedChain
 from eschaton.chain.embedded.node import ChainLock, ChainNode
-from eschaton.chain.errors import ChainLocked, ChainUnavailable
+from eschaton.chain.errors import ChainDirUnusable, ChainLocked, ChainUnavailable
 
 DEFAULT_DATADIR = "~/.eschaton"
 
@@ -34,6 +37,22 @@ def resolve_datadir(datadir: str | Path | None) -> Path:
     """``--datadir``, else ``$ESCHATON_DATADIR``, else ``~/.eschaton``."""
     d = datadir or os.environ.get("ESCHATON_DATADIR") or DEFAULT_DATADIR
     return Path(d).expanduser()
+
+
+# What a directory that cannot be made or written looks like: a file in the way, a read-only or
+# foreign parent. Such a setting is one line to the operator, not a traceback.
+_DIR_ERRNOS = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+@contextlib.contextmanager
+def _dir_errors(chain_dir: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _DIR_ERRNOS:
+            raise
+        why = "it is not a directory" if e.errno == errno.EEXIST else e.strerror
+        raise ChainDirUnusable(f"chain directory {chain_dir}: cannot use it: {why}") from None
 
 
 async def open_chain(
@@ -53,12 +72,17 @@ async def open_chain(
 
     while True:
         try:
-            held = ChainLock.held(chain_dir)
-        except PermissionError:
-            raise foreign() from None
+            with _dir_errors(chain_dir):
+                held = ChainLock.held(chain_dir)
+        except ChainDirUnusable:
+            # Permission denied on a directory that exists is another user's chain (0700).
+            if chain_dir.is_dir() and not os.access(chain_dir, os.R_OK | os.X_OK):
+                raise foreign() from None
+            raise
         if not held:
             try:
-                node = ChainNode(base)
+                with _dir_errors(chain_dir):
+                    node = ChainNode(base)
             except ChainLocked:
                 pass  # lost a race with another opener: connect to it instead
             else:

@@ -21,6 +21,8 @@ def call(args: argparse.Namespace, name: str, **params: Any) -> Any:
         from eschaton.config import load_config
 
         cfg = load_config(args.config)
+        # The unix socket when there is one; else the loopback port (``[api] socket = ""``).
+        tcp = cfg.api.tcp_port if cfg.api.socket is None else None
         return api_call(cfg.node.datadir, name, params, socket_path=cfg.api.socket,
-                        token_path=cfg.api.token_file)
+                        token_path=cfg.api.token_file, tcp_port=tcp)
     return api_call(Path(resolve_datadir(args.datadir)), name, params)

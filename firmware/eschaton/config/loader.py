@@ -194,12 +194,16 @@ def _path(ctx: ConfigContext, section: _Section, key: str, default: str | None) 
     return p if p.is_absolute() else ctx.datadir / p
 
 
-def _check_url(section: _Section, key: str | int, url: str, *, path: KeyPath = ()) -> str:
+def _check_url(section: _Section, key: str | int, url: str, *, path: KeyPath = (),
+               listen: bool = False) -> str:
+    """A transport URL; ``listen``: port 0 (the kernel picks one) is allowed."""
     from eschaton.net.transport import BadTransportUrl, parse_url, schemes
 
     where = tuple(path) or (*section.path, key)
     try:
         parsed = parse_url(url)
+        if parsed.scheme in ("tcp", "udp"):
+            parsed.require_port(allow_zero=listen)
     except BadTransportUrl as exc:
         raise section.ctx.error(where, str(exc)) from None
     if parsed.scheme not in schemes():
@@ -207,8 +211,20 @@ def _check_url(section: _Section, key: str | int, url: str, *, path: KeyPath = (
                                        f"{', '.join(schemes())}")
     if parsed.scheme == "ble":
         raise section.ctx.error(where, "ble:// is not available in this build")
-    if parsed.scheme in ("tcp", "udp") and (parsed.port is None or parsed.port < 0):
-        raise section.ctx.error(where, f"{url} needs a port")
+    return url
+
+
+def _check_chain_url(section: _Section, url: str) -> str:
+    """``[chain] url``: the Electrum server, ``tcp://HOST:PORT``."""
+    from eschaton.net.transport import BadTransportUrl, parse_url
+
+    try:
+        parsed = parse_url(url)
+        if parsed.scheme != "tcp" or not parsed.host:
+            raise BadTransportUrl(f"{url}: must be tcp://HOST:PORT (e.g. tcp://10.99.0.1:50001)")
+        parsed.require_port()
+    except BadTransportUrl as exc:
+        raise section.err("url", str(exc)) from None
     return url
 
 
@@ -238,7 +254,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
 
     root.ctx = ctx
     net_s = root.sub("network")
-    listen = tuple(_check_url(net_s, "listen", u, path=("network", "listen", i))
+    listen = tuple(_check_url(net_s, "listen", u, path=("network", "listen", i), listen=True)
                    for i, u in enumerate(net_s.get_str_list("listen", D.LISTEN)))
     advertise = tuple(_check_url(net_s, "advertise", u, path=("network", "advertise", i))
                       for i, u in enumerate(net_s.get_str_list("advertise", ())))
@@ -288,7 +304,9 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     network = NetworkConfig(listen, advertise, discovery, tuple(peers))
 
     api_s = root.sub("api")
-    port = api_s.get_int("tcp_port", D.API_TCP_PORT, 0, 65535)
+    port = api_s.raw("tcp_port", D.API_TCP_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise api_s.err("tcp_port", "must be a port in 1..65535 (127.0.0.1 only), or 0 for none")
     token = _path(ctx, api_s, "token_file", D.API_TOKEN_FILE)
     assert token is not None
     api = ApiConfig(_path(ctx, api_s, "socket", D.API_SOCKET), port or None, token)
@@ -301,6 +319,8 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     chain_url = chain_s.get_str("url", D.CHAIN_URL) or None
     if backend == "electrum" and chain_url is None:
         raise chain_s.err("url", "is required when backend = \"electrum\"")
+    if chain_url is not None:
+        _check_chain_url(chain_s, chain_url)
     chain_default = D.CHAIN_DATADIR
     if chain_s.raw("datadir", None) is None and (
             ctx.datadir / D.CHAIN_DATADIR_LEGACY / "chain" / "index.sqlite").exists():

@@ -72,8 +72,12 @@ class Node:
     async def _start(self) -> None:
         from eschaton.wallet.wallet import Wallet
 
-        self.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.datadir, 0o700)
+        try:
+            self.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.datadir, 0o700)
+        except OSError as e:  # a file in the way, a read-only or foreign parent
+            why = "it is not a directory" if isinstance(e, FileExistsError) else e.strerror
+            raise LocalError(f"[node] datadir {self.datadir}: cannot use it: {why}") from None
 
         cc = self.config.chain
         if cc.backend == "embedded":
@@ -85,11 +89,12 @@ class Node:
             self.chain = await ReopeningChain.open(base, serve=True, also=cc.serve)
         else:
             from eschaton.chain.resilient import ReopeningChain
+            from eschaton.net.transport import parse_url
 
-            assert cc.url is not None
-            host, _, port = cc.url.split("://", 1)[-1].rpartition(":")
+            assert cc.url is not None  # checked by the loader: tcp://HOST:PORT
+            url = parse_url(cc.url)
             # A remote chain server may restart: reconnect (and re-watch) instead of going deaf.
-            self.chain = await ReopeningChain.electrum(host or "127.0.0.1", int(port))
+            self.chain = await ReopeningChain.electrum(url.host, url.require_port())
         chain = self.chain
         self._closers.append(chain.close)
         log.info("chain ready", extra={"fields": {"tip": (await chain.tip()).height}})
@@ -106,8 +111,8 @@ class Node:
         from eschaton.api.server import ApiServer
 
         api = self.config.api
-        if api.socket is not None:
-            self.api = ApiServer(self, api.socket, api.token_file)
+        if api.socket is not None or api.tcp_port is not None:
+            self.api = ApiServer(self, api.socket, api.token_file, api.tcp_port)
             await self.api.start()
             self._closers.append(self.api.stop)
         sdnotify.notify("READY=1\nSTATUS=running")

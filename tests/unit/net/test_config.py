@@ -132,3 +132,49 @@ def test_chain_serve_mistakes(text: str, words: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(f"[chain]\n{text}\n", "node.toml")
     assert exc.value.key == "chain.serve" and words in str(exc.value), str(exc.value)
+
+
+@pytest.mark.parametrize("old,new,key,line,words", [
+    # A port past 65535 is out of range, not missing; every URL of the config says so.
+    ('"tcp://0.0.0.0:9735"', '"tcp://0.0.0.0:70000"', "network.listen[0]", 7, "out of range 0..65535"),
+    ('"tcp://0.0.0.0:9735"', '"udp://0.0.0.0:99999999999"', "network.listen[0]", 7,
+     "out of range 0..65535"),
+    ('"tcp://0.0.0.0:9735"', '"tcp://0.0.0.0:port"', "network.listen[0]", 7, "must be a number"),
+    ('url = "tcp://10.0.0.2:9735"', 'url = "tcp://10.0.0.2:70000"', "network.peers[0].url", 16,
+     "out of range 1..65535"),
+    ('url = "tcp://10.0.0.2:9735"', 'url = "tcp://10.0.0.2:0"', "network.peers[0].url", 16,
+     "out of range 1..65535"),  # a peer cannot be dialled on port 0
+    ('url = "tcp://10.0.0.2:9735"', 'url = "tcp://10.0.0.2:-1"', "network.peers[0].url", 16,
+     "must be a number"),
+    ('"tcp://0.0.0.0:9735"', '"tcp://0.0.0.0:9735"]\nadvertise = ["tcp://10.0.0.1:65536"',
+     "network.advertise[0]", 8, "out of range 1..65535"),
+    # [chain] url: the node dials it, so it must be tcp://HOST:PORT with a real port.
+    ('url = "tcp://127.0.0.1:50001"', 'url = "tcp://127.0.0.1:70000"', "chain.url", 25, "out of range"),
+    ('url = "tcp://127.0.0.1:50001"', 'url = "tcp://127.0.0.1"', "chain.url", 25, "needs a port"),
+    ('url = "tcp://127.0.0.1:50001"', 'url = "tcp://127.0.0.1:x"', "chain.url", 25, "must be a number"),
+    ('url = "tcp://127.0.0.1:50001"', 'url = "127.0.0.1:50001"', "chain.url", 25, "missing scheme"),
+    ('url = "tcp://127.0.0.1:50001"', 'url = "udp://127.0.0.1:50001"', "chain.url", 25,
+     "tcp://HOST:PORT"),
+    # [api] tcp_port: 1..65535, or 0 for none.
+    ("tcp_port = 8090", "tcp_port = 70000", "api.tcp_port", 21, "1..65535"),
+    ("tcp_port = 8090", "tcp_port = -1", "api.tcp_port", 21, "1..65535"),
+    ("tcp_port = 8090", 'tcp_port = "8090"', "api.tcp_port", 21, "1..65535"),
+    ("tcp_port = 8090", "tcp_port = true", "api.tcp_port", 21, "1..65535"),
+])
+def test_ports_and_urls_name_the_fault(tmp_path: Path, old, new, key, line, words) -> None:
+    assert old in FULL
+    p = tmp_path / "bad.toml"
+    p.write_text(FULL.replace(old, new, 1))
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    e = exc.value
+    assert e.key == key and e.line == line and words in str(e), str(e)
+    assert "needs a port" not in str(e) or words == "needs a port", str(e)
+
+
+def test_api_tcp_port_zero_or_absent_is_off() -> None:
+    assert parse_config("[api]\ntcp_port = 0\n", "node.toml").api.tcp_port is None
+    assert parse_config("", "node.toml").api.tcp_port is None
+    assert parse_config("[api]\ntcp_port = 65535\n", "node.toml").api.tcp_port == 65535
+    # Listening on port 0 still lets the kernel pick one.
+    assert parse_config('[network]\nlisten = ["tcp://127.0.0.1:0"]\n', "n.toml").network.listen

@@ -47,8 +47,12 @@ class TransportUrl:
 
     def require_port(self, *, allow_zero: bool = False) -> int:
         lo = 0 if allow_zero else 1
-        if self.port is None or not lo <= self.port <= 65535:  # -1: unparsable
+        if self.port is None:
             raise BadTransportUrl(f"{self.url}: needs a port {lo}..65535")
+        if self.port == -1:
+            raise BadTransportUrl(f"{self.url}: the port must be a number in {lo}..65535")
+        if not lo <= self.port <= 65535:
+            raise BadTransportUrl(f"{self.url}: the port is out of range {lo}..65535")
         return self.port
 
 
@@ -60,7 +64,9 @@ def parse_url(url: str) -> TransportUrl:
     try:
         port = parts.port
     except ValueError:
-        port = -1  # not a number; only schemes that need a port complain (require_port)
+        # Digits only: above 65535 (65536 stands for all of them, so that require_port says "out
+        # of range"); anything else is not a number (-1). Only schemes that need a port complain.
+        port = 65536 if parts.netloc.rpartition(":")[2].isdigit() else -1
     if not parts.scheme:
         raise BadTransportUrl(f"{url!r}: missing scheme (e.g. tcp://host:port)")
     query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
