@@ -239,6 +239,16 @@ class ChannelStore:
         if pending or self._deferred_payments:
             self._write({cid: act.snapshot for cid, act in pending.items()}, [])
 
+    def _flush_channels(self) -> None:
+        """Before reading channels: write held channel bookkeeping (payment records stay held)."""
+        if self._deferred:
+            self.flush()
+
+    def drop_held(self) -> None:
+        """Forget held channel bookkeeping (after a failed commit, before reloading: the peers'
+        reestablish brings it back). Held payment records are kept."""
+        self._deferred = {}
+
     # ---- payments -----------------------------------------------------------------------
 
     def record_payments(self, recs: Sequence[PaymentRecord]) -> None:
@@ -328,11 +338,11 @@ class ChannelStore:
         return self._merge(row[0], row[1]) if row else None
 
     def load_all(self) -> list[dict[str, Any]]:
-        self.flush()
+        self._flush_channels()
         return [self._merge(r[0], r[1]) for r in self.db.execute("SELECT static, snapshot FROM channels ORDER BY channel_id")]
 
     def states(self) -> dict[bytes, str]:
-        self.flush()
+        self._flush_channels()
         return {bytes(r[0]): r[1] for r in self.db.execute("SELECT channel_id, state FROM channels")}
 
     def versions(self, channel_id: bytes) -> list[VersionRow]:

@@ -329,11 +329,12 @@ class ChannelService:
                 log.error("%s; nothing of this commit was sent, reloading channels from the store", e)
             else:
                 log.exception("channel store commit failed; reloading channels from the store")
-            self.endpoint.restore()
             err = e if isinstance(e, StoreError) else StoreError(f"channel store commit failed: {e}")
             for w in waiters:
                 if not w.done():
                     w.set_exception(err)
+            self.store.drop_held()
+            self.endpoint.restore()  # reads only: what is on disk is what was sent
             self._schedule_resync()
             self._poke()
             return
