@@ -21,6 +21,9 @@ Rules / theory of operation:
   nothing is sent. Acks are cumulative (``update_ack(n)`` covers every version up to n), so of a
   burst's acks for one channel only the last is sent: one message back per burst instead of one
   per version.
+- Payments: ``call(..., payment=record)`` writes the payment's record in the same transaction
+  as the channel state holding the version that pays it (staged with it inside a batch), with
+  ``number`` set to that version. A request that signs no version carries no record.
 - Synchronous on purpose: the store is local SQLite, and the transport callable is expected to
   enqueue (the daemon's link writer, a file, a test queue).
 """
@@ -29,9 +32,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from eschaton.channel.payments import PaymentRecord
 from eschaton.channel.store import ChannelStore
 from eschaton.core import script as S
 from eschaton.core import tx as T
@@ -87,6 +91,7 @@ class ChannelEndpoint:
     listeners: list[Callable[[Notify], None]] = field(default_factory=list)
     after_persist: Callable[[], None] | None = None  # test hook (crash harness)
     _staged: list[PersistThenSend] | None = None  # inside batch(): states to commit together
+    _staged_payments: list[PaymentRecord] = field(default_factory=list)  # ... and their payments
     # inside batch(): messages, broadcasts and notifications held until the commit, in order
     _held: list[Message | Broadcast | Notify | None] = field(default_factory=list)
     _last_ack: dict[bytes, int] = field(default_factory=dict)  # inside batch(): index in _held
@@ -99,14 +104,14 @@ class ChannelEndpoint:
         if self._staged is not None:
             yield
             return
-        self._staged, self._held, self._last_ack = [], [], {}
+        self._staged, self._held, self._last_ack, self._staged_payments = [], [], {}, []
         try:
             yield
         finally:
-            staged, held = self._staged, self._held
-            self._staged, self._held, self._last_ack = None, [], {}
+            staged, held, payments = self._staged, self._held, self._staged_payments
+            self._staged, self._held, self._last_ack, self._staged_payments = None, [], {}, []
             if staged:
-                self.store.persist_many(staged)
+                self.store.persist_many(staged, payments)
                 if self.after_persist is not None:
                     self.after_persist()
             for m in held:
@@ -135,15 +140,21 @@ class ChannelEndpoint:
             self._last_ack[m.channel_id] = len(self._held)
         self._held.append(m)
 
-    def execute(self, ch: Channel, actions: list[Action]) -> None:
+    def execute(self, ch: Channel, actions: list[Action], payment: PaymentRecord | None = None) -> None:
         for act in actions:
             if isinstance(act, PersistThenSend):
+                recs: tuple[PaymentRecord, ...] = ()
+                if payment is not None and act.versions:
+                    # The version this action makes durable is the one that pays.
+                    recs = (replace(payment, number=act.versions[-1].version.number),)
+                    payment = None
                 if self._staged is not None:
                     self._staged.append(act)
+                    self._staged_payments.extend(recs)
                     for m in act.messages:
                         self._out(m)
                     continue
-                self.store.persist(act)
+                self.store.persist_many((act,), recs)
                 if self.after_persist is not None:
                     self.after_persist()
                 for m in act.messages:
@@ -160,16 +171,15 @@ class ChannelEndpoint:
                     raise ProtocolViolation("no funding signer configured")
                 self.execute(ch, ch.funding_signed(self.signer(act)))
 
-    def call(self, channel_id: bytes, method: str, *args: Any) -> Any:
-        """Run a local request on a channel (``pay``, ``offer_escrow``, ``close`` ...)."""
+    def call(self, channel_id: bytes, method: str, *args: Any, payment: PaymentRecord | None = None) -> Any:
+        """Run a local request on a channel (``pay``, ``offer_escrow``, ``close`` ...).
+
+        ``payment``: the record of the payment this request makes, written with its version."""
         ch = self.channels[channel_id]
         res = getattr(ch, method)(*args)
-        if isinstance(res, tuple):
-            value, actions = res
-            self.execute(ch, actions)
-            return value
-        self.execute(ch, res)
-        return None
+        value, actions = res if isinstance(res, tuple) else (None, res)
+        self.execute(ch, actions, payment)
+        return value
 
     # ---- opening and receiving ----------------------------------------------------------
 

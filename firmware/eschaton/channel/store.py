@@ -24,11 +24,20 @@ Rules / theory of operation:
   version is written.
 - The schema is versioned (``PRAGMA user_version``); ``MIGRATIONS[n]`` upgrades n -> n+1 and is
   tested against a database in the old layout.
+- ``payments`` (v4) holds one row per payment id (``eschaton.channel.payments``). A payment's
+  row goes into the SAME transaction as the channel state holding the version that pays it
+  (``persist_many(..., payments=...)``), so after a crash the store knows exactly which ids were
+  signed for. Later changes (complete, failed) are bookkeeping: held like deferred snapshots and
+  written with the next commit or at ``flush()``; if that commit fails they stay held.
+- A write the disk refuses (SQLite's "database or disk is full") raises ``DiskFull`` at once,
+  with nothing committed: the caller learns it now rather than waiting for an answer that cannot
+  come.
 - A backup file is a JSON document (snapshots + versions), written to a temporary file, fsynced
   and renamed, so a crash never leaves half a backup.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
@@ -38,13 +47,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eschaton.channel.payments import PaymentRecord, PaymentState
 from eschaton.core.channel import STATIC_KEYS, PersistThenSend, StoredVersion
 from eschaton.core.channel.codec import dumps, loads
 from eschaton.core.channel.ledger import Version
 from eschaton.errors import LocalError
 from eschaton.store import sqlite as store_sqlite
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BACKUP_FORMAT = "eschaton-channel-backup/1"
 
 
@@ -53,7 +63,18 @@ def _constant(snap: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 
 
 class StoreError(LocalError):
-    """The channel store cannot be opened, migrated or restored."""
+    """The channel store cannot be opened, migrated, written or restored."""
+
+
+class DiskFull(StoreError):
+    """The filesystem holding the store has no space left: nothing was written."""
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """SQLite's SQLITE_FULL, or ENOSPC from a plain file write."""
+    if isinstance(e, sqlite3.Error):
+        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e)
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _script(db: sqlite3.Connection, sql: str) -> None:
@@ -109,7 +130,28 @@ def _v2_to_v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE channels ADD COLUMN static TEXT NOT NULL DEFAULT '{}'")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v1, 1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(db: sqlite3.Connection) -> None:
+    # v4: payment ids, so that a retried request never pays twice (eschaton.channel.payments).
+    # ``state`` by name; ``number`` is the channel version that pays it.
+    _script(
+        db,
+        """
+        CREATE TABLE payments (
+            id TEXT PRIMARY KEY,
+            channel_id BLOB NOT NULL,
+            amount INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            error TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX payments_by_state ON payments (state);
+        """
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v1, 1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +161,10 @@ class VersionRow:
     txid: str
     version: Version
     peer_signature: bytes | None
+
+
+def _payment(r: Any) -> PaymentRecord:
+    return PaymentRecord(r[0], bytes(r[1]), r[2], PaymentState[r[3]], r[4], r[5], r[6], r[7])
 
 
 class ChannelStore:
@@ -132,10 +178,13 @@ class ChannelStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute(f"PRAGMA synchronous={self._full}")
             self._deferred: dict[bytes, PersistThenSend] = {}
+            self._deferred_payments: dict[str, PaymentRecord] = {}  # bookkeeping, see the rules
             self._static: dict[bytes, dict[str, Any]] = {}  # last static part written, per channel
             self.commits = 0  # transactions written since opened (each one an fsync when durable)
             self._migrate()
         except sqlite3.DatabaseError as e:
+            if is_disk_full(e):
+                raise DiskFull(f"disk full: cannot open channel store {self.path}") from e
             raise StoreError(f"cannot open channel store {self.path}: {e}") from e
 
     def _migrate(self) -> None:
@@ -165,8 +214,9 @@ class ChannelStore:
         """
         self.persist_many((act,))
 
-    def persist_many(self, acts: Sequence[PersistThenSend]) -> None:
-        """Group commit: ``acts`` (in the order they were produced) in one transaction."""
+    def persist_many(self, acts: Sequence[PersistThenSend], payments: Sequence[PaymentRecord] = ()) -> None:
+        """Group commit: ``acts`` (in the order they were produced) in one transaction, with the
+        records of the payments their versions carry."""
         newest: dict[bytes, PersistThenSend] = {}
         versions: list[tuple[bytes, StoredVersion]] = []
         for act in acts:
@@ -178,23 +228,58 @@ class ChannelStore:
             newest[cid] = act  # a later action of the same channel supersedes
             versions.extend((cid, sv) for sv in act.versions
                             if self.keep_every_version or sv.version.escrows or sv.version.bets)
-        if newest:
+        if newest or payments:
             # One snapshot per channel, taken now (see PersistThenSend): the channel's state at
             # the commit, which covers every staged action of it.
-            self._write({cid: act.snapshot for cid, act in newest.items()}, versions)
+            self._write({cid: act.snapshot for cid, act in newest.items()}, versions, payments)
 
     def flush(self) -> None:
-        """Write bookkeeping held back by ``persist``."""
+        """Write bookkeeping held back by ``persist`` and ``record_payments``."""
         pending, self._deferred = self._deferred, {}
-        if pending:
+        if pending or self._deferred_payments:
             self._write({cid: act.snapshot for cid, act in pending.items()}, [])
 
-    def _write(self, snaps: dict[bytes, dict[str, Any]], versions: list[tuple[bytes, StoredVersion]]) -> None:
+    def _flush_channels(self) -> None:
+        """Before reading channels: write held channel bookkeeping (payment records stay held)."""
+        if self._deferred:
+            self.flush()
+
+    def drop_held(self) -> None:
+        """Forget held channel bookkeeping (after a failed commit, before reloading: the peers'
+        reestablish brings it back). Held payment records are kept."""
+        self._deferred = {}
+
+    # ---- payments -----------------------------------------------------------------------
+
+    def record_payments(self, recs: Sequence[PaymentRecord]) -> None:
+        """Bookkeeping (a payment completed or failed): written with the next commit."""
+        for r in recs:
+            self._deferred_payments[r.id] = r
+
+    def payment(self, pid: str) -> PaymentRecord | None:
+        held = self._deferred_payments.get(pid)
+        if held is not None:
+            return held
+        row = self.db.execute("SELECT id, channel_id, amount, state, number, created_at, updated_at, error "
+                              "FROM payments WHERE id = ?", (pid,)).fetchone()
+        return _payment(row) if row else None
+
+    def payments(self, state: PaymentState) -> list[PaymentRecord]:
+        rows = self.db.execute("SELECT id, channel_id, amount, state, number, created_at, updated_at, error "
+                               "FROM payments WHERE state = ? ORDER BY created_at", (state.name,)).fetchall()
+        held = dict(self._deferred_payments)
+        out = [held.pop(r[0]) if r[0] in held else _payment(r) for r in rows]
+        return [r for r in out + list(held.values()) if r.state is state]
+
+    def _write(self, snaps: dict[bytes, dict[str, Any]], versions: list[tuple[bytes, StoredVersion]],
+               payments: Sequence[PaymentRecord] = ()) -> None:
         db = self.db
         now = int(time.time())
         written: dict[bytes, dict[str, Any]] = {}
-        db.execute("BEGIN")
+        held, self._deferred_payments = self._deferred_payments, {}
+        recs = list({**held, **{r.id: r for r in payments}}.values())  # a payment's own record wins
         try:
+            db.execute("BEGIN")
             for cid, snap in snaps.items():
                 static = {k: v for k, v in snap.items() if k in STATIC_KEYS}
                 dynamic = {k: v for k, v in snap.items() if k not in STATIC_KEYS}
@@ -216,12 +301,27 @@ class ChannelStore:
                     [(cid, sv.version.number, sv.txid, dumps(sv.version.to_fields()), sv.peer_signature)
                      for cid, sv in versions],
                 )
+            if recs:
+                db.executemany(
+                    "INSERT INTO payments (id, channel_id, amount, state, number, created_at, updated_at, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
+                    "number = excluded.number, updated_at = excluded.updated_at, error = excluded.error",
+                    [(r.id, r.channel_id, r.amount, r.state.name, r.number, r.created_at, r.updated_at, r.error)
+                     for r in recs],
+                )
             db.execute("COMMIT")
             self.commits += 1
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as e:
+            if db.in_transaction:  # SQLite may have rolled back by itself (a full disk does)
+                db.execute("ROLLBACK")
             for cid in snaps:
                 self._static.pop(cid, None)
+            # Held bookkeeping stays held (a newer record of the same id, staged since, wins).
+            self._deferred_payments = {**held, **self._deferred_payments}
+            if is_disk_full(e):
+                raise DiskFull(f"disk full: cannot write channel store {self.path}") from e
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"cannot write channel store {self.path}: {e}") from e
             raise
         self._static.update(written)
 
@@ -238,11 +338,11 @@ class ChannelStore:
         return self._merge(row[0], row[1]) if row else None
 
     def load_all(self) -> list[dict[str, Any]]:
-        self.flush()
+        self._flush_channels()
         return [self._merge(r[0], r[1]) for r in self.db.execute("SELECT static, snapshot FROM channels ORDER BY channel_id")]
 
     def states(self) -> dict[bytes, str]:
-        self.flush()
+        self._flush_channels()
         return {bytes(r[0]): r[1] for r in self.db.execute("SELECT channel_id, state FROM channels")}
 
     def versions(self, channel_id: bytes) -> list[VersionRow]:
@@ -316,5 +416,7 @@ class ChannelStore:
         return restored
 
     def close(self) -> None:
-        self.flush()
-        self.db.close()
+        try:
+            self.flush()
+        finally:
+            self.db.close()

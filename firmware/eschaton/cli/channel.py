@@ -1,4 +1,4 @@
-"""``eschaton channel open|pay|escrow|settle|reanchor|close|list`` (through the running node's API)."""
+"""``eschaton channel open|pay|payment|escrow|settle|reanchor|close|list`` (through the running node's API)."""
 from __future__ import annotations
 
 import argparse
@@ -35,11 +35,17 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=lambda a: call(a, "channel.open", peer=a.peer, capacity=a.capacity,
                                           lifetime=a.lifetime, step=a.step, wait=a.wait))
 
-    p = sub.add_parser("pay", help="pay the peer")
+    p = sub.add_parser("pay", help="pay the peer (retrying with the same --id never pays twice)")
     p.add_argument("channel", help="channel id")
     p.add_argument("amount", type=_positive, help="satoshis")
+    p.add_argument("--id", default=None, help="payment id (default: the node makes one and prints it)")
     add_node_common(p)
-    p.set_defaults(handler=lambda a: call(a, "channel.pay", channel=a.channel, amount=a.amount))
+    p.set_defaults(handler=lambda a: call(a, "channel.pay", channel=a.channel, amount=a.amount, id=a.id))
+
+    p = sub.add_parser("payment", help="a payment's outcome: pending, complete or failed")
+    p.add_argument("id", help="payment id")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "channel.payment", id=a.id))
 
     p = sub.add_parser("escrow", help="lock an amount for the peer against a hash preimage")
     p.add_argument("channel", help="channel id")

@@ -25,9 +25,13 @@ Rules / theory of operation:
   read from one or several links), and every local single-signed request (pay, escrow offer,
   commit, rollback) made before then, is handled inside one ``endpoint.batch()``; one fsync
   covers them all, and only after it do messages leave, broadcasts start and payment listeners
-  (the microgrid seller's credit) run. If that commit fails, the channels are reloaded from the
-  store: nothing of the batch was sent, the peers resend on reestablish, and the local callers
-  time out with an error (their versions never left).
+  (the microgrid seller's credit) run. If that commit fails (a full disk), the channels are
+  reloaded from the store: nothing of the batch was sent. The local callers staged in it are
+  told at once with the store's error (``stage_update`` hands each a future of the commit):
+  waiting for an acknowledgement that cannot come would only turn a definite failure into a
+  timeout. The peers are then asked to reestablish (after a delay that doubles while commits
+  keep failing), so what they sent in the lost batch comes again once the disk can take it.
+- Payments carry ids (``eschaton.daemon.payments``): a retried request never pays twice.
 - Per-channel keys come from one secret derived from the wallet seed, so the channel store
   holds no private keys and a backup of the seed plus the store restores everything.
 """
@@ -46,7 +50,8 @@ from embit import bip39
 
 from eschaton.chain.backend import NewTip, Reorg
 from eschaton.channel.driver import ChannelEndpoint, KeyFundingSigner
-from eschaton.channel.store import ChannelStore
+from eschaton.channel.payments import PaymentRecord
+from eschaton.channel.store import ChannelStore, DiskFull, StoreError
 from eschaton.channel.watcher import ChannelWatcher
 from eschaton.core.channel import Channel, ChannelParams, FundingInput, Notify, Policy, SignFunding
 from eschaton.core.channel.errors import ProtocolViolation
@@ -55,6 +60,7 @@ from eschaton.core.channel.messages import Message, OpenChannel, TurnRequest
 from eschaton.core.channel.updates import MAX_INFLIGHT
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
+from eschaton.daemon.payments import Payments
 from eschaton.errors import LocalError, RemoteError, TransientError
 from eschaton.store import sqlite as store_sqlite
 
@@ -65,6 +71,7 @@ HOLD_TURNS = 64  # at most this many loop turns a group commit waits for queued 
 SCHEMA_VERSION = 1  # of channel_peers.db
 REANCHOR_FEE = 2_000  # sat, paid by the proposer for the re-anchor transaction
 REANCHOR_TIMEOUT = 3600.0  # the new anchor must confirm: on a real chain that takes blocks
+RESYNC_DELAY = (0.5, 30.0)  # s: first and longest wait before reestablishing after a failed commit
 
 
 class ChannelRequestError(LocalError):
@@ -128,10 +135,14 @@ class ChannelService:
         self._deferred: dict[bytes, tuple[Any, WireMessage]] = {}
         self._rx: contextlib.AbstractContextManager[None] | None = None  # the open group-commit batch (see the rules)
         self._rx_credits: list[tuple[bytes, int]] = []  # payment listeners to run after its commit
+        self._rx_waiters: list[asyncio.Future[None]] = []  # local requests staged in it: told its outcome
+        self._resync_delay = 0.0  # after a failed commit: wait before reestablishing (0: none due)
+        self._resync: asyncio.TimerHandle | None = None
         self._rx_turns = 0  # loop turns the open batch was held for local requests queued on a lock
         self._lock_waiters = 0  # local requests waiting for a channel's lock
         self._local_staged = 0  # local requests staged so far (counter)
         self._local_mark = 0  # ... as of the batch's last look
+        self.payments = Payments(self)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -155,7 +166,12 @@ class ChannelService:
         await self.watcher.stop()
         for t in self._writers.values():
             t.cancel()
-        self.store.close()
+        if self._resync is not None:
+            self._resync.cancel()
+        try:
+            self.store.close()
+        except DiskFull as e:  # held bookkeeping only (see the store's rules): the signed state is on disk
+            log.error("%s; bookkeeping since the last commit is lost", e)
         self.peers.close()
 
     def key_for(self, cid: bytes) -> bytes:
@@ -203,6 +219,7 @@ class ChannelService:
 
     def _poke(self) -> None:
         """Wake waiters and the watcher after any change."""
+        self.payments.settle()
         self.watcher.wake()  # the watcher is level-triggered; waking it early is harmless
 
         async def notify() -> None:
@@ -302,18 +319,49 @@ class ChannelService:
         self._rx_turns = 0
         cm, self._rx = self._rx, None
         credits, self._rx_credits = self._rx_credits, []
+        waiters, self._rx_waiters = self._rx_waiters, []
         if cm is None:
             return
         try:
             cm.__exit__(None, None, None)
-        except Exception:  # the disk failed: memory is ahead of it, and nothing was sent
-            log.exception("channel store commit failed; reloading channels from the store")
-            self.endpoint.restore()
-            credits = []
+        except Exception as e:  # the disk failed: memory is ahead of it, and nothing was sent
+            if isinstance(e, StoreError):
+                log.error("%s; nothing of this commit was sent, reloading channels from the store", e)
+            else:
+                log.exception("channel store commit failed; reloading channels from the store")
+            err = e if isinstance(e, StoreError) else StoreError(f"channel store commit failed: {e}")
+            for w in waiters:
+                if not w.done():
+                    w.set_exception(err)
+            self.store.drop_held()
+            self.endpoint.restore()  # reads only: what is on disk is what was sent
+            self._schedule_resync()
+            self._poke()
+            return
+        self._resync_delay = 0.0
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
         for cid, amount in credits:
             for fn in self.payment_listeners:
                 fn(cid, amount)
         self._poke()
+
+    def _schedule_resync(self) -> None:
+        """After a failed commit: reestablish every linked channel, later (see the rules)."""
+        lo, hi = RESYNC_DELAY
+        self._resync_delay = min(max(self._resync_delay * 2, lo), hi)
+        if self._resync is None:
+            self._resync = asyncio.get_running_loop().call_later(self._resync_delay, self._do_resync)
+
+    def _do_resync(self) -> None:
+        self._resync = None
+        for cid, peer in self.peers.map.items():
+            if peer in self._outq and cid in self.endpoint.channels:
+                try:
+                    self.endpoint.reconnect(cid)
+                except (RemoteError, StoreError) as e:
+                    log.warning("reestablish of %s failed: %s", cid.hex()[:12], e)
 
     def receive(self, session: Any, wm: WireMessage) -> None:
         msg = chanwire.from_wire(wm)
@@ -452,6 +500,20 @@ class ChannelService:
 
     async def run_update(self, ch: Channel, method: str, *args: Any) -> Any:
         """Run a single-signed request and wait until the peer acknowledged its version."""
+        value, mine, committed = await self.stage_update(ch, method, *args)
+        await committed  # a failed commit is reported now, not as a timeout
+        cid = ch.channel_id
+        # By channel id: the channel object is replaced if a later commit fails and it is reloaded.
+        await self.wait_for(lambda: cid in self.endpoint.channels and self.endpoint.channels[cid].current.number >= mine,
+                            f"the peer to acknowledge {method}")
+        return value
+
+    async def stage_update(self, ch: Channel, method: str, *args: Any,
+                           payment: PaymentRecord | None = None) -> tuple[Any, int, asyncio.Future[None]]:
+        """Sign a single-signed request into the open group commit.
+
+        Returns the request's value, the number of the version it signed, and a future of the
+        commit (raises the store's error if it failed; then nothing was sent)."""
         async with self.exclusive(ch.channel_id):
             self._session_for(ch.channel_id)
             while True:
@@ -468,15 +530,16 @@ class ChannelService:
             # Staged in the batch that commits when the event loop next turns (see the rules):
             # concurrent requests, on this channel or others, share one fsync.
             self._open_rx()
-            value = self.endpoint.call(ch.channel_id, method, *args, self.height)
+            value = self.endpoint.call(ch.channel_id, method, *args, self.height, payment=payment)
+            committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._rx_waiters.append(committed)
             self._local_staged += 1
             mine = ch.pending.number if ch.pending is not None else ch.current.number
             self._redeliver(ch.channel_id)  # our version is out: the core grants after the ack
             self._poke()
         # Outside the lock: later requests pipeline behind ours. Acks are cumulative, and a
         # version the peer signs after a turn switch has a higher number than all of ours.
-        await self.wait_for(lambda: ch.current.number >= mine, f"the peer to acknowledge {method}")
-        return value
+        return value, mine, committed
 
 
 class _Refused(RemoteError):

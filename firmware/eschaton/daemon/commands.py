@@ -137,14 +137,25 @@ async def channel_open(node: Any, peer: str, capacity: int, lifetime: int, step:
     return _status(node, ch)
 
 
-@command("channel.pay", "pay the peer over a channel",
-         Param("channel", str, "channel id"), Param("amount", int, "satoshis"))
-async def channel_pay(node: Any, channel: str, amount: int) -> dict[str, Any]:
+@command("channel.pay", "pay the peer over a channel; a retry with the same id never pays twice",
+         Param("channel", str, "channel id"), Param("amount", int, "satoshis"),
+         Param("id", str, "payment id (default: the node makes one and returns it)", required=False,
+               default=""))
+async def channel_pay(node: Any, channel: str, amount: int, id: str) -> dict[str, Any]:
     if amount <= 0:
         raise ApiError("amount must be positive")
-    ch = node.channels.channel(channel)
-    await node.channels.run_update(ch, "pay", amount)
-    return _status(node, ch)
+    svc = node.channels
+    ch = svc.channel(channel)
+    rec = await svc.payments.pay(ch, amount, id or None)
+    # The channel object may have been reloaded since (after a failed commit): look it up again.
+    return dict(_status(node, svc.endpoint.channels.get(ch.channel_id, ch)), payment=rec.id,
+                payment_state=rec.state.value)
+
+
+@command("channel.payment", "a payment by id: pending, complete or failed, with channel, amount and times",
+         Param("id", str, "payment id"))
+async def channel_payment(node: Any, id: str) -> dict[str, Any]:
+    return dict(node.channels.payments.lookup(id).to_json())
 
 
 @command("channel.escrow", "lock an amount for the peer against a hash; returns the escrow id",

@@ -66,6 +66,11 @@ class Node:
             await node.close()
             if isinstance(e, EschatonError):
                 raise NodeStartError(f"node failed to start: {e}") from e
+            from eschaton.channel.store import is_disk_full
+
+            if is_disk_full(e):  # from any part (keys, wallet, token file): one line, not a traceback
+                where = getattr(e, "filename", None) or node.datadir
+                raise NodeStartError(f"node failed to start: disk full: cannot write {where}") from e
             raise
         return node
 

@@ -133,7 +133,7 @@ class NodeProc:
 
     def __init__(self, root: Path, name: str, *, chain_dir: Path | None, listen: Iterable[str] = (),
                  discovery_port: int | None = None, peers: Iterable[tuple[str, str]] = (),
-                 discovery_interval: float = 0.5) -> None:
+                 discovery_interval: float = 0.5, api_outside: bool = False) -> None:
         self.name = name
         self.datadir = root / name
         self.config = root / f"{name}.toml"
@@ -154,16 +154,22 @@ class NodeProc:
                       'broadcast = "127.255.255.255"']
         for pid, url in peers:
             lines += ["", "[[network.peers]]", f'id = "{pid}"', f'url = "{url}"']
+        # api_outside: the API socket and token live next to the config, not in the datadir (a
+        # datadir mounted in the node's own mount namespace is not visible to the test).
+        self.api_paths = (root / f"{name}.sock", root / f"{name}.token") if api_outside else None
+        if self.api_paths is not None:
+            lines += ["", "[api]", f'socket = "{self.api_paths[0]}"', f'token_file = "{self.api_paths[1]}"']
         if chain_dir is not None:  # None: the default, the node's own chain in <datadir>/chain
             lines += ["", "[chain]", f'datadir = "{chain_dir}"', ""]
         self.config.write_text("\n".join(lines))
 
     # --- process -----------------------------------------------------------------------------
 
-    def start(self, env: dict[str, str] | None = None) -> NodeProc:
+    def start(self, env: dict[str, str] | None = None, wrap: Sequence[str] = ()) -> NodeProc:
+        """``wrap``: a command that ends by exec'ing its arguments (e.g. ``unshare -m sh -c ...``)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.logs, self.stderr = [], []
-        self.proc = subprocess.Popen([*eschaton_cmd(), "node", "run", "--config", str(self.config)],
+        self.proc = subprocess.Popen([*wrap, *eschaton_cmd(), "node", "run", "--config", str(self.config)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**_env(), **(env or {})})
         self._threads = [threading.Thread(target=self._read_out, args=(self.proc,), daemon=True),
@@ -261,6 +267,9 @@ class NodeProc:
 
     def api(self, name: str, **params: Any) -> Any:
         """The node's local API, in process (for polling)."""
+        if self.api_paths is not None:
+            return api_call(self.datadir, name, params, timeout=30.0, socket_path=self.api_paths[0],
+                            token_path=self.api_paths[1])
         return api_call(self.datadir, name, params, timeout=30.0)
 
     def channel(self, cid: str) -> dict[str, Any] | None:

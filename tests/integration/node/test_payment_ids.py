@@ -1,0 +1,218 @@
+"""Payment ids on two real nodes: a retried ``channel pay --id`` pays once, a reused id with other
+parameters is refused, ``channel payment ID`` survives restarts (clean and kill -9), and a payer
+killed between persisting a payment and its acknowledgement pays exactly once when the request
+is retried. The chain is owned by a separate ``chain serve`` so that either node may be killed."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+
+import pytest
+
+from eschaton.errors import EschatonError
+from tests.integration.node.harness import (
+    Cluster,
+    NodeProc,
+    free_port,
+    mirrored,
+    open_channel,
+    poll,
+    run_cli,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+CAPACITY = 4_000_000
+
+
+def _pair(cluster: Cluster, **a_kw: object) -> tuple[NodeProc, NodeProc, str]:
+    cluster.serve_chain()
+    disc = free_port(socket.SOCK_DGRAM)
+    a = cluster.node("a", listen=[f"tcp://127.0.0.1:{free_port()}"], discovery_port=disc, **a_kw)  # type: ignore[arg-type]
+    b = cluster.node("b", listen=[f"tcp://127.0.0.1:{free_port()}"], discovery_port=disc)
+    return a, b, ""
+
+
+def _linked(a: NodeProc, b: NodeProc) -> None:
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), f"{a.name} and {b.name} linked", timeout=60)
+
+
+def _fund_and_open(cluster: Cluster, a: NodeProc, b: NodeProc) -> str:
+    _linked(a, b)
+    cluster.chain.mine(101, to=a.api("wallet.address")["address"])
+    poll(lambda: a.api("wallet.balance")["spendable"] > 0, "a has spendable coins")
+    return open_channel(cluster.chain, a, b, CAPACITY)
+
+
+def _moved_once(before: tuple[dict, dict], after: tuple[dict, dict], amount: int) -> None:  # type: ignore[type-arg]
+    (pa, pb), (qa, qb) = before, after
+    assert qa["version"] == pa["version"] + 1, (pa, qa)
+    assert qb["local_sat"] == pb["local_sat"] + amount, (pb, qb)
+    assert qa["local_sat"] == pa["local_sat"] - amount - (qa["fee_sat"] - pa["fee_sat"]), (pa, qa)
+
+
+def test_retried_payment_id_pays_once_and_outcomes_survive_restarts(cluster: Cluster) -> None:
+    a, b, _ = _pair(cluster)
+    for n in (a, b):
+        n.start()
+    for n in (a, b):
+        n.wait_ready()
+    cid = _fund_and_open(cluster, a, b)
+
+    before = mirrored(a, b, cid)
+    first = a.cli("channel", "pay", cid, "25000", "--id", "order-1")
+    assert (first["payment"], first["payment_state"]) == ("order-1", "complete")
+    again = a.cli("channel", "pay", cid, "25000", "--id", "order-1")  # the client's retry
+    assert (again["payment"], again["payment_state"]) == ("order-1", "complete")
+    _moved_once(before, mirrored(a, b, cid), 25_000)
+
+    # The same id with another amount (or channel) is refused in one line, and pays nothing.
+    at = mirrored(a, b, cid)
+    p = a.cli_fail("channel", "pay", cid, "26000", "--id", "order-1")
+    assert p.stderr.count("\n") == 1 and "payment id order-1 is already used for 25000 sat" in p.stderr
+    p = a.cli_fail("channel", "pay", cid, "5", "--id", "bad id")
+    assert p.stderr.count("\n") == 1 and "bad payment id" in p.stderr
+    assert mirrored(a, b, cid) == at
+
+    # No id: the node makes one and returns it; it is accepted again.
+    made = a.cli("channel", "pay", cid, "1000")
+    pid = made["payment"]
+    assert len(pid) == 32 and made["payment_state"] == "complete"
+    at = mirrored(a, b, cid)
+    assert a.cli("channel", "pay", cid, "1000", "--id", pid)["payment_state"] == "complete"
+    assert mirrored(a, b, cid) == at
+
+    rec = a.cli("channel", "payment", "order-1")
+    assert {k: rec[k] for k in ("id", "channel", "amount", "state", "error")} == {
+        "id": "order-1", "channel": cid, "amount": 25_000, "state": "complete", "error": ""}
+    assert rec["created"] <= rec["updated"]
+    p = a.cli_fail("channel", "payment", "never-used")
+    assert p.stderr.count("\n") == 1 and "no payment never-used" in p.stderr
+
+    # Across a clean restart and a kill -9 of the payer, the outcome is still known.
+    a.stop()
+    a.start().wait_ready()
+    _linked(a, b)
+    assert a.cli("channel", "payment", "order-1") == rec
+    a.kill()
+    a.start().wait_ready()
+    assert a.cli("channel", "payment", "order-1")["state"] == "complete"
+    _linked(a, b)
+    at = mirrored(a, b, cid)
+    assert a.cli("channel", "pay", cid, "25000", "--id", "order-1")["payment_state"] == "complete"
+    assert mirrored(a, b, cid) == at
+    for n in (a, b):
+        assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
+
+
+def test_payer_killed_between_persist_and_ack_pays_once_on_retry(cluster: Cluster) -> None:
+    a, b, _ = _pair(cluster)
+    for n in (a, b):
+        n.start()
+    for n in (a, b):
+        n.wait_ready()
+    cid = _fund_and_open(cluster, a, b)
+    a.cli("channel", "pay", cid, "10000", "--id", "warmup")  # the turn is a's, the link warm
+    before = mirrored(a, b, cid)
+
+    # The payee is frozen: the payer signs, persists and sends, and then waits for an ack.
+    assert b.proc is not None
+    os.kill(b.proc.pid, signal.SIGSTOP)
+    outcome: list[object] = []
+
+    def paying() -> None:
+        try:
+            outcome.append(a.api("channel.pay", channel=cid, amount=7_000, id="crash-1"))
+        except EschatonError as e:  # the connection drops when the payer is killed
+            outcome.append(e)
+
+    t = threading.Thread(target=paying)
+    try:
+        t.start()
+        pending = poll(lambda: a.api("channel.payment", id="crash-1"), "the payment recorded")
+        assert pending["state"] == "pending" and pending["version"] == before[0]["version"] + 1
+        a.kill()  # persisted, not acknowledged
+    finally:
+        os.kill(b.proc.pid, signal.SIGCONT)
+    t.join(60)
+    assert not t.is_alive() and not isinstance(outcome[0], dict)
+
+    a.start().wait_ready()
+    assert a.cli("channel", "payment", "crash-1")["state"] in ("pending", "complete")
+    _linked(a, b)
+    retry = a.cli("channel", "pay", cid, "7000", "--id", "crash-1")
+    assert retry["payment_state"] == "complete"
+    _moved_once(before, mirrored(a, b, cid), 7_000)
+    assert a.cli("channel", "payment", "crash-1")["state"] == "complete"
+
+
+def _tmpfs_wrap(datadir: object, size: str, *, fill: bool = False) -> list[str]:
+    """Run the node in its own mount namespace with ``datadir`` on a small tmpfs (nothing leaks:
+    the mount goes away with the process). Existing contents are copied in first."""
+    filler = 'dd if=/dev/zero of="$d/fill" bs=64k 2>/dev/null || true; ' if fill else ""
+    script = ('set -e; d="$0"; s="$d.tmpfs"; mkdir -p "$s" "$d"; '
+              f'mount -t tmpfs -o size={size},mode=0700 tmpfs "$s"; '
+              f'cp -a "$d/." "$s/"; mount --bind "$s" "$d"; {filler}exec "$@"')
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(datadir)]
+
+
+def _in_ns(node: NodeProc, *cmd: str) -> int:
+    import subprocess
+
+    assert node.proc is not None
+    return subprocess.run(["nsenter", "-t", str(node.proc.pid), "-m", *cmd], capture_output=True,
+                          timeout=60).returncode
+
+
+def test_full_disk_refused_at_once_with_a_definite_outcome(cluster: Cluster) -> None:
+    from tests.conftest import need_root, need_tool
+
+    need_root()
+    for tool in ("unshare", "nsenter", "mount"):
+        need_tool(tool)
+    a, b, _ = _pair(cluster, api_outside=True)
+    a.start(wrap=_tmpfs_wrap(a.datadir, "24m"))
+    b.start()
+    for n in (a, b):
+        n.wait_ready()
+    cid = _fund_and_open(cluster, a, b)
+    a.cli("channel", "pay", cid, "10000", "--id", "warmup")
+
+    _in_ns(a, "dd", "if=/dev/zero", f"of={a.datadir}/fill", "bs=64k")  # until ENOSPC
+    failed_id, err = "", ""
+    before = mirrored(a, b, cid)
+    for i in range(100):  # SQLite reuses free pages and WAL space: a few payments may still fit
+        before = mirrored(a, b, cid)
+        p = run_cli("channel", "pay", cid, "100", "--id", f"full-{i}", "--config", str(a.config), check=False)
+        if p.returncode != 0:
+            failed_id, err = f"full-{i}", p.stderr
+            break
+    assert failed_id, "the full disk never refused a payment"
+    assert err.count("\n") == 1 and "disk full: cannot write channel store" in err, err
+    rec = a.cli("channel", "payment", failed_id)
+    assert rec["state"] == "failed" and "disk full" in rec["error"] and rec["amount"] == 100
+    assert mirrored(a, b, cid) == before  # nothing signed left the node
+    # Still full: the retry fails again, at once.
+    p2 = a.cli_fail("channel", "pay", cid, "100", "--id", failed_id)
+    assert "disk full" in p2.stderr
+
+    # Space back: the same id is tried again and pays, once.
+    assert _in_ns(a, "rm", "-f", f"{a.datadir}/fill") == 0
+    ok = a.cli("channel", "pay", cid, "100", "--id", failed_id)
+    assert ok["payment_state"] == "complete"
+    _moved_once(before, mirrored(a, b, cid), 100)
+    assert a.cli("channel", "payment", failed_id)["state"] == "complete"
+    assert not [r for r in a.logs if "exc" in r], "a logged a traceback"
+
+    # A node whose datadir is on a full disk does not start: one line, non-zero exit.
+    a.stop()
+    a.start(wrap=_tmpfs_wrap(a.datadir, "24m", fill=True))
+    assert a.proc is not None
+    rc = a.proc.wait(60)
+    a.stop()
+    assert rc != 0
+    err = "".join(a.stderr)
+    assert err.count("\n") == 1 and err.startswith("eschaton: node failed to start: disk full"), err
+    assert "Traceback" not in err and not [r for r in a.logs if "exc" in r]
