@@ -20,7 +20,7 @@ from typing import Any
 from eschaton.errors import EschatonError
 
 # Command-group modules; each defines register(subparsers) -> None.
-GROUPS = ("chain", "wallet", "meter", "valve", "node", "peer", "channel", "microgrid", "demo")
+GROUPS = ("chain", "wallet", "meter", "valve", "hw", "node", "peer", "channel", "microgrid", "demo")
 
 Handler = Callable[[argparse.Namespace], Any]
 
