@@ -138,6 +138,7 @@ def test_cli_reads_only_the_config_and_needs_no_consensus_code(tmp_path: Path) -
     probe = ("import sys\nfrom eschaton.cli.main import main\n"
              "rc = main(['hw', 'safe-state', '--config', sys.argv[1]])\n"
              "assert 'pbk' not in sys.modules, 'consensus code imported'\n"
+             "assert not [m for m in sys.modules if m.startswith(('eschaton.chain', 'pymodbus'))]\n"
              "raise SystemExit(rc)\n")
     env = _env(HOME=str(work), ESCHATON_DATADIR=str(tmp_path / "no-datadir"),
                PYTHONDONTWRITEBYTECODE="1")
