@@ -84,6 +84,8 @@ def test_sandbox_keeps_what_the_node_needs() -> None:
     assert int(_unit_values("LimitNOFILE")[0]) >= 4096  # the default soft limit is 1024
     # /proc/device-tree and /proc/cpuinfo tell a Pi and its board: ProcSubset=pid hides them.
     assert not _unit_values("ProcSubset")
+    # lgpio creates a FIFO in the working directory on import: a writable tmpfs one.
+    assert _unit_values("WorkingDirectory") == [f"/run/{_unit_values('RuntimeDirectory')[0]}"]
 
 
 def test_exec_stop_post_is_the_safe_state_command() -> None:
@@ -114,6 +116,14 @@ def test_watchdog_drop_in_and_module() -> None:
     assert mods == ["bcm2835_wdt"]
 
 
+def test_gpio_udev_rule_names_the_unit_s_group() -> None:
+    rule = (SYSTEMD / "60-eschaton-gpio.rules").read_text()
+    m = re.search(r'KERNEL=="gpiochip\*".*GROUP="(\w+)".*MODE="0660"', rule)
+    assert m is not None, rule
+    assert m.group(1) in _unit_values("SupplementaryGroups")[0].split()
+    assert f"g {m.group(1)} -" in (SYSTEMD / "eschaton.sysusers.conf").read_text()
+
+
 def test_image_installs_unit_watchdog_and_module() -> None:
     """image/build.sh installs every file of systemd/ at the path systemd reads it from."""
     build = (SYSTEMD.parent / "image" / "build.sh").read_text().replace("\\\n", " ")
@@ -126,6 +136,7 @@ def test_image_installs_unit_watchdog_and_module() -> None:
         "eschaton.tmpfiles.conf": "/usr/lib/tmpfiles.d/eschaton.conf",
         "eschaton-watchdog.conf": "/usr/lib/systemd/system.conf.d/50-eschaton-watchdog.conf",
         "eschaton-modules.conf": "/usr/lib/modules-load.d/eschaton.conf",
+        "60-eschaton-gpio.rules": "/usr/lib/udev/rules.d/60-eschaton-gpio.rules",
     }
     assert set(installs) == {p.name for p in SYSTEMD.iterdir()}
     # The unit's config path is where the image puts image/node.toml.
