@@ -219,6 +219,27 @@ class Hardware:
         self._devices.append(d)
         return d
 
+    def leave_driven(self) -> None:
+        """Give up every device without resetting its pin, and forget the claims.
+
+        gpiozero's ``close()`` (and its finaliser) turns an output back into an input; with lgpio
+        that is an unpowered, floating line, and a relay on it drops out. A process that exists to
+        put outputs into a state and then exit (the safe-state command) must leave them driven:
+        the kernel keeps a released output at its last level on Raspberry Pi OS kernels, so the
+        state holds after the process is gone. The pin factory is not closed either (it would
+        close every pin); the kernel releases the chip when the process exits.
+        """
+        with self._lock:
+            devices, self._devices = self._devices, []
+            self._claims.clear()
+        for d in devices:
+            if isinstance(d, DigitalOutput):
+                # GPIODevice.close() resets the pin only while it still holds one.
+                d._device._pin = None  # noqa: SLF001 - gpiozero has no public "detach"
+            else:
+                d.close()  # inputs drive nothing: release them as usual
+        self.closed = True
+
     def mock_pin(self, pin: int | str) -> Any:
         """The gpiozero MockPin behind a pin (mock backend only), to drive edges in tests."""
         if self.backend is not Backend.MOCK:
@@ -264,10 +285,17 @@ def open_hardware(backend: str | Backend | None = None, *, board: str | None = N
         else:
             profile = board_by_name(DEFAULT_MOCK_BOARD)
         from hw.mock import RecordingMockPin  # late import: hw.mock builds on this module
+        from hw.mock_lines import ENV as LINES_ENV
+        from hw.mock_lines import LineStateMockPin
 
         revision = env.get("GPIOZERO_MOCK_REVISION") if board is None else None
-        factory = MockFactory(revision=revision or profile.mock_revision, pin_class=RecordingMockPin)
+        # ESCHATON_MOCK_GPIO_LINES: lines that outlive this process, as the kernel's do (tests of
+        # what a killed node leaves behind; see hw.mock_lines).
+        line_file = env.get(LINES_ENV) or None
+        factory = MockFactory(revision=revision or profile.mock_revision,
+                              pin_class=LineStateMockPin if line_file else RecordingMockPin)
         factory.output_log = []
+        factory.line_file = line_file
         return Hardware(factory, profile, chosen)
     try:
         from gpiozero.pins.lgpio import LGPIOFactory

@@ -332,6 +332,12 @@ EOF
   install -m 0644 "$REPO/systemd/eschaton.service" "$ROOTFS/usr/lib/systemd/system/eschaton.service"
   install -m 0644 "$REPO/systemd/eschaton.sysusers.conf" "$ROOTFS/usr/lib/sysusers.d/eschaton.conf"
   install -m 0644 "$REPO/systemd/eschaton.tmpfiles.conf" "$ROOTFS/usr/lib/tmpfiles.d/eschaton.conf"
+  # The hardware watchdog: systemd pets it, a hung kernel or PID 1 resets the board.
+  install -D -m 0644 "$REPO/systemd/eschaton-watchdog.conf" \
+    "$ROOTFS/usr/lib/systemd/system.conf.d/50-eschaton-watchdog.conf"
+  install -D -m 0644 "$REPO/systemd/eschaton-modules.conf" "$ROOTFS/usr/lib/modules-load.d/eschaton.conf"
+  # /dev/gpiochip* for the gpio group: the node and its ExecStopPost run as eschaton, not root.
+  install -D -m 0644 "$REPO/systemd/60-eschaton-gpio.rules" "$ROOTFS/usr/lib/udev/rules.d/60-eschaton-gpio.rules"
   in_chroot systemd-sysusers /usr/lib/sysusers.d/eschaton.conf
   in_chroot systemd-tmpfiles --create /usr/lib/tmpfiles.d/eschaton.conf
   install -m 0640 -g "$(in_chroot getent group eschaton | cut -d: -f3)" \

@@ -8,7 +8,7 @@ from eschaton.errors import EschatonError, LocalError, RemoteError, TransientErr
 
 
 class PowerLossBehaviour(enum.Enum):
-    """What an actuator does by itself when it loses power (or the node crashes and drops it).
+    """What an actuator does by itself when its relay loses power (a power cut).
 
     This is a property of the installed hardware; each driver declares the one its kind has so the
     node can tell the installer what a crash or power cut leaves behind.

@@ -1,6 +1,6 @@
 """A relay switching a metered supply (a socket, a charger, a pump) on and off.
 
-Which contact the load is wired to decides what a crash or a power cut does, so the driver is told
+Which contact the load is wired to decides what a power cut does, so the driver is told
 and declares it: on the normally-open contact the load is cut when the relay drops out
 (``FAILS_OFF``, the safe default for a paid power service); on the normally-closed contact it
 stays connected (``FAILS_ON``) and "on" means the relay is *released*.

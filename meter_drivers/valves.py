@@ -1,14 +1,15 @@
 """Valve actuators: normally-closed solenoid and motorised ball valve.
 
 Rules / theory of operation:
-- Each driver declares ``power_loss`` (``PowerLossBehaviour``): what the valve does when the node
-  dies. Software cannot close a valve after a crash; only the hardware can, so this is stated
-  per kind and reported by the CLI:
-  * normally-closed solenoid: the spring closes it when the coil loses power. A crash, a power
-    cut, or the relay output floating at boot all leave it CLOSED. It draws coil current the
-    whole time it is open.
-  * motorised ball valve: it holds its last position without power. A crash leaves it as it
-    was (even half-way if it was travelling); only ``shutdown()`` on an orderly stop closes it.
+- Each driver declares ``power_loss`` (``PowerLossBehaviour``): what the valve does when its relay
+  loses power (a power cut). It is stated per kind and reported by the CLI:
+  * normally-closed solenoid: the spring closes it when the coil loses power. It draws coil
+    current the whole time it is open.
+  * motorised ball valve: it holds its last position without power (even half-way if it was
+    travelling); only a drive closes it.
+- A killed node does NOT release its relays: a Raspberry Pi OS kernel keeps a released output at
+  its last level, so an open solenoid stays open. ``eschaton.metering.safe_state`` (the service's
+  ``ExecStopPost``) drives every valve closed after the node is gone.
 - Relays are assumed active-low (the common opto relay boards) unless ``active_high``; at
   construction every relay is de-energised.
 - A motorised valve is driven by two relays, OPEN and CLOSE, energised for ``travel_s`` and then

@@ -23,7 +23,7 @@ from eschaton.errors import EschatonError
 from eschaton.store.private import set_private_umask
 
 # Command-group modules; each defines register(subparsers) -> None.
-GROUPS = ("chain", "wallet", "meter", "valve", "node", "peer", "channel", "microgrid", "demo")
+GROUPS = ("chain", "wallet", "meter", "valve", "hw", "node", "peer", "channel", "microgrid", "demo")
 
 Handler = Callable[[argparse.Namespace], Any]
 
@@ -42,10 +42,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``only`` just that group (its imports alone: the service's
+    stop-post ``eschaton hw safe-state`` must start fast)."""
     parser = _Parser(prog="eschaton", description="Eschaton mesh node")
     sub = parser.add_subparsers(dest="group", required=True, parser_class=_Parser)
     for name in GROUPS:
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(f"eschaton.cli.{name}")
         except ModuleNotFoundError as e:
@@ -72,7 +76,8 @@ def _print_human(value: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in GROUPS else None)
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:

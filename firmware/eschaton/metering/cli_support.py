@@ -46,8 +46,8 @@ POWER_LOSS = {
 }
 
 POWER_LOSS_TEXT = {
-    PowerLossBehaviour.FAILS_CLOSED: "closes by itself on power loss or a node crash",
-    PowerLossBehaviour.HOLDS_POSITION: "holds its position on power loss or a node crash",
+    PowerLossBehaviour.FAILS_CLOSED: "closes by itself on power loss; after a node crash the service's safe-state command closes it",
+    PowerLossBehaviour.HOLDS_POSITION: "holds its position on power loss; after a node crash the service's safe-state command drives it closed",
 }
 
 

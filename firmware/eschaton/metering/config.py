@@ -337,8 +337,13 @@ def _port_exists(port: str) -> bool:
 
 def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
                           text: str | None = None,
-                          env: Mapping[str, str] | None = None) -> MeteringConfig:
-    """Validate the metering sections of a parsed TOML document."""
+                          env: Mapping[str, str] | None = None,
+                          check_ports: bool = True) -> MeteringConfig:
+    """Validate the metering sections of a parsed TOML document.
+
+    ``check_ports=False`` skips the "serial port exists" check: the safe-state command must close
+    valves even when a meter's USB adapter has gone.
+    """
     ctx = _Ctx(source, text)
 
     hwt = _Table(ctx, "hardware", None, data.get("hardware", {}))
@@ -416,7 +421,7 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
                 silent_after_s=silent))
         else:
             port = t.get("port", str, required=True)
-            if not _port_exists(port):
+            if check_ports and not _port_exists(port):
                 raise t.err("port", f"serial port {port} does not exist")
             model = t.get("model", str, "sdm120")
             if model not in ("sdm120", "sdm630"):
@@ -529,7 +534,8 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
 
 
 def load_metering_config(path: str | os.PathLike[str], *,
-                         env: Mapping[str, str] | None = None) -> MeteringConfig:
+                         env: Mapping[str, str] | None = None,
+                         check_ports: bool = True) -> MeteringConfig:
     """Read and validate a TOML file."""
     p = Path(path)
     try:
@@ -544,7 +550,7 @@ def load_metering_config(path: str | os.PathLike[str], *,
         m = re.search(r"line (\d+)", str(e))
         raise MeteringConfigError(str(p), "toml", f"not valid TOML: {e}",
                                   int(m.group(1)) if m else None) from None
-    return parse_metering_config(data, source=str(p), text=text, env=env)
+    return parse_metering_config(data, source=str(p), text=text, env=env, check_ports=check_ports)
 
 
 def parse_metering(doc: Mapping[str, Any], ctx: Any = None) -> MeteringConfig:
