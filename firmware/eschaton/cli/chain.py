@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from eschaton.chain.backend import ChainBackend
+from eschaton.chain.electrum.protocol import MAX_BLOCKS_PER_CALL
 from eschaton.chain.errors import InvalidRequest
+from eschaton.cli.args import seconds, whole
 from eschaton.cli.main import add_common
 
 
@@ -24,7 +26,7 @@ def register(subparsers: Any) -> None:
     sub = g.add_subparsers(dest="cmd", required=True, parser_class=type(g))
 
     p = sub.add_parser("mine", help="mine N blocks (packing the mempool)")
-    p.add_argument("n", type=int, metavar="N")
+    p.add_argument("n", type=whole(1, MAX_BLOCKS_PER_CALL), metavar="N")
     p.add_argument("--to", dest="address", default=None, help="regtest address for the coinbase")
     add_common(p)
     p.set_defaults(handler=cmd_mine)
@@ -44,7 +46,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=cmd_tx)
 
     p = sub.add_parser("serve", help="own the chain and serve it over Electrum until SIGTERM/SIGINT")
-    p.add_argument("--mine-every", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--mine-every", type=seconds(0, 86_400), default=None, metavar="SECONDS",
                    help="mine a block at this interval (demos)")
     add_common(p)
     p.set_defaults(handler=cmd_serve)

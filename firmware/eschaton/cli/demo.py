@@ -7,13 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from eschaton.cli.args import seconds
 from eschaton.cli.main import add_common
 from eschaton.errors import LocalError
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="run the village demo: houses trading water and power")
-    p.add_argument("--duration", type=float, default=150.0,
+    p.add_argument("--duration", type=seconds(0, 86_400), default=150.0,
                    help="upper bound on the whole run in seconds (default 150; the story takes ~90)")
     p.add_argument("--keep", action="store_true", help="keep the demo data directory afterwards")
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")

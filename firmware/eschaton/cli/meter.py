@@ -19,6 +19,7 @@ import argparse
 import time
 from typing import Any
 
+from eschaton.cli.args import finite
 from eschaton.cli.main import add_common
 from eschaton.core.metering.totals import calibrate, counts_to_units
 from eschaton.errors import LocalError
@@ -51,8 +52,8 @@ def register(subparsers: Any) -> None:
     mode.add_argument("--start", action="store_true", help="begin a calibration run")
     mode.add_argument("--finish", action="store_true", help="end the run (needs --quantity)")
     mode.add_argument("--pulses", type=int, help="pulses counted for --quantity (one step)")
-    p.add_argument("--quantity", type=float, help="litres or kWh that passed during the run")
-    p.add_argument("--tolerance", type=float, default=0.5,
+    p.add_argument("--quantity", type=finite, help="litres or kWh that passed during the run")
+    p.add_argument("--tolerance", type=finite, default=0.5,
                    help="allowed deviation from the configured factor (fraction, default 0.5)")
     add_common(p)
     add_config_arg(p)

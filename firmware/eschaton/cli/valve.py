@@ -15,6 +15,7 @@ import argparse
 import time
 from typing import Any
 
+from eschaton.cli.args import seconds
 from eschaton.cli.main import add_common
 from eschaton.errors import LocalError
 from eschaton.metering.cli_support import add_config_arg, config_of, datadir_of, valve_row
@@ -32,7 +33,7 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("open", help="open a valve")
     p.add_argument("name")
-    p.add_argument("--for", dest="hold_s", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--for", dest="hold_s", type=seconds(0, 86_400), default=None, metavar="SECONDS",
                    help="hold it open this long, then close it (required for solenoids)")
     add_common(p)
     add_config_arg(p)

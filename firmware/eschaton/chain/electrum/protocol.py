@@ -22,6 +22,9 @@ from eschaton.chain.backend import (
     Utxo,
 )
 
+# Blocks one mine call may ask for: a typo of a few more digits must not mine for hours.
+MAX_BLOCKS_PER_CALL = 10_000
+
 PROTOCOL_VERSION = "1.6"
 SERVER_NAME = "Eschaton embedded regtest 0.1"
 

@@ -126,8 +126,8 @@ def _index(v: Any) -> int:
 
 
 def _count(v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 10_000:
-        raise RPCError(P.BAD_REQUEST, "number of blocks must be between 1 and 10000")
+    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= P.MAX_BLOCKS_PER_CALL:
+        raise RPCError(P.BAD_REQUEST, f"number of blocks must be between 1 and {P.MAX_BLOCKS_PER_CALL}")
     return v
 
 
