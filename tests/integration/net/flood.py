@@ -66,7 +66,7 @@ async def _connect(host: str, port: int, i: int, garbage: bool, stats: FloodStat
         return
     stats.opened += 1
     if garbage:
-        junk = (b"\xff\xff" if i % 2 else b"") + os.urandom(4096 if i % 2 else 300)
+        junk = (b"\xff\xff" if i % 2 else b"") + os.urandom(60_000 if i % 2 else 300)
         with contextlib.suppress(ConnectionError, OSError):
             writer.write(junk)
     await _hold(reader, writer, stats, hold)
