@@ -300,8 +300,17 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     ids = [p.node_id for p in peers]
     if len(set(ids)) != len(ids):
         raise net_s.err("peers", "the same node id is listed twice")
+    accept = net_s.get_choice("accept", D.ACCEPT, ("any", "known"))
+    max_pending = net_s.get_int("max_pending_handshakes", D.MAX_PENDING_HANDSHAKES, 1, 65536)
+    per_address = net_s.get_int("max_pending_per_address", D.MAX_PENDING_PER_ADDRESS, 1, 65536)
+    if per_address > max_pending:
+        raise net_s.err("max_pending_per_address",
+                        f"must be at most max_pending_handshakes ({max_pending})")
+    max_links = net_s.get_int("max_links", D.MAX_LINKS, 0, 65536)
+    handshake_timeout = net_s.get_float("handshake_timeout", D.HANDSHAKE_TIMEOUT, 0.5, 600.0)
     net_s.done()
-    network = NetworkConfig(listen, advertise, discovery, tuple(peers))
+    network = NetworkConfig(listen, advertise, discovery, tuple(peers), accept, max_pending,
+                            per_address, max_links, handshake_timeout)
 
     api_s = root.sub("api")
     port = api_s.raw("tcp_port", D.API_TCP_PORT)

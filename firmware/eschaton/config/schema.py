@@ -62,6 +62,17 @@ class NetworkConfig:
     """Neighbour discovery by signed beacons."""
     peers: tuple[PeerConfig, ...]
     """Static peers, dialled at start and kept connected."""
+    accept: str = "any"
+    """Who may link to us: ``any`` authenticated node, or only ``known`` (pinned) peers: the
+    ``[[network.peers]]``, peers dialled with ``peer connect`` and peers we have channels with."""
+    max_pending_handshakes: int = 64
+    """Inbound connections whose link is not open yet, at most; more are closed at once."""
+    max_pending_per_address: int = 8
+    """... of them from one source address."""
+    max_links: int = 64
+    """Established inbound links from peers that are not pinned, at most."""
+    handshake_timeout: float = 10.0
+    """Seconds a connection may take to open its link; then it is closed."""
 
 
 @dataclass(frozen=True, slots=True)

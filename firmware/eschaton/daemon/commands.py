@@ -36,6 +36,8 @@ async def node_status(node: Any) -> dict[str, Any]:
         # write rate from channels (group commits make it lower than the number of updates).
         "channel_store_commits": node.channels.store.commits if node.channels is not None else 0,
         "bandwidth": bandwidth,
+        # Inbound admission: live pending handshakes, links, sessions, refusals by reason.
+        "net": node.net.stats() if node.net is not None else {},
     }
 
 
@@ -68,7 +70,7 @@ async def peer_connect(node: Any, id: str, url: str) -> dict[str, Any]:
         nid = NodeId.from_hex(id)
     except Exception as e:  # typed identity errors and ValueError alike mean a bad id
         raise ApiError(f"bad node id: {e}") from e
-    s = await node.net.connect(nid, url)
+    s = await node.net.connect(nid, url, pin=True)  # the operator named it: pinned
     return {"id": nid.hex(), "via": s.stream.peer, "version": s.version}
 
 

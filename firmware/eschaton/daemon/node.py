@@ -134,7 +134,8 @@ class Node:
         from eschaton.net.node import NetNode
 
         factory = self.channels.handler_for if self.channels is not None else None
-        self.net = await NetNode.new(self.config, handler_factory=factory, on_event=self._on_net_event)
+        self.net = await NetNode.new(self.config, handler_factory=factory, on_event=self._on_net_event,
+                                     is_known=self._is_channel_peer)
         self._closers.append(self.net.close)
 
     def _start_metering(self) -> None:
@@ -193,6 +194,11 @@ class Node:
         self.microgrid = await MicrogridService.open(self)
         if self.microgrid is not None:
             self._closers.append(self.microgrid.close)
+
+    def _is_channel_peer(self, node_id: Any) -> bool:
+        """A peer we have a channel with is known (``[network] accept = "known"``): it must be
+        able to come back to settle, and is never refused for want of a link slot."""
+        return self.channels is not None and node_id.hex() in self.channels.peers.map.values()
 
     def _on_net_event(self, ev: dict[str, Any]) -> None:
         self.events = (self.events + [dict(ev, ts=time.time())])[-50:]

@@ -8,9 +8,16 @@ channel layer in through ``handler_factory`` (one handler object per session, re
 - Static peers are dialled at start and redialled with capped exponential backoff.
 - Discovered neighbours are dialled only by the side with the smaller node id, so two nodes
   that discover each other build one link, not two.
+- Inbound links pass admission control (``core/link/admission.py``): caps on pending handshakes
+  (in total and per source address), on established links from peers that are not pinned, a
+  handshake deadline, and ``[network] accept = "known"`` to refuse every stranger once Noise
+  message 3 reveals its key. Pinned peers are the ``[[network.peers]]``, ids dialled with
+  ``connect(..., pin=True)`` (``eschaton peer connect``) and whatever ``is_known`` accepts (the
+  daemon: peers we have channels with). Refusals and failed inbound handshakes are counted
+  (``stats()``) and logged at most once per interval per kind, never with a traceback.
 - ``python -m eschaton.net.node --config FILE`` runs just the network part and prints one JSON
   line per event (neighbour found/lost, beacon refused, link open/closed), for tests and field
-  debugging.
+  debugging; ``--status-every S`` adds a ``status`` event with ``stats()`` every S seconds.
 """
 from __future__ import annotations
 
@@ -25,18 +32,22 @@ from collections.abc import Callable
 from typing import Any
 
 from eschaton.config import NodeConfig, load_config
+from eschaton.core.link.admission import Admission, AdmissionLimits, Refusal, Ticket
 from eschaton.core.link.beacon import (
     NeighbourChanged,
     NeighbourEvent,
     NeighbourFound,
     NeighbourLost,
 )
+from eschaton.core.link.errors import NotAuthorised
 from eschaton.core.link.identity import NodeId, NodeKeys
 from eschaton.core.link.link import LinkClosed, LinkConfig, Role
 from eschaton.errors import EschatonError
 from eschaton.net.discovery import Discovery, advertised_urls
 from eschaton.net.identity import load_or_create_identity
+from eschaton.net.ratelog import RateLimitedLog
 from eschaton.net.session import Authorize, HandlerFactory, Session, SessionListener, dial, serve
+from eschaton.net.transport import FrameStream
 
 log = logging.getLogger(__name__)
 NodeEvent = dict[str, Any]
@@ -49,7 +60,8 @@ class NetNode:
                  handler_factory: HandlerFactory | None = None,
                  authorize: Authorize | None = None,
                  on_event: Callable[[NodeEvent], None] | None = None,
-                 link_config: LinkConfig | None = None) -> None:
+                 link_config: LinkConfig | None = None,
+                 is_known: Callable[[NodeId], bool] | None = None) -> None:
         self.config = config
         self.keys = keys
         self.node_id = keys.node_id
@@ -59,10 +71,23 @@ class NetNode:
         self._handler_factory = handler_factory
         self._authorize = authorize
         self._on_event = on_event
-        self._link_config = link_config or LinkConfig(name=config.node.name)
+        net = config.network
+        self._link_config = link_config or LinkConfig(name=config.node.name,
+                                                      handshake_timeout=net.handshake_timeout)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._dialling: set[NodeId] = set()
         self._announced: set[Session] = set()
+        self.pinned: set[NodeId] = {p.node_id for p in net.peers}
+        """Peers admitted whatever the caps and ``accept`` say (grows only by ``connect(pin=True)``)."""
+        self._is_known = is_known
+        self.admission = Admission(
+            AdmissionLimits(max_pending=net.max_pending_handshakes,
+                            max_pending_per_source=net.max_pending_per_address,
+                            max_links=net.max_links, accept_unknown=net.accept == "any"),
+            pinned=self.is_pinned)
+        self.handshake_failures = 0
+        """Inbound connections that closed before their peer was authenticated and admitted."""
+        self._inbound_log = RateLimitedLog(log)
 
     @classmethod
     async def new(cls, config: NodeConfig, **kwargs: Any) -> NetNode:
@@ -81,7 +106,8 @@ class NetNode:
         for url in self.config.network.listen:
             listener = await serve(url, self.keys, config=self._link_config,
                                    handler_factory=self._wrap_factory(),
-                                   authorize=self._authorize, on_session=self._track)
+                                   authorize=self._authorize, on_session=self._track,
+                                   admit=self._admit)
             self.listeners.append(listener)
             log.info("listening on %s", listener.url)
         disc = self.config.network.discovery
@@ -132,8 +158,12 @@ class NetNode:
         s = self.session(node_id)
         return s.handler.inner if s is not None and isinstance(s.handler, _Hooks) else None
 
-    async def connect(self, node_id: NodeId, url: str) -> Session:
-        """Dial ``node_id`` at ``url`` now (raises the typed transport/link error on failure)."""
+    async def connect(self, node_id: NodeId, url: str, *, pin: bool = False) -> Session:
+        """Dial ``node_id`` at ``url`` now (raises the typed transport/link error on failure).
+        ``pin``: the operator named this peer, so it may also link to us (``accept = "known"``)
+        and is never refused for want of a slot."""
+        if pin:
+            self.pinned.add(node_id)
         session, task = await dial(url, self.keys, node_id, config=self._link_config,
                                    handler_factory=self._wrap_factory())
         self._tasks.add(task)
@@ -149,11 +179,39 @@ class NetNode:
 
         return factory
 
+    # ---- admission -------------------------------------------------------------------------------
+    def is_pinned(self, node_id: NodeId) -> bool:
+        return node_id in self.pinned or (self._is_known is not None and self._is_known(node_id))
+
+    def _admit(self, stream: FrameStream) -> Ticket | None:
+        got = self.admission.begin(stream.source or stream.peer)
+        if isinstance(got, Refusal):
+            self._inbound_log.note(got.value, f"refusing inbound connections: {_WHY[got]} "
+                                              f"(latest from {stream.source or stream.peer})")
+            return None
+        return got
+
+    def stats(self) -> dict[str, Any]:
+        """Live counts (they return to their baseline when a flood ends) and refusal totals."""
+        live = sum(len(listener.sessions) for listener in self.listeners)
+        return {**self.admission.stats(), "live_sessions": live, "peers": len(self.sessions),
+                "handshake_failures": self.handshake_failures, "pinned": len(self.pinned),
+                "log_lines": self._inbound_log.lines}
+
     def _track(self, session: Session) -> None:
         def closed(fut: asyncio.Future[LinkClosed]) -> None:
             remote = session.remote
             if remote is not None and self.sessions.get(remote) is session:
                 del self.sessions[remote]
+            if (remote is None and session.link.role is Role.RESPONDER and not fut.cancelled()):
+                ev = fut.result()
+                if isinstance(ev.error, NotAuthorised):
+                    self._inbound_log.note("not admitted", f"inbound link refused: {ev.reason}")
+                else:
+                    self.handshake_failures += 1
+                    self._inbound_log.note("handshake failed", f"inbound handshake from "
+                                           f"{session.stream.source or session.stream.peer} "
+                                           f"failed: {ev.reason}")
             # Only links announced as open are announced as closed (a refused duplicate never was).
             if session in self._announced and not fut.cancelled():
                 self._announced.discard(session)
@@ -258,6 +316,14 @@ class NetNode:
                 log.exception("node event observer failed")
 
 
+_WHY = {
+    Refusal.PENDING_FULL: "too many handshakes in progress",
+    Refusal.SOURCE_FULL: "too many handshakes in progress from one address",
+    Refusal.LINKS_FULL: "too many links",
+    Refusal.UNKNOWN_KEY: "unknown key",
+}
+
+
 class _Hooks:
     """Wraps the application's handler: records responder-side sessions when they open."""
 
@@ -289,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run the network part of a node, print events.")
     parser.add_argument("--config", required=True)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--status-every", type=float, default=0.0, metavar="S",
+                        help="also print a status event (live counts) every S seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         stream=sys.stderr)
@@ -303,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await stop.wait()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.status_every or None)
+                if args.status_every:
+                    emit({"event": "status", **node.stats()})
         finally:
             await node.close()
 

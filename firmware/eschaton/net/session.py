@@ -12,6 +12,10 @@ Rules / theory of operation:
   link with an ``error`` message. Any other handler exception is a bug: logged with its
   traceback, link closed (supervision boundary: one broken session must not kill the node).
 - Optional handler hooks: ``on_link_open(session)`` and ``on_link_closed(session, event)``.
+- Until the handshake is done the stream accepts only handshake-sized frames
+  (``Link.max_incoming_frame``). An inbound link that closes before its peer was authenticated
+  is logged at debug level only: strangers can cause any number of those, and ``serve``'s
+  ``admit`` hook (the node's admission control) counts them instead.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from eschaton.core.link.admission import Ticket
 from eschaton.core.link.errors import LinkError, LinkTimeout
 from eschaton.core.link.identity import NodeId, NodeKeys
 from eschaton.core.link.link import (
@@ -50,6 +55,9 @@ HandlerFactory = Callable[["Session"], object]
 """Builds the handler object for a session (called once the peer is authenticated)."""
 Authorize = Callable[[NodeId], bool]
 """Decides whether an authenticated peer may keep its link (friend-to-friend allow-list)."""
+Admit = Callable[[FrameStream], Ticket | None]
+"""Admission control of inbound streams: a ticket holding the stream's slots, or None to close
+the stream at once (the hook logs and counts the refusal)."""
 
 
 class Session:
@@ -144,6 +152,7 @@ class Session:
         try:
             await self._flush()
             while not self.link.is_closed:
+                self.stream.max_frame = self.link.max_incoming_frame
                 try:
                     frame = await self.stream.read_frame()
                 except TransportClosed:
@@ -222,7 +231,9 @@ class Session:
                 log.warning("peer %s warns (%d): %s", self._who(), ev.code, ev.text)
             elif isinstance(ev, LinkClosed):
                 if ev.error is not None:
-                    log.info("link to %s closed: %s", self._who(), ev.reason)
+                    stranger = self.link.role is Role.RESPONDER and self.remote is None
+                    log.log(logging.DEBUG if stranger else logging.INFO,
+                            "link to %s closed: %s", self._who(), ev.reason)
                 if not self.closed.done():
                     self.closed.set_result(ev)
                 for fut in self._pongs.values():
@@ -311,28 +322,50 @@ async def serve(url: str, keys: NodeKeys, *,
                 handler_factory: HandlerFactory | None = None,
                 authorize: Authorize | None = None,
                 on_session: Callable[[Session], Awaitable[None] | None] | None = None,
-                expect: NodeId | None = None) -> SessionListener:
+                expect: NodeId | None = None, admit: Admit | None = None) -> SessionListener:
     """Accept links on ``url`` (we are the Noise responder).
 
     ``authorize`` vets each authenticated peer; ``expect`` (for point-to-point serial lines)
     refuses any node but that one. ``on_session`` is called for each new session before it runs.
+    ``admit`` is asked before any link state exists for a stream (see ``Admit``); its ticket
+    also vets the authenticated peer (after ``authorize``) and is given back when the link opens
+    and when it ends.
     """
 
     sessions: set[Session] = set()
 
     async def on_stream(stream: FrameStream) -> None:
-        link = Link(keys, Role.RESPONDER, now=time.monotonic(), ephemeral=secrets.token_bytes(32),
-                    remote=expect, config=_link_config(config), authorize=authorize)
-        session = Session(link, stream, handler_factory=handler_factory)
-        sessions.add(session)
+        ticket = admit(stream) if admit is not None else None
+        if admit is not None and ticket is None:
+            return  # refused: the transport closes the stream as this returns
+        vet = authorize
+        if ticket is not None:
+            def vet(node_id: NodeId, t: Ticket = ticket) -> bool:
+                return (authorize is None or authorize(node_id)) and t.authorize(node_id)
         try:
-            if on_session is not None:
-                result = on_session(session)
-                if inspect.isawaitable(result):
-                    await result
-            await session.run()
+            link = Link(keys, Role.RESPONDER, now=time.monotonic(),
+                        ephemeral=secrets.token_bytes(32), remote=expect,
+                        config=_link_config(config), authorize=vet)
+            session = Session(link, stream, handler_factory=handler_factory)
+            if ticket is not None:
+                opened_ticket = ticket
+
+                def release_pending(_f: asyncio.Future[LinkOpen]) -> None:
+                    opened_ticket.opened()
+
+                session.opened.add_done_callback(release_pending)
+            sessions.add(session)
+            try:
+                if on_session is not None:
+                    result = on_session(session)
+                    if inspect.isawaitable(result):
+                        await result
+                await session.run()
+            finally:
+                sessions.discard(session)
         finally:
-            sessions.discard(session)
+            if ticket is not None:
+                ticket.closed()
 
     return SessionListener(await listen(url, on_stream), sessions)
 

@@ -7,13 +7,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
 class NodeProcess:
-    def __init__(self, config: Path, prefix: list[str] | None = None) -> None:
-        cmd = [*(prefix or []), sys.executable, "-m", "eschaton.net.node", "--config", str(config)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, config: Path, prefix: list[str] | None = None, *, args: Sequence[str] = (),
+                 preexec_fn: Callable[[], None] | None = None) -> None:
+        cmd = [*(prefix or []), sys.executable, "-m", "eschaton.net.node", "--config", str(config),
+               *args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=preexec_fn)  # e.g. a lower RLIMIT_NOFILE
         self.events: queue.Queue[dict] = queue.Queue()
         self.seen: list[dict] = []
         self.stderr: list[str] = []
@@ -51,6 +55,12 @@ class NodeProcess:
             self.seen.append(ev)
             if all(ev.get(k) == v for k, v in match.items()):
                 return ev
+
+    def drain(self) -> list[dict]:
+        """Every event so far (moves arrived ones into ``seen``)."""
+        while not self.events.empty():
+            self.seen.append(self.events.get_nowait())
+        return self.seen
 
     def stop(self) -> None:
         if self.proc.poll() is None:

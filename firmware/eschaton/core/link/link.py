@@ -68,6 +68,11 @@ _NOISE_ERRORS = (NoiseInvalidMessage, NoiseValueError, NoiseHandshakeError, Nois
                  InvalidTag, ValueError)
 _PAYLOAD_LIMITS = bencode.Limits(max_size=1024, max_depth=2, max_items=40)
 _MAX_VERSIONS = 16
+HANDSHAKE_MAX_FRAME = 2048
+"""Largest handshake message: a payload of at most 1024 bytes plus Noise's keys and tags (at most
+96 bytes). Transports refuse longer frames until the handshake is done, so a stranger cannot
+make the node buffer a 64 KiB frame per connection."""
+TRANSPORT_MAX_FRAME = 65535
 
 
 class Role(Enum):
@@ -263,6 +268,13 @@ class Link:
     @property
     def is_open(self) -> bool:
         return self.state is LinkState.OPEN
+
+    @property
+    def max_incoming_frame(self) -> int:
+        """Largest frame worth reading now (small until the handshake is done)."""
+        if self.state in (LinkState.IDLE, LinkState.HANDSHAKE):
+            return HANDSHAKE_MAX_FRAME
+        return TRANSPORT_MAX_FRAME
 
     @property
     def is_closed(self) -> bool:

@@ -36,7 +36,8 @@ class StreamDeframer:
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self._buf = bytearray()
-        self._max = max_frame
+        self.max_frame = max_frame
+        """May be lowered or raised between frames (the handshake allows only small ones)."""
         self._broken: FrameError | None = None
 
     def feed(self, data: bytes) -> None:
@@ -49,8 +50,8 @@ class StreamDeframer:
         if len(self._buf) < 2:
             return None
         n = int.from_bytes(self._buf[:2], "big")
-        if n == 0 or n > self._max:
-            self._broken = FrameError(f"bad frame length {n} (allowed 1..{self._max})")
+        if n == 0 or n > self.max_frame:
+            self._broken = FrameError(f"bad frame length {n} (allowed 1..{self.max_frame})")
             self._buf.clear()
             raise self._broken
         if len(self._buf) < 2 + n:

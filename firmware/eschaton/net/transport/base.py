@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from urllib.parse import parse_qs, urlsplit
 
+from eschaton.core.wire.framing import MAX_FRAME
 from eschaton.errors import LocalError, TransientError
 
 
@@ -79,6 +80,12 @@ class FrameStream(abc.ABC):
 
     peer: str = ""
     """Human-readable description of the other end (address, device), for logs."""
+    source: str = ""
+    """Where an inbound stream came from, for per-source admission limits: the IP address for
+    TCP (without the port: one host opening many connections is one source), else ``peer``."""
+    max_frame: int = MAX_FRAME
+    """Largest frame the reader accepts now. The session lowers it during the handshake, whose
+    messages are small, so that a stranger's length prefix cannot make us buffer 64 KiB."""
 
     @abc.abstractmethod
     async def read_frame(self) -> bytes:
