@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from eschaton.core.channel.messages import Message, OpenChannel, TurnRequest
 from eschaton.core.channel.updates import MAX_INFLIGHT
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
+from eschaton.daemon.activity import ActivitySummary
 from eschaton.daemon.payments import Payments
 from eschaton.errors import LocalError, RemoteError, TransientError
 from eschaton.store import sqlite as store_sqlite
@@ -127,7 +129,9 @@ class ChannelService:
         self.endpoint = ChannelEndpoint(store, self.key_for, self._send, self._sign_funding, policy)
         self.endpoint.listeners.append(self._on_notify)
         self.watcher = ChannelWatcher(node.chain, self.endpoint)
-        self.notifications: list[dict[str, Any]] = []
+        # The latest events other than payments (opens, closes, escrows, budget warnings).
+        self.notifications: deque[dict[str, Any]] = deque(maxlen=100)
+        self.activity = ActivitySummary(log)
         self.refusals: list[dict[str, Any]] = []
         self.payment_listeners: list[Callable[[bytes, int], None]] = []
         self._locks: dict[bytes, asyncio.Lock] = {}
@@ -162,6 +166,7 @@ class ChannelService:
         return svc
 
     async def close(self) -> None:
+        self.activity.flush()
         self._close_rx(force=True)  # commit (and answer) a burst still open before the store closes
         await self.watcher.stop()
         for t in self._writers.values():
@@ -185,8 +190,9 @@ class ChannelService:
         self._poke()
 
     def _on_notify(self, n: Notify) -> None:
-        self.notifications = (self.notifications + [{"channel": n.channel_id.hex(), "event": n.kind,
-                                                      "detail": str(getattr(n, "detail", ""))}])[-100:]
+        if self.activity.note(n.channel_id.hex()[:12], n.kind, n.data):
+            return  # one per payment: counted into the periodic summary line (daemon/activity.py)
+        self.notifications.append({"channel": n.channel_id.hex(), "event": n.kind, "detail": str(n.data)})
         log.info("channel %s: %s", n.channel_id.hex()[:12], n.kind)
         if n.kind == "switch_budget_low":
             ch = self.endpoint.channels.get(n.channel_id)

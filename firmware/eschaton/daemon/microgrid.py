@@ -493,7 +493,7 @@ class MicrogridService:
         return moved - credited
 
     def _on_channel_payment(self, cid: bytes, amount: int) -> None:
-        log.info("channel %s moved %d sat to us", cid.hex()[:12], amount)
+        log.debug("channel %s moved %d sat to us", cid.hex()[:12], amount)  # one per payment
 
     async def _on_mg_paid(self, peer: str, wm: WireMessage) -> None:
         if self.seller is None:
