@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from eschaton.chain.electrum.server import read_port
+from eschaton.chain.electrum.server import PORT_FILE
 from tests.integration.node.harness import Cluster, NodeProc, free_port, run_cli
 
 pytestmark = pytest.mark.timeout(180)
@@ -69,8 +69,8 @@ def _listening(pid: int) -> set[tuple[str, int]]:
 
 def _others(node: NodeProc, cluster: Cluster) -> set[tuple[str, int]]:
     """What the node listens on besides its API: the Electrum server of the chain it owns."""
-    port = read_port(cluster.chain.datadir / "chain")
-    return {("127.0.0.1", port)} if port is not None else set()
+    port_file = cluster.chain.datadir / "chain" / PORT_FILE
+    return {("127.0.0.1", int(port_file.read_text()))} if port_file.exists() else set()
 
 
 BAD_BODIES = [
