@@ -46,6 +46,7 @@ from eschaton.errors import EschatonError
 from eschaton.net.discovery import Discovery, advertised_urls
 from eschaton.net.identity import load_or_create_identity
 from eschaton.net.ratelog import RateLimitedLog
+from eschaton.net.reclaim import Reclaimer, freeze_startup_objects
 from eschaton.net.session import Authorize, HandlerFactory, Session, SessionListener, dial, serve
 from eschaton.net.transport import FrameStream
 
@@ -88,6 +89,8 @@ class NetNode:
         self.handshake_failures = 0
         """Inbound connections that closed before their peer was authenticated and admitted."""
         self._inbound_log = RateLimitedLog(log)
+        self.reclaimer = Reclaimer()
+        """Frees what ended connections leave in reference cycles, after each burst of them."""
 
     @classmethod
     async def new(cls, config: NodeConfig, **kwargs: Any) -> NetNode:
@@ -186,6 +189,7 @@ class NetNode:
     def _admit(self, stream: FrameStream) -> Ticket | None:
         got = self.admission.begin(stream.source or stream.peer)
         if isinstance(got, Refusal):
+            self.reclaimer.note()  # the transport was built before we refused it
             self._inbound_log.note(got.value, f"refusing inbound connections: {_WHY[got]} "
                                               f"(latest from {stream.source or stream.peer})")
             return None
@@ -196,10 +200,11 @@ class NetNode:
         live = sum(len(listener.sessions) for listener in self.listeners)
         return {**self.admission.stats(), "live_sessions": live, "peers": len(self.sessions),
                 "handshake_failures": self.handshake_failures, "pinned": len(self.pinned),
-                "log_lines": self._inbound_log.lines}
+                "log_lines": self._inbound_log.lines, "reclaims": self.reclaimer.runs}
 
     def _track(self, session: Session) -> None:
         def closed(fut: asyncio.Future[LinkClosed]) -> None:
+            self.reclaimer.note()
             remote = session.remote
             if remote is not None and self.sessions.get(remote) is session:
                 del self.sessions[remote]
@@ -366,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         node = await NetNode.new(load_config(args.config), on_event=emit)
+        freeze_startup_objects()  # see net/reclaim.py
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
