@@ -28,6 +28,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -84,7 +85,10 @@ class NetNode:
         self.admission = Admission(
             AdmissionLimits(max_pending=net.max_pending_handshakes,
                             max_pending_per_source=net.max_pending_per_address,
-                            max_links=net.max_links, accept_unknown=net.accept == "any"),
+                            max_links=net.max_links, accept_unknown=net.accept == "any",
+                            # A friend's handshake is safe from eviction for a quarter of
+                            # the deadline: a few round trips even on a slow mesh.
+                            evict_after=net.handshake_timeout / 4),
             pinned=self.is_pinned)
         self.handshake_failures = 0
         """Inbound connections that closed before their peer was authenticated and admitted."""
@@ -187,7 +191,11 @@ class NetNode:
         return node_id in self.pinned or (self._is_known is not None and self._is_known(node_id))
 
     def _admit(self, stream: FrameStream) -> Ticket | None:
-        got = self.admission.begin(stream.source or stream.peer)
+        evicted = self.admission.refused[Refusal.EVICTED]
+        got = self.admission.begin(stream.source or stream.peer, time.monotonic())
+        if self.admission.refused[Refusal.EVICTED] != evicted:
+            self._inbound_log.note("evicted", f"pending handshakes full: {_WHY[Refusal.EVICTED]} "
+                                              f"(latest for {stream.source or stream.peer})")
         if isinstance(got, Refusal):
             self.reclaimer.note()  # the transport was built before we refused it
             self._inbound_log.note(got.value, f"refusing inbound connections: {_WHY[got]} "
@@ -326,6 +334,7 @@ _WHY = {
     Refusal.SOURCE_FULL: "too many handshakes in progress from one address",
     Refusal.LINKS_FULL: "too many links",
     Refusal.UNKNOWN_KEY: "unknown key",
+    Refusal.EVICTED: "oldest handshake of the busiest address closed to make room",
 }
 
 
