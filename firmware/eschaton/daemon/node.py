@@ -120,6 +120,11 @@ class Node:
             self.api = ApiServer(self, api.socket, api.token_file, api.tcp_port)
             await self.api.start()
             self._closers.append(self.api.stop)
+        from eschaton.net.reclaim import freeze_startup_objects
+
+        # Everything alive now lives as long as the node: keep the cycle collector off it, so
+        # the collections after bursts of closed connections stay cheap (net/reclaim.py).
+        freeze_startup_objects()
         sdnotify.notify("READY=1\nSTATUS=running")
         log.info("node ready", extra={"fields": {"id": self.node_id, "datadir": str(self.datadir)}})
 

@@ -28,6 +28,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,7 @@ from eschaton.errors import EschatonError
 from eschaton.net.discovery import Discovery, advertised_urls
 from eschaton.net.identity import load_or_create_identity
 from eschaton.net.ratelog import RateLimitedLog
+from eschaton.net.reclaim import Reclaimer, freeze_startup_objects
 from eschaton.net.session import Authorize, HandlerFactory, Session, SessionListener, dial, serve
 from eschaton.net.transport import FrameStream
 
@@ -83,11 +85,16 @@ class NetNode:
         self.admission = Admission(
             AdmissionLimits(max_pending=net.max_pending_handshakes,
                             max_pending_per_source=net.max_pending_per_address,
-                            max_links=net.max_links, accept_unknown=net.accept == "any"),
+                            max_links=net.max_links, accept_unknown=net.accept == "any",
+                            # A friend's handshake is safe from eviction for a quarter of
+                            # the deadline: a few round trips even on a slow mesh.
+                            evict_after=net.handshake_timeout / 4),
             pinned=self.is_pinned)
         self.handshake_failures = 0
         """Inbound connections that closed before their peer was authenticated and admitted."""
         self._inbound_log = RateLimitedLog(log)
+        self.reclaimer = Reclaimer()
+        """Frees what ended connections leave in reference cycles, after each burst of them."""
 
     @classmethod
     async def new(cls, config: NodeConfig, **kwargs: Any) -> NetNode:
@@ -184,8 +191,13 @@ class NetNode:
         return node_id in self.pinned or (self._is_known is not None and self._is_known(node_id))
 
     def _admit(self, stream: FrameStream) -> Ticket | None:
-        got = self.admission.begin(stream.source or stream.peer)
+        evicted = self.admission.refused[Refusal.EVICTED]
+        got = self.admission.begin(stream.source or stream.peer, time.monotonic())
+        if self.admission.refused[Refusal.EVICTED] != evicted:
+            self._inbound_log.note("evicted", f"pending handshakes full: {_WHY[Refusal.EVICTED]} "
+                                              f"(latest for {stream.source or stream.peer})")
         if isinstance(got, Refusal):
+            self.reclaimer.note()  # the transport was built before we refused it
             self._inbound_log.note(got.value, f"refusing inbound connections: {_WHY[got]} "
                                               f"(latest from {stream.source or stream.peer})")
             return None
@@ -196,10 +208,11 @@ class NetNode:
         live = sum(len(listener.sessions) for listener in self.listeners)
         return {**self.admission.stats(), "live_sessions": live, "peers": len(self.sessions),
                 "handshake_failures": self.handshake_failures, "pinned": len(self.pinned),
-                "log_lines": self._inbound_log.lines}
+                "log_lines": self._inbound_log.lines, "reclaims": self.reclaimer.runs}
 
     def _track(self, session: Session) -> None:
         def closed(fut: asyncio.Future[LinkClosed]) -> None:
+            self.reclaimer.note()
             remote = session.remote
             if remote is not None and self.sessions.get(remote) is session:
                 del self.sessions[remote]
@@ -321,6 +334,7 @@ _WHY = {
     Refusal.SOURCE_FULL: "too many handshakes in progress from one address",
     Refusal.LINKS_FULL: "too many links",
     Refusal.UNKNOWN_KEY: "unknown key",
+    Refusal.EVICTED: "oldest handshake of the busiest address closed to make room",
 }
 
 
@@ -366,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     async def run() -> None:
         node = await NetNode.new(load_config(args.config), on_event=emit)
+        freeze_startup_objects()  # see net/reclaim.py
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

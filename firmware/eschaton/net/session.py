@@ -15,7 +15,8 @@ Rules / theory of operation:
 - Until the handshake is done the stream accepts only handshake-sized frames
   (``Link.max_incoming_frame``). An inbound link that closes before its peer was authenticated
   is logged at debug level only: strangers can cause any number of those, and ``serve``'s
-  ``admit`` hook (the node's admission control) counts them instead.
+  ``admit`` hook (the node's admission control) counts them instead. Admission may evict a
+  pending handshake to make room for a newcomer; its ticket's ``on_evict`` closes that session.
 """
 from __future__ import annotations
 
@@ -333,6 +334,7 @@ async def serve(url: str, keys: NodeKeys, *,
     """
 
     sessions: set[Session] = set()
+    evictions: set[asyncio.Task[None]] = set()  # strong refs until each close is done
 
     async def on_stream(stream: FrameStream) -> None:
         ticket = admit(stream) if admit is not None else None
@@ -353,7 +355,15 @@ async def serve(url: str, keys: NodeKeys, *,
                 def release_pending(_f: asyncio.Future[LinkOpen]) -> None:
                     opened_ticket.opened()
 
+                def evict(s: Session = session) -> None:
+                    # Called from inside admission (sync): end the session's loop from its side.
+                    task = asyncio.get_running_loop().create_task(
+                        s.close("evicted: too many handshakes in progress"))
+                    evictions.add(task)
+                    task.add_done_callback(evictions.discard)
+
                 session.opened.add_done_callback(release_pending)
+                ticket.on_evict = evict
             sessions.add(session)
             try:
                 if on_session is not None:

@@ -133,7 +133,9 @@ class NodeProc:
 
     def __init__(self, root: Path, name: str, *, chain_dir: Path | None, listen: Iterable[str] = (),
                  discovery_port: int | None = None, peers: Iterable[tuple[str, str]] = (),
-                 discovery_interval: float = 0.5, api_outside: bool = False) -> None:
+                 discovery_interval: float = 0.5, api_outside: bool = False,
+                 network: Iterable[str] = ()) -> None:
+        """``network``: more ``[network]`` lines, e.g. ``"max_links = 5"``."""
         self.name = name
         self.datadir = root / name
         self.config = root / f"{name}.toml"
@@ -145,7 +147,7 @@ class NodeProc:
         self._threads: list[threading.Thread] = []
         self.cluster_nodes: list[NodeProc] = [self]  # whose logs a CLI failure prints
         lines = ["[node]", f'datadir = "{self.datadir}"', f'name = "{name}"', "", "[network]",
-                 "listen = [" + ", ".join(f'"{u}"' for u in listen) + "]", "",
+                 "listen = [" + ", ".join(f'"{u}"' for u in listen) + "]", *network, "",
                  "[network.discovery]"]
         if discovery_port is None:
             lines += ["enabled = false"]

@@ -18,8 +18,9 @@ def test_pending_caps_in_total_and_per_source_and_slots_come_back() -> None:
     adm = Admission(AdmissionLimits(max_pending=4, max_pending_per_source=2, max_links=1))
     t = [adm.begin("10.0.0.1"), adm.begin("10.0.0.1")]
     assert adm.begin("10.0.0.1") is Refusal.SOURCE_FULL
-    t += [adm.begin("10.0.0.2"), adm.begin("10.0.0.3")]
-    assert adm.begin("10.0.0.4") is Refusal.PENDING_FULL
+    t[1].closed()
+    t[1:] = [adm.begin("10.0.0.2"), adm.begin("10.0.0.3"), adm.begin("10.0.0.4")]
+    assert adm.begin("10.0.0.2") is Refusal.PENDING_FULL  # it may not evict its equals
     assert adm.pending == 4
     for ticket in t:
         assert isinstance(ticket, Ticket)
@@ -27,6 +28,56 @@ def test_pending_caps_in_total_and_per_source_and_slots_come_back() -> None:
         ticket.closed()  # idempotent
     assert adm.pending == 0 and adm.by_source == {}  # nothing kept per source
     assert adm.refused[Refusal.SOURCE_FULL] == 1 and adm.refused[Refusal.PENDING_FULL] == 1
+    assert adm.refused[Refusal.EVICTED] == 0
+
+
+def test_a_flood_from_many_addresses_cannot_lock_a_newcomer_out() -> None:
+    """Every pending slot held by strangers from many addresses (one each, or several from one):
+    a friend dialling in from an address of its own still gets a slot, by evicting the oldest
+    handshake of the busiest source; the friend's own handshake survives until the flood has
+    opened ``max_pending`` more, and a handshake that has shown a key we admit is never evicted."""
+    friend = _id()
+    adm = Admission(AdmissionLimits(max_pending=4, max_pending_per_source=4, max_links=8,
+                                    evict_after=1.0), pinned=lambda n: n == friend)
+    closed: list[str] = []
+
+    def begin(source: str, name: str, now: float = 10.0) -> Ticket:
+        t = adm.begin(source, now)
+        assert isinstance(t, Ticket), (source, t)
+        t.on_evict = lambda: closed.append(name)
+        return t
+
+    flood = [begin("10.9.0.1", "busy-1", 0.0), begin("10.9.0.1", "busy-2", 0.0),
+             begin("10.9.0.2", "s2", 0.0), begin("10.9.0.3", "s3", 0.0)]
+    assert adm.begin("10.0.0.7", 0.5) is Refusal.PENDING_FULL  # all too young to evict
+    mine = begin("10.0.0.7", "friend")  # full: the busiest source's oldest handshake goes
+    assert closed == ["busy-1"] and adm.pending == 4 and adm.by_source["10.9.0.1"] == 1
+    assert adm.refused[Refusal.EVICTED] == 1 and adm.refused[Refusal.PENDING_FULL] == 1
+    flood[0].closed()  # the adapter closes it later: nothing is given back twice
+    assert adm.pending == 4
+    for i in range(3):  # three more strangers from fresh addresses: the oldest go first
+        begin(f"10.9.1.{i}", f"new-{i}")
+    assert closed == ["busy-1", "busy-2", "s2", "s3"]
+    assert adm.begin("10.9.1.9", 10.5) is Refusal.PENDING_FULL  # the friend is too young
+    assert mine.authorize(friend)  # message 3: a pinned key; no longer evictable
+    for i in range(3):
+        begin(f"10.9.2.{i}", f"more-{i}", 20.0)
+    assert closed == ["busy-1", "busy-2", "s2", "s3", "new-0", "new-1", "new-2"]
+    assert adm.begin("10.9.3.1", 20.5) is Refusal.PENDING_FULL  # the friend is admitted, the rest young
+    assert adm.pending == 4
+    mine.opened()
+    assert adm.pending == 3
+
+
+def test_a_newcomer_is_refused_when_every_pending_slot_is_admitted_or_as_busy() -> None:
+    friend = _id()
+    adm = Admission(AdmissionLimits(max_pending=2, max_pending_per_source=2, max_links=8),
+                    pinned=lambda n: n == friend)
+    a, b = adm.begin("x"), adm.begin("y")
+    assert isinstance(a, Ticket) and isinstance(b, Ticket)
+    assert a.authorize(friend) and b.authorize(_id())
+    assert adm.begin("z", 99.0) is Refusal.PENDING_FULL  # both have shown admitted keys
+    assert adm.refused[Refusal.EVICTED] == 0
 
 
 def test_link_cap_spares_pinned_peers_and_known_refuses_strangers() -> None:

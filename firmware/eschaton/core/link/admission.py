@@ -6,6 +6,17 @@ Rules / theory of operation:
   TCP), so one host cannot take every slot. A refused connection is closed at once.
 - A pending connection holds its slot until its link opens or closes; the link's handshake
   deadline closes idle or slow ones, so a slot is never held longer than that.
+- When every pending slot is taken, a newcomer from a source holding fewer of them than some
+  other source still gets one: the oldest unauthenticated handshake of the source holding the
+  most, if it has lasted ``evict_after`` seconds, is *evicted* (its ``on_evict`` hook closes
+  it). A flood from many addresses therefore
+  cannot lock out a friend dialling in from an address of its own (the friend's key is unknown
+  until message 3, so slots cannot be reserved by key), and the friend's own handshake cannot
+  be evicted before ``evict_after``, however fast the flood. Young handshakes are never
+  evicted, so a flood cannot make every one of its connections cost a handshake: at most
+  ``max_pending`` evictions per ``evict_after``, the rest are refused as before. A source
+  cannot evict its equals, so one address cannot churn everyone else's handshakes.
+  A handshake that has shown a key we admit (message 3) is never evicted.
 - The initiator's identity arrives in Noise_XK message 3. Only then can the node tell a pinned
   peer from a stranger. With ``accept = "known"`` a stranger is refused there; otherwise it
   takes an *established* slot, capped by ``max_links``. Pinned peers are never refused for want
@@ -35,6 +46,8 @@ class Refusal(Enum):
     """Too many established links from strangers."""
     UNKNOWN_KEY = "unknown_key"
     """``accept = "known"`` and the peer is not pinned."""
+    EVICTED = "evicted"
+    """A pending handshake closed to make room for a newcomer from a less busy source."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,18 +62,24 @@ class AdmissionLimits:
     """Established inbound links from peers that are not pinned."""
     accept_unknown: bool = True
     """False for ``accept = "known"``: only pinned peers may link."""
+    evict_after: float = 2.5
+    """Seconds a pending handshake must have lasted before a newcomer may evict it."""
 
 
 class Ticket:
     """One admitted inbound connection. Idempotent: each slot is given back exactly once."""
 
-    __slots__ = ("_admission", "source", "_pending", "_link")
+    __slots__ = ("_admission", "source", "started", "_pending", "_link", "_authorized", "on_evict")
 
-    def __init__(self, admission: Admission, source: str) -> None:
+    def __init__(self, admission: Admission, source: str, started: float) -> None:
         self._admission = admission
         self.source = source
+        self.started = started
         self._pending = True
         self._link = False
+        self._authorized = False
+        self.on_evict: Callable[[], None] | None = None
+        """Set by the adapter: close this connection now (called at most once)."""
 
     def authorize(self, node_id: NodeId) -> bool:
         """The peer at message 3: may it link? (Takes an established slot if it may.)"""
@@ -68,16 +87,21 @@ class Ticket:
         if refusal is not None:
             self._admission._refuse(refusal)
             return False
+        self._authorized = True
         if not self._admission._pinned(node_id):
             self._link = True
             self._admission.links += 1
         return True
 
+    @property
+    def evictable(self) -> bool:
+        return self._pending and not self._authorized
+
     def opened(self) -> None:
         """The link opened: the pending slot is free again."""
         if self._pending:
             self._pending = False
-            self._admission._release_pending(self.source)
+            self._admission._release_pending(self)
 
     def closed(self) -> None:
         """The connection is gone: every slot it held is free again."""
@@ -97,22 +121,47 @@ class Admission:
         self.pending = 0
         self.links = 0
         self.by_source: dict[str, int] = {}
+        self._queue: dict[Ticket, None] = {}  # pending tickets, oldest first
         self.refused: dict[Refusal, int] = {r: 0 for r in Refusal}
         self.last_refusal: Refusal | None = None
 
-    def begin(self, source: str) -> Ticket | Refusal:
+    def begin(self, source: str, now: float = 0.0) -> Ticket | Refusal:
         """A connection from ``source`` arrived: a ticket, or why it must be closed now."""
         refusal: Refusal | None = None
-        if self.pending >= self.limits.max_pending:
-            refusal = Refusal.PENDING_FULL
-        elif self.by_source.get(source, 0) >= self.limits.max_pending_per_source:
+        held = self.by_source.get(source, 0)
+        if held >= self.limits.max_pending_per_source:
             refusal = Refusal.SOURCE_FULL
+        elif self.pending >= self.limits.max_pending and not self._evict_for(held, now):
+            refusal = Refusal.PENDING_FULL
         if refusal is not None:
             self._refuse(refusal)
             return refusal
         self.pending += 1
-        self.by_source[source] = self.by_source.get(source, 0) + 1
-        return Ticket(self, source)
+        self.by_source[source] = held + 1
+        ticket = Ticket(self, source, now)
+        self._queue[ticket] = None
+        return ticket
+
+    def _evict_for(self, held: int, now: float) -> bool:
+        """Free a slot for a newcomer whose source holds ``held``: evict the oldest evictable
+        ticket of the busiest source, if that source holds more. O(max_pending)."""
+        victim: Ticket | None = None
+        most = held
+        old_enough = now - self.limits.evict_after
+        for t in self._queue:  # oldest first: the first ticket of a busier source wins
+            if t.started > old_enough:
+                break  # the rest are younger still
+            n = self.by_source[t.source]
+            if n > most and t.evictable:
+                victim, most = t, n
+        if victim is None:
+            return False
+        self._refuse(Refusal.EVICTED)
+        hook, victim.on_evict = victim.on_evict, None
+        victim.opened()  # its slot is free now, whatever the adapter does next
+        if hook is not None:
+            hook()
+        return True
 
     def _admit_link(self, node_id: NodeId) -> Refusal | None:
         if self._pinned(node_id):
@@ -127,13 +176,14 @@ class Admission:
         self.refused[refusal] += 1
         self.last_refusal = refusal
 
-    def _release_pending(self, source: str) -> None:
+    def _release_pending(self, ticket: Ticket) -> None:
         self.pending -= 1
-        left = self.by_source.get(source, 0) - 1
+        self._queue.pop(ticket, None)
+        left = self.by_source.get(ticket.source, 0) - 1
         if left > 0:
-            self.by_source[source] = left
+            self.by_source[ticket.source] = left
         else:
-            self.by_source.pop(source, None)  # no entry survives its last connection
+            self.by_source.pop(ticket.source, None)  # no entry survives its last connection
 
     def stats(self) -> dict[str, object]:
         """Live counts and refusal totals, for status output."""

@@ -66,7 +66,9 @@ class TcpStream(FrameStream):
             if self._closed:
                 raise TransportClosed("stream closed")
             try:
-                data = await self._reader.read(_READ_CHUNK)
+                # While the handshake allows only small frames, read no more than one: a
+                # stranger's garbage is never copied into a large buffer.
+                data = await self._reader.read(min(_READ_CHUNK, self.max_frame + 2))
             except (ConnectionError, OSError) as exc:
                 raise TransportClosed(f"{self.peer}: {exc}") from None
             if not data:
