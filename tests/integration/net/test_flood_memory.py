@@ -23,7 +23,9 @@ from tests.integration.net.flood import flood
 
 pytestmark = pytest.mark.timeout(180)
 ROUNDS = 5
-PEAK_LIMIT = 8 << 20  # bytes of Python allocations above the idle node while a round is open
+# Bytes of Python allocations above the idle node while a round is open: 4-6 MB measured, up to
+# 9.6 MB on a loaded machine (evicted handshakes make sessions); 44 MB with no caps at all.
+PEAK_LIMIT = 16 << 20
 RETAINED_LIMIT = 256 << 10  # ... left after all rounds, once the connections are gone
 
 
