@@ -26,14 +26,12 @@ from typing import Any
 
 from aiohttp import web
 
+from eschaton.api.endpoint import PATH_PREFIX, SOCKET_FILE, TCP_HOST, TOKEN_FILE, auth_header
 from eschaton.api.registry import COMMANDS, ApiError
 from eschaton.errors import EschatonError, LocalError
 
 log = logging.getLogger("eschaton.api")
 
-TOKEN_FILE = "api.token"
-SOCKET_FILE = "api.sock"
-TCP_HOST = "127.0.0.1"  # the only address ``[api] tcp_port`` listens on
 MAX_BODY = 1 << 20  # bytes; no command takes more than a few hundred
 MAX_INT_DIGITS = 20  # a 64-bit integer has at most 20
 
@@ -66,7 +64,7 @@ class ApiServer:
     async def start(self) -> None:
         self.token = write_token(self.token_path)
         app = web.Application(client_max_size=MAX_BODY)
-        app.router.add_post("/v1/{name}", self._handle)
+        app.router.add_post(PATH_PREFIX + "{name}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = self.socket_path
@@ -92,7 +90,7 @@ class ApiServer:
 
     async def _handle(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
+        if not hmac.compare_digest(auth.encode(), auth_header(self.token).encode()):
             return _error(401, "Unauthorized", "missing or wrong API token")
         cmd = COMMANDS.get(request.match_info["name"])
         if cmd is None:
@@ -142,4 +140,4 @@ def _error(status: int, kind: str, message: str) -> web.Response:
     return web.json_response({"error": {"type": kind, "message": message}}, status=status)
 
 
-__all__ = ["ApiServer", "ApiError", "TOKEN_FILE", "SOCKET_FILE", "write_token"]
+__all__ = ["ApiServer", "ApiError", "TCP_HOST", "TOKEN_FILE", "SOCKET_FILE", "write_token"]

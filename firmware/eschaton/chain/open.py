@@ -29,15 +29,9 @@ from eschaton.chain.electrum.server import SOCKET_FILE, ElectrumServer
 from eschaton.chain.embedded.chain import EmbeddedChain
 from eschaton.chain.embedded.node import ChainLock, ChainNode
 from eschaton.chain.errors import ChainDirUnusable, ChainLocked, ChainUnavailable
+from eschaton.store.datadir import DEFAULT_DATADIR, resolve_datadir
 
-DEFAULT_DATADIR = "~/.eschaton"
-
-
-def resolve_datadir(datadir: str | Path | None) -> Path:
-    """``--datadir``, else ``$ESCHATON_DATADIR``, else ``~/.eschaton``."""
-    d = datadir or os.environ.get("ESCHATON_DATADIR") or DEFAULT_DATADIR
-    return Path(d).expanduser()
-
+__all__ = ["DEFAULT_DATADIR", "open_chain", "resolve_datadir"]
 
 # What a directory that cannot be made or written looks like: a file in the way, a read-only or
 # foreign parent. Such a setting is one line to the operator, not a traceback.

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from typing import Any
 
 from eschaton.cli.node_api import add_node_common, call
@@ -28,6 +26,9 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> Any:
+    import asyncio  # here, not at the top: ``node status`` and ``node stop`` do not need it
+    import signal
+
     from eschaton.config import load_config
     from eschaton.daemon import commands, logs  # noqa: F401  (commands registers the API)
     from eschaton.daemon.node import Node

@@ -7,7 +7,6 @@ zero or less, above the balance, a malformed address or PSBT is a one-line error
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -62,13 +61,20 @@ def _sats(text: str) -> int:
 
 
 def _datadir(args: argparse.Namespace) -> Any:
-    """--config FILE names the node whose wallet this is; else --datadir / $ESCHATON_DATADIR."""
-    return _dirs(args)[0]
+    """--config FILE names the node whose wallet this is; else --datadir / $ESCHATON_DATADIR.
+    Only [node] and [api] are read: with a node running, the command is a thin API client."""
+    from eschaton.store.datadir import resolve_datadir
+
+    if getattr(args, "config", None):
+        from eschaton.config import load_client_config
+
+        return load_client_config(args.config).node.datadir
+    return resolve_datadir(args.datadir)
 
 
 def _dirs(args: argparse.Namespace) -> tuple[Any, Any]:
     """(node datadir holding wallet/, directory holding the chain/ this wallet uses)."""
-    from eschaton.chain.open import resolve_datadir
+    from eschaton.store.datadir import resolve_datadir
 
     if getattr(args, "config", None):
         from eschaton.config import load_config
@@ -84,7 +90,7 @@ def _via_node(args: argparse.Namespace, name: str, **params: Any) -> Any | None:
 
     A running node may use a shared chain elsewhere, so its wallet must be asked through it."""
     from eschaton.api.client import NodeNotRunning, call
-    from eschaton.api.server import SOCKET_FILE
+    from eschaton.api.endpoint import SOCKET_FILE
 
     base = _datadir(args)
     if not (base / SOCKET_FILE).exists():
@@ -96,6 +102,8 @@ def _via_node(args: argparse.Namespace, name: str, **params: Any) -> Any | None:
 
 
 def _with_wallet(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    import asyncio
+
     from eschaton.chain.open import open_chain
     from eschaton.wallet.wallet import Wallet
 

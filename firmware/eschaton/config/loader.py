@@ -9,11 +9,14 @@ Rules:
   ``parse_metering(doc, ctx)`` (``doc``: the whole parsed TOML dict; ``ctx``: a
   ``ConfigContext`` with ``source``, ``datadir`` and ``error(key_path, message)`` to raise
   errors in the same format); its result lands in ``NodeConfig.metering``.
+- ``load_client_config`` reads ``[node]`` and ``[api]`` alone, with the same checks, for the CLI
+  commands that only need to find the running node. What validates the other sections (transport
+  URLs, node ids, the microgrid) is imported by ``parse_config`` when it runs, not with this
+  module: a client does not pay for it at each command.
 """
 from __future__ import annotations
 
 import importlib
-import inspect
 import ipaddress
 import re
 import tomllib
@@ -26,13 +29,13 @@ from eschaton.config import defaults as D
 from eschaton.config.schema import (
     ApiConfig,
     ChainConfig,
+    ClientConfig,
     DiscoveryConfig,
     NetworkConfig,
     NodeConfig,
     NodeSection,
     PeerConfig,
 )
-from eschaton.core.link.identity import IdentityError, NodeId
 from eschaton.errors import LocalError
 
 KeyPath = Sequence[str | int]
@@ -228,18 +231,19 @@ def _check_chain_url(section: _Section, url: str) -> str:
     return url
 
 
-def parse_config(text: str, source: str = "<config>") -> NodeConfig:
-    """Validate TOML ``text``; ``source`` names it in errors."""
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+)", str(exc))
         raise ConfigError(source, "", f"not valid TOML: {exc}", int(m.group(1)) if m else None) \
             from None
-    ctx0 = ConfigContext(source, text, Path(D.DATADIR))
-    root = _Section(ctx0, (), doc)
 
-    # [node] first: every relative path hangs off its datadir.
+
+def _parse_node(doc: dict[str, Any], text: str, source: str) -> tuple[_Section, NodeSection]:
+    """``[node]``, first: every relative path hangs off its datadir. Returns the root section,
+    its context now carrying that datadir."""
+    root = _Section(ConfigContext(source, text, Path(D.DATADIR)), (), doc)
     node_s = root.sub("node")
     datadir = Path(node_s.get_str("datadir", D.DATADIR)).expanduser()
     if not datadir.is_absolute():
@@ -250,9 +254,29 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     if len(name.encode()) > 64:
         raise node_s.err("name", "must be at most 64 bytes")
     node_s.done()
-    node = NodeSection(datadir, name)
-
     root.ctx = ctx
+    return root, NodeSection(datadir, name)
+
+
+def _parse_api(root: _Section) -> ApiConfig:
+    api_s = root.sub("api")
+    port = api_s.raw("tcp_port", D.API_TCP_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise api_s.err("tcp_port", "must be a port in 1..65535 (127.0.0.1 only), or 0 for none")
+    token = _path(root.ctx, api_s, "token_file", D.API_TOKEN_FILE)
+    assert token is not None
+    api = ApiConfig(_path(root.ctx, api_s, "socket", D.API_SOCKET), port or None, token)
+    api_s.done()
+    return api
+
+
+def parse_config(text: str, source: str = "<config>") -> NodeConfig:
+    """Validate TOML ``text``; ``source`` names it in errors."""
+    from eschaton.core.link.identity import IdentityError, NodeId
+
+    doc = _parse_toml(text, source)
+    root, node = _parse_node(doc, text, source)
+    ctx = root.ctx
     net_s = root.sub("network")
     listen = tuple(_check_url(net_s, "listen", u, path=("network", "listen", i), listen=True)
                    for i, u in enumerate(net_s.get_str_list("listen", D.LISTEN)))
@@ -312,14 +336,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     network = NetworkConfig(listen, advertise, discovery, tuple(peers), accept, max_pending,
                             per_address, max_links, handshake_timeout)
 
-    api_s = root.sub("api")
-    port = api_s.raw("tcp_port", D.API_TCP_PORT)
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise api_s.err("tcp_port", "must be a port in 1..65535 (127.0.0.1 only), or 0 for none")
-    token = _path(ctx, api_s, "token_file", D.API_TOKEN_FILE)
-    assert token is not None
-    api = ApiConfig(_path(ctx, api_s, "socket", D.API_SOCKET), port or None, token)
-    api_s.done()
+    api = _parse_api(root)
 
     chain_s = root.sub("chain")
     backend = chain_s.get_choice("backend", D.CHAIN_BACKEND, ("embedded", "electrum"))
@@ -368,19 +385,37 @@ def _parse_extensions(doc: dict[str, Any], ctx: ConfigContext) -> Any:
     except ImportError:
         raise ctx.error((next(k for k in _EXTENSION_SECTIONS if k in doc),),
                         "metering is not available in this build") from None
+    import inspect
+
     parse = module.parse_metering
     if len(inspect.signature(parse).parameters) >= 2:
         return parse(doc, ctx)
     return parse(doc)
 
 
-def load_config(path: str | Path) -> NodeConfig:
-    """Read and validate the TOML file at ``path``."""
+def _read(path: str | Path) -> tuple[str, str]:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8"), str(p)
     except OSError as exc:
         raise ConfigError(str(p), "", f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError(str(p), "", "not UTF-8 text") from None
-    return parse_config(text, str(p))
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read and validate the TOML file at ``path``."""
+    return parse_config(*_read(path))
+
+
+def parse_client_config(text: str, source: str = "<config>") -> ClientConfig:
+    """``[node]`` and ``[api]`` of TOML ``text``, checked exactly as ``parse_config`` checks them;
+    the other sections are the node's to check when it starts (a client only needs to find it,
+    and must not pay for importing what validates the network, the chain or the microgrid)."""
+    root, node = _parse_node(_parse_toml(text, source), text, source)
+    return ClientConfig(source, node, _parse_api(root))
+
+
+def load_client_config(path: str | Path) -> ClientConfig:
+    """``parse_client_config`` of the TOML file at ``path``."""
+    return parse_client_config(*_read(path))

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eschaton.core.link.identity import NodeId
+if TYPE_CHECKING:  # an annotation only: a thin client reading [api] does not load the crypto
+    from eschaton.core.link.identity import NodeId
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +121,16 @@ class NodeConfig:
     """``[microgrid]``: ``eschaton.daemon.microgrid_config.MicrogridConfig`` or None."""
     bandwidth: Any = ()
     """``[[bandwidth]]``: ``eschaton.daemon.bandwidth_config.BandwidthEntry`` tuple (may be empty)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """What a client of the running node (the CLI) reads from the node's config: where the node
+    keeps its files and where its API listens. Built by ``loader.load_client_config``."""
+
+    source: str
+    """The file the configuration came from (for error messages)."""
+    node: NodeSection
+    """``[node]``."""
+    api: ApiConfig
+    """``[api]``."""
