@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from eschaton.config import ConfigError, find_line, load_config, parse_config
+from eschaton.config import ConfigError, find_line, load_client_config, load_config, parse_config
 
 from .helpers import keys
 
@@ -178,3 +178,49 @@ def test_api_tcp_port_zero_or_absent_is_off() -> None:
     assert parse_config("[api]\ntcp_port = 65535\n", "node.toml").api.tcp_port == 65535
     # Listening on port 0 still lets the kernel pick one.
     assert parse_config('[network]\nlisten = ["tcp://127.0.0.1:0"]\n', "n.toml").network.listen
+
+
+def test_client_config_is_the_node_and_api_of_the_full_reader(tmp_path: Path) -> None:
+    p = tmp_path / "node.toml"
+    p.write_text(FULL)
+    full, client = load_config(p), load_client_config(p)
+    assert (client.source, client.node, client.api) == (full.source, full.node, full.api)
+    assert load_client_config(_write(tmp_path, "")).api == parse_config("", "x").api
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("old,new", [
+    ('datadir = "/srv/esc"', 'datadir = "relative"'),
+    ('name = "pump-house"', 'name = "pump-house"\nnmae = 1'),
+    ("tcp_port = 8090", "tcp_port = 70000"),
+    ("tcp_port = 8090", "tcp_port = true"),
+    ('socket = "ctl.sock"', "socket = 1"),
+    ('socket = "ctl.sock"', 'socket = "ctl.sock"\nsokcet = "x"'),
+    ('datadir = "/srv/esc"', 'datadir = "/srv/esc"\n[node.extra]'),
+    ('name = "pump-house"', "name = "),
+])
+def test_client_config_refuses_node_and_api_mistakes_in_the_same_words(tmp_path: Path, old: str,
+                                                                      new: str) -> None:
+    assert old in FULL
+    p = _write(tmp_path, FULL.replace(old, new, 1))
+    with pytest.raises(ConfigError) as full:
+        load_config(p)
+    with pytest.raises(ConfigError) as client:
+        load_client_config(p)
+    assert str(client.value) == str(full.value)
+
+
+def test_client_config_leaves_the_other_sections_to_the_node(tmp_path: Path) -> None:
+    """A client only finds the running node: what the node refuses at start (here a transport it
+    does not know) is not the client's to check."""
+    p = _write(tmp_path, FULL.replace('"serial:///dev/ttyAMA0?baud=115200"', '"smoke://x"'))
+    with pytest.raises(ConfigError, match="unknown transport"):
+        load_config(p)
+    assert load_client_config(p).api.tcp_port == 8090
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_client_config(tmp_path / "missing.toml")
