@@ -228,8 +228,9 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
 
     ok = run("mine", "2", "--to", "bcrt1q6rhpng9evdsfnn833a4f4vej0asu6dk5srld6x", "--json")
     assert ok.returncode == 0 and json.loads(ok.stdout)["height"] == 2
+    usage = run("mine", "0")  # refused by the argument's own type: a usage error, exit 2
+    assert usage.returncode == 2 and usage.stderr.count("\n") == 1, usage.stderr
     for args in (
-        ("mine", "0"),
         ("mine", "1", "--to", "bcrt1qnotanaddress"),
         ("mine", "1", "--to", "bc1q6rhpng9evdsfnn833a4f4vej0asu6dk5srld6x"),
         ("broadcast", "xyz"),
