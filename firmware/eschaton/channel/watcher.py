@@ -5,6 +5,12 @@ Rules / theory of operation:
   the funding output, which contract outputs are still unspent) and feeds the facts to each
   channel core; chain subscriptions only wake it up. After a crash or a missed event, the next
   ``sync()`` does the right thing anyway.
+- When it looks (each look costs the chain server a tip query and two per channel, over the
+  mesh when the backend is remote): on chain events (a new block, a reorg, a watched outpoint
+  spent), every ``period`` seconds (a slow safety net for a lost event), and when the channels'
+  on-chain needs change (``channels_changed``: a broadcast queued, a channel that appeared or
+  changed state). Payments change none of these, so a channel carrying payments all day costs
+  the chain server nothing between blocks.
 - The core decides what to broadcast: our best version as soon as it is final when the peer
   broadcast anything else, when the channel's nLockTime budget runs out, or on a unilateral
   close. The watcher sends the core's broadcasts and keeps the refusal reasons (``non-final``
@@ -46,11 +52,20 @@ class BroadcastResult:
     refused: str | None  # the chain's reason, or None when accepted
 
 
+# s between looks when nothing asks for one: the safety net for a chain event lost on the way
+# (events are the normal trigger), not the way blocks are noticed.
+PERIOD = 60.0
+
+
 class ChannelWatcher:
-    def __init__(self, backend: ChainBackend, endpoint: ChannelEndpoint, *, sweep_fee: int = 1_000) -> None:
+    def __init__(self, backend: ChainBackend, endpoint: ChannelEndpoint, *, sweep_fee: int = 1_000,
+                 period: float = PERIOD) -> None:
         self.backend = backend
         self.endpoint = endpoint
         self.sweep_fee = sweep_fee
+        self.period = period
+        self.syncs = 0  # passes so far (node status)
+        self._needs: tuple[tuple[bytes, ChannelState, str], ...] = ()  # as of the last pass
         self.preimages: set[bytes] = set()
         self.results: list[BroadcastResult] = []
         self._wake = asyncio.Event()
@@ -70,6 +85,17 @@ class ChannelWatcher:
         """Look at the chain again soon (after a chain event, or when a channel queued a broadcast)."""
         self._wake.set()
 
+    def channels_changed(self) -> None:
+        """The channels moved (a message, a local request): look again only if what they need
+        from the chain did (see the rules); a payment alone does not."""
+        if self.endpoint.broadcasts or self._channel_needs() != self._needs:
+            self._wake.set()
+
+    def _channel_needs(self) -> tuple[tuple[bytes, ChannelState, str], ...]:
+        """What decides which chain facts the channels need: each one's state and anchor."""
+        return tuple((cid, ch.state, ch.setup.funding_txid if ch.setup is not None else "")
+                     for cid, ch in self.endpoint.channels.items())
+
     async def start(self) -> None:
         self.backend.subscribe(self._on_event)
         for ch in self.endpoint.channels.values():
@@ -79,7 +105,10 @@ class ChannelWatcher:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.period)
+            except TimeoutError:
+                pass  # the periodic look
             self._wake.clear()
             try:
                 await self.sync()
@@ -98,6 +127,8 @@ class ChannelWatcher:
     # ---- one pass -------------------------------------------------------------------------
 
     async def sync(self) -> None:
+        self.syncs += 1
+        self._needs = self._channel_needs()  # a change during this pass wakes the next one
         tip = await self.backend.tip()
         h = tip.height
         await self._flush()
