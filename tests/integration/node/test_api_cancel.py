@@ -2,7 +2,7 @@
 turn is frozen (SIGSTOP) so the payer waits for the grant, the client times out and disconnects,
 then the peer resumes and grants. The abandoned payment is not applied later and its id is not
 recorded (free: a retry with it pays exactly once); a payment made afterwards is the only one
-that moves money."""
+that moves money. A payment already signed when its client leaves completes, visible by id."""
 from __future__ import annotations
 
 import contextlib
@@ -67,6 +67,19 @@ def test_pay_whose_client_left_before_signing_is_not_applied(cluster: Cluster) -
     assert st["payment_state"] == "complete"
     final_a, _ = mirrored(a, b, cid)
     assert final_a["local_sat"] == before_a["local_sat"] + 8_000
+
+    # Signed, then the client leaves (b holds the turn now; the frozen a cannot acknowledge):
+    # a signed payment is never withdrawn. It completes once a is back, visible by its id.
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(TransientError, match="did not answer"):
+            api_call(b.datadir, "channel.pay", {"channel": cid, "amount": 300, "id": "signed-1"}, timeout=3)
+        assert b.api("channel.payment", id="signed-1")["state"] == "pending"
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    poll(lambda: b.api("channel.payment", id="signed-1")["state"] == "complete", "the signed payment completes")
+    last_a, _ = mirrored(a, b, cid)
+    assert last_a["local_sat"] == before_a["local_sat"] + 8_300
     for n in (a, b):
         assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
     assert before_b  # (mirrored checked both sides)
