@@ -10,7 +10,8 @@ Rules / theory of operation:
   spent), every ``period`` seconds (a slow safety net for a lost event), and when the channels'
   on-chain needs change (``channels_changed``: a broadcast queued, a channel that appeared or
   changed state). Payments change none of these, so a channel carrying payments all day costs
-  the chain server nothing between blocks.
+  the chain server nothing between blocks. A direction switch moves the nLockTime budget: that
+  is checked against the last height seen (``check_budget``), without asking the chain.
 - The core decides what to broadcast: our best version as soon as it is final when the peer
   broadcast anything else, when the channel's nLockTime budget runs out, or on a unilateral
   close. The watcher sends the core's broadcasts and keeps the refusal reasons (``non-final``
@@ -66,6 +67,8 @@ class ChannelWatcher:
         self.period = period
         self.syncs = 0  # passes so far (node status)
         self._needs: tuple[tuple[bytes, ChannelState, str], ...] = ()  # as of the last pass
+        self._height = 0  # the tip's height at the last pass
+        self._locktimes: dict[bytes, int] = {}  # each channel's current nLockTime, budget checked
         self.preimages: set[bytes] = set()
         self.results: list[BroadcastResult] = []
         self._wake = asyncio.Event()
@@ -90,6 +93,14 @@ class ChannelWatcher:
         from the chain did (see the rules); a payment alone does not."""
         if self.endpoint.broadcasts or self._channel_needs() != self._needs:
             self._wake.set()
+            return
+        if not self._height:
+            return  # no pass yet: the first one checks every budget
+        for cid, ch in self.endpoint.channels.items():
+            lt = ch.current.locktime
+            if self._locktimes.get(cid) != lt:
+                self._locktimes[cid] = lt
+                self.endpoint.execute(ch, ch.check_budget(self._height))
 
     def _channel_needs(self) -> tuple[tuple[bytes, ChannelState, str], ...]:
         """What decides which chain facts the channels need: each one's state and anchor."""
@@ -130,7 +141,7 @@ class ChannelWatcher:
         self.syncs += 1
         self._needs = self._channel_needs()  # a change during this pass wakes the next one
         tip = await self.backend.tip()
-        h = tip.height
+        h = self._height = tip.height
         await self._flush()
         for ch in list(self.endpoint.channels.values()):
             if ch.setup is None or ch.state not in _FUNDING_WATCH:
@@ -143,6 +154,7 @@ class ChannelWatcher:
                 confs = (await self.backend.tx_status(ch.setup.funding_txid)).confirmations
             except UnknownTransaction:
                 confs = 0
+            self._locktimes[ch.channel_id] = ch.current.locktime
             self.endpoint.execute(ch, ch.on_block(h, confs))
             spend = await self.backend.spender(fo)
             if spend is not None:
