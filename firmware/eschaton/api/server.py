@@ -96,7 +96,7 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for task in list(self._running):  # the node stops: as any request still running would
+        for task in list(self._running):  # commands whose callers left stop with the node
             task.cancel()
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -123,7 +123,6 @@ class ApiServer:
             log.exception("command %s failed", cmd.name)
             return _error(500, type(e).__name__, str(e))
         return web.json_response({"result": result}, dumps=lambda o: json.dumps(o, default=str))
-
 
     async def _cancellable(self, cmd: Command, args: dict[str, Any]) -> Any:
         try:
