@@ -6,6 +6,10 @@ Rules:
   before calling it and the CLI builds its argparse options from the same declaration.
 - Validation failures raise ``ApiError`` (a LocalError): bad input never reaches the node.
   Integers must fit 64 signed bits and numbers must be finite.
+- ``cancellable``: the command may be cancelled when its caller goes away (the API client
+  disconnected). Only commands written for it say so: each of their awaits is a point where
+  stopping leaves nothing half done (a payment stops before it is signed, never after). Every
+  other command runs to its end whether or not anyone is left to hear the answer.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class Command:
     help: str
     params: tuple[Param, ...]
     fn: Callable[..., Awaitable[Any]]
+    cancellable: bool = False
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(args, dict):
@@ -77,11 +82,12 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help: str, *params: Param) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+def command(name: str, help: str, *params: Param,
+            cancellable: bool = False) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         if name in COMMANDS:
             raise RuntimeError(f"command {name} registered twice")
-        COMMANDS[name] = Command(name, help, tuple(params), fn)
+        COMMANDS[name] = Command(name, help, tuple(params), fn, cancellable)
         return fn
 
     return deco

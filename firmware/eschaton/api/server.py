@@ -13,9 +13,17 @@ Rules:
   limit) is refused like any other bad input: one line, no traceback in the log. An unexpected
   failure is ``500`` with the message, logged with its traceback (supervision boundary), and
   the node keeps running.
+- A client that disconnects before the answer (it timed out, it was killed) cancels its request
+  if the command is ``cancellable`` (aiohttp's ``handler_cancellation``): a payment still
+  waiting for the turn is not signed later for a caller that is gone, and its id stays free. A
+  payment already signed is never withdrawn: it completes, and ``channel.payment ID`` tells its
+  outcome. Any other command runs to its end (shielded from the cancellation), its outcome
+  logged, because stopping it half way could leave state half done (coins reserved, a
+  broadcast taken from the queue but not sent).
 """
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -27,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from eschaton.api.endpoint import PATH_PREFIX, SOCKET_FILE, TCP_HOST, TOKEN_FILE, auth_header
-from eschaton.api.registry import COMMANDS, ApiError
+from eschaton.api.registry import COMMANDS, ApiError, Command
 from eschaton.errors import EschatonError, LocalError
 
 log = logging.getLogger("eschaton.api")
@@ -60,12 +68,13 @@ class ApiServer:
         self.tcp_port = tcp_port
         self.token = ""
         self._runner: web.AppRunner | None = None
+        self._running: set[asyncio.Future[Any]] = set()  # commands run to their end (see the rules)
 
     async def start(self) -> None:
         self.token = write_token(self.token_path)
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post(PATH_PREFIX + "{name}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         sock = self.socket_path
         if sock is not None:
@@ -87,6 +96,8 @@ class ApiServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for task in list(self._running):  # commands whose callers left stop with the node
+            task.cancel()
 
     async def _handle(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
@@ -105,13 +116,42 @@ class ApiServer:
             return _error(400, "ApiError", str(e))
         try:
             args = cmd.validate(body)
-            result = await cmd.fn(self.node, **args)
+            result = await (self._cancellable(cmd, args) if cmd.cancellable else self._to_the_end(cmd, args))
         except EschatonError as e:
             return _error(400, type(e).__name__, str(e))
         except Exception as e:  # supervision boundary: a bug in one command must not stop the node
             log.exception("command %s failed", cmd.name)
             return _error(500, type(e).__name__, str(e))
         return web.json_response({"result": result}, dumps=lambda o: json.dumps(o, default=str))
+
+    async def _cancellable(self, cmd: Command, args: dict[str, Any]) -> Any:
+        try:
+            return await cmd.fn(self.node, **args)
+        except asyncio.CancelledError:
+            log.info("%s cancelled: its caller went away", cmd.name)
+            raise
+
+    async def _to_the_end(self, cmd: Command, args: dict[str, Any]) -> Any:
+        task = asyncio.ensure_future(cmd.fn(self.node, **args))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                log.info("%s: its caller went away; it runs to its end", cmd.name)
+                task.add_done_callback(lambda t: _orphan_outcome(cmd, t))
+            raise
+
+
+def _orphan_outcome(cmd: Command, task: asyncio.Future[Any]) -> None:
+    """The outcome of a command whose caller went away: logged, not lost."""
+    if task.cancelled():
+        log.info("%s (caller gone) was cancelled", cmd.name)
+    elif (e := task.exception()) is not None:
+        log.warning("%s (caller gone) failed: %s: %s", cmd.name, type(e).__name__, e)
+    else:
+        log.info("%s (caller gone) done", cmd.name)
 
 
 def _refuse_constant(name: str) -> Any:

@@ -50,6 +50,7 @@ class ReopeningChain:
         self.scripts: set[bytes] = set()
         self._lock = asyncio.Lock()
         self._generation = 0
+        self._requests_before = 0  # requests the backends replaced by a reopen had sent
         inner.subscribe(self._dispatch)
 
     @classmethod
@@ -88,6 +89,12 @@ class ReopeningChain:
 
         return isinstance(self.inner, EmbeddedChain)
 
+    @property
+    def requests(self) -> int | None:
+        """Requests sent to a chain server since start (None while we own the chain ourselves)."""
+        n = getattr(self.inner, "requests", None)
+        return None if n is None else self._requests_before + int(n)
+
     def _dispatch(self, ev: ChainEvent) -> None:
         for fn in list(self.listeners):
             try:
@@ -100,6 +107,7 @@ class ReopeningChain:
             if generation != self._generation:
                 return  # another caller already reopened
             old = self.inner
+            self._requests_before += int(getattr(old, "requests", 0))
             try:
                 await old.close()
             except Exception:  # the old backend is gone anyway

@@ -5,6 +5,13 @@ Rules / theory of operation:
   the funding output, which contract outputs are still unspent) and feeds the facts to each
   channel core; chain subscriptions only wake it up. After a crash or a missed event, the next
   ``sync()`` does the right thing anyway.
+- When it looks (each look costs the chain server a tip query and two per channel, over the
+  mesh when the backend is remote): on chain events (a new block, a reorg, a watched outpoint
+  spent), every ``period`` seconds (a slow safety net for a lost event), and when the channels'
+  on-chain needs change (``channels_changed``: a broadcast queued, a channel that appeared or
+  changed state). Payments change none of these, so a channel carrying payments all day costs
+  the chain server nothing between blocks. A direction switch moves the nLockTime budget: that
+  is checked against the last height seen (``check_budget``), without asking the chain.
 - The core decides what to broadcast: our best version as soon as it is final when the peer
   broadcast anything else, when the channel's nLockTime budget runs out, or on a unilateral
   close. The watcher sends the core's broadcasts and keeps the refusal reasons (``non-final``
@@ -46,11 +53,22 @@ class BroadcastResult:
     refused: str | None  # the chain's reason, or None when accepted
 
 
+# s between looks when nothing asks for one: the safety net for a chain event lost on the way
+# (events are the normal trigger), not the way blocks are noticed.
+PERIOD = 60.0
+
+
 class ChannelWatcher:
-    def __init__(self, backend: ChainBackend, endpoint: ChannelEndpoint, *, sweep_fee: int = 1_000) -> None:
+    def __init__(self, backend: ChainBackend, endpoint: ChannelEndpoint, *, sweep_fee: int = 1_000,
+                 period: float = PERIOD) -> None:
         self.backend = backend
         self.endpoint = endpoint
         self.sweep_fee = sweep_fee
+        self.period = period
+        self.syncs = 0  # passes so far (node status)
+        self._needs: tuple[tuple[bytes, ChannelState, str], ...] = ()  # as of the last pass
+        self._height = 0  # the tip's height at the last pass
+        self._locktimes: dict[bytes, int] = {}  # each channel's current nLockTime, budget checked
         self.preimages: set[bytes] = set()
         self.results: list[BroadcastResult] = []
         self._wake = asyncio.Event()
@@ -70,6 +88,25 @@ class ChannelWatcher:
         """Look at the chain again soon (after a chain event, or when a channel queued a broadcast)."""
         self._wake.set()
 
+    def channels_changed(self) -> None:
+        """The channels moved (a message, a local request): look again only if what they need
+        from the chain did (see the rules); a payment alone does not."""
+        if self.endpoint.broadcasts or self._channel_needs() != self._needs:
+            self._wake.set()
+            return
+        if not self._height:
+            return  # no pass yet: the first one checks every budget
+        for cid, ch in self.endpoint.channels.items():
+            lt = ch.current.locktime
+            if self._locktimes.get(cid) != lt:
+                self._locktimes[cid] = lt
+                self.endpoint.execute(ch, ch.check_budget(self._height))
+
+    def _channel_needs(self) -> tuple[tuple[bytes, ChannelState, str], ...]:
+        """What decides which chain facts the channels need: each one's state and anchor."""
+        return tuple((cid, ch.state, ch.setup.funding_txid if ch.setup is not None else "")
+                     for cid, ch in self.endpoint.channels.items())
+
     async def start(self) -> None:
         self.backend.subscribe(self._on_event)
         for ch in self.endpoint.channels.values():
@@ -79,7 +116,10 @@ class ChannelWatcher:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.period)
+            except TimeoutError:
+                pass  # the periodic look
             self._wake.clear()
             try:
                 await self.sync()
@@ -98,8 +138,10 @@ class ChannelWatcher:
     # ---- one pass -------------------------------------------------------------------------
 
     async def sync(self) -> None:
+        self.syncs += 1
+        self._needs = self._channel_needs()  # a change during this pass wakes the next one
         tip = await self.backend.tip()
-        h = tip.height
+        h = self._height = tip.height
         await self._flush()
         for ch in list(self.endpoint.channels.values()):
             if ch.setup is None or ch.state not in _FUNDING_WATCH:
@@ -112,6 +154,7 @@ class ChannelWatcher:
                 confs = (await self.backend.tx_status(ch.setup.funding_txid)).confirmations
             except UnknownTransaction:
                 confs = 0
+            self._locktimes[ch.channel_id] = ch.current.locktime
             self.endpoint.execute(ch, ch.on_block(h, confs))
             spend = await self.backend.spender(fo)
             if spend is not None:

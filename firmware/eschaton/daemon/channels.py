@@ -10,7 +10,12 @@ Rules / theory of operation:
 - Links come and go. Messages for an absent peer are dropped: when the link comes back,
   ``reestablish`` resends the last state (the core keeps its outbox), so nothing is lost.
 - Local requests (pay, escrow, close) wait for the peer's answer with a timeout: a payment is
-  reported done only when the peer's acknowledgement has been persisted.
+  reported done only when the peer's acknowledgement has been persisted. A wait that lasts
+  longer than ``WAIT_NOTE`` says once, at info level, what it waits for (and how long it took
+  when it ends), so a stalled channel is never silent.
+- Turn requests: the core keeps asking (``reestablish`` resends a request not yet granted), so
+  after a relink, or a restart of the holder that forgot the request, the grant comes one round
+  trip after the link is back; ``turn_requests_resent`` counts those second asks.
 - Local requests on one channel run one at a time (``exclusive``). While one runs and has no
   version in flight, the peer's ``turn_request`` is held back and handed to the core once our
   version is out (the core then grants after the ack): otherwise a request arriving right after
@@ -69,6 +74,7 @@ from eschaton.store import sqlite as store_sqlite
 log = logging.getLogger("eschaton.channels")
 
 REQUEST_TIMEOUT = 30.0
+WAIT_NOTE = 2.0  # s: a local request still waiting after this says, once, what it waits for
 HOLD_TURNS = 64  # at most this many loop turns a group commit waits for queued local requests
 SCHEMA_VERSION = 1  # of channel_peers.db
 REANCHOR_FEE = 2_000  # sat, paid by the proposer for the re-anchor transaction
@@ -146,6 +152,7 @@ class ChannelService:
         self._lock_waiters = 0  # local requests waiting for a channel's lock
         self._local_staged = 0  # local requests staged so far (counter)
         self._local_mark = 0  # ... as of the batch's last look
+        self.turn_requests_resent = 0  # turn requests asked again on a relink (node status)
         self.payments = Payments(self)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -224,9 +231,10 @@ class ChannelService:
                                 timeout=REANCHOR_TIMEOUT)
 
     def _poke(self) -> None:
-        """Wake waiters and the watcher after any change."""
+        """Wake waiters after any change; the watcher only if the channels' chain needs changed
+        (it follows blocks by itself: a payment must not cost the chain server a query)."""
         self.payments.settle()
-        self.watcher.wake()  # the watcher is level-triggered; waking it early is harmless
+        self.watcher.channels_changed()
 
         async def notify() -> None:
             async with self._changed:
@@ -268,6 +276,9 @@ class ChannelService:
         self._writers[peer] = asyncio.get_running_loop().create_task(self._writer(session, q))
         for cid, p in self.peers.map.items():
             if p == peer and cid in self.endpoint.channels:
+                if self.endpoint.channels[cid].asks_turn:
+                    self.turn_requests_resent += 1
+                    log.info("channel %s: asking for the turn again on the new link", cid.hex()[:12])
                 try:
                     self.endpoint.reconnect(cid)
                 except RemoteError as e:
@@ -423,14 +434,28 @@ class ChannelService:
         return ch
 
     async def wait_for(self, pred: Callable[[], bool], what: str, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Wait until ``pred()`` holds, at most ``timeout`` s. ``what`` names what we wait for:
+        a wait longer than ``WAIT_NOTE`` logs it once, and its end (see the rules)."""
+        if pred():
+            return
+
         async def waiting() -> None:
             async with self._changed:
                 await self._changed.wait_for(pred)
 
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        note = loop.call_later(WAIT_NOTE, log.info, "waiting for %s (up to %.0f s)", what, timeout)
         try:
             await asyncio.wait_for(waiting(), timeout)
         except TimeoutError:
+            log.warning("gave up waiting for %s after %.0f s", what, timeout)
             raise TransientError(f"timed out waiting for {what}") from None
+        finally:
+            note.cancel()
+        took = loop.time() - start
+        if took >= WAIT_NOTE:
+            log.info("waited %.1f s for %s", took, what)
 
     def _session_for(self, cid: bytes) -> Any:
         peer = self.peers.map.get(cid)
@@ -469,11 +494,13 @@ class ChannelService:
         return ch
 
     async def ensure_turn(self, ch: Channel) -> None:
+        """Ask for the turn and wait for it. A request lost on the way (the link dropped, the
+        holder restarted) is asked again by the core when the link is back (see the rules)."""
         if ch.have_turn:
             return
         self._session_for(ch.channel_id)
         self.endpoint.execute(ch, ch.request_turn())
-        await self.wait_for(lambda: ch.have_turn, "the peer to grant the turn")
+        await self.wait_for(lambda: ch.have_turn, f"the peer to grant the turn on channel {ch.channel_id.hex()[:12]}")
 
     @contextlib.asynccontextmanager
     async def exclusive(self, cid: bytes) -> AsyncIterator[None]:
@@ -511,7 +538,7 @@ class ChannelService:
         cid = ch.channel_id
         # By channel id: the channel object is replaced if a later commit fails and it is reloaded.
         await self.wait_for(lambda: cid in self.endpoint.channels and self.endpoint.channels[cid].current.number >= mine,
-                            f"the peer to acknowledge {method}")
+                            f"the peer to acknowledge {method} on channel {cid.hex()[:12]}")
         return value
 
     async def stage_update(self, ch: Channel, method: str, *args: Any,
@@ -525,14 +552,15 @@ class ChannelService:
             while True:
                 if ch.pending is not None and (ch.turn_requested or ch.pending_kind != "update"):
                     # The peer waits for the turn (or a mutual step is open): let it through first.
-                    await self.wait_for(lambda: ch.pending is None, "the versions in flight to be acknowledged")
+                    await self.wait_for(lambda: ch.pending is None, "the versions in flight to be acknowledged "
+                                        f"on channel {ch.channel_id.hex()[:12]} (the peer asked for the turn)")
                 await self.ensure_turn(ch)
                 if ch.pending is None or ch.pending_kind != "update" or len(ch.outbox) < MAX_INFLIGHT:
                     break
                 # The core signs at most MAX_INFLIGHT versions ahead of the peer's acks. Once
                 # they come in, look again: the core may have granted the turn to the peer.
                 await self.wait_for(lambda: ch.pending is None or len(ch.outbox) < MAX_INFLIGHT,
-                                    "the peer to acknowledge versions in flight")
+                                    f"the peer to acknowledge versions in flight on channel {ch.channel_id.hex()[:12]}")
             # Staged in the batch that commits when the event loop next turns (see the rules):
             # concurrent requests, on this channel or others, share one fsync.
             self._open_rx()

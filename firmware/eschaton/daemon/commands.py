@@ -28,13 +28,19 @@ async def node_status(node: Any) -> dict[str, Any]:
         "id": node.node_id,
         "name": node.config.node.name,
         "uptime_s": round(time.time() - node.started_at, 1),
-        "chain": {"height": tip.height, "hash": tip.block_hash, "backend": node.config.chain.backend},
+        # requests: sent to the chain server since start (null when this node owns the chain).
+        "chain": {"height": tip.height, "hash": tip.block_hash, "backend": node.config.chain.backend,
+                  "requests": getattr(node.chain, "requests", None)},
         "listen": listeners,
         "peers": peers,
         "channels": len(node.channels.endpoint.channels) if node.channels is not None else 0,
         # Channel store transactions since start: each is an fsync, so this is the SD card's
         # write rate from channels (group commits make it lower than the number of updates).
         "channel_store_commits": node.channels.store.commits if node.channels is not None else 0,
+        # The channel watcher's looks at the chain (blocks, a slow timer, channels opening or
+        # closing; never per payment) and turn requests asked again on a relink.
+        "channel_watcher_syncs": node.channels.watcher.syncs if node.channels is not None else 0,
+        "turn_requests_resent": node.channels.turn_requests_resent if node.channels is not None else 0,
         "bandwidth": bandwidth,
         # Inbound admission: live pending handshakes, links, sessions, refusals by reason.
         "net": node.net.stats() if node.net is not None else {},
@@ -142,7 +148,7 @@ async def channel_open(node: Any, peer: str, capacity: int, lifetime: int, step:
 @command("channel.pay", "pay the peer over a channel; a retry with the same id never pays twice",
          Param("channel", str, "channel id"), Param("amount", int, "satoshis"),
          Param("id", str, "payment id (default: the node makes one and returns it)", required=False,
-               default=""))
+               default=""), cancellable=True)
 async def channel_pay(node: Any, channel: str, amount: int, id: str) -> dict[str, Any]:
     if amount <= 0:
         raise ApiError("amount must be positive")
@@ -161,7 +167,7 @@ async def channel_payment(node: Any, id: str) -> dict[str, Any]:
 
 
 @command("channel.escrow", "lock an amount for the peer against a hash; returns the escrow id",
-         Param("channel", str, "channel id"), Param("amount", int, "satoshis"))
+         Param("channel", str, "channel id"), Param("amount", int, "satoshis"), cancellable=True)
 async def channel_escrow(node: Any, channel: str, amount: int) -> dict[str, Any]:
     import os
 
@@ -177,7 +183,8 @@ async def channel_escrow(node: Any, channel: str, amount: int) -> dict[str, Any]
 
 @command("channel.settle", "commit an escrow (reveal its preimage) or, with rollback, return it",
          Param("channel", str, "channel id"), Param("escrow", int, "escrow id"),
-         Param("rollback", bool, "return the escrow to the payer instead", required=False, default=False))
+         Param("rollback", bool, "return the escrow to the payer instead", required=False, default=False),
+         cancellable=True)
 async def channel_settle(node: Any, channel: str, escrow: int, rollback: bool) -> dict[str, Any]:
     ch = node.channels.channel(channel)
     await node.channels.run_update(ch, "return_escrow" if rollback else "commit_escrow", escrow)

@@ -13,6 +13,12 @@ Rules / theory of operation (the record and its states: ``eschaton.channel.payme
   is unknown, which means the same: never paid).
 - A request refused before anything was signed (no link to the peer, not enough balance, the
   peer never granted the turn) records nothing: the id stays free.
+- A caller that goes away (the API cancels a request whose client disconnected) stops the
+  payment only before it is signed: then nothing was signed and the id stays free. Once
+  ``stage_update`` returned, the version is staged in the group commit and will leave; what
+  remains (await the commit, record the id as pending) runs in its own task, shielded, and
+  the id stays busy until it is done, so a retry with the same id waits for it rather than
+  paying again.
 - Completion is noticed on every change of the channels (``settle``), by channel id, so it
   survives the channel objects being reloaded after a failed commit.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 from eschaton.channel.payments import PaymentError, PaymentRecord, PaymentState, check_id
@@ -72,30 +79,41 @@ class Payments:
                 raise PaymentError(why)
             if rec.state is not PaymentState.FAILED:
                 return await self._outcome(pid)
-        self._busy[pid] = asyncio.get_running_loop().create_future()
-        try:
-            return await self._attempt(ch, amount, pid, rec)
-        finally:
-            self._busy.pop(pid).set_result(None)
+        busy = asyncio.get_running_loop().create_future()
+        self._busy[pid] = busy
 
-    async def _attempt(self, ch: Channel, amount: int, pid: str, old: PaymentRecord | None) -> PaymentRecord:
+        def release(task: asyncio.Future[None] | None = None) -> None:
+            if self._busy.get(pid) is busy:
+                del self._busy[pid]
+            busy.set_result(None)
+            if task is not None and not task.cancelled():
+                task.exception()  # seen: the caller, if still there, gets it from the shield
+
         now = time.time()
-        if old is not None:
-            fresh = old.to(PaymentState.PENDING, now)
-        else:
-            fresh = PaymentRecord(pid, ch.channel_id, amount, PaymentState.PENDING, 0, now, now)
-        _value, mine, committed = await self._svc.stage_update(ch, "pay", amount, payment=fresh)
+        fresh = rec.to(PaymentState.PENDING, now) if rec is not None else \
+            PaymentRecord(pid, ch.channel_id, amount, PaymentState.PENDING, 0, now, now)
+        try:
+            # Cancellable: until this returns, nothing is signed (see the rules).
+            _value, mine, committed = await self._svc.stage_update(ch, "pay", amount, payment=fresh)
+        except BaseException:
+            release()
+            raise
+        signed = asyncio.ensure_future(self._signed(fresh, mine, committed))
+        signed.add_done_callback(release)
+        await asyncio.shield(signed)
+        return await self._outcome(pid)
+
+    async def _signed(self, fresh: PaymentRecord, mine: int, committed: asyncio.Future[None]) -> None:
+        """After signing: the commit's outcome decides the record (runs to its end)."""
         try:
             await committed
         except StoreError as e:
             # Never durable, never sent: the attempt failed (a new record, or FAILED again).
-            self._store.record_payments([PaymentRecord(pid, ch.channel_id, amount, PaymentState.FAILED, 0,
-                                                       fresh.created_at, time.time(), str(e))])
+            self._store.record_payments([replace(fresh, state=PaymentState.FAILED, number=0,
+                                                 updated_at=time.time(), error=str(e))])
             raise
-        self.pending[pid] = PaymentRecord(pid, ch.channel_id, amount, PaymentState.PENDING, mine,
-                                          fresh.created_at, fresh.updated_at)
+        self.pending[fresh.id] = replace(fresh, number=mine)
         self.settle()
-        return await self._outcome(pid)
 
     async def _outcome(self, pid: str) -> PaymentRecord:
         if pid in self.pending:

@@ -212,6 +212,24 @@ def test_switch_budget_reported_warned_and_enforced() -> None:
     assert pr.a.ch.state is ChannelState.CLOSING and pr.a.broadcasts[-1] == pr.b.broadcasts[-1]
 
 
+def test_budget_checked_between_blocks_needs_only_the_height() -> None:
+    """``check_budget`` (what the watcher runs after a direction switch, without a chain query)
+    warns as ``on_block`` would, once, and does nothing outside OPEN."""
+    pr = opened(p=params(lifetime=200, locktime_step=10, safety_margin=6, low_switch_warning=3))
+    for i in range(6):
+        pr.pay("a" if i % 2 == 0 else "b", 5_000 if i % 2 == 0 else 100)
+    assert pr.a.ch.status(pr.height).switches_left == 3
+    assert not any(n.kind == "switch_budget_low" for n in pr.a.notes)
+    pr.run("a", pr.a.ch.check_budget(pr.height))
+    assert [n.kind for n in pr.a.notes].count("switch_budget_low") == 1
+    assert pr.a.ch.budget_warned and pr.a.snapshot is not None and pr.a.snapshot["budget_warned"]
+    pr.run("a", pr.a.ch.check_budget(pr.height))
+    assert [n.kind for n in pr.a.notes].count("switch_budget_low") == 1
+    pr.turn("a")
+    pr.do("a", "close")
+    assert pr.a.ch.check_budget(pr.height + 1_000) == []  # CLOSING: not the budget's business
+
+
 def test_lifetime_expiry_forces_close_before_older_versions_mature() -> None:
     pr = opened(p=params(lifetime=200))
     pr.pay("a", 1_000)

@@ -50,6 +50,7 @@ class ElectrumChainClient:
         self.listeners: list[Listener] = []
         self._conn: Any = None
         self.session: _ClientSession | None = None
+        self.requests = 0  # requests sent to the server so far (node status: what the node costs it)
 
     @classmethod
     async def connect(cls, host: str = "127.0.0.1", port: int = 50001) -> ElectrumChainClient:
@@ -82,6 +83,7 @@ class ElectrumChainClient:
     async def _call(self, method: str, *args: Any) -> Any:
         if self.session is None or self.session.is_closing():
             raise ChainUnavailable("not connected to the chain server")
+        self.requests += 1
         try:
             return await self.session.send_request(method, args)
         except RPCError as e:

@@ -77,7 +77,12 @@ class ChannelBase:
         self.announcements: dict[bytes, Announcement] = {}
         self.have_turn = role == L.OPENER
         self.turn_seq = 0  # grants so far (sent or received); a grant with a lower number is stale
-        self.turn_requested = False
+        self.turn_requested = False  # (holder) the peer asked for the turn; granted once nothing is in flight
+        # (requester) we asked for the turn and have not received it: ``reestablish`` asks again,
+        # so a request lost in flight or forgotten by a restarted holder costs one round trip
+        # after the relink, not a timeout. Not persisted: it is the wish of a local request in
+        # this process, and after a restart no one waits for the turn.
+        self.turn_wanted = False
         self.peer_ready = False
         self.budget_warned = False
         self.close_raw = b""
@@ -98,6 +103,11 @@ class ChannelBase:
     @property
     def peer_role(self) -> str:
         return L.other(self.role)
+
+    @property
+    def asks_turn(self) -> bool:
+        """We asked for the turn and have not received it: ``reestablish`` asks again."""
+        return self.turn_wanted and not self.have_turn and self.state is ChannelState.OPEN
 
     def _to(self, new: ChannelState) -> None:
         self.state = check_transition(self.state, new)

@@ -14,7 +14,10 @@ Rules / theory of operation:
 - Turn taking. Only the party holding the turn may sign a new version; the other asks with
   ``TurnRequest``. Two versions with the same number signed by different parties could both be
   held and broadcast, so concurrency is excluded by protocol, not resolved afterwards. The opener
-  holds the turn after opening; grants are persisted durably before they are sent.
+  holds the turn after opening; grants are persisted durably before they are sent. A request
+  is kept by the requester until the grant arrives (``turn_wanted``) and sent again by every
+  ``reestablish``: the holder keeps requests in memory only, and a request lost with the link
+  or with a holder's crash would otherwise leave the channel idle until the requester gave up.
 - Single-signed updates pipeline: up to ``updates.MAX_INFLIGHT`` of the turn holder's versions
   may be in flight, acked cumulatively (rules in ``updates``); anything else (bets, close,
   re-anchor, turn grants) waits until none is. Unacknowledged versions are resent after a
@@ -47,6 +50,7 @@ from eschaton.core.channel.messages import (
     Message,
     Reestablish,
     RefundSignature,
+    TurnRequest,
 )
 from eschaton.core.channel.opening import Opening
 from eschaton.core.channel.reanchor import Reanchor
@@ -77,6 +81,11 @@ class Channel(Opening, Updates, Closing, Reanchor):
             acts.append(Send(ChannelReady(self.channel_id)))
         acts.extend(Send(m) for m in self.outbox if not isinstance(m, (RefundSignature, ChannelReady)) or
                     self.role == L.ACCEPTOR and isinstance(m, RefundSignature))
+        if self.asks_turn:
+            # Our request may have been lost with the link, or the holder restarted and forgot
+            # it (it holds requests in memory): ask again. After the outbox, so a grant we
+            # resend (a stale one, numbered) or the holder's reply come in the usual order.
+            acts.append(Send(TurnRequest(self.channel_id)))
         acts.extend(self._funding_progress())
         if self.reanchor is not None and self.reanchor["anchor_raw"]:
             acts.append(Broadcast(self.channel_id, self.reanchor["anchor_raw"], "re-anchor"))
@@ -104,6 +113,7 @@ class Channel(Opening, Updates, Closing, Reanchor):
         # flight must be the holder.
         if self.pending is not None and self.pending_kind in ("update", "propose"):
             self.have_turn = True
+            self.turn_wanted = False
         elif msg.pending and msg.pending > self.current.number:
             self.have_turn = False
         return [self._persist(durable=False)] + acts

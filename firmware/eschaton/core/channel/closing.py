@@ -44,19 +44,28 @@ class Closing(ChannelBase):
                 acts.append(self._persist(durable=False))
             return acts
         if st in (ChannelState.OPEN, ChannelState.REANCHORING):
-            if height >= self.current.locktime - self.params.safety_margin:
-                # The nLockTime budget is spent: an older version could soon mature.
-                acts.append(Notify(self.channel_id, "lifetime_expired", {"height": height}))
-                return acts + self.force_close(height)
-            left = self.params.switches_left(self.current.locktime, height)
-            if left <= self.params.low_switch_warning and not self.budget_warned:
-                self.budget_warned = True
-                acts.append(self._persist(durable=False))
-                acts.append(Notify(self.channel_id, "switch_budget_low",
-                                   {"switches_left": left, "advice": "close cooperatively and reopen"}))
-            return acts
+            return self.check_budget(height)
         if st is ChannelState.FORCE_CLOSING and self.best is not None and self.best.locktime <= height:
             acts.append(Broadcast(self.channel_id, self.best_tx(), f"version {self.best.number}"))
+        return acts
+
+    def check_budget(self, height: int) -> list[Action]:
+        """The nLockTime budget against ``height``: part of ``on_block``, and also to be called
+        when the current version's nLockTime moved (a direction switch) between blocks. It needs
+        no chain fact but the height, so the adapter need not query the chain for it."""
+        if self.state not in (ChannelState.OPEN, ChannelState.REANCHORING):
+            return []
+        acts: list[Action] = []
+        if height >= self.current.locktime - self.params.safety_margin:
+            # The nLockTime budget is spent: an older version could soon mature.
+            acts.append(Notify(self.channel_id, "lifetime_expired", {"height": height}))
+            return acts + self.force_close(height)
+        left = self.params.switches_left(self.current.locktime, height)
+        if left <= self.params.low_switch_warning and not self.budget_warned:
+            self.budget_warned = True
+            acts.append(self._persist(durable=False))
+            acts.append(Notify(self.channel_id, "switch_budget_low",
+                               {"switches_left": left, "advice": "close cooperatively and reopen"}))
         return acts
 
     def on_funding_spent(self, txid: str, confirmed: bool, height: int) -> list[Action]:

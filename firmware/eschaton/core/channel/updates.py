@@ -59,8 +59,11 @@ class Updates(ChannelBase):
     # ---- turn taking ------------------------------------------------------------------
 
     def request_turn(self) -> list[Action]:
+        """Ask the holder for the turn. Asking again is harmless (the holder ignores a request
+        once it granted), and ``reestablish`` asks again until the grant arrives."""
         if self.have_turn:
             return []
+        self.turn_wanted = True
         return [Send(TurnRequest(self.channel_id))]
 
     def on_turn_request(self, msg: TurnRequest, height: int) -> list[Action]:
@@ -81,6 +84,7 @@ class Updates(ChannelBase):
         if self.have_turn or msg.number <= self.turn_seq:
             return []  # a stale grant resent after a reconnect: the turn has moved on since
         self.have_turn = True
+        self.turn_wanted = False
         self.turn_seq = msg.number
         return [self._persist(durable=False), Notify(self.channel_id, "turn", {})]
 
