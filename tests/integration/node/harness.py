@@ -344,6 +344,22 @@ def open_channel(chain: Chain, opener: NodeProc, acceptor: NodeProc, capacity: i
     return cid
 
 
+def channel_pair(cluster: Cluster, capacity: int, *extra: str, serve: bool = False,
+                 **node_kw: Any) -> tuple[NodeProc, NodeProc, str]:
+    """Nodes a and b on loopback, linked by discovery, a funded, and a channel a->b OPEN.
+    ``serve``: the chain is owned by a separate server process (nodes are its clients)."""
+    if serve:
+        cluster.serve_chain()
+    disc = free_port(socket.SOCK_DGRAM)
+    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc, **node_kw) for n in "ab")
+    a.start().wait_ready()
+    b.start().wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    cluster.chain.mine(101, to=a.wallet("address")["address"])
+    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
+    return a, b, open_channel(cluster.chain, a, b, capacity, *extra)
+
+
 def mirrored(x: NodeProc, y: NodeProc, cid: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both sides' views once they agree (same version, mirrored balances); asserts they do."""
     def agree() -> tuple[dict[str, Any], dict[str, Any]] | None:

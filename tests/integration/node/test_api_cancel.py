@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 
 import pytest
 
@@ -17,9 +16,8 @@ from eschaton.api.client import call as api_call
 from eschaton.errors import EschatonError, TransientError
 from tests.integration.node.harness import (
     Cluster,
-    free_port,
+    channel_pair,
     mirrored,
-    open_channel,
     pay,
     poll,
 )
@@ -28,15 +26,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def test_pay_whose_client_left_before_signing_is_not_applied(cluster: Cluster) -> None:
-    cluster.serve_chain()
-    disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in "ab")
-    a.start().wait_ready()
-    b.start().wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
-    cluster.chain.mine(101, to=a.wallet("address")["address"])
-    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
-    cid = open_channel(cluster.chain, a, b, 4_000_000)
+    a, b, cid = channel_pair(cluster, 4_000_000, serve=True)
     pay(a, b, cid, 100_000)  # a holds the turn
     before_a, before_b = mirrored(a, b, cid)
 
@@ -88,15 +78,7 @@ def test_pay_whose_client_left_before_signing_is_not_applied(cluster: Cluster) -
 def test_non_cancellable_command_runs_to_its_end(cluster: Cluster) -> None:
     """A command that is not cancellable completes though its client left (here: a cooperative
     close waiting for the frozen peer's signature)."""
-    cluster.serve_chain()
-    disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in "ab")
-    a.start().wait_ready()
-    b.start().wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
-    cluster.chain.mine(101, to=a.wallet("address")["address"])
-    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
-    cid = open_channel(cluster.chain, a, b, 4_000_000)
+    a, b, cid = channel_pair(cluster, 4_000_000, serve=True)
     assert b.proc is not None
     os.kill(b.proc.pid, signal.SIGSTOP)
     try:

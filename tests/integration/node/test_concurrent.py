@@ -5,7 +5,6 @@ with every satoshi accounted for on both sides."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -13,11 +12,9 @@ from eschaton.api.client import call_async
 from tests.integration.node.harness import (
     Cluster,
     NodeProc,
-    free_port,
+    channel_pair,
     mirrored,
-    open_channel,
     pay,
-    poll,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,14 +35,7 @@ async def _pays(node: NodeProc, cid: str, amounts: list[int]) -> list[object]:
 
 
 def test_concurrent_pays_from_both_sides(cluster: Cluster) -> None:
-    disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in "ab")
-    a.start().wait_ready()
-    b.start().wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
-    cluster.chain.mine(101, to=a.wallet("address")["address"])
-    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
-    cid = open_channel(cluster.chain, a, b, CAPACITY, "--step", "1")
+    a, b, cid = channel_pair(cluster, CAPACITY, "--step", "1")
     pay(a, b, cid, 2_000_000)
     a0, b0 = mirrored(a, b, cid)
 
@@ -86,14 +76,7 @@ def test_many_simultaneous_pays_pipeline_on_one_channel(cluster: Cluster) -> Non
     back: the payer's versions pipeline (at most 32 in flight: the rest wait for acks), queued
     requests share group commits, each call returns once the ack covering it is in, and both
     nodes agree on every satoshi."""
-    disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in "ab")
-    a.start().wait_ready()
-    b.start().wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
-    cluster.chain.mine(101, to=a.wallet("address")["address"])
-    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
-    cid = open_channel(cluster.chain, a, b, CAPACITY, "--step", "1")
+    a, b, cid = channel_pair(cluster, CAPACITY, "--step", "1")
     pay(a, b, cid, 1_000_000)
     a0, b0 = mirrored(a, b, cid)
     commits0 = a.api("node.status")["channel_store_commits"]

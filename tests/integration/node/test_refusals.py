@@ -3,7 +3,6 @@ traceback, the node keeps running, the channel is unchanged, and the next good p
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,9 @@ from eschaton.net.identity import load_or_create_identity
 from tests.integration.node.harness import (
     Cluster,
     NodeProc,
-    free_port,
+    channel_pair,
     mirrored,
-    open_channel,
     pay,
-    poll,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -38,14 +35,7 @@ def _refused(node: NodeProc, *argv: str, rc: int | None = None, says: str = "") 
 
 
 def test_bad_requests_are_refused_cleanly(cluster: Cluster, tmp_path: Path) -> None:
-    disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in "ab")
-    a.start().wait_ready()
-    b.start().wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
-    cluster.chain.mine(101, to=a.wallet("address")["address"])
-    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
-    cid = open_channel(cluster.chain, a, b, CAPACITY)
+    a, b, cid = channel_pair(cluster, CAPACITY)
     pay(a, b, cid, 10_000)
     va, vb = mirrored(a, b, cid)
 

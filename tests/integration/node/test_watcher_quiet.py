@@ -5,16 +5,13 @@ a separate ``chain serve``. Blocks still wake the watcher: a cooperative close i
 seen confirmed afterwards."""
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.integration.node.harness import (
     Cluster,
     NodeProc,
-    free_port,
+    channel_pair,
     mirrored,
-    open_channel,
     pay,
     poll,
 )
@@ -37,15 +34,7 @@ def _payments(payer: NodeProc, cid: str, count: int) -> None:
 
 
 def test_payments_make_no_chain_requests(cluster: Cluster) -> None:
-    cluster.serve_chain()
-    disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in "ab")
-    a.start().wait_ready()
-    b.start().wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
-    cluster.chain.mine(101, to=a.wallet("address")["address"])
-    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
-    cid = open_channel(cluster.chain, a, b, 4_000_000, "--step", "1")
+    a, b, cid = channel_pair(cluster, 4_000_000, "--step", "1", serve=True)
     pay(a, b, cid, 100_000)
     height = cluster.chain.height()
 
