@@ -43,6 +43,7 @@ from eschaton.core.link.identity import NodeId  # noqa: E402
 from eschaton.core.wire.codec import Message as WireMessage  # noqa: E402
 from eschaton.daemon import chanwire  # noqa: E402
 from eschaton.net.identity import load_or_create_identity  # noqa: E402
+from eschaton.net.router import Router, ServiceRoutes  # noqa: E402
 from eschaton.net.session import Session, dial, serve  # noqa: E402
 
 HEIGHT = 100
@@ -83,11 +84,17 @@ class Side:
         self.scheduled = False
         self.changed: asyncio.Event | None = None
 
-    def handler(self, session: Session) -> Side:
-        self.session = session
-        return self
+    def router(self) -> Router:
+        """The channel service's rows all land in ``on_message``; the opened link is ours."""
+        router = Router()
+        router.add(ServiceRoutes("channel", {row: self.on_message for row in chanwire.CHANNEL_MESSAGES},
+                                 opened=self.link_opened))
+        return router
 
-    def on_unhandled(self, wm: WireMessage) -> None:
+    def link_opened(self, session: Session) -> None:
+        self.session = session
+
+    def on_message(self, session: Session, wm: WireMessage) -> None:
         self.inbox.append(chanwire.from_wire(wm))
         if not self.scheduled:
             # Runs once the session has dispatched every frame already read: that is the burst.
@@ -122,7 +129,7 @@ class Side:
 async def payee(d: Path) -> None:
     side = Side("b", d)
     keys = load_or_create_identity(d / "id")
-    listener = await serve("tcp://127.0.0.1:0", keys, handler_factory=side.handler)
+    listener = await serve("tcp://127.0.0.1:0", keys, router=side.router())
     print(json.dumps({"url": listener.url, "id": keys.node_id.hex()}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
     await listener.close()
@@ -133,7 +140,7 @@ async def payer(d: Path, url: str, remote: NodeId, n: int, chunk: int = 16) -> f
     side = Side("a", d)
     side.changed = asyncio.Event()
     keys = load_or_create_identity(d / "id")
-    session, task = await dial(url, keys, remote, handler_factory=side.handler)
+    session, task = await dial(url, keys, remote, router=side.router())
     side.session = session
     open_channel(side.ep, CID)
     await side.send_out()

@@ -25,6 +25,7 @@ from eschaton.core.link.identity import NodeId
 from eschaton.core.wire import Message, encode_message, make
 from eschaton.core.wire.framing import StreamDeframer, encode_stream_frame
 from eschaton.net.identity import load_or_create_identity
+from eschaton.net.router import Router
 from eschaton.net.session import Session, dial, serve
 
 
@@ -34,12 +35,12 @@ def ack(i: int) -> Message:
 
 
 # ---- server ---------------------------------------------------------------------------------------
-class EchoHandler:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+def echo_router() -> Router:
+    """Sends every update_ack straight back (the other channel rows are not used here)."""
+    async def echo(session: Session, msg: Message) -> None:
+        await session.send(msg)
 
-    async def on_update_ack(self, msg: Message) -> None:
-        await self.session.send(msg)
+    return Router.of("channel", echo)
 
 
 async def server(datadir: Path) -> None:
@@ -52,7 +53,7 @@ async def server(datadir: Path) -> None:
         writer.close()
 
     raw = await asyncio.start_server(raw_echo, "127.0.0.1", 0)
-    link = await serve("tcp://127.0.0.1:0", keys, handler_factory=EchoHandler)
+    link = await serve("tcp://127.0.0.1:0", keys, router=echo_router())
     print(json.dumps({"raw_port": raw.sockets[0].getsockname()[1], "link_url": link.url,
                       "id": keys.node_id.hex()}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until EOF
@@ -97,12 +98,12 @@ async def bench_raw(port: int, n: int, rtts: int) -> dict[str, float]:
 
 
 class Counter:
-    def __init__(self, session: Session) -> None:
+    def __init__(self) -> None:
         self.n = 0
         self.event = asyncio.Event()
         self.target = 0
 
-    def on_update_ack(self, msg: Message) -> None:
+    def on_update_ack(self, session: Session, msg: Message) -> None:
         self.n += 1
         if self.n >= self.target:
             self.event.set()
@@ -111,10 +112,9 @@ class Counter:
 async def bench_link(url: str, remote: NodeId, datadir: Path, n: int, rtts: int) -> dict[str, float]:
     keys = load_or_create_identity(datadir)
     t0 = time.perf_counter()
-    session, task = await dial(url, keys, remote, handler_factory=Counter)
+    counter = Counter()
+    session, task = await dial(url, keys, remote, router=Router.of("channel", counter.on_update_ack))
     handshake = time.perf_counter() - t0
-    counter = session.handler
-    assert isinstance(counter, Counter)
     msg = ack(1)
     lat = []
     for _ in range(rtts):

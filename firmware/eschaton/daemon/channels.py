@@ -69,6 +69,7 @@ from eschaton.daemon import chanwire
 from eschaton.daemon.activity import ActivitySummary
 from eschaton.daemon.payments import Payments
 from eschaton.errors import LocalError, RemoteError, TransientError
+from eschaton.net.router import ServiceRoutes
 from eschaton.store import sqlite as store_sqlite
 
 log = logging.getLogger("eschaton.channels")
@@ -262,8 +263,24 @@ class ChannelService:
             return  # no link: reestablish resends when the peer is back
         q.put_nowait(chanwire.to_wire(msg))
 
-    def handler_for(self, session: Any) -> object:
-        return _PeerHandler(self, session)
+    def routes(self) -> ServiceRoutes:
+        """The channel rows of the wire table: each goes to the channel core (``_on_message``);
+        links to peers that run the channel service start and stop their writers."""
+        on = self._on_message
+        return ServiceRoutes("channel", {
+            "open_channel": on, "accept_channel": on, "refund_signature": on,
+            "funding_signatures": on, "channel_ready": on, "update": on, "update_ack": on,
+            "mutual_propose": on, "mutual_sign": on, "close_proposal": on, "close_accept": on,
+            "reestablish": on, "turn_request": on, "turn_grant": on, "channel_error": on,
+            "reanchor_propose": on, "reanchor_refund": on, "reanchor_anchor": on,
+        }, opened=self._link_up, closed=self._link_down)
+
+    def _on_message(self, session: Any, wm: WireMessage) -> None:
+        try:
+            self.receive(session, wm)
+        except _Refused as e:
+            # Already answered with channel_error by the endpoint; keep the link.
+            log.warning("refused %s from %s: %s", wm.name, session.remote.short(), e)
 
     def _link_up(self, session: Any) -> None:
         peer = session.remote.hex()
@@ -284,7 +301,7 @@ class ChannelService:
                 except RemoteError as e:
                     log.warning("reestablish of %s failed: %s", cid.hex()[:12], e)
 
-    def _link_down(self, session: Any) -> None:
+    def _link_down(self, session: Any, _event: Any = None) -> None:
         peer = session.remote.hex() if session.remote is not None else ""
         # Only the link that owns the writer may take it down: when a newer link replaced this
         # one, the old link's close arrives after the new one is up, and removing the new queue
@@ -578,34 +595,3 @@ class ChannelService:
 
 class _Refused(RemoteError):
     """A channel message the core refused; the link stays up and the channel unchanged."""
-
-
-class _PeerHandler:
-    """Per-session handler: every channel row of the wire table lands in ``receive``."""
-
-    def __init__(self, svc: ChannelService, session: Any) -> None:
-        self._svc = svc
-        self._session = session
-
-    def on_link_open(self, session: Any) -> None:
-        self._svc._link_up(session)
-        mg = getattr(self._svc.node, "microgrid", None)
-        if mg is not None:
-            mg.link_up(session)
-
-    def on_link_closed(self, session: Any, _event: Any) -> None:
-        self._svc._link_down(session)
-
-    def __getattr__(self, name: str) -> Any:
-        mg = getattr(self._svc.node, "microgrid", None)
-        if name.startswith("on_mg_") and mg is not None:
-            return lambda wm: mg.receive(self._session, wm)
-        if name.startswith("on_") and name[3:] in chanwire.CHANNEL_MESSAGES:
-            def handle(wm: WireMessage) -> None:
-                try:
-                    self._svc.receive(self._session, wm)
-                except _Refused as e:
-                    # Already answered with channel_error by the endpoint; keep the link.
-                    log.warning("refused %s from %s: %s", wm.name, self._session.remote.short(), e)
-            return handle
-        raise AttributeError(name)

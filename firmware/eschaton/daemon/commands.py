@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from eschaton.api.registry import ApiError, Param, command
+from eschaton.daemon import echo as _echo  # noqa: F401  (registers peer.echo)
 from eschaton.daemon import microgrid as _microgrid  # noqa: F401  (registers microgrid.*)
 
 
@@ -55,9 +56,12 @@ async def node_stop(node: Any) -> dict[str, Any]:
 
 @command("peer.list", "linked peers and discovered neighbours")
 async def peer_list(node: Any) -> list[dict[str, Any]]:
+    from eschaton.net.node import services
+
     out = []
     for nid, s in sorted(node.net.sessions.items(), key=lambda kv: kv[0].hex()):
-        out.append({"id": nid.hex(), "via": s.stream.peer, "version": s.version, "linked": s.is_open})
+        out.append({"id": nid.hex(), "via": s.stream.peer, "version": s.version, "linked": s.is_open,
+                    "services": services(s.link.peer_features)})
     if node.net.discovery is not None:
         linked = {d["id"] for d in out}
         for nid, urls in node.net.discovery.table.neighbours().items():

@@ -38,9 +38,10 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
@@ -58,6 +59,10 @@ from eschaton.daemon.microgrid_config import BuyConfig, MicrogridConfig, SellCon
 from eschaton.errors import EschatonError, LocalError
 from eschaton.microgrid.ledger import SqliteLedger
 from eschaton.microgrid.service import BuyerService, SellerService
+from eschaton.net.router import Handler, ServiceRoutes
+
+if TYPE_CHECKING:
+    from eschaton.net.session import Session
 from eschaton.store import sqlite as store_sqlite
 
 log = logging.getLogger("eschaton.microgrid")
@@ -218,7 +223,7 @@ class MicrogridService:
         cfg = getattr(node.config, "microgrid", None)
         if cfg is None:
             return None
-        key = SigningKey(node.net.keys.seed())
+        key = SigningKey(node.keys.seed())
         svc = cls(node, cfg, key)
         if svc.seller is not None:
             svc.seller.reassert_supply(now_ms())
@@ -236,11 +241,7 @@ class MicrogridService:
         loop = asyncio.get_running_loop()
         svc._tasks.append(loop.create_task(svc._ticker()))
         svc._sync_recent()
-        for nid in list(node.net.sessions):
-            s = node.net.session(nid)
-            if s is not None:
-                svc.link_up(s)
-        return svc
+        return svc  # the network starts later: links to microgrid peers reach ``link_up``
 
     async def close(self) -> None:
         self._closed = True
@@ -327,6 +328,8 @@ class MicrogridService:
     # --- links -------------------------------------------------------------------------------
 
     def _session(self, peer_hex: str) -> Any:
+        if self.node.net is None:
+            return None  # the network is not up yet
         try:
             return self.node.net.session(NodeId.from_hex(peer_hex))
         except Exception:  # a malformed id in memory cannot happen (config checked); be safe
@@ -366,13 +369,22 @@ class MicrogridService:
                 await self._send(peer, make("mg_paid", meter_id=meter, ref=ref, payment_id=pid,
                                             amount_sat=amount, channel_id=cid))
 
-    def receive(self, session: Any, wm: WireMessage) -> Any:
-        """Entry point of every ``mg_*`` row (from the peer handler)."""
-        peer = session.remote.hex()
-        fn = getattr(self, "_on_" + wm.name, None)
-        if fn is None:
-            return None
-        return fn(peer, wm)
+    def routes(self) -> ServiceRoutes:
+        """The microgrid's rows of the wire table and their handlers (each gets the peer's id)."""
+
+        def by_peer(fn: Callable[[str, WireMessage], Awaitable[None]]) -> Handler:
+            def handle(session: Session, wm: WireMessage) -> Awaitable[None]:
+                assert session.remote is not None  # routed messages come from open links
+                return fn(session.remote.hex(), wm)
+            return handle
+
+        return ServiceRoutes("microgrid", {
+            "mg_offer": by_peer(self._on_mg_offer),
+            "mg_accept": by_peer(self._on_mg_accept),
+            "mg_invoice": by_peer(self._on_mg_invoice),
+            "mg_paid": by_peer(self._on_mg_paid),
+            "mg_refused": by_peer(self._on_mg_refused),
+        }, opened=self.link_up)
 
     def _refused(self, peer: str, what: str, err: Exception) -> None:
         reason = getattr(err, "reason", type(err).__name__)

@@ -2,12 +2,15 @@
 
 Rules:
 - This is the only place that knows every part. Order of start: datadir -> chain -> wallet ->
-  channels -> network -> metering -> bandwidth meters -> microgrid -> API -> sd_notify READY.
-  If any step fails, the parts that started are stopped in reverse order and a typed
-  ``NodeStartError`` is raised.
-- Stop (SIGTERM, SIGINT, or ``node.stop`` over the API) runs in reverse: API, microgrid,
-  bandwidth meters (final commit; the nft table stays, so cut clients stay cut), metering
-  (valves go to their safe state), network, channels (stores flushed and closed), chain.
+  node key -> channels -> metering -> bandwidth meters -> microgrid -> services registered
+  with the router -> network -> API -> sd_notify READY. If any step fails, the parts that
+  started are stopped in reverse order and a typed ``NodeStartError`` is raised.
+- Services (``_register_services``, the one place that says which services this node runs):
+  each registers the wire rows it owns with the router (``eschaton.net.router``). The network
+  starts after that, because every link announces the router's services in its ``init``.
+- Stop (SIGTERM, SIGINT, or ``node.stop`` over the API) runs in reverse: API, network,
+  microgrid, bandwidth meters (final commit; the nft table stays, so cut clients stay cut),
+  metering (valves go to their safe state), channels (stores flushed and closed), chain.
 - The embedded chain is opened through ``open_chain``: the first node process on a chain
   directory owns it and serves it over Electrum; later ones (the houses of a village sharing
   the gateway's chain) connect to the owner.
@@ -49,6 +52,9 @@ class Node:
         self.metering: Any = None
         self.bandwidth: Any = None
         self.microgrid: Any = None
+        self.echo: Any = None
+        self.keys: Any = None
+        self.router: Any = None
         self.api: Any = None
         self._stop = asyncio.Event()
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -107,11 +113,15 @@ class Node:
         net_name = {"mainnet": "main", "testnet": "test"}.get(cc.network, cc.network)
         self.wallet = Wallet(self.datadir / "wallet", chain, net_name)
 
+        from eschaton.net.identity import load_or_create_identity
+
+        self.keys = load_or_create_identity(self.datadir)
         await self._start_channels()
-        await self._start_network()
         self._start_metering()
         await self._start_bandwidth()
         await self._start_microgrid()
+        self.router = self._register_services()
+        await self._start_network()
 
         from eschaton.api.server import ApiServer
 
@@ -135,12 +145,24 @@ class Node:
         self.channels = await ChannelService.open(self)
         self._closers.append(self.channels.close)
 
+    def _register_services(self) -> Any:
+        """The services this node runs, each with the wire rows it owns: one line per service."""
+        from eschaton.daemon.echo import EchoService
+        from eschaton.net.router import Router
+
+        router = Router()
+        router.add(self.channels.routes())
+        if self.microgrid is not None:
+            router.add(self.microgrid.routes())
+        self.echo = EchoService()
+        router.add(self.echo.routes())
+        return router
+
     async def _start_network(self) -> None:
         from eschaton.net.node import NetNode
 
-        factory = self.channels.handler_for if self.channels is not None else None
-        self.net = await NetNode.new(self.config, handler_factory=factory, on_event=self._on_net_event,
-                                     is_known=self._is_channel_peer)
+        self.net = await NetNode.new(self.config, keys=self.keys, router=self.router,
+                                     on_event=self._on_net_event, is_known=self._is_channel_peer)
         self._closers.append(self.net.close)
 
     def _start_metering(self) -> None:

@@ -1,8 +1,8 @@
 """The network half of a node: identity, listeners, discovery, static peers, one session per peer.
 
-The daemon's composition root builds this with ``await NetNode.new(config, ...)`` and plugs the
-channel layer in through ``handler_factory`` (one handler object per session, receiving
-``on_<message>`` calls). Rules:
+The daemon's composition root builds this with ``await NetNode.new(config, router=...)``: every
+session hands its messages to that one ``Router`` (``eschaton.net.router``), where the services
+registered their rows, and announces the router's feature bits. Rules:
 - At most one live session per peer node id. If both sides dial at once, both keep the link
   the smaller node id initiated.
 - Static peers are dialled at start and redialled with capped exponential backoff.
@@ -43,12 +43,14 @@ from eschaton.core.link.beacon import (
 from eschaton.core.link.errors import NotAuthorised
 from eschaton.core.link.identity import NodeId, NodeKeys
 from eschaton.core.link.link import LinkClosed, LinkConfig, Role
+from eschaton.core.wire.messages import SERVICE_BY_FEATURE
 from eschaton.errors import EschatonError
 from eschaton.net.discovery import Discovery, advertised_urls
 from eschaton.net.identity import load_or_create_identity
 from eschaton.net.ratelog import RateLimitedLog
 from eschaton.net.reclaim import Reclaimer, freeze_startup_objects
-from eschaton.net.session import Authorize, HandlerFactory, Session, SessionListener, dial, serve
+from eschaton.net.router import Router
+from eschaton.net.session import Authorize, Session, SessionListener, dial, serve
 from eschaton.net.transport import FrameStream
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class NetNode:
     """Runs listeners, discovery and peer sessions for one node."""
 
     def __init__(self, config: NodeConfig, keys: NodeKeys, *,
-                 handler_factory: HandlerFactory | None = None,
+                 router: Router | None = None,
                  authorize: Authorize | None = None,
                  on_event: Callable[[NodeEvent], None] | None = None,
                  link_config: LinkConfig | None = None,
@@ -70,7 +72,8 @@ class NetNode:
         self.sessions: dict[NodeId, Session] = {}
         self.listeners: list[SessionListener] = []
         self.discovery: Discovery | None = None
-        self._handler_factory = handler_factory
+        self.router = router if router is not None else Router()
+        """Where every session's messages go; its services' bits are announced in ``init``."""
         self._authorize = authorize
         self._on_event = on_event
         net = config.network
@@ -97,9 +100,11 @@ class NetNode:
         """Frees what ended connections leave in reference cycles, after each burst of them."""
 
     @classmethod
-    async def new(cls, config: NodeConfig, **kwargs: Any) -> NetNode:
-        """Load (or create) the node key and start everything; on failure stop what started."""
-        keys = load_or_create_identity(config.node.datadir)
+    async def new(cls, config: NodeConfig, *, keys: NodeKeys | None = None, **kwargs: Any) -> NetNode:
+        """Load (or create) the node key, unless given, and start everything; on failure stop
+        what started."""
+        if keys is None:
+            keys = load_or_create_identity(config.node.datadir)
         node = cls(config, keys, **kwargs)
         try:
             await node.start()
@@ -112,7 +117,7 @@ class NetNode:
     async def start(self) -> None:
         for url in self.config.network.listen:
             listener = await serve(url, self.keys, config=self._link_config,
-                                   handler_factory=self._wrap_factory(),
+                                   router=self.router, on_open=self._on_open,
                                    authorize=self._authorize, on_session=self._track,
                                    admit=self._admit)
             self.listeners.append(listener)
@@ -160,11 +165,6 @@ class NetNode:
         s = self.sessions.get(node_id)
         return s if s is not None and s.is_open else None
 
-    def handler(self, node_id: NodeId) -> object | None:
-        """The application handler (built by ``handler_factory``) of the session to ``node_id``."""
-        s = self.session(node_id)
-        return s.handler.inner if s is not None and isinstance(s.handler, _Hooks) else None
-
     async def connect(self, node_id: NodeId, url: str, *, pin: bool = False) -> Session:
         """Dial ``node_id`` at ``url`` now (raises the typed transport/link error on failure).
         ``pin``: the operator named this peer, so it may also link to us (``accept = "known"``)
@@ -172,19 +172,16 @@ class NetNode:
         if pin:
             self.pinned.add(node_id)
         session, task = await dial(url, self.keys, node_id, config=self._link_config,
-                                   handler_factory=self._wrap_factory())
+                                   router=self.router, on_open=self._on_open)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        self._track(session)  # _Hooks.on_link_open already registered it in self.sessions
+        self._track(session)  # _on_open already registered it in self.sessions
         return session
 
-    def _wrap_factory(self) -> HandlerFactory:
-        inner = self._handler_factory
-
-        def factory(session: Session) -> object:
-            return _Hooks(self, inner(session) if inner is not None else None)
-
-        return factory
+    def _on_open(self, session: Session) -> None:
+        """Every link, dialled or accepted, as it opens (before the router's services hear)."""
+        if session.remote is not None and self.sessions.get(session.remote) is not session:
+            self._opened(session)
 
     # ---- admission -------------------------------------------------------------------------------
     def is_pinned(self, node_id: NodeId) -> bool:
@@ -206,7 +203,8 @@ class NetNode:
     def stats(self) -> dict[str, Any]:
         """Live counts (they return to their baseline when a flood ends) and refusal totals."""
         live = sum(len(listener.sessions) for listener in self.listeners)
-        return {**self.admission.stats(), "live_sessions": live, "peers": len(self.sessions),
+        return {**self.admission.stats(), **self.router.stats(), "live_sessions": live,
+                "peers": len(self.sessions),
                 "handshake_failures": self.handshake_failures, "pinned": len(self.pinned),
                 "log_lines": self._inbound_log.lines, "reclaims": self.reclaimer.runs}
 
@@ -253,7 +251,7 @@ class NetNode:
         self.sessions[remote] = session
         self._announced.add(session)
         self._emit({"event": "link_open", "id": remote.hex(), "via": session.stream.peer,
-                    "version": session.version})
+                    "version": session.version, "services": services(session.link.peer_features)})
 
     async def _keep_dialled(self, node_id: NodeId, url: str) -> None:
         delay = 1.0
@@ -338,30 +336,10 @@ _WHY = {
 }
 
 
-class _Hooks:
-    """Wraps the application's handler: records responder-side sessions when they open."""
-
-    def __init__(self, node: NetNode, inner: object | None) -> None:
-        self._node = node
-        self._inner = inner
-
-    @property
-    def inner(self) -> object | None:
-        return self._inner
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("on_") and self._inner is not None:
-            return getattr(self._inner, name)
-        raise AttributeError(name)
-
-    async def on_link_open(self, session: Session) -> None:
-        if session.remote is not None and self._node.sessions.get(session.remote) is not session:
-            self._node._opened(session)
-        fn = getattr(self._inner, "on_link_open", None)
-        if fn is not None:
-            result = fn(session)
-            if asyncio.iscoroutine(result):
-                await result
+def services(features: frozenset[int]) -> list[str]:
+    """Names of the services a set of feature bits announces (unknown bits as ``bit N``)."""
+    return [SERVICE_BY_FEATURE[b].name if b in SERVICE_BY_FEATURE else f"bit {b}"
+            for b in sorted(features)]
 
 
 def main(argv: list[str] | None = None) -> int:

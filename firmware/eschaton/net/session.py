@@ -4,14 +4,18 @@ Rules / theory of operation:
 - One task (``run``) reads frames and feeds the link; a second sleeps until the link's next
   deadline. Both, and ``send``, flush the link's outgoing frames under one lock, so encrypted
   frames reach the stream in nonce order.
-- Incoming application messages are dispatched in arrival order to the handler object
-  (``on_<message>(msg)``, sync or async; ``on_unhandled`` as a fallback). The next frame is not
-  read until the handler returns: channel state changes stay ordered, and a slow handler applies
-  back-pressure to the peer. A message with no handler gets a ``warning`` back; the link stays.
+- Incoming application messages are handed, in arrival order, to the node's ``Router``
+  (``eschaton.net.router``), which calls the one handler registered for the row. The next frame
+  is not read until the handler returns: channel state changes stay ordered, and a slow handler
+  applies back-pressure to the peer. A message no service here handles is ignored when its id
+  is odd and closes the link when it is even (the router decides; the link does the same for
+  ids the table does not have).
 - A handler raising ``RemoteError`` (the peer's message was bad for the layer above) closes the
   link with an ``error`` message. Any other handler exception is a bug: logged with its
   traceback, link closed (supervision boundary: one broken session must not kill the node).
-- Optional handler hooks: ``on_link_open(session)`` and ``on_link_closed(session, event)``.
+- The router learns of opened and closed links (its services' hooks); ``on_open(session)`` is
+  called first, for the network node's own bookkeeping. The link announces the router's
+  feature bits in ``init``.
 - Until the handshake is done the stream accepts only handshake-sized frames
   (``Link.max_incoming_frame``). An inbound link that closes before its peer was authenticated
   is logged at debug level only: strangers can cause any number of those, and ``serve``'s
@@ -27,6 +31,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from eschaton.core.link.admission import Ticket
@@ -40,20 +45,22 @@ from eschaton.core.link.link import (
     LinkConfig,
     LinkOpen,
     LinkState,
+    MessageIgnored,
     MessageReceived,
     PongReceived,
     Role,
     WarningReceived,
 )
-from eschaton.core.wire.codec import Message, UnhandledMessage, dispatch, make
+from eschaton.core.wire.codec import Message, make
 from eschaton.core.wire.errors import WireError
 from eschaton.errors import EschatonError, RemoteError
+from eschaton.net.router import Router
 from eschaton.net.transport import FrameStream, Listener, TransportClosed, connect, listen
 
 log = logging.getLogger(__name__)
 
-HandlerFactory = Callable[["Session"], object]
-"""Builds the handler object for a session (called once the peer is authenticated)."""
+OnOpen = Callable[["Session"], None]
+"""Told when a session's link opens, before the router's services are."""
 Authorize = Callable[[NodeId], bool]
 """Decides whether an authenticated peer may keep its link (friend-to-friend allow-list)."""
 Admit = Callable[[FrameStream], Ticket | None]
@@ -64,13 +71,14 @@ the stream at once (the hook logs and counts the refusal)."""
 class Session:
     """One live link to one peer. Build with ``dial``/``serve`` or directly for tests."""
 
-    def __init__(self, link: Link, stream: FrameStream, *,
-                 handler_factory: HandlerFactory | None = None,
+    def __init__(self, link: Link, stream: FrameStream, *, router: Router | None = None,
+                 on_open: OnOpen | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.link = link
         self.stream = stream
-        self.handler: object | None = None
-        self._handler_factory = handler_factory
+        self.router = router if router is not None else Router()
+        """Where received messages go (a session without services gets an empty router)."""
+        self._on_open = on_open
         self._clock = clock
         self._write_lock = asyncio.Lock()
         loop = asyncio.get_running_loop()
@@ -214,15 +222,20 @@ class Session:
             if isinstance(ev, HandshakeComplete):
                 log.debug("link %s: handshake with %s (v%d)", self.stream.peer,
                           ev.remote.short(), ev.version)
-                if self._handler_factory is not None:
-                    self.handler = self._handler_factory(self)
             elif isinstance(ev, LinkOpen):
                 log.info("link open to %s via %s", ev.remote.short(), self.stream.peer)
                 if not self.opened.done():
                     self.opened.set_result(ev)
-                await self._call_hook("on_link_open", self)
+                if self._on_open is not None:
+                    try:
+                        self._on_open(self)
+                    except Exception:  # supervision boundary: bookkeeping must not kill the loop
+                        log.exception("on_open failed for %s", self._who())
+                await self.router.link_opened(self)
             elif isinstance(ev, MessageReceived):
-                await self._dispatch(ev.message)
+                await self._deliver(ev.message)
+            elif isinstance(ev, MessageIgnored):
+                self.router.ignored_unknown(self, ev.type_id)
             elif isinstance(ev, PongReceived):
                 self.last_rtt = ev.rtt
                 fut = self._pongs.get(ev.nonce)
@@ -240,32 +253,14 @@ class Session:
                 for fut in self._pongs.values():
                     if not fut.done():
                         fut.set_exception(ev.error or LinkError(ev.reason))
-                await self._call_hook("on_link_closed", self, ev)
+                await self.router.link_closed(self, ev)
 
     def _who(self) -> str:
         return self.remote.short() if self.remote else self.stream.peer
 
-    async def _call_hook(self, name: str, *args: Any) -> None:
-        fn = getattr(self.handler, name, None) if self.handler is not None else None
-        if fn is None:
-            return
+    async def _deliver(self, msg: Message) -> None:
         try:
-            result = fn(*args)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:  # supervision boundary: a broken hook must not kill the session loop
-            log.exception("handler hook %s failed for %s", name, self._who())
-
-    async def _dispatch(self, msg: Message) -> None:
-        if self.handler is None:
-            self.link.send(make("warning", code=1, message=f"no handler for {msg.name}"))
-            return
-        try:
-            result = dispatch(self.handler, msg)
-            if inspect.isawaitable(result):
-                await result
-        except UnhandledMessage:
-            self.link.send(make("warning", code=1, message=f"unhandled message {msg.name}"))
+            await self.router.deliver(self, msg)
         except RemoteError as exc:
             await self._handle_nolock(self.link.close(str(exc), error=exc, send_error=True))
         except EschatonError as exc:
@@ -278,26 +273,28 @@ class Session:
             await self._handle_nolock(self.link.close(str(err), error=err, send_error=True))
 
 
-def _link_config(config: LinkConfig | None) -> LinkConfig:
-    return config if config is not None else LinkConfig()
+def _link_config(config: LinkConfig | None, router: Router | None) -> LinkConfig:
+    """The link announces the features of the router's services, and no others."""
+    config = config if config is not None else LinkConfig()
+    return replace(config, features=router.features if router is not None else frozenset())
 
 
 async def open_session(stream: FrameStream, keys: NodeKeys, role: Role, *,
                        remote: NodeId | None = None, config: LinkConfig | None = None,
-                       handler_factory: HandlerFactory | None = None,
+                       router: Router | None = None, on_open: OnOpen | None = None,
                        authorize: Authorize | None = None,
                        clock: Callable[[], float] = time.monotonic) -> tuple[Session, asyncio.Task[LinkClosed]]:
     """Wrap an already-open stream in a session and start running it."""
     link = Link(keys, role, now=clock(), ephemeral=secrets.token_bytes(32), remote=remote,
-                config=_link_config(config), authorize=authorize)
-    session = Session(link, stream, handler_factory=handler_factory, clock=clock)
+                config=_link_config(config, router), authorize=authorize)
+    session = Session(link, stream, router=router, on_open=on_open, clock=clock)
     task = asyncio.get_running_loop().create_task(session.run())
     return session, task
 
 
 async def dial(url: str, keys: NodeKeys, remote: NodeId, *,
                config: LinkConfig | None = None,
-               handler_factory: HandlerFactory | None = None,
+               router: Router | None = None, on_open: OnOpen | None = None,
                timeout: float = 15.0) -> tuple[Session, asyncio.Task[LinkClosed]]:
     """Connect to ``remote`` at ``url`` and wait until the link is open.
 
@@ -307,7 +304,7 @@ async def dial(url: str, keys: NodeKeys, remote: NodeId, *,
     """
     stream = await connect(url, timeout=timeout)
     session, task = await open_session(stream, keys, Role.INITIATOR, remote=remote, config=config,
-                                       handler_factory=handler_factory)
+                                       router=router, on_open=on_open)
     try:
         await session.wait_open(timeout)
     except BaseException:
@@ -320,7 +317,7 @@ async def dial(url: str, keys: NodeKeys, remote: NodeId, *,
 
 async def serve(url: str, keys: NodeKeys, *,
                 config: LinkConfig | None = None,
-                handler_factory: HandlerFactory | None = None,
+                router: Router | None = None, on_open: OnOpen | None = None,
                 authorize: Authorize | None = None,
                 on_session: Callable[[Session], Awaitable[None] | None] | None = None,
                 expect: NodeId | None = None, admit: Admit | None = None) -> SessionListener:
@@ -335,6 +332,7 @@ async def serve(url: str, keys: NodeKeys, *,
 
     sessions: set[Session] = set()
     evictions: set[asyncio.Task[None]] = set()  # strong refs until each close is done
+    link_config = _link_config(config, router)  # read once: seals the router before any link
 
     async def on_stream(stream: FrameStream) -> None:
         ticket = admit(stream) if admit is not None else None
@@ -347,8 +345,8 @@ async def serve(url: str, keys: NodeKeys, *,
         try:
             link = Link(keys, Role.RESPONDER, now=time.monotonic(),
                         ephemeral=secrets.token_bytes(32), remote=expect,
-                        config=_link_config(config), authorize=vet)
-            session = Session(link, stream, handler_factory=handler_factory)
+                        config=link_config, authorize=vet)
+            session = Session(link, stream, router=router, on_open=on_open)
             if ticket is not None:
                 opened_ticket = ticket
 

@@ -19,6 +19,7 @@ from eschaton.net.identity import load_or_create_identity
 from eschaton.net.session import Session, dial, serve
 from eschaton.net.transport import connect
 from tests.conftest import need_tool
+from tests.routes import Recorder, router
 
 pytestmark = [pytest.mark.pty, pytest.mark.timeout(60)]
 
@@ -44,15 +45,6 @@ def pty_pair(tmp_path: Path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-class Recorder:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.got: list[Message] = []
-
-    def on_update(self, msg: Message) -> None:
-        self.got.append(msg)
 
 
 def test_raw_serial_frames_and_crc(pty_pair) -> None:
@@ -85,15 +77,17 @@ def test_link_over_serial_and_corruption_closes_it(pty_pair, tmp_path: Path) -> 
         kb = load_or_create_identity(tmp_path / "b")
         accepted: list[Session] = []
         # B answers on its end of the line and accepts only A (a point-to-point cable).
+        recorder = Recorder("channel")
         listener = await serve(f"serial://{y}?baud=115200", kb, expect=ka.node_id,
-                               handler_factory=Recorder, on_session=accepted.append)
-        session, task = await dial(f"serial://{x}?baud=115200", ka, kb.node_id)
+                               router=router(recorder), on_session=accepted.append)
+        session, task = await dial(f"serial://{x}?baud=115200", ka, kb.node_id,
+                                   router=router(Recorder("channel")))
         assert session.remote == kb.node_id
         for v in range(5):
             await session.send_message("update", channel_id=bytes(32), body=_body(v))
         assert await session.ping() < 5  # the pong follows the updates, so they all arrived
         served = accepted[0]
-        assert [_version(m) for m in served.handler.got] == list(range(5))
+        assert [_version(m) for m in recorder.got] == list(range(5))
         # Now the line corrupts one byte of the next frame.
         session.link.send(_update(99))
         frame = session.link.data_to_send()[0]
@@ -103,7 +97,7 @@ def test_link_over_serial_and_corruption_closes_it(pty_pair, tmp_path: Path) -> 
         closed = await asyncio.wait_for(served.closed, 10)
         assert isinstance(closed.error, CrcError), closed
         assert served.stream.crc_errors == 1
-        assert 99 not in [_version(m) for m in served.handler.got]
+        assert 99 not in [_version(m) for m in recorder.got]
         ev = await asyncio.wait_for(task, 10)
         assert isinstance(ev.error, PeerSentError) and "CRC" in str(ev.error)  # B told A why
         await listener.close()

@@ -13,25 +13,25 @@ from eschaton.core.link.link import LinkConfig
 from eschaton.core.wire import Message
 from eschaton.net.identity import load_or_create_identity
 from eschaton.net.session import Session, dial, serve
+from tests.routes import Recorder, router
 
 from .procs import NodeProcess
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class Echo:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.got: list[Message] = []
+def echo_side() -> Recorder:
+    """Answers each mutual_propose with a mutual_sign; records both."""
+    side: Recorder
 
-    async def on_mutual_propose(self, msg: Message) -> None:
-        self.got.append(msg)
+    async def on_mutual_propose(session: Session, msg: Message) -> None:
+        side.got.append(msg)
         op = json.loads(msg.get_bytes("body"))["op"]
-        await self.session.send_message("mutual_sign", channel_id=msg["channel_id"],
-                                        body=json.dumps({"op_id": op["id"]}).encode())
+        await session.send_message("mutual_sign", channel_id=msg["channel_id"],
+                                   body=json.dumps({"op_id": op["id"]}).encode())
 
-    def on_mutual_sign(self, msg: Message) -> None:
-        self.got.append(msg)
+    side = Recorder("channel", mutual_propose=on_mutual_propose)
+    return side
 
 
 def _field(msg: Message, *path: str) -> int:
@@ -46,21 +46,20 @@ def test_tcp_loopback_handshake_and_messages(tmp_path: Path) -> None:
     async def main() -> None:
         a = load_or_create_identity(tmp_path / "a")
         b = load_or_create_identity(tmp_path / "b")
-        listener = await serve("tcp://127.0.0.1:0", b, handler_factory=Echo)
+        served_side, dial_side = echo_side(), echo_side()
+        listener = await serve("tcp://127.0.0.1:0", b, router=router(served_side))
         assert listener.url.startswith("tcp://127.0.0.1:") and not listener.url.endswith(":0")
-        session, task = await dial(listener.url, a, b.node_id, handler_factory=Echo)
+        session, task = await dial(listener.url, a, b.node_id, router=router(dial_side))
         assert session.remote == b.node_id and session.version == 1
         for i in range(20):
             op = {"id": i, "amount_sat": 1000 + i, "payment_hash": {"$b": "00" * 32}}
             await session.send_message("mutual_propose", channel_id=bytes(32),
                                        body=json.dumps({"op": op}).encode())
         assert await session.ping() < 5  # the pong follows every signature, handled in order
-        handler = session.handler
-        assert isinstance(handler, Echo)
-        assert [_field(m, "op_id") for m in handler.got] == list(range(20))
+        assert [_field(m, "op_id") for m in dial_side.got] == list(range(20))
         served = next(iter(listener.sessions))
         assert served.remote == a.node_id
-        assert [_field(m, "op", "amount_sat") for m in served.handler.got] == [
+        assert [_field(m, "op", "amount_sat") for m in served_side.got] == [
             1000 + i for i in range(20)]
         assert await session.ping() < 5
         await session.close()

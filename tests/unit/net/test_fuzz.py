@@ -77,7 +77,7 @@ VALID = [encode_message(make("ping", nonce=5)),
          encode_message(make("update", channel_id=bytes(32),
                              body=b'{"version":{"number":1,"balances":[1,2]},'
                                   b'"signature":{"$b":"' + b"00" * 64 + b'"}}')),
-         encode_message(make("init", features=["x", "y"], name="n")),
+         encode_message(make("init", features=b"\x2a", name="n")),
          encode_message(make("open_channel", channel_id=b"\x01" * 32,
                              body=b'{"params":{"tariff":5},"inputs":[],"change":[],'
                                   b'"funding_locktime":3}'))]

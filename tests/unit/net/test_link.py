@@ -1,4 +1,5 @@
-"""Link security: authentication, replay/tamper rejection, version negotiation, keepalive."""
+"""Link security: authentication, replay/tamper rejection, version negotiation, keepalive; unknown
+ids (odd ignored, even closes) and the feature gate on sending."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +9,7 @@ from eschaton.core.link.errors import (
     HandshakeError,
     LinkStateError,
     LinkTimeout,
+    PeerLacksService,
     PeerMismatch,
     PeerSentError,
     ProtocolViolation,
@@ -21,16 +23,19 @@ from eschaton.core.link.link import (
     LinkConfig,
     LinkOpen,
     LinkState,
+    MessageIgnored,
     MessageReceived,
     PongReceived,
     Role,
     choose_version,
 )
-from eschaton.core.wire import make
+from eschaton.core.wire import bencode, make
+from eschaton.core.wire.messages import SERVICE
 
 from .helpers import eph, keys, pair, pump
 
 A, B, C = keys("alice"), keys("bob"), keys("carol")
+CHANNELS = LinkConfig(features=frozenset({SERVICE["channel"].feature}))
 
 
 def closed(events) -> LinkClosed:
@@ -47,16 +52,18 @@ def open_pair(**kw):
 
 
 def test_handshake_authenticates_both_ends_and_opens() -> None:
-    la, lb, ev_a, ev_b = open_pair(cfg_a=LinkConfig(name="alice", features=("trade",)))
+    la, lb, ev_a, ev_b = open_pair(cfg_a=LinkConfig(name="alice", features=frozenset({1, 5, 201})))
     assert HandshakeComplete(B.node_id, 1) in ev_a
     assert HandshakeComplete(A.node_id, 1) in ev_b
     assert la.remote == B.node_id and lb.remote == A.node_id
     opened = [e for e in ev_b if isinstance(e, LinkOpen)][0]
-    assert opened.name == "alice" and opened.features == ("trade",)
+    assert opened.name == "alice" and opened.features == {1, 5, 201}  # unknown bits kept
+    assert lb.peer_runs("channel") and lb.peer_runs("echo") and not lb.peer_runs("microgrid")
+    assert la.peer_features == frozenset() and la.peer_runs("link")
 
 
 def test_messages_flow_both_ways_in_order() -> None:
-    la, lb, _, _ = open_pair()
+    la, lb, _, _ = open_pair(cfg_a=CHANNELS, cfg_b=CHANNELS)
     for v in range(5):
         la.send(make("update_ack", channel_id=bytes(32), body=b'{"n":%d}' % v))
     lb.send(make("turn_grant", channel_id=b"\x01" * 32, body=b'{"number":9}'))
@@ -69,7 +76,7 @@ def test_messages_flow_both_ways_in_order() -> None:
 
 
 def test_largest_channel_message_crosses_the_link() -> None:
-    la, lb, _, _ = open_pair()
+    la, lb, _, _ = open_pair(cfg_b=CHANNELS)
     body = b'{"pad":"' + b"x" * (60_000 - 10) + b'"}'
     assert len(body) == 60_000  # the wire's bound for a channel body
     la.send(make("update", channel_id=bytes(32), body=body))
@@ -157,6 +164,53 @@ def test_tampered_handshake_is_rejected() -> None:
     msg1 = bytearray(la.data_to_send()[0])
     msg1[-1] ^= 0x80
     assert isinstance(closed(lb.receive_frame(bytes(msg1), 1.0)).error, HandshakeError)
+
+
+def _raw(link: Link, type_id: int, body: dict) -> None:
+    """White-box: queue a message with any type id, as a newer (or buggy) peer would send it."""
+    link._out.frames.append(bytes(link._noise.encrypt(type_id.to_bytes(2, "big") + bencode.encode(body))))
+
+
+def test_unknown_odd_id_is_ignored_and_the_link_stays() -> None:
+    la, lb, _, _ = open_pair()
+    _raw(la, 0x7FFF, {"anything": b"a newer peer's message"})
+    la.ping(1.0)
+    ev_a, ev_b = pump(la, lb)
+    assert MessageIgnored(0x7FFF) in ev_b
+    assert la.is_open and lb.is_open
+    assert any(isinstance(e, PongReceived) for e in ev_a)  # and what came after it still flows
+
+
+def test_unknown_even_id_closes_the_link_with_one_line_naming_it() -> None:
+    la, lb, _, _ = open_pair()
+    _raw(la, 0x7FFE, {"anything": b"x"})
+    ev_a, ev_b = pump(la, lb)
+    err = closed(ev_b).error
+    assert isinstance(err, ProtocolViolation) and "32766" in str(err) and "even" in str(err)
+    assert "\n" not in str(err)
+    assert isinstance(closed(ev_a).error, PeerSentError)  # the peer is told why
+
+
+def test_malformed_known_odd_message_still_closes_the_link() -> None:
+    """Odd means "may be ignored if unknown", not "may be garbage": warning (id 1) is known."""
+    la, lb, _, _ = open_pair()
+    _raw(la, 1, {"code": 1})  # warning without its required message field
+    ev_a, ev_b = pump(la, lb)
+    assert isinstance(closed(ev_b).error, ProtocolViolation)
+    assert "malformed" in str(closed(ev_b).error)
+
+
+def test_messages_of_a_service_the_peer_did_not_announce_are_not_sent() -> None:
+    la, lb, _, _ = open_pair(cfg_b=LinkConfig(features=frozenset({SERVICE["echo"].feature})))
+    with pytest.raises(PeerLacksService, match="does not run the channel service"):
+        la.send(make("update", channel_id=bytes(32), body=b'{"n":1}'))
+    assert not la.has_data_to_send  # nothing queued
+    la.send(make("echo_request", nonce=1, payload=b"hi"))  # a service it announced
+    la.send(make("ping", nonce=1))  # link control: always
+    ev_a, ev_b = pump(la, lb)
+    assert [e.message.name for e in ev_b if isinstance(e, MessageReceived)] == ["echo_request"]
+    with pytest.raises(PeerLacksService, match="microgrid"):  # B's own view of A: nothing announced
+        lb.send(make("mg_refused", meter_id="m", reason="r", detail="d"))
 
 
 def test_well_encrypted_garbage_is_a_protocol_violation_with_error_sent() -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from eschaton.config import parse_config
-from eschaton.core.wire import Message
 from eschaton.net.identity import load_or_create_identity
 from eschaton.net.node import NetNode
-from eschaton.net.session import Session
+from tests.routes import Recorder, router
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -28,32 +27,18 @@ enabled = false
 """
 
 
-class Channel:
-    """What the channel layer plugs in: one handler per session."""
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self.opened = asyncio.Event()
-        self.got: list[Message] = []
-
-    def on_link_open(self, session: Session) -> None:
-        self.opened.set()
-
-    def on_channel_ready(self, msg: Message) -> None:
-        self.got.append(msg)
-
-
-def test_static_peer_is_dialled_and_handlers_plug_in(tmp_path: Path) -> None:
+def test_static_peer_is_dialled_and_services_plug_in(tmp_path: Path) -> None:
     async def main() -> None:
         events: list[dict] = []
         b_id = load_or_create_identity(tmp_path / "b").node_id
+        channel_a, channel_b = Recorder("channel"), Recorder("channel")
         b = await NetNode.new(parse_config(config(tmp_path, "b"), "b.toml"),
-                              handler_factory=Channel, on_event=events.append)
+                              router=router(channel_b), on_event=events.append)
         a = await NetNode.new(parse_config(config(tmp_path, "a", f"""
 [[network.peers]]
 id = "{b_id.hex()}"
 url = "mem://{tmp_path.name}-b"
-"""), "a.toml"), handler_factory=Channel, on_event=events.append)
+"""), "a.toml"), router=router(channel_a), on_event=events.append)
         try:
             assert b.node_id == b_id  # the key created above was loaded, not replaced
             for _ in range(100):  # wait for A's dial task (no sleeps: yield to the loop)
@@ -64,10 +49,10 @@ url = "mem://{tmp_path.name}-b"
             assert sa is not None and b.session(a.node_id) is not None
             await sa.send_message("channel_ready", channel_id=bytes(32), body=b'{"depth":6}')
             await sa.ping()
-            handler = b.handler(a.node_id)
-            assert isinstance(handler, Channel) and handler.opened.is_set()
-            assert [m.get_bytes("body") for m in handler.got] == [b'{"depth":6}']
+            assert channel_b.opened == [b.session(a.node_id)]
+            assert [m.get_bytes("body") for m in channel_b.got] == [b'{"depth":6}']
             assert {e["event"] for e in events} >= {"started", "link_open"}
+            assert all(e["services"] == ["channel"] for e in events if e["event"] == "link_open")
         finally:
             await a.close()
             await b.close()

@@ -1,4 +1,4 @@
-"""The asyncio session over the in-memory transport: dispatch, authorisation, errors."""
+"""The asyncio session over the in-memory transport: routing, authorisation, errors."""
 from __future__ import annotations
 
 import asyncio
@@ -6,9 +6,16 @@ import json
 
 import pytest
 
-from eschaton.core.link.errors import HandshakeError, PeerMismatch, PeerSentError
+from eschaton.core.link.errors import (
+    HandshakeError,
+    PeerLacksService,
+    PeerMismatch,
+    PeerSentError,
+    ProtocolViolation,
+)
 from eschaton.core.wire import Message
 from eschaton.errors import RemoteError
+from eschaton.net.router import Router
 from eschaton.net.session import Session, dial, serve
 from eschaton.net.transport import (
     BadTransportUrl,
@@ -18,6 +25,7 @@ from eschaton.net.transport import (
     listen,
     parse_url,
 )
+from tests.routes import Recorder
 
 from .helpers import keys
 
@@ -31,23 +39,25 @@ def number(msg: Message) -> int:
     return n
 
 
-class ChannelHandler:
-    """Stands in for the channel layer: acks updates, refuses a bad version."""
+class ChannelSide:
+    """Stands in for the channel service: acks updates, refuses a bad version."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self) -> None:
         self.updates: list[int] = []
         self.acks: list[int] = []
+        self.service = Recorder("channel", update=self.on_update, update_ack=self.on_update_ack)
+        self.router = Router()
+        self.router.add(self.service.routes())
 
-    async def on_update(self, msg: Message) -> None:
+    async def on_update(self, session: Session, msg: Message) -> None:
         version = number(msg)
         if version == 666:
             raise RemoteError("version 666 is not acceptable")
         self.updates.append(version)
-        await self.session.send_message("update_ack", channel_id=msg["channel_id"],
-                                        body=json.dumps({"number": version}).encode())
+        await session.send_message("update_ack", channel_id=msg["channel_id"],
+                                   body=json.dumps({"number": version}).encode())
 
-    def on_update_ack(self, msg: Message) -> None:
+    def on_update_ack(self, session: Session, msg: Message) -> None:
         self.acks.append(number(msg))
 
 
@@ -55,26 +65,29 @@ def update(version: int) -> dict:
     return dict(channel_id=bytes(32), body=json.dumps({"number": version}).encode())
 
 
-async def _pair(name: str, **serve_kw):
+async def _pair(name: str, side: ChannelSide | None = None, **serve_kw):
     accepted: list[Session] = []
-    listener = await serve(f"mem://{name}", B, handler_factory=ChannelHandler,
+    side = side or ChannelSide()
+    listener = await serve(f"mem://{name}", B, router=side.router,
                            on_session=accepted.append, **serve_kw)
     return listener, accepted
 
 
-def test_dispatch_acks_and_ping() -> None:
+def test_router_delivers_acks_and_ping() -> None:
     async def main() -> None:
-        listener, accepted = await _pair("dispatch")
-        session, task = await dial("mem://dispatch", A, B.node_id, handler_factory=ChannelHandler)
+        b_side, a_side = ChannelSide(), ChannelSide()
+        listener, accepted = await _pair("dispatch", b_side)
+        session, task = await dial("mem://dispatch", A, B.node_id, router=a_side.router)
         for v in range(1, 4):
             await session.send_message("update", **update(v))
         # The pong comes after B handled (and acked) every update, in order: no polling needed.
         assert await session.ping() >= 0
-        handler = session.handler
-        assert isinstance(handler, ChannelHandler)
-        assert handler.acks == [1, 2, 3]
-        assert accepted[0].handler.updates == [1, 2, 3]
+        assert a_side.acks == [1, 2, 3]
+        assert b_side.updates == [1, 2, 3]
         assert accepted[0].remote == A.node_id
+        # Each side's channel service heard of the other as a peer that runs it.
+        assert b_side.service.opened == accepted and a_side.service.opened == [session]
+        assert list(b_side.router.peers("channel")) == [A.node_id]
         await session.close()
         assert (await task).error is None
         await listener.close()
@@ -85,7 +98,7 @@ def test_dispatch_acks_and_ping() -> None:
 def test_handler_remote_error_closes_link_with_error_message() -> None:
     async def main() -> None:
         listener, accepted = await _pair("refuse")
-        session, task = await dial("mem://refuse", A, B.node_id, handler_factory=ChannelHandler)
+        session, task = await dial("mem://refuse", A, B.node_id, router=ChannelSide().router)
         await session.send_message("update", **update(666))
         ev = await asyncio.wait_for(task, 5)
         assert isinstance(ev.error, PeerSentError) and "666" in str(ev.error)
@@ -116,15 +129,35 @@ def test_unauthorised_and_unexpected_peers_are_refused() -> None:
     asyncio.run(main())
 
 
-def test_unhandled_message_gets_a_warning_and_link_stays() -> None:
+def test_a_session_without_services_announces_none_and_is_sent_none() -> None:
     async def main() -> None:
-        listener, accepted = await _pair("unhandled")
-        session, task = await dial("mem://unhandled", A, B.node_id)
-        await session.send_message("channel_ready", channel_id=bytes(32), body=b'{"depth":3}')
-        assert await session.ping() >= 0
-        assert session.is_open
+        listener, accepted = await _pair("bare")
+        session, task = await dial("mem://bare", A, B.node_id)  # A runs no service
+        assert session.link.peer_runs("channel") and not accepted[0].link.peer_runs("channel")
+        # B sends A nothing of a service A did not announce: refused before it leaves.
+        with pytest.raises(PeerLacksService, match="does not run the channel service"):
+            await accepted[0].send_message("update", **update(1))
+        assert accepted[0].is_open and await session.ping() >= 0
         await session.close()
         await task
+        await listener.close()
+
+    asyncio.run(main())
+
+
+def test_unhandled_even_message_closes_the_link_with_a_one_line_error() -> None:
+    """B runs the channel service but A announced none: B takes no channel message from A.
+    ``channel_ready`` is even, so B closes the link and tells A why."""
+    async def main() -> None:
+        side = ChannelSide()
+        listener, accepted = await _pair("even", side)
+        session, task = await dial("mem://even", A, B.node_id)
+        await session.send_message("update", **update(1))
+        ev = await asyncio.wait_for(task, 5)
+        assert isinstance(ev.error, PeerSentError)
+        assert "the peer did not announce the channel service" in str(ev.error)
+        assert side.updates == [] and side.router.stats()["refused_messages"] == 1
+        assert isinstance(accepted[0].closed.result().error, ProtocolViolation)
         await listener.close()
 
     asyncio.run(main())

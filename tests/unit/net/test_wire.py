@@ -1,4 +1,4 @@
-"""The message table, the message codec and handler dispatch."""
+"""The message table (rows, services, id parity, feature bits) and the message codec."""
 from __future__ import annotations
 
 import pytest
@@ -9,19 +9,19 @@ from eschaton.core.wire import (
     EncodeError,
     FieldError,
     Message,
-    UnhandledMessage,
     UnknownMessage,
     WireError,
     bencode,
     decode_message,
-    dispatch,
     encode_message,
     make,
 )
+from eschaton.core.wire.features import decode_features, encode_features
 from eschaton.core.wire.fields import Bytes, ListOf, MapOf, Scalar, Text, UInt
+from eschaton.core.wire.messages import SERVICE, SERVICE_OF, SERVICES, ignorable
 
 LINK_CONTROL = {"init", "ping", "pong", "error", "warning"}
-# The channel core's messages, in type-id order from 32.
+# The channel core's messages, in type-id order: the even ids from 32.
 CHANNEL_ROWS = ("open_channel", "accept_channel", "refund_signature", "funding_signatures",
                 "channel_ready", "update", "update_ack", "mutual_propose", "mutual_sign",
                 "close_proposal", "close_accept", "reestablish", "turn_request", "turn_grant",
@@ -50,12 +50,12 @@ def sample(t) -> object:
 
 
 def test_table_declares_every_required_message_with_limits() -> None:
-    names = {m.name for m in MESSAGES if m.type_id < 64}  # 64+: microgrid rows, tested there
+    names = {m.name for m in MESSAGES if m.type_id < 128}  # 128+: microgrid and echo rows
     assert LINK_CONTROL | set(CHANNEL_ROWS) == names
     assert len({m.type_id for m in MESSAGES}) == len(MESSAGES)
     assert all(m.type_id < 32 for m in MESSAGES if m.name in LINK_CONTROL)
-    for type_id, name in enumerate(CHANNEL_ROWS, start=32):
-        spec = BY_ID[type_id]
+    for i, name in enumerate(CHANNEL_ROWS):
+        spec = BY_ID[32 + 2 * i]
         assert spec.name == name
         # Exactly a channel id and a bounded body: the channel core owns the rest.
         assert [(f.name, f.type, f.optional) for f in spec.fields] == [
@@ -70,7 +70,7 @@ def test_channel_rows_are_the_channel_cores_messages() -> None:
     core = {cls.NAME for cls in vars(channel_messages).values()
             if isinstance(cls, type) and issubclass(cls, channel_messages.Message)
             and cls is not channel_messages.Message}
-    assert core == {m.name for m in MESSAGES if 32 <= m.type_id < 64}
+    assert core == {m.name for m in MESSAGES if SERVICE_OF[m.name].name == "channel"}
 
 
 def test_largest_channel_message_fits_one_noise_message() -> None:
@@ -124,9 +124,6 @@ def test_list_and_map_limits() -> None:
         features.parse([b"a"] * 65, "f")
     with pytest.raises(EncodeError):
         features.check(["a"] * 65, "f")
-    with pytest.raises(FieldError):  # too many features in a real message
-        decode_message(encode_message(make("init", features=["a"]))[:2]
-                       + bencode.encode({"features": [b"a"] * 65}))
     params = MapOf(Scalar(256), max_items=16)
     assert params.parse({b"tariff": 5, b"m": b"x"}, "p") == {"tariff": 5, "m": b"x"}
     with pytest.raises(FieldError):
@@ -144,8 +141,9 @@ def test_list_and_map_limits() -> None:
 def test_strict_decoding() -> None:
     good = encode_message(make("ping", nonce=7))
     assert decode_message(good) == Message("ping", {"nonce": 7})
-    with pytest.raises(UnknownMessage):
-        decode_message(b"\xff\xf0" + good[2:])
+    with pytest.raises(UnknownMessage) as unknown:
+        decode_message(b"\xff\xf1" + b"garbage, never read")
+    assert unknown.value.type_id == 0xFFF1  # told apart from a malformed known message:
     with pytest.raises(FieldError):  # unknown field
         decode_message(good[:2] + bencode.encode({"nonce": 7, "zzz": 1}))
     with pytest.raises(FieldError):  # missing field
@@ -181,27 +179,37 @@ def test_make_refuses_unknown_and_missing() -> None:
         make("ping", nonce=True)
 
 
-class Handler:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def on_update(self, msg: Message) -> str:
-        self.seen.append(msg.name)
-        return "handled"
-
-
-class Fallback(Handler):
-    def on_unhandled(self, msg: Message) -> str:
-        return "fallback:" + msg.name
+def test_services_own_disjoint_ranges_and_every_row() -> None:
+    assert [s.name for s in SERVICES] == ["link", "channel", "microgrid", "echo"]
+    for m in MESSAGES:
+        assert [s.name for s in SERVICES if s.owns(m.type_id)] == [SERVICE_OF[m.name].name]
+    assert {m.name for m in MESSAGES if SERVICE_OF[m.name].name == "link"} == LINK_CONTROL
+    assert {m.name for m in MESSAGES if SERVICE_OF[m.name].name == "microgrid"} == {
+        "mg_offer", "mg_accept", "mg_invoice", "mg_paid", "mg_refused"}
+    bits = [s.feature for s in SERVICES if s.feature is not None]
+    assert SERVICE["link"].feature is None and len(set(bits)) == len(bits) == 3
+    assert all(b % 2 == 1 for b in bits)  # optional services: odd bits, as in BOLT #9
 
 
-def test_dispatch_to_on_message_handlers() -> None:
-    h = Handler()
-    assert dispatch(h, decode_message(encode_message(upd(b'{"n":3}')))) == "handled"
-    assert h.seen == ["update"]
-    with pytest.raises(UnhandledMessage):
-        dispatch(h, make("ping", nonce=1))
-    assert dispatch(Fallback(), make("ping", nonce=1)) == "fallback:ping"
+def test_id_parity_says_what_a_receiver_may_ignore() -> None:
+    """Even: the receiver must understand it (link control, channels, microgrid). Odd: a peer
+    may ignore it (warning, and the echo service's rows)."""
+    odd = {m.name for m in MESSAGES if ignorable(m.type_id)}
+    assert odd == {"warning", "echo_request", "echo_reply"}
+    assert ignorable(0xFFF1) and not ignorable(0xFFF0)
+
+
+def test_feature_bitfields() -> None:
+    assert encode_features([]) == b""
+    assert encode_features([0]) == b"\x01" and encode_features([1, 3, 5]) == b"\x2a"
+    assert encode_features([8]) == b"\x01\x00"  # big-endian: bit 8 is in the first byte
+    assert decode_features(b"\x00\x00\x2a") == {1, 3, 5}  # leading zero bytes accepted
+    assert decode_features(encode_features([1, 200, 255])) == {1, 200, 255}
+    with pytest.raises(EncodeError):
+        encode_features([256])  # beyond the field's 32 bytes
+    with pytest.raises(FieldError):  # a bitfield over the limit in a real init
+        decode_message(encode_message(make("init", features=b""))[:2]
+                       + bencode.encode({"features": b"\x01" * 33}))
 
 
 def test_docs_table_matches_code() -> None:
@@ -211,3 +219,7 @@ def test_docs_table_matches_code() -> None:
     for m in MESSAGES:
         fs = ", ".join(f"`{f.name}{'?' if f.optional else ''}`: {f.type.describe()}" for f in m.fields)
         assert f"| {m.type_id} | `{m.name}` | {fs} |" in doc, f"docs/network.md is stale for {m.name}"
+    for svc in SERVICES:
+        bit = svc.feature if svc.feature is not None else "-"
+        assert f"| `{svc.name}` | {svc.first_id}-{svc.last_id} | {bit} |" in doc, \
+            f"docs/network.md is stale for the {svc.name} service"

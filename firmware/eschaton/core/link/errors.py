@@ -60,3 +60,7 @@ class LinkTimeout(TransientError):
 
 class LinkStateError(LocalError):
     """We called the link in a state that does not allow it (e.g. send before open)."""
+
+
+class PeerLacksService(LocalError):
+    """We tried to send a message of a service the peer did not announce in its ``init``."""

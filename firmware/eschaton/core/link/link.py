@@ -14,8 +14,12 @@ Rules / theory of operation:
   The responder checks that the claimed id is canonical and converts to the static key Noise
   authenticated, that it is the expected peer (if one is set) and that the ``authorize``
   policy accepts it, all before it sends anything under the new keys.
-- After the handshake both sides send ``init`` (features, name); the link is OPEN once the
-  peer's ``init`` arrives. Then any message from the table may flow.
+- After the handshake both sides send ``init`` (feature bits of the services they run, name);
+  the link is OPEN once the peer's ``init`` arrives. Then any message from the table may flow,
+  except that ``send`` refuses (``PeerLacksService``) a message of a service whose feature bit
+  the peer did not set: it would ignore it or close the link.
+- An unknown message id (a newer peer's) is ignored when odd (``MessageIgnored`` event) and
+  closes the link when even ("it's OK to be odd", ``core/wire/messages.py``).
 - Any decrypt failure (tampered, replayed, reordered or lost frame: Noise nonces are implicit
   counters, so a replayed frame can never authenticate) closes the link. Any malformed message
   closes it after an ``error`` message. Nothing a peer sends raises out of ``receive_frame``:
@@ -47,6 +51,7 @@ from eschaton.core.link.errors import (
     LinkStateError,
     LinkTimeout,
     NotAuthorised,
+    PeerLacksService,
     PeerMismatch,
     PeerSentError,
     ProtocolViolation,
@@ -55,7 +60,9 @@ from eschaton.core.link.errors import (
 from eschaton.core.link.identity import BadNodeId, NodeId, NodeKeys
 from eschaton.core.wire import bencode
 from eschaton.core.wire.codec import Message, decode_message, encode_message, make
-from eschaton.core.wire.errors import WireError
+from eschaton.core.wire.errors import UnknownMessage, WireError
+from eschaton.core.wire.features import decode_features, encode_features
+from eschaton.core.wire.messages import SERVICE, SERVICE_OF, ignorable
 from eschaton.errors import EschatonError
 
 NOISE_PROTOCOL = b"Noise_XK_25519_ChaChaPoly_BLAKE2s"
@@ -103,8 +110,8 @@ class LinkConfig:
 
     versions: tuple[int, ...] = PROTOCOL_VERSIONS
     """Protocol versions we accept; the highest common one is used."""
-    features: tuple[str, ...] = ()
-    """Feature names announced in ``init``."""
+    features: frozenset[int] = frozenset()
+    """Feature bits announced in ``init``: those of the services this node runs."""
     name: str = ""
     """Human-readable node name announced in ``init`` (may be empty)."""
     handshake_timeout: float = 10.0
@@ -130,7 +137,7 @@ class LinkOpen:
 
     remote: NodeId
     version: int
-    features: tuple[str, ...]
+    features: frozenset[int]
     name: str
 
 
@@ -139,6 +146,13 @@ class MessageReceived:
     """An application message (anything but init/ping/pong/error/warning)."""
 
     message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class MessageIgnored:
+    """The peer sent a message id this table does not know, and it is odd: ignored."""
+
+    type_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +176,8 @@ class LinkClosed:
     by_peer: bool = False
 
 
-Event = HandshakeComplete | LinkOpen | MessageReceived | PongReceived | WarningReceived | LinkClosed
+Event = (HandshakeComplete | LinkOpen | MessageReceived | MessageIgnored | PongReceived
+         | WarningReceived | LinkClosed)
 
 
 def choose_version(ours: Sequence[int], theirs: Sequence[int]) -> int | None:
@@ -217,7 +232,7 @@ class Link:
         self._authorize = authorize
         self.remote: NodeId | None = None
         self.version: int | None = None
-        self.peer_features: tuple[str, ...] = ()
+        self.peer_features: frozenset[int] = frozenset()
         self.peer_name = ""
         self.state = LinkState.IDLE
         self.close_event: LinkClosed | None = None
@@ -281,10 +296,24 @@ class Link:
         return self.state is LinkState.CLOSED
 
     def send(self, message: Message) -> None:
-        """Encrypt and queue an application message (link must be OPEN)."""
+        """Encrypt and queue an application message (link must be OPEN, and the peer must run
+        the message's service: ``PeerLacksService`` otherwise)."""
         if self.state is not LinkState.OPEN:
             raise LinkStateError(f"send({message.name}) while link is {self.state.name}")
+        service = SERVICE_OF[message.name]
+        if service.feature is not None and service.feature not in self.peer_features:
+            who = self.remote.short() if self.remote is not None else "the peer"
+            raise PeerLacksService(f"peer {who} does not run the {service.name} service "
+                                   f"(no feature bit {service.feature} in its init): "
+                                   f"{message.name} not sent")
         self._send(message)
+
+    def peer_runs(self, service: str) -> bool:
+        """Whether the peer's ``init`` announced ``service`` (link control: always)."""
+        spec = SERVICE.get(service)
+        if spec is None:
+            raise LinkStateError(f"no service named {service!r} in the table")
+        return spec.feature is None or spec.feature in self.peer_features
 
     def ping(self, now: float) -> int:
         """Send a ping now; returns its nonce. A ``PongReceived`` event follows."""
@@ -439,7 +468,7 @@ class Link:
         assert self.remote is not None and self.version is not None
         self._hs = None  # drop the ephemeral secrets
         self._set_state(LinkState.AWAIT_INIT)
-        fields: dict[str, Any] = {"features": list(self.config.features)}
+        fields: dict[str, Any] = {"features": encode_features(self.config.features)}
         if self.config.name:
             fields["name"] = self.config.name
         self._send(make("init", **fields))
@@ -463,6 +492,11 @@ class Link:
                 "frame failed authentication (tampered, replayed, reordered or lost)") from None
         try:
             msg = decode_message(plaintext)
+        except UnknownMessage as exc:
+            if ignorable(exc.type_id):
+                return [MessageIgnored(exc.type_id)]
+            raise ProtocolViolation(f"peer sent message id {exc.type_id}, which this node does not "
+                                    "know; it is even, so it may not be ignored") from None
         except WireError as exc:
             raise ProtocolViolation(f"malformed message: {exc}") from None
         if msg.name == "error":
@@ -470,9 +504,7 @@ class Link:
         if self.state is LinkState.AWAIT_INIT:
             if msg.name != "init":
                 raise ProtocolViolation(f"expected init, got {msg.name}")
-            feats = msg["features"]
-            assert isinstance(feats, list)
-            self.peer_features = tuple(str(f) for f in feats)
+            self.peer_features = decode_features(msg.get_bytes("features"))
             name = msg.get("name", "")
             self.peer_name = name if isinstance(name, str) else ""
             self._set_state(LinkState.OPEN)

@@ -4,9 +4,7 @@ from __future__ import annotations
 from eschaton.core.wire.codec import (
     MAX_MESSAGE_SIZE,
     Message,
-    UnhandledMessage,
     decode_message,
-    dispatch,
     encode_message,
     make,
 )
@@ -19,10 +17,10 @@ from eschaton.core.wire.errors import (
     UnknownMessage,
     WireError,
 )
-from eschaton.core.wire.messages import BY_ID, BY_NAME, MESSAGES
+from eschaton.core.wire.messages import BY_ID, BY_NAME, MESSAGES, SERVICES
 
 __all__ = [
-    "BY_ID", "BY_NAME", "MAX_MESSAGE_SIZE", "MESSAGES", "BencodeError", "CrcError", "EncodeError",
-    "FieldError", "FrameError", "Message", "UnhandledMessage", "UnknownMessage", "WireError",
-    "decode_message", "dispatch", "encode_message", "make",
+    "BY_ID", "BY_NAME", "MAX_MESSAGE_SIZE", "MESSAGES", "SERVICES", "BencodeError", "CrcError",
+    "EncodeError", "FieldError", "FrameError", "Message", "UnknownMessage", "WireError",
+    "decode_message", "encode_message", "make",
 ]

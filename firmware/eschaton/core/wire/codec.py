@@ -1,4 +1,4 @@
-"""Encode, decode and dispatch wire messages declared in ``messages.MESSAGES``.
+"""Encode and decode wire messages declared in ``messages.MESSAGES``.
 
 Rules / theory of operation:
 - A message on the wire is ``type id (u16, big-endian) || canonical bencode dict of fields``.
@@ -6,15 +6,17 @@ Rules / theory of operation:
   ``MAX_MESSAGE_SIZE`` bytes.
 - Decoding is strict: unknown type id, unknown field, missing required field, wrong type,
   out-of-limit value, non-canonical bencode or trailing bytes all raise a ``WireError``. Nothing
-  else leaves ``decode_message`` (fuzzed).
+  else leaves ``decode_message`` (fuzzed). An unknown type id raises ``UnknownMessage`` (carrying
+  the id, checked before the body is read), anything wrong with a known message another
+  ``WireError``: the link ignores the first when the id is odd and closes on the second.
 - Encoding checks the same limits, raising ``EncodeError`` (our bug), so we never send what the
   peer would refuse.
-- ``dispatch`` calls ``handler.on_<name>(message)``; a handler without that method falls back to
-  ``on_unhandled(message)`` when it has one.
+- Who handles a decoded message is the router's business (``eschaton.net.router``), not the
+  codec's.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,6 @@ from eschaton.core.wire import bencode
 from eschaton.core.wire.errors import EncodeError, FieldError, UnknownMessage, WireError
 from eschaton.core.wire.fields import Field, MessageSpec, Value
 from eschaton.core.wire.messages import BY_ID, BY_NAME
-from eschaton.errors import LocalError
 
 NOISE_MAX_MESSAGE = 65535
 NOISE_TAG = 16
@@ -34,10 +35,6 @@ _BODY_LIMITS = bencode.Limits(max_size=MAX_MESSAGE_SIZE, max_depth=4, max_items=
 _FIELDS: dict[str, dict[bytes, tuple[Field, str]]] = {
     spec.name: {f.name.encode("ascii"): (f, f"{spec.name}.{f.name}") for f in spec.fields}
     for spec in BY_NAME.values()}
-
-
-class UnhandledMessage(LocalError):
-    """The handler object has neither ``on_<name>`` nor ``on_unhandled``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +120,7 @@ def decode_message(data: bytes) -> Message:
     type_id = int.from_bytes(data[:2], "big")
     spec = BY_ID.get(type_id)
     if spec is None:
-        raise UnknownMessage(f"unknown message type id {type_id}")
+        raise UnknownMessage(type_id)
     raw = bencode.decode(data[2:], _BODY_LIMITS)
     if not isinstance(raw, dict):
         raise FieldError(f"{spec.name}: body is not a dict")
@@ -139,13 +136,3 @@ def decode_message(data: bytes) -> Message:
         if not f.optional and f.name not in fields:
             raise FieldError(f"{spec.name}: required field {f.name!r} missing")
     return Message(spec.name, fields)
-
-
-def dispatch(handler: object, msg: Message) -> object:
-    """Call ``handler.on_<msg.name>(msg)`` (or ``handler.on_unhandled(msg)``) and return its result."""
-    fn: Callable[[Message], object] | None = getattr(handler, "on_" + msg.name, None)
-    if fn is None:
-        fn = getattr(handler, "on_unhandled", None)
-    if fn is None:
-        raise UnhandledMessage(f"{type(handler).__name__} has no on_{msg.name} or on_unhandled")
-    return fn(msg)

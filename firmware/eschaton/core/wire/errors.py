@@ -26,7 +26,14 @@ class CrcError(FrameError):
 
 
 class UnknownMessage(WireError):
-    """A message type id that is not in the table."""
+    """A message type id that is not in the table (a newer peer's message, or garbage).
+
+    Kept apart from a malformed known message (``FieldError``, ``BencodeError``): an unknown
+    *odd* id is ignored by the link, while a malformed message always closes it."""
+
+    def __init__(self, type_id: int) -> None:
+        super().__init__(f"unknown message type id {type_id}")
+        self.type_id = type_id
 
 
 class FieldError(WireError):

@@ -1,9 +1,21 @@
-"""THE wire message table: every message a link may carry, declared once.
+"""THE wire message table: every message a link may carry, and the service that owns it, declared once.
 
 Each row is ``(name, type id, fields, doc)``; every field has a type with a size limit. The codec
-(``codec.py``), the dispatcher (``on_<name>`` handlers) and ``docs/network.md`` all read this
-table. Type ids 1-31 are link control, 32-63 trade channels, 64-95 microgrid; new rows take a fresh id and a
-protocol version bump (peers agree a version in the handshake; an unknown id is a WireError).
+(``codec.py``), the link (``core/link/link.py``), the router (``eschaton.net.router``: one handler
+per row) and ``docs/network.md`` all read this table.
+
+Services (``SERVICES``): each owns a range of type ids and, unless it is link control, one
+feature bit. A node announces in ``init`` the bits of the services it runs; a message of a
+service the peer did not announce is never sent to it, so nodes of different versions share a
+mesh. Rules for ids ("it's OK to be odd", as in Lightning's BOLT #1):
+- an **odd** id is optional: a receiver that does not know it (an older table) or does not run
+  its service ignores it (logged at debug and counted) and the link stays;
+- an **even** id must be understood: a receiver that does not know it closes the link with a
+  one-line error naming the id.
+A new row takes a fresh id in its service's range: odd if an older peer running the same
+service may safely ignore it, even if the service cannot work without it. A new service takes a
+fresh range and a fresh feature bit (odd bits: optional services; even bits are kept for a
+future "the peer must run this" rule and refused in the table for now).
 
 The channel rows carry the channel core's own messages: a ``channel_id`` and a ``body``, the
 canonical JSON of the message's other fields (``eschaton.daemon.chanwire``). The channel core
@@ -12,11 +24,12 @@ touching this table or the codec.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from eschaton.core.wire.fields import (
     Bytes,
     Field,
     Fixed,
-    ListOf,
     MessageSpec,
     Text,
     UInt,
@@ -24,6 +37,8 @@ from eschaton.core.wire.fields import (
 
 U16 = UInt(16)
 U64 = UInt(64)
+MAX_FEATURE_BYTES = 32
+"""Feature bitfields are at most 256 bits."""
 I63 = UInt(63)  # the microgrid core's integers are at most 2**63 - 1
 CHANNEL_ID = Fixed(32)
 CHANNEL_BODY = Field("body", Bytes(max_len=60_000, min_len=2),
@@ -36,25 +51,26 @@ def _cid(doc: str = "The channel this message belongs to.") -> Field:
 
 MESSAGES: tuple[MessageSpec, ...] = (
     # ---- link control --------------------------------------------------------------------
-    MessageSpec("init", 1, (
-        Field("features", ListOf(Text(32), 64), doc="Feature names this node supports."),
-        Field("name", Text(64), optional=True, doc="Human-readable node name."),
-    ), "First message on an established link: features (the version is fixed by the handshake)."),
-    MessageSpec("error", 2, (
-        Field("code", U16, doc="Machine-readable reason."),
-        Field("message", Text(512), doc="Human-readable reason."),
-        Field("channel_id", CHANNEL_ID, optional=True, doc="Set when the error concerns one channel."),
-    ), "Fatal: the sender closes the link (or fails the named channel) after sending it."),
-    MessageSpec("warning", 3, (
+    MessageSpec("warning", 1, (
         Field("code", U16),
         Field("message", Text(512)),
         Field("channel_id", CHANNEL_ID, optional=True),
     ), "Non-fatal complaint; the link stays up."),
-    MessageSpec("ping", 4, (
+    MessageSpec("init", 2, (
+        Field("features", Bytes(max_len=MAX_FEATURE_BYTES),
+              doc="Feature bits of the services this node runs (big-endian bitfield; bit 0 is the last byte's lowest bit)."),
+        Field("name", Text(64), optional=True, doc="Human-readable node name."),
+    ), "First message on an established link: the services this node runs (the version is fixed by the handshake)."),
+    MessageSpec("error", 4, (
+        Field("code", U16, doc="Machine-readable reason."),
+        Field("message", Text(512), doc="Human-readable reason."),
+        Field("channel_id", CHANNEL_ID, optional=True, doc="Set when the error concerns one channel."),
+    ), "Fatal: the sender closes the link (or fails the named channel) after sending it."),
+    MessageSpec("ping", 6, (
         Field("nonce", U64, doc="Echoed in the pong."),
         Field("padding", Bytes(1024), optional=True, doc="Ignored; hides traffic patterns."),
     ), "Liveness probe; the receiver answers pong with the same nonce."),
-    MessageSpec("pong", 5, (
+    MessageSpec("pong", 8, (
         Field("nonce", U64),
         Field("padding", Bytes(1024), optional=True),
     ), "Answer to ping."),
@@ -62,26 +78,26 @@ MESSAGES: tuple[MessageSpec, ...] = (
     # Each row carries the channel core's canonical JSON body (see eschaton.daemon.chanwire):
     # the channel core validates the fields; the wire bounds the size.
     MessageSpec("open_channel", 32, (_cid(), CHANNEL_BODY), "Opener -> acceptor: parameters, funding key, payout script, funding inputs and change."),
-    MessageSpec("accept_channel", 33, (_cid(), CHANNEL_BODY), "Acceptor -> opener: funding key, payout script, its inputs and change."),
-    MessageSpec("refund_signature", 34, (_cid(), CHANNEL_BODY), "A signature on the initial refund, sent before any funding input is signed."),
-    MessageSpec("funding_signatures", 35, (_cid(), CHANNEL_BODY), "Witnesses for the sender's funding inputs."),
-    MessageSpec("channel_ready", 36, (_cid(), CHANNEL_BODY), "The funding transaction is deep enough; updates may start."),
-    MessageSpec("update", 37, (_cid(), CHANNEL_BODY), "A new refund version signed by the sender (a payment, escrow or bet)."),
-    MessageSpec("update_ack", 38, (_cid(), CHANNEL_BODY), "Countersignature of a version, sent only after it is persisted."),
-    MessageSpec("mutual_propose", 39, (_cid(), CHANNEL_BODY), "Proposal of a version both sides sign (bets, escrow returns)."),
-    MessageSpec("mutual_sign", 40, (_cid(), CHANNEL_BODY), "Signature on a mutually proposed version."),
-    MessageSpec("close_proposal", 41, (_cid(), CHANNEL_BODY), "Signature on the cooperative close transaction (no nLockTime)."),
-    MessageSpec("close_accept", 42, (_cid(), CHANNEL_BODY), "Countersignature of the cooperative close."),
-    MessageSpec("reestablish", 43, (_cid(), CHANNEL_BODY), "Sent after reconnecting so both sides resynchronise."),
-    MessageSpec("turn_request", 44, (_cid(), CHANNEL_BODY), "Ask for the turn to send the next version."),
-    MessageSpec("turn_grant", 45, (_cid(), CHANNEL_BODY), "Grant the turn (numbered, so a stale grant resent after a crash is ignored)."),
-    MessageSpec("channel_error", 46, (_cid(), CHANNEL_BODY), "The peer refused a channel message; the channel stays as it was."),
-    MessageSpec("reanchor_propose", 47, (_cid(), CHANNEL_BODY), "Move the channel to a new 2-of-2 output with a new lifetime."),
-    MessageSpec("reanchor_refund", 48, (_cid(), CHANNEL_BODY), "A signature on the new anchor's initial refund, before the anchor is signed."),
-    MessageSpec("reanchor_anchor", 49, (_cid(), CHANNEL_BODY), "A signature on the re-anchor transaction itself."),
+    MessageSpec("accept_channel", 34, (_cid(), CHANNEL_BODY), "Acceptor -> opener: funding key, payout script, its inputs and change."),
+    MessageSpec("refund_signature", 36, (_cid(), CHANNEL_BODY), "A signature on the initial refund, sent before any funding input is signed."),
+    MessageSpec("funding_signatures", 38, (_cid(), CHANNEL_BODY), "Witnesses for the sender's funding inputs."),
+    MessageSpec("channel_ready", 40, (_cid(), CHANNEL_BODY), "The funding transaction is deep enough; updates may start."),
+    MessageSpec("update", 42, (_cid(), CHANNEL_BODY), "A new refund version signed by the sender (a payment, escrow or bet)."),
+    MessageSpec("update_ack", 44, (_cid(), CHANNEL_BODY), "Countersignature of a version, sent only after it is persisted."),
+    MessageSpec("mutual_propose", 46, (_cid(), CHANNEL_BODY), "Proposal of a version both sides sign (bets, escrow returns)."),
+    MessageSpec("mutual_sign", 48, (_cid(), CHANNEL_BODY), "Signature on a mutually proposed version."),
+    MessageSpec("close_proposal", 50, (_cid(), CHANNEL_BODY), "Signature on the cooperative close transaction (no nLockTime)."),
+    MessageSpec("close_accept", 52, (_cid(), CHANNEL_BODY), "Countersignature of the cooperative close."),
+    MessageSpec("reestablish", 54, (_cid(), CHANNEL_BODY), "Sent after reconnecting so both sides resynchronise."),
+    MessageSpec("turn_request", 56, (_cid(), CHANNEL_BODY), "Ask for the turn to send the next version."),
+    MessageSpec("turn_grant", 58, (_cid(), CHANNEL_BODY), "Grant the turn (numbered, so a stale grant resent after a crash is ignored)."),
+    MessageSpec("channel_error", 60, (_cid(), CHANNEL_BODY), "The peer refused a channel message; the channel stays as it was."),
+    MessageSpec("reanchor_propose", 62, (_cid(), CHANNEL_BODY), "Move the channel to a new 2-of-2 output with a new lifetime."),
+    MessageSpec("reanchor_refund", 64, (_cid(), CHANNEL_BODY), "A signature on the new anchor's initial refund, before the anchor is signed."),
+    MessageSpec("reanchor_anchor", 66, (_cid(), CHANNEL_BODY), "A signature on the re-anchor transaction itself."),
     # ---- microgrid (eschaton.core.microgrid): the wire dicts of Offer, Acceptance and Invoice,
     # field for field; the microgrid core re-checks every value and the signatures. ----------
-    MessageSpec("mg_offer", 64, (
+    MessageSpec("mg_offer", 128, (
         Field("v", U16), Field("offer_id", Fixed(16)), Field("service", Text(16)),
         Field("unit", Text(8)), Field("base_unit", Text(8)), Field("base_per_unit", I63),
         Field("price_msat", I63), Field("fee_sat", I63), Field("fee_period_ms", I63),
@@ -91,23 +107,63 @@ MESSAGES: tuple[MessageSpec, ...] = (
         Field("anchor_seq", I63), Field("anchor_units", I63), Field("anchor_due_sat", I63),
         Field("anchor_ms", I63), Field("sig", Fixed(64)),
     ), "Seller -> buyer: signed terms for one metered connection (tariff, credit limit, anchor)."),
-    MessageSpec("mg_accept", 65, (
+    MessageSpec("mg_accept", 130, (
         Field("v", U16), Field("offer_hash", Fixed(32)), Field("acceptor", Fixed(32)),
         Field("accepted_ms", I63), Field("sig", Fixed(64)),
     ), "Buyer -> seller: signed acceptance of an offer; the pair is the agreement."),
-    MessageSpec("mg_invoice", 66, (
+    MessageSpec("mg_invoice", 132, (
         Field("v", U16), Field("agreement_id", Fixed(32)), Field("seq", I63),
         Field("meter_id", Text(64)), Field("cum_units", I63), Field("cum_due_sat", I63),
         Field("reading_ms", I63), Field("sig", Fixed(64)),
     ), "Seller -> buyer: signed cumulative invoice (units and amount since the contract began)."),
-    MessageSpec("mg_paid", 67, (
+    MessageSpec("mg_paid", 134, (
         Field("meter_id", Text(64)), Field("ref", Fixed(32)), Field("payment_id", Fixed(32)),
         Field("amount_sat", I63), _cid("The trade channel the payment moved over."),
     ), "Buyer -> seller: which invoice a channel payment covers (credited only up to what the channel moved)."),
-    MessageSpec("mg_refused", 68, (
+    MessageSpec("mg_refused", 136, (
         Field("meter_id", Text(64)), Field("reason", Text(32)), Field("detail", Text(256)),
     ), "Buyer -> seller: an offer or invoice was refused (stable reason); nothing was paid."),
+    # ---- echo (eschaton.core.echo): an application-level round trip through the peer's router.
+    # Odd ids: a peer without the service ignores them (the caller times out).
+    MessageSpec("echo_request", 193, (
+        Field("nonce", U64, doc="Chosen by the caller; echoed in the reply."),
+        Field("payload", Bytes(1024), doc="Echoed back unchanged."),
+    ), "Ask the peer's echo service to send the payload back."),
+    MessageSpec("echo_reply", 195, (
+        Field("nonce", U64),
+        Field("payload", Bytes(1024)),
+    ), "The echo service's answer: the request's nonce and payload."),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    """One service of the table: the type ids it owns and the feature bit that announces it."""
+
+    name: str
+    first_id: int
+    last_id: int
+    feature: int | None
+    """Bit in ``init.features`` that says a node runs this service; None for link control,
+    which every node runs."""
+    doc: str = ""
+
+    def owns(self, type_id: int) -> bool:
+        return self.first_id <= type_id <= self.last_id
+
+
+SERVICES: tuple[ServiceSpec, ...] = (
+    ServiceSpec("link", 1, 31, None, "Link control: init, error, warning, ping, pong (handled by the link itself)."),
+    ServiceSpec("channel", 32, 127, 1, "Trade channels (eschaton.daemon.channels)."),
+    ServiceSpec("microgrid", 128, 191, 3, "Metered supply: offers, invoices, payments (eschaton.daemon.microgrid)."),
+    ServiceSpec("echo", 192, 223, 5, "Echo: a round trip through the peer's router (eschaton.daemon.echo)."),
+)
+"""Ids 224-65535 and feature bits 7-255 are free."""
+
+
+def ignorable(type_id: int) -> bool:
+    """Odd ids may be ignored by a receiver that does not know or handle them; even ids may not."""
+    return type_id % 2 == 1
 
 
 def _index() -> tuple[dict[str, MessageSpec], dict[int, MessageSpec]]:
@@ -127,3 +183,34 @@ def _index() -> tuple[dict[str, MessageSpec], dict[int, MessageSpec]]:
 
 
 BY_NAME, BY_ID = _index()
+
+
+def _services() -> tuple[dict[str, ServiceSpec], dict[str, ServiceSpec], dict[int, ServiceSpec]]:
+    by_name: dict[str, ServiceSpec] = {}
+    by_feature: dict[int, ServiceSpec] = {}
+    for svc in SERVICES:
+        if svc.name in by_name or not 0 < svc.first_id <= svc.last_id < 0x10000:
+            raise ValueError(f"service table: bad or duplicate service {svc.name!r}")
+        for other in by_name.values():
+            if svc.first_id <= other.last_id and other.first_id <= svc.last_id:
+                raise ValueError(f"service table: {svc.name} overlaps {other.name}")
+        if (svc.feature is None) != (svc.name == "link"):
+            raise ValueError(f"service table: {svc.name}: every service but link has a feature bit")
+        if svc.feature is not None:
+            if not 0 <= svc.feature < 8 * MAX_FEATURE_BYTES or svc.feature % 2 == 0 \
+                    or svc.feature in by_feature:
+                raise ValueError(f"service table: {svc.name}: feature bit {svc.feature} is not a "
+                                 f"free odd bit below {8 * MAX_FEATURE_BYTES}")
+            by_feature[svc.feature] = svc
+        by_name[svc.name] = svc
+    of_row: dict[str, ServiceSpec] = {}
+    for spec in MESSAGES:
+        owners = [svc for svc in SERVICES if svc.owns(spec.type_id)]
+        if len(owners) != 1:
+            raise ValueError(f"message table: {spec.name} (id {spec.type_id}) is in no service's range")
+        of_row[spec.name] = owners[0]
+    return by_name, of_row, by_feature
+
+
+SERVICE, SERVICE_OF, SERVICE_BY_FEATURE = _services()
+"""Services by name, the service that owns each row (by row name), services by feature bit."""
