@@ -20,30 +20,13 @@ from eschaton.config import parse_config
 from eschaton.core.microgrid.decisions import SendInvoice
 from eschaton.core.microgrid.seller import SellerCore
 from eschaton.core.microgrid.terms import Acceptance, Service, Tariff
-from eschaton.core.wire.codec import Message
 from eschaton.daemon.microgrid import _to_wire, from_wire_fields
 from eschaton.demo.village import House, api, free_port, start_node, stop_node, wait_ready
 from eschaton.net.identity import create_identity
 from eschaton.net.node import NetNode
+from tests.routes import Recorder, router
 
 METER = "h9-water-h1"
-
-
-class FakeSellerHandler:
-    def __init__(self, inbox: asyncio.Queue[Message], opened: asyncio.Event) -> None:
-        self.inbox, self.opened = inbox, opened
-
-    def on_link_open(self, session: Any) -> None:
-        self.opened.set()
-
-    def on_mg_accept(self, msg: Message) -> None:
-        self.inbox.put_nowait(msg)
-
-    def on_mg_refused(self, msg: Message) -> None:
-        self.inbox.put_nowait(msg)
-
-    def on_mg_paid(self, msg: Message) -> None:
-        self.inbox.put_nowait(msg)
 
 
 def now_ms() -> int:
@@ -98,9 +81,9 @@ enabled = false
 ''', "seller.toml")
 
     async def scenario() -> None:
-        inbox: asyncio.Queue[Message] = asyncio.Queue()
-        opened = asyncio.Event()
-        net = await NetNode.new(seller_cfg, handler_factory=lambda s: FakeSellerHandler(inbox, opened))
+        fake_seller = Recorder("microgrid")  # runs the microgrid service: records its rows
+        inbox, opened = fake_seller.inbox, fake_seller.opened_event
+        net = await NetNode.new(seller_cfg, router=router(fake_seller))
         try:
             start_node(buyer)
             await wait_ready(buyer)

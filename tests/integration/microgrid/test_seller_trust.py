@@ -19,24 +19,14 @@ from eschaton.config import parse_config
 from eschaton.core.microgrid.buyer import BuyerCore
 from eschaton.core.microgrid.decisions import Pay
 from eschaton.core.microgrid.terms import Offer
-from eschaton.core.wire.codec import Message, make
+from eschaton.core.wire.codec import make
 from eschaton.daemon.microgrid import _to_wire, from_wire_fields
 from eschaton.demo.village import House, api, free_port, start_node, stop_node, wait_ready
 from eschaton.net.identity import create_identity
 from eschaton.net.node import NetNode
+from tests.routes import Recorder, router
 
 METER = "h2-water-h1"
-
-
-class FakeBuyerHandler:
-    def __init__(self, inbox: asyncio.Queue[Message]) -> None:
-        self.inbox = inbox
-
-    def on_mg_offer(self, msg: Message) -> None:
-        self.inbox.put_nowait(msg)
-
-    def on_mg_invoice(self, msg: Message) -> None:
-        self.inbox.put_nowait(msg)
 
 
 def now_ms() -> int:
@@ -101,12 +91,13 @@ url = "tcp://127.0.0.1:{seller.port}"
 ''', "buyer.toml")
 
     async def scenario() -> None:
-        inbox: asyncio.Queue[Message] = asyncio.Queue()
+        fake_buyer = Recorder("microgrid")  # runs the microgrid service: records its rows
+        inbox = fake_buyer.inbox
         start_node(seller)
         net = None
         try:
             await wait_ready(seller)
-            net = await NetNode.new(buyer_cfg, handler_factory=lambda s: FakeBuyerHandler(inbox))
+            net = await NetNode.new(buyer_cfg, router=router(fake_buyer))
             offer_msg = await asyncio.wait_for(inbox.get(), 20)
             assert offer_msg.name == "mg_offer"
             core = BuyerCore(SigningKey(buyer_keys.seed()))
