@@ -88,6 +88,11 @@ def test_three_nodes_discover_link_trade_and_close(cluster: Cluster) -> None:
         assert listed == {m.id for m in nodes if m is not n}
         st = n.cli("node", "status")
         assert st["id"] == n.id and st["name"] == n.name and len(st["peers"]) == 2
+        # Each peer announced the services its composition root registered.
+        assert [p["services"] for p in n.api("peer.list") if p["linked"]] == [["channel", "echo"]] * 2
+    # The echo service answers through the peer's router (registered in the composition root).
+    echo = a.api("peer.echo", id=b.id, payload="through b's router")
+    assert echo["id"] == b.id and echo["rtt_ms"] > 0
 
     # Coins: one coinbase for b, then enough blocks to a that both mature.
     cluster.chain.mine(1, to=b.wallet("address")["address"])
