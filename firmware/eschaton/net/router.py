@@ -75,7 +75,7 @@ class Router:
         self._opened: dict[str, list[OpenHook]] = {}
         self._closed: dict[str, list[CloseHook]] = {}
         self._running: list[str] = []  # services in registration order (hooks run in it)
-        self._peers: dict[str, dict[NodeId, Session]] = {}
+        self._links: dict[NodeId, list[Session]] = {}  # open links per peer, oldest first
         self._features: frozenset[int] | None = None
         self.ignored: Counter[int] = Counter()
         """Messages not ours with an odd id, by type id (ignored)."""
@@ -135,7 +135,6 @@ class Router:
     def _run(self, service: str) -> None:
         if service not in self._running:
             self._running.append(service)
-            self._peers[service] = {}
 
     @property
     def features(self) -> frozenset[int]:
@@ -162,27 +161,32 @@ class Router:
 
     # ---- peers -----------------------------------------------------------------------------------
     def peers(self, service: str) -> dict[NodeId, Session]:
-        """Open links to peers that announced ``service`` (and this node runs it)."""
-        return dict(self._peers.get(service, {}))
+        """The newest open link to each peer that announced ``service``, if this node runs it."""
+        if service not in self._running:
+            return {}
+        return {peer: links[-1] for peer, links in self._links.items()
+                if links and links[-1].link.peer_runs(service)}
 
     async def link_opened(self, session: Session) -> None:
         assert session.remote is not None
+        self._links.setdefault(session.remote, []).append(session)
         for service in self._running:
-            if not session.link.peer_runs(service):
-                continue
-            self._peers[service][session.remote] = session
-            for hook in self._opened.get(service, ()):
-                await _supervised(hook, f"{service} link-open hook", session)
+            if session.link.peer_runs(service):
+                for hook in self._opened.get(service, ()):
+                    await _supervised(hook, f"{service} link-open hook", session)
 
     async def link_closed(self, session: Session, event: LinkClosed) -> None:
-        if session.remote is None:
-            return
+        remote = session.remote
+        links = self._links.get(remote) if remote is not None else None
+        if remote is None or links is None or session not in links:
+            return  # it never opened: no service heard of it
+        links.remove(session)
+        if not links:
+            del self._links[remote]
         for service in self._running:
-            if self._peers[service].get(session.remote) is not session:
-                continue  # never announced to it, or a newer link replaced this one
-            del self._peers[service][session.remote]
-            for hook in self._closed.get(service, ()):
-                await _supervised(hook, f"{service} link-closed hook", session, event)
+            if session.link.peer_runs(service):
+                for hook in self._closed.get(service, ()):
+                    await _supervised(hook, f"{service} link-closed hook", session, event)
 
     # ---- delivery --------------------------------------------------------------------------------
     async def deliver(self, session: Session, msg: Message) -> None:
