@@ -328,12 +328,15 @@ class MicrogridService:
     # --- links -------------------------------------------------------------------------------
 
     def _session(self, peer_hex: str) -> Any:
+        """The open link to ``peer_hex`` if that peer runs the microgrid service (its ``init``
+        said so): a peer without it is never sent offers or invoices, as if it were away."""
         if self.node.net is None:
             return None  # the network is not up yet
         try:
-            return self.node.net.session(NodeId.from_hex(peer_hex))
+            s = self.node.net.session(NodeId.from_hex(peer_hex))
         except Exception:  # a malformed id in memory cannot happen (config checked); be safe
             return None
+        return s if s is not None and s.link.peer_runs("microgrid") else None
 
     async def _send(self, peer_hex: str, wm: WireMessage) -> bool:
         s = self._session(peer_hex)

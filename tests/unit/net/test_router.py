@@ -179,3 +179,29 @@ def test_a_handler_raising_a_remote_error_closes_the_link() -> None:
         await listener.close()
 
     asyncio.run(main())
+
+
+def test_peers_follow_every_open_link_of_a_peer() -> None:
+    """Two links to one peer (both sides dialled at once): closing one leaves the other listed."""
+    async def main() -> None:
+        b_channel = Recorder("channel")
+        b_router = router(b_channel)
+        listener = await serve("mem://twice", B, router=b_router)
+        first, t1 = await dial("mem://twice", A, B.node_id, router=router(Recorder("channel")))
+        second, t2 = await dial("mem://twice", A, B.node_id, router=router(Recorder("channel")))
+        await first.ping()
+        await second.ping()
+        served_first, served_second = b_channel.opened
+        assert b_router.peers("channel") == {A.node_id: served_second}
+        await second.close()
+        await t2
+        await asyncio.wait_for(served_second.closed, 5)
+        assert b_router.peers("channel") == {A.node_id: served_first}
+        assert b_channel.closed == [served_second]
+        await first.close()
+        await t1
+        await asyncio.wait_for(served_first.closed, 5)
+        assert b_router.peers("channel") == {}
+        await listener.close()
+
+    asyncio.run(main())
