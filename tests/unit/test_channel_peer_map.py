@@ -1,40 +1,25 @@
-"""The node's channel -> peer map: durable, versioned, and a newer schema is refused."""
+"""The node's channel -> peer map lives in the channel store: staged before anything is sent,
+durable with the channel's next commit, and back after a reopen. (Its migration from the old
+``channel_peers.db`` is in ``tests/integration/store/test_migrations.py``.)"""
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-import pytest
-
-from eschaton.daemon.channels import SCHEMA_VERSION, _PeerMap
-from eschaton.errors import LocalError
+from eschaton.channel.store import ChannelStore
+from eschaton.daemon.channels import _PeerMap
 
 
-def test_peer_map_survives_reopen_and_refuses_newer_schema(tmp_path: Path) -> None:
-    path = tmp_path / "channel_peers.db"
-    m = _PeerMap(path)
+def test_peer_map_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "channels.db"
+    store = ChannelStore(path)
+    m = _PeerMap(store)
     m.set(b"\x01" * 32, "aa" * 32)
-    m.close()
-    again = _PeerMap(path)
-    assert again.map == {b"\x01" * 32: "aa" * 32}
+    assert m.map == {b"\x01" * 32: "aa" * 32}
+    store.close()  # commits what is staged
+    assert sqlite3.connect(path).execute("SELECT channel_id, peer FROM channel_peers").fetchall() == [
+        (b"\x01" * 32, "aa" * 32)]
+    again = ChannelStore(path)
+    assert _PeerMap(again).map == {b"\x01" * 32: "aa" * 32}
     again.close()
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.commit()
-    db.close()
-    with pytest.raises(LocalError, match="newer than this firmware"):
-        _PeerMap(path)
-
-
-def test_unversioned_map_from_an_older_build_is_migrated(tmp_path: Path) -> None:
-    path = tmp_path / "channel_peers.db"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE channel_peers (channel_id BLOB PRIMARY KEY, peer TEXT NOT NULL)")
-    db.execute("INSERT INTO channel_peers VALUES (?, ?)", (b"\x02" * 32, "bb" * 32))
-    db.commit()
-    db.close()
-    m = _PeerMap(path)
-    assert m.map == {b"\x02" * 32: "bb" * 32}
-    m.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert not (tmp_path / "channel_peers.db").exists()  # no second file any more

@@ -23,7 +23,7 @@ def test_modes_whatever_the_umask(tmp_path: Path) -> None:
         assert _mode(tmp_path / "a") == _mode(made) == 0o700
         write_private(made / "port", "1\n")
         assert _mode(made / "port") == 0o600 and (made / "port").read_text() == "1\n"
-        db = store_sqlite.connect(made / "x.db", isolation_level=None)
+        db = store_sqlite.connect(made / "x.db", synchronous="FULL")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("CREATE TABLE t (x)")
         assert {p.name: _mode(p) for p in made.glob("x.db*")} == {"x.db": 0o600, "x.db-wal": 0o600,

@@ -22,8 +22,14 @@ Rules / theory of operation:
   their messages before that commit returns. One snapshot per channel is written, taken at the
   commit (``PersistThenSend.state``), so it covers every staged action of that channel; every
   version is written.
-- The schema is versioned (``PRAGMA user_version``); ``MIGRATIONS[n]`` upgrades n -> n+1 and is
-  tested against a database in the old layout.
+- The database opens through ``eschaton.store.sqlite.open_db``: the schema is versioned
+  (``PRAGMA user_version``), ``MIGRATIONS[n]`` upgrades n -> n+1 in one transaction and is
+  tested against a database in the old layout; a newer database is refused.
+- ``channel_peers`` (v5) names the peer that holds each channel. A channel's peer is staged
+  (``stage_peer``) before anything about the channel is sent and written in the SAME
+  transaction as the channel's first state, so a channel on disk always knows where to resend.
+  Until v5 the map lived in its own file, ``channel_peers.db``: the migration copies its rows
+  and leaves that file as it was (no longer written; safe to delete once this firmware stays).
 - ``payments`` (v4) holds one row per payment id (``eschaton.channel.payments``). A payment's
   row goes into the SAME transaction as the channel state holding the version that pays it
   (``persist_many(..., payments=...)``), so after a crash the store knows exactly which ids were
@@ -40,7 +46,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,9 +57,20 @@ from eschaton.core.channel import STATIC_KEYS, PersistThenSend, StoredVersion
 from eschaton.core.channel.codec import dumps, loads
 from eschaton.core.channel.ledger import Version
 from eschaton.errors import LocalError
-from eschaton.store import sqlite as store_sqlite
+from eschaton.store.sqlite import (
+    SQLITE_FULL,
+    Connection,
+    DatabaseError,
+    Error,
+    Migration,
+    SchemaTooNew,
+    connect,
+    open_db,
+    run_script,
+    schema_version,
+)
 
-SCHEMA_VERSION = 4
+LEGACY_PEER_FILE = "channel_peers.db"  # beside the store: the peer map before schema v5
 BACKUP_FORMAT = "eschaton-channel-backup/1"
 
 
@@ -72,20 +88,13 @@ class DiskFull(StoreError):
 
 def is_disk_full(e: BaseException) -> bool:
     """SQLite's SQLITE_FULL, or ENOSPC from a plain file write."""
-    if isinstance(e, sqlite3.Error):
-        return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e)
+    if isinstance(e, Error):
+        return getattr(e, "sqlite_errorcode", None) == SQLITE_FULL or "is full" in str(e)
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def _script(db: sqlite3.Connection, sql: str) -> None:
-    # Not executescript(): it commits first, which would break the migration's transaction.
-    for stmt in sql.split(";"):
-        if stmt.strip():
-            db.execute(stmt)
-
-
-def _v1(db: sqlite3.Connection) -> None:
-    _script(
+def _v1(db: Connection) -> None:
+    run_script(
         db,
         """
         CREATE TABLE channels (
@@ -105,10 +114,10 @@ def _v1(db: sqlite3.Connection) -> None:
     )
 
 
-def _v1_to_v2(db: sqlite3.Connection) -> None:
+def _v1_to_v2(db: Connection) -> None:
     # v2: role, current number and update time as columns (listing without parsing snapshots),
     # and an index to find a version by txid when the watcher sees the funding output spent.
-    _script(
+    run_script(
         db,
         """
         ALTER TABLE channels ADD COLUMN role TEXT NOT NULL DEFAULT '';
@@ -123,17 +132,17 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
                    (s["role"], s["current"]["number"], cid))
 
 
-def _v2_to_v3(db: sqlite3.Connection) -> None:
+def _v2_to_v3(db: Connection) -> None:
     # v3: the parts of a snapshot that only change while a channel opens live in their own
     # column, written once, so each update encodes and writes a third of the bytes. Old rows keep
     # their whole snapshot in ``snapshot``; loading merges ``static`` under it.
     db.execute("ALTER TABLE channels ADD COLUMN static TEXT NOT NULL DEFAULT '{}'")
 
 
-def _v3_to_v4(db: sqlite3.Connection) -> None:
+def _v3_to_v4(db: Connection) -> None:
     # v4: payment ids, so that a retried request never pays twice (eschaton.channel.payments).
     # ``state`` by name; ``number`` is the channel version that pays it.
-    _script(
+    run_script(
         db,
         """
         CREATE TABLE payments (
@@ -151,7 +160,33 @@ def _v3_to_v4(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {0: _v1, 1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+def _v4_to_v5(db: Connection) -> None:
+    # v5: the channel -> peer map moves in from its own file, so that a channel and its peer are
+    # written in one transaction. The old file is read, never changed: it stays as it was.
+    db.execute("CREATE TABLE channel_peers (channel_id BLOB PRIMARY KEY, peer TEXT NOT NULL)")
+    main = Path(db.execute("PRAGMA database_list").fetchone()[2] or ".")
+    legacy = main.with_name(LEGACY_PEER_FILE)
+    if main.name and legacy.exists():
+        db.executemany("INSERT INTO channel_peers VALUES (?, ?)", _legacy_peers(legacy))
+
+
+def _legacy_peers(path: Path) -> list[tuple[bytes, str]]:
+    """The rows of a ``channel_peers.db`` as firmware before schema v5 wrote it (user_version 0
+    or 1, same table); a newer one is refused like any newer database."""
+    old = connect(path, synchronous="FULL")
+    try:
+        version = schema_version(old)
+        if version > 1:
+            raise SchemaTooNew(f"{path}: schema {version} is newer than this firmware's (1); refusing to open it")
+        if old.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'channel_peers'").fetchone() is None:
+            return []
+        return [(bytes(c), str(p)) for c, p in old.execute("SELECT channel_id, peer FROM channel_peers")]
+    finally:
+        old.close()
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,38 +207,22 @@ class ChannelStore:
         """``fsync=False`` (synchronous=OFF) exists only to measure CPU cost in benchmarks."""
         self.path = Path(path)
         self.keep_every_version = keep_every_version
-        self._full = "FULL" if fsync else "OFF"
         try:
-            self.db = store_sqlite.connect(self.path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(f"PRAGMA synchronous={self._full}")
-            self._deferred: dict[bytes, PersistThenSend] = {}
-            self._deferred_payments: dict[str, PaymentRecord] = {}  # bookkeeping, see the rules
-            self._static: dict[bytes, dict[str, Any]] = {}  # last static part written, per channel
-            self.commits = 0  # transactions written since opened (each one an fsync when durable)
-            self._migrate()
-        except sqlite3.DatabaseError as e:
+            self.db = open_db(self.path, MIGRATIONS, synchronous="FULL" if fsync else "OFF", check_same_thread=False)
+        except SchemaTooNew as e:
+            raise StoreError(str(e)) from None
+        except DatabaseError as e:
             if is_disk_full(e):
                 raise DiskFull(f"disk full: cannot open channel store {self.path}") from e
             raise StoreError(f"cannot open channel store {self.path}: {e}") from e
-
-    def _migrate(self) -> None:
-        ver = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if ver > SCHEMA_VERSION:
-            raise StoreError(f"channel store {self.path} has schema {ver}, newer than this software ({SCHEMA_VERSION})")
-        while ver < SCHEMA_VERSION:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                MIGRATIONS[ver](self.db)
-                self.db.execute(f"PRAGMA user_version = {ver + 1}")
-                self.db.execute("COMMIT")
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            ver += 1
+        self._deferred: dict[bytes, PersistThenSend] = {}
+        self._deferred_payments: dict[str, PaymentRecord] = {}  # bookkeeping, see the rules
+        self._staged_peers: dict[bytes, str] = {}  # written with the next commit, see the rules
+        self._static: dict[bytes, dict[str, Any]] = {}  # last static part written, per channel
+        self.commits = 0  # transactions written since opened (each one an fsync when durable)
 
     def schema_version(self) -> int:
-        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        return schema_version(self.db)
 
     def persist(self, act: PersistThenSend) -> None:
         """Make ``act``'s snapshot and versions durable (one transaction) before anything is sent.
@@ -234,9 +253,9 @@ class ChannelStore:
             self._write({cid: act.snapshot for cid, act in newest.items()}, versions, payments)
 
     def flush(self) -> None:
-        """Write bookkeeping held back by ``persist`` and ``record_payments``."""
+        """Write bookkeeping held back by ``persist`` and ``record_payments``, and staged peers."""
         pending, self._deferred = self._deferred, {}
-        if pending or self._deferred_payments:
+        if pending or self._deferred_payments or self._staged_peers:
             self._write({cid: act.snapshot for cid, act in pending.items()}, [])
 
     def _flush_channels(self) -> None:
@@ -246,8 +265,20 @@ class ChannelStore:
 
     def drop_held(self) -> None:
         """Forget held channel bookkeeping (after a failed commit, before reloading: the peers'
-        reestablish brings it back). Held payment records are kept."""
+        reestablish brings it back). Held payment records and staged peers are kept."""
         self._deferred = {}
+
+    # ---- peers --------------------------------------------------------------------------
+
+    def stage_peer(self, channel_id: bytes, peer: str) -> None:
+        """Record that ``peer`` holds ``channel_id``: written in the next commit, which is the
+        one that makes the channel's first state durable (see the rules)."""
+        self._staged_peers[channel_id] = peer
+
+    def peers(self) -> dict[bytes, str]:
+        """channel id -> peer node id (hex), staged ones included."""
+        rows = self.db.execute("SELECT channel_id, peer FROM channel_peers").fetchall()
+        return {**{bytes(c): str(p) for c, p in rows}, **self._staged_peers}
 
     # ---- payments -----------------------------------------------------------------------
 
@@ -278,8 +309,12 @@ class ChannelStore:
         written: dict[bytes, dict[str, Any]] = {}
         held, self._deferred_payments = self._deferred_payments, {}
         recs = list({**held, **{r.id: r for r in payments}}.values())  # a payment's own record wins
+        peers, self._staged_peers = self._staged_peers, {}
         try:
             db.execute("BEGIN")
+            if peers:
+                db.executemany("INSERT OR REPLACE INTO channel_peers (channel_id, peer) VALUES (?, ?)",
+                               list(peers.items()))
             for cid, snap in snaps.items():
                 static = {k: v for k, v in snap.items() if k in STATIC_KEYS}
                 dynamic = {k: v for k, v in snap.items() if k not in STATIC_KEYS}
@@ -318,9 +353,10 @@ class ChannelStore:
                 self._static.pop(cid, None)
             # Held bookkeeping stays held (a newer record of the same id, staged since, wins).
             self._deferred_payments = {**held, **self._deferred_payments}
+            self._staged_peers = {**peers, **self._staged_peers}
             if is_disk_full(e):
                 raise DiskFull(f"disk full: cannot write channel store {self.path}") from e
-            if isinstance(e, sqlite3.Error):
+            if isinstance(e, Error):
                 raise StoreError(f"cannot write channel store {self.path}: {e}") from e
             raise
         self._static.update(written)

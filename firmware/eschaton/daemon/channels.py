@@ -4,9 +4,9 @@ Rules / theory of operation:
 - The channel core decides, the ``ChannelEndpoint`` persists before it sends (fsync, then the
   signature leaves), and this service only routes: outgoing channel messages go to the peer
   that owns the channel, incoming ones are checked against that owner first.
-- Which peer owns which channel is itself durable (``channel_peers`` table, fsynced) before
-  ``open_channel`` is sent or an incoming open is accepted: after a crash every channel knows
-  where to resend.
+- Which peer owns which channel is itself durable (``channel_peers`` table of the channel store)
+  before ``open_channel`` is sent or an incoming open is accepted: it is written in the same
+  transaction as the channel's first state, so after a crash every channel knows where to resend.
 - Links come and go. Messages for an absent peer are dropped: when the link comes back,
   ``reestablish`` resends the last state (the core keeps its outbox), so nothing is lost.
 - Local requests (pay, escrow, close) wait for the peer's answer with a timeout: a payment is
@@ -70,14 +70,12 @@ from eschaton.daemon.activity import ActivitySummary
 from eschaton.daemon.payments import Payments
 from eschaton.errors import LocalError, RemoteError, TransientError
 from eschaton.net.router import ServiceRoutes
-from eschaton.store import sqlite as store_sqlite
 
 log = logging.getLogger("eschaton.channels")
 
 REQUEST_TIMEOUT = 30.0
 WAIT_NOTE = 2.0  # s: a local request still waiting after this says, once, what it waits for
 HOLD_TURNS = 64  # at most this many loop turns a group commit waits for queued local requests
-SCHEMA_VERSION = 1  # of channel_peers.db
 REANCHOR_FEE = 2_000  # sat, paid by the proposer for the re-anchor transaction
 REANCHOR_TIMEOUT = 3600.0  # the new anchor must confirm: on a real chain that takes blocks
 RESYNC_DELAY = (0.5, 30.0)  # s: first and longest wait before reestablishing after a failed commit
@@ -92,30 +90,17 @@ class PeerUnavailable(TransientError):
 
 
 class _PeerMap:
-    """channel id -> peer node id, durable before anything about the channel is sent.
+    """channel id -> peer node id (hex), kept by the channel store (``channel_peers``): staged
+    there before anything about the channel is sent and committed with the channel's first
+    state. ``map`` is the in-memory copy every lookup reads."""
 
-    Versioned with SQLite's ``user_version`` (1: the table below); a newer schema is refused
-    rather than misread."""
-
-    def __init__(self, path: Path) -> None:
-        self.db = store_sqlite.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            self.db.execute("CREATE TABLE IF NOT EXISTS channel_peers "
-                            "(channel_id BLOB PRIMARY KEY, peer TEXT NOT NULL)")
-            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            raise LocalError(f"{path}: schema version {version} is newer than this firmware ({SCHEMA_VERSION})")
-        self.map: dict[bytes, str] = {bytes(c): p for c, p in self.db.execute("SELECT channel_id, peer FROM channel_peers")}
+    def __init__(self, store: ChannelStore) -> None:
+        self.store = store
+        self.map: dict[bytes, str] = store.peers()
 
     def set(self, cid: bytes, peer: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO channel_peers VALUES (?, ?)", (cid, peer))
+        self.store.stage_peer(cid, peer)
         self.map[cid] = peer
-
-    def close(self) -> None:
-        self.db.close()
 
 
 def channel_secret(mnemonic: str) -> bytes:
@@ -162,7 +147,7 @@ class ChannelService:
     async def open(cls, node: Any) -> ChannelService:
         d: Path = node.datadir
         store = ChannelStore(d / "channels.db")
-        peers = _PeerMap(d / "channel_peers.db")
+        peers = _PeerMap(store)
         policy = Policy(min_lifetime_blocks=20, max_acceptor_contribution=0, min_locktime_step=1,
                         min_escrow_delta=2)
         svc = cls(node, store, peers, channel_secret(node.wallet.seed.mnemonic), policy)
@@ -185,7 +170,6 @@ class ChannelService:
             self.store.close()
         except DiskFull as e:  # held bookkeeping only (see the store's rules): the signed state is on disk
             log.error("%s; bookkeeping since the last commit is lost", e)
-        self.peers.close()
 
     def key_for(self, cid: bytes) -> bytes:
         return derive_channel_key(self._secret, cid)

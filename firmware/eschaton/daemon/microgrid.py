@@ -63,7 +63,7 @@ from eschaton.net.router import Handler, ServiceRoutes
 
 if TYPE_CHECKING:
     from eschaton.net.session import Session
-from eschaton.store import sqlite as store_sqlite
+from eschaton.store.sqlite import Connection, Migration, open_db
 
 log = logging.getLogger("eschaton.microgrid")
 
@@ -120,17 +120,23 @@ def _summary(kind: str, body: Any) -> dict[str, Any]:
     return out
 
 
+def _intents_v1(db: Connection) -> None:
+    # IF NOT EXISTS: firmware before schema versions made this table at version 0.
+    db.execute("CREATE TABLE IF NOT EXISTS intents (payment_id BLOB PRIMARY KEY, "
+               "meter_id TEXT NOT NULL, ref BLOB NOT NULL, channel_id BLOB NOT NULL, "
+               "balance_before INTEGER NOT NULL, amount INTEGER NOT NULL, "
+               "state TEXT NOT NULL, at_ms INTEGER NOT NULL)")
+
+
+INTENT_MIGRATIONS: tuple[Migration, ...] = (_intents_v1,)
+
+
 class _Intents:
-    """Durable payment intents of the buyer: written before a channel update starts."""
+    """Durable payment intents of the buyer: written (fsynced, ``synchronous=FULL``) before a
+    channel update starts. Versioned like every store (``INTENT_MIGRATIONS``)."""
 
     def __init__(self, path: Path) -> None:
-        self.db = store_sqlite.connect(path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS intents (payment_id BLOB PRIMARY KEY, "
-                        "meter_id TEXT NOT NULL, ref BLOB NOT NULL, channel_id BLOB NOT NULL, "
-                        "balance_before INTEGER NOT NULL, amount INTEGER NOT NULL, "
-                        "state TEXT NOT NULL, at_ms INTEGER NOT NULL)")
+        self.db = open_db(path, INTENT_MIGRATIONS, synchronous="FULL")
         self._settled = 0
 
     def add(self, pay: Pay, cid: bytes, before: int) -> None:
@@ -780,10 +786,7 @@ class MicrogridService:
                           ("loss", self.loss_ledger)):
             if led is None:
                 continue
-            rows = led._db.execute(
-                "SELECT seq, kind, at_ms, payload FROM entries WHERE seq > ? ORDER BY seq",
-                (self._seen[role],)).fetchall()
-            for seq, kind, at_ms, payload in rows:
+            for seq, kind, at_ms, payload in led.entries_after(self._seen[role]):
                 try:
                     _, e = Entry.from_payload(bytes(payload))
                     body = _summary(kind, e.body)

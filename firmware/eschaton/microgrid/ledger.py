@@ -1,9 +1,10 @@
 """The append-only, hash-chained microgrid ledger in SQLite.
 
 Theory of operation:
-- One SQLite file per core (seller or buyer), WAL journal, ``synchronous=FULL``: when
-  ``append`` returns, the entries survive a power cut, which is what lets an adapter act
-  (pay, cut, send an invoice) only after its decision is durable.
+- One SQLite file per core (seller or buyer), opened by ``eschaton.store.sqlite.open_db``: WAL
+  journal, ``synchronous=FULL``: when ``append`` returns, the entries survive a power cut, which
+  is what lets an adapter act (pay, cut, send an invoice) only after its decision is durable.
+  The schema is versioned (``MIGRATIONS``, ``PRAGMA user_version``); a newer one is refused.
 - ``append`` writes a batch in one ``BEGIN IMMEDIATE`` transaction, so a batch is all-or-nothing
   and two writers cannot both extend the same head.
 - Each row stores the entry's canonical payload, its hash and the previous hash (see
@@ -21,7 +22,6 @@ Theory of operation:
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -35,9 +35,8 @@ from eschaton.core.microgrid.ledger import (
     verify_chain,
 )
 from eschaton.errors import TransientError
-from eschaton.store import sqlite as store_sqlite
+from eschaton.store.sqlite import Connection, Error, Migration, SchemaTooNew, open_db, run_script
 
-SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq       INTEGER PRIMARY KEY,
@@ -54,6 +53,17 @@ _NO_DELETE = """CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON 
 BEGIN SELECT RAISE(ABORT, 'the microgrid ledger is append-only'); END;"""
 
 
+def _v1(db: Connection) -> None:
+    # IF NOT EXISTS: firmware that wrote the tables before setting the version may have left a
+    # file with the tables and version 0.
+    run_script(db, _SCHEMA)
+    db.execute(_NO_DELETE)
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
 class LedgerIOError(TransientError):
     """The ledger file could not be read or written."""
 
@@ -64,23 +74,16 @@ class SqliteLedger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves (sqlite3's implicit
-            # transactions would not take the write lock up front).
-            self._db = store_sqlite.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise LedgerIOError(f"{self.path}: {exc}") from exc
+            self._db = open_db(self.path, MIGRATIONS, synchronous="FULL")
+        except (Error, SchemaTooNew) as exc:
+            raise LedgerIOError(str(exc) if isinstance(exc, SchemaTooNew) else f"{self.path}: {exc}") from exc
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise LedgerIOError(f"{self.path}: ledger schema {version} is not supported")
-            self._db.executescript(_SCHEMA)
+            # The one place allowed to drop this trigger (``archive_before``) recreates it in the
+            # same transaction; this guards against a file edited by hand.
             self._db.execute(_NO_DELETE)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except BaseException as exc:
             self._db.close()
-            if isinstance(exc, sqlite3.Error):
+            if isinstance(exc, Error):
                 raise LedgerIOError(f"{self.path}: {exc}") from exc
             raise
 
@@ -114,7 +117,7 @@ class SqliteLedger:
                         "VALUES (?, ?, ?, ?, ?, ?)",
                         (seq, prev, h, entry.kind.value, entry.at_ms, payload))
                     prev = h
-        except sqlite3.Error as exc:
+        except Error as exc:
             raise LedgerIOError(f"{self.path}: append failed: {exc}") from exc
         return seq, prev
 
@@ -144,7 +147,7 @@ class SqliteLedger:
                 self._db.execute("DROP TRIGGER entries_no_delete")
                 n = self._db.execute("DELETE FROM entries WHERE seq < ?", (seq,)).rowcount
                 self._db.execute(_NO_DELETE)
-        except sqlite3.Error as exc:
+        except Error as exc:
             raise LedgerIOError(f"{self.path}: archiving failed: {exc}") from exc
         return int(n)
 
@@ -183,8 +186,18 @@ class SqliteLedger:
                                    "FROM entries ORDER BY seq")
             for seq, prev, h, payload, kind, at_ms in cur:
                 yield StoredEntry(int(seq), bytes(prev), bytes(h), bytes(payload)), str(kind), int(at_ms)
-        except sqlite3.Error as exc:
+        except Error as exc:
             raise LedgerIOError(f"{self.path}: read failed: {exc}") from exc
+
+    def entries_after(self, seq: int) -> list[tuple[int, str, int, bytes]]:
+        """(seq, kind, at_ms, payload) of the entries after ``seq``, in order, unverified (for
+        status views that follow the ledger as it grows)."""
+        try:
+            rows = self._db.execute("SELECT seq, kind, at_ms, payload FROM entries WHERE seq > ? ORDER BY seq",
+                                    (seq,)).fetchall()
+        except Error as exc:
+            raise LedgerIOError(f"{self.path}: read failed: {exc}") from exc
+        return [(int(s), str(k), int(t), bytes(p)) for s, k, t, p in rows]
 
     def rows(self) -> Iterator[StoredEntry]:
         """The stored rows in order, unverified."""

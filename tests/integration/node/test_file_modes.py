@@ -14,7 +14,6 @@ import pytest
 
 from eschaton.chain.embedded.node import ChainNode
 from eschaton.channel.store import ChannelStore
-from eschaton.daemon.channels import _PeerMap
 from tests.integration.node.harness import NodeProc, cli_json
 
 pytestmark = pytest.mark.timeout(180)
@@ -53,7 +52,7 @@ def test_a_running_node_keeps_its_datadir_private(tmp_path: Path, loose_umask: N
         d = n.datadir
         seen = {str(p.relative_to(d)) for p in d.rglob("*")}
         # The walk must cover what the node is known to make, or it proves nothing.
-        assert {"channels.db", "channels.db-wal", "channels.db-shm", "channel_peers.db", "channel_peers.db-wal",
+        assert {"channels.db", "channels.db-wal", "channels.db-shm",
                 "chain/LOCK", "chain/index.sqlite", "chain/index.sqlite-wal", "chain/electrum.port",
                 "chain/electrum.sock", "chain/kernel/blocks/blk00000.dat", "chain/kernel/chainstate/CURRENT",
                 "wallet/seed", "node_key"} <= seen, sorted(seen)
@@ -80,12 +79,12 @@ def test_files_of_an_older_install_are_tightened_when_opened(tmp_path: Path, loo
     files = [tmp_path / f"{name}{suffix}" for name in ("channels.db", "channel_peers.db")
              for suffix in ("", "-wal", "-shm")]
     assert set(_modes(files).values()) == {"0644"}, _modes(files)
-    store, peers = ChannelStore(tmp_path / "channels.db"), _PeerMap(tmp_path / "channel_peers.db")
+    # The channel store opens the old peer map too (to migrate it): both are tightened.
+    store = ChannelStore(tmp_path / "channels.db")
     try:
         assert set(_modes(files).values()) == {"0600"}, _modes(files)
     finally:
         store.close()
-        peers.close()
         for db in held:
             db.close()
 

@@ -3,7 +3,8 @@
 Rules / theory of operation:
 - The kernel (libbitcoinkernel) validates; this index answers the questions the kernel cannot
   (UTXO by script, who spent an outpoint, where a transaction confirmed).
-- One SQLite file in WAL mode, ``synchronous=NORMAL``: a committed block survives a process crash
+- One SQLite file in WAL mode (opened by ``eschaton.store.sqlite.open_db``, schema version in
+  ``PRAGMA user_version``), ``synchronous=NORMAL``: a committed block survives a process crash
   (WAL is durable against application crashes); after a power loss the last few commits may be
   lost, which the node sees as a short reorg on regtest. Checkpoints (the fsyncs) run on a
   thread of their own (``wal.Checkpointer``).
@@ -33,9 +34,8 @@ from pathlib import Path
 
 from eschaton.chain.embedded.wal import Checkpointer
 from eschaton.core.codec import Block, Tx, compact_size, decode_block
-from eschaton.store import sqlite as store_sqlite
+from eschaton.store.sqlite import Connection, Migration, open_db, run_script
 
-SCHEMA_VERSION = 1
 _sha = hashlib.sha256
 MAX_SCRIPT_SIZE = 10_000
 
@@ -65,6 +65,21 @@ CREATE TABLE IF NOT EXISTS mempool(
 
 class IndexInconsistent(Exception):
     """The index does not match the block being applied (repair by reconciling with the kernel)."""
+
+
+def _v1(db: Connection) -> None:
+    # Firmware before ``user_version`` kept the version in ``meta`` ('schema' = '1') and left
+    # user_version at 0: its tables are kept (IF NOT EXISTS) and the row stays for it to read.
+    run_script(db, _SCHEMA)
+    row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+    if row is None:
+        db.execute("INSERT INTO meta VALUES('schema', '1')")
+    elif row[0] != "1":
+        raise IndexInconsistent(f"index schema {row[0]}, expected 1")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,18 +113,10 @@ def _tx_offsets(block: Block) -> Iterator[tuple[int, int]]:
 
 class ChainIndex:
     def __init__(self, path: Path) -> None:
-        self.db = store_sqlite.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA cache_size=-32768")  # 32 MiB: random txid keys miss a small cache
-        self.db.execute("PRAGMA temp_store=MEMORY")
-        self.db.executescript(_SCHEMA)
+        self.db = open_db(path, MIGRATIONS, synchronous="NORMAL", check_same_thread=False,
+                          pragmas=("cache_size=-32768",  # 32 MiB: random txid keys miss a small cache
+                                   "temp_store=MEMORY"))
         self.db.execute("CREATE TEMP TABLE IF NOT EXISTS spent_batch(txid TEXT NOT NULL, vout INTEGER NOT NULL)")
-        row = self.db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-        if row is None:
-            self.db.execute("INSERT INTO meta VALUES('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise IndexInconsistent(f"index schema {row[0]}, expected {SCHEMA_VERSION}")
         self.in_tx = False
         self._tip: BlockRow | None | bool = False  # False: not cached
         self._times: list[int] | None = None  # times of the last (up to) 11 blocks up to the tip

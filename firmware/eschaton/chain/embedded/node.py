@@ -47,7 +47,6 @@ import fcntl
 import logging
 import os
 import re
-import sqlite3
 import struct
 import time
 from collections.abc import Callable
@@ -71,6 +70,7 @@ from eschaton.chain.errors import (
 from eschaton.chain.kernel import kernel_block
 from eschaton.core.codec import Block, Tx, decode_block, decode_tx, scan_block
 from eschaton.store.private import private_dir, tighten_tree
+from eschaton.store.sqlite import Error as SqliteError
 
 log = logging.getLogger(__name__)
 
@@ -315,13 +315,13 @@ class ChainNode:
                 idx.savepoint("ahead")
             else:
                 idx.begin()
-        except sqlite3.Error:
+        except SqliteError:
             return blk, False
         try:
             idx.connect_block(height, blk)
             if nested:
                 idx.release("ahead")
-        except (IndexInconsistent, sqlite3.Error):
+        except (IndexInconsistent, SqliteError):
             # e.g. it spends a coin the index does not have: the kernel refuses it too, and the
             # caller applies whatever the kernel reports instead
             if nested:

@@ -30,12 +30,11 @@ Rules / theory of operation:
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
-from eschaton.store import sqlite as store_sqlite
+from eschaton.store.sqlite import Connection, Error, connect
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +45,13 @@ class Checkpointer:
     RESTART_FRAMES = 16384  # restart the WAL once a pass finds it longer than this (module doc)
 
     def __init__(
-        self, writer: sqlite3.Connection, path: Path, *, interval: float = 0.25, restart_frames: int = RESTART_FRAMES
+        self, writer: Connection, path: Path, *, interval: float = 0.25, restart_frames: int = RESTART_FRAMES
     ) -> None:
         self.writer = writer
         self.interval = interval
         self.restart_frames = restart_frames
-        self._db = store_sqlite.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # A second connection to the writer's database (open_db opened and migrated it).
+        self._db = connect(path, synchronous="NORMAL", check_same_thread=False)
         writer.execute("PRAGMA wal_autocheckpoint=0")
         page_size = writer.execute("PRAGMA page_size").fetchone()[0]
         writer.execute(f"PRAGMA journal_size_limit={restart_frames * (page_size + 24) + 32}")
@@ -104,7 +103,7 @@ class Checkpointer:
                         break
                     before = frames
                 self._tail_due = frames >= self.restart_frames
-            except sqlite3.Error:  # supervision boundary: a failed checkpoint loses nothing
+            except Error:  # supervision boundary: a failed checkpoint loses nothing
                 log.exception("chain index checkpoint failed")
             self._running = False
             self._idle.set()
