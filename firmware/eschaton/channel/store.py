@@ -66,6 +66,7 @@ from eschaton.store.sqlite import (
     SchemaTooNew,
     connect,
     open_db,
+    refuse_newer,
     run_script,
     schema_version,
 )
@@ -175,9 +176,7 @@ def _legacy_peers(path: Path) -> list[tuple[bytes, str]]:
     or 1, same table); a newer one is refused like any newer database."""
     old = connect(path, synchronous="FULL")
     try:
-        version = schema_version(old)
-        if version > 1:
-            raise SchemaTooNew(f"{path}: schema {version} is newer than this firmware's (1); refusing to open it")
+        refuse_newer(path, schema_version(old), 1)
         if old.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'channel_peers'").fetchone() is None:
             return []
         return [(bytes(c), str(p)) for c, p in old.execute("SELECT channel_id, peer FROM channel_peers")]

@@ -96,13 +96,17 @@ def schema_version(db: Connection) -> int:
     return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
+def refuse_newer(path: Path, version: int, known: int) -> None:
+    """Raise ``SchemaTooNew`` if ``version`` is past the ``known`` one."""
+    if version > known:
+        raise SchemaTooNew(f"{path}: schema {version} is newer than this firmware's ({known}); refusing to open it")
+
+
 def migrate(db: Connection, migrations: Sequence[Migration], path: Path) -> None:
     """Bring ``db`` to version ``len(migrations)``, one transaction per step (see the rules)."""
     target = len(migrations)
     version = schema_version(db)
-    if version > target:
-        raise SchemaTooNew(f"{path}: schema {version} is newer than this firmware's ({target}); "
-                           "refusing to open it")
+    refuse_newer(path, version, target)
     while version < target:
         db.execute("BEGIN IMMEDIATE")
         try:
