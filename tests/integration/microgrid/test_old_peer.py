@@ -8,16 +8,15 @@ process: a real ``NetNode`` whose router runs the channel service only.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 
-from eschaton.config import parse_config
 from eschaton.daemon.microgrid import OFFER_RESEND_S
-from eschaton.demo.village import House, api, free_port, start_node, stop_node, wait_ready
+from eschaton.demo.village import api, start_node, stop_node, wait_ready
 from eschaton.net.identity import create_identity
 from eschaton.net.node import NetNode
+from tests.integration.microgrid.lone_seller import buyer_config, lone_seller
 from tests.routes import Recorder, router
 
 METER = "h3-water-h1"
@@ -25,58 +24,10 @@ METER = "h3-water-h1"
 
 @pytest.mark.timeout(120)
 def test_a_buyer_without_the_microgrid_service_is_offered_nothing_and_stays_linked(tmp_path: Path) -> None:
-    buyer_dir, seller = tmp_path / "buyer", House("house3", "seller")
+    buyer_dir = tmp_path / "buyer"
     buyer_keys = create_identity(buyer_dir)
-    seller.datadir = tmp_path / "house3"
-    seller.node_id = create_identity(seller.datadir).node_id.hex()
-    seller.port, seller.config, seller.log = free_port(), seller.datadir / "node.toml", seller.datadir / "node.log"
-    seller.flows = seller.datadir / "flows.json"
-    seller.flows.write_text(json.dumps([{"name": METER, "pin": 17, "hz": 90.0, "valve": "v1"}]))
-    seller.config.write_text(f'''
-[node]
-datadir = "{seller.datadir}"
-name = "house3"
-[network]
-listen = ["tcp://127.0.0.1:{seller.port}"]
-[network.discovery]
-enabled = false
-[chain]
-datadir = "{tmp_path / 'chain'}"
-[hardware]
-backend = "mock"
-[[meter]]
-name = "{METER}"
-type = "pulse_flow"
-pin = 17
-pulses_per_litre = 450
-[[valve]]
-name = "v1"
-type = "solenoid_nc"
-pin = 23
-meter = "{METER}"
-[microgrid]
-[[microgrid.sell]]
-meter = "{METER}"
-valve = "v1"
-buyer = "{buyer_keys.node_id.hex()}"
-service = "water"
-unit = "litre"
-base_unit = "mL"
-price_msat = 50000
-credit_limit_sat = 20
-''')
-    buyer_cfg = parse_config(f'''
-[node]
-datadir = "{buyer_dir}"
-name = "old-buyer"
-[network]
-listen = ["tcp://127.0.0.1:{free_port()}"]
-[network.discovery]
-enabled = false
-[[network.peers]]
-id = "{seller.node_id}"
-url = "tcp://127.0.0.1:{seller.port}"
-''', "buyer.toml")
+    seller = lone_seller(tmp_path, "house3", METER, buyer_keys.node_id.hex())
+    buyer_cfg = buyer_config(buyer_dir, "old-buyer", seller)
 
     async def scenario() -> None:
         channel = Recorder("channel")  # the old buyer runs channels, not the microgrid

@@ -7,7 +7,6 @@ real node process with a flow meter and a valve on mock pins, water driven in it
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
@@ -15,15 +14,15 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from eschaton.config import parse_config
 from eschaton.core.microgrid.buyer import BuyerCore
 from eschaton.core.microgrid.decisions import Pay
 from eschaton.core.microgrid.terms import Offer
 from eschaton.core.wire.codec import make
 from eschaton.daemon.microgrid import _to_wire, from_wire_fields
-from eschaton.demo.village import House, api, free_port, start_node, stop_node, wait_ready
+from eschaton.demo.village import api, start_node, stop_node, wait_ready
 from eschaton.net.identity import create_identity
 from eschaton.net.node import NetNode
+from tests.integration.microgrid.lone_seller import buyer_config, lone_seller
 from tests.routes import Recorder, router
 
 METER = "h2-water-h1"
@@ -35,60 +34,10 @@ def now_ms() -> int:
 
 @pytest.mark.timeout(120)
 def test_claims_without_channel_payments_credit_nothing_and_the_valve_closes(tmp_path: Path) -> None:
-    buyer_dir, seller = tmp_path / "buyer", House("house2", "seller")
+    buyer_dir = tmp_path / "buyer"
     buyer_keys = create_identity(buyer_dir)
-    buyer_port = free_port()
-    seller.datadir = tmp_path / "house2"
-    seller.node_id = create_identity(seller.datadir).node_id.hex()
-    seller.port, seller.config, seller.log = free_port(), seller.datadir / "node.toml", seller.datadir / "node.log"
-    seller.flows = seller.datadir / "flows.json"
-    seller.flows.write_text(json.dumps([{"name": METER, "pin": 17, "hz": 90.0, "valve": "v1"}]))
-    seller.config.write_text(f'''
-[node]
-datadir = "{seller.datadir}"
-name = "house2"
-[network]
-listen = ["tcp://127.0.0.1:{seller.port}"]
-[network.discovery]
-enabled = false
-[chain]
-datadir = "{tmp_path / 'chain'}"
-[hardware]
-backend = "mock"
-[[meter]]
-name = "{METER}"
-type = "pulse_flow"
-pin = 17
-pulses_per_litre = 450
-[[valve]]
-name = "v1"
-type = "solenoid_nc"
-pin = 23
-meter = "{METER}"
-[microgrid]
-[[microgrid.sell]]
-meter = "{METER}"
-valve = "v1"
-buyer = "{buyer_keys.node_id.hex()}"
-service = "water"
-unit = "litre"
-base_unit = "mL"
-price_msat = 50000
-credit_limit_sat = 20
-pay_interval_ms = 500
-''')
-    buyer_cfg = parse_config(f'''
-[node]
-datadir = "{buyer_dir}"
-name = "fake-buyer"
-[network]
-listen = ["tcp://127.0.0.1:{buyer_port}"]
-[network.discovery]
-enabled = false
-[[network.peers]]
-id = "{seller.node_id}"
-url = "tcp://127.0.0.1:{seller.port}"
-''', "buyer.toml")
+    seller = lone_seller(tmp_path, "house2", METER, buyer_keys.node_id.hex(), extra="pay_interval_ms = 500\n")
+    buyer_cfg = buyer_config(buyer_dir, "fake-buyer", seller)
 
     async def scenario() -> None:
         fake_buyer = Recorder("microgrid")  # runs the microgrid service: records its rows
