@@ -345,15 +345,19 @@ def open_channel(chain: Chain, opener: NodeProc, acceptor: NodeProc, capacity: i
 
 
 def channel_pair(cluster: Cluster, capacity: int, *extra: str, serve: bool = False,
-                 **node_kw: Any) -> tuple[NodeProc, NodeProc, str]:
+                 fixed_ports: bool = False, **node_kw: Any) -> tuple[NodeProc, NodeProc, str]:
     """Nodes a and b on loopback, linked by discovery, a funded, and a channel a->b OPEN.
-    ``serve``: the chain is owned by a separate server process (nodes are its clients)."""
+    ``serve``: the chain is owned by a separate server process (nodes are its clients).
+    ``fixed_ports``: each node listens on a port of its own that a restart keeps."""
     if serve:
         cluster.serve_chain()
     disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc, **node_kw) for n in "ab")
-    a.start().wait_ready()
-    b.start().wait_ready()
+    a, b = (cluster.node(n, listen=[f"tcp://127.0.0.1:{free_port() if fixed_ports else 0}"],
+                         discovery_port=disc, **node_kw) for n in "ab")
+    for n in (a, b):
+        n.start()
+    for n in (a, b):
+        n.wait_ready()
     poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
     cluster.chain.mine(101, to=a.wallet("address")["address"])
     poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")

@@ -5,7 +5,6 @@ flight. The chain is owned by a separate ``chain serve`` so that killing a node 
 chain away from the other."""
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -14,9 +13,8 @@ from eschaton.errors import EschatonError
 from tests.integration.node.harness import (
     Cluster,
     NodeProc,
-    free_port,
+    channel_pair,
     mirrored,
-    open_channel,
     pay,
     poll,
 )
@@ -39,17 +37,7 @@ def _kill_and_restart(victim: NodeProc, survivor: NodeProc, cid: str) -> None:
 
 
 def test_sigkill_mid_channel_resumes(cluster: Cluster) -> None:
-    cluster.serve_chain()
-    disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=[f"tcp://127.0.0.1:{free_port()}"], discovery_port=disc) for n in "ab")
-    for n in (a, b):
-        n.start()
-    for n in (a, b):
-        n.wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
-    cluster.chain.mine(101, to=a.wallet("address")["address"])
-    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
-    cid = open_channel(cluster.chain, a, b, 4_000_000)
+    a, b, cid = channel_pair(cluster, 4_000_000, serve=True, fixed_ports=True)
 
     # Kill the node with the larger id first: then the survivor is the side that must dial.
     first, second = sorted((a, b), key=lambda n: n.id, reverse=True)

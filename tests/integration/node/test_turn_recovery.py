@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 
 import pytest
@@ -16,28 +15,16 @@ from eschaton.api.client import call as api_call
 from eschaton.errors import EschatonError
 from tests.integration.node.harness import (
     Cluster,
-    free_port,
+    channel_pair,
     mirrored,
-    open_channel,
     pay,
-    poll,
 )
 
 pytestmark = pytest.mark.timeout(240)
 
 
 def test_turn_request_lost_with_a_killed_holder_is_asked_again(cluster: Cluster) -> None:
-    cluster.serve_chain()
-    disc = free_port(socket.SOCK_DGRAM)
-    a, b = (cluster.node(n, listen=[f"tcp://127.0.0.1:{free_port()}"], discovery_port=disc) for n in "ab")
-    for n in (a, b):
-        n.start()
-    for n in (a, b):
-        n.wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
-    cluster.chain.mine(101, to=a.wallet("address")["address"])
-    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
-    cid = open_channel(cluster.chain, a, b, 4_000_000)
+    a, b, cid = channel_pair(cluster, 4_000_000, serve=True, fixed_ports=True)
     pay(a, b, cid, 100_000)  # a holds the turn now; b has something to pay back with
     before_a, before_b = mirrored(a, b, cid)
     assert b.api("node.status")["turn_requests_resent"] == 0
