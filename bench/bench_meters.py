@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "firmware")]
 
-from eschaton.metering.config import parse_metering_config  # noqa: E402
+from eschaton.config.metering import parse_metering_config  # noqa: E402
 from eschaton.metering.service import MeteringService  # noqa: E402
 from hw.mock import PulseTrain, mock_hardware  # noqa: E402
 from meter_drivers.pulse_flow import PulseFlowMeter  # noqa: E402

@@ -29,9 +29,9 @@ from eschaton.chain.electrum.server import SOCKET_FILE, ElectrumServer
 from eschaton.chain.embedded.chain import EmbeddedChain
 from eschaton.chain.embedded.node import ChainLock, ChainNode
 from eschaton.chain.errors import ChainDirUnusable, ChainLocked, ChainUnavailable
-from eschaton.store.datadir import DEFAULT_DATADIR, resolve_datadir
+from eschaton.store.datadir import resolve_datadir
 
-__all__ = ["DEFAULT_DATADIR", "open_chain", "resolve_datadir"]
+__all__ = ["open_chain", "resolve_datadir"]
 
 # What a directory that cannot be made or written looks like: a file in the way, a read-only or
 # foreign parent. Such a setting is one line to the operator, not a traceback.

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from eschaton.cli.main import add_common
+from eschaton.config.defaults import CONFIG_NAME
+from eschaton.config.loader import load_metering_config
 from eschaton.errors import LocalError
-from eschaton.metering.cli_support import CONFIG_NAME, add_config_arg, datadir_of
-from eschaton.metering.config import load_metering_config
+from eschaton.metering.cli_support import add_config_arg, datadir_of
 from eschaton.metering.safe_state import drive_safe_state, has_outputs
 from hw.factory import open_hardware
 

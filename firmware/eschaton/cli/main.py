@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from eschaton.config.defaults import CLIENT_DATADIR
 from eschaton.errors import EschatonError
 from eschaton.store.private import set_private_umask
 
@@ -38,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options every command takes."""
-    p.add_argument("--datadir", default=None, help="data directory (default: $ESCHATON_DATADIR or ~/.eschaton)")
+    p.add_argument("--datadir", default=None, help=f"data directory (default: $ESCHATON_DATADIR or {CLIENT_DATADIR})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 

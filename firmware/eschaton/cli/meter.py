@@ -21,10 +21,10 @@ from typing import Any
 
 from eschaton.cli.args import finite
 from eschaton.cli.main import add_common
+from eschaton.config.metering import MeteringConfig, ModbusMeterConfig, PulseMeterConfig
 from eschaton.core.metering.totals import calibrate, counts_to_units
 from eschaton.errors import LocalError
 from eschaton.metering.cli_support import add_config_arg, config_of, datadir_of, meter_row
-from eschaton.metering.config import MeteringConfig, ModbusMeterConfig, PulseMeterConfig
 from eschaton.metering.journal import read_committed
 from eschaton.metering.service import state_dir
 from eschaton.metering.state import CalibrationStore

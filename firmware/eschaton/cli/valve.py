@@ -17,9 +17,9 @@ from typing import Any
 
 from eschaton.cli.args import seconds
 from eschaton.cli.main import add_common
+from eschaton.config.metering import MeteringConfig, ValveConfig
 from eschaton.errors import LocalError
 from eschaton.metering.cli_support import add_config_arg, config_of, datadir_of, valve_row
-from eschaton.metering.config import MeteringConfig, ValveConfig
 from eschaton.metering.service import state_dir
 from eschaton.metering.state import ValveStateStore
 from hw.errors import HardwareError

@@ -29,3 +29,27 @@ CHAIN_NETWORK = "regtest"
 CHAIN_DATADIR = "."  # the node's datadir: its chain is <datadir>/chain, where `eschaton chain --datadir` looks
 CHAIN_DATADIR_LEGACY = "chain"  # the default before: <datadir>/chain/chain, still used if a chain is there
 CHAIN_URL = ""
+
+# The CLI's datadir when neither --datadir nor $ESCHATON_DATADIR names one (a user's own node; the
+# node's service keeps DATADIR above, which its unit and /etc/eschaton/node.toml name).
+CLIENT_DATADIR = "~/.eschaton"
+CONFIG_NAME = "node.toml"  # the node's config inside a datadir, where the CLI looks by default
+
+# [hardware], [metering], [[meter]], [[valve]] (config/metering.py)
+HW_BACKEND = "auto"
+COMMIT_INTERVAL_S = 1.0
+JOURNAL_DIR = "metering"
+PULSES_PER_LITRE = 450.0  # YF-S201: F(Hz) = 7.5 x Q(L/min)
+IMPULSES_PER_KWH = 1000.0
+FLOW_MAX_HZ = 500.0  # a YF-S201 tops out near 30 L/min = 225 Hz; far above is noise
+S0_MAX_HZ = 100.0  # the S0 standard allows at most ~17 impulses/s; far above is noise
+VALVE_SETTLE_S = 5.0
+VALVE_TRAVEL_S = 15.0
+LEAK_PULSES = 10
+MODBUS_TIMEOUT_S = 0.5
+MODBUS_POLL_INTERVAL_S = 5.0
+
+# [microgrid] (config/microgrid.py)
+READING_INTERVAL_S = 0.25
+OFFER_TTL_S = 60.0
+LOSS_WINDOW_S = 10.0

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
+from eschaton.config.microgrid import BuyConfig, MicrogridConfig, SellConfig
 from eschaton.core.link.identity import NodeId
 from eschaton.core.microgrid.buyer import Tolerance
 from eschaton.core.microgrid.decisions import Pay, SendInvoice
@@ -55,7 +56,6 @@ from eschaton.core.microgrid.terms import Offer, Service, Tariff
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.core.wire.codec import make
 from eschaton.core.wire.messages import BY_NAME
-from eschaton.daemon.microgrid_config import BuyConfig, MicrogridConfig, SellConfig
 from eschaton.errors import EschatonError, LocalError
 from eschaton.microgrid.ledger import SqliteLedger
 from eschaton.microgrid.service import BuyerService, SellerService

@@ -183,7 +183,7 @@ class Node:
         """``[[bandwidth]]``: kernel byte counters per neighbour, polled into a durable journal."""
         if not self.config.bandwidth:
             return
-        from eschaton.daemon.bandwidth_config import guarded_interfaces
+        from eschaton.config.bandwidth import guarded_interfaces
         from eschaton.metering.bandwidth import BandwidthMeters
         from meter_drivers.nft_bandwidth import BandwidthClient
 

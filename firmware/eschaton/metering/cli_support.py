@@ -2,20 +2,19 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from eschaton.metering.config import (
+from eschaton.config.defaults import CONFIG_NAME
+from eschaton.config.loader import load_metering_config
+from eschaton.config.metering import (
     MeteringConfig,
     ModbusMeterConfig,
     PulseMeterConfig,
     ValveConfig,
-    load_metering_config,
 )
+from eschaton.store.datadir import resolve_datadir
 from meter_drivers.base import PowerLossBehaviour
-
-CONFIG_NAME = "node.toml"
 
 
 def add_config_arg(p: argparse.ArgumentParser) -> None:
@@ -24,8 +23,7 @@ def add_config_arg(p: argparse.ArgumentParser) -> None:
 
 
 def datadir_of(args: argparse.Namespace) -> Path:
-    d = getattr(args, "datadir", None) or os.environ.get("ESCHATON_DATADIR") or "~/.eschaton"
-    return Path(d).expanduser()
+    return resolve_datadir(getattr(args, "datadir", None))
 
 
 def config_of(args: argparse.Namespace) -> MeteringConfig:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eschaton.metering.config import MeteringConfig, RelayConfig, ValveConfig
+from eschaton.config.metering import MeteringConfig, RelayConfig, ValveConfig
 from hw.errors import HardwareError
 from hw.factory import Hardware
 from meter_drivers.base import MeterError

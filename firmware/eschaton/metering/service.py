@@ -26,6 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from eschaton.config.metering import (
+    MeteringConfig,
+    ModbusMeterConfig,
+    PulseMeterConfig,
+    ValveConfig,
+)
 from eschaton.core.metering.safety import (
     MeterReadFailed,
     MeterReadOk,
@@ -42,12 +48,6 @@ from eschaton.core.metering.safety import (
 )
 from eschaton.core.metering.totals import Reading, windowed_rate
 from eschaton.errors import LocalError
-from eschaton.metering.config import (
-    MeteringConfig,
-    ModbusMeterConfig,
-    PulseMeterConfig,
-    ValveConfig,
-)
 from eschaton.metering.journal import TotalsJournal
 from eschaton.metering.state import CalibrationStore, ValveStateStore
 from hw.factory import Hardware, open_hardware

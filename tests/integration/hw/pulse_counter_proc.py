@@ -15,7 +15,7 @@ import sys
 import threading
 import tomllib
 
-from eschaton.metering.config import parse_metering_config
+from eschaton.config.metering import parse_metering_config
 from eschaton.metering.service import MeteringService
 from hw.mock import PulseTrain, mock_hardware
 

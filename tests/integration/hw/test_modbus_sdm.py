@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from eschaton.cli.main import main
+from eschaton.config.metering import parse_metering_config
 from eschaton.core.metering.safety import AlarmCleared, AlarmKind, MeterFaulty, SafetyEvent
-from eschaton.metering.config import parse_metering_config
 from eschaton.metering.service import MeteringService
 from hw.mock import mock_hardware
 from meter_drivers.base import (

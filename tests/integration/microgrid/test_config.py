@@ -8,7 +8,14 @@ import pytest
 from eschaton.config import ConfigError, parse_config
 
 PEER = "ab" * 32
-HEAD = '[node]\ndatadir = "/tmp/x"\n[chain]\ndatadir = "/tmp/x/chain"\n'
+BASE = '[node]\ndatadir = "/tmp/x"\n[chain]\ndatadir = "/tmp/x/chain"\n'
+# The meters and the valve the sales below name (names are checked across sections on load).
+HW = ('[hardware]\nboard = "pi4b"\n'
+      '[[meter]]\nname = "m1"\ntype = "pulse_flow"\npin = 17\n'
+      '[[meter]]\nname = "bulk"\ntype = "pulse_flow"\npin = 27\n'
+      '[[valve]]\nname = "v1"\ntype = "solenoid_nc"\npin = 22\n'
+      '[[relay]]\nname = "r1"\npin = 23\n')
+HEAD = BASE + HW
 
 
 def sell(**over: object) -> str:
@@ -22,7 +29,7 @@ def sell(**over: object) -> str:
 
 def test_documented_section_parses() -> None:
     cfg = parse_config(HEAD + sell() + f'[[microgrid.buy]]\nseller = "{PEER}"\nmax_price_msat = 5\n'
-                       '[[microgrid.loss]]\nbulk = "b"\ndownstream = ["m1"]\n', "node.toml")
+                       '[[microgrid.loss]]\nbulk = "bulk"\ndownstream = ["m1"]\n', "node.toml")
     mg = cfg.microgrid
     assert mg.sell[0].price_msat == 2000 and mg.sell[0].valve == "v1" and mg.sell[0].relay is None
     assert mg.buy[0].seller == PEER and mg.buy[0].meter is None
@@ -50,8 +57,8 @@ def test_mistakes_name_file_line_and_key(over: dict[str, object], key: str, word
         parse_config(text, "node.toml")
     msg = str(e.value)
     assert key in msg and words in msg, msg
-    # A missing key has no line; every other mistake points at its line.
-    assert re.match(r"node\.toml: " if words == "required" else r"node\.toml:\d+: ", msg), msg
+    # Every mistake points at its line (a missing key at the header of the table that lacks it).
+    assert re.match(r"node\.toml:\d+: ", msg), msg
 
 
 def test_bandwidth_meters_parse() -> None:
@@ -62,7 +69,7 @@ def test_bandwidth_meters_parse() -> None:
     s = cfg.microgrid.sell[0]
     assert s.service == "bandwidth" and s.valve is None and s.relay is None
     assert parse_config(HEAD, "node.toml").bandwidth == ()
-    from eschaton.daemon.bandwidth_config import guarded_interfaces
+    from eschaton.config.bandwidth import guarded_interfaces
     two = parse_config(HEAD + '[[bandwidth]]\nname = "a"\naddresses = ["10.0.0.1"]\ninterface = "bat0"\n'
                        '[[bandwidth]]\nname = "b"\naddresses = ["10.0.0.2"]\ninterface = "bat0"\n'
                        '[[bandwidth]]\nname = "c"\naddresses = ["10.0.0.3"]\n', "node.toml")
@@ -95,3 +102,28 @@ def test_an_address_is_metered_once() -> None:
                           '[[bandwidth]]\nname = "b"\naddresses = ["10.0.0.3"]\n')
     with pytest.raises(ConfigError, match=r"bandwidth\[1\]\.addresses.*10\.0\.0\.3 overlaps 10\.0\.0\.0/28"):
         parse_config(overlapping, "node.toml")
+
+
+@pytest.mark.parametrize(("text", "key", "words"), [
+    (HEAD + sell(meter='"ghost"'), "microgrid.sell[0].meter", "no [[meter]] named 'ghost'"),
+    (HEAD + sell(valve='"ghost"'), "microgrid.sell[0].valve", "no [[valve]] named 'ghost'"),
+    (HEAD + sell(valve=None, relay='"ghost"'), "microgrid.sell[0].relay", "no [[relay]] named 'ghost'"),
+    (BASE + sell(), "microgrid.sell[0].meter", "no [[meter]] named 'm1'"),
+    (HEAD + f'[microgrid]\n[[microgrid.buy]]\nseller = "{PEER}"\nmax_price_msat = 5\nmeter = "ghost"\n',
+     "microgrid.buy[0].meter", "no [[meter]] named 'ghost'"),
+    (HEAD + '[microgrid]\n[[microgrid.loss]]\nbulk = "bulk"\ndownstream = ["m1", "ghost"]\n',
+     "microgrid.loss[0].downstream", "no [[meter]] named 'ghost'"),
+    (HEAD + '[[bandwidth]]\nname = "m1"\naddresses = ["10.0.0.1"]\n', "bandwidth[0].name",
+     "'m1' is already the name of meter[0]"),
+    (HEAD + '[[bandwidth]]\nname = "h1"\naddresses = ["10.0.0.1"]\n' + sell(meter='"h1"'),
+     "microgrid.sell[0].meter", "is a [[bandwidth]] meter"),
+])
+def test_names_are_checked_across_sections_on_load(text: str, key: str, words: str) -> None:
+    """A sale of a meter that is not declared fails when the file is read, not when the node
+    starts: the error names file, line and key like every other."""
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, "node.toml")
+    msg = str(e.value)
+    assert e.value.key == key and words in msg, msg
+    assert e.value.line is not None and key.split(".")[-1].split("[")[0] in text.splitlines()[
+        e.value.line - 1], msg

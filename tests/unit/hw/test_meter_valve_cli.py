@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from eschaton.cli.main import main
-from eschaton.metering.config import parse_metering_config
+from eschaton.config.metering import parse_metering_config
 from eschaton.metering.service import MeteringService
 from hw.mock import drive_pulses, mock_hardware
 

@@ -5,13 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from eschaton.config import ConfigError, load_metering_config
+from eschaton.config.metering import ModbusMeterConfig, PulseMeterConfig
 from eschaton.errors import LocalError
-from eschaton.metering.config import (
-    MeteringConfigError,
-    ModbusMeterConfig,
-    PulseMeterConfig,
-    load_metering_config,
-)
 
 GOOD = """\
 [hardware]
@@ -72,9 +68,9 @@ def test_a_good_config(tmp_path: Path) -> None:
         cfg.valve("nope")
 
 
-def _err(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> MeteringConfigError:
+def _err(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> ConfigError:
     p = _write(tmp_path, text)
-    with pytest.raises(MeteringConfigError) as ei:
+    with pytest.raises(ConfigError) as ei:
         load_metering_config(p, env=env or {})
     assert str(ei.value).startswith(str(p))
     return ei.value
@@ -129,7 +125,7 @@ def test_serial_port_that_does_not_exist(tmp_path: Path) -> None:
 def test_header_uart_conflicts_with_a_pulse_pin(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     # /dev/serial0 exists only on a Pi; pretend it does, the rest is the real check.
-    monkeypatch.setattr("eschaton.metering.config._port_exists", lambda port: True)
+    monkeypatch.setattr("eschaton.config.metering._port_exists", lambda port: True)
     text = (PULSE.format(name="a", pin=14)
             + '\n[[meter]]\nname = "sdm"\ntype = "modbus_sdm"\nport = "/dev/serial0"\n')
     e = _err(tmp_path, text)
@@ -174,7 +170,7 @@ def test_hardware_section(tmp_path: Path) -> None:
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
     e = _err(tmp_path, '[[meter]]\nname = "a\n')
     assert e.key == "toml" and e.line == 2
-    with pytest.raises(MeteringConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="does not exist"):
         load_metering_config(tmp_path / "nope.toml")
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from eschaton.metering.config import load_metering_config, parse_metering_config
+from eschaton.config.loader import load_metering_config
+from eschaton.config.metering import parse_metering_config
 from eschaton.metering.safe_state import drive_safe_state
 from hw.mock import FakeClock, mock_hardware, output_history
 from hw.mock_lines import ENV as LINES_ENV

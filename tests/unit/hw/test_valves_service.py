@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from eschaton.config.metering import parse_metering_config
 from eschaton.core.metering.safety import (
     AlarmCleared,
     AlarmKind,
@@ -14,7 +15,6 @@ from eschaton.core.metering.safety import (
     ValveMismatch,
 )
 from eschaton.errors import LocalError
-from eschaton.metering.config import parse_metering_config
 from eschaton.metering.journal import read_committed
 from eschaton.metering.service import MeteringService
 from hw.mock import FakeClock, assert_valve_states, drive_pulses, mock_hardware, set_input

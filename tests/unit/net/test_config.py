@@ -83,7 +83,7 @@ def test_full_file(tmp_path: Path) -> None:
     ('url = "tcp://10.0.0.2:9735"', 'url = "ble://aa"', "network.peers[0].url", 16, "not available"),
     ('name = "pump-house"', 'name = "pump-house"\nnmae = 1', "node.nmae", 5, "unknown key"),
     ('backend = "electrum"', 'backend = "bitcoind"', "chain.backend", 24, "embedded, electrum"),
-    ('url = "tcp://127.0.0.1:50001"', "", "chain.url", None, "required"),
+    ('url = "tcp://127.0.0.1:50001"', "", "chain.url", 23, "required"),
     ('interval = 5', 'interval = -1', "network.discovery.interval", 12, "number"),
     ('"serial:///dev/ttyAMA0?baud=115200"', '"smoke://x"', "network.listen[1]", 7, "unknown transport"),
     ('datadir = "/srv/esc"', 'datadir = "relative"', "node.datadir", 3, "absolute"),

@@ -3,16 +3,18 @@
 
 A transport moves whole frames (one frame = one Noise message). The link above never knows
 which transport it runs on. Each scheme module registers a ``Transport`` with
-``register_scheme``; ``connect(url)`` and ``listen(url, on_stream)`` pick it by the URL scheme.
+``register_scheme``; URLs are parsed by ``eschaton.core.url`` (the configuration checks them
+without loading this package); ``connect(url)`` and ``listen(url, on_stream)`` pick it by the URL scheme.
 """
 from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
-from urllib.parse import parse_qs, urlsplit
 
+from eschaton.core.url import BadTransportUrl as BadTransportUrl
+from eschaton.core.url import TransportUrl as TransportUrl
+from eschaton.core.url import parse_url as parse_url
 from eschaton.core.wire.framing import MAX_FRAME
 from eschaton.errors import LocalError, TransientError
 
@@ -25,54 +27,8 @@ class TransportClosed(TransportError):
     """The other end closed the stream (or we did)."""
 
 
-class BadTransportUrl(LocalError):
-    """A transport URL that cannot be used (unknown scheme, missing port, bad option)."""
-
-
 class TransportUnavailable(LocalError):
     """A registered scheme that this build or machine cannot provide."""
-
-
-@dataclass(frozen=True, slots=True)
-class TransportUrl:
-    """A parsed transport URL."""
-
-    url: str
-    scheme: str
-    host: str
-    port: int | None
-    path: str
-    query: dict[str, str] = field(default_factory=dict)
-    netloc: str = ""
-    """The raw authority part (e.g. a BLE address ``AA:BB:CC:DD:EE:FF``)."""
-
-    def require_port(self, *, allow_zero: bool = False) -> int:
-        lo = 0 if allow_zero else 1
-        if self.port is None:
-            raise BadTransportUrl(f"{self.url}: needs a port {lo}..65535")
-        if self.port == -1:
-            raise BadTransportUrl(f"{self.url}: the port must be a number in {lo}..65535")
-        if not lo <= self.port <= 65535:
-            raise BadTransportUrl(f"{self.url}: the port is out of range {lo}..65535")
-        return self.port
-
-
-def parse_url(url: str) -> TransportUrl:
-    try:
-        parts = urlsplit(url)
-    except ValueError as exc:
-        raise BadTransportUrl(f"{url!r}: {exc}") from None
-    try:
-        port = parts.port
-    except ValueError:
-        # Digits only: above 65535 (65536 stands for all of them, so that require_port says "out
-        # of range"); anything else is not a number (-1). Only schemes that need a port complain.
-        port = 65536 if parts.netloc.rpartition(":")[2].isdigit() else -1
-    if not parts.scheme:
-        raise BadTransportUrl(f"{url!r}: missing scheme (e.g. tcp://host:port)")
-    query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-    return TransportUrl(url, parts.scheme.lower(), parts.hostname or "", port, parts.path, query,
-                        parts.netloc)
 
 
 class FrameStream(abc.ABC):

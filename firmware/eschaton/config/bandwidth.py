@@ -28,7 +28,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from eschaton.daemon.microgrid_config import _T, _list
+from eschaton.config.errors import ConfigContext
+from eschaton.config.microgrid import Table, table_list
 from meter_drivers.nft_bandwidth import NAME_RE, NftConfigError, check_interface
 
 
@@ -45,15 +46,15 @@ def guarded_interfaces(entries: tuple[BandwidthEntry, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(e.interface for e in entries if e.interface is not None))
 
 
-def parse_bandwidth(doc: dict[str, Any], ctx: Any) -> tuple[BandwidthEntry, ...]:
+def parse_bandwidth(doc: dict[str, Any], ctx: ConfigContext) -> tuple[BandwidthEntry, ...]:
     """The ``[[bandwidth]]`` tables of the node's TOML (empty when absent)."""
     if "bandwidth" not in doc:
         return ()
-    root = _T(ctx, (), doc)
+    root = Table(ctx, (), doc)
     out: list[BandwidthEntry] = []
     seen: list[tuple[ipaddress.IPv4Network, str]] = []
-    for i, d in enumerate(_list(root, "bandwidth")):
-        t = _T(ctx, ("bandwidth", i), d)
+    for i, d in enumerate(table_list(root, "bandwidth")):
+        t = Table(ctx, ("bandwidth", i), d)
         name = t.str_("name")
         if not NAME_RE.fullmatch(name):  # the driver's rule: names name kernel objects
             raise t.err("name", "must be 1-31 characters of a-z, 0-9, '_' or '-', starting with a "

@@ -38,15 +38,16 @@ clear_ppm = 20000
 ```
 
 Rules: every key is checked (type, range, known name) and an error names the file, the key and
-its line through the loader's ``ConfigContext``. Meter and valve names are checked against the
-metering sections by the service at start (the metering config owns those names).
+its line through the loader's ``ConfigContext``. The names of meters, valves and relays are
+checked against the sections that declare them by ``config.crosscheck``, when the file is read.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from eschaton.core.microgrid.terms import UNITS, Service
+from eschaton.config import defaults as D
+from eschaton.config.errors import ConfigContext, ConfigError
 
 MAX_INT = 2**63 - 1
 
@@ -97,18 +98,18 @@ class MicrogridConfig:
     loss: tuple[LossSection, ...]
 
 
-class _T:
+class Table:
     """One table of the section, with typed getters that raise located errors."""
 
-    def __init__(self, ctx: Any, path: tuple[str | int, ...], data: Any) -> None:
+    def __init__(self, ctx: ConfigContext, path: tuple[str | int, ...], data: Any) -> None:
         self.ctx, self.path = ctx, path
         if not isinstance(data, dict):
             raise ctx.error(path, "must be a table")
         self.data = data
         self.used: set[str] = set()
 
-    def err(self, key: str, msg: str) -> Exception:
-        return self.ctx.error((*self.path, key), msg)  # type: ignore[no-any-return]
+    def err(self, key: str, msg: str) -> ConfigError:
+        return self.ctx.error((*self.path, key), msg)
 
     def raw(self, key: str, default: Any) -> Any:
         self.used.add(key)
@@ -157,22 +158,26 @@ class _T:
 _REQUIRED = object()
 
 
-def _list(root: _T, key: str) -> list[Any]:
+def table_list(root: Table, key: str) -> list[Any]:
     v = root.raw(key, [])
     if not isinstance(v, list):
         raise root.err(key, f"must be an array of tables ([[microgrid.{key}]])")
     return v
 
 
-def parse_microgrid(doc: dict[str, Any], ctx: Any) -> MicrogridConfig | None:
+def parse_microgrid(doc: dict[str, Any], ctx: ConfigContext) -> MicrogridConfig | None:
     """The ``[microgrid]`` section of the node's TOML, or None if absent."""
     if "microgrid" not in doc:
         return None
-    root = _T(ctx, ("microgrid",), doc["microgrid"])
-    interval = root.num("reading_interval_s", 0.25, 0.01, 60.0)
+    # The unit table lives with the terms, which sign with the node key: loaded only when a node
+    # reads its config, never by a thin client.
+    from eschaton.core.microgrid.terms import UNITS, Service
+
+    root = Table(ctx, ("microgrid",), doc["microgrid"])
+    interval = root.num("reading_interval_s", D.READING_INTERVAL_S, 0.01, 60.0)
     sells: list[SellConfig] = []
-    for i, d in enumerate(_list(root, "sell")):
-        t = _T(ctx, ("microgrid", "sell", i), d)
+    for i, d in enumerate(table_list(root, "sell")):
+        t = Table(ctx, ("microgrid", "sell", i), d)
         service = t.str_("service")
         if service not in {s.value for s in Service}:
             raise t.err("service", "must be water, electricity or bandwidth")
@@ -198,13 +203,13 @@ def parse_microgrid(doc: dict[str, Any], ctx: Any) -> MicrogridConfig | None:
             credit_limit_sat=t.int_("credit_limit_sat", 0),
             pay_interval_ms=t.int_("pay_interval_ms", 0),
             fee_sat=fee, fee_period_ms=period,
-            offer_ttl_s=t.num("offer_ttl_s", 60.0, 1.0, 86400.0)))
+            offer_ttl_s=t.num("offer_ttl_s", D.OFFER_TTL_S, 1.0, 86400.0)))
         t.done()
         if sum(1 for s in sells if s.meter == sells[-1].meter) > 1:
             raise t.err("meter", f"meter {sells[-1].meter!r} is sold twice")
     buys: list[BuyConfig] = []
-    for i, d in enumerate(_list(root, "buy")):
-        t = _T(ctx, ("microgrid", "buy", i), d)
+    for i, d in enumerate(table_list(root, "buy")):
+        t = Table(ctx, ("microgrid", "buy", i), d)
         buys.append(BuyConfig(
             seller=t.node_id("seller"),
             max_price_msat=t.int_("max_price_msat", None, 0, 10**12),
@@ -214,14 +219,14 @@ def parse_microgrid(doc: dict[str, Any], ctx: Any) -> MicrogridConfig | None:
             tolerance_ppm=t.int_("tolerance_ppm", 0, 0, 1_000_000)))
         t.done()
     losses: list[LossSection] = []
-    for i, d in enumerate(_list(root, "loss")):
-        t = _T(ctx, ("microgrid", "loss", i), d)
+    for i, d in enumerate(table_list(root, "loss")):
+        t = Table(ctx, ("microgrid", "loss", i), d)
         down = t.raw("downstream", _REQUIRED)
         if not isinstance(down, list) or not down or not all(isinstance(x, str) and x for x in down):
             raise t.err("downstream", "must be a non-empty list of meter names")
         losses.append(LossSection(
             bulk=t.str_("bulk"), downstream=tuple(down),
-            window_s=t.num("window_s", 10.0, 0.1, 86400.0),
+            window_s=t.num("window_s", D.LOSS_WINDOW_S, 0.1, 86400.0),
             alarm_units=t.int_("alarm_units", 0), alarm_ppm=t.int_("alarm_ppm", 0, 0, 1_000_000),
             clear_units=t.int_("clear_units", 0), clear_ppm=t.int_("clear_ppm", 0, 0, 1_000_000)))
         t.done()

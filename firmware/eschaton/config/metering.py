@@ -2,11 +2,11 @@
 sections of the node's TOML, validated once into frozen dataclasses.
 
 Rules:
-- ``load_metering_config(path)`` reads a file with ``tomllib``; ``parse_metering_config(data,
-  source=..., text=...)`` validates an already-parsed document (the node's full config loader
-  calls this for these sections).
-- Every error is a ``MeteringConfigError`` naming the file, the key (``meter[1].pin``) and, when it
-  can be found in the text, the line: ``node.toml:14: meter[1].pin: GPIO17 is already used by
+- ``parse_metering_config(data, source=..., text=...)`` validates an already-parsed document;
+  the node's loader calls it for these sections, and ``loader.load_metering_config`` reads a file
+  for the commands that need these sections alone (``eschaton hw safe-state``, ``meter``, ``valve``).
+- Every error is a ``ConfigError`` naming the file, the key (``meter[1].pin``) and, when it can be
+  found in the text, the line: ``node.toml:14: meter[1].pin: GPIO17 is already used by
   meter[0] (water)``.
 - Checked: unknown keys and types, unknown meter/valve types, pins not on the board (or
   reserved), a pin used twice (including valve feedback pins and the header UART a Modbus meter
@@ -18,43 +18,22 @@ Rules:
 from __future__ import annotations
 
 import os
-import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from eschaton.config import defaults as D
+from eschaton.config.errors import ConfigContext, ConfigError
 from eschaton.core.metering.journal_codec import METER_NAME_RE
 from eschaton.errors import LocalError
 from hw.boards import DEFAULT_MOCK_BOARD, BoardProfile, board_by_name, board_for_revision, parse_pin
 from hw.errors import HardwareError
 
-# -- defaults, in one place -----------------------------------------------------------------
-DEFAULT_BACKEND = "auto"
-DEFAULT_COMMIT_INTERVAL_S = 1.0
-DEFAULT_JOURNAL_DIR = "metering"
-DEFAULT_PULSES_PER_LITRE = 450.0  # YF-S201: F(Hz) = 7.5 x Q(L/min)
-DEFAULT_IMPULSES_PER_KWH = 1000.0
-DEFAULT_FLOW_MAX_HZ = 500.0  # a YF-S201 tops out near 30 L/min = 225 Hz; far above is noise
-DEFAULT_S0_MAX_HZ = 100.0  # the S0 standard allows at most ~17 impulses/s; far above is noise
-DEFAULT_SETTLE_S = 5.0
-DEFAULT_TRAVEL_S = 15.0
-DEFAULT_LEAK_PULSES = 10
-
 METER_TYPES = ("pulse_flow", "s0_energy", "modbus_sdm")
 VALVE_TYPES = ("solenoid_nc", "motorised")
-
-
-class MeteringConfigError(LocalError):
-    """Invalid metering configuration; the message names file, line and key."""
-
-    def __init__(self, source: str, key: str, message: str, line: int | None = None) -> None:
-        where = f"{source}:{line}" if line is not None else source
-        super().__init__(f"{where}: {key}: {message}")
-        self.source = source
-        self.key = key
-        self.line = line
+SECTIONS = ("meter", "valve", "relay", "tamper", "hardware", "metering")
+"""The top-level keys this module owns."""
 
 
 # -- dataclasses ----------------------------------------------------------------------------
@@ -62,7 +41,7 @@ class MeteringConfigError(LocalError):
 class HardwareConfig:
     """The ``[hardware]`` table."""
 
-    backend: str = DEFAULT_BACKEND
+    backend: str = D.HW_BACKEND
     """GPIO backend: "auto" (lgpio on a Pi), "lgpio" or "mock". GPIOZERO_PIN_FACTORY overrides."""
     board: str | None = None
     """Board profile (pi3b, pi4b, pi5, zero2w); None = detect (mock: GPIOZERO_MOCK_REVISION)."""
@@ -112,11 +91,11 @@ class ModbusMeterConfig:
     """N, E or O."""
     stopbits: int = 1
     """1 or 2."""
-    timeout_s: float = 0.5
+    timeout_s: float = D.MODBUS_TIMEOUT_S
     """Per-request response timeout."""
     retries: int = 2
     """Further attempts after a failed request."""
-    poll_interval_s: float = 5.0
+    poll_interval_s: float = D.MODBUS_POLL_INTERVAL_S
     """Seconds between polls by the metering service."""
     silent_after_s: float | None = None
     """Report the meter silent after this long without a good read; None disables."""
@@ -145,13 +124,13 @@ class ValveConfig:
     """Position input reading active when the valve is open; None if not wired."""
     feedback_active_high: bool = False
     """Polarity of the feedback input (default: switch to GND, active when low)."""
-    travel_s: float = DEFAULT_TRAVEL_S
+    travel_s: float = D.VALVE_TRAVEL_S
     """Motorised valves: seconds the motor is driven for a full stroke."""
     meter: str | None = None
     """Flow meter downstream of the valve, for leak detection."""
-    settle_s: float = DEFAULT_SETTLE_S
+    settle_s: float = D.VALVE_SETTLE_S
     """Seconds after a command before position and leak rules apply."""
-    leak_pulses: int = DEFAULT_LEAK_PULSES
+    leak_pulses: int = D.LEAK_PULSES
     """Pulses tolerated while closed before a leak is reported."""
 
 
@@ -203,9 +182,9 @@ class MeteringConfig:
     """Declared tamper inputs."""
     relays: tuple[RelayConfig, ...] = ()
     """Declared supply relays."""
-    commit_interval_s: float = DEFAULT_COMMIT_INTERVAL_S
+    commit_interval_s: float = D.COMMIT_INTERVAL_S
     """Journal group-commit interval: the most pulses a power cut can lose."""
-    journal_dir: str = DEFAULT_JOURNAL_DIR
+    journal_dir: str = D.JOURNAL_DIR
     """Journal directory, relative to the data directory unless absolute."""
 
     def meter(self, name: str) -> MeterConfig:
@@ -224,62 +203,19 @@ class MeteringConfig:
 
 
 # -- parsing --------------------------------------------------------------------------------
-class _Ctx:
-    """Error reporting with line lookup in the TOML text."""
-
-    def __init__(self, source: str, text: str | None) -> None:
-        self.source = source
-        self.lines = text.splitlines() if text is not None else []
-
-    def line_of(self, table: str | None, index: int | None, key: str | None) -> int | None:
-        if not self.lines:
-            return None
-        start = 0
-        if table is not None:
-            header = re.compile(
-                rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]" if index is not None
-                else rf"^\s*\[\s*{re.escape(table)}\s*\]")
-            seen = -1
-            for i, line in enumerate(self.lines):
-                if header.match(line):
-                    seen += 1
-                    if index is None or seen == index:
-                        start = i
-                        break
-            else:
-                return None
-            if key is None:
-                return start + 1
-        if key is None:
-            return None
-        keyre = re.compile(rf"^\s*{re.escape(key)}\s*=")
-        for i in range(start + (1 if table else 0), len(self.lines)):
-            if table is not None and i > start and re.match(r"^\s*\[", self.lines[i]):
-                break
-            if keyre.match(self.lines[i]):
-                return i + 1
-        return start + 1 if table is not None else None
-
-    def error(self, table: str | None, index: int | None, key: str | None, message: str) -> MeteringConfigError:
-        name = table or ""
-        if index is not None:
-            name += f"[{index}]"
-        if key is not None:
-            name = f"{name}.{key}" if name else key
-        return MeteringConfigError(self.source, name, message, self.line_of(table, index, key))
-
-
 class _Table:
     """Typed access to one TOML table, remembering which keys were used."""
 
-    def __init__(self, ctx: _Ctx, table: str, index: int | None, data: Any) -> None:
+    def __init__(self, ctx: ConfigContext, table: str, index: int | None, data: Any) -> None:
+        self.ctx, self.table, self.index = ctx, table, index
+        self.path: tuple[str | int, ...] = (table,) if index is None else (table, index)
         if not isinstance(data, dict):
-            raise ctx.error(table, index, None, "must be a table")
-        self.ctx, self.table, self.index, self.data = ctx, table, index, data
+            raise ctx.error(self.path, "must be a table")
+        self.data: dict[str, Any] = data
         self.used: set[str] = set()
 
-    def err(self, key: str | None, message: str) -> MeteringConfigError:
-        return self.ctx.error(self.table, self.index, key, message)
+    def err(self, key: str | None, message: str) -> ConfigError:
+        return self.ctx.error(self.path if key is None else (*self.path, key), message)
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = None, *,
             required: bool = False) -> Any:
@@ -338,16 +274,20 @@ def _port_exists(port: str) -> bool:
 def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
                           text: str | None = None,
                           env: Mapping[str, str] | None = None,
-                          check_ports: bool = True) -> MeteringConfig:
-    """Validate the metering sections of a parsed TOML document.
+                          check_ports: bool = True,
+                          ctx: ConfigContext | None = None) -> MeteringConfig:
+    """Validate the metering sections of a parsed TOML document (``text``, if given, locates
+    errors; the node's loader passes its ``ctx`` instead).
 
     ``check_ports=False`` skips the "serial port exists" check: the safe-state command must close
     valves even when a meter's USB adapter has gone.
     """
-    ctx = _Ctx(source, text)
+    if ctx is None:
+        ctx = ConfigContext(source, text or "", Path(D.DATADIR))
+    source = ctx.source
 
     hwt = _Table(ctx, "hardware", None, data.get("hardware", {}))
-    backend = hwt.get("backend", str, DEFAULT_BACKEND)
+    backend = hwt.get("backend", str, D.HW_BACKEND)
     if backend not in ("auto", "lgpio", "mock"):
         raise hwt.err("backend", f"unknown backend {backend!r}; use auto, lgpio or mock")
     board_name = hwt.get("board", str)
@@ -359,8 +299,8 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
     hardware = HardwareConfig(backend=backend, board=board_name)
 
     mt = _Table(ctx, "metering", None, data.get("metering", {}))
-    commit_interval = mt.positive("commit_interval_s", DEFAULT_COMMIT_INTERVAL_S)
-    journal_dir = mt.get("journal_dir", str, DEFAULT_JOURNAL_DIR)
+    commit_interval = mt.positive("commit_interval_s", D.COMMIT_INTERVAL_S)
+    journal_dir = mt.get("journal_dir", str, D.JOURNAL_DIR)
     mt.finish()
 
     names: dict[str, str] = {}
@@ -391,7 +331,7 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
     def list_of(key: str) -> list[Any]:
         v = data.get(key, [])
         if not isinstance(v, list):
-            raise ctx.error(key, None, None, f"must be an array of tables: [[{key}]]")
+            raise ctx.error((key,), f"must be an array of tables: [[{key}]]")
         return v
 
     meters: list[MeterConfig] = []
@@ -406,11 +346,11 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
             pin = pin_of(t, "pin", name)
             assert pin is not None
             if typ == "pulse_flow":
-                factor = t.positive("pulses_per_litre", DEFAULT_PULSES_PER_LITRE)
-                max_hz = t.positive("max_rate_hz", DEFAULT_FLOW_MAX_HZ)
+                factor = t.positive("pulses_per_litre", D.PULSES_PER_LITRE)
+                max_hz = t.positive("max_rate_hz", D.FLOW_MAX_HZ)
             else:
-                factor = t.positive("impulses_per_kwh", DEFAULT_IMPULSES_PER_KWH)
-                max_hz = t.positive("max_rate_hz", DEFAULT_S0_MAX_HZ)
+                factor = t.positive("impulses_per_kwh", D.IMPULSES_PER_KWH)
+                max_hz = t.positive("max_rate_hz", D.S0_MAX_HZ)
             edge = t.get("edge", str, "falling")
             if edge not in ("falling", "rising", "both"):
                 raise t.err("edge", f"must be falling, rising or both, not {edge!r}")
@@ -451,8 +391,8 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
                                     f"{board.uart_pins[0]}/{board.uart_pins[1]}, but GPIO{gpio} "
                                     f"is already used by {pins[gpio]}")
                     pins[gpio] = f"meter[{i}] ({name}, serial port)"
-            timeout = t.positive("timeout_s", 0.5)
-            poll = t.positive("poll_interval_s", 5.0)
+            timeout = t.positive("timeout_s", D.MODBUS_TIMEOUT_S)
+            poll = t.positive("poll_interval_s", D.MODBUS_POLL_INTERVAL_S)
             assert timeout is not None and poll is not None
             meters.append(ModbusMeterConfig(
                 name=name, port=port, model=model, device_id=device_id, baudrate=baudrate,
@@ -484,13 +424,13 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
                 raise t.err("meter", f"no meter named {meter!r} is declared")
             if meter_names[meter].type != "pulse_flow":
                 raise t.err("meter", f"{meter!r} is not a pulse_flow meter")
-        leak = t.get("leak_pulses", int, DEFAULT_LEAK_PULSES)
+        leak = t.get("leak_pulses", int, D.LEAK_PULSES)
         if leak < 0:
             raise t.err("leak_pulses", "must not be negative")
-        settle = t.get("settle_s", float, DEFAULT_SETTLE_S)
+        settle = t.get("settle_s", float, D.VALVE_SETTLE_S)
         if settle < 0:
             raise t.err("settle_s", "must not be negative")
-        travel = t.positive("travel_s", DEFAULT_TRAVEL_S) if typ == "motorised" else DEFAULT_TRAVEL_S
+        travel = t.positive("travel_s", D.VALVE_TRAVEL_S) if typ == "motorised" else D.VALVE_TRAVEL_S
         assert travel is not None
         valves.append(ValveConfig(
             name=name, type=typ, pins=relay_pins, active_high=t.get("active_high", bool, False),
@@ -533,29 +473,6 @@ def parse_metering_config(data: Mapping[str, Any], *, source: str = "<config>",
                           commit_interval_s=commit_interval, journal_dir=journal_dir)
 
 
-def load_metering_config(path: str | os.PathLike[str], *,
-                         env: Mapping[str, str] | None = None,
-                         check_ports: bool = True) -> MeteringConfig:
-    """Read and validate a TOML file."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise MeteringConfigError(str(p), "file", "does not exist") from None
-    except OSError as e:
-        raise MeteringConfigError(str(p), "file", f"cannot be read: {e.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        m = re.search(r"line (\d+)", str(e))
-        raise MeteringConfigError(str(p), "toml", f"not valid TOML: {e}",
-                                  int(m.group(1)) if m else None) from None
-    return parse_metering_config(data, source=str(p), text=text, env=env, check_ports=check_ports)
-
-
-def parse_metering(doc: Mapping[str, Any], ctx: Any = None) -> MeteringConfig:
-    """Hook for the node's config loader (``eschaton.config.loader``): ``ctx`` supplies
-    ``source`` and ``text`` so errors carry the same file and line as the loader's own."""
-    source = getattr(ctx, "source", "<config>")
-    text = getattr(ctx, "text", None)
-    return parse_metering_config(doc, source=source, text=text)
+def has_metering(doc: Mapping[str, Any]) -> bool:
+    """Does the document declare any of these sections?"""
+    return any(k in doc for k in SECTIONS)
