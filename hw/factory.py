@@ -284,9 +284,9 @@ def open_hardware(backend: str | Backend | None = None, *, board: str | None = N
             profile = board_for_revision(env["GPIOZERO_MOCK_REVISION"])
         else:
             profile = board_by_name(DEFAULT_MOCK_BOARD)
-        from hw.mock import RecordingMockPin  # late import: hw.mock builds on this module
-        from hw.mock_lines import ENV as LINES_ENV
+        from hw.mock_lines import ENV as LINES_ENV  # gpiozero's mock, loaded for the mock alone
         from hw.mock_lines import LineStateMockPin
+        from hw.mock_pins import RecordingMockPin
 
         revision = env.get("GPIOZERO_MOCK_REVISION") if board is None else None
         # ESCHATON_MOCK_GPIO_LINES: lines that outlive this process, as the kernel's do (tests of

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hw.mock import RecordingMockPin
+from hw.mock_pins import RecordingMockPin
 
 ENV = "ESCHATON_MOCK_GPIO_LINES"
 
