@@ -278,9 +278,9 @@ class Chain:
             await self.client.close()
 
     async def mine(self, n: int, address: str | None = None) -> None:
-        from eschaton.cli.chain import address_to_script
+        from eschaton.core.script import address_to_script
 
-        await self.client.mine(n, address_to_script(address) if address else None)
+        await self.client.mine(n, address_to_script(address, "regtest") if address else None)
 
 
 def clean(base: Path) -> None:
