@@ -39,8 +39,16 @@ lint: setup
 	$(VENV)/bin/ruff check firmware hw meter_drivers tests bench
 	$(VENV)/bin/mypy firmware/eschaton/core
 
+# mypy --strict (pyproject.toml) on everything that ships: the firmware, hw and the meter drivers.
+typecheck: setup
+	$(VENV)/bin/mypy firmware/eschaton hw meter_drivers
+
 test: lint
 	$(VENV)/bin/python -m pytest -q -ra
+
+# The unit tier (docs/testing.md): pure cores and in-process tests, no root, no nodes; under a minute.
+test-unit: setup
+	$(VENV)/bin/python -m pytest -q -ra tests/unit
 
 # The flashable arm64 SD image (docs/image.md); as root, about 10 minutes.
 image: setup

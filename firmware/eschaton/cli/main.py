@@ -17,7 +17,7 @@ import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from eschaton.config.defaults import CLIENT_DATADIR
 from eschaton.errors import EschatonError
@@ -32,7 +32,7 @@ Handler = Callable[[argparse.Namespace], Any]
 class _Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line and exits 2, without the usage dump."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"eschaton: error: {message}\n")
         raise SystemExit(2)
 
