@@ -1,16 +1,42 @@
 """Checks across sections, made when the file is read: a name used in one section must be
-declared in another, and a name declares one thing. Each error names the file, the key that
+declared in another, a name declares one thing, and a serial device serves one purpose. Each error names the file, the key that
 uses the name and its line, like the sections' own."""
 from __future__ import annotations
 
 from eschaton.config.bandwidth import BandwidthEntry
 from eschaton.config.errors import ConfigContext
-from eschaton.config.metering import MeteringConfig
+from eschaton.config.metering import MeteringConfig, ModbusMeterConfig
 from eschaton.config.microgrid import MicrogridConfig
+from eschaton.config.network import NetworkConfig
+from eschaton.core.url import parse_url
 
 
-def cross_check(ctx: ConfigContext, metering: MeteringConfig | None,
+def cross_check(ctx: ConfigContext, network: NetworkConfig, metering: MeteringConfig | None,
                 microgrid: MicrogridConfig | None, bandwidth: tuple[BandwidthEntry, ...]) -> None:
+    _serial_ports(ctx, network, metering)
+    _names(ctx, metering, microgrid, bandwidth)
+
+
+def _serial_ports(ctx: ConfigContext, network: NetworkConfig,
+                  metering: MeteringConfig | None) -> None:
+    """A serial device carries either peer links or a Modbus meter: both on one line would
+    garble each other's frames."""
+    links: dict[str, str] = {}
+    for key, urls in (("network.listen", network.listen),
+                      ("network.peers", tuple(p.url for p in network.peers))):
+        for i, url in enumerate(urls):
+            parsed = parse_url(url)  # already checked by network.py
+            if parsed.scheme == "serial" and parsed.path:
+                links.setdefault(parsed.path, f"{key}[{i}]" if key == "network.listen"
+                                 else f"{key}[{i}].url")
+    for i, m in enumerate(metering.meters if metering is not None else ()):
+        if isinstance(m, ModbusMeterConfig) and m.port in links:
+            raise ctx.error(("meter", i, "port"), f"{m.port} is already the link transport of "
+                            f"{links[m.port]}")
+
+
+def _names(ctx: ConfigContext, metering: MeteringConfig | None,
+           microgrid: MicrogridConfig | None, bandwidth: tuple[BandwidthEntry, ...]) -> None:
     meters = {m.name for m in metering.meters} if metering is not None else set()
     declared = {n: f"{kind}[{i}]" for kind, items in (
         ("meter", metering.meters if metering else ()), ("valve", metering.valves if metering else ()),

@@ -62,7 +62,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     metering = parse_metering_config(doc, ctx=ctx) if has_metering(doc) else None
     microgrid = parse_microgrid(doc, ctx)
     bandwidth = parse_bandwidth(doc, ctx)
-    cross_check(ctx, metering, microgrid, bandwidth)
+    cross_check(ctx, network, metering, microgrid, bandwidth)
     return NodeConfig(source, node, network, api, chain, metering, microgrid, bandwidth)
 
 
