@@ -1,6 +1,6 @@
 """Checks across sections, made when the file is read: a name used in one section must be
-declared in another, a name declares one thing, and a serial device serves one purpose. Each error names the file, the key that
-uses the name and its line, like the sections' own."""
+declared in another, a name declares one thing, and a serial device serves one purpose. Each
+error names the file, the key that uses the name and its line, like the sections' own."""
 from __future__ import annotations
 
 from eschaton.config.bandwidth import BandwidthEntry
