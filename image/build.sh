@@ -28,6 +28,10 @@
 # their stamp files exist (for iterating on this script). Without it a fresh directory next to
 # OUT.img is used and removed afterwards. The Eschaton venv and the image are always rebuilt.
 set -euo pipefail
+# Everything in the image is made by this script: its modes must not depend on the caller's
+# umask. Under 0077 (a careful root shell, or a test process after the node's CLI ran in it)
+# /opt/eschaton/venv came out 0700 and the node's own user could not execute it.
+umask 022
 
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 
 import pytest
 
@@ -45,3 +46,14 @@ def need_file(path: str) -> str:
     need(os.path.exists(path), f"needs {path} (Debian package '{package}', which `make setup` "
                                "installs as root)")
     return path
+
+
+@pytest.fixture(autouse=True)
+def _keep_umask() -> Iterator[None]:
+    """The CLI's ``main()`` makes its process umask 0077 (store.private); a test that calls it
+    in-process must not hand that to later tests and the programs they start (an image built
+    under it had a venv its node's user could not execute)."""
+    old = os.umask(0o022)
+    os.umask(old)
+    yield
+    os.umask(old)

@@ -142,3 +142,20 @@ def test_image_installs_unit_watchdog_and_module() -> None:
     # The unit's config path is where the image puts image/node.toml.
     assert '"$ROOTFS/etc/eschaton/node.toml"' in build
     assert "/etc/eschaton/node.toml" in _unit_values("ExecStopPost")[0]
+
+
+def test_image_builder_sets_its_own_umask() -> None:
+    """image/build.sh fixes its umask before it makes anything: an image built from a shell (or a
+    test process) with umask 0077 had a venv that the node's user could not execute."""
+    lines = (SYSTEMD.parent / "image" / "build.sh").read_text().splitlines()
+    umask = next(i for i, line in enumerate(lines) if line.strip() == "umask 022")
+    first_made = next(i for i, line in enumerate(lines)
+                      if line.lstrip().startswith(("mkdir", "install ", "debootstrap", "cp ", "truncate")))
+    assert umask < first_made
+
+
+def test_configuration_directory_mode_matches_tmpfiles() -> None:
+    unit = (SYSTEMD / "eschaton.service").read_text()
+    tmpfiles = (SYSTEMD / "eschaton.tmpfiles.conf").read_text()
+    mode = next(line.split()[2] for line in tmpfiles.splitlines() if line.startswith("d /etc/eschaton "))
+    assert f"ConfigurationDirectoryMode={mode}\n" in unit
