@@ -29,8 +29,8 @@ Rules / theory of operation:
 - Group commit: every channel message dispatched before the event loop next turns (a burst
   read from one or several links), and every local single-signed request (pay, escrow offer,
   commit, rollback) made before then, is handled inside one ``endpoint.batch()``; one fsync
-  covers them all, and only after it do messages leave, broadcasts start and payment listeners
-  (the microgrid seller's credit) run. If that commit fails (a full disk), the channels are
+  covers them all, and only after it do messages leave, broadcasts start and payment events
+  (``PaymentReceived`` of the payments facade, which the microgrid seller credits from) go out. If that commit fails (a full disk), the channels are
   reloaded from the store: nothing of the batch was sent. The local callers staged in it are
   told at once with the store's error (``stage_update`` hands each a future of the commit):
   waiting for an acknowledgement that cannot come would only turn a definite failure into a
@@ -125,12 +125,10 @@ class ChannelService:
         self.notifications: deque[dict[str, Any]] = deque(maxlen=100)
         self.activity = ActivitySummary(log)
         self.refusals: list[dict[str, Any]] = []
-        self.payment_listeners: list[Callable[[bytes, int], None]] = []
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._busy: set[bytes] = set()
         self._deferred: dict[bytes, tuple[Any, WireMessage]] = {}
         self._rx: contextlib.AbstractContextManager[None] | None = None  # the open group-commit batch (see the rules)
-        self._rx_credits: list[tuple[bytes, int]] = []  # payment listeners to run after its commit
         self._rx_waiters: list[asyncio.Future[None]] = []  # local requests staged in it: told its outcome
         self._resync_delay = 0.0  # after a failed commit: wait before reestablishing (0: none due)
         self._resync: asyncio.TimerHandle | None = None
@@ -182,6 +180,11 @@ class ChannelService:
         self._poke()
 
     def _on_notify(self, n: Notify) -> None:
+        if n.kind == "payment":
+            # A payment the peer made us. Notifications follow the commit of their state
+            # (``ChannelEndpoint.batch``), so the version that carries it is durable now.
+            self.payments.received(n.channel_id, int(n.data["amount"]), int(n.data["number"]),
+                                   int(n.data["balance"]))
         if self.activity.note(n.channel_id.hex()[:12], n.kind, n.data):
             return  # one per payment: counted into the periodic summary line (daemon/activity.py)
         self.notifications.append({"channel": n.channel_id.hex(), "event": n.kind, "detail": str(n.data)})
@@ -284,6 +287,11 @@ class ChannelService:
                     self.endpoint.reconnect(cid)
                 except RemoteError as e:
                     log.warning("reestablish of %s failed: %s", cid.hex()[:12], e)
+        self._poke()  # waiters for a linked peer (``Payments.wait_channel``) look again
+
+    def linked(self, peer: str) -> bool:
+        """Whether channel messages to ``peer`` go out now (its link is up)."""
+        return peer in self._outq
 
     def _link_down(self, session: Any, _event: Any = None) -> None:
         peer = session.remote.hex() if session.remote is not None else ""
@@ -336,7 +344,6 @@ class ChannelService:
             return
         self._rx_turns = 0
         cm, self._rx = self._rx, None
-        credits, self._rx_credits = self._rx_credits, []
         waiters, self._rx_waiters = self._rx_waiters, []
         if cm is None:
             return
@@ -360,9 +367,6 @@ class ChannelService:
         for w in waiters:
             if not w.done():
                 w.set_result(None)
-        for cid, amount in credits:
-            for fn in self.payment_listeners:
-                fn(cid, amount)
         self._poke()
 
     def _schedule_resync(self) -> None:
@@ -404,23 +408,13 @@ class ChannelService:
                 self._deferred[msg.channel_id] = (session, wm)  # see "exclusive" above
                 return
         try:
-            before = self._local_balance(msg.channel_id)
             self.endpoint.receive(msg, self.height)
-            after = self._local_balance(msg.channel_id)
         except RemoteError as e:
             self.refusals = (self.refusals + [{"channel": msg.channel_id.hex(), "message": msg.NAME,
                                                "error": type(e).__name__, "detail": str(e)}])[-100:]
             raise _Refused(str(e)) from e
         finally:
             self._poke()
-        if after > before:
-            self._rx_credits.append((msg.channel_id, after - before))
-
-    def _local_balance(self, cid: bytes) -> int:
-        ch = self.endpoint.channels.get(cid)
-        if ch is None or ch.best is None:
-            return 0
-        return int(ch.status(self.height).local_balance)
 
     # --- requests ----------------------------------------------------------------------------
 

@@ -15,16 +15,21 @@ Rules / theory of operation:
   is linked and has not accepted.
 - Payments are credited from the channel, not from the buyer's word: ``mg_paid`` names the
   invoice and payment id, and the seller credits at most what the trade channels with that buyer
-  moved to it and is not yet credited (sum of our channel balances with the buyer minus
-  everything recorded as received from the buyer). A repeated payment id is ignored by the core.
+  received and is not yet credited. "Received" is counted from the payments facade's
+  ``PaymentReceived`` events (``eschaton.microgrid.received``: per channel, the last version
+  counted, durable; caught up from the channel at start, so no event is lost to a crash). A
+  repeated payment id is ignored by the core.
 - Buyer: invoices are checked by ``BuyerService`` (own meter fed first, when configured); a
   refusal is recorded in the ledger, answered with ``mg_refused`` and pays nothing. Payments run
   one at a time per seller in a worker task (a channel update waits for the peer's ack, which
-  must not block the link's receive loop). Before a channel update starts, a durable intent
+  must not block the link's receive loop), through the payments facade with the microgrid
+  payment id as the channel payment id. Before a channel update starts, a durable intent
   (payment id, channel, our balance before) is written; after a crash each payment the ledger
-  shows as unresolved is settled against the channel: balance moved -> confirmed (and
-  ``mg_paid`` resent), not moved -> failed (the amount is paid again with the next invoice).
-  So a payment is never made twice and never lost.
+  shows as unresolved is settled by the channel's record of that id: complete -> confirmed
+  (and ``mg_paid`` resent), failed or never signed -> failed (the amount is paid again with
+  the next invoice). An intent written by firmware that paid without ids has no record: it is
+  settled by the balance it noted (moved -> confirmed). So a payment is never made twice and
+  never lost.
 - A buyer on hold (``microgrid.hold``) keeps only the latest invoice per meter (invoices are
   cumulative) and handles it when released.
 - Loss/bypass: ``[[microgrid.loss]]`` feeds our own meters to ``LossDetector``; alarms and
@@ -45,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
+from eschaton.channel.payments import PaymentState
 from eschaton.config.microgrid import BuyConfig, MicrogridConfig, SellConfig
 from eschaton.core.link.identity import NodeId
 from eschaton.core.microgrid.buyer import Tolerance
@@ -56,8 +62,10 @@ from eschaton.core.microgrid.terms import Offer, Service, Tariff
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.core.wire.codec import make
 from eschaton.core.wire.messages import BY_NAME
+from eschaton.daemon.payments import NoChannel, PaymentEvent, PaymentReceived, Payments
 from eschaton.errors import EschatonError, LocalError
 from eschaton.microgrid.ledger import SqliteLedger
+from eschaton.microgrid.received import Received
 from eschaton.microgrid.service import BuyerService, SellerService
 from eschaton.net.router import Handler, ServiceRoutes
 
@@ -187,6 +195,8 @@ class MicrogridService:
         self.seller: SellerService | None = None
         self.buyer: BuyerService | None = None
         self.intents: _Intents | None = None
+        self.received: Received | None = None
+        self._linked: dict[str, asyncio.Event] = {}  # peer -> set once its link came up
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.actuations: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.refusals: deque[dict[str, Any]] = deque(maxlen=RECENT)
@@ -207,6 +217,7 @@ class MicrogridService:
         self.loss_ledger: SqliteLedger | None = None
         if config.sell:
             self.seller = SellerService.open(d / "microgrid-seller.db", key, actuator=self._actuate)
+            self.received = Received(d / "microgrid-received.db")
         if config.loss:
             # Its own hash-chained ledger: loss events are not contract decisions (a seller
             # ledger rebuilds contracts and has no such entries).
@@ -237,8 +248,9 @@ class MicrogridService:
             # No agreement yet: the supply stays shut until the buyer accepts terms.
             if svc.seller is not None and s.meter not in svc.seller.core.meters():
                 svc._actuate(s.meter, False, record=False)
-        if node.channels is not None:
-            node.channels.payment_listeners.append(svc._on_channel_payment)
+        if node.channels is not None and svc.received is not None:
+            node.channels.payments.subscribe(svc._on_payment_event)
+            svc._catch_up(node.channels.payments)
         flows = os.environ.get("ESCHATON_DEMO_FLOWS")
         if flows and node.metering is not None and node.metering.hw.backend.name == "MOCK":
             from eschaton.demo.flows import Flows  # emulated pipes for the village demo
@@ -258,7 +270,7 @@ class MicrogridService:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        for svc in (self.seller, self.buyer, self.intents, self.loss_ledger):
+        for svc in (self.seller, self.buyer, self.intents, self.loss_ledger, self.received):
             if svc is not None:
                 svc.close()
 
@@ -355,10 +367,15 @@ class MicrogridService:
             return False
         return True
 
+    def _link_event(self, peer: str) -> asyncio.Event:
+        return self._linked.setdefault(peer, asyncio.Event())
+
     def link_up(self, session: Any) -> None:
         if self._closed:
             return
         peer = session.remote.hex()
+        if session.link.peer_runs("microgrid"):
+            self._link_event(peer).set()
         loop = asyncio.get_running_loop()
         loop.create_task(self._on_link_up(peer))
 
@@ -498,38 +515,54 @@ class MicrogridService:
         assert self.seller is not None
         return bool(self.seller.core.status(meter).supply.value == "cut")
 
-    def _received_from(self, peer: str) -> int:
-        """What the channels with ``peer`` moved to us, minus what we already credited."""
-        assert self.seller is not None
-        ch = self.node.channels
-        moved = 0
-        for cid, p in ch.peers.map.items():
-            c = ch.endpoint.channels.get(cid)
-            if p == peer and c is not None and c.best is not None:
-                st = c.status(ch.height)
-                if st.role != "opener":  # the buyer opens (and funds) the trade channel
-                    moved += int(st.local_balance)
+    def _buyers(self) -> set[str]:
+        return {s.buyer for s in self.sells.values()}
+
+    def _catch_up(self, pays: Payments) -> None:
+        """Count what the buyers' channels received while we were not listening (a crash
+        between a channel's commit and our count): see ``eschaton.microgrid.received``."""
+        assert self.received is not None
+        for peer in self._buyers():
+            for cid, role in pays.channels_with(peer):
+                pos = self.received.position(cid)
+                if pos is None and role == "opener":
+                    now = pays.position(cid)
+                    if now is not None:
+                        self.received.seed(cid, peer, *now)  # our own funding: not a payment
+                    continue
+                ev = pays.catch_up(cid, *(pos or (0, 0)))
+                if ev is not None:
+                    log.info("channel %s received %d sat while the microgrid was down",
+                             cid.hex()[:12], ev.amount)
+                    self._on_payment_event(ev)
+
+    def _on_payment_event(self, ev: PaymentEvent) -> None:
+        if not isinstance(ev, PaymentReceived) or self.received is None or ev.peer not in self._buyers():
+            return
+        if self.received.add(ev.channel_id, ev.peer, ev.amount, ev.number, ev.balance):
+            log.debug("channel %s received %d sat (version %d)", ev.channel_id.hex()[:12], ev.amount, ev.number)
+
+    def _uncredited(self, peer: str) -> int:
+        """What the channels with ``peer`` received, minus what we already credited."""
+        assert self.seller is not None and self.received is not None
         credited = sum(self.seller.core.status(m).paid_sat for m in self.seller.core.meters()
                        if self.seller.core.agreement(m).buyer.hex() == peer)
-        return moved - credited
-
-    def _on_channel_payment(self, cid: bytes, amount: int) -> None:
-        log.debug("channel %s moved %d sat to us", cid.hex()[:12], amount)  # one per payment
+        return self.received.total(peer) - credited
 
     async def _on_mg_paid(self, peer: str, wm: WireMessage) -> None:
         if self.seller is None:
             return
         cid = wm.get_bytes("channel_id")
-        if self.node.channels.peers.map.get(cid) != peer:
+        if all(c != cid for c, _role in self.node.channels.payments.channels_with(peer)):
             return self._refused(peer, "mg_paid", LocalError("names a channel this peer does not hold"))
         claimed = int(wm["amount_sat"])  # type: ignore[arg-type]
         pid, ref = wm.get_bytes("payment_id"), wm.get_bytes("ref")
-        if pid in self.seller.core._payment_ids:
+        if self.seller.core.has_payment(pid):
             return  # a resent notice: already credited
-        credit = min(claimed, self._received_from(peer))
+        credit = min(claimed, self._uncredited(peer))
         if credit <= 0:
             return self._refused(peer, "mg_paid", LocalError(
-                f"claims {claimed} sat but the channel moved nothing uncredited"))
+                f"claims {claimed} sat but the channel received nothing uncredited"))
         if credit < claimed:
             log.warning("mg_paid claims %d sat; crediting only the %d the channel moved", claimed, credit)
         try:
@@ -648,22 +681,9 @@ class MicrogridService:
             self._tasks.append(asyncio.get_running_loop().create_task(self._pay_worker(peer, q)))
         return q
 
-    def _trade_channel(self, peer: str, amount: int) -> Any:
-        ch = self.node.channels
-        best = None
-        for cid, p in ch.peers.map.items():
-            c = ch.endpoint.channels.get(cid)
-            if p != peer or c is None or c.state.name != "OPEN" or not c.peer_ready or c.best is None:
-                continue
-            bal = int(c.status(ch.height).local_balance)
-            if bal >= amount and (best is None or bal > best[0]):
-                best = (bal, c)
-        return None if best is None else best[1]
-
-    def _balance(self, cid: bytes) -> int:
-        ch = self.node.channels
-        c = ch.endpoint.channels.get(cid)
-        return 0 if c is None or c.best is None else int(c.status(ch.height).local_balance)
+    @property
+    def _pays(self) -> Payments:
+        return self.node.channels.payments  # type: ignore[no-any-return]
 
     async def _pay_worker(self, peer: str, q: asyncio.Queue[Pay | None]) -> None:
         assert self.buyer is not None and self.intents is not None
@@ -678,21 +698,18 @@ class MicrogridService:
         assert self.buyer is not None and self.intents is not None
         if all(p.payment_id != pay.payment_id for p in self.buyer.pending_payments()):
             return  # already resolved (confirmed or failed): never start it again
-        ch = None
-        for _ in range(600):  # wait up to a minute for an open channel with room
-            ch = self._trade_channel(peer, pay.amount_sat)
-            if ch is not None and self._session(peer) is not None:
-                break
-            await asyncio.sleep(0.1)
-        if ch is None:
+        try:  # wait up to a minute for an open channel with room (on channel changes, not polled)
+            ch = await self._pays.wait_channel(peer, pay.amount_sat,
+                                               also=lambda: self._session(peer) is not None)
+        except NoChannel as e:
             self.buyer.on_payment_failed(pay.payment_id, now_ms())
             self._sync_recent()
-            log.warning("no open trade channel with %s for %d sat", peer[:12], pay.amount_sat)
+            log.warning("%s", e)
             return
         cid = ch.channel_id
-        self.intents.add(pay, cid, self._balance(cid))
+        self.intents.add(pay, cid, self._pays.balance(cid))
         try:
-            await self.node.channels.run_update(ch, "pay", pay.amount_sat)
+            await self._pays.pay(ch, pay.amount_sat, pay.payment_id.hex())
         except Exception as e:  # supervision boundary: the channel decides what happened
             log.warning("channel payment of %d sat failed: %s", pay.amount_sat, e)
             await self._settle_intent(peer, pay.payment_id)
@@ -715,15 +732,28 @@ class MicrogridService:
             self._sync_recent()
             return
         cid, before, amount = it
-        c = self.node.channels.endpoint.channels.get(cid)
         # An update still in flight may complete when the link comes back (reestablish resends
         # it): deciding "failed" before it settles could pay the same amount twice.
-        while c is not None and c.pending is not None and not self._closed:
+        hid = payment_id.hex()
+        rec = self._pays.get(hid)
+        while rec is not None and rec.state is PaymentState.PENDING and not self._closed:
+            try:
+                await self._pays.quiet(cid)
+            except EschatonError:
+                continue  # still in flight: it can only complete, so keep waiting
+            self._pays.settle()
+            rec = self._pays.get(hid)
+            break
+        if rec is None or rec.state is PaymentState.PENDING:
+            # An intent of firmware that paid without ids (or a channel gone while its version
+            # was in flight): the balance noted before the update decides.
             with contextlib.suppress(EschatonError):
-                await self.node.channels.wait_for(lambda: c.pending is None,
-                                                  "the channel to settle", timeout=30)
+                await self._pays.quiet(cid)
+            moved = before - self._pays.balance(cid) >= amount
+        else:
+            moved = rec.state is PaymentState.COMPLETE
         pay = next((p for p in self.buyer.pending_payments() if p.payment_id == payment_id), None)
-        if before - self._balance(cid) >= amount:
+        if moved:
             self.buyer.on_payment_confirmed(payment_id, now_ms())
             self.intents.set_state(payment_id, "confirmed")
             if pay is not None:
@@ -739,10 +769,9 @@ class MicrogridService:
         assert self.buyer is not None
         pend = [p for p in self._unresolved.values()
                 if self.buyer.core.agreement(p.meter_id).seller.hex() == peer]
-        for _ in range(600):
-            if self._session(peer) is not None:
-                break
-            await asyncio.sleep(0.1)
+        if self._session(peer) is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._link_event(peer).wait(), 60.0)
         for p in pend:
             await self._settle_intent(peer, p.payment_id)
             self._unresolved.pop(p.payment_id, None)

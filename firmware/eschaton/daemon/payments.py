@@ -21,13 +21,29 @@ Rules / theory of operation (the record and its states: ``eschaton.channel.payme
   paying again.
 - Completion is noticed on every change of the channels (``settle``), by channel id, so it
   survives the channel objects being reloaded after a failed commit.
+
+The facade other services use (``docs/channels.md``, "Payments facade"):
+- ``pay(channel, ...)`` or ``pay_peer(peer, ...)`` (the peer's open channel with the most room
+  that can carry the amount, waited for until one is ready), ``get(id)``, ``balance(channel)``.
+- Typed events, handed to the listeners given to ``subscribe`` (never a channel's fields):
+  ``PaymentSettled`` (our payment's version was acknowledged), ``PaymentFailed`` (its commit
+  failed: nothing was sent) and ``PaymentReceived`` (the peer paid us). Events are emitted only
+  after the channel store committed what they report.
+- A received payment is known to the payee by its channel and version number: the ``update``
+  message carries no payment id (the payer's id is the payer's own bookkeeping), so the
+  receiver's id is ``recv:<channel id prefix>:<version number>``. A listener that must not lose
+  one across a crash records the last number it handled per channel (with the balance then)
+  and asks ``catch_up`` at start: the channel store holds the current version, so whatever was
+  received after the recorded one comes back as one ``PaymentReceived`` for the difference.
 """
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eschaton.channel.payments import PaymentError, PaymentRecord, PaymentState, check_id
@@ -35,9 +51,57 @@ from eschaton.channel.store import StoreError
 from eschaton.core.channel import Channel
 from eschaton.errors import TransientError
 
+log = logging.getLogger("eschaton.payments")
+
+PAY_CHANNEL_WAIT = 60.0  # s: ``pay_peer`` waits this long for a ready channel with room
+
 
 class PaymentPending(TransientError):
     """Signed and sent, not yet acknowledged: the payment can only complete."""
+
+
+class NoChannel(TransientError):
+    """No open, ready channel with the peer can carry the amount (nothing was signed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentReceived:
+    """The peer paid us ``amount`` in version ``number`` of ``channel_id`` (committed here)."""
+
+    payment_id: str
+    channel_id: bytes
+    peer: str  # node id hex of the channel's peer
+    amount: int
+    number: int
+    balance: int  # our balance in the channel once this version holds
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSettled:
+    """Our payment ``payment_id`` was acknowledged by the peer (version ``number``)."""
+
+    payment_id: str
+    channel_id: bytes
+    amount: int
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFailed:
+    """Our payment ``payment_id`` failed before anything of it left (the store could not write)."""
+
+    payment_id: str
+    channel_id: bytes
+    amount: int
+    error: str
+
+
+PaymentEvent = PaymentReceived | PaymentSettled | PaymentFailed
+
+
+def received_id(channel_id: bytes, number: int) -> str:
+    """The payee's id of a received payment: its channel and version number."""
+    return f"recv:{channel_id.hex()[:24]}:{number}"
 
 
 class Payments:
@@ -46,6 +110,108 @@ class Payments:
         self._store = svc.store
         self.pending: dict[str, PaymentRecord] = {r.id: r for r in self._store.payments(PaymentState.PENDING)}
         self._busy: dict[str, asyncio.Future[None]] = {}
+        self._listeners: list[Callable[[PaymentEvent], None]] = []
+
+    # --- events ------------------------------------------------------------------------------
+
+    def subscribe(self, fn: Callable[[PaymentEvent], None]) -> Callable[[], None]:
+        """Call ``fn`` with every payment event from now on; returns the unsubscribe call."""
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+    def emit(self, ev: PaymentEvent) -> None:
+        for fn in list(self._listeners):
+            try:
+                fn(ev)
+            except Exception:  # supervision boundary: one listener must not stop the others
+                log.exception("payment listener failed on %s", type(ev).__name__)
+
+    def received(self, cid: bytes, amount: int, number: int, balance: int) -> None:
+        """The channel service's report of a committed incoming payment."""
+        peer = self._svc.peers.map.get(cid, "")
+        self.emit(PaymentReceived(received_id(cid, number), cid, peer, amount, number, balance))
+
+    def catch_up(self, cid: bytes, number: int, balance: int) -> PaymentReceived | None:
+        """What ``cid`` received after version ``number`` (when our balance was ``balance``),
+        as one event, or None. For listeners recovering from a crash (see the rules)."""
+        pos = self.position(cid)
+        if pos is None or pos[0] <= number or pos[1] <= balance:
+            return None
+        cur, bal = pos
+        return PaymentReceived(received_id(cid, cur), cid, self._svc.peers.map.get(cid, ""),
+                               bal - balance, cur, bal)
+
+    # --- channels ----------------------------------------------------------------------------
+
+    def position(self, cid: bytes) -> tuple[int, int] | None:
+        """The channel's current version number and our balance in it (None: no such channel)."""
+        ch = self._svc.endpoint.channels.get(cid)
+        if ch is None or ch.best is None:
+            return None
+        return int(ch.current.number), int(ch.status(self._svc.height).local_balance)
+
+    def balance(self, cid: bytes) -> int:
+        pos = self.position(cid)
+        return 0 if pos is None else pos[1]
+
+    def channels_with(self, peer: str) -> list[tuple[bytes, str]]:
+        """The channels with ``peer`` and our role in each (opener or acceptor)."""
+        out = []
+        for cid, p in self._svc.peers.map.items():
+            ch = self._svc.endpoint.channels.get(cid)
+            if p == peer and ch is not None and ch.best is not None:
+                out.append((cid, str(ch.status(self._svc.height).role)))
+        return out
+
+    def channel_for(self, peer: str, amount: int) -> Channel | None:
+        """The open, ready channel with ``peer`` (linked) that has the most room for ``amount``."""
+        svc = self._svc
+        if not svc.linked(peer):
+            return None
+        best: tuple[int, Channel] | None = None
+        for cid, p in svc.peers.map.items():
+            c = svc.endpoint.channels.get(cid)
+            if p != peer or c is None or c.state.name != "OPEN" or not c.peer_ready or c.best is None:
+                continue
+            bal = int(c.status(svc.height).local_balance)
+            if bal >= amount and (best is None or bal > best[0]):
+                best = (bal, c)
+        return None if best is None else best[1]
+
+    async def wait_channel(self, peer: str, amount: int, timeout: float = PAY_CHANNEL_WAIT,
+                           also: Callable[[], bool] = lambda: True) -> Channel:
+        """``channel_for``, waited for on channel changes (and links) for up to ``timeout`` s."""
+        try:
+            await self._svc.wait_for(lambda: also() and self.channel_for(peer, amount) is not None,
+                                     f"an open channel with {peer[:12]} for {amount} sat", timeout=timeout)
+        except TransientError:
+            raise NoChannel(f"no open trade channel with {peer[:12]} for {amount} sat") from None
+        ch = self.channel_for(peer, amount)
+        assert ch is not None
+        return ch
+
+    async def pay_peer(self, peer: str, amount: int, pid: str | None,
+                       timeout: float = PAY_CHANNEL_WAIT) -> PaymentRecord:
+        """Pay ``peer`` over its best channel (see ``channel_for``). A known id is answered on its
+        own channel, never paid again on another one."""
+        rec = self.get(check_id(pid)) if pid else None
+        if rec is not None and rec.state is not PaymentState.FAILED:
+            ch = self._svc.endpoint.channels.get(rec.channel_id)
+            if ch is not None:
+                return await self.pay(ch, amount, pid)  # a different amount is refused there
+        return await self.pay(await self.wait_channel(peer, amount, timeout), amount, pid)
+
+    async def quiet(self, cid: bytes, timeout: float = 30.0) -> None:
+        """Wait until ``cid`` has no version in flight (one may still complete after a relink:
+        deciding from its balance before that could count a payment as never made)."""
+        svc = self._svc
+
+        def idle() -> bool:
+            ch = svc.endpoint.channels.get(cid)
+            return ch is None or ch.pending is None
+        await svc.wait_for(idle, f"the versions in flight on channel {cid.hex()[:12]} to settle", timeout=timeout)
+
+    # --- records -----------------------------------------------------------------------------
 
     def get(self, pid: str) -> PaymentRecord | None:
         return self.pending.get(pid) or self._store.payment(pid)
@@ -67,6 +233,8 @@ class Payments:
             del self.pending[rec.id]
         if done:
             self._store.record_payments(done)
+        for rec in done:
+            self.emit(PaymentSettled(rec.id, rec.channel_id, rec.amount, rec.number))
 
     async def pay(self, ch: Channel, amount: int, pid: str | None) -> PaymentRecord:
         pid = check_id(pid) if pid else secrets.token_hex(16)
@@ -111,6 +279,7 @@ class Payments:
             # Never durable, never sent: the attempt failed (a new record, or FAILED again).
             self._store.record_payments([replace(fresh, state=PaymentState.FAILED, number=0,
                                                  updated_at=time.time(), error=str(e))])
+            self.emit(PaymentFailed(fresh.id, fresh.channel_id, fresh.amount, str(e)))
             raise
         self.pending[fresh.id] = replace(fresh, number=mine)
         self.settle()

@@ -192,7 +192,8 @@ class Updates(ChannelBase):
     def _events_for(self, op: L.Op, v: L.Version) -> list[Action]:
         cid = self.channel_id
         if isinstance(op, L.Pay):
-            return [Notify(cid, "payment", {"amount": op.amount, "number": v.number})]
+            return [Notify(cid, "payment", {"amount": op.amount, "number": v.number,
+                                            "balance": v.balances[self.me]})]
         if isinstance(op, L.OfferEscrow):
             return [Notify(cid, "escrow_offered", {"amount": op.amount, "payment_hash": op.payment_hash,
                                                    "escrow_id": v.next_id - 1})]

@@ -324,6 +324,10 @@ class SellerCore:
 
     # --- queries ---------------------------------------------------------------------------
 
+    def has_payment(self, payment_id: bytes) -> bool:
+        """Whether ``payment_id`` was credited (within the window of ids kept)."""
+        return payment_id in self._payment_ids
+
     def meters(self) -> list[str]:
         return sorted(self._contracts)
 
