@@ -127,3 +127,39 @@ def test_buyer_killed_with_a_payment_in_flight_to_a_frozen_seller(village) -> No
         await settle_and_check_books(s)
 
     run(scenario())
+
+
+@pytest.mark.timeout(240)
+def test_seller_that_lost_every_payment_event_recounts_them_from_the_channel(village) -> None:  # type: ignore[no-untyped-def]
+    """The seller counts received payments from the payments facade's events into
+    ``microgrid-received.db``. A kill -9 between a channel's commit and that count loses the
+    event; the worst case is losing all of them (the file is gone). After the restart the
+    seller catches up from the channel's durable version, so the buyer's payments (and its
+    resent ``mg_paid`` notices) are credited exactly once and the books still close."""
+
+    async def scenario() -> None:
+        s = village
+        await s.setup()
+        buyer, seller = s.by["house1"], s.by["house2"]
+        meter = s.sales[0].meter
+
+        async def paying() -> bool:
+            return s.sell_row(meter).get("paid_sat", 0) > 0
+
+        await s.until("payments", paying, 40)
+        await asyncio.sleep(1.0)
+        stop_node(seller, sig=signal.SIGKILL)
+        for f in seller.datadir.glob("microgrid-received.db*"):
+            f.unlink()
+        start_node(seller)
+        await wait_ready(seller)
+        before = s.sell_row(meter).get("paid_sat", 0)
+
+        async def paid_more() -> bool:
+            r = s.sell_row(meter)
+            return r.get("paid_sat", 0) > before and r.get("supply") == "on"
+
+        await s.until("payments after the restart", paid_more, 60)
+        await settle_and_check_books(s)
+
+    run(scenario())
