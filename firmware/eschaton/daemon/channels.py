@@ -47,7 +47,6 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -67,7 +66,8 @@ from eschaton.core.channel.updates import MAX_INFLIGHT
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
 from eschaton.daemon.activity import ActivitySummary
-from eschaton.daemon.payments import Payments
+from eschaton.daemon.events import EventStream
+from eschaton.daemon.payments import PaymentEvent, Payments
 from eschaton.errors import LocalError, RemoteError, TransientError
 from eschaton.net.router import ServiceRoutes
 
@@ -121,10 +121,10 @@ class ChannelService:
         self.endpoint = ChannelEndpoint(store, self.key_for, self._send, self._sign_funding, policy)
         self.endpoint.listeners.append(self._on_notify)
         self.watcher = ChannelWatcher(node.chain, self.endpoint)
-        # The latest events other than payments (opens, closes, escrows, budget warnings).
-        self.notifications: deque[dict[str, Any]] = deque(maxlen=100)
+        # Events other than single payments (opens, closes, escrows, budget warnings, refused
+        # messages) and the payments facade's events go to the node's one stream.
+        self.stream: EventStream = getattr(node, "stream", None) or EventStream()
         self.activity = ActivitySummary(log)
-        self.refusals: list[dict[str, Any]] = []
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._busy: set[bytes] = set()
         self._deferred: dict[bytes, tuple[Any, WireMessage]] = {}
@@ -138,6 +138,7 @@ class ChannelService:
         self._local_mark = 0  # ... as of the batch's last look
         self.turn_requests_resent = 0  # turn requests asked again on a relink (node status)
         self.payments = Payments(self)
+        self.payments.subscribe(self._to_stream)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -179,6 +180,9 @@ class ChannelService:
             self.height = ev.fork_height
         self._poke()
 
+    def _to_stream(self, ev: PaymentEvent) -> None:
+        self.stream.emit_typed("payments", ev)
+
     def _on_notify(self, n: Notify) -> None:
         if n.kind == "payment":
             # A payment the peer made us. Notifications follow the commit of their state
@@ -187,7 +191,7 @@ class ChannelService:
                                    int(n.data["balance"]))
         if self.activity.note(n.channel_id.hex()[:12], n.kind, n.data):
             return  # one per payment: counted into the periodic summary line (daemon/activity.py)
-        self.notifications.append({"channel": n.channel_id.hex(), "event": n.kind, "detail": str(n.data)})
+        self.stream.emit("channel", n.kind, {"channel": n.channel_id, **n.data})
         log.info("channel %s: %s", n.channel_id.hex()[:12], n.kind)
         if n.kind == "switch_budget_low":
             ch = self.endpoint.channels.get(n.channel_id)
@@ -410,8 +414,8 @@ class ChannelService:
         try:
             self.endpoint.receive(msg, self.height)
         except RemoteError as e:
-            self.refusals = (self.refusals + [{"channel": msg.channel_id.hex(), "message": msg.NAME,
-                                               "error": type(e).__name__, "detail": str(e)}])[-100:]
+            self.stream.emit("channel", "refused", {"channel": msg.channel_id, "message": msg.NAME,
+                                                    "error": type(e).__name__, "detail": str(e)})
             raise _Refused(str(e)) from e
         finally:
             self._poke()

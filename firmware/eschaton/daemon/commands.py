@@ -231,3 +231,17 @@ async def channel_close(node: Any, channel: str, force: bool) -> dict[str, Any]:
     svc._poke()
     await svc.watcher.sync()
     return _status(node, ch)
+
+
+@command("events.since", "the node's events after a sequence number (payments, channels, microgrid, links)",
+         Param("seq", int, "the last sequence number already seen (0: from the oldest kept)",
+               required=False, default=0),
+         Param("limit", int, "at most this many events (1 to 1000)", required=False, default=200),
+         Param("source", str, "only this source: net, channel, payments, microgrid, supply or refusals",
+               required=False))
+async def events_since(node: Any, seq: int, limit: int, source: str | None) -> dict[str, Any]:
+    if seq < 0:
+        raise ApiError("seq must not be negative")
+    if not 1 <= limit <= 1000:
+        raise ApiError("limit must be between 1 and 1000")
+    return dict(node.stream.since(seq, limit, source or None))

@@ -42,7 +42,6 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
@@ -62,6 +61,7 @@ from eschaton.core.microgrid.terms import Offer, Service, Tariff
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.core.wire.codec import make
 from eschaton.core.wire.messages import BY_NAME
+from eschaton.daemon.events import EventStream
 from eschaton.daemon.payments import NoChannel, PaymentEvent, PaymentReceived, Payments
 from eschaton.errors import EschatonError, LocalError
 from eschaton.microgrid.ledger import SqliteLedger
@@ -197,9 +197,9 @@ class MicrogridService:
         self.intents: _Intents | None = None
         self.received: Received | None = None
         self._linked: dict[str, asyncio.Event] = {}  # peer -> set once its link came up
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
-        self.actuations: deque[dict[str, Any]] = deque(maxlen=RECENT)
-        self.refusals: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        # Ledger entries (source "microgrid"), supply switches ("supply") and refusals
+        # ("refusals") go to the node's one event stream; status reads them back from it.
+        self.stream: EventStream = getattr(node, "stream", None) or EventStream()
         self.held: dict[str, bool] = {}  # seller meter id -> buyer pays on hold
         self._stash: dict[str, tuple[str, dict[str, Any]]] = {}  # meter -> (seller hex, invoice)
         self._offered: dict[str, float] = {}  # meter -> monotonic time of the last offer sent
@@ -340,7 +340,7 @@ class MicrogridService:
         elif s.relay is not None:
             self.node.metering.switch(s.relay, on)
         if record:
-            self.actuations.append({"meter_id": meter_id, "on": on, "at_ms": now_ms()})
+            self.stream.emit("supply", "actuation", {"meter_id": meter_id, "on": on})
         log.info("supply %s: %s", meter_id, "open" if on else "closed")
 
     # --- links -------------------------------------------------------------------------------
@@ -414,8 +414,8 @@ class MicrogridService:
 
     def _refused(self, peer: str, what: str, err: Exception) -> None:
         reason = getattr(err, "reason", type(err).__name__)
-        self.refusals.append({"peer": peer[:16], "what": what, "reason": str(reason),
-                              "detail": str(err)[:200], "at_ms": now_ms()})
+        self.stream.emit("refusals", "refused", {"peer": peer[:16], "what": what, "reason": str(reason),
+                                                 "detail": str(err)[:200]})
         log.warning("refused %s from %s: %s", what, peer[:12], err)
 
     # --- seller side -------------------------------------------------------------------------
@@ -821,8 +821,8 @@ class MicrogridService:
                     body = _summary(kind, e.body)
                 except EschatonError:
                     body = {}
-                self.recent.append({"role": role, "seq": int(seq), "kind": str(kind),
-                                    "at_ms": int(at_ms), **body})
+                self.stream.emit("microgrid", str(kind), {**body, "role": role, "ledger_seq": int(seq),
+                                                          "entry_at_ms": int(at_ms)})
                 self._seen[role] = int(seq)
 
     def status(self) -> dict[str, Any]:
@@ -859,9 +859,13 @@ class MicrogridService:
                              "accepted_units": bst.accepted_units, "accepted_sat": bst.accepted_due_sat,
                              "paid_sat": bst.paid_sat, "pending_sat": bst.pending_sat,
                              "held": bool(self.held.get(meter))})
-        notable = [e for e in self.recent if e["kind"] not in ROUTINE][-20:]
-        return {"sell": sells, "buy": buys, "recent": list(self.recent)[-30:], "notable": notable,
-                "actuations": list(self.actuations), "refusals": list(self.refusals)}
+        recent = [{**{k: v for k, v in e.data.items() if k not in ("ledger_seq", "entry_at_ms")},
+                   "seq": e.data["ledger_seq"], "kind": e.kind, "at_ms": e.data["entry_at_ms"]}
+                  for e in self.stream.latest("microgrid", n=RECENT)]
+        notable = [e for e in recent if e["kind"] not in ROUTINE][-20:]
+        return {"sell": sells, "buy": buys, "recent": recent[-30:], "notable": notable,
+                "actuations": [{**e.data, "at_ms": e.at_ms} for e in self.stream.latest("supply", n=RECENT)],
+                "refusals": [{**e.data, "at_ms": e.at_ms} for e in self.stream.latest("refusals", n=RECENT)]}
 
     def ledger(self, role: str) -> list[dict[str, Any]]:
         led = {"seller": self.seller.ledger if self.seller else None,
@@ -882,9 +886,9 @@ class MicrogridService:
             # The buyer turned our terms down: offer again in a minute, not every few seconds
             # (each offer is a ledger entry).
             self._offered[meter] = time.monotonic() + 60.0 - OFFER_RESEND_S
-        self.refusals.append({"peer": peer[:16], "what": "refused_by_peer",
-                              "reason": str(wm["reason"]), "detail": str(wm["detail"]),
-                              "meter_id": str(wm["meter_id"]), "at_ms": now_ms()})
+        self.stream.emit("refusals", "refused_by_peer", {
+            "peer": peer[:16], "what": "refused_by_peer", "reason": str(wm["reason"]),
+            "detail": str(wm["detail"]), "meter_id": str(wm["meter_id"])})
         log.warning("peer %s refused our %s message: %s (%s)", peer[:12], wm["meter_id"],
                     wm["reason"], wm["detail"])
 

@@ -29,6 +29,7 @@ from typing import Any
 from eschaton.chain.backend import ChainBackend
 from eschaton.config import NodeConfig
 from eschaton.daemon import sdnotify
+from eschaton.daemon.events import EventStream
 from eschaton.errors import EschatonError, LocalError
 
 log = logging.getLogger("eschaton.node")
@@ -59,7 +60,7 @@ class Node:
         self._stop = asyncio.Event()
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._redials: dict[str, asyncio.Task[None]] = {}
-        self.events: list[dict[str, Any]] = []  # recent network events, for `node status`
+        self.stream = EventStream()  # the node's one event stream (``events.since``)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class Node:
         return self.channels is not None and node_id.hex() in self.channels.peers.map.values()
 
     def _on_net_event(self, ev: dict[str, Any]) -> None:
-        self.events = (self.events + [dict(ev, ts=time.time())])[-50:]
+        self.stream.emit("net", str(ev.get("event", "net")), ev)
         log.info(ev.get("event", "net"), extra={"fields": ev})
         if ev.get("event") == "link_closed" and not self._stop.is_set():
             self._redial_neighbour(str(ev["id"]))

@@ -140,7 +140,7 @@ def test_seller_that_lost_every_payment_event_recounts_them_from_the_channel(vil
     async def scenario() -> None:
         s = village
         await s.setup()
-        buyer, seller = s.by["house1"], s.by["house2"]
+        seller = s.by["house2"]
         meter = s.sales[0].meter
 
         async def paying() -> bool:

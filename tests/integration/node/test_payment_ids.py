@@ -216,3 +216,42 @@ def test_full_disk_refused_at_once_with_a_definite_outcome(cluster: Cluster) -> 
     err = "".join(a.stderr)
     assert err.count("\n") == 1 and err.startswith("eschaton: node failed to start: disk full"), err
     assert "Traceback" not in err and not [r for r in a.logs if "exc" in r]
+
+
+def test_payment_events_reach_the_event_stream_once_each_with_ids(cluster: Cluster) -> None:
+    """The payments facade's typed events, served by ``events.since``: the payer sees
+    ``PaymentSettled`` under its payment id, the payee ``PaymentReceived`` under the id it can
+    see (channel and version number), each once, numbered, and a retry adds nothing."""
+    a, b, _ = _pair(cluster)
+    for n in (a, b):
+        n.start()
+    for n in (a, b):
+        n.wait_ready()
+    cid = _fund_and_open(cluster, a, b)
+    mark_a = a.api("events.since", seq=0)["head"]
+    mark_b = b.api("events.since", seq=0)["head"]
+
+    a.cli("channel", "pay", cid, "7000", "--id", "ev-1")
+    a.cli("channel", "pay", cid, "7000", "--id", "ev-1")  # a retry: no second payment, no event
+    a.cli("channel", "pay", cid, "3000", "--id", "ev-2")
+    version = b.channel(cid)["version"]  # type: ignore[index]
+
+    def events(n: NodeProc, mark: int, kind: str) -> list[dict]:  # type: ignore[type-arg]
+        got = n.api("events.since", seq=mark, source="payments")
+        assert not got["lost"]
+        return [e for e in got["events"] if e["kind"] == kind]
+
+    settled = poll(lambda: (lambda e: e if len(e) == 2 else None)(events(a, mark_a, "PaymentSettled")),
+                   "a's two settled events")
+    assert [(e["payment_id"], e["amount"], e["channel_id"]) for e in settled] == [
+        ("ev-1", 7000, cid), ("ev-2", 3000, cid)]
+    received = events(b, mark_b, "PaymentReceived")
+    assert [(e["amount"], e["channel_id"], e["peer"]) for e in received] == [(7000, cid, a.id), (3000, cid, a.id)]
+    assert received[-1]["number"] == version and received[0]["number"] < version
+    assert received[-1]["payment_id"] == f"recv:{cid[:24]}:{version}"
+    seqs = [e["seq"] for e in b.api("events.since", seq=mark_b)["events"]]
+    assert seqs == sorted(set(seqs)) and seqs[0] > mark_b
+    assert b.api("events.since", seq=seqs[-1])["events"] == []
+    with pytest.raises(EschatonError, match="seq must not be negative"):
+        b.api("events.since", seq=-1)
+    assert not [r for n in (a, b) for r in n.logs if "exc" in r]
