@@ -212,7 +212,6 @@ class MicrogridService:
             clear_abs_units=ls.clear_units, clear_rel_ppm=ls.clear_ppm))) for ls in config.loss]
         self._closed = False
         self._unresolved: dict[bytes, Pay] = {}
-        self.flows: Any = None
         self._check_names()
         self.loss_ledger: SqliteLedger | None = None
         if config.sell:
@@ -251,11 +250,6 @@ class MicrogridService:
         if node.channels is not None and svc.received is not None:
             node.channels.payments.subscribe(svc._on_payment_event)
             svc._catch_up(node.channels.payments)
-        flows = os.environ.get("ESCHATON_DEMO_FLOWS")
-        if flows and node.metering is not None and node.metering.hw.backend.name == "MOCK":
-            from eschaton.demo.flows import Flows  # emulated pipes for the village demo
-
-            svc.flows = Flows.from_file(node.metering, flows).start()
         loop = asyncio.get_running_loop()
         svc._tasks.append(loop.create_task(svc._ticker()))
         svc._sync_recent()
@@ -263,8 +257,6 @@ class MicrogridService:
 
     async def close(self) -> None:
         self._closed = True
-        if self.flows is not None:
-            self.flows.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

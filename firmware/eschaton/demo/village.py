@@ -188,15 +188,14 @@ def _pdeathsig() -> None:
 def start_node(h: House, env_extra: dict[str, str] | None = None) -> None:
     env = dict(os.environ)
     env["GPIOZERO_PIN_FACTORY"] = "mock"
-    env.pop("ESCHATON_DEMO_FLOWS", None)
-    if h.flows is not None:
-        env["ESCHATON_DEMO_FLOWS"] = str(h.flows)
     env.update(env_extra or {})
+    # A seller's emulated pipes run in its node process (the mock pins live there).
+    cmd = [sys.executable, "-m", "eschaton", "node", "run", "--config", str(h.config)] if h.flows is None else \
+        [sys.executable, "-m", "eschaton.demo.node", "--config", str(h.config), "--flows", str(h.flows)]
     logf = open(h.log, "ab")  # noqa: SIM115 - handed to the child; closed below
     try:
         h.proc = subprocess.Popen(
-            [sys.executable, "-m", "eschaton", "node", "run", "--config", str(h.config)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+            cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
             start_new_session=True, preexec_fn=_pdeathsig)
     finally:
         logf.close()
