@@ -11,6 +11,7 @@ from eschaton.config.microgrid import SellConfig
 from eschaton.core.microgrid.decisions import SendInvoice
 from eschaton.core.microgrid.errors import MeterRegression
 from eschaton.core.microgrid.ledger import Entry
+from eschaton.core.microgrid.policy import check_buyer_proposal
 from eschaton.core.microgrid.terms import Offer, Service, Tariff
 from eschaton.core.microgrid.wire import to_wire
 from eschaton.core.wire.codec import Message as WireMessage
@@ -46,13 +47,8 @@ class SellerSide(MicrogridBase):
         """The buyer proposes new terms for a meter we sell: our configured terms are the floor."""
         assert self.seller is not None
         try:
-            offer = Offer.from_wire(d)
-            if offer.proposer.hex() != peer:
-                raise LocalError("proposal is not signed by the peer that sent it")
-            t = offer.tariff
-            if t.price_msat < s.price_msat or t.credit_limit_sat > s.credit_limit_sat \
-                    or t.fee_sat < s.fee_sat:
-                raise LocalError("proposed terms are below this seller's terms")
+            check_buyer_proposal(Offer.from_wire(d), bytes.fromhex(peer), s.price_msat,
+                                 s.credit_limit_sat, s.fee_sat)
             acc = self.seller.accept(d, self.clock())
         except EschatonError as e:
             self._refused(peer, "mg_offer", e)

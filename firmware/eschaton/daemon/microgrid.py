@@ -53,6 +53,7 @@ from eschaton.core.microgrid.buyer import Tolerance
 from eschaton.core.microgrid.decisions import Pay, SendInvoice
 from eschaton.core.microgrid.errors import Refusal
 from eschaton.core.microgrid.loss import LossConfig, LossDetector
+from eschaton.core.microgrid.policy import check_seller_offer
 from eschaton.core.microgrid.terms import Offer
 from eschaton.core.microgrid.wire import from_wire_fields, retariff, summary, to_wire
 from eschaton.core.wire.codec import Message as WireMessage
@@ -337,12 +338,7 @@ class MicrogridService(SellerSide, BuyerSide):
             return self._refused(peer, "mg_offer", LocalError("we buy nothing from this peer"))
         try:
             offer = Offer.from_wire(d)
-            if offer.seller.hex() != peer:
-                raise LocalError("offer is not signed by the peer that sent it")
-            if offer.tariff.price_msat > b.max_price_msat:
-                raise LocalError(f"price {offer.tariff.price_msat} msat above our maximum {b.max_price_msat}")
-            if offer.tariff.credit_limit_sat > b.max_credit_limit_sat:
-                raise LocalError("credit limit above our maximum")
+            check_seller_offer(offer, bytes.fromhex(peer), b.max_price_msat, b.max_credit_limit_sat)
             if offer.meter_id in self.buyer.core.meters() and not offer.prev_agreement:
                 ag = self.buyer.core.agreement(offer.meter_id)
                 if ag.seller.hex() == peer:
