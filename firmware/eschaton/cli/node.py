@@ -1,4 +1,4 @@
-"""``eschaton node run|status|stop``."""
+"""``eschaton node run|status|events|stop``."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,12 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("status", help="identity, chain tip, peers and channels")
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "node.status"))
+    p = sub.add_parser("events", help="the node's numbered events (payments, channels, microgrid, links)")
+    add_node_common(p)
+    p.add_argument("--since", type=int, default=0, help="the last sequence number already seen")
+    p.add_argument("--limit", type=int, default=200, help="at most this many (1 to 1000)")
+    p.add_argument("--source", default=None, help="net, channel, payments, microgrid, supply or refusals")
+    p.set_defaults(handler=lambda a: call(a, "events.since", seq=a.since, limit=a.limit, source=a.source))
     p = sub.add_parser("stop", help="ask the running node to stop cleanly")
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "node.stop"))

@@ -23,8 +23,9 @@ Rules / theory of operation (the record and its states: ``eschaton.channel.payme
   survives the channel objects being reloaded after a failed commit.
 
 The facade other services use (``docs/channels.md``, "Payments facade"):
-- ``pay(channel, ...)`` or ``pay_peer(peer, ...)`` (the peer's open channel with the most room
-  that can carry the amount, waited for until one is ready), ``get(id)``, ``balance(channel)``.
+- ``pay(channel, amount, id)``; to pay a peer, ``wait_channel(peer, amount)`` first (its open,
+  ready channel with the most room for the amount, waited for on channel changes, not polled;
+  a caller that records an intent does so between the two). ``get(id)``, ``balance(channel)``.
 - Typed events, handed to the listeners given to ``subscribe`` (never a channel's fields):
   ``PaymentSettled`` (our payment's version was acknowledged), ``PaymentFailed`` (its commit
   failed: nothing was sent) and ``PaymentReceived`` (the peer paid us). Events are emitted only
@@ -53,7 +54,7 @@ from eschaton.errors import TransientError
 
 log = logging.getLogger("eschaton.payments")
 
-PAY_CHANNEL_WAIT = 60.0  # s: ``pay_peer`` waits this long for a ready channel with room
+PAY_CHANNEL_WAIT = 60.0  # s: ``wait_channel`` waits this long for a ready channel with room
 
 
 class PaymentPending(TransientError):
@@ -189,17 +190,6 @@ class Payments:
         ch = self.channel_for(peer, amount)
         assert ch is not None
         return ch
-
-    async def pay_peer(self, peer: str, amount: int, pid: str | None,
-                       timeout: float = PAY_CHANNEL_WAIT) -> PaymentRecord:
-        """Pay ``peer`` over its best channel (see ``channel_for``). A known id is answered on its
-        own channel, never paid again on another one."""
-        rec = self.get(check_id(pid)) if pid else None
-        if rec is not None and rec.state is not PaymentState.FAILED:
-            ch = self._svc.endpoint.channels.get(rec.channel_id)
-            if ch is not None:
-                return await self.pay(ch, amount, pid)  # a different amount is refused there
-        return await self.pay(await self.wait_channel(peer, amount, timeout), amount, pid)
 
     async def quiet(self, cid: bytes, timeout: float = 30.0) -> None:
         """Wait until ``cid`` has no version in flight (one may still complete after a relink:

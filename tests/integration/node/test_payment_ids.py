@@ -254,4 +254,8 @@ def test_payment_events_reach_the_event_stream_once_each_with_ids(cluster: Clust
     assert b.api("events.since", seq=seqs[-1])["events"] == []
     with pytest.raises(EschatonError, match="seq must not be negative"):
         b.api("events.since", seq=-1)
+    out = b.cli("node", "events", "--since", str(mark_b), "--source", "payments")
+    assert [e["kind"] for e in out["events"]] == ["PaymentReceived", "PaymentReceived"]
+    p = b.cli_fail("node", "events", "--limit", "0")
+    assert p.stderr.count("\n") == 1 and "limit must be between 1 and 1000" in p.stderr
     assert not [r for n in (a, b) for r in n.logs if "exc" in r]
