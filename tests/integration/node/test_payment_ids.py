@@ -15,6 +15,7 @@ from eschaton.errors import EschatonError
 from tests.integration.node.harness import (
     Cluster,
     NodeProc,
+    channel_pair,
     free_port,
     mirrored,
     open_channel,
@@ -54,12 +55,7 @@ def _moved_once(before: tuple[dict, dict], after: tuple[dict, dict], amount: int
 
 
 def test_retried_payment_id_pays_once_and_outcomes_survive_restarts(cluster: Cluster) -> None:
-    a, b, _ = _pair(cluster)
-    for n in (a, b):
-        n.start()
-    for n in (a, b):
-        n.wait_ready()
-    cid = _fund_and_open(cluster, a, b)
+    a, b, cid = channel_pair(cluster, CAPACITY, serve=True, fixed_ports=True)
 
     before = mirrored(a, b, cid)
     first = a.cli("channel", "pay", cid, "25000", "--id", "order-1")
@@ -108,12 +104,7 @@ def test_retried_payment_id_pays_once_and_outcomes_survive_restarts(cluster: Clu
 
 
 def test_payer_killed_between_persist_and_ack_pays_once_on_retry(cluster: Cluster) -> None:
-    a, b, _ = _pair(cluster)
-    for n in (a, b):
-        n.start()
-    for n in (a, b):
-        n.wait_ready()
-    cid = _fund_and_open(cluster, a, b)
+    a, b, cid = channel_pair(cluster, CAPACITY, serve=True, fixed_ports=True)
     a.cli("channel", "pay", cid, "10000", "--id", "warmup")  # the turn is a's, the link warm
     before = mirrored(a, b, cid)
 
@@ -222,12 +213,7 @@ def test_payment_events_reach_the_event_stream_once_each_with_ids(cluster: Clust
     """The payments facade's typed events, served by ``events.since``: the payer sees
     ``PaymentSettled`` under its payment id, the payee ``PaymentReceived`` under the id it can
     see (channel and version number), each once, numbered, and a retry adds nothing."""
-    a, b, _ = _pair(cluster)
-    for n in (a, b):
-        n.start()
-    for n in (a, b):
-        n.wait_ready()
-    cid = _fund_and_open(cluster, a, b)
+    a, b, cid = channel_pair(cluster, CAPACITY, serve=True, fixed_ports=True)
     mark_a = a.api("events.since", seq=0)["head"]
     mark_b = b.api("events.since", seq=0)["head"]
 
