@@ -70,16 +70,19 @@ def network_name(network: str) -> str:
     return {"mainnet": "main", "testnet": "test"}.get(network, network)
 
 
-def _node_running(datadir: Path) -> bool:
-    from eschaton.api.client import NodeNotRunning, call
-    from eschaton.api.endpoint import SOCKET_FILE
+def _node_running(args: argparse.Namespace) -> bool:
+    """Whether a node answers on this datadir's API (wherever ``[api]`` puts it). Only "nobody
+    answers" counts as stopped: a node too busy to answer in time still holds the seed."""
+    from eschaton.api.client import CommandFailed, NodeNotRunning
+    from eschaton.cli.node_api import call
+    from eschaton.errors import TransientError
 
-    if not (datadir / SOCKET_FILE).exists():
-        return False
     try:
-        call(datadir, "node.status", {}, timeout=10.0)
+        call(args, "node.status")
     except NodeNotRunning:
         return False
+    except (CommandFailed, TransientError):
+        return True
     return True
 
 
@@ -157,7 +160,7 @@ def cmd_restore(args: argparse.Namespace) -> Any:
 
     _refuse_argv(args)
     base, network = wallet_place(args)
-    if _node_running(base):
+    if _node_running(args):
         raise LocalError(f"a node is running on {base}: stop it first (it holds the current seed)")
     words, phrase = read_mnemonic(args)
     done = restore(base / "wallet", words, phrase, force=args.force, network=network)
