@@ -2,6 +2,7 @@
 (stored as data in tests/vectors/wallet), and the mnemonic checks that guard ``restore``."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -72,6 +73,13 @@ def test_a_passphrase_is_a_different_wallet() -> None:
     other = Seed(BIP84["mnemonic"], "regtest", "correct horse")
     assert plain.fingerprint() != other.fingerprint()
     assert "correct horse" not in repr(other) and "abandon" not in repr(other)
+    # The channel keys too: whoever holds the words but not the passphrase cannot sign channel
+    # states. Without a passphrase they are what they always were (open channels keep their keys).
+    from eschaton.daemon.channels import channel_secret
+
+    assert channel_secret(other.mnemonic, other.passphrase) != channel_secret(plain.mnemonic)
+    assert channel_secret(plain.mnemonic, "") == hashlib.sha256(
+        b"eschaton/channel-secret/v1" + bip39.mnemonic_to_seed(plain.mnemonic)).digest()
     # BIP39 hashes the NFKD form: a composed and a decomposed accent are one passphrase.
     assert Seed(BIP84["mnemonic"], "regtest", check_passphrase("caf\u00e9")).fingerprint() == \
         Seed(BIP84["mnemonic"], "regtest", check_passphrase("cafe\u0301")).fingerprint()
