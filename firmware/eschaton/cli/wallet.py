@@ -1,4 +1,5 @@
-"""``eschaton wallet address|balance|send|psbt-create|psbt-sign|psbt-finalize``.
+"""``eschaton wallet address|balance|send|psbt-create|psbt-sign|psbt-finalize``; ``restore``,
+``show-mnemonic`` and ``descriptors`` live in ``wallet_seed``.
 
 The wallet lives in ``<datadir>/wallet`` and reaches the chain through ``open_chain``: directly,
 or through the node (or ``chain serve``) that owns it. Amounts are integer satoshis; an amount of
@@ -49,6 +50,10 @@ def register(subparsers: Any) -> None:
     add_common(p)
     p.set_defaults(handler=cmd_psbt_finalize)
 
+    from eschaton.cli import wallet_seed
+
+    wallet_seed.register(sub)
+
 
 def _sats(text: str) -> int:
     try:
@@ -72,17 +77,18 @@ def _datadir(args: argparse.Namespace) -> Any:
     return resolve_datadir(args.datadir)
 
 
-def _dirs(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(node datadir holding wallet/, directory holding the chain/ this wallet uses)."""
+def _dirs(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(node datadir holding wallet/, directory holding the chain/ this wallet uses, network)."""
     from eschaton.store.datadir import resolve_datadir
 
     if getattr(args, "config", None):
+        from eschaton.cli.wallet_seed import network_name
         from eschaton.config import load_config
 
         cfg = load_config(args.config)
-        return cfg.node.datadir, cfg.chain.datadir or cfg.node.datadir
+        return cfg.node.datadir, cfg.chain.datadir or cfg.node.datadir, network_name(cfg.chain.network)
     base = resolve_datadir(args.datadir)
-    return base, base
+    return base, base, "regtest"
 
 
 def _via_node(args: argparse.Namespace, name: str, **params: Any) -> Any | None:
@@ -101,17 +107,17 @@ def _via_node(args: argparse.Namespace, name: str, **params: Any) -> Any | None:
         return None
 
 
-def _with_wallet(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any]]) -> Any:
+def with_wallet(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any]]) -> Any:
     import asyncio
 
     from eschaton.chain.open import open_chain
     from eschaton.wallet.wallet import Wallet
 
     async def run() -> Any:
-        base, chain_base = _dirs(args)
+        base, chain_base, network = _dirs(args)
         chain = await open_chain(chain_base, serve=False)
         try:
-            return await fn(Wallet(base / "wallet", chain))
+            return await fn(Wallet(base / "wallet", chain, network))
         finally:
             await chain.close()
 
@@ -127,7 +133,7 @@ def cmd_address(args: argparse.Namespace) -> Any:
         addr = w.new_address()
         return {"address": addr} if args.json else addr
 
-    return _with_wallet(args, go)
+    return with_wallet(args, go)
 
 
 def cmd_balance(args: argparse.Namespace) -> Any:
@@ -140,7 +146,7 @@ def cmd_balance(args: argparse.Namespace) -> Any:
         return {"confirmed": b.confirmed, "unconfirmed": b.unconfirmed, "immature": b.immature,
                 "spendable": b.spendable}
 
-    return _with_wallet(args, go)
+    return with_wallet(args, go)
 
 
 def cmd_send(args: argparse.Namespace) -> Any:
@@ -152,7 +158,7 @@ def cmd_send(args: argparse.Namespace) -> Any:
         txid = await w.send(args.address, args.sats)
         return {"txid": txid} if args.json else txid
 
-    return _with_wallet(args, go)
+    return with_wallet(args, go)
 
 
 def cmd_psbt_create(args: argparse.Namespace) -> Any:
@@ -164,7 +170,7 @@ def cmd_psbt_create(args: argparse.Namespace) -> Any:
         b64 = await w.create_psbt([TxOut(args.sats, spk)])
         return {"psbt": b64} if args.json else b64
 
-    return _with_wallet(args, go)
+    return with_wallet(args, go)
 
 
 def cmd_psbt_sign(args: argparse.Namespace) -> Any:
@@ -172,7 +178,7 @@ def cmd_psbt_sign(args: argparse.Namespace) -> Any:
         b64 = w.sign_psbt(args.psbt)
         return {"psbt": b64} if args.json else b64
 
-    return _with_wallet(args, go)
+    return with_wallet(args, go)
 
 
 def cmd_psbt_finalize(args: argparse.Namespace) -> Any:
@@ -188,4 +194,4 @@ def cmd_psbt_finalize(args: argparse.Namespace) -> Any:
 
     if not args.psbt.strip():
         raise LocalError("empty PSBT")
-    return _with_wallet(args, go)
+    return with_wallet(args, go)

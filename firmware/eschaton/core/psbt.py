@@ -2,10 +2,14 @@
 
 Rules:
 - Export attaches ``witness_utxo`` (and, where we know it, the BIP32 derivation) to each input,
-  so a hardware or desktop wallet can compute BIP143 digests and show the amounts.
-- Import never trusts the PSBT: it is parsed with typed errors, every partial signature is
-  checked against the input's script and amount before finalizing, and the result goes through
-  ``parse_tx`` again.
+  so a hardware or desktop wallet can compute BIP143 digests and show the amounts. It also
+  attaches ``non_witness_utxo``, the whole previous transaction, when the caller has it: signers
+  that guard against the segwit fee attack (BDK by default, hardware wallets) refuse to sign
+  without it, since ``witness_utxo`` alone is an unproven claim about the amount.
+- Import never trusts the PSBT: it is parsed with typed errors; a ``non_witness_utxo`` must hash
+  to the input's previous txid and agree with any ``witness_utxo`` (which it supplies when absent);
+  every partial signature is checked against the input's script and amount before finalizing,
+  and the result goes through ``parse_tx`` again.
 embit implements the container format; only the checks live here.
 """
 from __future__ import annotations
@@ -43,11 +47,13 @@ def export_psbt(
     spent: Sequence[TxOut],
     origins: Mapping[int, tuple[bytes, KeyOrigin]] | None = None,
     witness_scripts: Mapping[int, bytes] | None = None,
+    prev_txs: Mapping[int, bytes] | None = None,
 ) -> str:
     """Base64 PSBT for ``tx``. ``spent[i]`` is the output input i spends.
 
     ``origins`` maps input index -> (pubkey, origin) for inputs our keys can sign;
-    ``witness_scripts`` maps input index -> witness script for P2WSH inputs.
+    ``witness_scripts`` maps input index -> witness script for P2WSH inputs;
+    ``prev_txs`` maps input index -> the raw transaction that input spends (``non_witness_utxo``).
     """
     if len(spent) != len(tx.vin):
         raise PsbtError("one spent output is needed per input")
@@ -67,7 +73,19 @@ def export_psbt(
             )
         if witness_scripts and i in witness_scripts:
             psbt.inputs[i].witness_script = _escript.Script(witness_scripts[i])
+        if prev_txs and i in prev_txs:
+            prev = parse_tx(prev_txs[i])
+            vin = unsigned.vin[i]
+            if prev.txid() != vin.txid:
+                raise PsbtError(f"the previous transaction given for input {i} is not the one it spends")
+            if vin.vout >= len(prev.vout) or _txout(prev.vout[vin.vout]) != out:
+                raise PsbtError(f"the previous transaction given for input {i} does not hold its output")
+            psbt.inputs[i].non_witness_utxo = prev
     return str(psbt.to_base64())
+
+
+def _txout(o: TransactionOutput) -> TxOut:
+    return TxOut(int(o.value), bytes(o.script_pubkey.data))
 
 
 def parse_psbt(b64: str) -> PSBT:
@@ -75,9 +93,20 @@ def parse_psbt(b64: str) -> PSBT:
         psbt = PSBT.from_base64(b64.strip())
     except Exception as e:  # embit raises assorted types for garbage
         raise PsbtError(f"malformed PSBT: {e}") from e
-    for i in range(len(psbt.tx.vin)):
-        if psbt.inputs[i].witness_utxo is None:
-            raise PsbtError(f"PSBT input {i} lacks its witness_utxo")
+    for i, inp in enumerate(psbt.inputs):
+        prev = inp.non_witness_utxo
+        if prev is not None:
+            if prev.txid() != inp.txid:
+                raise PsbtError(f"PSBT input {i}: its non_witness_utxo is not the transaction it spends")
+            if inp.vout >= len(prev.vout):
+                raise PsbtError(f"PSBT input {i}: its non_witness_utxo has no output {inp.vout}")
+            out = prev.vout[inp.vout]
+            if inp.witness_utxo is None:
+                inp.witness_utxo = TransactionOutput(out.value, _escript.Script(out.script_pubkey.data))
+            elif _txout(inp.witness_utxo) != _txout(out):
+                raise PsbtError(f"PSBT input {i}: its witness_utxo contradicts its non_witness_utxo")
+        elif inp.witness_utxo is None:
+            raise PsbtError(f"PSBT input {i} lacks its witness_utxo and non_witness_utxo")
     return psbt
 
 

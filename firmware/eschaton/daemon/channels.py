@@ -103,8 +103,8 @@ class _PeerMap:
         self.map[cid] = peer
 
 
-def channel_secret(mnemonic: str) -> bytes:
-    return hashlib.sha256(b"eschaton/channel-secret/v1" + bip39.mnemonic_to_seed(mnemonic)).digest()
+def channel_secret(mnemonic: str, passphrase: str = "") -> bytes:  # the words alone must not sign
+    return hashlib.sha256(b"eschaton/channel-secret/v1" + bip39.mnemonic_to_seed(mnemonic, passphrase)).digest()
 
 
 class ChannelService:
@@ -149,7 +149,7 @@ class ChannelService:
         peers = _PeerMap(store)
         policy = Policy(min_lifetime_blocks=20, max_acceptor_contribution=0, min_locktime_step=1,
                         min_escrow_delta=2)
-        svc = cls(node, store, peers, channel_secret(node.wallet.seed.mnemonic), policy)
+        svc = cls(node, store, peers, channel_secret(node.wallet.seed.mnemonic, node.wallet.seed.passphrase), policy)
         svc.endpoint.restore()
         svc.height = (await node.chain.tip()).height
         node.chain.subscribe(svc._on_chain)

@@ -37,7 +37,7 @@ from eschaton.core.tx import (
     txid,
 )
 from eschaton.errors import LocalError
-from eschaton.wallet.seed import Seed, load_or_create
+from eschaton.wallet.seed import STATE_FILE, Seed, load_or_create
 
 GAP = 20
 RECEIVE, CHANGE = 0, 1
@@ -83,7 +83,7 @@ class Wallet:
     # --- state ---------------------------------------------------------------------------
 
     def _state_path(self) -> Path:
-        return self.dir / "state.json"
+        return self.dir / STATE_FILE
 
     def _load_state(self) -> dict[int, int]:
         try:
@@ -275,15 +275,21 @@ class Wallet:
     # --- PSBT ----------------------------------------------------------------------------
 
     async def create_psbt(self, outputs: Sequence[TxOut]) -> str:
-        """An unsigned PSBT paying ``outputs`` from our coins, for an external signer."""
+        """An unsigned PSBT paying ``outputs`` from our coins, for an external signer.
+
+        Each input carries its whole previous transaction (``non_witness_utxo``) as well as
+        ``witness_utxo``, so signers that refuse unproven amounts (BDK's defaults) sign it."""
         with self._locked():
             tx, spent = await self._build(outputs)
         fp = self.seed.fingerprint()
         origins = {}
+        prev_txs = {}
         for i, u in enumerate(spent):
             k = self._by_script[u.script_pubkey]
             origins[i] = (k.pubkey, psbt.KeyOrigin(fp, self.seed.path(k.change, k.index)))
-        return psbt.export_psbt(tx, [TxOut(u.value, u.script_pubkey) for u in spent], origins)
+            prev_txs[i] = await self.backend.get_transaction(u.outpoint.txid)
+        return psbt.export_psbt(tx, [TxOut(u.value, u.script_pubkey) for u in spent], origins,
+                                prev_txs=prev_txs)
 
     def sign_psbt(self, b64: str) -> str:
         """Add our signatures to every input of ``b64`` we hold keys for."""
