@@ -185,10 +185,8 @@ class ChannelBase:
         new_setup = L.Setup(txid, 0, cap, old.pubkeys, old.payout_scripts)
         # Contributions are history once the channel runs; capacity is what the rules use.
         params = replace(self.params, opener_contribution=cap, acceptor_contribution=0, lifetime=lifetime)
-        bal = list(self.current.balances)
-        bal[L.idx(proposer)] -= fee
-        v0 = L.Version(self.current.number + 1, lifetime, self.current.fee, (bal[0], bal[1]), (), (), L.BOTH,
-                       self.current.next_id)
+        # The fee reserve of the old output goes back to whoever paid it (docs/channels.md).
+        v0 = L.reanchored_version(self.params, self.current, self.current.number + 1, lifetime, fee, proposer)
         return new_setup, params, v0, txid
 
     def reanchor_txid(self) -> str:
