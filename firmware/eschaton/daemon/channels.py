@@ -62,6 +62,7 @@ from eschaton.core.channel import Channel, ChannelParams, FundingInput, Notify, 
 from eschaton.core.channel.errors import ProtocolViolation
 from eschaton.core.channel.keys import derive_channel_key
 from eschaton.core.channel.messages import Message, OpenChannel, TurnRequest
+from eschaton.core.channel.params import DEFAULT_MAX_CONTRACTS, min_fee_step
 from eschaton.core.channel.updates import MAX_INFLIGHT
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
@@ -477,8 +478,11 @@ class ChannelService:
         coins, change, _fee, _keys = await wallet.funding_inputs(capacity)
         inputs = [FundingInput(u.outpoint.txid, u.outpoint.vout, u.value, u.script_pubkey) for u in coins]
         h = self.height
+        # The smallest fee step that lets any newer version replace any older one in a mempool
+        # (docs/channels.md, "Fee step"); it is a reserve the cooperative close gives back.
         params = ChannelParams(opener_contribution=capacity, acceptor_contribution=0, lifetime=h + lifetime,
-                               locktime_step=step, fee_step=300, initial_fee=max(2_000, _fee),
+                               locktime_step=step, fee_step=min_fee_step(DEFAULT_MAX_CONTRACTS),
+                               initial_fee=max(2_000, _fee),
                                max_payment=capacity, reserve=0, escrow_delta=max(2, step), safety_margin=3,
                                min_depth=1, low_switch_warning=3)
         cid = os.urandom(32)

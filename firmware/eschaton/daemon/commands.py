@@ -117,6 +117,8 @@ def _status(node: Any, ch: Any) -> dict[str, Any]:
         "local_sat": st.local_balance,
         "remote_sat": st.remote_balance,
         "fee_sat": st.fee,
+        "fee_paid_sat": st.fee_paid,
+        "close_sat": st.close_balance,
         "escrows": st.escrows,
         "bets": st.bets,
         "version": st.number,

@@ -143,3 +143,35 @@ def test_fee_shares_survive_a_crash() -> None:
     pr.crash("b")
     pr.reconnect()
     assert pr.a.ch.current.fee_paid == pr.b.ch.current.fee_paid == want
+
+
+@pytest.mark.parametrize("payout", ["p2wpkh", "p2wsh"])
+def test_the_vsize_bound_holds_for_the_largest_version(payout: str) -> None:
+    """``min_fee_step`` rests on ``version_vsize_bound``: a fully signed version with both
+    balance outputs and every contract slot used is never larger (signatures vary in length by
+    a byte; the bound takes the longest)."""
+    from eschaton.core import script as S
+    from eschaton.core.channel.params import min_fee_step, version_vsize_bound
+
+    n = 8
+    pr = opened(p=params(max_contracts=n))
+    a = pr.a.ch
+    assert a.setup is not None
+    setup = a.setup
+    if payout == "p2wsh":
+        setup = dataclasses.replace(setup, payout_scripts=(S.p2wsh(b"\x51"), S.p2wsh(b"\x52")))
+    pr.pay("a", 10_000)  # both balance outputs above dust
+    for i in range(n):
+        pr.turn("a")
+        pr.do("a", "offer_escrow", 1_000, key(f"slot-{i}"))
+    v = pr.a.ch.current
+    assert v.contracts() == n
+    worst = 0
+    for j in range(20):  # several signatures: their DER length varies
+        v_j = dataclasses.replace(v, locktime=v.locktime - j)
+        tx = ledger.version_tx(v_j, setup)
+        sig = ledger.sign(tx, setup, a._key)
+        raw = ledger.complete(tx, setup, {a.pubkey: sig, a.remote_pubkey: sig})
+        worst = max(worst, T.vsize(T.parse_tx(raw)))
+    assert worst <= version_vsize_bound(2 + n) == min_fee_step(n)
+    assert version_vsize_bound(2 + n) - worst <= (25 if payout == "p2wpkh" else 2)

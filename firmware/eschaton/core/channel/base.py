@@ -155,9 +155,11 @@ class ChannelBase:
     def status(self, height: int) -> ChannelStatus:
         v = self.current
         left = self.params.switches_left(v.locktime, height)
+        close = L.close_balances(self.params, v)[self.me] if not (v.escrows or v.bets) else 0
         return ChannelStatus(self.channel_id, self.state.name, self.role, v.balances, v.balances[self.me],
                              v.balances[1 - self.me], v.fee, len(v.escrows), len(v.bets), v.number,
-                             v.locktime, left, left <= self.params.low_switch_warning, self.have_turn)
+                             v.locktime, left, left <= self.params.low_switch_warning, self.have_turn,
+                             v.fee_paid[self.me], close)
 
     def _require_usable(self, allow_inflight: bool = False) -> None:
         """``allow_inflight``: a single-signed update may pipeline behind ours still in flight."""
