@@ -83,7 +83,8 @@ def test_two_way_one_sat_payments_batch_switches_and_the_close_pays_only_its_own
     # Direction switches: each one reserved a fee step; far fewer than the payments.
     switches = (a1["fee_sat"] - a0["fee_sat"]) // FEE_STEP
     assert (a1["fee_sat"] - a0["fee_sat"]) % FEE_STEP == 0
-    assert switches * 10 <= payments, (switches, payments)
+    # (about one switch per 3 payments without the dwell here, one per 15-20 with it)
+    assert switches * 5 <= payments, (switches, payments)
     assert a.api("node.status")["turn_dwells"] + b.api("node.status")["turn_dwells"] > 0
 
     # The cooperative close, read from the chain: only the close's own fee, the same as for an
