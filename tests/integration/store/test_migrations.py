@@ -157,6 +157,39 @@ def test_channel_store_v5_both_sides_get_the_same_fee_shares_and_the_channel_con
     assert outs == sorted(ledger.close_balances(p, cur))
 
 
+def test_a_backup_from_before_fee_shares_imports_with_the_derived_shares(tmp_path: Path) -> None:
+    """A backup file written before schema 6 has versions without ``fee_paid``; importing it
+    derives them as the migration does, and the restored channel loads."""
+    import json
+
+    from eschaton.core.channel import Channel
+    from eschaton.core.channel.codec import dumps, loads
+    from tests.unit.channel.pair import key
+
+    st = ChannelStore(_load(tmp_path / "b.db", "channels-v5-b.sql"))
+    migrated = st.load_all()[0]
+    st.export_backup(tmp_path / "new.json")
+    st.close()
+    doc = loads((tmp_path / "new.json").read_text())
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != "fee_paid"}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    old = strip(doc)
+    assert "fee_paid" not in json.dumps(dumps(old))
+    (tmp_path / "old.json").write_text(dumps(old))
+    fresh = ChannelStore(tmp_path / "fresh.db")
+    assert fresh.import_backup(tmp_path / "old.json") == [migrated["channel_id"]]
+    (snap,) = fresh.load_all()
+    assert snap["current"] == migrated["current"] and snap["pending"] == migrated["pending"]
+    assert Channel.from_snapshot(snap, key("b-channel")).current.fee_paid == tuple(migrated["current"]["fee_paid"])
+    fresh.close()
+
+
 def test_a_channel_and_its_peer_are_committed_in_one_transaction(tmp_path: Path) -> None:
     pr = opened()
     path = tmp_path / "channels.db"
