@@ -235,10 +235,11 @@ def with_fee_shares(snap: dict[str, Any], params: ChannelParams, role: str) -> d
     if isinstance(pend, dict) and "fee_paid" not in pend:
         same = [m["fields"]["version"] for m in outbox
                 if m.get("fields", {}).get("version", {}).get("number") == pend.get("number")]
+        # Not in the outbox: a bet proposal, ours ("propose") or the peer's ("incoming", "signed").
+        proposer = role if snap.get("pending_kind") == "propose" else L.other(role)
         snap["pending"] = dict(pend, fee_paid=same[0]["fee_paid"] if same else _replayed_shares(
-            params, Version.from_fields(snap["current"]), pend, snap.get("pending_op"),
-            "mutual_propose" if snap.get("pending_kind") == "propose" else "",
-            role if snap.get("pending_kind") == "propose" else L.other(role))["fee_paid"])
+            params, Version.from_fields(snap["current"]), pend, snap.get("pending_op"), "mutual_propose",
+            proposer)["fee_paid"])
     return snap
 
 
