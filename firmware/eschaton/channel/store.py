@@ -54,8 +54,10 @@ from typing import Any
 
 from eschaton.channel.payments import PaymentRecord, PaymentState
 from eschaton.core.channel import STATIC_KEYS, PersistThenSend, StoredVersion
+from eschaton.core.channel import ledger as L
 from eschaton.core.channel.codec import dumps, loads
-from eschaton.core.channel.ledger import Version
+from eschaton.core.channel.ledger import Version, legacy_fee_paid
+from eschaton.core.channel.params import ChannelParams
 from eschaton.errors import LocalError
 from eschaton.store.sqlite import (
     SQLITE_FULL,
@@ -184,7 +186,79 @@ def _legacy_peers(path: Path) -> list[tuple[bytes, str]]:
         old.close()
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5)
+def _v5_to_v6(db: Connection) -> None:
+    # v6: each version records who paid how much of its fee (``Version.fee_paid``), so that a
+    # cooperative close or a re-anchor gives the fee steps back (docs/channels.md, "Fee reserve").
+    # Snapshots and stored versions written before get the shares ``with_fee_shares`` derives.
+    rows = db.execute("SELECT channel_id, static, snapshot FROM channels").fetchall()
+    for cid, static, snap in rows:
+        merged = loads(static)
+        merged.update(loads(snap))
+        params = ChannelParams.from_fields(merged["params"])
+        db.execute("UPDATE channels SET snapshot = ? WHERE channel_id = ?",
+                   (dumps(with_fee_shares(loads(snap), params, merged["role"])), cid))
+        for number, ver in db.execute("SELECT number, version FROM versions WHERE channel_id = ?", (cid,)).fetchall():
+            v = loads(ver)
+            if "fee_paid" not in v:
+                v["fee_paid"] = legacy_fee_paid(params, v)
+                db.execute("UPDATE versions SET version = ? WHERE channel_id = ? AND number = ?",
+                           (dumps(v), cid, number))
+
+
+def with_fee_shares(snap: dict[str, Any], params: ChannelParams, role: str) -> dict[str, Any]:
+    """``snap`` (a snapshot written before versions recorded their fee shares) with the shares.
+
+    The current and best versions get ``legacy_fee_paid`` (derived from the version alone, so
+    the peer derives the same for the same version); our versions in flight (the outbox) are
+    replayed from the current one by the rules, exactly as they were built, so they stay
+    consistent with what the peer will compute when it receives them."""
+    snap = dict(snap)
+    for key in ("current", "best"):
+        v = snap.get(key)
+        if isinstance(v, dict) and "fee_paid" not in v:
+            snap[key] = dict(v, fee_paid=legacy_fee_paid(params, v))
+    cur = snap.get("current")
+    prev = Version.from_fields(cur) if isinstance(cur, dict) else None
+    outbox = []
+    for m in snap.get("outbox") or []:
+        f = m.get("fields", {})
+        v = f.get("version")
+        if isinstance(v, dict) and "fee_paid" not in v:
+            v = _replayed_shares(params, prev, v, f.get("op"), m.get("name"), role)
+            f = dict(f, version=v)
+            m = dict(m, fields=f)
+            prev = Version.from_fields(v)
+        outbox.append(m)
+    if "outbox" in snap:
+        snap["outbox"] = outbox
+    pend = snap.get("pending")
+    if isinstance(pend, dict) and "fee_paid" not in pend:
+        same = [m["fields"]["version"] for m in outbox
+                if m.get("fields", {}).get("version", {}).get("number") == pend.get("number")]
+        # Not in the outbox: a bet proposal, ours ("propose") or the peer's ("incoming", "signed").
+        proposer = role if snap.get("pending_kind") == "propose" else L.other(role)
+        snap["pending"] = dict(pend, fee_paid=same[0]["fee_paid"] if same else _replayed_shares(
+            params, Version.from_fields(snap["current"]), pend, snap.get("pending_op"), "mutual_propose",
+            proposer)["fee_paid"])
+    return snap
+
+
+def _replayed_shares(params: ChannelParams, prev: Version | None, v: dict[str, Any], op: Any, name: Any,
+                     role: str) -> dict[str, Any]:
+    """``v`` with the fee shares the rules give when its op is applied to ``prev``; the
+    version-alone derivation if the replay does not reproduce ``v`` (it always should)."""
+    if prev is not None and isinstance(op, dict):
+        signer = role if name == "mutual_propose" else str(v.get("signer"))
+        try:
+            got = L.apply(params, prev, L.op_from_fields(op), signer, 0)
+            if got.fee == v.get("fee") and list(got.balances) == list(v.get("balances", [])):
+                return dict(v, fee_paid=list(got.fee_paid))
+        except Exception:  # noqa: BLE001 - any refusal: fall back to the derivation below
+            pass
+    return dict(v, fee_paid=legacy_fee_paid(params, v))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -441,6 +515,11 @@ class ChannelStore:
         for ch in doc["channels"]:
             snap = ch["snapshot"]
             cid = snap["channel_id"]
+            params = ChannelParams.from_fields(snap["params"])
+            snap = with_fee_shares(snap, params, snap["role"])  # a backup from before schema 6
+            for v in ch["versions"]:
+                if "fee_paid" not in v["version"]:
+                    v["version"]["fee_paid"] = legacy_fee_paid(params, v["version"])
             have = self.load(cid)
             if have is not None and have["current"]["number"] >= snap["current"]["number"]:
                 continue

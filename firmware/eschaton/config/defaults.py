@@ -30,6 +30,11 @@ CHAIN_DATADIR = "."  # the node's datadir: its chain is <datadir>/chain, where `
 CHAIN_DATADIR_LEGACY = "chain"  # the default before: <datadir>/chain/chain, still used if a chain is there
 CHAIN_URL = ""
 
+# [channel] (config/channel.py): the turn holder keeps the turn this long while it has payments
+# queued, so reverse payments share one direction switch (docs/channels.md, "Dwell"). Below the
+# 2 s after which a waiting payment logs that it waits.
+TURN_DWELL_MS = 300
+
 # The CLI's datadir when neither --datadir nor $ESCHATON_DATADIR names one (a user's own node; the
 # node's service keeps DATADIR above, which its unit and /etc/eschaton/node.toml name).
 CLIENT_DATADIR = "~/.eschaton"

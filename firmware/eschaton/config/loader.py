@@ -47,6 +47,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     """Validate TOML ``text``; ``source`` names it in errors."""
     from eschaton.config.bandwidth import parse_bandwidth
     from eschaton.config.chain import parse_chain
+    from eschaton.config.channel import parse_channel
     from eschaton.config.crosscheck import cross_check
     from eschaton.config.metering import SECTIONS, has_metering, parse_metering_config
     from eschaton.config.microgrid import parse_microgrid
@@ -58,12 +59,13 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     network = parse_network(root)
     api = parse_api(root)
     chain = parse_chain(root)
+    channel = parse_channel(root)
     root.done(allowed_extra=(*SECTIONS, "microgrid", "bandwidth"))
     metering = parse_metering_config(doc, ctx=ctx) if has_metering(doc) else None
     microgrid = parse_microgrid(doc, ctx)
     bandwidth = parse_bandwidth(doc, ctx)
     cross_check(ctx, network, metering, microgrid, bandwidth)
-    return NodeConfig(source, node, network, api, chain, metering, microgrid, bandwidth)
+    return NodeConfig(source, node, network, api, chain, metering, microgrid, bandwidth, channel)
 
 
 def _read(path: str | Path) -> tuple[str, str]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from eschaton.config import defaults as D
 from eschaton.config.api import ApiConfig
 from eschaton.config.chain import ChainConfig
+from eschaton.config.channel import ChannelConfig
 from eschaton.config.network import DiscoveryConfig, NetworkConfig, PeerConfig
 from eschaton.config.node import NodeSection
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:  # annotations only: a client reading [node] and [api] loads n
     from eschaton.config.microgrid import MicrogridConfig
 
 __all__ = [
-    "ApiConfig", "ChainConfig", "ClientConfig", "DiscoveryConfig", "NetworkConfig", "NodeConfig",
+    "ApiConfig", "ChainConfig", "ChannelConfig", "ClientConfig", "DiscoveryConfig", "NetworkConfig", "NodeConfig",
     "NodeSection", "PeerConfig",
 ]
 
@@ -44,6 +46,8 @@ class NodeConfig:
     """``[microgrid]``; None when absent."""
     bandwidth: tuple[BandwidthEntry, ...] = ()
     """``[[bandwidth]]`` (may be empty)."""
+    channel: ChannelConfig = ChannelConfig(D.TURN_DWELL_MS / 1000)
+    """``[channel]``."""
 
 
 @dataclass(frozen=True, slots=True)

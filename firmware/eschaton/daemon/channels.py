@@ -21,6 +21,15 @@ Rules / theory of operation:
   version is out (the core then grants after the ack): otherwise a request arriving right after
   the grant we waited for would take the turn away before we used it, and our request would
   wait for a grant that never comes.
+- Dwell (``[channel] turn_dwell_ms``, default 300 ms): a turn request that arrives while we
+  hold the turn and are paying on the channel (a local request queued, a version of ours in
+  flight, or one signed within the last dwell) is held back for the dwell; then the core grants
+  once our versions are acked. A request that finds us idle goes through at once. With
+  payments flowing both ways, each side's queued payments share one direction switch instead of
+  one switch each (every switch spends nLockTime budget and reserves a fee step). The price: a
+  reverse payment waits up to the dwell (plus a round trip) for the turn; the dwell stays below
+  the 2 s after which a waiting request logs why it waits. Only the current request is held
+  (a resent one replaces it) and only in memory: the peer asks again on every reestablish.
 - Local requests are signed one at a time but waited for together: the lock is released once
   our version is out, so concurrent payments on one channel pipeline (the core allows several
   single-signed versions in flight) and each caller returns when the ack covering its version
@@ -58,10 +67,12 @@ from eschaton.channel.driver import ChannelEndpoint, KeyFundingSigner
 from eschaton.channel.payments import PaymentRecord
 from eschaton.channel.store import ChannelStore, DiskFull, StoreError
 from eschaton.channel.watcher import ChannelWatcher
+from eschaton.config import defaults as D
 from eschaton.core.channel import Channel, ChannelParams, FundingInput, Notify, Policy, SignFunding
 from eschaton.core.channel.errors import ProtocolViolation
 from eschaton.core.channel.keys import derive_channel_key
 from eschaton.core.channel.messages import Message, OpenChannel, TurnRequest
+from eschaton.core.channel.params import DEFAULT_MAX_CONTRACTS, min_fee_step
 from eschaton.core.channel.updates import MAX_INFLIGHT
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
@@ -128,6 +139,13 @@ class ChannelService:
         self._locks: dict[bytes, asyncio.Lock] = {}
         self._busy: set[bytes] = set()
         self._deferred: dict[bytes, tuple[Any, WireMessage]] = {}
+        cfg = getattr(getattr(node, "config", None), "channel", None)
+        self.turn_dwell: float = cfg.turn_dwell if cfg is not None else D.TURN_DWELL_MS / 1000
+        self._queued: dict[bytes, int] = {}  # local requests waiting for or holding a channel's lock
+        self._dwell: dict[bytes, asyncio.TimerHandle] = {}  # a held turn request's dwell, running
+        self._dwelt: set[bytes] = set()  # the held turn request has had its dwell
+        self._last_local: dict[bytes, float] = {}  # loop time of our last signed local request
+        self.turn_dwells = 0  # turn requests held for a dwell (node status)
         self._rx: contextlib.AbstractContextManager[None] | None = None  # the open group-commit batch (see the rules)
         self._rx_waiters: list[asyncio.Future[None]] = []  # local requests staged in it: told its outcome
         self._resync_delay = 0.0  # after a failed commit: wait before reestablishing (0: none due)
@@ -406,11 +424,8 @@ class ChannelService:
             return
         if owner != peer:
             raise ProtocolViolation("message for a channel this peer does not hold")
-        if isinstance(msg, TurnRequest) and msg.channel_id in self._busy:
-            ch = self.endpoint.channels.get(msg.channel_id)
-            if ch is not None and ch.pending is None:
-                self._deferred[msg.channel_id] = (session, wm)  # see "exclusive" above
-                return
+        if isinstance(msg, TurnRequest) and self._hold_turn_request(msg.channel_id, session, wm):
+            return
         try:
             self.endpoint.receive(msg, self.height)
         except RemoteError as e:
@@ -477,8 +492,11 @@ class ChannelService:
         coins, change, _fee, _keys = await wallet.funding_inputs(capacity)
         inputs = [FundingInput(u.outpoint.txid, u.outpoint.vout, u.value, u.script_pubkey) for u in coins]
         h = self.height
+        # The smallest fee step that lets any newer version replace any older one in a mempool
+        # (docs/channels.md, "Fee step"); it is a reserve the cooperative close gives back.
         params = ChannelParams(opener_contribution=capacity, acceptor_contribution=0, lifetime=h + lifetime,
-                               locktime_step=step, fee_step=300, initial_fee=max(2_000, _fee),
+                               locktime_step=step, fee_step=min_fee_step(DEFAULT_MAX_CONTRACTS),
+                               initial_fee=max(2_000, _fee),
                                max_payment=capacity, reserve=0, escrow_delta=max(2, step), safety_margin=3,
                                min_depth=1, low_switch_warning=3)
         cid = os.urandom(32)
@@ -506,8 +524,12 @@ class ChannelService:
         """One local request at a time on a channel; the peer's turn requests wait meanwhile."""
         lock = self._locks.setdefault(cid, asyncio.Lock())
         self._lock_waiters += 1
+        self._queued[cid] = self._queued.get(cid, 0) + 1
         try:
             await lock.acquire()
+        except BaseException:
+            self._unqueue(cid)
+            raise
         finally:
             self._lock_waiters -= 1
         try:
@@ -516,13 +538,56 @@ class ChannelService:
                 yield
             finally:
                 self._busy.discard(cid)
+                self._unqueue(cid)
                 self._redeliver(cid)
         finally:
             lock.release()
 
+    def _unqueue(self, cid: bytes) -> None:
+        n = self._queued.get(cid, 0) - 1
+        if n > 0:
+            self._queued[cid] = n
+        else:
+            self._queued.pop(cid, None)
+
+    def _hold_turn_request(self, cid: bytes, session: Any, wm: WireMessage) -> bool:
+        """Hold the peer's turn request back instead of handing it to the core (see the rules):
+        while a local request of ours runs with nothing in flight yet, and, for at most
+        ``turn_dwell`` seconds, while local requests of ours are queued on the channel."""
+        ch = self.endpoint.channels.get(cid)
+        if ch is None:
+            return False
+        if cid in self._busy and ch.pending is None:
+            self._deferred[cid] = (session, wm)  # see "exclusive" above
+            return True
+        if self.turn_dwell > 0 and ch.have_turn and cid not in self._dwelt and self._active(cid, ch):
+            self._deferred[cid] = (session, wm)  # a resent request replaces the held one
+            if cid not in self._dwell:
+                self.turn_dwells += 1
+                self._dwell[cid] = asyncio.get_running_loop().call_later(self.turn_dwell, self._dwell_over, cid)
+            return True
+        self._dwelt.discard(cid)  # handed to the core: the next request gets a dwell of its own
+        return False
+
+    def _active(self, cid: bytes, ch: Channel) -> bool:
+        """We are paying on the channel: a local request is queued, a version of ours is in
+        flight, or we signed one within the last dwell (callers that pay one request after
+        the other leave short gaps between their requests)."""
+        last = self._last_local.get(cid)
+        return (self._queued.get(cid, 0) > 0 or ch.pending is not None
+                or (last is not None and asyncio.get_running_loop().time() - last < self.turn_dwell))
+
+    def _dwell_over(self, cid: bytes) -> None:
+        self._dwell.pop(cid, None)
+        self._dwelt.add(cid)
+        self._redeliver(cid)
+
     def _redeliver(self, cid: bytes) -> None:
+        if cid in self._dwell:
+            return  # still dwelling: ours go first; the dwell's end hands the request over
         held = self._deferred.pop(cid, None)
         if held is None:
+            self._dwelt.discard(cid)
             return
         session, wm = held
         try:
@@ -568,6 +633,7 @@ class ChannelService:
             self._rx_waiters.append(committed)
             self._local_staged += 1
             mine = ch.pending.number if ch.pending is not None else ch.current.number
+            self._last_local[ch.channel_id] = asyncio.get_running_loop().time()
             self._redeliver(ch.channel_id)  # our version is out: the core grants after the ack
             self._poke()
         # Outside the lock: later requests pipeline behind ours. Acks are cumulative, and a

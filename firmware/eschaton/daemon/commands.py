@@ -42,6 +42,7 @@ async def node_status(node: Any) -> dict[str, Any]:
         # closing; never per payment) and turn requests asked again on a relink.
         "channel_watcher_syncs": node.channels.watcher.syncs if node.channels is not None else 0,
         "turn_requests_resent": node.channels.turn_requests_resent if node.channels is not None else 0,
+        "turn_dwells": node.channels.turn_dwells if node.channels is not None else 0,
         "bandwidth": bandwidth,
         # Inbound admission: live pending handshakes, links, sessions, refusals by reason.
         "net": node.net.stats() if node.net is not None else {},
@@ -117,6 +118,8 @@ def _status(node: Any, ch: Any) -> dict[str, Any]:
         "local_sat": st.local_balance,
         "remote_sat": st.remote_balance,
         "fee_sat": st.fee,
+        "fee_paid_sat": st.fee_paid,
+        "close_sat": st.close_balance,
         "escrows": st.escrows,
         "bets": st.bets,
         "version": st.number,

@@ -32,6 +32,7 @@ from eschaton.core import tx as T
 from eschaton.core.channel import Channel, ChannelParams, ChannelState, FundingInput, Policy
 from eschaton.core.channel.errors import InvalidRequest
 from eschaton.core.channel.keys import derive_channel_key
+from eschaton.core.channel.ledger import close_balances, close_fee
 from eschaton.core.channel.messages import Message
 
 HEIGHT = 300
@@ -248,7 +249,11 @@ def recover(d: Path, seed: int) -> None:
         h.do("a", "close")
     a, b = h.ch("a"), h.ch("b")
     assert a is not None and b is not None
-    report["final"] = [a.current.balances[0], a.current.balances[1]]
+    # The close pays the balances plus the fee reserve back to whoever paid it (both sides
+    # derived the same shares, or the close would not have been countersigned).
+    assert a.current.fee_paid == b.current.fee_paid, (a.current, b.current)
+    report["final"] = list(close_balances(a.params, a.current))
+    assert sum(report["final"]) == a.setup.capacity - close_fee(a.params, a.current)
     report["close"] = (a.close_raw or b.close_raw).hex()
     assert report["close"], f"close did not complete: {a.state.name} {b.state.name}"
     report["states"] = [a.state.name, b.state.name]

@@ -109,7 +109,8 @@ class Net:
         self.accept_contribution = acceptor
         h = self.height
         p = ChannelParams(opener_contribution=capacity, acceptor_contribution=acceptor, lifetime=h + lifetime_blocks,
-                          locktime_step=step, fee_step=300, initial_fee=2_000, max_payment=5_000_000,
+                          locktime_step=step, fee_step=kw.pop("fee_step", 300), initial_fee=2_000,
+                          max_payment=5_000_000,
                           reserve=kw.pop("reserve", 0), escrow_delta=escrow_delta, safety_margin=3, min_depth=1,
                           low_switch_warning=2, **kw)
         self.cid = k(f"channel-{h}-{capacity}")

@@ -25,6 +25,7 @@ def test_many_payments_both_directions_then_cooperative_close(net: Net) -> None:
     net.open(acceptor=3_000_000, lifetime_blocks=400, step=2)
     rng = random.Random(7)
     expected = list(net.ch("a").current.balances)
+    paid = [2_000, 0]  # fee shares: the initial fee is the opener's
     for _ in range(60):
         who = rng.choice("ab")
         amt = rng.randint(1, 40_000)
@@ -32,13 +33,17 @@ def test_many_payments_both_directions_then_cooperative_close(net: Net) -> None:
         net.do(who, "pay", amt)
         i = 0 if who == "a" else 1
         expected[i] -= amt + (300 if switch else 0)
+        paid[i] += 300 if switch else 0
         expected[1 - i] += amt
         assert net.ch("a").current == net.ch("b").current
     assert list(net.ch("a").current.balances) == expected
+    assert list(net.ch("a").current.fee_paid) == paid
     net.do("a", "close")
     net.mine(1)
     assert net.ch("a").state.name == net.ch("b").state.name == "CLOSED"
-    assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == tuple(expected)
+    # The close gives the fee steps back to whoever paid them and pays only the initial fee.
+    assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == (expected[0] + paid[0] - 2_000,
+                                                                expected[1] + paid[1])
 
 
 @pytest.mark.parametrize("closer", ["a", "b"])
@@ -180,7 +185,9 @@ def test_bet_settled_cooperatively_for_each_outcome(net: Net, outcome: int) -> N
     v = net.ch("a").current
     net.do("a", "close")
     net.mine(1)
-    assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == v.balances
+    assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == ledger.close_balances(net.ch("a").params, v)
+    assert ledger.close_balances(net.ch("a").params, v) == (v.balances[0] + v.fee_paid[0] - 2_000,
+                                                             v.balances[1] + v.fee_paid[1])
 
 
 @pytest.mark.parametrize("outcome", [0, 1, None])
@@ -231,7 +238,7 @@ def test_store_restart_mid_channel_then_close(net: Net) -> None:
         n.ep.reconnect(net.cid)
     net.flush()
     net.do("a", "pay", 5_000)
-    agreed = net.ch("a").current.balances
+    agreed = ledger.close_balances(net.ch("a").params, net.ch("a").current)  # the fee steps come back
     net.do("b", "close")
     net.mine(1)
     assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == agreed
@@ -274,7 +281,7 @@ def test_reanchor_on_chain_then_old_versions_are_dead(net: Net) -> None:
         assert e.value.reason in ("non-final", "bad-txns-inputs-missingorspent")
     net.do("b", "pay", 100)
     net.do("a", "pay", 1_000)
-    agreed = net.ch("a").current.balances
+    agreed = ledger.close_balances(net.ch("a").params, net.ch("a").current)  # the fee steps come back
     net.do("b", "close")
     net.mine(1)
     assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == agreed
@@ -302,4 +309,37 @@ def test_watcher_answers_an_older_version_in_the_mempool(net: Net) -> None:
     assert net.ch("a").state.name == "FORCE_CLOSING"
     net.mine(1)
     assert net.ch("a").state.name == "CLOSED"
+    assert net.a.paid_to_payout() == newest.balances[0]
+
+
+def test_the_minimal_fee_step_replaces_an_older_version_with_contract_outputs(net: Net) -> None:
+    """With ``fee_step = min_fee_step(max_contracts)`` an older version carrying hash-locked
+    outputs, already in the mempool, is replaced by the newer one (BIP125 rules 3, 4 and 6 as the
+    embedded mempool applies them), which confirms and pays a what the newest version gives."""
+    from eschaton.core.channel.params import min_fee_step
+
+    n = 4
+    step = min_fee_step(n)
+    _cheater(net, "b")
+    net.open(acceptor=1_000_000, max_contracts=n, fee_step=step)
+    net.do("a", "pay", 100_000)
+    for i in range(n):  # b escrows into every contract slot: the largest version there is
+        net.do("b", "offer_escrow", 1_000 + i, k(f"mini-{i}"))
+    net.do("a", "pay", 1)  # a new epoch: b holds it, a holds b's escrow version
+    net.do("b", "pay", 1)  # and another: a holds the newest, with the escrows still open
+    newest = net.ch("a").current
+    assert newest.contracts() == n and newest.fee - net.ch("b").best.fee == step  # type: ignore[union-attr]
+    olds = _older_versions(net, "b")
+    old = T.parse_tx(olds[-1])
+    assert len(T.outputs_of(old)) == 2 + n  # b's older version: every contract output
+    while net.height < old.locktime:  # a is offline: only b's node follows the chain
+        net.chain.node.mine(1)
+        asyncio.run(net.b.watcher.sync())
+    net.chain.node.broadcast(olds[-1])
+    asyncio.run(net.a.watcher.sync())
+    tried = [r for r in net.a.watcher.results if r.label == f"version {newest.number}"]
+    assert tried and tried[-1].refused is None, tried
+    net.mine(1)
+    assert net.ch("a").state.name == "CLOSED"
+    assert net.funding_spender() == net.ch("a").best_txid()
     assert net.a.paid_to_payout() == newest.balances[0]

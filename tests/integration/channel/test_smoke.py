@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from eschaton.core.channel.ledger import close_balances
 from tests.integration.channel.harness import Net
 
 
@@ -9,7 +10,7 @@ def test_open_pay_close(net: Net) -> None:
         net.do("a" if i % 3 else "b", "pay", 10_000 + i) if i % 3 else None
     net.do("a", "pay", 50_000)
     net.do("b", "pay", 20_000)
-    agreed = net.ch("a").current.balances
+    agreed = close_balances(net.ch("a").params, net.ch("a").current)  # the fee steps come back
     net.do("a", "close")
     net.mine(1)
     assert net.ch("a").state.name == "CLOSED" and net.ch("b").state.name == "CLOSED", debug(net)

@@ -134,8 +134,9 @@ class NodeProc:
     def __init__(self, root: Path, name: str, *, chain_dir: Path | None, listen: Iterable[str] = (),
                  discovery_port: int | None = None, peers: Iterable[tuple[str, str]] = (),
                  discovery_interval: float = 0.5, api_outside: bool = False,
-                 network: Iterable[str] = ()) -> None:
-        """``network``: more ``[network]`` lines, e.g. ``"max_links = 5"``."""
+                 network: Iterable[str] = (), sections: Iterable[str] = ()) -> None:
+        """``network``: more ``[network]`` lines, e.g. ``"max_links = 5"``; ``sections``: lines
+        added at the end of the file, e.g. ``"[channel]", "turn_dwell_ms = 0"``."""
         self.name = name
         self.datadir = root / name
         self.config = root / f"{name}.toml"
@@ -163,6 +164,7 @@ class NodeProc:
             lines += ["", "[api]", f'socket = "{self.api_paths[0]}"', f'token_file = "{self.api_paths[1]}"']
         if chain_dir is not None:  # None: the default, the node's own chain in <datadir>/chain
             lines += ["", "[chain]", f'datadir = "{chain_dir}"', ""]
+        lines += ["", *sections, ""]
         self.config.write_text("\n".join(lines))
 
     # --- process -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from eschaton.api.client import call_async
+from eschaton.core.channel.params import DEFAULT_MAX_CONTRACTS, min_fee_step
 from tests.integration.node.harness import (
     Cluster,
     NodeProc,
@@ -20,7 +21,7 @@ from tests.integration.node.harness import (
 pytestmark = pytest.mark.timeout(180)
 
 CAPACITY = 6_000_000
-FEE_STEP = 300  # the node's channel parameters: fee step paid by whoever switches direction
+FEE_STEP = min_fee_step(DEFAULT_MAX_CONTRACTS)  # the node's channel parameters: fee step paid by whoever switches direction
 
 
 async def _pays(node: NodeProc, cid: str, amounts: list[int]) -> list[object]:

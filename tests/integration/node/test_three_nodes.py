@@ -124,7 +124,7 @@ def test_three_nodes_discover_link_trade_and_close(cluster: Cluster) -> None:
     # The version c will broadcast alone is the newest one b signed: end b-c with b paying.
     pay(b, c, bc, 7_000)
 
-    # Cooperative close of a-b: the close pays each side exactly its channel balance.
+    # Cooperative close of a-b: the close pays each side exactly its channel balance ...
     va, vb = mirrored(a, b, ab)
     ta, tb = a.wallet_total(), b.wallet_total()
     mark_a, mark_b = len(a.logs), len(b.logs)
@@ -139,8 +139,10 @@ def test_three_nodes_discover_link_trade_and_close(cluster: Cluster) -> None:
     for n in (a, b):
         poll(lambda n=n: (n.channel(ab) or {}).get("state") == "CLOSED", f"{n.name}: a-b CLOSED")
     assert cluster.chain.tx(close_txid)["confirmations"] >= 1
-    poll(lambda: _wallet_settled(a, ta + va["local_sat"]), f"a's wallet +{va['local_sat']}")
-    poll(lambda: _wallet_settled(b, tb + vb["local_sat"]), f"b's wallet +{vb['local_sat']}")
+    # ... plus the fee steps it paid (a reserve the close gives back): close_sat.
+    assert va["close_sat"] >= va["local_sat"] and vb["close_sat"] >= vb["local_sat"], (va, vb)
+    poll(lambda: _wallet_settled(a, ta + va["close_sat"]), f"a's wallet +{va['close_sat']}")
+    poll(lambda: _wallet_settled(b, tb + vb["close_sat"]), f"b's wallet +{vb['close_sat']}")
 
     # Unilateral close of b-c by c: its best version (b's last signed update, which is also the
     # current one) becomes final at its nLockTime.

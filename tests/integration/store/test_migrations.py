@@ -60,7 +60,7 @@ def test_channel_store_v4_takes_in_the_peer_map_and_leaves_the_old_file(tmp_path
     legacy_rows = sorted(_raw(legacy, "SELECT channel_id, peer FROM channel_peers"))
     assert len(legacy_rows) == 2 and _version(path) == 4
     st = ChannelStore(path)
-    assert st.schema_version() == SCHEMA_VERSION == 5
+    assert st.schema_version() == SCHEMA_VERSION == 6
     [snap] = st.load_all()
     cid = snap["channel_id"]
     assert st.peers() == {bytes(c): p for c, p in legacy_rows} and st.peers()[cid] == PEER_A
@@ -73,13 +73,13 @@ def test_channel_store_v4_takes_in_the_peer_map_and_leaves_the_old_file(tmp_path
     assert sorted(_raw(legacy, "SELECT channel_id, peer FROM channel_peers")) == legacy_rows
     assert _version(legacy) == 1
     again = ChannelStore(path)  # migrated once: opening again changes nothing
-    assert again.schema_version() == 5 and len(again.peers()) == 2
+    assert again.schema_version() == 6 and len(again.peers()) == 2
     again.close()
 
 
 def test_channel_store_v4_without_a_peer_file(tmp_path: Path) -> None:
     st = ChannelStore(_load(tmp_path / "channels.db", "channels-v4.sql"))
-    assert st.schema_version() == 5 and st.peers() == {} and len(st.load_all()) == 1
+    assert st.schema_version() == 6 and st.peers() == {} and len(st.load_all()) == 1
     st.close()
     assert not (tmp_path / "channel_peers.db").exists()
 
@@ -95,6 +95,99 @@ def test_a_newer_peer_file_is_refused_and_the_store_stays_at_v4(tmp_path: Path) 
     assert str(e.value) == f"{legacy}: schema 2 is newer than this firmware's (1); refusing to open it"
     assert _version(path) == 4  # the migration's transaction rolled back
     assert _raw(path, "SELECT name FROM sqlite_master WHERE name = 'channel_peers'") == []
+
+
+def test_channel_store_v5_both_sides_get_the_same_fee_shares_and_the_channel_continues(tmp_path: Path) -> None:
+    """Both sides of one channel, dumped by the schema-5 firmware mid-stream (switches done, the
+    acceptor's payment opening a new epoch persisted but never delivered): after the migration
+    each side derived the same fee shares, the in-flight payment is accepted, payments continue
+    both ways, and the cooperative close gives the fee steps back."""
+    from eschaton.core import tx as T
+    from eschaton.core.channel import Channel, ledger
+    from tests.unit.channel.pair import key
+
+    chans: dict[str, Channel] = {}
+    for name in ("a", "b"):
+        path = _load(tmp_path / f"{name}.db", f"channels-v5-{name}.sql")
+        st = ChannelStore(path)
+        assert st.schema_version() == SCHEMA_VERSION == 6
+        (snap,) = st.load_all()
+        for row in st.versions(snap["channel_id"]):
+            assert sum(row.version.fee_paid) == row.version.fee
+        chans[name] = Channel.from_snapshot(snap, key(f"{name}-channel"))
+        st.close()
+    a, b = chans["a"], chans["b"]
+    p = a.params
+    assert b.pending is not None and a.current.number == b.current.number == b.pending.number - 1
+    assert a.current == b.current and sum(a.current.fee_paid) == a.current.fee > p.initial_fee
+    height = 100
+
+    def deliver(to: Channel, acts: list[Any]) -> None:
+        queue = [(to, m) for act in acts for m in getattr(act, "messages", ())
+                 + ((act.message,) if hasattr(act, "message") else ())]
+        while queue:
+            dest, msg = queue.pop(0)
+            other = a if dest is b else b
+            for act in dest.handle(msg, height):
+                for m in getattr(act, "messages", ()) + ((act.message,) if hasattr(act, "message") else ()):
+                    queue.append((other, m))
+
+    deliver(a, b.reestablish())  # the lost payment arrives
+    deliver(b, a.reestablish())
+    assert b.pending is None and a.current == b.current
+    for payer, payee, amount in ((a, b, 3), (b, a, 1), (a, b, 2)):
+        if not payer.have_turn:
+            deliver(payee, payer.request_turn())
+        deliver(payee, payer.pay(amount, height))
+        assert a.current == b.current
+    cur = a.current
+    assert sum(cur.fee_paid) == cur.fee and cur.fee_paid == b.current.fee_paid
+    if not a.have_turn:
+        deliver(b, a.request_turn())
+    close = [act for act in a.close(height)]
+    broadcasts: list[bytes] = []
+    for act in close:
+        for m in act.messages:  # type: ignore[attr-defined]
+            for r in b.handle(m, height):
+                if hasattr(r, "raw_tx"):
+                    broadcasts.append(r.raw_tx)
+    (raw,) = broadcasts
+    outs = sorted(o.value for o in T.outputs_of(T.parse_tx(raw)))
+    assert sum(outs) == p.capacity - p.initial_fee
+    assert outs == sorted(ledger.close_balances(p, cur))
+
+
+def test_a_backup_from_before_fee_shares_imports_with_the_derived_shares(tmp_path: Path) -> None:
+    """A backup file written before schema 6 has versions without ``fee_paid``; importing it
+    derives them as the migration does, and the restored channel loads."""
+    import json
+
+    from eschaton.core.channel import Channel
+    from eschaton.core.channel.codec import dumps, loads
+    from tests.unit.channel.pair import key
+
+    st = ChannelStore(_load(tmp_path / "b.db", "channels-v5-b.sql"))
+    migrated = st.load_all()[0]
+    st.export_backup(tmp_path / "new.json")
+    st.close()
+    doc = loads((tmp_path / "new.json").read_text())
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != "fee_paid"}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    old = strip(doc)
+    assert "fee_paid" not in json.dumps(dumps(old))
+    (tmp_path / "old.json").write_text(dumps(old))
+    fresh = ChannelStore(tmp_path / "fresh.db")
+    assert fresh.import_backup(tmp_path / "old.json") == [migrated["channel_id"]]
+    (snap,) = fresh.load_all()
+    assert snap["current"] == migrated["current"] and snap["pending"] == migrated["pending"]
+    assert Channel.from_snapshot(snap, key("b-channel")).current.fee_paid == tuple(migrated["current"]["fee_paid"])
+    fresh.close()
 
 
 def test_a_channel_and_its_peer_are_committed_in_one_transaction(tmp_path: Path) -> None:

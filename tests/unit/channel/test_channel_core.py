@@ -337,7 +337,10 @@ def test_cooperative_close() -> None:
     pr.do("a", "close")
     tx = T.parse_tx(pr.b.broadcasts[-1])
     assert tx.locktime == 0 and tx.vin[0].sequence == 0xFFFFFFFF
-    assert sorted(o.value for o in T.outputs_of(tx)) == sorted(pr.a.ch.current.balances)
+    # The first payment opened an epoch (fee step 200, paid by a): the close gives it back and
+    # pays only its own fee, the initial fee.
+    assert pr.a.ch.current.balances == (988_800, 10_000) and pr.a.ch.current.fee == 1_200
+    assert sorted(o.value for o in T.outputs_of(tx)) == [10_000, 989_000]
     assert pr.a.broadcasts[-1] == pr.b.broadcasts[-1]
     pr.run("a", pr.a.ch.on_funding_spent(T.txid(tx), True, pr.height))
     assert pr.a.ch.state is ChannelState.CLOSED
@@ -499,7 +502,11 @@ def test_reanchor_restores_the_switch_budget() -> None:
     assert a.state is ChannelState.OPEN and b.state is ChannelState.OPEN
     assert a.setup == b.setup and a.setup.funding_txid == T.txid(rtx)  # type: ignore[union-attr]
     assert a.current == b.current and a.current.locktime == 1_000
-    assert a.current.balances == (before.balances[0] - 500, before.balances[1])
+    # Six epochs, three opened by each side: the fee reserve (3 x 200 each) goes back to its
+    # payers, V0' pays the initial fee again (the opener's) and a pays the 500 of R.
+    assert before.fee == 2_200 and before.fee_paid == (1_600, 600)
+    assert a.current.balances == (before.balances[0] + 600 - 500, before.balances[1] + 600)
+    assert a.current.fee == 1_000 and a.current.fee_paid == (1_000, 0)
     assert a.best == b.best == a.current
     assert a.status(pr.height).switches_left == (1_000 - 100 - 6) // 10
     pr.pay("b", 100)

@@ -143,6 +143,12 @@ def test_random_operations_keep_invariants(ops: list[tuple[str, str, int]]) -> N
         if cur.number != last.number:
             assert cur.number > last.number
             assert cur.locktime <= last.locktime and cur.fee >= last.fee
+            # The fee reserve: shares add up to the fee and only grow (a step, once paid, stays
+            # its payer's until the close or a re-anchor gives it back).
+            assert sum(cur.fee_paid) == cur.fee
+            assert all(cur.fee_paid[i] >= last.fee_paid[i] for i in (0, 1))
+            if not cur.escrows and not cur.bets:
+                assert sum(ledger.close_balances(p, cur)) == p.capacity - ledger.close_fee(p, cur)
             history.append(cur)
         # Each side's broadcastable best gives it at least what the agreed state gives it.
         for side in (a, b):

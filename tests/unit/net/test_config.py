@@ -224,3 +224,14 @@ def test_client_config_leaves_the_other_sections_to_the_node(tmp_path: Path) -> 
     assert load_client_config(p).api.tcp_port == 8090
     with pytest.raises(ConfigError, match="cannot read"):
         load_client_config(tmp_path / "missing.toml")
+
+
+def test_channel_section_turn_dwell() -> None:
+    assert parse_config("").channel.turn_dwell == 0.3
+    assert parse_config("[channel]\nturn_dwell_ms = 0\n").channel.turn_dwell == 0.0
+    for bad in ("-1", "1501", '"fast"', "true"):
+        with pytest.raises(ConfigError) as e:
+            parse_config(f"[channel]\nturn_dwell_ms = {bad}\n", "node.toml")
+        assert str(e.value) == "node.toml:2: channel.turn_dwell_ms: must be an integer in 0..1500"
+    with pytest.raises(ConfigError, match="channel.dwell: unknown key"):
+        parse_config("[channel]\ndwell = 3\n")

@@ -139,3 +139,8 @@ class ChannelStatus:
     switches_left: int
     budget_low: bool
     have_turn: bool
+    fee_paid: int = 0
+    """Our share of ``fee``: the fee reserve a cooperative close or a re-anchor gives back."""
+    close_balance: int = 0
+    """What a cooperative close now would pay us (balance plus our fee share, less our part of
+    the close's own fee); 0 while escrows or bets are open."""

@@ -155,9 +155,11 @@ class ChannelBase:
     def status(self, height: int) -> ChannelStatus:
         v = self.current
         left = self.params.switches_left(v.locktime, height)
+        close = L.close_balances(self.params, v)[self.me] if not (v.escrows or v.bets) else 0
         return ChannelStatus(self.channel_id, self.state.name, self.role, v.balances, v.balances[self.me],
                              v.balances[1 - self.me], v.fee, len(v.escrows), len(v.bets), v.number,
-                             v.locktime, left, left <= self.params.low_switch_warning, self.have_turn)
+                             v.locktime, left, left <= self.params.low_switch_warning, self.have_turn,
+                             v.fee_paid[self.me], close)
 
     def _require_usable(self, allow_inflight: bool = False) -> None:
         """``allow_inflight``: a single-signed update may pipeline behind ours still in flight."""
@@ -185,10 +187,8 @@ class ChannelBase:
         new_setup = L.Setup(txid, 0, cap, old.pubkeys, old.payout_scripts)
         # Contributions are history once the channel runs; capacity is what the rules use.
         params = replace(self.params, opener_contribution=cap, acceptor_contribution=0, lifetime=lifetime)
-        bal = list(self.current.balances)
-        bal[L.idx(proposer)] -= fee
-        v0 = L.Version(self.current.number + 1, lifetime, self.current.fee, (bal[0], bal[1]), (), (), L.BOTH,
-                       self.current.next_id)
+        # The fee reserve of the old output goes back to whoever paid it (docs/channels.md).
+        v0 = L.reanchored_version(self.params, self.current, self.current.number + 1, lifetime, fee, proposer)
         return new_setup, params, v0, txid
 
     def reanchor_txid(self) -> str:

@@ -109,14 +109,14 @@ class Closing(ChannelBase):
         if self.close_raw:
             return T.txid(T.parse_tx(self.close_raw))
         if self.close_sig and self.state is ChannelState.CLOSING:
-            return T.txid(L.close_tx(self.current, self._setup()))
+            return T.txid(L.close_tx(self.params, self.current, self._setup()))
         return ""
 
     def close(self, height: int) -> list[Action]:
         """Cooperative close at the current balances (final transaction, no nLockTime)."""
         self._require_usable()
         try:
-            tx = L.close_tx(self.current, self._setup())
+            tx = L.close_tx(self.params, self.current, self._setup())
         except RuleViolation as e:
             raise InvalidRequest(str(e), e) from e
         self.close_sig = L.sign(tx, self._setup(), self._key)
@@ -130,7 +130,7 @@ class Closing(ChannelBase):
         if self.state is not ChannelState.OPEN or self.pending is not None or self.have_turn:
             raise ProtocolViolation("close_proposal unexpected")
         s = self._setup()
-        tx = L.close_tx(self.current, s)
+        tx = L.close_tx(self.params, self.current, s)
         if not L.verify(tx, s, self.remote_pubkey, msg.signature):
             raise BadSignature("close signature does not verify")
         mine = L.sign(tx, s, self._key)
@@ -144,7 +144,7 @@ class Closing(ChannelBase):
         if self.close_raw:
             return [Broadcast(self.channel_id, self.close_raw, "close")]
         s = self._setup()
-        tx = L.close_tx(self.current, s)
+        tx = L.close_tx(self.params, self.current, s)
         if not L.verify(tx, s, self.remote_pubkey, msg.signature):
             raise BadSignature("close signature does not verify")
         self.close_raw = L.complete(tx, s, {self.pubkey: self.close_sig, self.remote_pubkey: msg.signature})

@@ -48,6 +48,7 @@ from eschaton.core.channel.errors import (
     BalanceViolation,
     BetViolation,
     EscrowViolation,
+    FeeViolation,
     LocktimeExhausted,
     PaymentTooLarge,
     ReserveViolation,
@@ -136,6 +137,10 @@ class Version:
     bets: tuple[Bet, ...] = ()
     signer: str = BOTH
     next_id: int = 1  # id for the next escrow or bet
+    fee_paid: tuple[int, int] = (0, 0)
+    """(opener, acceptor): who paid how much of ``fee``. The fee is a reserve: only a version
+    that reaches the chain pays it, and a cooperative close or a re-anchor gives each party back
+    what it paid beyond the new transaction's own fee (``close_balances``, ``reanchored_balances``)."""
 
     def committed(self) -> int:
         return (sum(self.balances) + sum(e.amount for e in self.escrows)
@@ -160,7 +165,7 @@ class Version:
         return {"number": self.number, "locktime": self.locktime, "fee": self.fee,
                 "balances": list(self.balances), "escrows": [e.to_fields() for e in self.escrows],
                 "bets": [b.to_fields() for b in self.bets], "signer": self.signer,
-                "next_id": self.next_id}
+                "next_id": self.next_id, "fee_paid": list(self.fee_paid)}
 
     @classmethod
     def from_fields(cls, d: dict[str, object]) -> Version:
@@ -172,9 +177,13 @@ class Version:
             raise BalanceViolation("malformed balances")
         if not isinstance(esc, list) or not isinstance(bets, list) or signer not in (OPENER, ACCEPTOR, BOTH):
             raise BalanceViolation("malformed version")
+        paid = d.get("fee_paid")
+        if not (isinstance(paid, list) and len(paid) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in paid)):
+            raise FeeViolation("fee_paid (who paid how much of the fee) missing or malformed")
         return cls(_int(d, "number"), _int(d, "locktime"), _int(d, "fee"), (int(bal[0]), int(bal[1])),
                    tuple(Escrow.from_fields(_d(e)) for e in esc), tuple(Bet.from_fields(_d(b)) for b in bets),
-                   str(signer), _int(d, "next_id"))
+                   str(signer), _int(d, "next_id"), (int(paid[0]), int(paid[1])))
 
 
 def _d(x: object) -> dict[str, object]:
@@ -320,7 +329,8 @@ def op_from_fields(d: dict[str, object]) -> Op:
 
 def initial_version(p: ChannelParams) -> Version:
     return Version(0, p.lifetime, p.initial_fee,
-                   (p.opener_contribution - p.initial_fee, p.acceptor_contribution), (), (), BOTH, 1)
+                   (p.opener_contribution - p.initial_fee, p.acceptor_contribution), (), (), BOTH, 1,
+                   (p.initial_fee, 0))
 
 
 def is_new_epoch(cur: Version, op: Op, signer: str) -> bool:
@@ -346,6 +356,7 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
     me, them = idx(signer), idx(other(signer))
     bal = [cur.balances[0], cur.balances[1]]
     locktime, fee = cur.locktime, cur.fee
+    paid = [cur.fee_paid[0], cur.fee_paid[1]]
     new_epoch = is_new_epoch(cur, op, signer)
     if new_epoch:
         locktime -= p.locktime_step
@@ -355,6 +366,7 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
             )
         fee += p.fee_step
         bal[me] -= p.fee_step
+        paid[me] += p.fee_step
     escrows = list(cur.escrows)
     bets = list(cur.bets)
     next_id = cur.next_id
@@ -392,6 +404,8 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
             # of its own (a fresh single-funded channel) can still roll back.
             bal[me] += p.fee_step
             bal[idx(e.payer)] -= p.fee_step
+            paid[me] -= p.fee_step
+            paid[idx(e.payer)] += p.fee_step
     elif isinstance(op, SettleBet):
         b = cur.bet(op.bet_id)
         h = hashlib.sha256(op.preimage).digest()
@@ -412,6 +426,8 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
                 # by refusing to settle. (Safe: the loser still only signs value towards the winner.)
                 bal[me] += p.fee_step
                 bal[idx(winner)] -= p.fee_step
+                paid[me] -= p.fee_step
+                paid[idx(winner)] += p.fee_step
     elif isinstance(op, PlaceBet):
         a = op.announcement
         a.verify()
@@ -448,7 +464,7 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
     else:  # pragma: no cover - the Op union is closed
         raise BalanceViolation("unknown operation")
     new = Version(cur.number + 1, locktime, fee, (bal[0], bal[1]), tuple(escrows), tuple(bets),
-                  BOTH if isinstance(op, MUTUAL) else signer, next_id)
+                  BOTH if isinstance(op, MUTUAL) else signer, next_id, (paid[0], paid[1]))
     check_invariants(p, new)
     for i in (0, 1):
         if new.balances[i] < cur.balances[i] and new.balances[i] < p.reserve:
@@ -465,6 +481,60 @@ def check_invariants(p: ChannelParams, v: Version) -> None:
         raise BalanceViolation("non-positive contract amount")
     if v.committed() != p.capacity:
         raise BalanceViolation(f"balances + contracts + fee = {v.committed()} != capacity {p.capacity}")
+    if min(v.fee_paid) < 0 or sum(v.fee_paid) != v.fee:
+        raise FeeViolation(f"fee shares {list(v.fee_paid)} do not add up to the fee {v.fee}")
+
+
+def close_fee(p: ChannelParams, v: Version) -> int:
+    """The cooperative close's own fee: the initial refund's (a final transaction of the same
+    shape, two balance outputs), never more than the version's fee."""
+    return min(p.initial_fee, v.fee)
+
+
+def refunded_balances(v: Version, fee: int) -> tuple[int, int]:
+    """``v``'s balances once the fee reserve goes back to whoever paid it and a new
+    transaction's own ``fee`` is paid instead: the opener pays it out of its share (it paid the
+    initial fee), the acceptor only what the opener's share does not cover."""
+    from_opener = min(fee, v.fee_paid[0])
+    return (v.balances[0] + v.fee_paid[0] - from_opener,
+            v.balances[1] + v.fee_paid[1] - (fee - from_opener))
+
+
+def close_balances(p: ChannelParams, v: Version) -> tuple[int, int]:
+    """What a cooperative close of ``v`` pays each party: its balance plus the fee reserve it
+    paid, the opener less the close's own fee. Sums to capacity - ``close_fee``."""
+    return refunded_balances(v, close_fee(p, v))
+
+
+def reanchored_version(p: ChannelParams, v: Version, number: int, lifetime: int, anchor_fee: int,
+                       proposer: str) -> Version:
+    """The new initial refund V0' of a re-anchor of ``v`` (no contracts open): the fee reserve
+    goes back to whoever paid it, V0' pays the initial fee again (from the opener, as at the
+    opening), and the proposer pays the re-anchor transaction's ``anchor_fee``."""
+    base = close_fee(p, v)
+    bal = list(refunded_balances(v, base))
+    bal[idx(proposer)] -= anchor_fee
+    return Version(number, lifetime, base, (bal[0], bal[1]), (), (), BOTH, v.next_id, (base, 0))
+
+
+def legacy_fee_paid(p: ChannelParams, v: dict[str, object]) -> list[int]:
+    """Fee shares for a version written before they were kept (store migration to schema 6).
+
+    Deterministic from the version alone, so both parties of a channel derive the same shares
+    for the same version: the opener paid the initial fee; direction switches alternate signers,
+    so of the k fee steps above it the version's signer paid ceil(k/2) and the other party
+    floor(k/2) (a mutual version counts the opener as its signer); a remainder that is not a
+    whole step goes to the opener."""
+    fee = _int(v, "fee")
+    base = min(fee, p.initial_fee)
+    steps, rest = divmod(fee - base, max(1, p.fee_step))
+    signer = v.get("signer")
+    first = idx(str(signer)) if signer in ROLES else 0
+    paid = [0, 0]
+    paid[first] += (steps + 1) // 2 * p.fee_step
+    paid[1 - first] += steps // 2 * p.fee_step
+    paid[0] += base + rest
+    return paid
 
 
 # --- transactions -------------------------------------------------------------------------
@@ -614,11 +684,15 @@ def version_tx(v: Version, s: Setup) -> Transaction:
     return T.build_tx([T.TxIn(s.funding_txid, s.funding_vout, SEQUENCE_BASE + v.number)], outs, v.locktime, 2)
 
 
-def close_tx(v: Version, s: Setup) -> Transaction:
-    """The cooperative close: current balances, no nLockTime, final nSequence."""
+def close_tx(p: ChannelParams, v: Version, s: Setup) -> Transaction:
+    """The cooperative close: current balances with the fee reserve refunded (``close_balances``),
+    no nLockTime, final nSequence."""
     if v.escrows or v.bets:
         raise EscrowViolation("settle escrows and bets before a cooperative close")
-    outs = [T.TxOut(o.value, o.script_pubkey) for o in version_outputs(v, s)]
+    final = replace(v, balances=close_balances(p, v), fee=close_fee(p, v))
+    outs = [T.TxOut(o.value, o.script_pubkey) for o in version_outputs(final, s)]
+    if not outs:
+        raise BalanceViolation("a close must have at least one output above dust")
     return T.build_tx([T.TxIn(s.funding_txid, s.funding_vout, T.SEQUENCE_FINAL)], outs, 0, 2)
 
 

@@ -10,7 +10,9 @@ Rules / why each parameter exists:
   locktime_step`` bounds the switches left. ``locktime_step`` is also the window in which the
   holder of a newer version must get it confirmed before the previous one becomes valid.
 - ``fee_step`` is added to the refund fee at each direction switch (paid by the party whose
-  signature opens the new epoch) so that miners prefer the newer version.
+  signature opens the new epoch) so that miners prefer the newer version and a mempool lets it
+  replace an older one: ``min_fee_step(max_contracts)`` is the smallest safe value. It is a
+  reserve, not a cost: only a version that reaches the chain pays it (``Version.fee_paid``).
 - ``reserve`` (the design's risk deposit): a party may not pay, escrow or stake itself below it.
 - ``max_payment`` bounds a single payment, escrow or stake.
 - ``max_contracts`` bounds the hash-locked outputs (escrows + bet stakes) in one version, keeping
@@ -26,6 +28,29 @@ from eschaton.core.channel.errors import ParamsRejected
 
 DUST_LIMIT = 546  # outputs below this are non-standard; the refund builder folds them into the fee
 MAX_LOCKTIME_HEIGHT = 499_999_999
+DEFAULT_MAX_CONTRACTS = 8
+INCREMENTAL_RELAY_FEE = 1  # sat/vB: bitcoind's default -incrementalrelayfee, and the embedded mempool's
+
+# Upper bounds of a version's serialised parts (docs/channels.md, "Fee step"), in bytes.
+_VERSION_BASE = 4 + 1 + 36 + 1 + 4 + 1 + 4  # version, input count, outpoint, empty scriptSig, nSequence, output count, nLockTime
+_OUTPUT_MAX = 8 + 1 + 34  # value, script length, the largest standard script (P2WSH, P2TR)
+# Witness, in weight units: marker and flag, item count, the empty CHECKMULTISIG dummy, two
+# low-S DER signatures with their sighash byte (at most 72 bytes each), the 2-of-2 script (71).
+_VERSION_WITNESS = 2 + 1 + 1 + 2 * (1 + 72) + 1 + 71
+
+
+def version_vsize_bound(outputs: int) -> int:
+    """The largest vsize a version with ``outputs`` outputs (at most 252) can have."""
+    weight = 4 * (_VERSION_BASE + outputs * _OUTPUT_MAX) + _VERSION_WITNESS
+    return -(-weight // 4)
+
+
+def min_fee_step(max_contracts: int) -> int:
+    """The smallest ``fee_step`` with which any newer version replaces any older one in a
+    mempool (BIP125 rule 4 as bitcoind applies it: the replacement pays at least the replaced
+    fee plus ``incrementalrelayfee`` times its own vsize); the largest version has both balance
+    outputs and ``max_contracts`` hash-locked outputs."""
+    return INCREMENTAL_RELAY_FEE * version_vsize_bound(2 + max_contracts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +71,7 @@ class ChannelParams:
     """Largest single payment, escrow or stake."""
     reserve: int
     """Balance floor a party cannot pay itself below (risk deposit)."""
-    max_contracts: int = 8
+    max_contracts: int = DEFAULT_MAX_CONTRACTS
     """Most escrows + bet stake outputs open at once."""
     escrow_delta: int = 36
     """Blocks after a version's nLockTime before a hash-locked output's payer can reclaim it."""

@@ -179,6 +179,8 @@ class Updates(ChannelBase):
             raise FeeViolation(f"fee {v.fee}, rules give {expected.fee}")
         if v.balances != expected.balances:
             raise BalanceViolation(f"balances {v.balances}, operation gives {expected.balances}")
+        if v.fee_paid != expected.fee_paid:
+            raise FeeViolation(f"fee shares {list(v.fee_paid)}, rules give {list(expected.fee_paid)}")
         if v != expected:
             raise EscrowViolation("contracts or bookkeeping differ from what the operation gives")
 

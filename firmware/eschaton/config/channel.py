@@ -1,0 +1,23 @@
+"""``[channel]``: how the node runs its trade channels (docs/channels.md)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eschaton.config import defaults as D
+from eschaton.config.section import Section
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelConfig:
+    turn_dwell: float
+    """Seconds the turn holder keeps the turn after the peer asked for it, while payments of its
+    own are queued on the channel (``turn_dwell_ms``): the reverse payments are then batched into
+    one direction switch instead of one switch each. 0 hands the turn over as soon as nothing of
+    ours is in flight."""
+
+
+def parse_channel(root: Section) -> ChannelConfig:
+    s = root.sub("channel")
+    dwell_ms = s.get_int("turn_dwell_ms", D.TURN_DWELL_MS, 0, 1_500)
+    s.done()
+    return ChannelConfig(dwell_ms / 1000)
