@@ -385,7 +385,8 @@ class RpcMethods:
             d["blockhash"] = bh
             d["confirmations"] = self.node.tip_row().height - height + 1
             d["time"] = d["blocktime"] = row.time
-            d["in_active_chain"] = True
+            if blockhash is not None:
+                d["in_active_chain"] = True  # (Core: only with an explicit blockhash)
             if v >= 2 and not tx.is_coinbase:
                 fee = self._fee_of(tx)
                 if fee is not None:

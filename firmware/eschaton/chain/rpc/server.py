@@ -34,6 +34,7 @@ import os
 import secrets
 import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,15 @@ def tcp_peer_uid(peer: tuple[str, int], local: tuple[str, int]) -> int | None:
     except (OSError, StopIteration, IndexError, ValueError):
         return None
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class RpcListen:
+    """Where and to whom the owner serves the RPC (``[chain] rpc_port``, ``rpc_user``/``rpc_password``)."""
+
+    port: int = 0
+    user: str | None = None
+    password: str | None = None
 
 
 class RpcServer:
@@ -212,4 +222,4 @@ class RpcServer:
         return {"result": result, "error": None, "id": rid}, 200
 
 
-__all__ = ["COOKIE_FILE", "PORT_FILE", "RpcServer", "tcp_peer_uid"]
+__all__ = ["COOKIE_FILE", "PORT_FILE", "RpcListen", "RpcServer", "tcp_peer_uid"]
