@@ -33,8 +33,6 @@ CORE_VERSION = 310000
 SUBVERSION = "/Eschaton:0.1.0/"
 COIN = 100_000_000
 
-# Core's names for ``Solver`` types where they differ from policy.script_type's.
-_TYPE_NAMES = {None: "nonstandard"}
 
 _OPNAMES = {
     0x00: "0", 0x4F: "-1", 0x61: "OP_NOP", 0x63: "OP_IF", 0x64: "OP_NOTIF", 0x67: "OP_ELSE",
@@ -98,7 +96,7 @@ def asm(script: bytes) -> str:
 def script_pubkey_json(spk: bytes, network: str = "regtest") -> dict[str, Any]:
     kind = script_type(spk)
     d: dict[str, Any] = {"asm": asm(spk), "desc": f"raw({spk.hex()})", "hex": spk.hex(),
-                         "type": _TYPE_NAMES.get(kind, kind)}
+                         "type": kind or "nonstandard"}
     address = script_to_address(spk, network) if kind not in (None, "nulldata", "pubkey", "multisig") else None
     if address is not None:
         d["address"] = address
