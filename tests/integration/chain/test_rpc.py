@@ -380,3 +380,22 @@ def test_only_the_owner_may_generate(shared_tmp: Path) -> None:
             assert len(await rpc("generatetoaddress", 2, address)) == 2 and node.tip().height == 103
 
     asyncio.run(run())
+
+
+def test_chain_serve_rpc_port_taken_is_one_line(tmp_path: Path) -> None:
+    """``eschaton chain serve --rpc-port`` on a port already taken: a one-line error, exit 1, and
+    nothing left behind (no Electrum socket or port file, no cookie)."""
+    import socket
+    import subprocess
+
+    from tests.integration.node.harness import _env, eschaton_cmd
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = subprocess.run([*eschaton_cmd(), "chain", "serve", "--datadir", str(tmp_path), "--rpc-port", str(port)],
+                           capture_output=True, text=True, env=_env(), timeout=60)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert f"cannot serve the chain's RPC on 127.0.0.1:{port}" in p.stderr and "Traceback" not in p.stderr
+    assert sorted(f.name for f in (tmp_path / "chain").iterdir()) == ["LOCK", "index.sqlite", "kernel"]

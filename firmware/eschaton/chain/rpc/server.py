@@ -116,9 +116,7 @@ class RpcServer:
         except OSError as e:
             await self.stop()
             raise ChainError(f"cannot serve the chain's RPC on 127.0.0.1:{self.port}: {e.strerror or e}") from None
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.port = int(server.sockets[0].getsockname()[1])
+        self.port = int(self._runner.addresses[0][1])  # the kernel's choice when port was 0
         write_private(self.cookie_file, cookie)
         self._creds.append(cookie.encode())
         write_private(self.port_file, f"{self.port}\n")
