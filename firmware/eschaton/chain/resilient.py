@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eschaton.chain.backend import (
     ChainBackend,
@@ -33,6 +33,9 @@ from eschaton.chain.backend import (
     Utxo,
 )
 from eschaton.chain.errors import ChainUnavailable, InvalidRequest
+
+if TYPE_CHECKING:
+    from eschaton.chain.rpc.server import RpcListen
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,7 +58,7 @@ class ReopeningChain:
 
     @classmethod
     async def open(cls, base: Path, *, serve: bool = True, also: tuple[str, int] | None = None,
-                   rpc: Any = None) -> ReopeningChain:
+                   rpc: RpcListen | None = None) -> ReopeningChain:
         """``rpc``: an ``RpcListen``; whichever process owns the chain serves the JSON-RPC."""
         from eschaton.chain.open import open_chain
 
