@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from eschaton.chain.backend import ChainBackend
 from eschaton.chain.electrum.client import ElectrumChainClient
@@ -30,6 +31,9 @@ from eschaton.chain.embedded.chain import EmbeddedChain
 from eschaton.chain.embedded.node import ChainLock, ChainNode
 from eschaton.chain.errors import ChainDirUnusable, ChainLocked, ChainUnavailable
 from eschaton.store.datadir import resolve_datadir
+
+if TYPE_CHECKING:
+    from eschaton.chain.rpc.server import RpcListen
 
 __all__ = ["open_chain", "resolve_datadir"]
 
@@ -51,12 +55,13 @@ def _dir_errors(chain_dir: Path) -> Iterator[None]:
 
 async def open_chain(
     datadir: str | Path | None, *, serve: bool = True, direct_only: bool = False, timeout: float = 10.0,
-    also: tuple[str, int] | None = None,
+    also: tuple[str, int] | None = None, rpc: RpcListen | None = None,
 ) -> ChainBackend:
     """An ``EmbeddedChain`` (owner) or an ``ElectrumChainClient`` (the chain is owned elsewhere).
 
     ``direct_only``: never connect to a server (raise ``ChainLocked`` instead). ``also``: as the
-    owner, serve on that (host, port) too (``[chain] serve``)."""
+    owner, serve on that (host, port) too (``[chain] serve``). ``rpc``: as the owner, serve the
+    bitcoind-compatible JSON-RPC on 127.0.0.1 too (``[chain] rpc_port``)."""
     base = resolve_datadir(datadir)
     chain_dir = base / "chain"
     deadline = time.monotonic() + timeout
@@ -89,6 +94,16 @@ async def open_chain(
                         await chain.close()
                         raise
                     chain.server = server
+                if rpc is not None:
+                    from eschaton.chain.rpc.server import RpcServer
+
+                    rpc_server = RpcServer(node, rpc.port, user=rpc.user, password=rpc.password)
+                    try:
+                        await rpc_server.start()
+                    except BaseException:
+                        await chain.close()
+                        raise
+                    chain.rpc = rpc_server
                 return chain
         elif direct_only:
             raise ChainLocked(f"another process owns the chain in {chain_dir}")

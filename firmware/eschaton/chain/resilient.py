@@ -19,7 +19,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from eschaton.chain.backend import (
     ChainBackend,
@@ -33,6 +33,9 @@ from eschaton.chain.backend import (
     Utxo,
 )
 from eschaton.chain.errors import ChainUnavailable, InvalidRequest
+
+if TYPE_CHECKING:
+    from eschaton.chain.rpc.server import RpcListen
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,14 +57,15 @@ class ReopeningChain:
         inner.subscribe(self._dispatch)
 
     @classmethod
-    async def open(cls, base: Path, *, serve: bool = True,
-                   also: tuple[str, int] | None = None) -> ReopeningChain:
+    async def open(cls, base: Path, *, serve: bool = True, also: tuple[str, int] | None = None,
+                   rpc: RpcListen | None = None) -> ReopeningChain:
+        """``rpc``: an ``RpcListen``; whichever process owns the chain serves the JSON-RPC."""
         from eschaton.chain.open import open_chain
 
         async def opener() -> ChainBackend:
-            return await open_chain(base, serve=serve, timeout=30.0, also=also)
+            return await open_chain(base, serve=serve, timeout=30.0, also=also, rpc=rpc)
 
-        return cls(opener, await open_chain(base, serve=serve, also=also))
+        return cls(opener, await open_chain(base, serve=serve, also=also, rpc=rpc))
 
     @classmethod
     async def electrum(cls, host: str, port: int, *, reconnect_timeout: float = 30.0) -> ReopeningChain:

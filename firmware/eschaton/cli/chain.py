@@ -45,9 +45,12 @@ def register(subparsers: Any) -> None:
     add_common(p)
     p.set_defaults(handler=cmd_tx)
 
-    p = sub.add_parser("serve", help="own the chain and serve it over Electrum until SIGTERM/SIGINT")
+    p = sub.add_parser("serve", help="own the chain and serve it over Electrum (and bitcoind's RPC) until SIGTERM")
     p.add_argument("--mine-every", type=seconds(0, 86_400), default=None, metavar="SECONDS",
                    help="mine a block at this interval (demos)")
+    p.add_argument("--rpc-port", type=whole(0, 65535), default=None, metavar="PORT",
+                   help="also serve bitcoind's JSON-RPC on 127.0.0.1:PORT (0: any free port, written to "
+                        "chain/rpc.port), with the cookie in chain/.cookie")
     add_common(p)
     p.set_defaults(handler=cmd_serve)
 
@@ -148,7 +151,12 @@ def cmd_serve(args: argparse.Namespace) -> Any:
         raise InvalidRequest("--mine-every must be positive")
 
     async def run() -> Any:
-        chain = await open_chain(args.datadir, serve=True, direct_only=True)
+        rpc = None
+        if args.rpc_port is not None:
+            from eschaton.chain.rpc.server import RpcListen
+
+            rpc = RpcListen(args.rpc_port)
+        chain = await open_chain(args.datadir, serve=True, direct_only=True, rpc=rpc)
         assert isinstance(chain, EmbeddedChain) and chain.server is not None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -157,7 +165,8 @@ def cmd_serve(args: argparse.Namespace) -> Any:
         tip = await chain.tip()
         if args.mine_every is not None:
             chain.start_auto_mining(args.mine_every)
-        sys.stdout.write(f"serving chain at height {tip.height} on 127.0.0.1:{chain.server.port}\n")
+        rpc_note = f", JSON-RPC on 127.0.0.1:{chain.rpc.port}" if chain.rpc is not None else ""
+        sys.stdout.write(f"serving chain at height {tip.height} on 127.0.0.1:{chain.server.port}{rpc_note}\n")
         sys.stdout.flush()
         try:
             await stop.wait()

@@ -1,4 +1,6 @@
-"""``[chain]``: the embedded chain (libbitcoinkernel) or a remote Electrum server."""
+"""``[chain]``: the embedded chain (libbitcoinkernel), a remote Electrum server, or a bitcoind's
+JSON-RPC (``backend = "rpc"``: Bitcoin Core or Knots next to the node, or another Eschaton
+chain's RPC)."""
 from __future__ import annotations
 
 import ipaddress
@@ -14,17 +16,32 @@ from eschaton.core.url import BadTransportUrl, parse_url
 @dataclass(frozen=True, slots=True)
 class ChainConfig:
     backend: str
-    """``embedded`` (libbitcoinkernel in-process) or ``electrum`` (a remote Electrum server)."""
+    """``embedded`` (libbitcoinkernel in-process), ``electrum`` (a remote Electrum server) or
+    ``rpc`` (a bitcoind-compatible JSON-RPC)."""
     network: str
     """``regtest``, ``signet``, ``testnet`` or ``mainnet``."""
     datadir: Path | None
     """Block and chainstate directory of the embedded backend."""
     url: str | None
-    """Electrum server URL, e.g. ``tcp://127.0.0.1:50001`` (electrum backend only)."""
+    """Electrum server URL, e.g. ``tcp://127.0.0.1:50001`` (electrum backend), or the node's RPC,
+    ``http://127.0.0.1:18443`` (rpc backend)."""
     serve: tuple[str, int] | None = None
     """Embedded backend: also serve the chain over Electrum on this (host, port), e.g. the
     gateway's mesh address, so other nodes on the mesh use it (``backend = "electrum"``). None:
     loopback only, on a port the kernel picks (written to ``chain/electrum.port``)."""
+    rpc_port: int | None = None
+    """Embedded backend: the chain's owner also serves bitcoind's JSON-RPC on 127.0.0.1:rpc_port
+    (0: a free port, written to ``chain/rpc.port``). None: no RPC."""
+    rpc_user: str | None = None
+    """With ``rpc_password``: HTTP Basic credentials. Embedded backend: accepted by the RPC
+    server besides the cookie (``chain/.cookie``). rpc backend: sent to the remote node."""
+    rpc_password: str | None = None
+    """See ``rpc_user``."""
+    rpc_cookie: Path | None = None
+    """rpc backend without user/password: the remote node's cookie file (``__cookie__:HEX``),
+    re-read on every authentication failure because bitcoind writes a new one at each start."""
+    rpc_poll: float = 1.0
+    """rpc backend: seconds between polls of the remote tip and mempool (subscriptions)."""
 
 
 def _check_chain_url(section: Section, url: str) -> str:
@@ -39,16 +56,28 @@ def _check_chain_url(section: Section, url: str) -> str:
     return url
 
 
+def _check_rpc_url(section: Section, url: str) -> str:
+    """``[chain] url`` of the rpc backend: ``http://HOST:PORT`` (bitcoind serves plain HTTP)."""
+    m = re.fullmatch(r"http://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:]+\]):(\d{1,5})/?", url)
+    if m is None or not 1 <= int(m.group(2)) <= 65535:
+        raise section.err("url", f"{url}: must be http://HOST:PORT (e.g. http://127.0.0.1:8332), "
+                                 "without credentials (rpc_user/rpc_password or rpc_cookie)")
+    return url
+
+
 def parse_chain(root: Section) -> ChainConfig:
     chain_s = root.sub("chain")
-    backend = chain_s.get_choice("backend", D.CHAIN_BACKEND, ("embedded", "electrum"))
+    backend = chain_s.get_choice("backend", D.CHAIN_BACKEND, ("embedded", "electrum", "rpc"))
     network_name = chain_s.get_choice("network", D.CHAIN_NETWORK,
                                       ("regtest", "signet", "testnet", "mainnet"))
     chain_url = chain_s.get_str("url", D.CHAIN_URL) or None
-    if backend == "electrum" and chain_url is None:
-        raise chain_s.err("url", "is required when backend = \"electrum\"")
+    if backend in ("electrum", "rpc") and chain_url is None:
+        raise chain_s.err("url", f"is required when backend = \"{backend}\"")
     if chain_url is not None:
-        _check_chain_url(chain_s, chain_url)
+        if backend == "rpc":
+            _check_rpc_url(chain_s, chain_url)
+        else:
+            _check_chain_url(chain_s, chain_url)
     chain_default = D.CHAIN_DATADIR
     if chain_s.raw("datadir", None) is None and (
             root.ctx.datadir / D.CHAIN_DATADIR_LEGACY / "chain" / "index.sqlite").exists():
@@ -66,7 +95,23 @@ def parse_chain(root: Section) -> ChainConfig:
         except ValueError:
             raise chain_s.err("serve", f"{m.group(1)} is not an IPv4 address") from None
         serve = (m.group(1), int(m.group(2)))
+    rpc_port: int | None = None
+    if chain_s.raw("rpc_port", None) is not None:
+        if backend != "embedded":
+            raise chain_s.err("rpc_port", "only the owner of an embedded chain serves the RPC")
+        rpc_port = chain_s.get_int("rpc_port", 0, 0, 65535)
+    rpc_user = chain_s.get_str("rpc_user", "") or None
+    rpc_password = chain_s.get_str("rpc_password", "") or None
+    if (rpc_user is None) != (rpc_password is None):
+        missing = "rpc_password" if rpc_password is None else "rpc_user"
+        raise chain_s.err(missing, "rpc_user and rpc_password go together")
+    if rpc_user is not None and ":" in rpc_user:
+        raise chain_s.err("rpc_user", "must not contain ':' (HTTP Basic authentication)")
+    rpc_cookie = chain_s.get_path("rpc_cookie", None)
+    if backend == "rpc" and rpc_user is None and rpc_cookie is None:
+        raise chain_s.err("url", "backend = \"rpc\" needs rpc_user and rpc_password, or rpc_cookie")
+    rpc_poll = chain_s.get_float("rpc_poll", 1.0, 0.05, 600.0)
     chain = ChainConfig(backend, network_name, chain_s.get_path("datadir", chain_default),
-                        chain_url, serve)
+                        chain_url, serve, rpc_port, rpc_user, rpc_password, rpc_cookie, rpc_poll)
     chain_s.done()
     return chain

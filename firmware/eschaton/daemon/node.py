@@ -12,8 +12,9 @@ Rules:
   microgrid, bandwidth meters (final commit; the nft table stays, so cut clients stay cut),
   metering (valves go to their safe state), channels (stores flushed and closed), chain.
 - The embedded chain is opened through ``open_chain``: the first node process on a chain
-  directory owns it and serves it over Electrum; later ones (the houses of a village sharing
-  the gateway's chain) connect to the owner.
+  directory owns it and serves it over Electrum (and, with ``[chain] rpc_port``, bitcoind's
+  JSON-RPC); later ones (the houses of a village sharing the gateway's chain) connect to the
+  owner. ``backend = "rpc"`` uses a bitcoind (or Knots, or another Eschaton chain's RPC).
 """
 from __future__ import annotations
 
@@ -98,7 +99,20 @@ class Node:
             base = cc.datadir if cc.datadir is not None else self.datadir
             # Several nodes may share this chain; if its owner goes away, reopen (and maybe own) it.
             # ``[chain] serve``: other nodes of the mesh use this chain too (backend = "electrum").
-            self.chain = await ReopeningChain.open(base, serve=True, also=cc.serve)
+            # ``[chain] rpc_port``: whichever process owns the chain serves bitcoind's RPC too.
+            rpc = None
+            if cc.rpc_port is not None:
+                from eschaton.chain.rpc.server import RpcListen
+
+                rpc = RpcListen(cc.rpc_port, cc.rpc_user, cc.rpc_password)
+            self.chain = await ReopeningChain.open(base, serve=True, also=cc.serve, rpc=rpc)
+        elif cc.backend == "rpc":
+            from eschaton.chain.rpc.client import RpcChainClient, RpcCredentials
+
+            assert cc.url is not None  # checked by the loader: http://HOST:PORT
+            creds = RpcCredentials(cc.rpc_user, cc.rpc_password, cc.rpc_cookie)
+            # HTTP needs no reconnecting: every call is a request; the first one must work.
+            self.chain = await RpcChainClient.connect(cc.url, creds, poll=cc.rpc_poll)
         else:
             from eschaton.chain.resilient import ReopeningChain
             from eschaton.net.transport import parse_url

@@ -134,6 +134,34 @@ def test_chain_serve_mistakes(text: str, words: str) -> None:
     assert exc.value.key == "chain.serve" and words in str(exc.value), str(exc.value)
 
 
+def test_chain_rpc_keys() -> None:
+    cfg = parse_config('[chain]\nrpc_port = 18443\nrpc_user = "ex"\nrpc_password = "pw"\n', "node.toml").chain
+    assert (cfg.rpc_port, cfg.rpc_user, cfg.rpc_password) == (18443, "ex", "pw")
+    assert parse_config("", "node.toml").chain.rpc_port is None
+    cfg = parse_config('[node]\ndatadir = "/d"\n[chain]\nbackend = "rpc"\nurl = "http://127.0.0.1:8332"\n'
+                       'rpc_cookie = "bitcoind/.cookie"\nrpc_poll = 0.5\n', "node.toml").chain
+    assert (cfg.backend, cfg.url, cfg.rpc_cookie, cfg.rpc_poll) == (
+        "rpc", "http://127.0.0.1:8332", Path("/d/bitcoind/.cookie"), 0.5)
+
+
+@pytest.mark.parametrize("text,key,words", [
+    ("rpc_port = 70000", "chain.rpc_port", "0..65535"),
+    ('rpc_port = "18443"', "chain.rpc_port", "integer"),
+    ('rpc_port = 1\nbackend = "electrum"\nurl = "tcp://10.0.0.2:1"', "chain.rpc_port", "only the owner"),
+    ('rpc_user = "ex"', "chain.rpc_password", "go together"),
+    ('rpc_user = "e:x"\nrpc_password = "pw"', "chain.rpc_user", "':'"),
+    ('backend = "rpc"', "chain.url", "required"),
+    ('backend = "rpc"\nurl = "http://127.0.0.1:8332"', "chain.url", "rpc_cookie"),
+    ('backend = "rpc"\nurl = "http://u:p@127.0.0.1:8332"\nrpc_cookie = "c"', "chain.url", "without credentials"),
+    ('backend = "rpc"\nurl = "tcp://127.0.0.1:8332"\nrpc_cookie = "c"', "chain.url", "http://HOST:PORT"),
+    ('backend = "rpc"\nurl = "http://127.0.0.1:8332"\nrpc_cookie = "c"\nrpc_poll = 0', "chain.rpc_poll", "0.05"),
+])
+def test_chain_rpc_mistakes(text: str, key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(f"[chain]\n{text}\n", "node.toml")
+    assert exc.value.key == key and words in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
 @pytest.mark.parametrize("old,new,key,line,words", [
     # A port past 65535 is out of range, not missing; every URL of the config says so.
     ('"tcp://0.0.0.0:9735"', '"tcp://0.0.0.0:70000"', "network.listen[0]", 7, "out of range 0..65535"),

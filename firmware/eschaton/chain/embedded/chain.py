@@ -55,6 +55,7 @@ class EmbeddedChain:
         self.watcher = Watcher()
         self.listeners: list[Listener] = []
         self.server: Any = None  # an ElectrumServer sharing this node, stopped on close()
+        self.rpc: Any = None  # an RpcServer (bitcoind's JSON-RPC) sharing this node, stopped on close()
         self._auto_miner: asyncio.Task[None] | None = None
         node.listeners.append(self._on_update)
 
@@ -181,6 +182,9 @@ class EmbeddedChain:
 
     async def close(self) -> None:
         self.stop_auto_mining()
+        if self.rpc is not None:
+            await self.rpc.stop()
+            self.rpc = None
         if self.server is not None:
             await self.server.stop()
             self.server = None

@@ -70,6 +70,7 @@ class Entry:
     added: int
     parents: set[str] = field(default_factory=set)
     replaced: list[str] = field(default_factory=list)  # mempool txids this one evicted (RBF)
+    height: int = 0  # the chain's height when it was accepted (getmempoolentry)
 
     @property
     def feerate(self) -> float:
@@ -192,7 +193,7 @@ class Mempool:
                 policy.check_input_witness(txin, spk)
             except policy.PolicyViolation as e:
                 raise _refuse(e.reason, e.detail) from None
-        entry = Entry(tx, fee, now, parents, self.remove(replaced))
+        entry = Entry(tx, fee, now, parents, self.remove(replaced), height - 1)
         self.entries[tx.txid] = entry
         for txin in tx.inputs:
             self.spent[(txin.prev_txid_hex, txin.prev_vout)] = tx.txid

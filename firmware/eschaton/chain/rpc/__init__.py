@@ -1,0 +1,1 @@
+"""A bitcoind-compatible JSON-RPC: the server over the embedded chain and the ``rpc`` backend."""
