@@ -376,5 +376,3 @@ class MicrogridService(SellerSide, BuyerSide):
         log.warning("peer %s refused our %s message: %s (%s)", peer[:12], wm["meter_id"],
                     wm["reason"], wm["detail"])
 
-
-from eschaton.daemon import mg_commands as _commands  # noqa: E402,F401  (registers microgrid.*)
