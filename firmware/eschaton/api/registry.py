@@ -2,7 +2,8 @@
 
 Rules:
 - A command is an async function ``fn(node, **params) -> JSON value`` registered under a dotted
-  name (``channel.pay``). Its parameters are declared with types, so the API validates a request
+  name (``channel.pay``) in the ``CommandTable`` of the service that owns it; the node serves the
+  tables of the services it runs (``eschaton.daemon.service``), no module-level registry. Its parameters are declared with types, so the API validates a request
   before calling it and the CLI builds its argparse options from the same declaration.
 - Validation failures raise ``ApiError`` (a LocalError): bad input never reaches the node.
   Integers must fit 64 signed bits and numbers must be finite.
@@ -79,15 +80,19 @@ class Command:
         return out
 
 
-COMMANDS: dict[str, Command] = {}
+class CommandTable(dict[str, Command]):
+    """The commands one service owns, by name, filled by its ``@TABLE.command(...)`` decorators.
 
+    A service hands its table to the composition root (``Service.commands``), which merges the
+    tables of every service it runs into the one the API serves (``eschaton.daemon.service``).
+    """
 
-def command(name: str, help: str, *params: Param,
-            cancellable: bool = False) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-    def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        if name in COMMANDS:
-            raise RuntimeError(f"command {name} registered twice")
-        COMMANDS[name] = Command(name, help, tuple(params), fn, cancellable)
-        return fn
+    def command(self, name: str, help: str, *params: Param, cancellable: bool = False
+                ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+        def deco(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            if name in self:
+                raise RuntimeError(f"command {name} registered twice")
+            self[name] = Command(name, help, tuple(params), fn, cancellable)
+            return fn
 
-    return deco
+        return deco

@@ -6,7 +6,8 @@ Rules:
 - ``[api] tcp_port``: the same application also listens on 127.0.0.1 at that port, never on
   another address. Every request there needs the same ``Authorization: Bearer <token>`` header
   (any local user can reach a loopback port; only the token's owner can use it).
-- ``POST /v1/<command>`` with a JSON object body runs a registered command. Success is
+- ``POST /v1/<command>`` with a JSON object body runs one of the commands the node's services
+  own (the table given at construction). Success is
   ``200 {"result": ...}``; a refused request is ``400 {"error": {"type", "message"}}`` (a body
   over ``MAX_BODY`` is ``413``, a missing or wrong token ``401``). A body that is not strict
   JSON (NaN, numbers of more than 4300 digits, nesting deeper than the parser's recursion
@@ -29,13 +30,14 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from eschaton.api.endpoint import PATH_PREFIX, SOCKET_FILE, TCP_HOST, TOKEN_FILE, auth_header
-from eschaton.api.registry import COMMANDS, ApiError, Command
+from eschaton.api.registry import ApiError, Command
 from eschaton.errors import EschatonError, LocalError
 
 log = logging.getLogger("eschaton.api")
@@ -60,9 +62,10 @@ def write_token(path: Path) -> str:
 
 
 class ApiServer:
-    def __init__(self, node: Any, socket_path: Path | None, token_path: Path,
-                 tcp_port: int | None = None) -> None:
+    def __init__(self, node: Any, commands: Mapping[str, Command], socket_path: Path | None,
+                 token_path: Path, tcp_port: int | None = None) -> None:
         self.node = node
+        self.commands = commands  # the node's services' commands (``eschaton.daemon.service``)
         self.socket_path = socket_path
         self.token_path = token_path
         self.tcp_port = tcp_port
@@ -103,7 +106,7 @@ class ApiServer:
         auth = request.headers.get("Authorization", "")
         if not hmac.compare_digest(auth.encode(), auth_header(self.token).encode()):
             return _error(401, "Unauthorized", "missing or wrong API token")
-        cmd = COMMANDS.get(request.match_info["name"])
+        cmd = self.commands.get(request.match_info["name"])
         if cmd is None:
             return _error(404, "UnknownCommand", f"no command {request.match_info['name']!r}")
         try:

@@ -1,4 +1,4 @@
-"""``eschaton node run|status|events|stop``."""
+"""``eschaton node run|status|health|events|stop``."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +20,9 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("status", help="identity, chain tip, peers and channels")
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "node.status"))
+    p = sub.add_parser("health", help="each service of the node, in start order, with its health")
+    add_node_common(p)
+    p.set_defaults(handler=lambda a: call(a, "node.health"))
     p = sub.add_parser("events", help="the node's numbered events (payments, channels, microgrid, links)")
     add_node_common(p)
     p.add_argument("--since", type=int, default=0, help="the last sequence number already seen")
@@ -36,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> Any:
     import signal
 
     from eschaton.config import load_config
-    from eschaton.daemon import commands, logs  # noqa: F401  (commands registers the API)
+    from eschaton.daemon import logs
     from eschaton.daemon.node import Node
 
     if args.datadir:

@@ -1,7 +1,9 @@
 """Commands of the running node, served by the local API and called by the CLI.
 
-Each is registered once (``eschaton.api.registry``); the CLI modules ``node``, ``peer`` and
-``channel`` only map their arguments onto these names.
+One ``CommandTable`` per service that owns them: ``NODE`` (the API service: status, health,
+stop, events), ``PEER`` (the network), ``WALLET`` and ``CHANNEL``. The composition root hands
+each table to the API through its service (``eschaton.daemon.services``); the CLI modules
+``node``, ``peer`` and ``channel`` only map their arguments onto these names.
 """
 from __future__ import annotations
 
@@ -9,12 +11,15 @@ import asyncio
 import time
 from typing import Any
 
-from eschaton.api.registry import ApiError, Param, command
-from eschaton.daemon import echo as _echo  # noqa: F401  (registers peer.echo)
-from eschaton.daemon import microgrid as _microgrid  # noqa: F401  (registers microgrid.*)
+from eschaton.api.registry import ApiError, CommandTable, Param
+
+NODE = CommandTable()
+PEER = CommandTable()
+WALLET = CommandTable()
+CHANNEL = CommandTable()
 
 
-@command("node.status", "identity, chain tip, peers and channels of the running node")
+@NODE.command("node.status", "identity, chain tip, peers and channels of the running node")
 async def node_status(node: Any) -> dict[str, Any]:
     tip = await node.chain.tip()
     peers = sorted(s.hex() for s in node.net.sessions) if node.net is not None else []
@@ -49,13 +54,18 @@ async def node_status(node: Any) -> dict[str, Any]:
     }
 
 
-@command("node.stop", "flush state and stop the node")
+@NODE.command("node.health", "each service of the running node, in start order, with its health")
+async def node_health(node: Any) -> list[dict[str, Any]]:
+    return [{"service": name, **h.to_json()} for name, h in node.services.health().items()]
+
+
+@NODE.command("node.stop", "flush state and stop the node")
 async def node_stop(node: Any) -> dict[str, Any]:
     node.stop()
     return {"stopping": True}
 
 
-@command("peer.list", "linked peers and discovered neighbours")
+@PEER.command("peer.list", "linked peers and discovered neighbours")
 async def peer_list(node: Any) -> list[dict[str, Any]]:
     from eschaton.net.node import services
 
@@ -71,7 +81,7 @@ async def peer_list(node: Any) -> list[dict[str, Any]]:
     return out
 
 
-@command("peer.connect", "dial a peer by node id and transport URL",
+@PEER.command("peer.connect", "dial a peer by node id and transport URL",
          Param("id", str, "peer node id (64 hex digits)"),
          Param("url", str, "transport URL, e.g. tcp://127.0.0.1:9735"))
 async def peer_connect(node: Any, id: str, url: str) -> dict[str, Any]:
@@ -85,19 +95,19 @@ async def peer_connect(node: Any, id: str, url: str) -> dict[str, Any]:
     return {"id": nid.hex(), "via": s.stream.peer, "version": s.version}
 
 
-@command("wallet.address", "a fresh receive address of the node's wallet")
+@WALLET.command("wallet.address", "a fresh receive address of the node's wallet")
 async def wallet_address(node: Any) -> dict[str, Any]:
     return {"address": node.wallet.new_address()}
 
 
-@command("wallet.balance", "wallet balance in satoshis")
+@WALLET.command("wallet.balance", "wallet balance in satoshis")
 async def wallet_balance(node: Any) -> dict[str, Any]:
     b = await node.wallet.balance()
     return {"confirmed": b.confirmed, "unconfirmed": b.unconfirmed, "immature": b.immature,
             "spendable": b.spendable}
 
 
-@command("wallet.send", "pay an address from the node's wallet",
+@WALLET.command("wallet.send", "pay an address from the node's wallet",
          Param("address", str, "destination address"), Param("sats", int, "amount in satoshis"))
 async def wallet_send(node: Any, address: str, sats: int) -> dict[str, Any]:
     if sats <= 0:
@@ -130,12 +140,12 @@ def _status(node: Any, ch: Any) -> dict[str, Any]:
     }
 
 
-@command("channel.list", "every channel with its state and balances")
+@CHANNEL.command("channel.list", "every channel with its state and balances")
 async def channel_list(node: Any) -> list[dict[str, Any]]:
     return [_status(node, ch) for ch in node.channels.endpoint.channels.values()]
 
 
-@command("channel.open", "open a channel funded by this node's wallet",
+@CHANNEL.command("channel.open", "open a channel funded by this node's wallet",
          Param("peer", str, "peer node id"),
          Param("capacity", int, "satoshis this node puts in"),
          Param("lifetime", int, "blocks until the initial refund matures", required=False, default=1008),
@@ -152,7 +162,7 @@ async def channel_open(node: Any, peer: str, capacity: int, lifetime: int, step:
     return _status(node, ch)
 
 
-@command("channel.pay", "pay the peer over a channel; a retry with the same id never pays twice",
+@CHANNEL.command("channel.pay", "pay the peer over a channel; a retry with the same id never pays twice",
          Param("channel", str, "channel id"), Param("amount", int, "satoshis"),
          Param("id", str, "payment id (default: the node makes one and returns it)", required=False,
                default=""), cancellable=True)
@@ -167,13 +177,13 @@ async def channel_pay(node: Any, channel: str, amount: int, id: str) -> dict[str
                 payment_state=rec.state.value)
 
 
-@command("channel.payment", "a payment by id: pending, complete or failed, with channel, amount and times",
+@CHANNEL.command("channel.payment", "a payment by id: pending, complete or failed, with channel, amount and times",
          Param("id", str, "payment id"))
 async def channel_payment(node: Any, id: str) -> dict[str, Any]:
     return dict(node.channels.payments.lookup(id).to_json())
 
 
-@command("channel.escrow", "lock an amount for the peer against a hash; returns the escrow id",
+@CHANNEL.command("channel.escrow", "lock an amount for the peer against a hash; returns the escrow id",
          Param("channel", str, "channel id"), Param("amount", int, "satoshis"), cancellable=True)
 async def channel_escrow(node: Any, channel: str, amount: int) -> dict[str, Any]:
     import os
@@ -188,7 +198,7 @@ async def channel_escrow(node: Any, channel: str, amount: int) -> dict[str, Any]
     return dict(_status(node, ch), escrow_id=escrow_id, hash=sha256(preimage).hex())
 
 
-@command("channel.settle", "commit an escrow (reveal its preimage) or, with rollback, return it",
+@CHANNEL.command("channel.settle", "commit an escrow (reveal its preimage) or, with rollback, return it",
          Param("channel", str, "channel id"), Param("escrow", int, "escrow id"),
          Param("rollback", bool, "return the escrow to the payer instead", required=False, default=False),
          cancellable=True)
@@ -198,7 +208,7 @@ async def channel_settle(node: Any, channel: str, escrow: int, rollback: bool) -
     return _status(node, ch)
 
 
-@command("channel.reanchor", "move the channel to a new output with a fresh nLockTime budget",
+@CHANNEL.command("channel.reanchor", "move the channel to a new output with a fresh nLockTime budget",
          Param("channel", str, "channel id"),
          Param("lifetime", int, "blocks of the new budget (default: the channel's first)", required=False,
                default=0),
@@ -216,7 +226,7 @@ async def channel_reanchor(node: Any, channel: str, lifetime: int, wait: bool) -
     return _status(node, ch)
 
 
-@command("channel.close", "close cooperatively, or unilaterally with force",
+@CHANNEL.command("channel.close", "close cooperatively, or unilaterally with force",
          Param("channel", str, "channel id"),
          Param("force", bool, "broadcast our best version without the peer", required=False, default=False))
 async def channel_close(node: Any, channel: str, force: bool) -> dict[str, Any]:
@@ -236,7 +246,7 @@ async def channel_close(node: Any, channel: str, force: bool) -> dict[str, Any]:
     return _status(node, ch)
 
 
-@command("events.since", "the node's events after a sequence number (payments, channels, microgrid, links)",
+@NODE.command("events.since", "the node's events after a sequence number (payments, channels, microgrid, links)",
          Param("seq", int, "the last sequence number already seen (0: from the oldest kept)",
                required=False, default=0),
          Param("limit", int, "at most this many events (1 to 1000)", required=False, default=200),

@@ -2,8 +2,9 @@
 payload back and returns the round-trip time.
 
 It is the smallest service built the way every service is: a sans-IO core
-(``eschaton.core.echo``), this adapter, whose ``routes()`` table names the rows it handles, and
-one registration line in the composition root (``eschaton.daemon.node``). The round trip
+(``eschaton.core.echo``), this module (a ``Service``: start, stop, health, its API command
+``peer.echo`` and its ``routes()`` table of the rows it handles), and one registration line in
+the composition root's list of services (``eschaton.daemon.node``). The round trip
 crosses both routers, so it shows that a peer runs the service and that its message loop
 answers (a link ``ping`` is answered by the link itself). A peer that does not announce the
 echo feature bit is refused before anything is sent (``PeerLacksService``).
@@ -12,24 +13,44 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from eschaton.api.registry import ApiError, Command, CommandTable, Param
 from eschaton.core.echo import Echoes
 from eschaton.core.wire.codec import Message, make
+from eschaton.daemon.service import Health, State
 from eschaton.net.router import ServiceRoutes
 
 if TYPE_CHECKING:
     from eschaton.net.session import Session
 
 
+ECHO = CommandTable()
+
+
 class EchoService:
+    name = "echo"
+
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.core = Echoes()
         self._clock = clock
         self._waiting: dict[int, asyncio.Future[float]] = {}
         self.answered = 0
         """Requests from peers answered."""
+
+    async def start(self) -> None:
+        pass  # nothing to open: the router brings the peers
+
+    async def stop(self) -> None:
+        for fut in self._waiting.values():
+            fut.cancel()
+
+    def health(self) -> Health:
+        return Health(State.OK, f"{self.answered} answered, {len(self._waiting)} waiting")
+
+    def commands(self) -> Mapping[str, Command]:
+        return ECHO
 
     def routes(self) -> ServiceRoutes:
         return ServiceRoutes("echo", {
@@ -64,12 +85,10 @@ class EchoService:
             fut.set_result(got.rtt)
 
 
-# --- API command (registered when eschaton.daemon.commands imports this module) ---------------
-
-from eschaton.api.registry import ApiError, Param, command  # noqa: E402
+# --- API command ---------------------------------------------------------------------------------
 
 
-@command("peer.echo", "round trip through a linked peer's echo service",
+@ECHO.command("peer.echo", "round trip through a linked peer's echo service",
          Param("id", str, "peer node id (64 hex digits)"),
          Param("payload", str, "text to send and get back", required=False, default=""))
 async def peer_echo(node: Any, id: str, payload: str) -> dict[str, Any]:
@@ -84,7 +103,7 @@ async def peer_echo(node: Any, id: str, payload: str) -> dict[str, Any]:
     if session is None:
         raise ApiError(f"peer {nid.short()} is not linked")
     try:
-        rtt = await node.echo.echo(session, payload.encode(), timeout=10.0)
+        rtt = await node.service("echo").echo(session, payload.encode(), timeout=10.0)
     except TimeoutError:
         raise ApiError(f"peer {nid.short()} did not answer the echo in 10 s") from None
     except EschatonError as e:  # the peer does not run echo, the payload is too large...

@@ -1,13 +1,15 @@
-"""The microgrid's API commands (registered when ``eschaton.daemon.commands`` imports
-``eschaton.daemon.microgrid``)."""
+"""The microgrid's API commands (``MICROGRID``, owned by the microgrid service)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from eschaton.api.registry import ApiError, Param, command
+from eschaton.api.registry import ApiError, CommandTable, Param
 
 if TYPE_CHECKING:
     from eschaton.daemon.microgrid import MicrogridService
+
+
+MICROGRID = CommandTable()
 
 
 def _svc(node: Any) -> MicrogridService:
@@ -17,12 +19,12 @@ def _svc(node: Any) -> MicrogridService:
     return mg  # type: ignore[no-any-return]
 
 
-@command("microgrid.status", "contracts sold and bought, meters, supply, recent ledger entries")
+@MICROGRID.command("microgrid.status", "contracts sold and bought, meters, supply, recent ledger entries")
 async def microgrid_status(node: Any) -> dict[str, Any]:
     return _svc(node).status()
 
 
-@command("microgrid.hold", "stop (or resume) paying a seller's invoices for a meter",
+@MICROGRID.command("microgrid.hold", "stop (or resume) paying a seller's invoices for a meter",
          Param("meter", str, "the seller's meter id"),
          Param("paused", bool, "true: hold payments; false: pay what is due", required=False,
                default=True))
@@ -34,7 +36,7 @@ async def microgrid_hold(node: Any, meter: str, paused: bool) -> dict[str, Any]:
     return {"meter": meter, "held": paused}
 
 
-@command("microgrid.ledger", "every entry of the seller or buyer ledger (hash chain verified)",
+@MICROGRID.command("microgrid.ledger", "every entry of the seller or buyer ledger (hash chain verified)",
          Param("role", str, "seller, buyer or loss", required=False, default="seller"))
 async def microgrid_ledger(node: Any, role: str) -> list[dict[str, Any]]:
     if role not in ("seller", "buyer", "loss"):
@@ -42,7 +44,7 @@ async def microgrid_ledger(node: Any, role: str) -> list[dict[str, Any]]:
     return _svc(node).ledger(role)
 
 
-@command("microgrid.renegotiate", "offer new terms for future units of a meter (seller or buyer side)",
+@MICROGRID.command("microgrid.renegotiate", "offer new terms for future units of a meter (seller or buyer side)",
          Param("meter", str, "the meter id of the agreement"),
          Param("price_msat", int, "new price in msat per unit", required=False),
          Param("credit_limit_sat", int, "new credit limit in sat", required=False),

@@ -17,6 +17,7 @@ from eschaton.core.microgrid.wire import to_wire
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.core.wire.codec import make
 from eschaton.daemon.mg_base import OFFER_RESEND_S, MicrogridBase
+from eschaton.daemon.mg_supply import Readings
 from eschaton.daemon.payments import PaymentEvent, PaymentReceived, Payments
 from eschaton.errors import EschatonError, LocalError
 
@@ -120,13 +121,15 @@ class SellerSide(MicrogridBase):
             return self._refused(peer, "mg_paid", e)
         self._sync_recent()
 
-    def _seller_tick(self, now: int) -> list[tuple[str, WireMessage]]:
+    def _seller_tick(self, now: int, readings: Readings) -> list[tuple[str, WireMessage]]:
         out: list[tuple[str, WireMessage]] = []
         contracted = set(self.seller.core.meters()) if self.seller is not None else set()
         for s in self.sells.values():
             if s.meter not in contracted:
                 continue
-            units = self.supply.base_units(s.meter, s.base_unit)
+            units = readings.get(s.meter, s.base_unit)
+            if units is None:
+                continue  # no reading yet (an energy meter before its first answer)
             assert self.seller is not None
             try:
                 actions = self.seller.on_reading(s.meter, units, now, now)
@@ -141,22 +144,25 @@ class SellerSide(MicrogridBase):
         for ls, det in self._loss:
             entries: list[Entry] = []
             for name in (ls.bulk, *ls.downstream):
-                for ev in det.on_reading(name, self.supply.base_units(name, "mL"), now):
+                units = readings.get(name, "mL")
+                if units is None:
+                    continue
+                for ev in det.on_reading(name, units, now):
                     entries.append(ev.entry())
             if entries and self.loss_ledger is not None:
                 self.loss_ledger.append(entries)
         return out
 
-    async def _tick(self) -> None:
-        if (self.node.metering is None and self.node.bandwidth is None) or (
-                self.seller is None and self.loss_ledger is None):
+    async def _on_readings(self, readings: Readings) -> None:
+        """Readings pushed by the metering facade: offers still unanswered, invoices, losses."""
+        if self._closed or (self.seller is None and self.loss_ledger is None):
             return
         if self.seller is not None:
             contracted = set(self.seller.core.meters())
             for s in self.sells.values():
                 if s.meter not in contracted:
                     await self._offer(s)
-        sends = self._seller_tick(self.clock())
+        sends = self._seller_tick(self.clock(), readings)
         self._sync_recent()
         for peer, wm in sends:
             await self._send(peer, wm)

@@ -7,8 +7,9 @@ Rules / theory of operation:
   or actuated. This module only routes: readings in, messages out, channel payments both ways.
 - Signing key: the node's own ed25519 identity. A seller's offer key therefore *is* its node id,
   and the buyer accepts an offer only from the configured seller over that seller's own link.
-- Seller: every ``reading_interval_s`` each contracted meter is read (pulse counts -> exact
-  integer base units by the meter's calibration, floor) and fed to ``SellerService.on_reading``;
+- Seller: the metering facade (``mg_supply.Supply``) pushes readings of the contracted meters
+  (pulse counts -> exact integer base units by the meter's calibration, floor) at most every
+  ``reading_interval_s``, after the meters' own polls; each is fed to ``SellerService.on_reading``;
   invoices go to the buyer as ``mg_invoice``; a cut or restore is actuated synchronously inside
   that call (valve or relay), so it happens milliseconds after the reading that crossed the
   credit limit. A meter without an agreement stays shut; the offer is (re)sent while the buyer
@@ -92,7 +93,7 @@ class MicrogridService(SellerSide, BuyerSide):
         self.node = node
         self.config = config
         self.clock = clock  # ms; injected so that tests and replays decide what time it is
-        self.supply = Supply(node, config)
+        self.supply = Supply(node, config, clock=clock)
         self.key = key
         self.pubkey = bytes(key.verify_key.encode())
         d: Path = node.datadir
@@ -155,13 +156,15 @@ class MicrogridService(SellerSide, BuyerSide):
         if node.channels is not None and svc.received is not None:
             node.channels.payments.subscribe(svc._on_payment_event)
             svc._catch_up(node.channels.payments)
-        loop = asyncio.get_running_loop()
-        svc._tasks.append(loop.create_task(svc._ticker()))
+        # Readings are pushed by the metering facade (no ticker here): each one bills.
+        svc.supply.reading_listeners.append(svc._on_readings)
+        svc.supply.start()
         svc._sync_recent()
         return svc  # the network starts later: links to microgrid peers reach ``link_up``
 
     async def close(self) -> None:
         self._closed = True
+        await self.supply.stop()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -263,16 +266,6 @@ class MicrogridService(SellerSide, BuyerSide):
                 self._sync_recent()
                 return None
         return self._refused(peer, "mg_accept", err)
-
-    async def _ticker(self) -> None:
-        while True:
-            try:
-                await self._tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # supervision boundary: keep billing on the next tick
-                log.exception("microgrid tick failed")
-            await asyncio.sleep(self.config.reading_interval_s)
 
     def status(self) -> dict[str, Any]:
         self._sync_recent()
@@ -376,5 +369,3 @@ class MicrogridService(SellerSide, BuyerSide):
         log.warning("peer %s refused our %s message: %s (%s)", peer[:12], wm["meter_id"],
                     wm["reason"], wm["detail"])
 
-
-from eschaton.daemon import mg_commands as _commands  # noqa: E402,F401  (registers microgrid.*)

@@ -1,16 +1,21 @@
 """The node daemon's composition root: ``await Node.new(config)`` builds and starts everything.
 
 Rules:
-- This is the only place that knows every part. Order of start: datadir -> chain -> wallet ->
-  node key -> channels -> metering -> bandwidth meters -> microgrid -> services registered
-  with the router -> network -> API -> sd_notify READY. If any step fails, the parts that
-  started are stopped in reverse order and a typed ``NodeStartError`` is raised.
-- Services (``_register_services``, the one place that says which services this node runs):
-  each registers the wire rows it owns with the router (``eschaton.net.router``). The network
-  starts after that, because every link announces the router's services in its ``init``.
-- Stop (SIGTERM, SIGINT, or ``node.stop`` over the API) runs in reverse: API, network,
+- This is the only place that knows every part. ``_services`` lists the node's services
+  (``eschaton.daemon.service.Service``) in their one start order: chain -> wallet -> channels
+  -> metering -> bandwidth meters -> microgrid -> echo -> network -> API. A new service is one
+  line in that list (and the rows and commands it declares itself). Before them: the datadir
+  and the node key; after them: sd_notify READY.
+- ``Services`` starts them in that order. Each service's wire rows go to the router once it
+  started; the network comes after every service with rows, because every link announces the
+  router's services in its ``init``. The API serves the commands of all of them (collected
+  before anything starts: one owner per command). If a start fails, the services that started
+  are stopped in reverse order and a typed ``NodeStartError`` is raised: one line, naming the
+  cause (the log line "service failed to start" names the service).
+- Stop (SIGTERM, SIGINT, or ``node.stop`` over the API) runs in reverse: API, network, echo,
   microgrid, bandwidth meters (final commit; the nft table stays, so cut clients stay cut),
-  metering (valves go to their safe state), channels (stores flushed and closed), chain.
+  metering (valves go to their safe state), channels (stores flushed and closed), wallet, chain.
+- ``node.health`` (``eschaton node health``) shows each service's health in that order.
 - The embedded chain is opened through ``open_chain``: the first node process on a chain
   directory owns it and serves it over Electrum (and, with ``[chain] rpc_port``, bitcoind's
   JSON-RPC); later ones (the houses of a village sharing the gateway's chain) connect to the
@@ -21,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +34,10 @@ from eschaton.chain.backend import ChainBackend
 from eschaton.config import NodeConfig
 from eschaton.daemon import sdnotify
 from eschaton.daemon.events import EventStream
+from eschaton.daemon.service import Service, Services, ServiceStartError
 from eschaton.errors import EschatonError, LocalError
 
 log = logging.getLogger("eschaton.node")
-
-BANDWIDTH_POLL_S = 0.5  # how often kernel byte counters are read into the journal
 
 
 class NodeStartError(LocalError):
@@ -44,9 +46,12 @@ class NodeStartError(LocalError):
 
 class Node:
     def __init__(self, config: NodeConfig) -> None:
+        from eschaton.net.router import Router
+
         self.config = config
         self.datadir: Path = config.node.datadir
         self.started_at = time.time()
+        # The parts the services open (``eschaton.daemon.services``) and the commands read.
         self.chain: ChainBackend | None = None
         self.wallet: Any = None
         self.net: Any = None
@@ -54,14 +59,43 @@ class Node:
         self.metering: Any = None
         self.bandwidth: Any = None
         self.microgrid: Any = None
-        self.echo: Any = None
         self.keys: Any = None
-        self.router: Any = None
         self.api: Any = None
+        self.router = Router()
         self._stop = asyncio.Event()
-        self._closers: list[Callable[[], Awaitable[None]]] = []
         self._redials: dict[str, asyncio.Task[None]] = {}
         self.stream = EventStream()  # the node's one event stream (``events.since``)
+        self.services = Services(self._services(), self.router)
+
+    def _services(self) -> list[Service]:
+        """The services this node runs, in start order (stopped in reverse): one line each."""
+        from eschaton.daemon.echo import EchoService
+        from eschaton.daemon.services import (
+            ApiService,
+            BandwidthService,
+            ChainService,
+            ChannelsService,
+            MeteringService,
+            MicrogridService,
+            NetworkService,
+            WalletService,
+        )
+
+        return [
+            ChainService(self),
+            WalletService(self),
+            ChannelsService(self),
+            MeteringService(self),
+            BandwidthService(self),
+            MicrogridService(self),
+            EchoService(),
+            NetworkService(self),  # after every service with wire rows
+            ApiService(self),  # last: serves the commands of all of them
+        ]
+
+    def service(self, name: str) -> Any:
+        """The running service called ``name`` (for the commands that need its methods)."""
+        return self.services.by_name[name]
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -72,79 +106,24 @@ class Node:
             await node._start()
         except BaseException as e:
             await node.close()
-            if isinstance(e, EschatonError):
-                raise NodeStartError(f"node failed to start: {e}") from e
+            cause = e.__cause__ if isinstance(e, ServiceStartError) and e.__cause__ is not None else e
+            if isinstance(cause, EschatonError):
+                raise NodeStartError(f"node failed to start: {cause}") from e
             from eschaton.channel.store import is_disk_full
 
-            if is_disk_full(e):  # from any part (keys, wallet, token file): one line, not a traceback
-                where = getattr(e, "filename", None) or node.datadir
+            if is_disk_full(cause):  # from any part (keys, wallet, token file): one line, not a traceback
+                where = getattr(cause, "filename", None) or node.datadir
                 raise NodeStartError(f"node failed to start: disk full: cannot write {where}") from e
             raise
         return node
 
     async def _start(self) -> None:
-        from eschaton.wallet.wallet import Wallet
-
-        try:
-            self.datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(self.datadir, 0o700)
-        except OSError as e:  # a file in the way, a read-only or foreign parent
-            why = "it is not a directory" if isinstance(e, FileExistsError) else e.strerror
-            raise LocalError(f"[node] datadir {self.datadir}: cannot use it: {why}") from None
-
-        cc = self.config.chain
-        if cc.backend == "embedded":
-            from eschaton.chain.resilient import ReopeningChain
-
-            base = cc.datadir if cc.datadir is not None else self.datadir
-            # Several nodes may share this chain; if its owner goes away, reopen (and maybe own) it.
-            # ``[chain] serve``: other nodes of the mesh use this chain too (backend = "electrum").
-            # ``[chain] rpc_port``: whichever process owns the chain serves bitcoind's RPC too.
-            rpc = None
-            if cc.rpc_port is not None:
-                from eschaton.chain.rpc.server import RpcListen
-
-                rpc = RpcListen(cc.rpc_port, cc.rpc_user, cc.rpc_password)
-            self.chain = await ReopeningChain.open(base, serve=True, also=cc.serve, rpc=rpc)
-        elif cc.backend == "rpc":
-            from eschaton.chain.rpc.client import RpcChainClient, RpcCredentials
-
-            assert cc.url is not None  # checked by the loader: http://HOST:PORT
-            creds = RpcCredentials(cc.rpc_user, cc.rpc_password, cc.rpc_cookie)
-            # HTTP needs no reconnecting: every call is a request; the first one must work.
-            self.chain = await RpcChainClient.connect(cc.url, creds, poll=cc.rpc_poll)
-        else:
-            from eschaton.chain.resilient import ReopeningChain
-            from eschaton.net.transport import parse_url
-
-            assert cc.url is not None  # checked by the loader: tcp://HOST:PORT
-            url = parse_url(cc.url)
-            # A remote chain server may restart: reconnect (and re-watch) instead of going deaf.
-            self.chain = await ReopeningChain.electrum(url.host, url.require_port())
-        chain = self.chain
-        self._closers.append(chain.close)
-        log.info("chain ready", extra={"fields": {"tip": (await chain.tip()).height}})
-
-        net_name = {"mainnet": "main", "testnet": "test"}.get(cc.network, cc.network)
-        self.wallet = Wallet(self.datadir / "wallet", chain, net_name)
-
+        from eschaton.daemon.services import prepare_datadir
         from eschaton.net.identity import load_or_create_identity
 
+        prepare_datadir(self)
         self.keys = load_or_create_identity(self.datadir)
-        await self._start_channels()
-        self._start_metering()
-        await self._start_bandwidth()
-        await self._start_microgrid()
-        self.router = self._register_services()
-        await self._start_network()
-
-        from eschaton.api.server import ApiServer
-
-        api = self.config.api
-        if api.socket is not None or api.tcp_port is not None:
-            self.api = ApiServer(self, api.socket, api.token_file, api.tcp_port)
-            await self.api.start()
-            self._closers.append(self.api.stop)
+        await self.services.start()
         from eschaton.net.reclaim import freeze_startup_objects
 
         # Everything alive now lives as long as the node: keep the cycle collector off it, so
@@ -153,96 +132,12 @@ class Node:
         sdnotify.notify("READY=1\nSTATUS=running")
         log.info("node ready", extra={"fields": {"id": self.node_id, "datadir": str(self.datadir)}})
 
-    async def _start_channels(self) -> None:
-        from eschaton.daemon.channels import ChannelService
-
-        assert self.chain is not None
-        self.channels = await ChannelService.open(self)
-        self._closers.append(self.channels.close)
-
-    def _register_services(self) -> Any:
-        """The services this node runs, each with the wire rows it owns: one line per service."""
-        from eschaton.daemon.echo import EchoService
-        from eschaton.net.router import Router
-
-        router = Router()
-        router.add(self.channels.routes())
-        if self.microgrid is not None:
-            router.add(self.microgrid.routes())
-        self.echo = EchoService()
-        router.add(self.echo.routes())
-        return router
-
-    async def _start_network(self) -> None:
-        from eschaton.net.node import NetNode
-
-        self.net = await NetNode.new(self.config, keys=self.keys, router=self.router,
-                                     on_event=self._on_net_event, is_known=self._is_channel_peer)
-        self._closers.append(self.net.close)
-
-    def _start_metering(self) -> None:
-        if self.config.metering is None:
-            return
-        from eschaton.metering.service import MeteringService
-
-        svc = MeteringService.open(self.config.metering, datadir=self.datadir)
-        svc.start()
-        self.metering = svc
-
-        async def close_metering() -> None:
-            svc.close()  # valves go to their declared safe state
-
-        self._closers.append(close_metering)
-
-    async def _start_bandwidth(self) -> None:
-        """``[[bandwidth]]``: kernel byte counters per neighbour, polled into a durable journal."""
-        if not self.config.bandwidth:
-            return
-        from eschaton.config.bandwidth import guarded_interfaces
-        from eschaton.metering.bandwidth import BandwidthMeters
-        from meter_drivers.nft_bandwidth import BandwidthClient
-
-        clients = [BandwidthClient(e.name, e.addresses) for e in self.config.bandwidth]
-        guard = guarded_interfaces(self.config.bandwidth)
-        # nft runs as a subprocess: off the event loop.
-        meters = await asyncio.to_thread(
-            lambda: BandwidthMeters(clients, self.datadir / "bandwidth", guard=guard))
-        self.bandwidth = meters
-
-        async def poll() -> None:
-            while True:
-                try:
-                    await asyncio.to_thread(meters.poll)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # supervision boundary: a failed read is retried next round
-                    log.exception("bandwidth meters: poll failed")
-                await asyncio.sleep(BANDWIDTH_POLL_S)
-
-        task = asyncio.get_running_loop().create_task(poll())
-
-        async def close_bandwidth() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            # The nft table stays: a client cut for not paying stays cut while the node is down.
-            await asyncio.to_thread(meters.close)
-
-        self._closers.append(close_bandwidth)
-
-    async def _start_microgrid(self) -> None:
-        from eschaton.daemon.microgrid import MicrogridService
-
-        self.microgrid = await MicrogridService.open(self)
-        if self.microgrid is not None:
-            self._closers.append(self.microgrid.close)
-
-    def _is_channel_peer(self, node_id: Any) -> bool:
+    def is_channel_peer(self, node_id: Any) -> bool:
         """A peer we have a channel with is known (``[network] accept = "known"``): it must be
         able to come back to settle, and is never refused for want of a link slot."""
         return self.channels is not None and node_id.hex() in self.channels.peers.map.values()
 
-    def _on_net_event(self, ev: dict[str, Any]) -> None:
+    def on_net_event(self, ev: dict[str, Any]) -> None:
         self.stream.emit("net", str(ev.get("event", "net")), ev)
         log.info(ev.get("event", "net"), extra={"fields": ev})
         if ev.get("event") == "link_closed" and not self._stop.is_set():
@@ -304,9 +199,4 @@ class Node:
         self._stop.set()  # no redials while the network stops
         for task in list(self._redials.values()):
             task.cancel()
-        while self._closers:
-            closer = self._closers.pop()
-            try:
-                await closer()
-            except Exception:  # supervision boundary: keep closing the rest
-                log.exception("error while stopping a part of the node")
+        await self.services.stop()

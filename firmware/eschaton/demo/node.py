@@ -12,7 +12,7 @@ import signal
 import sys
 
 from eschaton.config import load_config
-from eschaton.daemon import commands, logs  # noqa: F401  (commands registers the API)
+from eschaton.daemon import logs
 from eschaton.daemon.node import Node
 from eschaton.demo.flows import Flows
 from eschaton.errors import EschatonError

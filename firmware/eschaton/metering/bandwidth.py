@@ -25,6 +25,9 @@ Rules / theory of operation:
   our commit loses at most the uncommitted bytes: ``total()`` is what the journal holds, and the
   seller bills only that, so no invoice is ever ahead of the meter.
 - A journal that has never seen a client (no ``.base``) adopts the kernel's whole count.
+- ``add_listener(fn)``: ``fn()`` is called after every poll (in the polling thread), so that
+  consumers read the totals when they changed instead of running a ticker of their own. One
+  that raises is logged and skipped.
 - Cuts fail closed: ``cut`` takes effect in the kernel and then is made durable; ``restore`` is
   made durable and then lifted. Whenever the table is (re)built, every client the journal says is
   cut is cut again, and ``close()`` leaves the table in place, so a cut client stays cut while the
@@ -32,12 +35,15 @@ Rules / theory of operation:
 """
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from eschaton.metering.journal import TotalsJournal
 from meter_drivers.nft_bandwidth import BandwidthClient, NftBandwidth, NftConfigError, NftError
+
+log = logging.getLogger("eschaton.metering.bandwidth")
 
 BASE = ".base"
 CUT = ".cut"
@@ -55,6 +61,7 @@ class BandwidthMeters:
         self.names: tuple[str, ...] = self.nft.names
         self._lock = threading.Lock()
         self._closed = False
+        self._listeners: list[Callable[[], None]] = []
         self.journal = TotalsJournal(journal_dir, interval_s=commit_interval_s)
         try:
             durable = self.journal.totals()
@@ -104,8 +111,25 @@ class BandwidthMeters:
             raise NftConfigError(name, "no such bandwidth client")
 
     # -- API -----------------------------------------------------------------------------------
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each poll (in the polling thread)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def poll(self, now: float | None = None) -> dict[str, int]:
         """Read the counters, update the totals, group-commit; returns the durable totals."""
+        totals = self._poll(now)
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:  # supervision boundary: a broken listener must not stop metering
+                log.exception("bandwidth listener %r failed", listener)
+        return totals
+
+    def _poll(self, now: float | None) -> dict[str, int]:
         with self._lock:
             if self._closed:
                 raise NftError(self.nft.table, "bandwidth meters are closed")

@@ -11,7 +11,10 @@ Rules / theory of operation:
   safety events to the listeners. ``start()`` runs it in a thread every ``poll_interval_s``;
   Modbus meters are polled in their own threads so a slow RS-485 line never delays a commit.
 - Listeners are called in the polling thread. One that raises is logged and skipped: a broken
-  consumer must not stop metering.
+  consumer must not stop metering. Safety listeners (``add_listener``) get each safety event;
+  reading listeners (``add_reading_listener``) are told after every poll and every Modbus
+  reading that fresh readings are in, so that consumers (the microgrid's metering facade)
+  read when there is something new instead of running a ticker of their own.
 - ``close()`` is the orderly shutdown: stop the threads, close every valve (a motorised valve is
   driven closed for its full travel), switch supply relays off, commit the final totals, release
   the hardware.
@@ -107,6 +110,7 @@ class MeteringService:
         self._history: dict[str, deque[Reading]] = {}
         self.last_error: dict[str, MeterError] = {}
         self._listeners: list[Listener] = []
+        self._reading_listeners: list[Callable[[], None]] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -183,6 +187,21 @@ class MeteringService:
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
+
+    def add_reading_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after each poll and each Modbus reading (in the polling thread)."""
+        self._reading_listeners.append(listener)
+
+    def remove_reading_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._reading_listeners:
+            self._reading_listeners.remove(listener)
+
+    def _fresh_readings(self) -> None:
+        for listener in list(self._reading_listeners):
+            try:
+                listener()
+            except Exception:  # supervision boundary: a broken listener must not stop metering
+                log.exception("metering reading listener %r failed", listener)
 
     def _dispatch(self, events: list[SafetyEvent]) -> None:
         for ev in events:
@@ -277,6 +296,7 @@ class MeteringService:
             if self.journal is not None:
                 self.journal.maybe_commit(totals, now)
         self._dispatch(events)
+        self._fresh_readings()
         return events
 
     def poll_modbus(self, name: str, now: float | None = None) -> EnergyReading | None:
@@ -295,6 +315,8 @@ class MeteringService:
                 self.last_error.pop(name, None)
             events = self.monitor.feed(item, self._clock() if now is None else now)
         self._dispatch(events)
+        if reading is not None:
+            self._fresh_readings()
         return reading
 
     # -- threads ---------------------------------------------------------------------------

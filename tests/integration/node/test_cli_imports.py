@@ -60,6 +60,7 @@ def test_node_api_commands_import_no_chain_channel_or_aiohttp(tmp_path: Path) ->
         assert json.loads(out)["id"] == n.id, out
         assert _forbidden(mods) == [], "node status --config"
         for argv in (("channel", "list", "--config", str(n.config)),
+                     ("node", "health", "--config", str(n.config)),
                      ("peer", "list", "--datadir", d),
                      ("wallet", "balance", "--datadir", d),
                      ("wallet", "balance", "--config", str(n.config))):

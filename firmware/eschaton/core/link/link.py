@@ -26,13 +26,14 @@ Rules / theory of operation:
   failures become a ``LinkClosed`` event carrying a typed error.
 - Keepalive: when nothing arrived for ``ping_interval`` we send ``ping``; no frame within
   ``pong_timeout`` after it closes the link with ``LinkTimeout``.
+- Its config, states, transition table and events are in ``core/link/events.py`` (importable
+  from here too).
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -57,6 +58,21 @@ from eschaton.core.link.errors import (
     ProtocolViolation,
     VersionMismatch,
 )
+from eschaton.core.link.events import (
+    PROTOCOL_VERSIONS,
+    TRANSITIONS,
+    Event,
+    HandshakeComplete,
+    LinkClosed,
+    LinkConfig,
+    LinkOpen,
+    LinkState,
+    MessageIgnored,
+    MessageReceived,
+    PongReceived,
+    Role,
+    WarningReceived,
+)
 from eschaton.core.link.identity import BadNodeId, NodeId, NodeKeys
 from eschaton.core.wire import bencode
 from eschaton.core.wire.codec import Message, decode_message, encode_message, make
@@ -67,8 +83,6 @@ from eschaton.errors import EschatonError
 
 NOISE_PROTOCOL = b"Noise_XK_25519_ChaChaPoly_BLAKE2s"
 PROLOGUE = b"eschaton-link/1"
-PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
-"""Link protocol versions this build speaks."""
 
 # Everything noiseprotocol (and cryptography under it) raises for bad peer input.
 _NOISE_ERRORS = (NoiseInvalidMessage, NoiseValueError, NoiseHandshakeError, NoiseMaxNonceError,
@@ -81,103 +95,7 @@ HANDSHAKE_MAX_FRAME = 2048
 make the node buffer a 64 KiB frame per connection."""
 TRANSPORT_MAX_FRAME = 65535
 
-
-class Role(Enum):
-    INITIATOR = "initiator"
-    RESPONDER = "responder"
-
-
-class LinkState(Enum):
-    IDLE = "idle"
-    HANDSHAKE = "handshake"
-    AWAIT_INIT = "await_init"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-TRANSITIONS: dict[LinkState, frozenset[LinkState]] = {
-    LinkState.IDLE: frozenset({LinkState.HANDSHAKE, LinkState.CLOSED}),
-    LinkState.HANDSHAKE: frozenset({LinkState.AWAIT_INIT, LinkState.CLOSED}),
-    LinkState.AWAIT_INIT: frozenset({LinkState.OPEN, LinkState.CLOSED}),
-    LinkState.OPEN: frozenset({LinkState.CLOSED}),
-    LinkState.CLOSED: frozenset(),
-}
-
-
-@dataclass(frozen=True, slots=True)
-class LinkConfig:
-    """Tunables of one link."""
-
-    versions: tuple[int, ...] = PROTOCOL_VERSIONS
-    """Protocol versions we accept; the highest common one is used."""
-    features: frozenset[int] = frozenset()
-    """Feature bits announced in ``init``: those of the services this node runs."""
-    name: str = ""
-    """Human-readable node name announced in ``init`` (may be empty)."""
-    handshake_timeout: float = 10.0
-    """Seconds from start until the link must be OPEN."""
-    ping_interval: float = 30.0
-    """Seconds of silence from the peer before we ping it."""
-    pong_timeout: float = 20.0
-    """Seconds to wait for any frame after a ping before declaring the peer dead."""
-
-
-# ---- events -----------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class HandshakeComplete:
-    """Keys are agreed and the peer is authenticated; ``init`` has been queued."""
-
-    remote: NodeId
-    version: int
-
-
-@dataclass(frozen=True, slots=True)
-class LinkOpen:
-    """The peer's ``init`` arrived: application messages may flow."""
-
-    remote: NodeId
-    version: int
-    features: frozenset[int]
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class MessageReceived:
-    """An application message (anything but init/ping/pong/error/warning)."""
-
-    message: Message
-
-
-@dataclass(frozen=True, slots=True)
-class MessageIgnored:
-    """The peer sent a message id this table does not know, and it is odd: ignored."""
-
-    type_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class PongReceived:
-    nonce: int
-    rtt: float
-
-
-@dataclass(frozen=True, slots=True)
-class WarningReceived:
-    code: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class LinkClosed:
-    """The link is over. ``error`` is None for an orderly local close."""
-
-    reason: str
-    error: EschatonError | None = None
-    by_peer: bool = False
-
-
-Event = (HandshakeComplete | LinkOpen | MessageReceived | MessageIgnored | PongReceived
-         | WarningReceived | LinkClosed)
+DEFAULT_CONFIG = LinkConfig()
 
 
 def choose_version(ours: Sequence[int], theirs: Sequence[int]) -> int | None:
@@ -217,7 +135,7 @@ class Link:
         now: float,
         ephemeral: bytes,
         remote: NodeId | None = None,
-        config: LinkConfig = LinkConfig(),
+        config: LinkConfig = DEFAULT_CONFIG,
         authorize: Callable[[NodeId], bool] | None = None,
     ) -> None:
         if role is Role.INITIATOR and remote is None:
@@ -534,3 +452,9 @@ class Link:
         self._set_state(LinkState.CLOSED)
         self.close_event = LinkClosed(reason, error, by_peer)
         return self.close_event
+
+
+# The config, states and events live in ``events``; users of the link import them from here too.
+__all__ = ["DEFAULT_CONFIG", "PROTOCOL_VERSIONS", "TRANSITIONS", "Event", "HandshakeComplete", "Link",
+           "LinkClosed", "LinkConfig", "LinkOpen", "LinkState", "MessageIgnored", "MessageReceived",
+           "PongReceived", "Role", "WarningReceived", "choose_version"]
