@@ -68,8 +68,8 @@ def test_nodes_on_the_rpc_backend_open_pay_and_close(cluster: Cluster, tmp_path:
     cluster.chain.mine(1)
     for n in nodes:
         poll(lambda n=n: (n.channel(cid) or {}).get("state") == "CLOSED", f"{n.name}: CLOSED")
-    poll(lambda: a.wallet_total() == ta + va["local_sat"], f"a's wallet +{va['local_sat']}")
-    poll(lambda: b.wallet_total() == tb + vb["local_sat"], f"b's wallet +{vb['local_sat']}")
+    poll(lambda: a.wallet_total() == ta + va["close_sat"], f"a's wallet +{va['close_sat']}")
+    poll(lambda: b.wallet_total() == tb + vb["close_sat"], f"b's wallet +{vb['close_sat']}")
     for n in (b, a):
         assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
         assert n.stop() == 0
