@@ -24,18 +24,26 @@ Two kinds of listener, two levels of trust (only the owner may make blocks):
   with error ``NOT_OWNER`` and changes nothing. Otherwise anyone who can connect could mine and
   reorganise the chain under everyone's channels.
 
-Methods (standard, protocol 1.6 subset):
-- ``server.version``, ``server.ping``
-- ``blockchain.headers.subscribe`` (notifies new tips), ``blockchain.block.header``
-- ``blockchain.scripthash.listunspent`` (entries also carry ``script`` and ``coinbase``),
-  ``blockchain.scripthash.get_balance``, ``blockchain.scripthash.subscribe`` / ``unsubscribe``.
-  Deviation: the status hash is computed over the script's *unspent outputs*
-  (``txid:vout:height:`` sorted) because the index keeps no full history; it still changes
-  whenever the script receives or spends, which is what a subscriber needs.
-- ``blockchain.transaction.get``, ``blockchain.transaction.broadcast`` (refusals are error
-  ``-26`` whose message holds bitcoind's reason on its third line)
-- ``blockchain.estimatefee`` (BTC/kB), ``blockchain.relayfee``
-- ``blockchain.outpoint.subscribe`` / ``unsubscribe`` (funding and spender heights)
+Standard methods, protocol 1.4 to 1.6 (``versions.py``: negotiation and per-version shapes;
+``history.py``: history, status hashes, proofs):
+- ``server.version`` (first message; only the first counts; no version in common: a refusal and
+  the connection closed), ``server.ping``, ``server.banner``, ``server.donation_address``,
+  ``server.features``, ``server.peers.subscribe`` (empty: no peer discovery), ``server.add_peer``
+  (declined)
+- ``blockchain.headers.subscribe`` (notifies new tips), ``blockchain.block.header`` and
+  ``blockchain.block.headers`` (up to 2016; 1.4: one ``hex`` string, 1.6: a ``headers`` list),
+  both with ``cp_height`` proofs over the header hashes up to that height
+- ``blockchain.scripthash.get_history`` / ``get_mempool`` / ``get_balance`` / ``listunspent`` /
+  ``subscribe`` / ``unsubscribe`` (1.4.2+), with the protocol's status hash; ``listunspent``
+  entries also carry ``script`` and ``coinbase``
+- ``blockchain.transaction.get`` (``verbose``: bitcoind's fields), ``get_merkle``,
+  ``id_from_pos``, ``broadcast`` (refusals are error ``-26`` whose message holds bitcoind's
+  reason on its third line), ``broadcast_package`` (1.6; each transaction is accepted on its
+  own, in order: no package fee rate)
+- ``blockchain.estimatefee`` (BTC/kB), ``blockchain.relayfee`` (up to 1.4.2),
+  ``mempool.get_info`` (1.6), ``mempool.get_fee_histogram``
+- ``blockchain.outpoint.subscribe`` / ``unsubscribe`` (the protocol draft's outpoint
+  subscription: funding and spender heights), in every version
 
 Eschaton extensions:
 - ``eschaton.tip`` -> {height, hash, mtp}
@@ -50,7 +58,6 @@ Eschaton extensions:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import socket
@@ -60,16 +67,20 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from aiorpcx import RPCError, RPCSession, handler_invocation, serve_rs
+from aiorpcx import ReplyAndDisconnect, RPCError, RPCSession, handler_invocation, serve_rs
 from aiorpcx.session import SessionKind
 from aiorpcx.unixsocket import USTransport
 
 from eschaton.chain.backend import BroadcastRefused, OutPoint, UnknownTransaction
 from eschaton.chain.electrum import protocol as P
+from eschaton.chain.electrum import versions as V
+from eschaton.chain.electrum.history import ScriptIndex
 from eschaton.chain.embedded.chain import EmbeddedChain
 from eschaton.chain.embedded.node import ChainNode, NodeUpdate
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.errors import BlockRejected, ChainError
+from eschaton.core.codec import TxDecodeError, decode_tx
+from eschaton.core.merkle import branch_and_root, to_hex
 from eschaton.errors import EschatonError
 from eschaton.store.private import FILE_MODE, write_private
 
@@ -79,6 +90,7 @@ PORT_FILE = "electrum.port"
 SOCKET_FILE = "electrum.sock"
 # Methods that make blocks: only sessions on the owner socket may call them (module doc).
 OWNER_METHODS = frozenset({"eschaton.mine", "eschaton.mine_branch", "eschaton.submit_block"})
+MAX_HEADERS = 2016  # headers per blockchain.block.headers call: one retarget period, as the protocol advises
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes, with the terminating NUL
 
 
@@ -125,6 +137,33 @@ def _index(v: Any) -> int:
     return v
 
 
+def _height(v: Any, what: str) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 0x7FFFFFFF:
+        raise RPCError(P.BAD_REQUEST, f"{what} must be a non-negative integer")
+    return v
+
+
+def _sh(s: Any) -> bytes:
+    try:
+        return P.scripthash_bytes(s)
+    except (ValueError, TypeError, AttributeError):
+        raise RPCError(P.BAD_REQUEST, f"bad script hash {str(s)[:80]!r}") from None
+
+
+def _raw_tx(s: Any) -> bytes:
+    try:
+        return bytes.fromhex(s) if isinstance(s, str) else b""
+    except ValueError:
+        raise BroadcastRefused("TX decode failed", "not hex") from None
+
+
+def _txid_of(raw: bytes) -> str:
+    try:
+        return decode_tx(raw).txid
+    except TxDecodeError:
+        return ""
+
+
 def _count(v: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= P.MAX_BLOCKS_PER_CALL:
         raise RPCError(P.BAD_REQUEST, f"number of blocks must be between 1 and {P.MAX_BLOCKS_PER_CALL}")
@@ -143,6 +182,9 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
         self.owner = owner_socket and uid is not None and uid in (os.geteuid(), 0)
         if owner_socket and not self.owner:
             log.warning("a connection to the owner socket from uid %s: read-only", uid)
+        self.version: V.Version = V.MIN  # until server.version says otherwise (versions.py)
+        self.negotiated = False
+        self.scripts = server.scripts
         self.chain = EmbeddedChain(server.node, owns_node=False)
         self.chain.subscribe(self._on_event)
         self.events = False
@@ -153,19 +195,33 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
         self.sender = asyncio.get_event_loop().create_task(self._send_loop())
         server.node.listeners.append(self._on_update)
         server.sessions.add(self)
+        # One table: every method this server answers (``versions.has_method`` gates by version).
         self.handlers: dict[str, Callable[..., Awaitable[Any]]] = {
             "server.version": self.server_version,
             "server.ping": self.ping,
+            "server.banner": self.banner,
+            "server.donation_address": self.donation_address,
+            "server.features": self.features,
+            "server.peers.subscribe": self.peers_subscribe,
+            "server.add_peer": self.add_peer,
             "blockchain.headers.subscribe": self.headers_subscribe,
             "blockchain.block.header": self.block_header,
+            "blockchain.block.headers": self.block_headers,
+            "blockchain.scripthash.get_history": self.get_history,
+            "blockchain.scripthash.get_mempool": self.get_mempool,
             "blockchain.scripthash.listunspent": self.listunspent,
             "blockchain.scripthash.get_balance": self.get_balance,
             "blockchain.scripthash.subscribe": self.scripthash_subscribe,
             "blockchain.scripthash.unsubscribe": self.scripthash_unsubscribe,
             "blockchain.transaction.get": self.transaction_get,
+            "blockchain.transaction.get_merkle": self.get_merkle,
+            "blockchain.transaction.id_from_pos": self.id_from_pos,
             "blockchain.transaction.broadcast": self.transaction_broadcast,
+            "blockchain.transaction.broadcast_package": self.broadcast_package,
             "blockchain.estimatefee": self.estimatefee,
             "blockchain.relayfee": self.relayfee,
+            "mempool.get_info": self.mempool_info,
+            "mempool.get_fee_histogram": self.fee_histogram,
             "blockchain.outpoint.subscribe": self.outpoint_subscribe,
             "blockchain.outpoint.unsubscribe": self.outpoint_unsubscribe,
             "eschaton.tip": self.tip,
@@ -188,11 +244,11 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
             raise RPCError(P.NOT_OWNER, f"{request.method} refused: only the chain's owner may make blocks, "
                                         f"through chain/{SOCKET_FILE} as the owner's user; "
                                         "this connection is read-only (and may broadcast transactions)")
-        handler = self.handlers.get(request.method)
-        coro = handler_invocation(handler, request)
+        handler = self.handlers.get(request.method) if V.has_method(request.method, self.version) else None
+        coro = handler_invocation(handler, request)  # an unknown method: JSON-RPC's -32601
         try:
             return await coro()
-        except RPCError:
+        except (RPCError, ReplyAndDisconnect):
             raise
         except BroadcastRefused as e:
             raise RPCError(P.TX_REFUSED, f"{P.REFUSED_PREFIX}\n\n{e.reason}\n{e.detail}") from None
@@ -232,7 +288,7 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
         if self.headers and (update.connected or update.disconnected):
             self.queue.put_nowait(("blockchain.headers.subscribe", [self._header_json()]))
         for sh, old in list(self.scripthashes.items()):
-            new = self._status(sh)
+            new = self.scripts.status(P.scripthash_bytes(sh))
             if new != old:
                 self.scripthashes[sh] = new
                 self.queue.put_nowait(("blockchain.scripthash.subscribe", [sh, new]))
@@ -248,35 +304,18 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
 
     def _header(self, height: int) -> str:
         assert self.server.node.index is not None
-        raw = self.server.node.index.raw_block(height)
-        if raw is None:
+        hdr = self.server.node.index.headers(height, 1)
+        if not hdr:
             raise RPCError(P.BAD_REQUEST, f"height {height} out of range")
-        return raw[:80].hex()
+        return hdr[0].hex()
 
-    def _utxos(self, sh: str) -> list[dict[str, Any]]:
-        try:
-            shb = P.scripthash_bytes(sh)
-        except (ValueError, TypeError):
-            raise RPCError(P.BAD_REQUEST, "bad script hash") from None
-        node = self.server.node
-        assert node.index is not None
-        mp = node.mempool
-        out = [
-            {"tx_hash": c.txid, "tx_pos": c.vout, "height": c.height, "value": c.value,
-             "script": c.spk.hex(), "coinbase": c.coinbase}
-            for c in node.index.coins_for_scripthash(shb)
-            if (c.txid, c.vout) not in mp.spent
-        ]
-        for txid, e in mp.entries.items():
-            for vout, o in enumerate(e.tx.outputs):
-                if (txid, vout) not in mp.spent and hashlib.sha256(o.script_pubkey).digest() == shb:
-                    out.append({"tx_hash": txid, "tx_pos": vout, "height": 0, "value": o.value,
-                                "script": o.script_pubkey.hex(), "coinbase": False})
-        return out
-
-    def _status(self, sh: str) -> str | None:
-        items = sorted(f"{u['tx_hash']}:{u['tx_pos']}:{u['height']}:" for u in self._utxos(sh))
-        return hashlib.sha256("".join(items).encode()).hexdigest() if items else None
+    def _checkpoint(self, last: int, cp_height: Any) -> int:
+        """A valid ``cp_height`` for a proof of heights up to ``last`` (0: no proof asked)."""
+        cp = _height(cp_height, "cp_height")
+        tip = self.server.node.tip_row().height
+        if cp and not last <= cp <= tip:
+            raise RPCError(P.BAD_REQUEST, f"cp_height {cp} must be between {last} and the tip {tip}")
+        return cp
 
     def _outpoint_status(self, txid: str, vout: int) -> dict[str, Any]:
         node = self.server.node
@@ -295,59 +334,152 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
             st["spender_height"] = sp.height or 0
         return st
 
-    # --- standard methods ---------------------------------------------------------------------
+    # --- server.* ---------------------------------------------------------------------------
 
-    async def server_version(self, client_name: str = "", protocol_version: Any = None) -> list[str]:
-        return [P.SERVER_NAME, P.PROTOCOL_VERSION]
+    async def server_version(self, client_name: Any = "", protocol_version: Any = None, *_ignored: Any) -> list[str]:
+        if self.negotiated:
+            raise RPCError(P.BAD_REQUEST, "server.version already sent")
+        try:
+            self.version = V.negotiate(protocol_version)
+        except V.VersionRefused as e:
+            # The protocol: no version in common, and the server closes the connection.
+            raise ReplyAndDisconnect(RPCError(P.BAD_REQUEST, str(e))) from None
+        self.negotiated = True
+        return [P.SERVER_NAME, V.text(self.version)]
 
     async def ping(self) -> None:
         return None
+
+    async def banner(self) -> str:
+        tip = self.server.node.tip_row()
+        return f"{P.SERVER_NAME}: an Eschaton village's chain, at height {tip.height}"
+
+    async def donation_address(self) -> str:
+        return ""
+
+    async def features(self) -> dict[str, Any]:
+        node = self.server.node
+        assert node.index is not None
+        genesis = node.index.block_at(0)
+        assert genesis is not None
+        hosts = {h: {"tcp_port": p, "ssl_port": None} for h, p in self.server.listening()}
+        return {"hosts": hosts, "genesis_hash": genesis.hash, "hash_function": "sha256",
+                "server_version": P.SERVER_NAME, "protocol_min": V.text(V.MIN),
+                "protocol_max": V.text(V.MAX), "pruning": None}
+
+    async def peers_subscribe(self) -> list[Any]:
+        return []  # one village, one server: no peer discovery
+
+    async def add_peer(self, features: Any = None) -> bool:
+        return False
+
+    # --- headers ----------------------------------------------------------------------------
 
     async def headers_subscribe(self) -> dict[str, Any]:
         self.headers = True
         return self._header_json()
 
-    async def block_header(self, height: int, cp_height: int = 0) -> str:
-        return self._header(_index(height))
+    async def block_header(self, height: Any, cp_height: Any = 0) -> Any:
+        h = _height(height, "height")
+        cp = self._checkpoint(h, cp_height)
+        hdr = self._header(h)
+        if not cp:
+            return hdr
+        return {"header": hdr, **self.scripts.header_proof(h, cp)}
 
-    async def listunspent(self, scripthash: str) -> list[dict[str, Any]]:
-        return self._utxos(scripthash)
+    async def block_headers(self, start_height: Any, count: Any, cp_height: Any = 0) -> dict[str, Any]:
+        start = _height(start_height, "start_height")
+        n = min(_height(count, "count"), MAX_HEADERS)
+        cp = self._checkpoint(start + n - 1, cp_height) if n else 0
+        assert self.server.node.index is not None
+        hdrs = self.server.node.index.headers(start, n)
+        out: dict[str, Any] = {"count": len(hdrs), "max": MAX_HEADERS}
+        if self.version >= V.V1_6:
+            out["headers"] = [h.hex() for h in hdrs]
+        else:
+            out["hex"] = b"".join(hdrs).hex()
+        if cp and hdrs:
+            out.update(self.scripts.header_proof(start + len(hdrs) - 1, cp))
+        return out
 
-    async def get_balance(self, scripthash: str) -> dict[str, int]:
-        u = self._utxos(scripthash)
-        return {
-            "confirmed": sum(x["value"] for x in u if x["height"] > 0),
-            "unconfirmed": sum(x["value"] for x in u if x["height"] == 0),
-        }
+    # --- script hashes ----------------------------------------------------------------------
 
-    async def scripthash_subscribe(self, scripthash: str) -> str | None:
-        st = self._status(scripthash)
-        self.scripthashes[scripthash] = st
+    async def get_history(self, scripthash: Any) -> list[dict[str, Any]]:
+        return self.scripts.history(_sh(scripthash))
+
+    async def get_mempool(self, scripthash: Any) -> list[dict[str, Any]]:
+        return self.scripts.mempool_of(_sh(scripthash))
+
+    async def listunspent(self, scripthash: Any) -> list[dict[str, Any]]:
+        return self.scripts.unspent(_sh(scripthash))
+
+    async def get_balance(self, scripthash: Any) -> dict[str, int]:
+        return self.scripts.balance(_sh(scripthash))
+
+    async def scripthash_subscribe(self, scripthash: Any) -> str | None:
+        st = self.scripts.status(_sh(scripthash))
+        self.scripthashes[str(scripthash).lower()] = st
         return st
 
-    async def scripthash_unsubscribe(self, scripthash: str) -> bool:
-        return self.scripthashes.pop(scripthash, 0) != 0
+    async def scripthash_unsubscribe(self, scripthash: Any) -> bool:
+        _sh(scripthash)
+        return self.scripthashes.pop(str(scripthash).lower(), 0) != 0
 
-    async def transaction_get(self, tx_hash: str, verbose: bool = False) -> str:
-        if verbose:
-            raise RPCError(P.BAD_REQUEST, "verbose transactions are not supported")
+    # --- transactions -----------------------------------------------------------------------
+
+    async def transaction_get(self, tx_hash: Any, verbose: Any = False) -> Any:
         raw = await self.chain.get_transaction(_txid(tx_hash))
-        return raw.hex()
+        return self.scripts.verbose_tx(raw) if verbose else raw.hex()
 
-    async def transaction_broadcast(self, raw_tx: str) -> str:
-        try:
-            raw = bytes.fromhex(raw_tx) if isinstance(raw_tx, str) else None
-        except ValueError:
-            raw = None
-        if raw is None:
-            raise BroadcastRefused("TX decode failed", "not hex")
-        return await self.chain.broadcast(raw)
+    async def get_merkle(self, tx_hash: Any, height: Any) -> dict[str, Any]:
+        txid, h = _txid(tx_hash), _height(height, "height")
+        proof = self.scripts.merkle(txid, h)
+        if proof is None:
+            raise RPCError(P.BAD_REQUEST, f"tx {txid} not in block at height {h}")
+        return proof
 
-    async def estimatefee(self, number: int, mode: str | None = None) -> float:
+    async def id_from_pos(self, height: Any, tx_pos: Any, merkle: Any = False) -> Any:
+        h, pos = _height(height, "height"), _height(tx_pos, "tx_pos")
+        found = self.scripts.block_txids(h)
+        if found is None:
+            raise RPCError(P.BAD_REQUEST, f"no block at height {h}")
+        txids = found[1]
+        if pos >= len(txids):
+            raise RPCError(P.BAD_REQUEST, f"no tx at position {pos} in the block at height {h}")
+        txid = to_hex(txids[pos])
+        if not merkle:
+            return txid
+        branch, _root = branch_and_root(txids, pos)
+        return {"tx_hash": txid, "merkle": [to_hex(b) for b in branch]}
+
+    async def transaction_broadcast(self, raw_tx: Any) -> str:
+        return await self.chain.broadcast(_raw_tx(raw_tx))
+
+    async def broadcast_package(self, raw_txs: Any, verbose: Any = False) -> dict[str, Any]:
+        if not isinstance(raw_txs, list) or not raw_txs:
+            raise RPCError(P.BAD_REQUEST, "raw_txs must be a non-empty list of hex transactions")
+        errors = []
+        for r in raw_txs:
+            raw = b""
+            try:
+                raw = _raw_tx(r)
+                await self.chain.broadcast(raw)
+            except BroadcastRefused as e:
+                errors.append({"txid": _txid_of(raw), "error": e.reason})
+        return {"success": True} if not errors else {"success": False, "errors": errors}
+
+    async def estimatefee(self, number: Any, mode: Any = None) -> float:
         return self.chain.estimate_fee_sync(_count(number)) / 1e8
 
     async def relayfee(self) -> float:
         return MIN_RELAY_FEE / 1e8
+
+    async def mempool_info(self) -> dict[str, float]:
+        rate = MIN_RELAY_FEE / 1e8
+        return {"mempoolminfee": rate, "minrelaytxfee": rate, "incrementalrelayfee": rate}
+
+    async def fee_histogram(self) -> list[list[float | int]]:
+        return self.scripts.fee_histogram()
 
     async def outpoint_subscribe(self, tx_hash: str, txout_idx: int, spk_hint: str | None = None) -> dict[str, Any]:
         key = (_txid(tx_hash), _index(txout_idx))
@@ -415,13 +547,25 @@ class ElectrumServer:
         self.port = port
         self.also = also
         self.sessions: set[ElectrumSession] = set()
+        self.scripts = ScriptIndex(node)
         self._server: Any = None  # asyncio.Server
         self._also_server: Any = None
         self._owner_server: Any = None
         self.port_file: Path = node.chain_dir / PORT_FILE
         self.socket_path: Path = node.chain_dir / SOCKET_FILE
 
+    def listening(self) -> list[tuple[str, int]]:
+        """The TCP (host, port) pairs served, for ``server.features``."""
+        out = [(self.host, self.port)] if self._server is not None else []
+        if self._also_server is not None and self.also is not None:
+            out.append(self.also)
+        return out
+
+    def _changed(self, update: NodeUpdate) -> None:
+        self.scripts.changed()  # before the sessions (listeners run in order) compute statuses
+
     async def start(self) -> int:
+        self.node.listeners.insert(0, self._changed)
         if self.also is not None:
             # First, so a taken port fails the start before local clients are told of us.
             try:
@@ -461,6 +605,8 @@ class ElectrumServer:
         os.chmod(path, FILE_MODE)
 
     async def stop(self) -> None:
+        if self._changed in self.node.listeners:
+            self.node.listeners.remove(self._changed)
         for f in (self.port_file, self.socket_path):
             try:
                 f.unlink()
