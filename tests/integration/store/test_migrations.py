@@ -278,8 +278,10 @@ def test_chain_index_versioned_in_meta_is_migrated_and_still_feeds_the_kernel(tm
     tip = idx.tip()
     assert tip is not None and tip.height == 3
     idx.close()
-    assert _version(path) == INDEX_VERSION == 1
+    assert _version(path) == INDEX_VERSION == 2
     assert _raw(path, "SELECT value FROM meta WHERE key = 'schema'") == [("1",)]  # the old firmware's check
+    # The script-hash history was built from the stored blocks: each coinbase's output, once.
+    assert [r[0] for r in _raw(path, "SELECT height FROM history ORDER BY height")] == [1, 2, 3]
     # The blocks survived whole: a fresh kernel is fed them from the index (as after a crash).
     node = ChainNode(tmp_path)
     try:
@@ -287,6 +289,40 @@ def test_chain_index_versioned_in_meta_is_migrated_and_still_feeds_the_kernel(tm
         assert node.cm.get_active_chain().height == 3
     finally:
         node.close()
+
+
+def test_chain_index_v1_gets_the_history_a_fresh_index_writes(tmp_path: Path) -> None:
+    """Schema 1 -> 2 backfills ``history`` from the blocks and spends the index holds; it must
+    equal what ``connect_block`` writes for the same chain (spends within and across blocks)."""
+    from tests.unit.chain.helpers import Key, spend_p2wpkh
+
+    node = ChainNode(tmp_path / "a")
+    k, dest = Key(1), Key(9)
+    try:
+        node.mine(101, k.p2wpkh)
+        assert node.index is not None
+        coins = sorted(node.index.coins_for_script(k.p2wpkh), key=lambda c: c.height)[:2]
+        for c in coins:
+            parent = node.broadcast(spend_p2wpkh(c.txid, 0, c.value, k, [(c.value - 1_000, dest.p2wpkh)]))
+            node.mine(1)
+        # a spend of an output created in the same block
+        node.broadcast(spend_p2wpkh(parent, 0, coins[1].value - 1_000, dest, [(coins[1].value - 2_000, k.p2wpkh)]))
+        c = sorted(node.index.coins_for_script(k.p2wpkh), key=lambda c: c.height)[0]
+        mid = node.broadcast(spend_p2wpkh(c.txid, 0, c.value, k, [(c.value - 1_000, dest.p2wpkh)]))
+        node.broadcast(spend_p2wpkh(mid, 0, c.value - 1_000, dest, [(c.value - 2_000, k.p2wpkh)]))
+        node.mine(1)
+    finally:
+        node.close()
+    path = tmp_path / "a" / "chain" / "index.sqlite"
+    fresh = sorted(_raw(path, "SELECT sh, height, pos, txid FROM history"))
+    assert len({r[3] for r in fresh}) > 103  # coinbases and the spends above
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE history")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    ChainIndex(path).close()
+    assert _version(path) == 2
+    assert sorted(_raw(path, "SELECT sh, height, pos, txid FROM history")) == fresh
 
 
 # --- newer than the code ----------------------------------------------------------------------

@@ -10,7 +10,8 @@ Rules / theory of operation (the protocol's ``server.version``):
 - What changes with the version (the only shape differences between 1.4 and 1.6):
   ``blockchain.block.headers`` answers one concatenated ``hex`` string up to 1.4.2 and a
   ``headers`` list from 1.6; ``blockchain.scripthash.unsubscribe`` exists from 1.4.2;
-  ``blockchain.relayfee`` is gone in 1.6, replaced by ``mempool.get_info``.
+  ``blockchain.relayfee`` is gone in 1.6, replaced by ``mempool.get_info``;
+  ``blockchain.transaction.broadcast_package`` is new in 1.6.
 - 1.7 is not offered: no published specification defines it. The draft's
   ``blockchain.outpoint.subscribe`` is served in every version as an extension (see server.py).
 """
@@ -33,6 +34,7 @@ _SPAN: dict[str, tuple[Version, Version | None]] = {
     "blockchain.scripthash.unsubscribe": (V1_4_2, None),
     "blockchain.relayfee": (MIN, V1_6),
     "mempool.get_info": (V1_6, None),
+    "blockchain.transaction.broadcast_package": (V1_6, None),
 }
 
 
