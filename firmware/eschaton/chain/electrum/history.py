@@ -11,9 +11,9 @@ Rules / theory of operation (the protocol's definitions):
   None for an empty history. Subscribers are told when it changes.
 - The mempool's script hashes are computed once per mempool change (``MempoolScripts``), not
   per request: Electrum asks for many script hashes after every block.
-- Merkle proofs of a block's transactions are computed from its raw bytes; the txid lists of
-  the last few blocks asked for are kept (keyed by block hash, so a reorg cannot serve a stale
-  proof).
+- Merkle proofs of a block's transactions are computed from its raw bytes; the trees of the
+  last few blocks asked for are kept whole (keyed by block hash, so a reorg cannot serve a stale
+  proof), so each further proof of a block is a few list lookups.
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from typing import Any
 
 from eschaton.chain.embedded.node import ChainNode
 from eschaton.core.codec import decode_block, decode_tx
-from eschaton.core.merkle import branch_and_root, from_hex, to_hex
+from eschaton.core.merkle import Tree, branch_and_root, from_hex, to_hex
 from eschaton.core.script import script_to_address
 
 _sha = hashlib.sha256
-_BLOCK_CACHE = 64  # blocks whose txid lists are kept for merkle proofs
+_BLOCK_CACHE = 64  # blocks whose merkle trees are kept for proofs
 # Fee histogram bins: the first holds ~100k vB of the best-paying transactions, each next one
 # 10% more, so a wallet sees the top of the mempool finely and its tail coarsely.
 _BIN_VSIZE = 100_000
@@ -73,7 +73,7 @@ class ScriptIndex:
     def __init__(self, node: ChainNode) -> None:
         self.node = node
         self._mempool: MempoolScripts | None = None
-        self._txids: OrderedDict[str, list[bytes]] = OrderedDict()
+        self._trees: OrderedDict[str, tuple[Tree, dict[bytes, int]]] = OrderedDict()
 
     def changed(self) -> None:
         """The chain or the mempool moved: forget the mempool's script map."""
@@ -142,35 +142,45 @@ class ScriptIndex:
 
     # --- blocks and transactions ------------------------------------------------------------
 
-    def block_txids(self, height: int) -> tuple[str, list[bytes]] | None:
-        """(block hash, txids in internal order) of the active block at ``height``."""
+    def block_tree(self, height: int) -> tuple[Tree, dict[bytes, int]] | None:
+        """The merkle tree of the active block at ``height`` and each txid's (internal order)
+        position in it."""
         assert self.node.index is not None
         row = self.node.index.block_at(height)
         if row is None:
             return None
-        txids = self._txids.get(row.hash)
-        if txids is None:
+        found = self._trees.get(row.hash)
+        if found is None:
             raw = self.node.index.raw_block(height)
             assert raw is not None
             txids = [from_hex(t.txid) for t in decode_block(raw).txs]
-            self._txids[row.hash] = txids
-            if len(self._txids) > _BLOCK_CACHE:
-                self._txids.popitem(last=False)
+            found = self._trees[row.hash] = (Tree(txids), {t: i for i, t in enumerate(txids)})
+            if len(self._trees) > _BLOCK_CACHE:
+                self._trees.popitem(last=False)
         else:
-            self._txids.move_to_end(row.hash)
-        return row.hash, txids
+            self._trees.move_to_end(row.hash)
+        return found
 
     def merkle(self, txid: str, height: int) -> dict[str, Any] | None:
-        found = self.block_txids(height)
+        found = self.block_tree(height)
         if found is None:
             return None
-        leaf = from_hex(txid)
-        try:
-            pos = found[1].index(leaf)
-        except ValueError:
+        tree, where = found
+        pos = where.get(from_hex(txid))
+        if pos is None:
             return None
-        branch, _root = branch_and_root(found[1], pos)
-        return {"block_height": height, "merkle": [to_hex(b) for b in branch], "pos": pos}
+        return {"block_height": height, "merkle": [to_hex(b) for b in tree.branch(pos)], "pos": pos}
+
+    def id_from_pos(self, height: int, pos: int, merkle: bool) -> Any:
+        """``blockchain.transaction.id_from_pos``; None when there is no such block or position."""
+        found = self.block_tree(height)
+        if found is None or pos >= found[0].size:
+            return None
+        tree = found[0]
+        txid = to_hex(tree.layers[0][pos])
+        if not merkle:
+            return txid
+        return {"tx_hash": txid, "merkle": [to_hex(b) for b in tree.branch(pos)]}
 
     def header_proof(self, height: int, cp_height: int) -> dict[str, Any]:
         """Branch and root of the header at ``height`` in the tree over all header hashes up to

@@ -80,7 +80,6 @@ from eschaton.chain.embedded.node import ChainNode, NodeUpdate
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.errors import BlockRejected, ChainError
 from eschaton.core.codec import TxDecodeError, decode_tx
-from eschaton.core.merkle import branch_and_root, to_hex
 from eschaton.errors import EschatonError
 from eschaton.store.private import FILE_MODE, write_private
 
@@ -440,17 +439,10 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
 
     async def id_from_pos(self, height: Any, tx_pos: Any, merkle: Any = False) -> Any:
         h, pos = _height(height, "height"), _height(tx_pos, "tx_pos")
-        found = self.scripts.block_txids(h)
-        if found is None:
-            raise RPCError(P.BAD_REQUEST, f"no block at height {h}")
-        txids = found[1]
-        if pos >= len(txids):
-            raise RPCError(P.BAD_REQUEST, f"no tx at position {pos} in the block at height {h}")
-        txid = to_hex(txids[pos])
-        if not merkle:
-            return txid
-        branch, _root = branch_and_root(txids, pos)
-        return {"tx_hash": txid, "merkle": [to_hex(b) for b in branch]}
+        out = self.scripts.id_from_pos(h, pos, bool(merkle))
+        if out is None:
+            raise RPCError(P.BAD_REQUEST, f"no tx at position {pos} in a block at height {h}")
+        return out
 
     async def transaction_broadcast(self, raw_tx: Any) -> str:
         return await self.chain.broadcast(_raw_tx(raw_tx))
