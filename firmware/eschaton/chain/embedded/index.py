@@ -20,11 +20,13 @@ Rules / theory of operation:
   the kernel's undo data (``cm.block_spent_outputs``).
 - UTXOs are indexed by Electrum's script hash (sha256 of the script), which serves both
   ``list_unspent(script)`` and ``blockchain.scripthash.listunspent``.
-- ``history`` holds, per script hash, every active-chain transaction that pays to or spends from
-  it, as (height, position in the block, txid): Electrum's ``get_history`` and status hash read
-  it in that order. It is written with the block and removed with it on disconnect (the block's
-  own outputs and the restored coins name the rows), so it follows reorgs like the UTXO set.
-  Unspendable outputs and the genesis coinbase are not in it, as they are not coins.
+- A script hash's history (Electrum's ``get_history`` and status hash: every active-chain
+  transaction paying to or spending from the script) needs no table of its own: the funding
+  transactions are those of its unspent coins (``utxos``) and of its spent ones (``spends``), the
+  spending transactions are the spenders in ``spends``; ``spends`` carries the spent coin's
+  script hash, indexed, from schema 2. So a block without spends writes nothing more for it
+  (an extra table cost every empty block one more B-tree page per commit), and it follows
+  reorgs with the rows it is made of.
 - Raw transactions are not duplicated: ``txs`` stores (offset, length) into the block's raw bytes.
 - Provably unspendable outputs (OP_RETURN, scripts over 10 000 bytes) and the genesis coinbase
   never enter the UTXO set, as in Bitcoin Core.
@@ -83,30 +85,13 @@ def _v1(db: Connection) -> None:
         raise IndexInconsistent(f"index schema {row[0]}, expected 1")
 
 
-_HISTORY = """
-CREATE TABLE history(
-    sh BLOB NOT NULL, height INTEGER NOT NULL, pos INTEGER NOT NULL, txid TEXT NOT NULL,
-    PRIMARY KEY(sh, height, pos)) WITHOUT ROWID;
-"""
-
-
 def _v2(db: Connection) -> None:
-    """The script-hash history, built from the blocks and spends an older index already holds."""
-    run_script(db, _HISTORY)
-    top = db.execute("SELECT COALESCE(MAX(height), -1) FROM blocks").fetchone()[0]
-    step = 500  # blocks per read: the raw blocks of a long chain need not all be in memory at once
-    for lo in range(1, top + 1, step):
-        rows: set[tuple[bytes, int, int, str]] = set()
-        for height, raw in db.execute("SELECT height, raw FROM blocks WHERE height BETWEEN ? AND ?",
-                                      (lo, lo + step - 1)).fetchall():
-            for pos, tx in enumerate(decode_block(bytes(raw)).txs):
-                for out in tx.outputs:
-                    if not unspendable(out.script_pubkey):
-                        rows.add((_sha(out.script_pubkey).digest(), height, pos, tx.txid))
-        db.executemany("INSERT OR IGNORE INTO history VALUES(?,?,?,?)", sorted(rows))
-    spends = db.execute("SELECT s.spk, s.height, t.pos, s.spender FROM spends s JOIN txs t ON t.txid = s.spender")
-    db.executemany("INSERT OR IGNORE INTO history VALUES(?,?,?,?)",
-                   [(_sha(bytes(spk)).digest(), h, pos, txid) for spk, h, pos, txid in spends.fetchall()])
+    """``spends.sh``: the spent coin's script hash, for the history of a script."""
+    db.execute("ALTER TABLE spends ADD COLUMN sh BLOB")
+    rows = db.execute("SELECT txid, vout, spk FROM spends").fetchall()
+    db.executemany("UPDATE spends SET sh=? WHERE txid=? AND vout=?",
+                   [(_sha(bytes(spk)).digest(), txid, vout) for txid, vout, spk in rows])
+    db.execute("CREATE INDEX spends_sh ON spends(sh)")
 
 
 MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
@@ -244,10 +229,9 @@ class ChainIndex:
         db.execute("INSERT INTO blocks VALUES(?,?,?,?,?)", (height, h.hash, h.prev_hash, h.time, block.raw))
         tx_rows = []
         spend_rows = []
-        hist: set[tuple[bytes, int, int, str]] = set()  # (script hash, height, pos, txid)
         # Coins created in this block, so that an in-block spend never touches SQL.
         created: dict[tuple[str, int], tuple[str, int, int, bytes, int, int, bytes]] = {}
-        from_db: list[tuple[str, int, str, int, int]] = []  # (prev txid, prev vout, spender, input index, pos)
+        from_db: list[tuple[str, int, str, int]] = []  # (prev txid, prev vout, spender, input index)
         for pos, (tx, (off, ln)) in enumerate(zip(block.txs, _tx_offsets(block), strict=True)):
             txid = tx.txid
             tx_rows.append((txid, height, pos, off, ln))
@@ -256,19 +240,16 @@ class ChainIndex:
                     key = (txin.prev_txid_hex, txin.prev_vout)
                     row = created.pop(key, None)
                     if row is None:
-                        from_db.append((key[0], key[1], txid, i, pos))
+                        from_db.append((key[0], key[1], txid, i))
                     else:
-                        spend_rows.append((key[0], key[1], txid, i, height, row[2], row[3], row[4], row[5]))
-                        hist.add((row[6], height, pos, txid))
+                        spend_rows.append((key[0], key[1], txid, i, height, row[2], row[3], row[4], row[5], row[6]))
             if height == 0:
                 continue  # the genesis coinbase is not spendable
             coinbase = 1 if pos == 0 else 0
             for vout, out in enumerate(tx.outputs):
                 spk = out.script_pubkey
                 if not unspendable(spk):
-                    sh = _sha(spk).digest()
-                    created[(txid, vout)] = (txid, vout, out.value, spk, height, coinbase, sh)
-                    hist.add((sh, height, pos, txid))
+                    created[(txid, vout)] = (txid, vout, out.value, spk, height, coinbase, _sha(spk).digest())
         if from_db:
             # One set-based DELETE through a temp table: ``(txid, vout) IN (VALUES ...)`` would
             # scan the whole UTXO table (SQLite 3.40 plans row-value lists that way).
@@ -279,19 +260,16 @@ class ChainIndex:
             ).fetchall()
             db.execute("DELETE FROM temp.spent_batch")
             found = {(r[0], r[1]): r for r in rows}
-            for prev, vout, spender, idx, pos in from_db:
+            for prev, vout, spender, idx in from_db:
                 r = found.pop((prev, vout), None)
                 if r is None:
                     raise IndexInconsistent(f"block {h.hash} spends {prev}:{vout}, not in the index")
-                spend_rows.append((prev, vout, spender, idx, height, r[2], r[3], r[4], r[5]))
-                hist.add((_sha(r[3]).digest(), height, pos, spender))
+                spend_rows.append((prev, vout, spender, idx, height, r[2], r[3], r[4], r[5], _sha(r[3]).digest()))
         if created:
             db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", list(created.values()))
         db.executemany("INSERT INTO txs VALUES(?,?,?,?,?)", tx_rows)
         if spend_rows:
-            db.executemany("INSERT INTO spends VALUES(?,?,?,?,?,?,?,?,?)", spend_rows)
-        if hist:
-            db.executemany("INSERT INTO history VALUES(?,?,?,?)", list(hist))
+            db.executemany("INSERT INTO spends VALUES(?,?,?,?,?,?,?,?,?,?)", spend_rows)
         self._tip = BlockRow(height, h.hash, h.prev_hash, h.time)
         if self._times is not None:
             self._times = [*self._times[-10:], h.time]
@@ -325,10 +303,6 @@ class ChainIndex:
         db.executemany(
             "INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", [r for r in restored if (r[0], r[1]) not in created_set]
         )
-        # The history rows of this height: its outputs' scripts and the coins it had spent.
-        shs = {_sha(o.script_pubkey).digest() for tx in block.txs for o in tx.outputs}
-        shs.update(r[6] for r in restored)
-        db.executemany("DELETE FROM history WHERE sh=? AND height=?", [(sh, tip.height) for sh in shs])
         db.executemany("DELETE FROM txs WHERE txid=?", [(tx.txid,) for tx in block.txs])
         db.execute("DELETE FROM blocks WHERE height=?", (tip.height,))
         return tip, raw
@@ -355,7 +329,14 @@ class ChainIndex:
     def history(self, sh: bytes) -> list[tuple[str, int]]:
         """(txid, height) of every confirmed transaction touching script hash ``sh`` (internal
         byte order), in chain order: by height, then by position in the block."""
-        rows = self.db.execute("SELECT txid, height FROM history WHERE sh=? ORDER BY height, pos", (sh,))
+        rows = self.db.execute(
+            "SELECT h.txid, h.height FROM ("
+            " SELECT txid, height FROM utxos WHERE sh=?1"
+            " UNION SELECT txid, coin_height FROM spends WHERE sh=?1"
+            " UNION SELECT spender, height FROM spends WHERE sh=?1"
+            ") h JOIN txs t ON t.txid=h.txid ORDER BY h.height, t.pos",
+            (sh,),
+        )
         return [(r[0], r[1]) for r in rows.fetchall()]
 
     def header_hashes(self, upto: int) -> list[str]:
