@@ -247,7 +247,7 @@ def main() -> None:
     ap.add_argument("--scripts", type=int, default=1_000)
     ap.add_argument("--txs", type=int, default=10_000)
     ap.add_argument("--per-block", type=int, default=1_000)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--window", type=int, default=1_000, help="script hashes whose requests are in flight together")
     args = ap.parse_args()
     if args.scripts < 1 or args.txs < args.scripts or args.txs % args.scripts:
