@@ -29,6 +29,8 @@ PROGRAMS: dict[str, str] = {
     "nsenter": "util-linux",
     "prlimit": "util-linux",
     "fallocate": "util-linux",
+    # a stock Electrum wallet (4.3.4 on Debian 12) against the chain's Electrum server
+    "electrum": "electrum",
     "mount": "mount",
     "umount": "mount",
     # the image builder (image/build.sh) and the QEMU guests

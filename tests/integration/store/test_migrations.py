@@ -4,6 +4,7 @@ its schema version current; a database newer than the code is refused in one lin
 store and by a node that will not start on it."""
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -278,8 +279,10 @@ def test_chain_index_versioned_in_meta_is_migrated_and_still_feeds_the_kernel(tm
     tip = idx.tip()
     assert tip is not None and tip.height == 3
     idx.close()
-    assert _version(path) == INDEX_VERSION == 1
+    assert _version(path) == INDEX_VERSION == 2
     assert _raw(path, "SELECT value FROM meta WHERE key = 'schema'") == [("1",)]  # the old firmware's check
+    # Schema 2's script-hash index on spends is there (this chain has no spends to fill it).
+    assert _raw(path, "SELECT name FROM sqlite_master WHERE name = 'spends_sh'") == [("spends_sh",)]
     # The blocks survived whole: a fresh kernel is fed them from the index (as after a crash).
     node = ChainNode(tmp_path)
     try:
@@ -287,6 +290,56 @@ def test_chain_index_versioned_in_meta_is_migrated_and_still_feeds_the_kernel(tm
         assert node.cm.get_active_chain().height == 3
     finally:
         node.close()
+
+
+def test_chain_index_v1_gets_the_history_a_fresh_index_writes(tmp_path: Path) -> None:
+    """Schema 1 -> 2 fills ``spends.sh`` from the spends the index holds; it, and the histories
+    read through it, must equal what ``connect_block`` writes for the same chain (spends within
+    and across blocks)."""
+    from tests.unit.chain.helpers import Key, spend_p2wpkh
+
+    node = ChainNode(tmp_path / "a")
+    k, dest = Key(1), Key(9)
+    try:
+        node.mine(101, k.p2wpkh)
+        assert node.index is not None
+        coins = sorted(node.index.coins_for_script(k.p2wpkh), key=lambda c: c.height)[:2]
+        for c in coins:
+            parent = node.broadcast(spend_p2wpkh(c.txid, 0, c.value, k, [(c.value - 1_000, dest.p2wpkh)]))
+            node.mine(1)
+        # a spend of an output created in the same block
+        node.broadcast(spend_p2wpkh(parent, 0, coins[1].value - 1_000, dest, [(coins[1].value - 2_000, k.p2wpkh)]))
+        c = sorted(node.index.coins_for_script(k.p2wpkh), key=lambda c: c.height)[0]
+        mid = node.broadcast(spend_p2wpkh(c.txid, 0, c.value, k, [(c.value - 1_000, dest.p2wpkh)]))
+        node.broadcast(spend_p2wpkh(mid, 0, c.value - 1_000, dest, [(c.value - 2_000, k.p2wpkh)]))
+        node.mine(1)
+    finally:
+        node.close()
+    path = tmp_path / "a" / "chain" / "index.sqlite"
+    shs = [hashlib.sha256(s).digest() for s in (k.p2wpkh, dest.p2wpkh)]
+
+    def histories() -> list[list[tuple[str, int]]]:
+        idx = ChainIndex(path)
+        try:
+            return [idx.history(sh) for sh in shs]
+        finally:
+            idx.close()
+
+    fresh_spends = sorted(_raw(path, "SELECT txid, vout, sh FROM spends"))
+    fresh = histories()
+    assert len(fresh_spends) == 5 and all(r[2] is not None for r in fresh_spends)
+    # dest: paid twice, spends back to k, pays itself (mid) and spends that in the same block;
+    # k: 101 coinbases, its three spends, and the two payments back
+    assert len(fresh[1]) == 5 and len(fresh[0]) == 101 + 5
+    # The index as schema 1 left it: no sh column, no index.
+    db = sqlite3.connect(path)
+    db.execute("DROP INDEX spends_sh")
+    db.execute("ALTER TABLE spends DROP COLUMN sh")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    assert histories() == fresh
+    assert _version(path) == 2
+    assert sorted(_raw(path, "SELECT txid, vout, sh FROM spends")) == fresh_spends
 
 
 # --- newer than the code ----------------------------------------------------------------------

@@ -24,18 +24,27 @@ Two kinds of listener, two levels of trust (only the owner may make blocks):
   with error ``NOT_OWNER`` and changes nothing. Otherwise anyone who can connect could mine and
   reorganise the chain under everyone's channels.
 
-Methods (standard, protocol 1.6 subset):
-- ``server.version``, ``server.ping``
-- ``blockchain.headers.subscribe`` (notifies new tips), ``blockchain.block.header``
-- ``blockchain.scripthash.listunspent`` (entries also carry ``script`` and ``coinbase``),
-  ``blockchain.scripthash.get_balance``, ``blockchain.scripthash.subscribe`` / ``unsubscribe``.
-  Deviation: the status hash is computed over the script's *unspent outputs*
-  (``txid:vout:height:`` sorted) because the index keeps no full history; it still changes
-  whenever the script receives or spends, which is what a subscriber needs.
-- ``blockchain.transaction.get``, ``blockchain.transaction.broadcast`` (refusals are error
-  ``-26`` whose message holds bitcoind's reason on its third line)
-- ``blockchain.estimatefee`` (BTC/kB), ``blockchain.relayfee``
-- ``blockchain.outpoint.subscribe`` / ``unsubscribe`` (funding and spender heights)
+Standard methods, protocol 1.4 to 1.6 (``session.py``: one connection's method table and
+subscriptions; ``versions.py``: negotiation and per-version shapes; ``history.py``: history,
+status hashes, proofs):
+- ``server.version`` (first message; only the first counts; no version in common: a refusal and
+  the connection closed), ``server.ping``, ``server.banner``, ``server.donation_address``,
+  ``server.features``, ``server.peers.subscribe`` (empty: no peer discovery), ``server.add_peer``
+  (declined)
+- ``blockchain.headers.subscribe`` (notifies new tips), ``blockchain.block.header`` and
+  ``blockchain.block.headers`` (up to 2016; 1.4: one ``hex`` string, 1.6: a ``headers`` list),
+  both with ``cp_height`` proofs over the header hashes up to that height
+- ``blockchain.scripthash.get_history`` / ``get_mempool`` / ``get_balance`` / ``listunspent`` /
+  ``subscribe`` / ``unsubscribe`` (1.4.2+), with the protocol's status hash; ``listunspent``
+  entries also carry ``script`` and ``coinbase``
+- ``blockchain.transaction.get`` (``verbose``: bitcoind's fields), ``get_merkle``,
+  ``id_from_pos``, ``broadcast`` (refusals are error ``-26`` whose message holds bitcoind's
+  reason on its third line), ``broadcast_package`` (1.6; each transaction is accepted on its
+  own, in order: no package fee rate)
+- ``blockchain.estimatefee`` (BTC/kB), ``blockchain.relayfee`` (up to 1.4.2),
+  ``mempool.get_info`` (1.6), ``mempool.get_fee_histogram``
+- ``blockchain.outpoint.subscribe`` / ``unsubscribe`` (the protocol draft's outpoint
+  subscription: funding and spender heights), in every version
 
 Eschaton extensions:
 - ``eschaton.tip`` -> {height, hash, mtp}
@@ -50,35 +59,27 @@ Eschaton extensions:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from aiorpcx import RPCError, RPCSession, handler_invocation, serve_rs
+from aiorpcx import serve_rs
 from aiorpcx.session import SessionKind
 from aiorpcx.unixsocket import USTransport
 
-from eschaton.chain.backend import BroadcastRefused, OutPoint, UnknownTransaction
-from eschaton.chain.electrum import protocol as P
-from eschaton.chain.embedded.chain import EmbeddedChain
+from eschaton.chain.electrum.history import ScriptIndex
+from eschaton.chain.electrum.session import MAX_HEADERS, OWNER_METHODS, SOCKET_FILE, ElectrumSession
 from eschaton.chain.embedded.node import ChainNode, NodeUpdate
-from eschaton.chain.embedded.policy import MIN_RELAY_FEE
-from eschaton.chain.errors import BlockRejected, ChainError
-from eschaton.errors import EschatonError
+from eschaton.chain.errors import ChainError
 from eschaton.store.private import FILE_MODE, write_private
 
 log = logging.getLogger(__name__)
 
 PORT_FILE = "electrum.port"
-SOCKET_FILE = "electrum.sock"
-# Methods that make blocks: only sessions on the owner socket may call them (module doc).
-OWNER_METHODS = frozenset({"eschaton.mine", "eschaton.mine_branch", "eschaton.submit_block"})
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path holds 108 bytes, with the terminating NUL
 
 
@@ -102,307 +103,6 @@ class _OwnerTransport(USTransport):  # type: ignore[misc]
         super().connection_made(transport)
 
 
-def _hex(s: Any, what: str, length: int | None = None) -> bytes:
-    if not isinstance(s, str):
-        raise RPCError(P.BAD_REQUEST, f"{what} must be a hex string")
-    try:
-        b = bytes.fromhex(s)
-    except ValueError:
-        raise RPCError(P.BAD_REQUEST, f"{what} is not valid hex") from None
-    if length is not None and len(b) != length:
-        raise RPCError(P.BAD_REQUEST, f"{what} must be {length} bytes")
-    return b
-
-
-def _txid(s: Any) -> str:
-    _hex(s, "txid", 32)
-    return str(s).lower()
-
-
-def _index(v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 0xFFFFFFFF:
-        raise RPCError(P.BAD_REQUEST, "output index must be an integer")
-    return v
-
-
-def _count(v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= P.MAX_BLOCKS_PER_CALL:
-        raise RPCError(P.BAD_REQUEST, f"number of blocks must be between 1 and {P.MAX_BLOCKS_PER_CALL}")
-    return v
-
-
-class ElectrumSession(RPCSession):  # type: ignore[misc]
-    cost_hard_limit = 0  # local, trusted clients: no resource throttling
-
-    def __init__(self, transport: Any, *, server: ElectrumServer, owner_socket: bool = False) -> None:
-        super().__init__(transport)
-        self.server = server
-        # Trusted only on the owner socket, and only for the owner's user (or root, who can
-        # read the datadir anyway): the socket's mode is the first check, this the second.
-        uid = getattr(transport, "peer_uid", None)
-        self.owner = owner_socket and uid is not None and uid in (os.geteuid(), 0)
-        if owner_socket and not self.owner:
-            log.warning("a connection to the owner socket from uid %s: read-only", uid)
-        self.chain = EmbeddedChain(server.node, owns_node=False)
-        self.chain.subscribe(self._on_event)
-        self.events = False
-        self.headers = False
-        self.scripthashes: dict[str, str | None] = {}
-        self.outpoints: dict[tuple[str, int], dict[str, Any]] = {}
-        self.queue: asyncio.Queue[tuple[str, list[Any]]] = asyncio.Queue()
-        self.sender = asyncio.get_event_loop().create_task(self._send_loop())
-        server.node.listeners.append(self._on_update)
-        server.sessions.add(self)
-        self.handlers: dict[str, Callable[..., Awaitable[Any]]] = {
-            "server.version": self.server_version,
-            "server.ping": self.ping,
-            "blockchain.headers.subscribe": self.headers_subscribe,
-            "blockchain.block.header": self.block_header,
-            "blockchain.scripthash.listunspent": self.listunspent,
-            "blockchain.scripthash.get_balance": self.get_balance,
-            "blockchain.scripthash.subscribe": self.scripthash_subscribe,
-            "blockchain.scripthash.unsubscribe": self.scripthash_unsubscribe,
-            "blockchain.transaction.get": self.transaction_get,
-            "blockchain.transaction.broadcast": self.transaction_broadcast,
-            "blockchain.estimatefee": self.estimatefee,
-            "blockchain.relayfee": self.relayfee,
-            "blockchain.outpoint.subscribe": self.outpoint_subscribe,
-            "blockchain.outpoint.unsubscribe": self.outpoint_unsubscribe,
-            "eschaton.tip": self.tip,
-            "eschaton.tx_status": self.tx_status,
-            "eschaton.utxo": self.utxo,
-            "eschaton.spender": self.spender,
-            "eschaton.subscribe_events": self.subscribe_events,
-            "eschaton.watch_outpoint": self.watch_outpoint,
-            "eschaton.watch_script": self.watch_script,
-            "eschaton.mine": self.mine,
-            "eschaton.mine_branch": self.mine_branch,
-            "eschaton.submit_block": self.submit_block,
-        }
-
-    # --- plumbing -----------------------------------------------------------------------------
-
-    async def handle_request(self, request: Any) -> Any:
-        if request.method in OWNER_METHODS and not self.owner:
-            # The socket's name, not its path: a mesh peer has no business learning the datadir.
-            raise RPCError(P.NOT_OWNER, f"{request.method} refused: only the chain's owner may make blocks, "
-                                        f"through chain/{SOCKET_FILE} as the owner's user; "
-                                        "this connection is read-only (and may broadcast transactions)")
-        handler = self.handlers.get(request.method)
-        coro = handler_invocation(handler, request)
-        try:
-            return await coro()
-        except RPCError:
-            raise
-        except BroadcastRefused as e:
-            raise RPCError(P.TX_REFUSED, f"{P.REFUSED_PREFIX}\n\n{e.reason}\n{e.detail}") from None
-        except UnknownTransaction as e:
-            raise RPCError(P.UNKNOWN_TX, f"No such mempool or blockchain transaction. {e}") from None
-        except BlockRejected as e:
-            raise RPCError(P.DAEMON_ERROR, f"block rejected\n{e.reason}\n{e.block_hash}\n{e.detail}") from None
-        except (EschatonError, ValueError, TypeError) as e:
-            raise RPCError(P.BAD_REQUEST, str(e)) from None
-
-    async def connection_lost(self) -> None:
-        await super().connection_lost()
-        self.detach()
-
-    def detach(self) -> None:
-        self.sender.cancel()
-        if self._on_update in self.server.node.listeners:
-            self.server.node.listeners.remove(self._on_update)
-        self.chain.close_sync()
-        self.server.sessions.discard(self)
-
-    async def _send_loop(self) -> None:
-        # One sender keeps notifications in the order the chain produced them.
-        while True:
-            method, args = await self.queue.get()
-            try:
-                await self.send_notification(method, args)
-            except Exception:  # supervision boundary: a dead client must not stop the server
-                log.debug("notification to a closed session dropped", exc_info=True)
-                return
-
-    def _on_event(self, ev: Any) -> None:
-        if self.events:
-            self.queue.put_nowait(("eschaton.event", [P.event_json(ev)]))
-
-    def _on_update(self, update: NodeUpdate) -> None:
-        if self.headers and (update.connected or update.disconnected):
-            self.queue.put_nowait(("blockchain.headers.subscribe", [self._header_json()]))
-        for sh, old in list(self.scripthashes.items()):
-            new = self._status(sh)
-            if new != old:
-                self.scripthashes[sh] = new
-                self.queue.put_nowait(("blockchain.scripthash.subscribe", [sh, new]))
-        for (txid, vout), old_st in list(self.outpoints.items()):
-            new_st = self._outpoint_status(txid, vout)
-            if new_st != old_st:
-                self.outpoints[(txid, vout)] = new_st
-                self.queue.put_nowait(("blockchain.outpoint.subscribe", [[txid, vout], new_st]))
-
-    def _header_json(self) -> dict[str, Any]:
-        tip = self.server.node.tip_row()
-        return {"hex": self._header(tip.height), "height": tip.height}
-
-    def _header(self, height: int) -> str:
-        assert self.server.node.index is not None
-        raw = self.server.node.index.raw_block(height)
-        if raw is None:
-            raise RPCError(P.BAD_REQUEST, f"height {height} out of range")
-        return raw[:80].hex()
-
-    def _utxos(self, sh: str) -> list[dict[str, Any]]:
-        try:
-            shb = P.scripthash_bytes(sh)
-        except (ValueError, TypeError):
-            raise RPCError(P.BAD_REQUEST, "bad script hash") from None
-        node = self.server.node
-        assert node.index is not None
-        mp = node.mempool
-        out = [
-            {"tx_hash": c.txid, "tx_pos": c.vout, "height": c.height, "value": c.value,
-             "script": c.spk.hex(), "coinbase": c.coinbase}
-            for c in node.index.coins_for_scripthash(shb)
-            if (c.txid, c.vout) not in mp.spent
-        ]
-        for txid, e in mp.entries.items():
-            for vout, o in enumerate(e.tx.outputs):
-                if (txid, vout) not in mp.spent and hashlib.sha256(o.script_pubkey).digest() == shb:
-                    out.append({"tx_hash": txid, "tx_pos": vout, "height": 0, "value": o.value,
-                                "script": o.script_pubkey.hex(), "coinbase": False})
-        return out
-
-    def _status(self, sh: str) -> str | None:
-        items = sorted(f"{u['tx_hash']}:{u['tx_pos']}:{u['height']}:" for u in self._utxos(sh))
-        return hashlib.sha256("".join(items).encode()).hexdigest() if items else None
-
-    def _outpoint_status(self, txid: str, vout: int) -> dict[str, Any]:
-        node = self.server.node
-        assert node.index is not None
-        st: dict[str, Any] = {}
-        if txid in node.mempool:
-            st["height"] = 0
-        else:
-            loc = node.index.tx_location(txid)
-            if loc is None:
-                return {}
-            st["height"] = loc[0]
-        sp = self.chain.spender_sync(OutPoint(txid, vout))
-        if sp is not None:
-            st["spender_txhash"] = sp.txid
-            st["spender_height"] = sp.height or 0
-        return st
-
-    # --- standard methods ---------------------------------------------------------------------
-
-    async def server_version(self, client_name: str = "", protocol_version: Any = None) -> list[str]:
-        return [P.SERVER_NAME, P.PROTOCOL_VERSION]
-
-    async def ping(self) -> None:
-        return None
-
-    async def headers_subscribe(self) -> dict[str, Any]:
-        self.headers = True
-        return self._header_json()
-
-    async def block_header(self, height: int, cp_height: int = 0) -> str:
-        return self._header(_index(height))
-
-    async def listunspent(self, scripthash: str) -> list[dict[str, Any]]:
-        return self._utxos(scripthash)
-
-    async def get_balance(self, scripthash: str) -> dict[str, int]:
-        u = self._utxos(scripthash)
-        return {
-            "confirmed": sum(x["value"] for x in u if x["height"] > 0),
-            "unconfirmed": sum(x["value"] for x in u if x["height"] == 0),
-        }
-
-    async def scripthash_subscribe(self, scripthash: str) -> str | None:
-        st = self._status(scripthash)
-        self.scripthashes[scripthash] = st
-        return st
-
-    async def scripthash_unsubscribe(self, scripthash: str) -> bool:
-        return self.scripthashes.pop(scripthash, 0) != 0
-
-    async def transaction_get(self, tx_hash: str, verbose: bool = False) -> str:
-        if verbose:
-            raise RPCError(P.BAD_REQUEST, "verbose transactions are not supported")
-        raw = await self.chain.get_transaction(_txid(tx_hash))
-        return raw.hex()
-
-    async def transaction_broadcast(self, raw_tx: str) -> str:
-        try:
-            raw = bytes.fromhex(raw_tx) if isinstance(raw_tx, str) else None
-        except ValueError:
-            raw = None
-        if raw is None:
-            raise BroadcastRefused("TX decode failed", "not hex")
-        return await self.chain.broadcast(raw)
-
-    async def estimatefee(self, number: int, mode: str | None = None) -> float:
-        return self.chain.estimate_fee_sync(_count(number)) / 1e8
-
-    async def relayfee(self) -> float:
-        return MIN_RELAY_FEE / 1e8
-
-    async def outpoint_subscribe(self, tx_hash: str, txout_idx: int, spk_hint: str | None = None) -> dict[str, Any]:
-        key = (_txid(tx_hash), _index(txout_idx))
-        st = self._outpoint_status(*key)
-        self.outpoints[key] = st
-        await self.chain.watch_outpoint(OutPoint(*key))
-        return st
-
-    async def outpoint_unsubscribe(self, tx_hash: str, txout_idx: int) -> bool:
-        return self.outpoints.pop((_txid(tx_hash), _index(txout_idx)), None) is not None
-
-    # --- extensions -----------------------------------------------------------------------------
-
-    async def tip(self) -> dict[str, Any]:
-        return P.tip_json(await self.chain.tip())
-
-    async def tx_status(self, txid: str) -> dict[str, Any]:
-        return P.status_json(self.chain.tx_status_sync(_txid(txid)))
-
-    async def utxo(self, txid: str, vout: int) -> dict[str, Any] | None:
-        u = self.chain.utxo_sync(OutPoint(_txid(txid), _index(vout)))
-        return P.utxo_json(u) if u else None
-
-    async def spender(self, txid: str, vout: int) -> dict[str, Any] | None:
-        s = self.chain.spender_sync(OutPoint(_txid(txid), _index(vout)))
-        return P.spend_json(s) if s else None
-
-    async def subscribe_events(self) -> bool:
-        self.events = True
-        return True
-
-    async def watch_outpoint(self, txid: str, vout: int) -> bool:
-        await self.chain.watch_outpoint(OutPoint(_txid(txid), _index(vout)))
-        return True
-
-    async def watch_script(self, script_hex: str) -> bool:
-        await self.chain.watch_script(_hex(script_hex, "script"))
-        return True
-
-    async def mine(self, n: int, script_hex: str | None = None) -> list[str]:
-        spk = _hex(script_hex, "script") if script_hex is not None else None
-        return await self.chain.mine(_count(n), spk)
-
-    async def mine_branch(self, from_hash: str, n: int, txs_hex: list[str] | None = None,
-                          script_hex: str | None = None) -> list[str]:
-        spk = _hex(script_hex, "script") if script_hex is not None else None
-        txs = [_hex(t, "transaction") for t in (txs_hex or [])]
-        _hex(from_hash, "block hash", 32)
-        return await self.chain.mine_branch(from_hash, _count(n), txs, spk)
-
-    async def submit_block(self, raw_hex: str) -> dict[str, Any]:
-        bh, active = await self.chain.submit_block(_hex(raw_hex, "block"))
-        return {"hash": bh, "active": active}
-
-
 class ElectrumServer:
     """Serves ``node`` on the owner socket ``<datadir>/chain/electrum.sock`` (every method) and,
     read-only, on 127.0.0.1 (port advertised in ``<datadir>/chain/electrum.port``) and with
@@ -415,13 +115,25 @@ class ElectrumServer:
         self.port = port
         self.also = also
         self.sessions: set[ElectrumSession] = set()
+        self.scripts = ScriptIndex(node)
         self._server: Any = None  # asyncio.Server
         self._also_server: Any = None
         self._owner_server: Any = None
         self.port_file: Path = node.chain_dir / PORT_FILE
         self.socket_path: Path = node.chain_dir / SOCKET_FILE
 
+    def listening(self) -> list[tuple[str, int]]:
+        """The TCP (host, port) pairs served, for ``server.features``."""
+        out = [(self.host, self.port)] if self._server is not None else []
+        if self._also_server is not None and self.also is not None:
+            out.append(self.also)
+        return out
+
+    def _changed(self, update: NodeUpdate) -> None:
+        self.scripts.changed()  # before the sessions (listeners run in order) compute statuses
+
     async def start(self) -> int:
+        self.node.listeners.insert(0, self._changed)
         if self.also is not None:
             # First, so a taken port fails the start before local clients are told of us.
             try:
@@ -461,6 +173,8 @@ class ElectrumServer:
         os.chmod(path, FILE_MODE)
 
     async def stop(self) -> None:
+        if self._changed in self.node.listeners:
+            self.node.listeners.remove(self._changed)
         for f in (self.port_file, self.socket_path):
             try:
                 f.unlink()
@@ -488,4 +202,4 @@ class ElectrumServer:
             await owner.wait_closed()
 
 
-__all__ = ["ElectrumServer", "ElectrumSession", "OWNER_METHODS", "SOCKET_FILE", "ChainError"]
+__all__ = ["MAX_HEADERS", "OWNER_METHODS", "SOCKET_FILE", "ChainError", "ElectrumServer", "ElectrumSession"]

@@ -20,6 +20,13 @@ Rules / theory of operation:
   the kernel's undo data (``cm.block_spent_outputs``).
 - UTXOs are indexed by Electrum's script hash (sha256 of the script), which serves both
   ``list_unspent(script)`` and ``blockchain.scripthash.listunspent``.
+- A script hash's history (Electrum's ``get_history`` and status hash: every active-chain
+  transaction paying to or spending from the script) needs no table of its own: the funding
+  transactions are those of its unspent coins (``utxos``) and of its spent ones (``spends``), the
+  spending transactions are the spenders in ``spends``; ``spends`` carries the spent coin's
+  script hash, indexed, from schema 2. So a block without spends writes nothing more for it
+  (an extra table cost every empty block one more B-tree page per commit), and it follows
+  reorgs with the rows it is made of.
 - Raw transactions are not duplicated: ``txs`` stores (offset, length) into the block's raw bytes.
 - Provably unspendable outputs (OP_RETURN, scripts over 10 000 bytes) and the genesis coinbase
   never enter the UTXO set, as in Bitcoin Core.
@@ -78,7 +85,16 @@ def _v1(db: Connection) -> None:
         raise IndexInconsistent(f"index schema {row[0]}, expected 1")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+def _v2(db: Connection) -> None:
+    """``spends.sh``: the spent coin's script hash, for the history of a script."""
+    db.execute("ALTER TABLE spends ADD COLUMN sh BLOB")
+    rows = db.execute("SELECT txid, vout, spk FROM spends").fetchall()
+    db.executemany("UPDATE spends SET sh=? WHERE txid=? AND vout=?",
+                   [(_sha(bytes(spk)).digest(), txid, vout) for txid, vout, spk in rows])
+    db.execute("CREATE INDEX spends_sh ON spends(sh)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -226,7 +242,7 @@ class ChainIndex:
                     if row is None:
                         from_db.append((key[0], key[1], txid, i))
                     else:
-                        spend_rows.append((key[0], key[1], txid, i, height, row[2], row[3], row[4], row[5]))
+                        spend_rows.append((key[0], key[1], txid, i, height, row[2], row[3], row[4], row[5], row[6]))
             if height == 0:
                 continue  # the genesis coinbase is not spendable
             coinbase = 1 if pos == 0 else 0
@@ -248,12 +264,12 @@ class ChainIndex:
                 r = found.pop((prev, vout), None)
                 if r is None:
                     raise IndexInconsistent(f"block {h.hash} spends {prev}:{vout}, not in the index")
-                spend_rows.append((prev, vout, spender, idx, height, r[2], r[3], r[4], r[5]))
+                spend_rows.append((prev, vout, spender, idx, height, r[2], r[3], r[4], r[5], _sha(r[3]).digest()))
         if created:
             db.executemany("INSERT INTO utxos VALUES(?,?,?,?,?,?,?)", list(created.values()))
         db.executemany("INSERT INTO txs VALUES(?,?,?,?,?)", tx_rows)
         if spend_rows:
-            db.executemany("INSERT INTO spends VALUES(?,?,?,?,?,?,?,?,?)", spend_rows)
+            db.executemany("INSERT INTO spends VALUES(?,?,?,?,?,?,?,?,?,?)", spend_rows)
         self._tip = BlockRow(height, h.hash, h.prev_hash, h.time)
         if self._times is not None:
             self._times = [*self._times[-10:], h.time]
@@ -309,6 +325,29 @@ class ChainIndex:
             (sh,),
         ).fetchall()
         return [Coin(r[0], r[1], r[2], bytes(r[3]), r[4], bool(r[5])) for r in rows]
+
+    def history(self, sh: bytes) -> list[tuple[str, int]]:
+        """(txid, height) of every confirmed transaction touching script hash ``sh`` (internal
+        byte order), in chain order: by height, then by position in the block."""
+        rows = self.db.execute(
+            "SELECT h.txid, h.height FROM ("
+            " SELECT txid, height FROM utxos WHERE sh=?1"
+            " UNION SELECT txid, coin_height FROM spends WHERE sh=?1"
+            " UNION SELECT spender, height FROM spends WHERE sh=?1"
+            ") h JOIN txs t ON t.txid=h.txid ORDER BY h.height, t.pos",
+            (sh,),
+        )
+        return [(r[0], r[1]) for r in rows.fetchall()]
+
+    def header_hashes(self, upto: int) -> list[str]:
+        """Block hashes (display hex) of heights 0..``upto`` of the active chain."""
+        return [r[0] for r in self.db.execute("SELECT hash FROM blocks WHERE height<=? ORDER BY height", (upto,))]
+
+    def headers(self, start: int, count: int) -> list[bytes]:
+        """The 80-byte headers of heights ``start`` .. ``start+count-1`` that exist."""
+        rows = self.db.execute("SELECT substr(raw, 1, 80) FROM blocks WHERE height>=? AND height<? ORDER BY height",
+                               (start, start + count))
+        return [bytes(r[0]) for r in rows.fetchall()]
 
     def tx_location(self, txid: str) -> tuple[int, str] | None:
         r = self.db.execute(
