@@ -1,0 +1,197 @@
+"""Soak: one hub and ten neighbours paying each other 1 sat at a time, both ways at once, as a
+village gateway is loaded (``tests/integration/node/hub.py`` builds and measures it).
+
+What a hub that runs for months on an SD card needs, checked over a bounded run:
+- memory: the hub's RSS does not climb with the number of payments;
+- chain: payments make no chain-server queries (only blocks and the watcher's slow timer do);
+- logs: per-payment events are summarised, so the hub's log does not grow with payments;
+- recovery: after the hub is killed with SIGKILL and restarted, no channel waits more than 2 s
+  for its next payment once the hub is ready, and every channel reconciles exactly.
+Two more checks are on two-way trade itself (a re-anchor that does not stop payments, fees small
+against the value moved); they are written against the behaviour the design asks for.
+
+The numbers these tests bound are reported at length by ``bench/bench_soak.py``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from eschaton.errors import EschatonError
+from tests.integration.node.harness import Cluster, NodeProc, channel_pair, mirrored, poll
+from tests.integration.node.hub import Drive, Hub
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+NEIGHBOURS = 10
+WARMUP = 150  # payments per channel before memory is first read (1,500 on the hub)
+MEASURED = 250  # payments per channel between the two reads (2,500 on the hub)
+
+# RSS growth per 1,000 payments on the hub after the warm-up. Measured on this code (10 neighbours,
+# 1,500 to 4,000 payments): 64 to 180 KiB per 1,000, falling as the run goes on (SQLite's page
+# cache and the allocator's arenas still filling, not a leak: the in-process test of the
+# endpoint, tests/integration/channel/test_memory.py, shows ~10 B retained per payment). The
+# old unbounded notification list added about 360 B per payment on every node, ~350 KiB per
+# 1,000 on top of that settling: this bound is above the settling with a margin and below the
+# two together.
+RSS_KIB_PER_1000 = 256
+
+# Log bytes per payment at default verbosity. Per-payment events are summarised in one info
+# line per node per minute (~200 B); the hub at 300 payments/s may write about 1 MB/h, about
+# one byte per payment. Over all nodes a short run may catch one summary line from each.
+HUB_LOG_BYTES_PER_PAYMENT = 1.0
+ALL_LOG_BYTES_PER_PAYMENT = 2.0
+
+# Chain-server queries: one per status read (the measurement itself) plus the watcher's periodic
+# look (a tip query and two per channel, every 60 s: at most twice in the window), whatever the
+# number of payments. A query per payment or per channel message would be thousands here.
+WATCHER_PASS = 1 + 2 * NEIGHBOURS
+HUB_QUERIES = 1 + 2 * WATCHER_PASS
+SPOKE_QUERIES = NEIGHBOURS * (1 + 2 * 3)
+
+STALL_LIMIT = 2.0  # s: the longest a channel may wait for its next payment once the hub is ready
+
+# Two-way trade: fees paid (what the two parties end with on chain at close, against what they
+# held before the flow) must stay at or under this fraction of the value the payments moved.
+FEE_FRACTION = 0.01
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    cluster = Cluster(tmp_path_factory.mktemp("soak"))
+    try:
+        # Step 1 so that the direction switches of these runs stay far from the re-anchor
+        # budget: the re-anchor under two-way flow has its own test below.
+        yield Hub.start(cluster, NEIGHBOURS, lifetime=1008, step=1)
+    finally:
+        cluster.close()
+
+
+def _reconciles(hub: Hub, before: list[tuple[int, int, int]], d: Drive) -> None:
+    """Every channel: both sides agree, nothing is created or lost, and the balances moved by
+    exactly the payments made each way less the fee steps of the direction switches."""
+    after = hub.balances()
+    for k, ((h0, s0, f0), (h1, s1, f1)) in enumerate(zip(before, after, strict=True)):
+        assert h0 + s0 + f0 == h1 + s1 + f1, (k, before[k], after[k])
+        fees = f1 - f0
+        net = d.paid_by_spoke[k] - d.paid_by_hub[k]  # to the hub
+        hub_fee = (h0 + net) - h1  # what the hub paid in fee steps
+        assert 0 <= hub_fee <= fees, (k, before[k], after[k], d.paid_by_spoke[k], d.paid_by_hub[k])
+        assert s1 == s0 - net - (fees - hub_fee), (k, before[k], after[k])
+
+
+def test_hub_memory_chain_queries_and_logs_stay_flat(hub: Hub) -> None:
+    hub.drive(WARMUP)
+    before, balances = hub.sample(), hub.balances()
+    d = hub.drive(MEASURED)
+    after = hub.sample()
+    assert d.payments == NEIGHBOURS * MEASURED
+    _reconciles(hub, balances, d)
+
+    per_1000 = (after.rss_kib - before.rss_kib) * 1000 / d.payments
+    assert per_1000 < RSS_KIB_PER_1000, f"hub RSS {before.rss_kib} -> {after.rss_kib} KiB over {d.payments} payments"
+    hub_logs = (after.hub_log_bytes - before.hub_log_bytes) / d.payments
+    all_logs = (after.log_bytes - before.log_bytes) / d.payments
+    assert hub_logs <= HUB_LOG_BYTES_PER_PAYMENT, f"hub log bytes per payment: {hub_logs:.2f}: {hub.hub.logs[-5:]}"
+    assert all_logs <= ALL_LOG_BYTES_PER_PAYMENT, f"log bytes per payment, all nodes: {all_logs:.2f}"
+    hub_q = after.hub_queries - before.hub_queries
+    spoke_q = after.spoke_queries - before.spoke_queries
+    assert hub_q <= HUB_QUERIES, f"hub chain queries over {d.payments} payments: {hub_q}"
+    assert spoke_q <= SPOKE_QUERIES, f"neighbours' chain queries over {d.payments} payments: {spoke_q}"
+
+
+def test_no_channel_stalls_after_the_hub_is_killed_and_restarted(hub: Hub) -> None:
+    balances = hub.balances()
+    marks: dict[str, float] = {}
+
+    async def kill(_: Drive) -> None:
+        marks["killed"], marks["ready"] = await hub.kill_and_restart(after=2.0)
+
+    d = hub.drive(WARMUP, during=kill)
+    assert d.payments == NEIGHBOURS * WARMUP
+    assert marks["killed"] < d.done_at[0][-1], "the kill came after the payments had ended"
+    assert d.retries > 0  # payments were interrupted by the kill and tried again
+    stall = d.worst_stall(marks["ready"])
+    assert stall <= STALL_LIMIT, (
+        f"a channel waited {stall:.2f} s for a payment after the hub was ready "
+        f"({marks['ready'] - marks['killed']:.2f} s after the kill)")
+    _reconciles(hub, balances, d)
+    for n in (hub.hub, *hub.spokes):
+        assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
+
+
+# --- two-way trade on default parameters ------------------------------------------------------
+
+
+def _pay(payer: NodeProc, cid: str, pid: str) -> None:
+    st = payer.api("channel.pay", channel=cid, amount=1, id=pid)
+    assert st["payment_state"] == "complete", (pid, st)
+
+
+def _alternate(a: NodeProc, b: NodeProc, cid: str, n: int, tag: str) -> None:
+    """``n`` 1-sat payments, each in the other direction than the one before."""
+    for i in range(n):
+        try:
+            _pay(b if i % 2 == 0 else a, cid, f"{tag}-{i}")
+        except EschatonError as e:
+            raise AssertionError(f"payment {i} of a continuous two-way flow was refused: {e} "
+                                 f"(channel: {a.channel(cid)})") from None
+
+
+@pytest.mark.xfail(strict=True, reason="a re-anchor stops payments until its transaction confirms: "
+                   "REANCHORING refuses both directions (re-anchors that keep paying are not built yet)")
+def test_two_way_flow_on_default_parameters_keeps_paying_across_a_reanchor(cluster: Cluster) -> None:
+    a, b, cid = channel_pair(cluster, 10_000_000)  # the defaults: lifetime 1008, step 6
+    _pay_setup(a, b, cid)
+    first = a.channel(cid) or {}
+    funding0, budget = first["funding_txid"], int(first["switches_left"])
+    # Continuous two-way flow, no block mined: enough direction switches to use the budget up
+    # twice over. A design that switches less often may not need a re-anchor for this: then the
+    # operator asks for one, and the flow must go on while it is under way.
+    _alternate(a, b, cid, 2 * budget + 20, "flow")
+    if (a.channel(cid) or {}).get("state") != "REANCHORING":
+        a.api("channel.reanchor", channel=cid)
+    _alternate(a, b, cid, 40, "during")  # still no block: the re-anchor waits, the payments do not
+    cluster.chain.mine(1)
+    for n in (a, b):
+        poll(lambda n=n: (n.channel(cid) or {}).get("state") == "OPEN"
+             and (n.channel(cid) or {}).get("funding_txid") != funding0, f"{n.name}: open on the new anchor")
+    _alternate(a, b, cid, 20, "after")
+    mirrored(a, b, cid)
+
+
+def _pay_setup(a: NodeProc, b: NodeProc, cid: str) -> None:
+    st = a.api("channel.pay", channel=cid, amount=2_000_000)  # b can pay back from here on
+    assert st["payment_state"] == "complete", st
+    mirrored(a, b, cid)
+
+
+@pytest.mark.xfail(strict=True, reason="every direction switch raises the refund fee by fee_step (300 sat) "
+                   "and nothing refunds it at close (small fee steps, netting and refunds are not built yet)")
+def test_two_way_fees_stay_under_a_fraction_of_the_value_moved(cluster: Cluster) -> None:
+    a, b, cid = channel_pair(cluster, 10_000_000)  # the defaults: lifetime 1008, step 6
+    _pay_setup(a, b, cid)
+    before, _ = mirrored(a, b, cid)
+    held = int(before["local_sat"]) + int(before["remote_sat"])
+    wallets = {n.name: n.wallet_total() for n in (a, b)}
+    # 1-sat payments flowing both ways: 40 runs of 10, alternating direction (40 switches: far
+    # inside the default budget of ~167, so no re-anchor is involved).
+    moved = 0
+    for run in range(40):
+        payer = b if run % 2 == 0 else a
+        for i in range(10):
+            _pay(payer, cid, f"fee-{run}-{i}")
+            moved += 1
+    mirrored(a, b, cid)
+    # What the parties get on chain at a cooperative close, against what they held before.
+    a.cli("channel", "close", cid)
+    cluster.chain.mine(1)
+    for n in (a, b):
+        poll(lambda n=n: (n.channel(cid) or {}).get("state") == "CLOSED", f"{n.name}: channel CLOSED")
+    gained = poll(lambda: (g := [n.wallet_total() - wallets[n.name] for n in (a, b)]) and min(g) > 0 and g,
+                  "both sides' close outputs in their wallets")
+    paid_out = sum(gained)
+    fees = held - paid_out
+    assert fees <= FEE_FRACTION * moved, (
+        f"{fees} sat of fees to move {moved} sat both ways ({fees / moved:.0%}; bound {FEE_FRACTION:.0%})")
