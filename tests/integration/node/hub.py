@@ -34,7 +34,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from eschaton.api.client import call_async
 from eschaton.errors import EschatonError
@@ -251,13 +250,29 @@ class Hub:
             d.retries += 1
             await asyncio.sleep(RETRY_EVERY)
 
-    async def kill_and_restart(self, after: float) -> tuple[float, float]:
-        """``after`` s into a drive: SIGKILL the hub, start it again on the same port and wait
-        until it is ready. Returns (killed at, ready at), monotonic."""
+    async def kill_and_restart(self, after: float, down: float = 3.0) -> tuple[float, float]:
+        """``after`` s into a drive: SIGKILL the hub, start it again ``down`` s later on the same
+        port (the unit's ``RestartSec=3``) and wait until it is ready. Returns (killed at, ready
+        at), monotonic."""
         await asyncio.sleep(after)
         await asyncio.to_thread(self.hub.kill)
         killed = time.monotonic()
+        await asyncio.sleep(down)
         await asyncio.to_thread(self.hub.start)
         await asyncio.to_thread(self.hub.wait_ready)
         return killed, time.monotonic()
 
+    def open_extra(self, spoke: int, capacity: int, lifetime: int = 1008, step: int = 6) -> str:
+        """One more channel from the hub to ``spokes[spoke]`` (not driven by ``drive``), open, with
+        ``capacity // 5`` paid to the neighbour so that both sides can pay."""
+        s = self.spokes[spoke]
+        cid = str(self.hub.api("channel.open", peer=s.id, capacity=capacity, lifetime=lifetime,
+                               step=step)["channel"])
+        poll(lambda: (self.hub.channel(cid) or {}).get("state") == "FUNDING_BROADCAST", "the funding broadcast")
+        self.cluster.chain.mine(1)
+        for n in (self.hub, s):
+            poll(lambda n=n: (n.channel(cid) or {}).get("state") == "OPEN", f"{n.name}: channel OPEN", timeout=60)
+        st = self.hub.api("channel.pay", channel=cid, amount=capacity // 5)
+        assert st["payment_state"] == "complete", st
+        mirrored(self.hub, s, cid)
+        return cid

@@ -18,8 +18,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from eschaton.api.client import call as api_call
 from eschaton.errors import EschatonError
-from tests.integration.node.harness import Cluster, NodeProc, channel_pair, mirrored, poll
+from tests.integration.node.harness import Cluster, NodeProc, mirrored, poll
 from tests.integration.node.hub import Drive, Hub
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 NEIGHBOURS = 10
 WARMUP = 150  # payments per channel before memory is first read (1,500 on the hub)
 MEASURED = 250  # payments per channel between the two reads (2,500 on the hub)
+AROUND_KILL = 100  # payments per channel while the hub is killed and restarted
 
 # RSS growth per 1,000 payments on the hub after the warm-up. Measured on this code (10 neighbours,
 # 1,500 to 4,000 payments): 64 to 180 KiB per 1,000, falling as the run goes on (SQLite's page
@@ -102,17 +104,20 @@ def test_hub_memory_chain_queries_and_logs_stay_flat(hub: Hub) -> None:
 
 
 def test_no_channel_stalls_after_the_hub_is_killed_and_restarted(hub: Hub) -> None:
+    """SIGKILL mid-flow, restarted 3 s later (the unit's ``RestartSec``) on the same port."""
     balances = hub.balances()
     marks: dict[str, float] = {}
 
     async def kill(_: Drive) -> None:
-        marks["killed"], marks["ready"] = await hub.kill_and_restart(after=2.0)
+        marks["killed"], marks["ready"] = await hub.kill_and_restart(after=1.5)
 
-    d = hub.drive(WARMUP, during=kill)
-    assert d.payments == NEIGHBOURS * WARMUP
-    assert marks["killed"] < d.done_at[0][-1], "the kill came after the payments had ended"
-    assert d.retries > 0  # payments were interrupted by the kill and tried again
+    d = hub.drive(AROUND_KILL, during=kill)
+    assert d.payments == NEIGHBOURS * AROUND_KILL
+    # Every channel was paying when the hub died, and paid again once it was back.
+    assert all(times[0] < marks["killed"] < marks["ready"] < times[-1] for times in d.done_at), marks
     stall = d.worst_stall(marks["ready"])
+    print(f"hub ready {marks['ready'] - marks['killed']:.2f} s after the kill; worst stall {stall:.2f} s; "
+          f"{d.retries} payments tried again")
     assert stall <= STALL_LIMIT, (
         f"a channel waited {stall:.2f} s for a payment after the hub was ready "
         f"({marks['ready'] - marks['killed']:.2f} s after the kill)")
@@ -122,76 +127,73 @@ def test_no_channel_stalls_after_the_hub_is_killed_and_restarted(hub: Hub) -> No
 
 
 # --- two-way trade on default parameters ------------------------------------------------------
+# Each on a channel of its own from the hub to a neighbour, opened with the defaults of
+# ``channel open`` (lifetime 1008 blocks, step 6: about 167 direction switches).
+
+PAY_WAIT = 5.0  # s: a payment of a flow that waits longer than this has stalled the flow
 
 
 def _pay(payer: NodeProc, cid: str, pid: str) -> None:
-    st = payer.api("channel.pay", channel=cid, amount=1, id=pid)
+    try:
+        st = api_call(payer.datadir, "channel.pay", {"channel": cid, "amount": 1, "id": pid}, timeout=PAY_WAIT)
+    except EschatonError as e:
+        raise AssertionError(f"payment {pid} by {payer.name} refused or stalled: {e} "
+                             f"(channel: {payer.channel(cid)})") from None
     assert st["payment_state"] == "complete", (pid, st)
 
 
-def _alternate(a: NodeProc, b: NodeProc, cid: str, n: int, tag: str) -> None:
-    """``n`` 1-sat payments, each in the other direction than the one before."""
+def _alternate(x: NodeProc, y: NodeProc, cid: str, n: int, tag: str) -> None:
+    """``n`` 1-sat payments, each in the other direction than the one before (y pays first)."""
     for i in range(n):
-        try:
-            _pay(b if i % 2 == 0 else a, cid, f"{tag}-{i}")
-        except EschatonError as e:
-            raise AssertionError(f"payment {i} of a continuous two-way flow was refused: {e} "
-                                 f"(channel: {a.channel(cid)})") from None
+        _pay(y if i % 2 == 0 else x, cid, f"{tag}-{i}")
 
 
 @pytest.mark.xfail(strict=True, reason="a re-anchor stops payments until its transaction confirms: "
                    "REANCHORING refuses both directions (re-anchors that keep paying are not built yet)")
-def test_two_way_flow_on_default_parameters_keeps_paying_across_a_reanchor(cluster: Cluster) -> None:
-    a, b, cid = channel_pair(cluster, 10_000_000)  # the defaults: lifetime 1008, step 6
-    _pay_setup(a, b, cid)
-    first = a.channel(cid) or {}
+def test_two_way_flow_on_default_parameters_keeps_paying_across_a_reanchor(hub: Hub) -> None:
+    cid = hub.open_extra(0, 10_000_000)
+    x, y = hub.hub, hub.spokes[0]
+    first = x.channel(cid) or {}
     funding0, budget = first["funding_txid"], int(first["switches_left"])
     # Continuous two-way flow, no block mined: enough direction switches to use the budget up
     # twice over. A design that switches less often may not need a re-anchor for this: then the
     # operator asks for one, and the flow must go on while it is under way.
-    _alternate(a, b, cid, 2 * budget + 20, "flow")
-    if (a.channel(cid) or {}).get("state") != "REANCHORING":
-        a.api("channel.reanchor", channel=cid)
-    _alternate(a, b, cid, 40, "during")  # still no block: the re-anchor waits, the payments do not
-    cluster.chain.mine(1)
-    for n in (a, b):
+    _alternate(x, y, cid, 2 * budget + 20, "flow")
+    if (x.channel(cid) or {}).get("state") != "REANCHORING":
+        x.api("channel.reanchor", channel=cid)
+    _alternate(x, y, cid, 40, "during")  # still no block: the re-anchor waits, the payments do not
+    hub.cluster.chain.mine(1)
+    for n in (x, y):
         poll(lambda n=n: (n.channel(cid) or {}).get("state") == "OPEN"
              and (n.channel(cid) or {}).get("funding_txid") != funding0, f"{n.name}: open on the new anchor")
-    _alternate(a, b, cid, 20, "after")
-    mirrored(a, b, cid)
-
-
-def _pay_setup(a: NodeProc, b: NodeProc, cid: str) -> None:
-    st = a.api("channel.pay", channel=cid, amount=2_000_000)  # b can pay back from here on
-    assert st["payment_state"] == "complete", st
-    mirrored(a, b, cid)
+    _alternate(x, y, cid, 20, "after")
+    mirrored(x, y, cid)
 
 
 @pytest.mark.xfail(strict=True, reason="every direction switch raises the refund fee by fee_step (300 sat) "
                    "and nothing refunds it at close (small fee steps, netting and refunds are not built yet)")
-def test_two_way_fees_stay_under_a_fraction_of_the_value_moved(cluster: Cluster) -> None:
-    a, b, cid = channel_pair(cluster, 10_000_000)  # the defaults: lifetime 1008, step 6
-    _pay_setup(a, b, cid)
-    before, _ = mirrored(a, b, cid)
+def test_two_way_fees_stay_under_a_fraction_of_the_value_moved(hub: Hub) -> None:
+    cid = hub.open_extra(1, 10_000_000)
+    x, y = hub.hub, hub.spokes[1]
+    before, _ = mirrored(x, y, cid)
     held = int(before["local_sat"]) + int(before["remote_sat"])
-    wallets = {n.name: n.wallet_total() for n in (a, b)}
-    # 1-sat payments flowing both ways: 40 runs of 10, alternating direction (40 switches: far
-    # inside the default budget of ~167, so no re-anchor is involved).
+    wallets = {n.name: n.wallet_total() for n in (x, y)}
+    # 1-sat payments flowing both ways: 20 runs of 10, alternating direction (20 switches: far
+    # inside the default budget, so no re-anchor is involved).
     moved = 0
-    for run in range(40):
-        payer = b if run % 2 == 0 else a
+    for run in range(20):
+        payer = y if run % 2 == 0 else x
         for i in range(10):
             _pay(payer, cid, f"fee-{run}-{i}")
             moved += 1
-    mirrored(a, b, cid)
-    # What the parties get on chain at a cooperative close, against what they held before.
-    a.cli("channel", "close", cid)
-    cluster.chain.mine(1)
-    for n in (a, b):
+    mirrored(x, y, cid)
+    # What the two parties get on chain at a cooperative close, against what they held before.
+    x.cli("channel", "close", cid)
+    hub.cluster.chain.mine(1)
+    for n in (x, y):
         poll(lambda n=n: (n.channel(cid) or {}).get("state") == "CLOSED", f"{n.name}: channel CLOSED")
-    gained = poll(lambda: (g := [n.wallet_total() - wallets[n.name] for n in (a, b)]) and min(g) > 0 and g,
+    gained = poll(lambda: (g := [n.wallet_total() - wallets[n.name] for n in (x, y)]) and min(g) > 0 and g,
                   "both sides' close outputs in their wallets")
-    paid_out = sum(gained)
-    fees = held - paid_out
+    fees = held - sum(gained)
     assert fees <= FEE_FRACTION * moved, (
         f"{fees} sat of fees to move {moved} sat both ways ({fees / moved:.0%}; bound {FEE_FRACTION:.0%})")
