@@ -88,6 +88,8 @@ class Sample:
     hub_log_bytes: int
     store_written: int  # the hub's write_bytes since its (last) start
     store_size: int  # the hub's channels.db + WAL
+    db_size: int  # the hub's channels.db alone (the WAL is reused after each checkpoint)
+    hub_commits: int  # the hub's channel store transactions (fsyncs) since its (last) start
     hub_queries: int  # the hub's chain-server requests since its (last) start
     spoke_queries: int  # the neighbours' (they are never restarted)
     fee_sat: int  # sum over channels of the current version's fee
@@ -182,12 +184,14 @@ class Hub:
         pid = self.hub.proc.pid
         db = self.hub.datadir / "channels.db"
         size = sum(p.stat().st_size for p in (db, db.with_name("channels.db-wal")) if p.exists())
+        status = self.hub.api("node.status")
         return Sample(
             at=time.monotonic(), rss_kib=rss_kib(pid),
             log_bytes=self.hub.log_bytes + sum(s.log_bytes for s in self.spokes),
             hub_log_bytes=self.hub.log_bytes,
-            store_written=write_bytes(pid), store_size=size,
-            hub_queries=int(self.hub.api("node.status")["chain"]["requests"]),
+            store_written=write_bytes(pid), store_size=size, db_size=db.stat().st_size,
+            hub_commits=int(status["channel_store_commits"]),
+            hub_queries=int(status["chain"]["requests"]),
             spoke_queries=sum(int(s.api("node.status")["chain"]["requests"]) for s in self.spokes),
             fee_sat=sum(int(ch["fee_sat"]) for ch in self.hub.api("channel.list")),
         )
