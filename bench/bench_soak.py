@@ -94,6 +94,7 @@ def main() -> None:
     print("per 1,000 payments on the hub:")
     print(f"  RSS slope                      {rss_slope:10.3f} MiB   (hub {first.rss_kib / 1024:.1f} -> "
           f"{last.rss_kib / 1024:.1f} MiB)")
+    print("  hub RSS at each measurement    " + " ".join(f"{s.rss_kib / 1024:.1f}" for s in samples) + " MiB")
     print(f"  log bytes, hub                 {(last.hub_log_bytes - first.hub_log_bytes) * k:10.0f} B")
     print(f"  log bytes, all nodes           {(last.log_bytes - first.log_bytes) * k:10.0f} B")
     print(f"  store bytes written, hub       {(last.store_written - first.store_written) * k:10.0f} B   "
