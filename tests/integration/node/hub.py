@@ -231,7 +231,7 @@ class Hub:
                 else:
                     d.paid_by_hub[k] += 1
 
-        tasks = [channel(k) for k in range(n)]
+        tasks: list[Awaitable[None]] = [channel(k) for k in range(n)]
         if during is not None:
             tasks.append(during(d))
         await asyncio.gather(*tasks)
