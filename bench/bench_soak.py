@@ -15,7 +15,8 @@ Printed per 1,000 payments on the hub (every payment goes through it):
   ``channels.db`` and WAL at the end;
 - chain-server queries: the hub's and all neighbours' (``node.status`` chain.requests; each
   measurement's status read costs one, included);
-- fee sats: the growth of the channels' version fees (what closes would pay);
+- fee sats: the growth of what the channels' cooperative closes would pay in fees (the fee steps
+  of direction switches are a reserve returned at close; their growth is printed too);
 - worst stall after the kill: the longest any channel waited for a payment once the hub was ready.
 Plus the payment rate next to a bare baseline measured in the same run (one coincurve ECDSA sign
 and verify, ``bench/baseline.py``), as the other benches print it.
@@ -105,8 +106,9 @@ def main() -> None:
           f"({last.hub_queries - first.hub_queries} in all, {len(samples) - 1} of them status reads)")
     print(f"  chain-server queries, spokes   {(last.spoke_queries - first.spoke_queries) * k:10.2f}   "
           f"({last.spoke_queries - first.spoke_queries} in all)")
-    print(f"  fee sats                       {(last.fee_sat - first.fee_sat) * k:10.0f}   "
-          f"(value moved: 1,000 sat)")
+    print(f"  fee sats (paid at close)       {(last.fee_sat - first.fee_sat) * k:10.0f}   "
+          f"(value moved: 1,000 sat; fee steps held in reserve meanwhile: "
+          f"{(last.reserve_sat - first.reserve_sat) * k:.0f})")
     print(f"worst stall after kill -9        {stall:10.2f} s     (hub ready {marks['ready'] - marks['killed']:.2f} s "
           f"after the kill, restarted after 3 s; {around.retries} payments tried again)")
     print(f"payment rate (all channels)      {rate:10.1f} payments/s")

@@ -18,7 +18,8 @@ What a run measures (``Sample`` and ``Drive``):
   the node writes no other files: its logs go to a pipe and the chain is the server's), plus the
   size of the hub's ``channels.db`` and its WAL;
 - chain-server queries of the hub and of all neighbours;
-- fee sats: the sum over channels of the current version's fee (what a close would pay);
+- fee sats: the sum over channels of what a cooperative close would pay in fees now, and of
+  the versions' fees (the fee steps of direction switches, held in reserve until the close);
 - every payment's completion time per channel, from which the worst stall is computed: the
   longest gap between completed payments on any channel after the hub is back from a kill -9
   (the gap before the first payment after the restart counts from the moment the hub is ready).
@@ -92,7 +93,26 @@ class Sample:
     hub_commits: int  # the hub's channel store transactions (fsyncs) since its (last) start
     hub_queries: int  # the hub's chain-server requests since its (last) start
     spoke_queries: int  # the neighbours' (they are never restarted)
-    fee_sat: int  # sum over channels of the current version's fee
+    fee_sat: int  # sum over channels of the fee their cooperative closes would pay now
+    reserve_sat: int  # sum over channels of the current version's fee (steps held in reserve)
+
+
+@dataclass(frozen=True)
+class Balance:
+    """One channel: each side's balance, the version's fee and each side's share of it (the fee
+    steps it reserved), and what each side would get at a cooperative close now."""
+
+    hub: int
+    spoke: int
+    fee: int
+    hub_fee_paid: int
+    spoke_fee_paid: int
+    hub_close: int
+    spoke_close: int
+
+    @property
+    def close_fee(self) -> int:
+        return self.hub + self.spoke + self.fee - self.hub_close - self.spoke_close
 
 
 @dataclass
@@ -185,6 +205,7 @@ class Hub:
         db = self.hub.datadir / "channels.db"
         size = sum(p.stat().st_size for p in (db, db.with_name("channels.db-wal")) if p.exists())
         status = self.hub.api("node.status")
+        bs = self.balances()
         return Sample(
             at=time.monotonic(), rss_kib=rss_kib(pid),
             log_bytes=self.hub.log_bytes + sum(s.log_bytes for s in self.spokes),
@@ -193,15 +214,17 @@ class Hub:
             hub_commits=int(status["channel_store_commits"]),
             hub_queries=int(status["chain"]["requests"]),
             spoke_queries=sum(int(s.api("node.status")["chain"]["requests"]) for s in self.spokes),
-            fee_sat=sum(int(ch["fee_sat"]) for ch in self.hub.api("channel.list")),
+            fee_sat=sum(b.close_fee for b in bs), reserve_sat=sum(b.fee for b in bs),
         )
 
-    def balances(self) -> list[tuple[int, int, int]]:
-        """Per channel once both sides agree: (hub's balance, neighbour's balance, fee)."""
+    def balances(self) -> list[Balance]:
+        """Per channel, once both sides agree (hub's view, the neighbour's mirrors it)."""
         out = []
         for s, c in zip(self.spokes, self.channels, strict=True):
-            h, _ = mirrored(self.hub, s, c)
-            out.append((int(h["local_sat"]), int(h["remote_sat"]), int(h["fee_sat"])))
+            h, n = mirrored(self.hub, s, c)
+            out.append(Balance(hub=int(h["local_sat"]), spoke=int(n["local_sat"]), fee=int(h["fee_sat"]),
+                               hub_fee_paid=int(h["fee_paid_sat"]), spoke_fee_paid=int(n["fee_paid_sat"]),
+                               hub_close=int(h["close_sat"]), spoke_close=int(n["close_sat"])))
         return out
 
     # --- driving -------------------------------------------------------------------------------
