@@ -337,13 +337,13 @@ class Updates(ChannelBase):
 
     def _accept_version(self, v: L.Version, op: L.Op, sig: bytes, txid: str, reply: list[Message]) -> list[Action]:
         acts: list[Action] = []
-        self.current = v
+        prev, self.current = self.current, v
         self.best, self.best_sig = v, sig
-        acts.extend(self._events_for(op, v))
+        acts.extend(self._events_for(op, v, prev))
         self._forget_resolved()
         return [self._persist(reply, [StoredVersion(v, sig, txid)])] + acts
 
-    def _events_for(self, op: L.Op, v: L.Version) -> list[Action]:
+    def _events_for(self, op: L.Op, v: L.Version, prev: L.Version) -> list[Action]:
         cid = self.channel_id
         if isinstance(op, L.Pay):
             return [Notify(cid, "payment", {"amount": op.amount, "number": v.number,
@@ -356,7 +356,9 @@ class Updates(ChannelBase):
             self.preimages[S.sha256(op.preimage)] = op.preimage
             return [Notify(cid, "escrow_committed", {"escrow_id": op.escrow_id, "preimage": op.preimage})]
         if isinstance(op, L.ReturnEscrow):
-            return [Notify(cid, "escrow_returned", {"escrow_id": op.escrow_id})]
+            e = prev.escrow(op.escrow_id)
+            return [Notify(cid, "escrow_returned", {"escrow_id": op.escrow_id, "payment_hash": e.payment_hash,
+                                                    "payer": e.payer, "amount": e.amount})]
         if isinstance(op, L.SettleBet):
             return [Notify(cid, "bet_settled", {"bet_id": op.bet_id})]
         if isinstance(op, L.PlaceBet):
