@@ -8,8 +8,8 @@ Rules / theory of operation (the channel core's rules: ``eschaton.core.channel.u
   is written in the transaction that makes the offering version durable, so a retried request
   with the same id never locks twice; it returns the escrow the first request made (a retry
   with another channel, amount or hash is refused).
-- ``fulfil(escrow, preimage)`` (payee): the preimage is made durable, then sent; the payer
-  commits. If the payer never does, the payee's held version carries the escrow output and the
+- ``fulfil(escrow, preimage)`` (payee): the preimage is made durable, then sent (or, with the
+  payer offline, resent by ``reestablish`` once it is back); the payer commits. If the payer never does, the payee's held version carries the escrow output and the
   watcher claims it with the preimage once that version confirms.
 - ``fail(escrow, code)`` (payee): tells the payer why, then returns the escrow (a version the
   payee signs, so it needs the turn).
@@ -197,21 +197,30 @@ class Escrows:
 
     # --- payee ---------------------------------------------------------------------------------
 
-    async def fulfil(self, name: str, preimage: bytes) -> Channel:
+    async def fulfil(self, name: str, preimage: bytes, wait: bool = True) -> tuple[Channel, bool]:
+        """Make the preimage durable and send it; with ``wait``, wait for the payer's commit
+        while the payer is linked. Returns the channel and whether the escrow was committed."""
         ch, eid = self.resolve(name)
         e = next((x for x in ch.current.escrows if x.id == eid and x.payer != ch.role), None)
         if e is None:
             raise EscrowError(f"no open escrow {name} offered to this node")
         if len(preimage) != 32 or S.sha256(preimage) != e.payment_hash:
             raise EscrowError(f"preimage does not match escrow {name}'s hash")
-        if not self._svc.peer_has(ch.channel_id, ESCROW_BY_HASH):
+        peer = self._svc.peers.map.get(ch.channel_id, "")
+        linked = self._svc.linked(peer)
+        if linked and not self._svc.peer_has(ch.channel_id, ESCROW_BY_HASH):
             raise EscrowError("the peer does not support escrow_fulfil (feature escrow_by_hash); "
                               "close the channel to claim the escrow on chain with the preimage")
+        # Durable first; sent now if the payer is linked, else by reestablish when it is back.
         await self._svc.run_local(ch, "fulfil_escrow", eid, preimage)
         cid = ch.channel_id
-        await self._svc.wait_for(lambda: all(x.id != eid for x in self._svc.endpoint.channels[cid].current.escrows),
-                                 f"the payer to commit escrow {name}")
-        return ch
+
+        def committed() -> bool:
+            c = self._svc.endpoint.channels.get(cid)
+            return c is not None and all(x.id != eid for x in c.current.escrows)
+        if wait and linked:
+            await self._svc.wait_for(committed, f"the payer to commit escrow {name}")
+        return self._svc.endpoint.channels.get(cid, ch), committed()
 
     async def fail(self, name: str, code: str) -> Channel:
         ch, eid = self.resolve(name)

@@ -283,9 +283,10 @@ class Payments:
         ``target`` is a channel or a peer's node id. Returns the record and the escrow id."""
         return await self.escrows.offer(target, amount, payment_hash, timeout, pid)
 
-    async def fulfil(self, escrow: str, preimage: bytes) -> Channel:
-        """(payee) Reveal the preimage of ``escrow``; returns once the payer committed it."""
-        return await self.escrows.fulfil(escrow, preimage)
+    async def fulfil(self, escrow: str, preimage: bytes, wait: bool = True) -> tuple[Channel, bool]:
+        """(payee) Reveal the preimage of ``escrow`` (durable first); with ``wait``, return once a
+        linked payer committed it. Returns the channel and whether it is committed."""
+        return await self.escrows.fulfil(escrow, preimage, wait)
 
     async def fail(self, escrow: str, code: str = "failed") -> Channel:
         """(payee) Refuse ``escrow`` (``code`` says why) and return it to the payer."""
