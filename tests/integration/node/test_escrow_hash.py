@@ -117,10 +117,15 @@ def test_payee_claims_on_chain_when_the_payer_is_gone_after_fulfil(cluster: Clus
     _to_height(cluster, st["locktime"])
     poll(lambda: _swept(b, "broadcast version"), "b broadcasts its version (with the escrow output)")
     cluster.chain.mine(1)
-    poll(lambda: _swept(b, "claim escrow"), "b claims the escrow with the preimage")
+    poll(lambda: _swept(b, "broadcast claim escrow"), "b claims the escrow with the preimage")
     cluster.chain.mine(1)
     # b's version pays b nothing of its own (a single-funded channel) plus the escrow it claimed.
     poll(lambda: b.wallet_total() == tb + 60_000 - SWEEP_FEE or None, "b's wallet + the escrow")
+    # The payer comes back and reads the preimage out of b's claim (what a forwarding node needs
+    # to claim upstream): it reports it as fulfilled, with its offer's payment id.
+    a.start().wait_ready()
+    got = _one(a, 0, "EscrowFulfilled", "a learns the preimage from the chain")[0]
+    assert got["preimage"] == pre and got["payment_hash"] == h and got["escrow"] == o["escrow"]
 
 
 @pytest.mark.slow
@@ -136,9 +141,9 @@ def test_unfulfilled_escrow_returns_to_the_payer_after_its_timeout(cluster: Clus
     poll(lambda: _swept(b, "broadcast version"), "b broadcasts its version")
     cluster.chain.mine(1)
     poll(lambda: (a.channel(cid) or {}).get("state") == "CLOSED", "a sees the channel closed")
-    assert not _swept(a, "reclaim escrow")  # not before the timeout
+    assert not _swept(a, "broadcast reclaim escrow")  # not before the timeout
     _to_height(cluster, o["timeout"])
-    poll(lambda: _swept(a, "reclaim escrow"), "a reclaims the escrow after its timeout")
+    poll(lambda: _swept(a, "broadcast reclaim escrow"), "a reclaims the escrow after its timeout")
     cluster.chain.mine(1)
     poll(lambda: a.wallet_total() == ta + va["local_sat"] + 70_000 - SWEEP_FEE or None,
          "a's wallet: its balance and the escrow back")

@@ -7,7 +7,7 @@ from eschaton.core import script as S
 from eschaton.core.channel import ledger as L
 from eschaton.core.channel.errors import EscrowViolation, InvalidRequest, ProtocolViolation
 from eschaton.core.channel.messages import EscrowFulfil
-from eschaton.core.channel.sweep import claim_tx, payout_after
+from eschaton.core.channel.sweep import claim_tx, payout_after, preimage_from_claim, reclaim_tx
 from tests.unit.channel.pair import Pair, key, opened
 
 PRE = key("the payee's secret")
@@ -182,7 +182,16 @@ def test_fulfilled_escrow_on_chain_is_the_payees() -> None:
     outs = L.version_outputs(v, pr.b.ch._setup())
     vout, out = next((i, o) for i, o in enumerate(outs) if o.kind == "escrow")
     raw = claim_tx(out, "ab" * 32, vout, pr.b.ch.preimages[H], pr.b.priv, pr.b.ch.payout_script, 500)
-    assert raw  # a valid witness is built only with the matching preimage
+    # The payer reads the preimage out of the payee's claim (not out of its own reclaim) ...
+    assert preimage_from_claim(raw, 0, out) == PRE
+    back = reclaim_tx(out, "ab" * 32, vout, pr.a.priv, pr.a.ch.payout_script, 500)
+    assert preimage_from_claim(back, 0, out) is None and preimage_from_claim(raw, 1, out) is None
+    # ... and keeps it, reporting it like a fulfil (once).
+    acts = pr.a.ch.learn_preimage(eid, out.value, PRE)
+    pr.run("a", acts)
+    assert pr.a.ch.preimages[H] == PRE and pr.a.snapshot is not None
+    assert [n.data["preimage"] for n in pr.a.notes if n.kind == "escrow_fulfilled"] == [PRE]
+    assert pr.a.ch.learn_preimage(eid, out.value, PRE) == []
     assert payout_after(outs, [PRE])[1] == v.balances[1] + 50_000
     assert payout_after(outs, [])[0] == v.balances[0] + 50_000  # without it the payer reclaims
 

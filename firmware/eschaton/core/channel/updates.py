@@ -237,6 +237,16 @@ class Updates(ChannelBase):
             acts.extend(self.commit_escrow(eid, height))
         return acts
 
+    def learn_preimage(self, escrow_id: int, amount: int, preimage: bytes) -> list[Action]:
+        """(payer) The payee claimed escrow ``escrow_id`` on chain with ``preimage`` (the watcher
+        read it from the claim): keep it, as from an ``escrow_fulfil``."""
+        h = S.sha256(preimage)
+        if self.preimages.get(h) == preimage:
+            return []
+        self.preimages[h] = preimage
+        return [self._persist(), Notify(self.channel_id, "escrow_fulfilled", {
+            "escrow_id": escrow_id, "amount": amount, "payment_hash": h, "preimage": preimage, "on_chain": True})]
+
     def _can_sign(self) -> bool:
         try:
             self._require_usable(allow_inflight=len(self._inflight()) < MAX_INFLIGHT)
