@@ -87,6 +87,20 @@ def test_offer_by_hash_fulfil_fail_and_retry(cluster: Cluster) -> None:
     after, _ = mirrored(a, b, cid)
     assert after["local_sat"] == before["local_sat"] + 30_000 - (after["fee_sat"] - before["fee_sat"])
     assert after["local_sat"] + after["remote_sat"] + after["fee_sat"] == CAPACITY
+
+    # A fulfil while the payee holds the turn: the payer asks for it, then commits.
+    pre3, h3 = _secret("invoice 3")
+    o3 = a.cli("channel", "escrow", "offer", b.id, "20000", "--hash", h3, "--id", "esc-3")  # by peer
+    assert o3["channel"] == cid
+    b.cli("channel", "pay", cid, "1000")  # b takes the turn
+    before, _ = mirrored(a, b, cid)
+    f3 = b.cli("channel", "escrow", "fulfil", o3["escrow"], pre3)
+    assert f3["committed"] is True and f3["escrows"] == 0
+    settled = _one(a, mark_a, "EscrowSettled", "the third escrow settled", count=2)
+    assert [e["payment_id"] for e in settled] == ["esc-1", "esc-3"]
+    after, vb = mirrored(a, b, cid)
+    assert vb["local_sat"] == before["remote_sat"] + 20_000
+    assert after["local_sat"] + after["remote_sat"] + after["fee_sat"] == CAPACITY
     assert not [r for n in (a, b) for r in n.logs if "exc" in r]
 
 
