@@ -24,7 +24,7 @@ Rules / theory of operation:
   reconnect (``reestablish``) with the same signatures; the receiver treats duplicates idempotently.
 - Escrows may be offered by hash alone with an explicit timeout; the payee fulfils
   (``escrow_fulfil``, resent by ``reestablish`` until committed) or fails them (rules in
-  ``updates``).
+  ``escrow_hash``).
 - Version rules live in ``ledger`` (``apply``); a peer's version is refused with a typed
   ``RuleViolation`` or ``BadSignature`` before anything changes.
 - Unilateral close broadcasts the best version we hold as soon as it is final; when the channel's
@@ -47,6 +47,7 @@ from eschaton.core.channel.actions import (  # re-exported: the channel's public
 )
 from eschaton.core.channel.closing import Closing
 from eschaton.core.channel.errors import NotMyTurn, ProtocolViolation
+from eschaton.core.channel.escrow_hash import EscrowsByHash
 from eschaton.core.channel.messages import (
     ChannelErrorMsg,
     ChannelReady,
@@ -59,7 +60,6 @@ from eschaton.core.channel.messages import (
 from eschaton.core.channel.opening import Opening
 from eschaton.core.channel.reanchor import Reanchor
 from eschaton.core.channel.state import ChannelState
-from eschaton.core.channel.updates import Updates
 
 __all__ = [
     "STATIC_KEYS", "Action", "Broadcast", "Channel", "ChannelStatus", "FundingInput", "NotMyTurn",
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 
-class Channel(Opening, Updates, Closing, Reanchor):
+class Channel(Opening, EscrowsByHash, Closing, Reanchor):
     """One trade channel seen from one side (``role``)."""
 
     # ---- reconnecting -------------------------------------------------------------------
