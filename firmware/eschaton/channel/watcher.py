@@ -18,7 +18,9 @@ Rules / theory of operation:
   until nLockTime, ``insufficient fee`` if another version in the mempool pays as much).
 - Sweeps: when a version with hash-locked outputs confirms, each contract output we may claim is
   claimed with the preimage (escrow preimages from the channel, oracle preimages given to
-  ``learn_preimage``); each we own is reclaimed once its CLTV timeout has passed.
+  ``learn_preimage``); each we own is reclaimed once its CLTV timeout has passed. An escrow we
+  paid that the payee claimed tells us its preimage (read from the claim's witness, once per
+  spend): the channel keeps it and reports ``escrow_fulfilled``, as if the payee had sent it.
 """
 from __future__ import annotations
 
@@ -31,13 +33,14 @@ from eschaton.chain.backend import (
     ChainBackend,
     ChainEvent,
     OutPoint,
+    Spend,
     UnknownTransaction,
 )
 from eschaton.channel.driver import ChannelEndpoint
 from eschaton.core import script as S
 from eschaton.core.channel import Channel, ChannelState
-from eschaton.core.channel.ledger import version_outputs
-from eschaton.core.channel.sweep import claim_tx, reclaim_tx
+from eschaton.core.channel.ledger import OutputInfo, version_outputs
+from eschaton.core.channel.sweep import claim_tx, preimage_from_claim, reclaim_tx
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class ChannelWatcher:
         self._height = 0  # the tip's height at the last pass
         self._locktimes: dict[bytes, int] = {}  # each channel's current nLockTime, budget checked
         self.preimages: set[bytes] = set()
+        self._inspected: set[tuple[str, int]] = set()  # spends of our escrows already read (``_learn``)
         self.results: list[BroadcastResult] = []
         self._wake = asyncio.Event()
         self._watched: set[OutPoint] = set()
@@ -174,6 +178,23 @@ class ChannelWatcher:
                 self.results.append(BroadcastResult(cid, label, None, e.reason))
                 log.info("broadcast %s for channel %s refused: %s", label, cid.hex()[:12], e.reason)
 
+    async def _learn(self, ch: Channel, out: OutputInfo, spent: Spend) -> None:
+        """An escrow we paid was spent by someone else: if the payee claimed it, its witness
+        holds the preimage, which we keep (a forwarding node claims upstream with it)."""
+        key = (spent.txid, spent.input_index)
+        if key in self._inspected:
+            return
+        try:
+            raw = await self.backend.get_transaction(spent.txid)
+        except UnknownTransaction:
+            return  # looked at again on the next sync
+        self._inspected.add(key)
+        pre = preimage_from_claim(raw, spent.input_index, out)
+        if pre is not None:
+            log.info("channel %s: escrow %d claimed on chain; preimage learned", ch.channel_id.hex()[:12],
+                     out.contract_id)
+            self.endpoint.execute(ch, ch.learn_preimage(out.contract_id, out.value, pre))
+
     async def _sweep(self, ch: Channel, txid: str, height: int) -> None:
         row = self.endpoint.store.version_by_txid(txid)
         if row is None or row.channel_id != ch.channel_id or ch.setup is None:
@@ -183,7 +204,10 @@ class ChannelWatcher:
         for vout, out in enumerate(version_outputs(row.version, ch.setup)):
             if out.kind == "balance":
                 continue
-            if await self.backend.spender(OutPoint(txid, vout)) is not None:
+            spent = await self.backend.spender(OutPoint(txid, vout))
+            if spent is not None:
+                if out.kind == "escrow" and out.role == ch.role and not known.keys() & set(out.hashes):
+                    await self._learn(ch, out, spent)
                 continue
             raw: bytes | None = None
             label = f"{out.kind} {out.contract_id}"

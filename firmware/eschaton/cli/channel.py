@@ -1,8 +1,10 @@
-"""``eschaton channel open|pay|payment|escrow|settle|reanchor|close|list`` (through the running node's API)."""
+"""``eschaton channel open|pay|payment|escrow [offer|fulfil|fail]|settle|reanchor|close|list`` (through the
+running node's API)."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from typing import Any, NoReturn
 
 from eschaton.cli.node_api import add_node_common, call
 
@@ -15,6 +17,37 @@ def _positive(text: str) -> int:
     if n <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {n}")
     return n
+
+
+def _escrow(a: argparse.Namespace) -> Any:
+    """``channel escrow``: the old two-argument form, or its offer / fulfil / fail forms."""
+    w = a.words
+    if w[0] == "offer" and len(w) == 3:
+        if not a.hash:
+            _usage("channel escrow offer: --hash is required (the payee's payment hash)")
+        return call(a, "channel.escrow_offer", target=w[1], amount=_amount(w[2]), hash=a.hash,
+                    timeout=a.timeout or 0, id=a.id)
+    if w[0] == "fulfil" and len(w) == 3:
+        return call(a, "channel.escrow_fulfil", escrow=w[1], preimage=w[2])
+    if w[0] == "fail" and len(w) == 2:
+        return call(a, "channel.escrow_fail", escrow=w[1], reason=a.reason)
+    if len(w) == 2 and w[0] not in ("offer", "fulfil", "fail"):
+        return call(a, "channel.escrow", channel=w[0], amount=_amount(w[1]))
+    _usage("channel escrow takes CHANNEL AMOUNT | offer TARGET AMOUNT --hash H [--timeout BLOCKS] [--id ID] "
+           "| fulfil ESCROW PREIMAGE | fail ESCROW [--reason CODE]")
+
+
+def _usage(message: str) -> NoReturn:
+    """An argument error: one line, exit 2 (as the parser's own)."""
+    sys.stderr.write(f"eschaton: error: {message}\n")
+    raise SystemExit(2)
+
+
+def _amount(text: str) -> int:
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError as e:
+        _usage(f"channel escrow: amount {e}")
 
 
 def register(subparsers: Any) -> None:
@@ -47,11 +80,17 @@ def register(subparsers: Any) -> None:
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "channel.payment", id=a.id))
 
-    p = sub.add_parser("escrow", help="lock an amount for the peer against a hash preimage")
-    p.add_argument("channel", help="channel id")
-    p.add_argument("amount", type=_positive, help="satoshis")
+    p = sub.add_parser("escrow", help="escrows: CHANNEL AMOUNT (this node keeps the preimage), or "
+                       "offer TARGET AMOUNT --hash H [--timeout BLOCKS] [--id ID], fulfil ESCROW PREIMAGE, "
+                       "fail ESCROW [--reason CODE]")
+    p.add_argument("words", nargs="+", metavar="ARG", help="CHANNEL AMOUNT | offer ... | fulfil ... | fail ...")
+    p.add_argument("--hash", default=None, help="(offer) payment hash, 64 hex digits")
+    p.add_argument("--timeout", type=_positive, default=None,
+                   help="(offer) blocks from the tip until the payer may reclaim on chain")
+    p.add_argument("--id", default=None, help="(offer) payment id: a retry with it never locks twice")
+    p.add_argument("--reason", default="failed", help="(fail) reason code told to the payer")
     add_node_common(p)
-    p.set_defaults(handler=lambda a: call(a, "channel.escrow", channel=a.channel, amount=a.amount))
+    p.set_defaults(handler=_escrow)
 
     p = sub.add_parser("settle", help="commit an escrow by revealing its preimage (or --rollback)")
     p.add_argument("channel", help="channel id")

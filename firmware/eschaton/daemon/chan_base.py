@@ -15,6 +15,7 @@ from eschaton.errors import LocalError, RemoteError, TransientError
 if TYPE_CHECKING:
     from eschaton.channel.store import ChannelStore
     from eschaton.daemon.channels import _PeerMap
+    from eschaton.daemon.payments import Payments
 
 REQUEST_TIMEOUT = 30.0
 WAIT_NOTE = 2.0  # s: a local request still waiting after this says, once, what it waits for
@@ -59,6 +60,7 @@ class ChannelBase:
     _dwell: dict[bytes, asyncio.TimerHandle]
     _dwelt: set[bytes]
     _last_local: dict[bytes, float]
+    payments: Payments
 
     if TYPE_CHECKING:  # defined by ChannelService: the group commit and the wake-up
         def receive(self, session: Any, wm: WireMessage) -> None: ...

@@ -39,6 +39,7 @@ class ChannelLinks(ChannelBase):
             "mutual_propose": on, "mutual_sign": on, "close_proposal": on, "close_accept": on,
             "reestablish": on, "turn_request": on, "turn_grant": on, "channel_error": on,
             "reanchor_propose": on, "reanchor_refund": on, "reanchor_anchor": on,
+            "escrow_fulfil": on, "escrow_fail": on,
         }, opened=self._link_up, closed=self._link_down)
 
     def _on_message(self, session: Any, wm: WireMessage) -> None:
@@ -66,6 +67,7 @@ class ChannelLinks(ChannelBase):
                     self.endpoint.reconnect(cid)
                 except RemoteError as e:
                     log.warning("reestablish of %s failed: %s", cid.hex()[:12], e)
+                self.payments.escrows.commit_due(self.endpoint.channels[cid])  # fulfilled before a restart
         self._poke()  # waiters for a linked peer (``Payments.wait_channel``) look again
 
     def linked(self, peer: str) -> bool:

@@ -187,6 +187,25 @@ class ChannelRequests(ChannelBase):
         except RemoteError as e:
             log.warning("deferred turn request on %s refused: %s", cid.hex()[:12], e)
 
+    def peer_has(self, cid: bytes, feature: int) -> bool:
+        """Whether the (linked) peer of ``cid`` announced ``feature`` (an extension bit)."""
+        peer = self._session_for(cid)
+        session = self._link_of.get(peer)
+        return session is not None and feature in session.link.peer_features
+
+    async def run_local(self, ch: Channel, method: str, *args: Any) -> Any:
+        """Run a local request that signs no version (an escrow's fulfil or fail): its state is
+        committed with the open group commit before its message leaves (dropped if the peer is
+        not linked: the core resends what must arrive on reestablish); a failed commit raises."""
+        self._open_rx()
+        value = self.endpoint.call(ch.channel_id, method, *args, self.height)
+        committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rx_waiters.append(committed)
+        self._local_staged += 1
+        self._poke()
+        await committed
+        return value
+
     async def run_update(self, ch: Channel, method: str, *args: Any) -> Any:
         """Run a single-signed request and wait until the peer acknowledged its version."""
         value, mine, committed = await self.stage_update(ch, method, *args)

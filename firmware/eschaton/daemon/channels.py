@@ -198,6 +198,8 @@ class ChannelService(ChannelLinks, ChannelRequests):
             # (``ChannelEndpoint.batch``), so the version that carries it is durable now.
             self.payments.received(n.channel_id, int(n.data["amount"]), int(n.data["number"]),
                                    int(n.data["balance"]))
+        if n.kind.startswith("escrow_") or n.kind in ("turn", "opened"):
+            self.payments.escrows.on_notify(n)
         if self.activity.note(n.channel_id.hex()[:12], n.kind, n.data):
             return  # one per payment: counted into the periodic summary line (daemon/activity.py)
         self.stream.emit("channel", n.kind, {"channel": n.channel_id, **n.data})

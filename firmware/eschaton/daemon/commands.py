@@ -198,6 +198,64 @@ async def channel_escrow(node: Any, channel: str, amount: int) -> dict[str, Any]
     return dict(_status(node, ch), escrow_id=escrow_id, hash=sha256(preimage).hex())
 
 
+@CHANNEL.command("channel.escrow_offer", "lock an amount for the peer under a payment hash until a timeout "
+                 "(the payee fulfils with the preimage); retrying with the same id never locks twice",
+                 Param("target", str, "channel id, or a peer's node id (its open channel with the most room)"),
+                 Param("amount", int, "satoshis"),
+                 Param("hash", str, "payment hash, 64 hex digits (the payee knows its preimage)"),
+                 Param("timeout", int, "blocks from the tip until the payer may reclaim on chain (0: the "
+                       "channel's default)", required=False, default=0),
+                 Param("id", str, "payment id of the offer (default: the node makes one)", required=False),
+                 cancellable=True)
+async def channel_escrow_offer(node: Any, target: str, amount: int, hash: str, timeout: int,
+                               id: str | None) -> dict[str, Any]:
+    from eschaton.daemon.escrows import check_hash, escrow_name
+
+    if amount <= 0:
+        raise ApiError("amount must be positive")
+    if timeout < 0:
+        raise ApiError("timeout must be a number of blocks (0: the channel's default)")
+    svc = node.channels
+    try:
+        raw = bytes.fromhex(target)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ApiError(f"bad target {target[:80]!r}: a channel id or a node id (64 hex digits)")
+    dest: Any = svc.endpoint.channels.get(raw) or target.lower()  # not a channel: a peer
+    payment_hash = check_hash(hash)
+    at = svc.height + timeout if timeout else 0
+    rec, eid = await svc.payments.offer_escrow(dest, amount, payment_hash, at, id or None)
+    ch = svc.endpoint.channels[rec.channel_id]
+    e = next((x for x in ch.pending.escrows if x.id == eid), None) if ch.pending is not None else None
+    e = e or next((x for x in ch.current.escrows if x.id == eid), None)
+    return dict(_status(node, ch), escrow=escrow_name(rec.channel_id, eid), escrow_id=eid,
+                hash=payment_hash.hex(), payment=rec.id.removeprefix("esc:"), payment_state=rec.state.value,
+                timeout=e.timeout if e is not None else None)
+
+
+@CHANNEL.command("channel.escrow_fulfil", "reveal an escrow's preimage to its payer (payee side); kept durably "
+                 "first, then waits for the payer's commit while the payer is linked",
+                 Param("escrow", str, "CHANNEL:ESCROW_ID"), Param("preimage", str, "64 hex digits"),
+                 cancellable=True)
+async def channel_escrow_fulfil(node: Any, escrow: str, preimage: str) -> dict[str, Any]:
+    from eschaton.daemon.escrows import check_preimage
+
+    ch, committed = await node.channels.payments.fulfil(escrow, check_preimage(preimage))
+    return dict(_status(node, ch), committed=committed)
+
+
+@CHANNEL.command("channel.escrow_fail", "refuse an escrow offered to this node and return it to the payer",
+                 Param("escrow", str, "CHANNEL:ESCROW_ID"),
+                 Param("reason", str, "a short reason code for the payer", required=False, default="failed"),
+                 cancellable=True)
+async def channel_escrow_fail(node: Any, escrow: str, reason: str) -> dict[str, Any]:
+    if not reason or len(reason) > 32 or not reason.replace("_", "").isalnum():
+        raise ApiError("reason must be 1 to 32 letters, digits or _")
+    ch = await node.channels.payments.fail(escrow, reason)
+    return _status(node, ch)
+
+
 @CHANNEL.command("channel.settle", "commit an escrow (reveal its preimage) or, with rollback, return it",
          Param("channel", str, "channel id"), Param("escrow", int, "escrow id"),
          Param("rollback", bool, "return the escrow to the payer instead", required=False, default=False),

@@ -28,7 +28,11 @@ The facade other services use (``docs/channels.md``, "Payments facade"):
   a caller that records an intent does so between the two). ``get(id)``, ``balance(channel)``.
 - Typed events, handed to the listeners given to ``subscribe`` (never a channel's fields):
   ``PaymentSettled`` (our payment's version was acknowledged), ``PaymentFailed`` (its commit
-  failed: nothing was sent) and ``PaymentReceived`` (the peer paid us). Events are emitted only
+  failed: nothing was sent) and ``PaymentReceived`` (the peer paid us); for escrows by hash
+  ``EscrowOffered``, ``EscrowFulfilled``, ``EscrowFailed`` and ``EscrowSettled``.
+- Escrows by hash: ``offer_escrow(channel or peer, amount, payment_hash, timeout, id)`` (an id
+  is never used twice, as for ``pay``), ``fulfil(escrow, preimage)`` and ``fail(escrow)`` on the
+  payee's side (rules in ``eschaton.daemon.escrows``). Events are emitted only
   after the channel store committed what they report.
 - A received payment is known to the payee by its channel and version number: the ``update``
   message carries no payment id (the payer's id is the payer's own bookkeeping), so the
@@ -50,6 +54,8 @@ from typing import Any
 from eschaton.channel.payments import PaymentError, PaymentRecord, PaymentState, check_id
 from eschaton.channel.store import StoreError
 from eschaton.core.channel import Channel
+from eschaton.daemon.escrows import RECORD_PREFIX as ESCROW_RECORD
+from eschaton.daemon.escrows import EscrowEvent, Escrows
 from eschaton.errors import TransientError
 
 log = logging.getLogger("eschaton.payments")
@@ -97,7 +103,7 @@ class PaymentFailed:
     error: str
 
 
-PaymentEvent = PaymentReceived | PaymentSettled | PaymentFailed
+PaymentEvent = PaymentReceived | PaymentSettled | PaymentFailed | EscrowEvent
 
 
 def received_id(channel_id: bytes, number: int) -> str:
@@ -112,6 +118,7 @@ class Payments:
         self.pending: dict[str, PaymentRecord] = {r.id: r for r in self._store.payments(PaymentState.PENDING)}
         self._busy: dict[str, asyncio.Future[None]] = {}
         self._listeners: list[Callable[[PaymentEvent], None]] = []
+        self.escrows = Escrows(self, svc)
 
     # --- events ------------------------------------------------------------------------------
 
@@ -224,15 +231,22 @@ class Payments:
         if done:
             self._store.record_payments(done)
         for rec in done:
-            self.emit(PaymentSettled(rec.id, rec.channel_id, rec.amount, rec.number))
+            if not rec.id.startswith(ESCROW_RECORD):  # an escrow offer acknowledged is not a payment made
+                self.emit(PaymentSettled(rec.id, rec.channel_id, rec.amount, rec.number))
 
     async def pay(self, ch: Channel, amount: int, pid: str | None) -> PaymentRecord:
-        pid = check_id(pid) if pid else secrets.token_hex(16)
+        return await self.signed_once(ch, amount, check_id(pid) if pid else None, "pay", (amount,))
+
+    async def signed_once(self, ch: Channel, amount: int, pid: str | None, method: str, args: tuple[Any, ...],
+                          conflict: Callable[[PaymentRecord], str | None] = lambda _rec: None) -> PaymentRecord:
+        """Sign the single-signed request ``method(*args)`` for id ``pid`` at most once (see the
+        rules; ``pay`` and escrow offers). ``conflict`` adds a check of a retry's parameters."""
+        pid = pid or secrets.token_hex(16)
         while (busy := self._busy.get(pid)) is not None:
             await asyncio.shield(busy)  # the same id in flight: its outcome is ours
         rec = self.get(pid)
         if rec is not None:
-            why = rec.conflict(ch.channel_id, amount)
+            why = rec.conflict(ch.channel_id, amount) or conflict(rec)
             if why is not None:
                 raise PaymentError(why)
             if rec.state is not PaymentState.FAILED:
@@ -252,7 +266,7 @@ class Payments:
             PaymentRecord(pid, ch.channel_id, amount, PaymentState.PENDING, 0, now, now)
         try:
             # Cancellable: until this returns, nothing is signed (see the rules).
-            _value, mine, committed = await self._svc.stage_update(ch, "pay", amount, payment=fresh)
+            _value, mine, committed = await self._svc.stage_update(ch, method, *args, payment=fresh)
         except BaseException:
             release()
             raise
@@ -260,6 +274,23 @@ class Payments:
         signed.add_done_callback(release)
         await asyncio.shield(signed)
         return await self._outcome(pid)
+
+    # --- escrows by hash (``eschaton.daemon.escrows``) -------------------------------------------
+
+    async def offer_escrow(self, target: Channel | str, amount: int, payment_hash: bytes, timeout: int = 0,
+                           pid: str | None = None) -> tuple[PaymentRecord, int]:
+        """Lock ``amount`` for the peer under ``payment_hash`` until ``timeout`` (0: the default);
+        ``target`` is a channel or a peer's node id. Returns the record and the escrow id."""
+        return await self.escrows.offer(target, amount, payment_hash, timeout, pid)
+
+    async def fulfil(self, escrow: str, preimage: bytes, wait: bool = True) -> tuple[Channel, bool]:
+        """(payee) Reveal the preimage of ``escrow`` (durable first); with ``wait``, return once a
+        linked payer committed it. Returns the channel and whether it is committed."""
+        return await self.escrows.fulfil(escrow, preimage, wait)
+
+    async def fail(self, escrow: str, code: str = "failed") -> Channel:
+        """(payee) Refuse ``escrow`` (``code`` says why) and return it to the payer."""
+        return await self.escrows.fail(escrow, code)
 
     async def _signed(self, fresh: PaymentRecord, mine: int, committed: asyncio.Future[None]) -> None:
         """After signing: the commit's outcome decides the record (runs to its end)."""

@@ -47,7 +47,7 @@ from eschaton.core.link.beacon import (
 from eschaton.core.link.errors import NotAuthorised
 from eschaton.core.link.identity import NodeId, NodeKeys
 from eschaton.core.link.link import LinkClosed, LinkConfig, Role
-from eschaton.core.wire.messages import SERVICE_BY_FEATURE
+from eschaton.core.wire.messages import EXTENSIONS, SERVICE_BY_FEATURE
 from eschaton.errors import EschatonError
 from eschaton.net.discovery import Discovery, advertised_urls
 from eschaton.net.identity import load_or_create_identity
@@ -355,9 +355,11 @@ _WHY = {
 
 
 def services(features: frozenset[int]) -> list[str]:
-    """Names of the services a set of feature bits announces (unknown bits as ``bit N``)."""
+    """Names of the services a set of feature bits announces (unknown bits as ``bit N``;
+    extension bits, ``messages.EXTENSIONS``, are left out)."""
+    ext = {x.feature for x in EXTENSIONS}  # capabilities inside a service, not services
     return [SERVICE_BY_FEATURE[b].name if b in SERVICE_BY_FEATURE else f"bit {b}"
-            for b in sorted(features)]
+            for b in sorted(features) if b not in ext]
 
 
 def main(argv: list[str] | None = None) -> int:

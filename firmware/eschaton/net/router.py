@@ -11,7 +11,8 @@ Rules / theory of operation:
   first link is built) gives their feature bits for ``init`` and seals the router: a later
   registration raises, because peers already linked were told otherwise. Sealing also checks
   that every row of a running service has a handler: a peer that sees the feature bit may send
-  any of them.
+  any of them. The bits of a running service's extensions (``messages.EXTENSIONS``: optional
+  capabilities inside a service) are announced with it.
 - Every session hands each decoded message to ``deliver``: a row with a handler, from a peer
   that announced the row's service, goes to that handler (sync or async; the session awaits it
   before reading the next frame). Anything else is not ours: an odd id is ignored (logged at
@@ -35,7 +36,14 @@ from eschaton.core.link.errors import ProtocolViolation
 from eschaton.core.link.identity import NodeId
 from eschaton.core.link.link import LinkClosed
 from eschaton.core.wire.codec import Message
-from eschaton.core.wire.messages import BY_NAME, MESSAGES, SERVICE, SERVICE_OF, ignorable
+from eschaton.core.wire.messages import (
+    BY_NAME,
+    EXTENSIONS,
+    MESSAGES,
+    SERVICE,
+    SERVICE_OF,
+    ignorable,
+)
 from eschaton.errors import LocalError
 
 if TYPE_CHECKING:
@@ -146,8 +154,10 @@ class Router:
                 if missing:
                     raise RouterError(f"the {service} service leaves rows without a handler: "
                                       f"{', '.join(missing)}")
-            self._features = frozenset(f for f in (SERVICE[s].feature for s in self._running)
-                                       if f is not None)
+            bits = {f for f in (SERVICE[s].feature for s in self._running) if f is not None}
+            # The optional capabilities of the services that run (``messages.EXTENSIONS``).
+            bits.update(x.feature for x in EXTENSIONS if x.service in self._running)
+            self._features = frozenset(bits)
         return self._features
 
     @property

@@ -4,7 +4,8 @@
     python -m tests.integration.channel.crash_node recover DIR SEED
 
 ``run`` opens a channel and performs a seeded script (payments both ways, a burst of pipelined
-payments in group commits, escrows committed and rolled back, a cooperative close); it SIGKILLs itself at its KILL_AT-th step, a step being one
+payments in group commits, escrows committed and rolled back, an escrow offered by hash and
+fulfilled by the payee, a cooperative close); it SIGKILLs itself at its KILL_AT-th step, a step being one
 store commit or one message handed to the link (so kills land between persisting and sending,
 too). Messages in flight at the kill are lost, as on a real link. After every completed
 operation it prints ``AGREED <number> <opener> <acceptor>`` (the parent reads the pipe).
@@ -164,6 +165,11 @@ def params() -> ChannelParams:
                          escrow_delta=10, safety_margin=3)
 
 
+def payee_secret(seed: int) -> bytes:
+    """The preimage of the escrow offered by hash: b's alone (a learns it from the fulfil)."""
+    return k(f"payee-secret-{seed}")
+
+
 def script(seed: int) -> list[tuple[str, str, int]]:
     rng = random.Random(seed)
     ops: list[tuple[str, str, int]] = []
@@ -171,6 +177,7 @@ def script(seed: int) -> list[tuple[str, str, int]]:
         ops.append((rng.choice("ab"), "pay", rng.randint(1_000, 200_000)))
     ops.insert(rng.randint(0, len(ops)), ("a", "escrow_commit", 300_000))
     ops.insert(rng.randint(0, len(ops)), ("a", "escrow_return", 150_000))
+    ops.insert(rng.randint(0, len(ops)), ("a", "escrow_fulfil", 250_000))
     ops.insert(rng.randint(0, len(ops)), ("a", "reanchor", 1_000))
     ops.insert(rng.randint(0, len(ops)), (rng.choice("ab"), "burst", rng.randint(1_000, 50_000)))
     return ops
@@ -200,6 +207,14 @@ def run(d: Path, seed: int, kill_at: int, funding: dict[str, Any]) -> None:
         elif op == "escrow_commit":
             eid = h.do("a", "offer_escrow", amount, k(f"pre-{seed}-{n}"))
             h.do("a", "commit_escrow", eid)
+        elif op == "escrow_fulfil":
+            # Offered by hash (a never knows the preimage), fulfilled by b: a persists the
+            # preimage, asks for the turn (b holds it after its own fulfil's turn request)
+            # and commits.
+            eid = h.do("a", "offer_escrow_hash", amount, S.sha256(payee_secret(seed)), 0)
+            h.eps["b"].call(CID, "fulfil_escrow", eid, payee_secret(seed), HEIGHT)
+            h.flush()
+            h.do("a", "commit_fulfilled")
         else:
             eid = h.do("a", "offer_escrow", amount, k(f"pre-{seed}-{n}"))
             h.do("b", "return_escrow", eid)
@@ -243,9 +258,15 @@ def recover(d: Path, seed: int) -> None:
     report["capacity"] = a.setup.capacity
     report["funding"] = a.funding_tx().hex() if len(a.funding_witnesses) == len(a._all_inputs()) else None
     # Settle: commit any open escrow (a is always the payer here), then close cooperatively.
+    # An escrow offered by hash whose fulfil the crash lost is fulfilled again by b first.
     if a.state is ChannelState.OPEN:
         for e in list(a.current.escrows):
-            h.do("a", "commit_escrow", e.id)
+            if e.payment_hash not in a.preimages:
+                h.eps["b"].call(CID, "fulfil_escrow", e.id, payee_secret(seed), HEIGHT)
+                h.flush()
+            if any(x.id == e.id for x in a.current.escrows):
+                h.do("a", "commit_fulfilled" if e.id in a.fulfilled else "commit_escrow",
+                     *(() if e.id in a.fulfilled else (e.id,)))
         h.do("a", "close")
     a, b = h.ch("a"), h.ch("b")
     assert a is not None and b is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from eschaton.core import script as S
 from eschaton.core.channel import Oracle, ledger
 from eschaton.core.channel.errors import InvalidRequest
 from tests.unit.channel.pair import Pair, key, params
@@ -11,7 +12,8 @@ from tests.unit.channel.pair import Pair, key, params
 OPS = st.lists(
     st.tuples(
         st.sampled_from(["pay", "pay", "pay", "escrow", "commit", "return", "bet", "settle", "cancel",
-                         "adjust", "crash_in_flight", "crash", "burst", "burst_crash"]),
+                         "adjust", "crash_in_flight", "crash", "burst", "burst_crash",
+                         "escrow_hash", "fulfil", "fulfil_crash"]),
         st.sampled_from(["a", "b"]),
         st.integers(min_value=1, max_value=60_000),
     ),
@@ -19,6 +21,7 @@ OPS = st.lists(
 )
 ORACLE = Oracle(key("prop-oracle"))
 PRE = [key(f"p{i}") for i in range(2)]
+HX = {S.sha256(key(f"hx-{n}")): key(f"hx-{n}") for n in range(30)}  # escrow_hash preimages (payee's)
 
 
 def value(v: ledger.Version, role: str) -> int:
@@ -37,6 +40,32 @@ def step(pr: Pair, kind: str, who: str, amount: int, n: int) -> None:
     elif kind == "escrow":
         pr.turn(who)
         pr.do(who, "offer_escrow", max(amount, 600), key(f"esc-{n}"))
+    elif kind == "escrow_hash":
+        # Offered by hash alone: only the payee knows the preimage (``hx`` below).
+        pr.turn(who)
+        pr.do(who, "offer_escrow_hash", max(amount, 600), S.sha256(key(f"hx-{n}")), 0)
+    elif kind in ("fulfil", "fulfil_crash"):
+        # The payee fulfils one whose preimage it knows; in fulfil_crash the fulfil is lost
+        # with the link and both sides restart (reestablish resends it).
+        theirs = [e for e in cur.escrows if e.payer != role and e.payment_hash in HX]
+        if theirs:
+            e = theirs[0]
+            pr.online = kind == "fulfil"
+            try:
+                pr.run(who, s.ch.fulfil_escrow(e.id, HX[e.payment_hash], pr.height))
+            finally:
+                pr.online = True
+            if kind == "fulfil_crash":
+                pr.queue.clear()
+                pr.crash("a")
+                pr.crash("b")
+                pr.reconnect()
+            pr.flush()
+            payer = "b" if who == "a" else "a"
+            if pr.side(payer).ch.commits_due():  # the payer lacked the turn: it commits once back
+                pr.turn(payer)
+                pr.do(payer, "commit_fulfilled")
+            assert all(x.id != e.id for x in pr.side(payer).ch.current.escrows)
     elif kind == "commit":
         mine = [e for e in cur.escrows if e.payer == role]
         if mine:

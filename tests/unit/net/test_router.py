@@ -205,3 +205,33 @@ def test_peers_follow_every_open_link_of_a_peer() -> None:
         await listener.close()
 
     asyncio.run(main())
+
+
+def test_extension_bits_are_announced_with_their_service_and_are_not_services() -> None:
+    from eschaton.core.wire.messages import EXTENSIONS
+    from eschaton.net.node import services
+
+    bit = next(x.feature for x in EXTENSIONS if x.name == "escrow_by_hash")
+    assert router(Recorder("channel")).features == {SERVICE["channel"].feature, bit}
+    assert bit not in router(Recorder("echo")).features  # only with the channel service
+    assert services(frozenset({SERVICE["channel"].feature, bit})) == ["channel"]
+
+
+def test_a_peer_without_escrow_rows_ignores_them_and_stays_linked() -> None:
+    """escrow_fulfil and escrow_fail are odd: a peer that does not handle them (here: a node
+    without the channel service, judged like a table that predates them) ignores them."""
+    async def main() -> None:
+        b_router = router(Recorder("echo"))
+        listener, session, task, served = await _link(b_router, router(Recorder("channel")), "esc")
+        from eschaton.core.wire.messages import BY_NAME
+
+        for row in ("escrow_fulfil", "escrow_fail"):
+            await _raw(session, BY_NAME[row].type_id, {"channel_id": bytes(32), "body": b"{}"})
+        await session.ping()
+        assert session.is_open and served.is_open
+        assert b_router.stats()["ignored_messages"] == 2
+        await session.close()
+        await task
+        await listener.close()
+
+    asyncio.run(main())

@@ -26,6 +26,8 @@ CHANNEL_ROWS = ("open_channel", "accept_channel", "refund_signature", "funding_s
                 "channel_ready", "update", "update_ack", "mutual_propose", "mutual_sign",
                 "close_proposal", "close_accept", "reestablish", "turn_request", "turn_grant",
                 "channel_error", "reanchor_propose", "reanchor_refund", "reanchor_anchor")
+# Optional channel rows (odd ids from 67): a peer that predates them ignores them.
+CHANNEL_ODD_ROWS = ("escrow_fulfil", "escrow_fail")
 
 
 def upd(body: bytes = b'{"n":1}', cid: bytes = bytes(32)) -> Message:
@@ -51,11 +53,13 @@ def sample(t) -> object:
 
 def test_table_declares_every_required_message_with_limits() -> None:
     names = {m.name for m in MESSAGES if m.type_id < 128}  # 128+: microgrid and echo rows
-    assert LINK_CONTROL | set(CHANNEL_ROWS) == names
+    assert LINK_CONTROL | set(CHANNEL_ROWS) | set(CHANNEL_ODD_ROWS) == names
     assert len({m.type_id for m in MESSAGES}) == len(MESSAGES)
     assert all(m.type_id < 32 for m in MESSAGES if m.name in LINK_CONTROL)
-    for i, name in enumerate(CHANNEL_ROWS):
-        spec = BY_ID[32 + 2 * i]
+    rows = [(32 + 2 * i, n) for i, n in enumerate(CHANNEL_ROWS)] + \
+        [(67 + 2 * i, n) for i, n in enumerate(CHANNEL_ODD_ROWS)]
+    for type_id, name in rows:
+        spec = BY_ID[type_id]
         assert spec.name == name
         # Exactly a channel id and a bounded body: the channel core owns the rest.
         assert [(f.name, f.type, f.optional) for f in spec.fields] == [
@@ -193,9 +197,9 @@ def test_services_own_disjoint_ranges_and_every_row() -> None:
 
 def test_id_parity_says_what_a_receiver_may_ignore() -> None:
     """Even: the receiver must understand it (link control, channels, microgrid). Odd: a peer
-    may ignore it (warning, and the echo service's rows)."""
+    may ignore it (warning, the echo service's rows, the payee's escrow fulfil and fail)."""
     odd = {m.name for m in MESSAGES if ignorable(m.type_id)}
-    assert odd == {"warning", "echo_request", "echo_reply"}
+    assert odd == {"warning", "echo_request", "echo_reply", "escrow_fulfil", "escrow_fail"}
     assert ignorable(0xFFF1) and not ignorable(0xFFF0)
 
 

@@ -74,6 +74,10 @@ class ChannelBase:
         self.pending_peer_sig: bytes | None = None
         self.outbox: list[Message] = []
         self.preimages: dict[bytes, bytes] = {}
+        # Escrows fulfilled and not yet committed, by escrow id -> preimage: as payee, those we
+        # fulfilled (``escrow_fulfil`` is resent by ``reestablish`` until the commit arrives); as
+        # payer, those the peer fulfilled that we still have to commit.
+        self.fulfilled: dict[int, bytes] = {}
         self.announcements: dict[bytes, Announcement] = {}
         self.have_turn = role == L.OPENER
         self.turn_seq = 0  # grants so far (sent or received); a grant with a lower number is stale
@@ -264,6 +268,7 @@ class ChannelBase:
             "pending_op": L.op_to_fields(self.pending_op) if self.pending_op else None,
             "outbox": self._outbox_fields(),
             "preimages": [[h, p] for h, p in self.preimages.items()],
+            "fulfilled": [[i, p] for i, p in self.fulfilled.items()],
             "announcements": [a.to_fields() for a in self.announcements.values()],
             "have_turn": self.have_turn, "turn_requested": self.turn_requested, "turn_seq": self.turn_seq,
             "peer_ready": self.peer_ready, "budget_warned": self.budget_warned,
@@ -304,6 +309,8 @@ class ChannelBase:
         self.pending_op = L.op_from_fields(snap["pending_op"]) if snap["pending_op"] else None
         self.outbox = [message_from_fields(m["name"], m["fields"]) for m in snap["outbox"]]
         self.preimages = {bytes(h): bytes(p) for h, p in snap["preimages"]}
+        # Absent from snapshots written before escrows could be fulfilled by the payee.
+        self.fulfilled = {int(i): bytes(p) for i, p in snap.get("fulfilled", [])}
         self.announcements = {}
         for a in snap["announcements"]:
             ann = Announcement.from_fields(a)

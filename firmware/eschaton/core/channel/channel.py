@@ -22,6 +22,9 @@ Rules / theory of operation:
   may be in flight, acked cumulatively (rules in ``updates``); anything else (bets, close,
   re-anchor, turn grants) waits until none is. Unacknowledged versions are resent after a
   reconnect (``reestablish``) with the same signatures; the receiver treats duplicates idempotently.
+- Escrows may be offered by hash alone with an explicit timeout; the payee fulfils
+  (``escrow_fulfil``, resent by ``reestablish`` until committed) or fails them (rules in
+  ``escrow_hash``).
 - Version rules live in ``ledger`` (``apply``); a peer's version is refused with a typed
   ``RuleViolation`` or ``BadSignature`` before anything changes.
 - Unilateral close broadcasts the best version we hold as soon as it is final; when the channel's
@@ -44,9 +47,11 @@ from eschaton.core.channel.actions import (  # re-exported: the channel's public
 )
 from eschaton.core.channel.closing import Closing
 from eschaton.core.channel.errors import NotMyTurn, ProtocolViolation
+from eschaton.core.channel.escrow_hash import EscrowsByHash
 from eschaton.core.channel.messages import (
     ChannelErrorMsg,
     ChannelReady,
+    EscrowFulfil,
     Message,
     Reestablish,
     RefundSignature,
@@ -55,7 +60,6 @@ from eschaton.core.channel.messages import (
 from eschaton.core.channel.opening import Opening
 from eschaton.core.channel.reanchor import Reanchor
 from eschaton.core.channel.state import ChannelState
-from eschaton.core.channel.updates import Updates
 
 __all__ = [
     "STATIC_KEYS", "Action", "Broadcast", "Channel", "ChannelStatus", "FundingInput", "NotMyTurn",
@@ -63,7 +67,7 @@ __all__ = [
 ]
 
 
-class Channel(Opening, Updates, Closing, Reanchor):
+class Channel(Opening, EscrowsByHash, Closing, Reanchor):
     """One trade channel seen from one side (``role``)."""
 
     # ---- reconnecting -------------------------------------------------------------------
@@ -81,6 +85,10 @@ class Channel(Opening, Updates, Closing, Reanchor):
             acts.append(Send(ChannelReady(self.channel_id)))
         acts.extend(Send(m) for m in self.outbox if not isinstance(m, (RefundSignature, ChannelReady)) or
                     self.role == L.ACCEPTOR and isinstance(m, RefundSignature))
+        # Fulfils of escrows offered to us that the payer has not committed yet (it ignores a
+        # fulfil of an escrow already resolved).
+        acts.extend(Send(EscrowFulfil(self.channel_id, eid, pre)) for eid, pre in self.fulfilled.items()
+                    if any(e.id == eid and e.payer != self.role for e in self.current.escrows))
         if self.asks_turn:
             # Our request may have been lost with the link, or the holder restarted and forgot
             # it (it holds requests in memory): ask again. After the outbox, so a grant we

@@ -20,7 +20,12 @@ Rules / theory of operation (the heart of the channel; see docs/channels.md for 
 - A direction switch may not put nLockTime below ``height + safety_margin``: ``LocktimeExhausted``.
 - Reserve: a party may not pay, escrow or stake itself below ``reserve``.
 - Escrow: the payer's amount moves to ``hashlock_cltv(hash, payee, payer, timeout)`` with
-  ``timeout = nLockTime of the offering version + escrow_delta``. The design's escrow locks both
+  ``timeout = nLockTime of the offering version + escrow_delta`` unless the offer names its own
+  (``OfferEscrow.timeout``, an absolute height). An explicit timeout must lie in
+  ``[L + escrow_delta, lifetime + escrow_delta]`` (L: the offering version's nLockTime): the
+  payee, once that version confirms (from block L on), keeps at least ``escrow_delta`` blocks to
+  claim with the preimage before the payer may reclaim, and no escrow outlives the channel's
+  own budget by more than the default would. The design's escrow locks both
   whole balances under the hash with no timeout; we lock only the escrowed amount and add a
   timeout, so a payer who vanishes (or never reveals) cannot freeze the payee's own balance, and
   the escrowed amount returns to the payer if the preimage is never revealed.
@@ -54,7 +59,7 @@ from eschaton.core.channel.errors import (
     ReserveViolation,
 )
 from eschaton.core.channel.oracle import Announcement
-from eschaton.core.channel.params import DUST_LIMIT, ChannelParams
+from eschaton.core.channel.params import DUST_LIMIT, MAX_LOCKTIME_HEIGHT, ChannelParams
 from eschaton.core.channel.scripts import multi_hashlock_cltv
 
 OPENER = "opener"
@@ -226,6 +231,7 @@ class Pay:
 class OfferEscrow:
     amount: int
     payment_hash: bytes
+    timeout: int = 0  # absolute height; 0: the default (offering nLockTime + escrow_delta)
     kind: str = field(default="offer_escrow", init=False)
 
 
@@ -278,7 +284,12 @@ def op_to_fields(op: Op) -> dict[str, object]:
     if isinstance(op, Pay):
         return {"kind": op.kind, "amount": op.amount}
     if isinstance(op, OfferEscrow):
-        return {"kind": op.kind, "amount": op.amount, "payment_hash": op.payment_hash}
+        # The default timeout is left out, so such an offer reads the same to a peer that
+        # predates explicit timeouts.
+        d: dict[str, object] = {"kind": op.kind, "amount": op.amount, "payment_hash": op.payment_hash}
+        if op.timeout:
+            d["timeout"] = op.timeout
+        return d
     if isinstance(op, CommitEscrow):
         return {"kind": op.kind, "escrow_id": op.escrow_id, "preimage": op.preimage}
     if isinstance(op, ReturnEscrow):
@@ -298,7 +309,7 @@ def op_from_fields(d: dict[str, object]) -> Op:
     if k == "pay":
         return Pay(_int(d, "amount"))
     if k == "offer_escrow":
-        return OfferEscrow(_int(d, "amount"), _b(d, "payment_hash", 32))
+        return OfferEscrow(_int(d, "amount"), _b(d, "payment_hash", 32), _int(d, "timeout") if "timeout" in d else 0)
     if k == "commit_escrow":
         return CommitEscrow(_int(d, "escrow_id"), _b(d, "preimage", 32))
     if k == "return_escrow":
@@ -344,6 +355,26 @@ def _amount(p: ChannelParams, amount: int, what: str) -> None:
         raise PaymentTooLarge(f"{what} {amount} above max_payment {p.max_payment}")
 
 
+def escrow_timeout_bounds(p: ChannelParams, locktime: int) -> tuple[int, int]:
+    """Earliest and latest explicit escrow timeout for a version at ``locktime`` (see the rules)."""
+    return locktime + p.escrow_delta, min(p.lifetime + p.escrow_delta, MAX_LOCKTIME_HEIGHT)
+
+
+def escrow_timeout(p: ChannelParams, locktime: int, asked: int) -> int:
+    """The timeout of an escrow offered in a version at ``locktime`` (``asked`` 0: the default)."""
+    lo, hi = escrow_timeout_bounds(p, locktime)
+    if not asked:
+        return lo
+    if asked < lo:
+        raise EscrowViolation(
+            f"escrow timeout {asked} too early: the version can confirm from block {locktime} and the "
+            f"payee needs escrow_delta={p.escrow_delta} blocks after it to claim (use >= {lo})")
+    if asked > hi:
+        raise EscrowViolation(f"escrow timeout {asked} beyond the channel's lifetime {p.lifetime} "
+                              f"+ escrow_delta {p.escrow_delta} (use <= {hi})")
+    return asked
+
+
 def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> Version:
     """The version that ``op`` signed by ``signer`` (the proposer, for mutual ops) makes of ``cur``.
 
@@ -382,8 +413,9 @@ def apply(p: ChannelParams, cur: Version, op: Op, signer: str, height: int) -> V
             raise EscrowViolation("payment hash must be 32 bytes")
         if any(e.payment_hash == op.payment_hash for e in escrows):
             raise EscrowViolation("an escrow with this hash is already open")
+        timeout = escrow_timeout(p, locktime, op.timeout)
         bal[me] -= op.amount
-        escrows.append(Escrow(next_id, signer, op.amount, op.payment_hash, locktime + p.escrow_delta))
+        escrows.append(Escrow(next_id, signer, op.amount, op.payment_hash, timeout))
         next_id += 1
     elif isinstance(op, CommitEscrow):
         e = cur.escrow(op.escrow_id)

@@ -17,6 +17,7 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "channel_id": bytes, "params": dict, "funding_pubkey": bytes, "payout_script": bytes,
     "inputs": list, "change": list, "funding_locktime": int, "signature": bytes, "witnesses": list,
     "version": dict, "op": dict, "number": int, "code": str, "text": str, "pending": int, "lifetime": int, "fee": int,
+    "escrow_id": int, "preimage": bytes,
 }
 
 
@@ -197,6 +198,25 @@ class ReanchorAnchor(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class EscrowFulfil(Message):
+    """Payee -> payer: the preimage of an escrow the payer offered; the payer commits it."""
+
+    NAME: ClassVar[str] = "escrow_fulfil"
+    escrow_id: int
+    preimage: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowFail(Message):
+    """Payee -> payer: the payee will not fulfil this escrow (``code`` says why) and returns it."""
+
+    NAME: ClassVar[str] = "escrow_fail"
+    escrow_id: int
+    code: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChannelErrorMsg(Message):
     NAME: ClassVar[str] = "channel_error"
     code: str
@@ -207,7 +227,8 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     c.NAME: c
     for c in (OpenChannel, AcceptChannel, RefundSignature, FundingSignatures, ChannelReady, Update,
               UpdateAck, MutualPropose, MutualSign, CloseProposal, CloseAccept, Reestablish,
-              TurnRequest, TurnGrant, ReanchorPropose, ReanchorRefund, ReanchorAnchor, ChannelErrorMsg)
+              TurnRequest, TurnGrant, ReanchorPropose, ReanchorRefund, ReanchorAnchor, EscrowFulfil, EscrowFail,
+              ChannelErrorMsg)
 }
 
 

@@ -1,4 +1,5 @@
-"""Spending hash-locked outputs of a confirmed version: claim by preimage, reclaim after timeout.
+"""Spending hash-locked outputs of a confirmed version: claim by preimage, reclaim after timeout,
+and read the preimage out of the other side's claim (``preimage_from_claim``).
 
 Also ``payout_after`` models who ends up with each output of a version once some preimages are
 public and every timeout has passed: the model the bet construction is judged by (and which the
@@ -37,6 +38,20 @@ def reclaim_tx(out: OutputInfo, txid: str, vout: int, privkey: bytes, dest_scrip
     return T.serialize(tx)
 
 
+def preimage_from_claim(raw_tx: bytes, input_index: int, out: OutputInfo) -> bytes | None:
+    """The preimage a claim of the hash-locked ``out`` revealed (input ``input_index`` of
+    ``raw_tx`` spends it), or None when that input took the timeout path (or is not a claim).
+    A payer learns the preimage this way when its payee claims on chain."""
+    try:
+        tx = T.parse_tx(raw_tx)
+        items = [bytes(w) for w in tx.vin[input_index].witness.items]
+    except (IndexError, ValueError, T.TxError):
+        return None
+    if len(items) == 4 and items[2] == b"\x01" and S.sha256(items[1]) in out.hashes:
+        return items[1]
+    return None
+
+
 def payout_after(outputs: Iterable[OutputInfo], revealed: Iterable[bytes]) -> tuple[int, int]:
     """(opener, acceptor) totals once ``revealed`` preimages are public and timeouts have passed.
 
@@ -55,4 +70,4 @@ def payout_after(outputs: Iterable[OutputInfo], revealed: Iterable[bytes]) -> tu
     return tot[0], tot[1]
 
 
-__all__ = ["ROLES", "claim_tx", "payout_after", "reclaim_tx"]
+__all__ = ["ROLES", "claim_tx", "payout_after", "preimage_from_claim", "reclaim_tx"]

@@ -12,6 +12,8 @@ this is safe: each in-flight version only moves value from the payer to the paye
 the next one before the ack costs the payer nothing it had not already given; nothing that
 needs the turn to move or both signatures (bets, close, re-anchor, turn grants) starts while
 anything is in flight.
+
+Escrows offered by hash, fulfilled or failed by the payee: ``escrow_hash`` (rules there).
 """
 from __future__ import annotations
 
@@ -121,15 +123,28 @@ class Updates(ChannelBase):
         if len(preimage) != 32:
             raise InvalidRequest("escrow preimages are 32 bytes")
         h = S.sha256(preimage)
-        eid = self._tip().next_id
         # The preimage goes into the same snapshot as our signed offer, so a restart can commit.
         self.preimages[h] = preimage
         try:
-            acts = self._single(L.OfferEscrow(amount, h), height)
+            return self.offer_escrow_hash(amount, h, 0, height)
         except Exception:
             del self.preimages[h]
             raise
-        return eid, acts
+
+    def offer_escrow_hash(self, amount: int, payment_hash: bytes, timeout: int,
+                          height: int) -> tuple[int, list[Action]]:
+        """Offer an escrow by its hash alone, reclaimable on chain from ``timeout`` (an absolute
+        height; 0: the default). The payee fulfils it with the preimage (see the rules)."""
+        if len(payment_hash) != 32:
+            raise InvalidRequest("escrow payment hashes are 32 bytes")
+        if timeout:
+            floor = height + self.params.safety_margin + self.params.escrow_delta
+            if timeout < floor:
+                raise InvalidRequest(
+                    f"escrow timeout {timeout} too close to the tip {height}: the payee needs safety_margin="
+                    f"{self.params.safety_margin} + escrow_delta={self.params.escrow_delta} blocks (use >= {floor})")
+        eid = self._tip().next_id
+        return eid, self._single(L.OfferEscrow(amount, payment_hash, timeout), height)
 
     def commit_escrow(self, escrow_id: int, height: int) -> list[Action]:
         e = self._tip().escrow(escrow_id)
@@ -140,6 +155,18 @@ class Updates(ChannelBase):
 
     def return_escrow(self, escrow_id: int, height: int) -> list[Action]:
         return self._single(L.ReturnEscrow(escrow_id), height)
+
+    # ---- escrows by hash: fulfil and fail (see the rules) ----------------------------------
+
+    def _forget_resolved(self) -> None:
+        """Drop fulfil records of escrows no longer open in any version we may still hold."""
+        if not self.fulfilled:
+            return
+        open_ids = {e.id for e in self.current.escrows}
+        if self.pending is not None:
+            open_ids.update(e.id for e in self.pending.escrows)
+        for eid in [i for i in self.fulfilled if i not in open_ids]:
+            del self.fulfilled[eid]
 
     def settle_bet(self, bet_id: int, preimage: bytes, height: int) -> list[Action]:
         """Pay out a bet we lost (the oracle revealed ``preimage``)."""
@@ -186,24 +213,28 @@ class Updates(ChannelBase):
 
     def _accept_version(self, v: L.Version, op: L.Op, sig: bytes, txid: str, reply: list[Message]) -> list[Action]:
         acts: list[Action] = []
-        self.current = v
+        prev, self.current = self.current, v
         self.best, self.best_sig = v, sig
-        acts.extend(self._events_for(op, v))
+        acts.extend(self._events_for(op, v, prev))
+        self._forget_resolved()
         return [self._persist(reply, [StoredVersion(v, sig, txid)])] + acts
 
-    def _events_for(self, op: L.Op, v: L.Version) -> list[Action]:
+    def _events_for(self, op: L.Op, v: L.Version, prev: L.Version) -> list[Action]:
         cid = self.channel_id
         if isinstance(op, L.Pay):
             return [Notify(cid, "payment", {"amount": op.amount, "number": v.number,
                                             "balance": v.balances[self.me]})]
         if isinstance(op, L.OfferEscrow):
+            e = v.escrow(v.next_id - 1)
             return [Notify(cid, "escrow_offered", {"amount": op.amount, "payment_hash": op.payment_hash,
-                                                   "escrow_id": v.next_id - 1})]
+                                                   "escrow_id": e.id, "timeout": e.timeout})]
         if isinstance(op, L.CommitEscrow):
             self.preimages[S.sha256(op.preimage)] = op.preimage
             return [Notify(cid, "escrow_committed", {"escrow_id": op.escrow_id, "preimage": op.preimage})]
         if isinstance(op, L.ReturnEscrow):
-            return [Notify(cid, "escrow_returned", {"escrow_id": op.escrow_id})]
+            e = prev.escrow(op.escrow_id)
+            return [Notify(cid, "escrow_returned", {"escrow_id": op.escrow_id, "payment_hash": e.payment_hash,
+                                                    "payer": e.payer, "amount": e.amount})]
         if isinstance(op, L.SettleBet):
             return [Notify(cid, "bet_settled", {"bet_id": op.bet_id})]
         if isinstance(op, L.PlaceBet):
@@ -232,12 +263,17 @@ class Updates(ChannelBase):
         self.outbox = rest
         if not self.outbox:
             self.pending, self.pending_kind, self.pending_op = None, "", None
+        self._forget_resolved()
         acts: list[Action] = [self._persist(durable=False)]
         for m in done:
             op = L.op_from_fields(dict(m.op))
             if isinstance(op, L.Pay):
                 acts.append(Notify(self.channel_id, "payment_sent",
                                    {"amount": op.amount, "number": int(m.version["number"])}))
+            elif isinstance(op, L.CommitEscrow):
+                acts.append(Notify(self.channel_id, "escrow_commit_acked",
+                                   {"escrow_id": op.escrow_id, "payment_hash": S.sha256(op.preimage),
+                                    "number": int(m.version["number"])}))
         if self.turn_requested and self.pending is None:
             acts.extend(self._grant())
         return acts

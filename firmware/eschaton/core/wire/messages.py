@@ -95,6 +95,9 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec("reanchor_propose", 62, (_cid(), CHANNEL_BODY), "Move the channel to a new 2-of-2 output with a new lifetime."),
     MessageSpec("reanchor_refund", 64, (_cid(), CHANNEL_BODY), "A signature on the new anchor's initial refund, before the anchor is signed."),
     MessageSpec("reanchor_anchor", 66, (_cid(), CHANNEL_BODY), "A signature on the re-anchor transaction itself."),
+    # Odd: a peer that predates escrows by hash ignores them (the payee can still claim on chain).
+    MessageSpec("escrow_fulfil", 67, (_cid(), CHANNEL_BODY), "Payee -> payer: the preimage of an escrow offered by hash; the payer commits it."),
+    MessageSpec("escrow_fail", 69, (_cid(), CHANNEL_BODY), "Payee -> payer: the payee will not fulfil an escrow (a reason code) and returns it."),
     # ---- microgrid (eschaton.core.microgrid): the wire dicts of Offer, Acceptance and Invoice,
     # field for field; the microgrid core re-checks every value and the signatures. ----------
     MessageSpec("mg_offer", 128, (
@@ -158,7 +161,24 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("microgrid", 128, 191, 3, "Metered supply: offers, invoices, payments (eschaton.daemon.microgrid)."),
     ServiceSpec("echo", 192, 223, 5, "Echo: a round trip through the peer's router (eschaton.daemon.echo)."),
 )
-"""Ids 224-65535 and feature bits 7-255 are free."""
+"""Ids 224-65535 and feature bits 9-255 are free."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionSpec:
+    """An optional capability inside a service, announced by its own (odd) feature bit: a node
+    uses it towards a peer only if the peer announced the bit too."""
+
+    name: str
+    service: str
+    feature: int
+    doc: str = ""
+
+
+EXTENSIONS: tuple[ExtensionSpec, ...] = (
+    ExtensionSpec("escrow_by_hash", "channel", 7,
+                  "Escrows with an explicit timeout, fulfilled or failed by the payee (escrow_fulfil, escrow_fail)."),
+)
 
 
 def ignorable(type_id: int) -> bool:
@@ -203,6 +223,12 @@ def _services() -> tuple[dict[str, ServiceSpec], dict[str, ServiceSpec], dict[in
                                  f"free odd bit below {8 * MAX_FEATURE_BYTES}")
             by_feature[svc.feature] = svc
         by_name[svc.name] = svc
+    taken = {svc.feature for svc in SERVICES}
+    for ext in EXTENSIONS:
+        if ext.service not in by_name or ext.feature % 2 == 0 or ext.feature in taken \
+                or not 0 <= ext.feature < 8 * MAX_FEATURE_BYTES:
+            raise ValueError(f"extension table: {ext.name}: needs a known service and a free odd bit")
+        taken.add(ext.feature)
     of_row: dict[str, ServiceSpec] = {}
     for spec in MESSAGES:
         owners = [svc for svc in SERVICES if svc.owns(spec.type_id)]
