@@ -7,7 +7,16 @@ import socket
 
 import pytest
 
-from tests.integration.node.harness import Cluster, free_port, mirrored, open_channel, pay, poll
+from eschaton.daemon.channels import REANCHOR_FEE
+from tests.integration.node.harness import (
+    Cluster,
+    channel_pair,
+    free_port,
+    mirrored,
+    open_channel,
+    pay,
+    poll,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,6 +58,61 @@ def test_low_switch_budget_triggers_a_reanchor(cluster: Cluster) -> None:
     assert after["switches_left"] > start_switches // 2
     assert not after["budget_low"]
     # The old anchor is spent by the re-anchor transaction, and trading continues on the new one.
+    assert cluster.chain.tx(funding0)["confirmations"] >= 2
+    pay(b, a, cid, 500)
+    pay(a, b, cid, 700)
+    for n in (a, b):
+        assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
+
+
+@pytest.mark.slow  # about 25 s: two nodes, 370 payments each a direction switch
+def test_two_way_flow_keeps_paying_through_a_reanchor_without_a_block(cluster: Cluster) -> None:
+    """Default parameters (lifetime 1008, step 6: 167 switches), every payment a direction
+    switch, no block mined: the opener's node re-anchors when the budget runs low, and not one
+    payment is refused or waits for a block. Each answer is checked against a model of the
+    balances (the switching payer pays the fee step, the opener the re-anchor's fee). Then a
+    block confirms the re-anchor and both sides agree on the new anchor."""
+    a, b, cid = channel_pair(cluster, 10_000_000)
+    first = a.channel(cid)
+    assert first is not None and first["switches_left"] >= 160
+    funding0 = first["funding_txid"]
+    pay(a, b, cid, 200_000)  # b needs a balance to pay back (each switch costs its payer a fee step)
+    st0 = a.channel(cid)
+    assert st0 is not None
+    bal = {"a": st0["local_sat"], "b": st0["remote_sat"]}
+    fee, funding = st0["fee_sat"], funding0
+    height = cluster.chain.height()
+    payer, payee = "b", "a"
+    nodes = {"a": a, "b": b}
+    reanchors, after = 0, 0
+    while after < 40:
+        st = nodes[payer].api("channel.pay", channel=cid, amount=1)  # raises if refused
+        # (REANCHORING: the opener's node proposed right after this payment's ack.)
+        assert st["state"] in ("OPEN", "REANCHORING") and st["payment_state"] == "complete", st
+        if st["funding_txid"] != funding:  # the opener re-anchored since the last payment
+            reanchors += 1
+            funding = st["funding_txid"]
+            bal["a"] -= REANCHOR_FEE
+        bal[payer] -= 1 + st["fee_sat"] - fee
+        bal[payee] += 1
+        fee = st["fee_sat"]
+        assert (st["local_sat"], st["remote_sat"]) == (bal[payer], bal[payee]), (st, bal)
+        assert st["switches_left"] > 0, st
+        after += reanchors > 0
+        payer, payee = payee, payer
+    assert reanchors == 1
+    assert cluster.chain.height() == height  # no block was mined during any of it
+    for n in (a, b):
+        st = n.channel(cid) or {}
+        assert st["funding_txid"] != funding0 and st["unconfirmed_anchors"] == 1, (n.name, st)
+    cluster.chain.mine(1)  # the re-anchor transaction confirms
+    for n in (a, b):
+        poll(lambda n=n: (n.channel(cid) or {}).get("unconfirmed_anchors") == 0,
+             f"{n.name}: the re-anchor confirmed")
+    sa, sb = mirrored(a, b, cid)
+    assert sa["state"] == "OPEN" and sa["funding_txid"] == sb["funding_txid"] == funding
+    assert (sa["local_sat"], sa["remote_sat"]) == (bal["a"], bal["b"])
+    assert cluster.chain.tx(funding)["confirmations"] >= 1
     assert cluster.chain.tx(funding0)["confirmations"] >= 2
     pay(b, a, cid, 500)
     pay(a, b, cid, 700)
