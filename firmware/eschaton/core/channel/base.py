@@ -93,8 +93,9 @@ class ChannelBase:
         self.budget_warned = False
         self.close_raw = b""
         self.close_sig = b""
-        # A re-anchor in progress: {"lifetime", "fee", "proposer", "peer_refund_sig",
-        # "anchor_sig_sent", "anchor_raw"}; None otherwise.
+        # A re-anchor being signed: {"lifetime", "fee", "proposer", "peer_refund_sig",
+        # "anchor_sig_sent", "anchor_raw"}; None otherwise. ("anchor_raw" is set only in
+        # snapshots of older firmware, which waited for R to confirm before moving.)
         self.reanchor: dict[str, Any] | None = None
         # Re-anchor transactions fully signed and moved to, not yet confirmed, oldest first:
         # {"txid", "raw", "spends": [txid, vout] (the earlier anchor), "old_locktime" (the
