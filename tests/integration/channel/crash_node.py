@@ -247,6 +247,9 @@ def recover(d: Path, seed: int) -> None:
     if a is None:
         print(json.dumps(report), flush=True)
         return
+    for c in (a, b):  # a re-anchor the run was killed before reporting (the watcher rebroadcasts it)
+        for x in c.anchors if c is not None else []:
+            print(f"ANCHOR {x['raw'].hex()}", flush=True)
     for _ in range(3):  # reconnect until quiet (each round may unblock the next)
         for _name, ep in h.eps.items():
             if CID in ep.channels:
@@ -257,9 +260,6 @@ def recover(d: Path, seed: int) -> None:
             h.anchor_confirmed()
     a, b = h.ch("a"), h.ch("b")
     assert a is not None
-    for c in (a, b):  # an unconfirmed re-anchor the run was killed before reporting (the watcher's rebroadcast)
-        for x in c.anchors if c is not None else []:
-            print(f"ANCHOR {x['raw'].hex()}", flush=True)
     if b is None or a.state in (ChannelState.PROPOSED, ChannelState.ACCEPTED):
         report["opened"] = False
         report["state_a"] = a.state.name
