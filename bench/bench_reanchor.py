@@ -1,6 +1,6 @@
 """What a re-anchor costs a channel with continuous two-way flow: two ``eschaton node run``
 processes on loopback, default channel parameters (lifetime 1008, step 6: 167 direction
-switches), 1-sat payments alternating directions (every payment a switch) through the local
+switches), 1-sat payments alternating directions (every payment a switch: no turn dwell) through the local
 API, no block mined. The opener's node re-anchors when the budget runs low; the payments keep
 flowing over the new anchor before its transaction confirms.
 
@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-reanchor-") as tmp:
         cluster = Cluster(Path(tmp))
         try:
-            a, b, cid = channel_pair(cluster, 10_000_000)
+            a, b, cid = channel_pair(cluster, 10_000_000, sections=["[channel]", "turn_dwell_ms = 0"])
             pay(a, b, cid, 1_000_000)
             h0 = cluster.chain.height()
             lat, moved, refused = asyncio.run(flow({"a": a, "b": b}, cid, tail))
