@@ -166,6 +166,8 @@ class ChannelWatcher:
             self._locktimes[ch.channel_id] = ch.current.locktime
             self.endpoint.execute(ch, ch.on_block(h, confs))
             spend = await self.backend.spender(fo)
+            if ch.setup is None or OutPoint(ch.setup.funding_txid, ch.setup.funding_vout) != fo:
+                continue  # moved to a re-anchor during this look: what we saw was the old anchor's (next look)
             if spend is not None:
                 self.endpoint.execute(ch, ch.on_funding_spent(spend.txid, spend.height is not None, h))
             await self._flush()

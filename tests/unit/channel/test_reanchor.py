@@ -142,3 +142,21 @@ def test_reanchor_near_the_old_lifetime_is_broadcast_again_and_reported_once() -
     assert pr.a.broadcasts[n:] == [raw]
     assert [x.kind for x in pr.a.notes].count("reanchor_unconfirmed") == 1
     assert pr.a.ch.state is ChannelState.OPEN  # the new anchor's budget is what counts
+
+
+def test_a_look_at_the_chain_from_before_the_move_is_not_a_foreign_spend() -> None:
+    """The watcher asked who spends the funding output, and the channel moved to R's output
+    before the answer came: R spending the old output is reported as a spend of "the" funding.
+    It must not be taken for someone else's close."""
+    pr = opened()
+    pr.pay("a", 50_000)
+    pr.do("a", "reanchor_channel", 2_000, 500)
+    rtxid = pr.a.ch.anchors[0]["txid"]
+    for n in ("a", "b"):
+        ch = pr.side(n).ch
+        pr.run(n, ch.on_funding_spent(rtxid, False, pr.height))
+        assert ch.state is ChannelState.OPEN and ch.anchors, n
+        pr.run(n, ch.on_funding_spent(rtxid, True, pr.height))
+        assert ch.state is ChannelState.OPEN and not ch.anchors, n
+    pr.pay("b", 10)
+    pr.pay("a", 10)

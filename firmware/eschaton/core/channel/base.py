@@ -258,6 +258,37 @@ class ChannelBase:
                 break
         return acts
 
+    def on_old_anchor(self, txid: str, vout: int, spender: str | None, confirmed: bool,
+                      height: int) -> list[Action]:
+        """What the chain says about an earlier anchor (``watched_anchors``): ``spender`` is the
+        transaction spending it (None: unspent), ``confirmed`` whether that one is in a block."""
+        i = next((n for n, a in enumerate(self.anchors) if a["spends"] == [txid, vout]), None)
+        if i is None:
+            return []
+        a = self.anchors[i]
+        if spender == a["txid"]:
+            if not confirmed:
+                return []  # on its way
+            # R (and every earlier one: R spends their outputs) is in a block.
+            del self.anchors[:i + 1]
+            return [self._persist(durable=False),
+                    Notify(self.channel_id, "reanchor_confirmed", {"txid": spender})]
+        chain: list[Action] = [Broadcast(self.channel_id, b["raw"], "re-anchor") for b in self.anchors[i:]]
+        if spender is None:
+            return chain  # R left the mempool (or never reached it): again
+        if not confirmed:
+            # An old version competes with R for the old output: answer with R (see the rules).
+            return chain + [Notify(self.channel_id, "reanchor_contested", {"txid": spender})]
+        # An old version confirmed: the new anchor can never exist. The channel ended on chain.
+        self.anchors = []
+        acts: list[Action] = []
+        if self.state is not ChannelState.FORCE_CLOSING:
+            self._to(ChannelState.FORCE_CLOSING)
+        self._to(ChannelState.CLOSED)
+        acts.append(self._persist(durable=False))
+        acts.append(Notify(self.channel_id, "closed", {"txid": spender, "ours": False}))
+        return acts
+
     def watched_anchors(self) -> list[tuple[str, int]]:
         """Outpoints of earlier anchors whose re-anchor transaction is not confirmed yet."""
         return [(a["spends"][0], int(a["spends"][1])) for a in self.anchors]

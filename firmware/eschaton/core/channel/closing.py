@@ -83,6 +83,11 @@ class Closing(ChannelBase):
                 # (A fully signed R still in the proposal: a snapshot of older firmware.)
                 return self._switch_anchor(b"" if confirmed else r["anchor_raw"], confirmed)
             return []  # the re-anchor is on its way: the peer's signature on R comes by message
+        for a in self.anchors:
+            if a["txid"] == txid:
+                # R spending an earlier anchor, reported as a spend of "the" funding output by a
+                # look at the chain that began before we moved to R's output: not a foreign spend.
+                return self.on_old_anchor(a["spends"][0], int(a["spends"][1]), txid, confirmed, height)
         ours = {self.best_txid(), self._close_txid()}
         acts: list[Action] = []
         if confirmed:

@@ -33,7 +33,7 @@ Rules / theory of operation:
 from __future__ import annotations
 
 from eschaton.core.channel import ledger as L
-from eschaton.core.channel.actions import Action, Broadcast, Notify
+from eschaton.core.channel.actions import Action
 from eschaton.core.channel.base import ChannelBase
 from eschaton.core.channel.errors import (
     BadSignature,
@@ -139,37 +139,6 @@ class Reanchor(ChannelBase):
         # anchor; it stays in the outbox (resent on reconnect) until the proposer, which needs it
         # to complete R, moves too and signs anything new.
         return self._switch_anchor(raw, confirmed=False, messages=[ReanchorAnchor(self.channel_id, mine)])
-
-    def on_old_anchor(self, txid: str, vout: int, spender: str | None, confirmed: bool,
-                      height: int) -> list[Action]:
-        """What the chain says about an earlier anchor (``watched_anchors``): ``spender`` is the
-        transaction spending it (None: unspent), ``confirmed`` whether that one is in a block."""
-        i = next((n for n, a in enumerate(self.anchors) if a["spends"] == [txid, vout]), None)
-        if i is None:
-            return []
-        a = self.anchors[i]
-        if spender == a["txid"]:
-            if not confirmed:
-                return []  # on its way
-            # R (and every earlier one: R spends their outputs) is in a block.
-            del self.anchors[:i + 1]
-            return [self._persist(durable=False),
-                    Notify(self.channel_id, "reanchor_confirmed", {"txid": spender})]
-        chain: list[Action] = [Broadcast(self.channel_id, b["raw"], "re-anchor") for b in self.anchors[i:]]
-        if spender is None:
-            return chain  # R left the mempool (or never reached it): again
-        if not confirmed:
-            # An old version competes with R for the old output: answer with R (see the rules).
-            return chain + [Notify(self.channel_id, "reanchor_contested", {"txid": spender})]
-        # An old version confirmed: the new anchor can never exist. The channel ended on chain.
-        self.anchors = []
-        acts: list[Action] = []
-        if self.state is not ChannelState.FORCE_CLOSING:
-            self._to(ChannelState.FORCE_CLOSING)
-        self._to(ChannelState.CLOSED)
-        acts.append(self._persist(durable=False))
-        acts.append(Notify(self.channel_id, "closed", {"txid": spender, "ours": False}))
-        return acts
 
     def _reanchor_refused(self) -> list[Action]:
         """A refusal while our signature on R is not out: back to OPEN on the old output."""
