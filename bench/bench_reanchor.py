@@ -40,7 +40,7 @@ async def flow(nodes: dict[str, object], cid: str, tail: int) -> tuple[list[floa
     funding = ""
     payer, payee = "b", "a"
     after = 0
-    while after < tail and len(lat) < 2_000:
+    while after < tail and len(lat) < 2_000 and refused < 5:
         t = time.perf_counter()
         try:
             st = await call_async(nodes[payer].datadir, "channel.pay", {"channel": cid, "amount": 1})  # type: ignore[attr-defined]
