@@ -14,6 +14,7 @@ from eschaton.errors import LocalError, RemoteError, TransientError
 
 if TYPE_CHECKING:
     from eschaton.channel.store import ChannelStore
+    from eschaton.core.channel import Channel
     from eschaton.daemon.channels import _PeerMap
     from eschaton.daemon.payments import Payments
 
@@ -69,4 +70,4 @@ class ChannelBase:
 
         def _poke(self) -> None: ...
 
-        def _retry_reanchor(self, ch: Any) -> None: ...
+        def _retry_reanchor(self, ch: Channel) -> None: ...
