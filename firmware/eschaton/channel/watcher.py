@@ -12,6 +12,10 @@ Rules / theory of operation:
   changed state). Payments change none of these, so a channel carrying payments all day costs
   the chain server nothing between blocks. A direction switch moves the nLockTime budget: that
   is checked against the last height seen (``check_budget``), without asking the chain.
+- A channel that moved to a re-anchor transaction R before R confirmed still has its earlier
+  anchor followed here (``watched_anchors``): each look tells the core who spends it, and the
+  core forgets R once confirmed, or broadcasts it again (missing from the mempool, or an old
+  version competing for the old output).
 - The core decides what to broadcast: our best version as soon as it is final when the peer
   broadcast anything else, when the channel's nLockTime budget runs out, or on a unilateral
   close. The watcher sends the core's broadcasts and keeps the refusal reasons (``non-final``
@@ -69,7 +73,7 @@ class ChannelWatcher:
         self.sweep_fee = sweep_fee
         self.period = period
         self.syncs = 0  # passes so far (node status)
-        self._needs: tuple[tuple[bytes, ChannelState, str], ...] = ()  # as of the last pass
+        self._needs: tuple[tuple[bytes, ChannelState, str, int], ...] = ()  # as of the last pass
         self._height = 0  # the tip's height at the last pass
         self._locktimes: dict[bytes, int] = {}  # each channel's current nLockTime, budget checked
         self.preimages: set[bytes] = set()
@@ -106,9 +110,10 @@ class ChannelWatcher:
                 self._locktimes[cid] = lt
                 self.endpoint.execute(ch, ch.check_budget(self._height))
 
-    def _channel_needs(self) -> tuple[tuple[bytes, ChannelState, str], ...]:
-        """What decides which chain facts the channels need: each one's state and anchor."""
-        return tuple((cid, ch.state, ch.setup.funding_txid if ch.setup is not None else "")
+    def _channel_needs(self) -> tuple[tuple[bytes, ChannelState, str, int], ...]:
+        """What decides which chain facts the channels need: each one's state, anchor, and the
+        earlier anchors it still follows (re-anchors not confirmed yet)."""
+        return tuple((cid, ch.state, ch.setup.funding_txid if ch.setup is not None else "", len(ch.anchors))
                      for cid, ch in self.endpoint.channels.items())
 
     async def start(self) -> None:
@@ -161,12 +166,28 @@ class ChannelWatcher:
             self._locktimes[ch.channel_id] = ch.current.locktime
             self.endpoint.execute(ch, ch.on_block(h, confs))
             spend = await self.backend.spender(fo)
+            if ch.setup is None or OutPoint(ch.setup.funding_txid, ch.setup.funding_vout) != fo:
+                continue  # moved to a re-anchor during this look: what we saw was the old anchor's (next look)
             if spend is not None:
                 self.endpoint.execute(ch, ch.on_funding_spent(spend.txid, spend.height is not None, h))
             await self._flush()
             if spend is not None and spend.height is not None:
                 await self._sweep(ch, spend.txid, h)
+            await self._follow_anchors(ch, h)
         await self._flush()
+
+    async def _follow_anchors(self, ch: Channel, height: int) -> None:
+        """Re-anchors the channel moved to before they confirmed: the core learns who spends
+        each earlier anchor (R confirmed, R missing from the mempool, an old version)."""
+        for txid, vout in ch.watched_anchors():
+            op = OutPoint(txid, vout)
+            if op not in self._watched:
+                await self.backend.watch_outpoint(op)
+                self._watched.add(op)
+            spend = await self.backend.spender(op)
+            self.endpoint.execute(ch, ch.on_old_anchor(txid, vout, spend.txid if spend is not None else None,
+                                                       spend is not None and spend.height is not None, height))
+            await self._flush()
 
     async def _flush(self) -> None:
         for cid, raw, label in self.endpoint.take_broadcasts():

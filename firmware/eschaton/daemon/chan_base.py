@@ -14,6 +14,7 @@ from eschaton.errors import LocalError, RemoteError, TransientError
 
 if TYPE_CHECKING:
     from eschaton.channel.store import ChannelStore
+    from eschaton.core.channel import Channel
     from eschaton.daemon.channels import _PeerMap
     from eschaton.daemon.payments import Payments
 
@@ -68,3 +69,5 @@ class ChannelBase:
         def _open_rx(self) -> None: ...
 
         def _poke(self) -> None: ...
+
+        def _retry_reanchor(self, ch: Channel) -> None: ...

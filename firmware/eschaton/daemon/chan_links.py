@@ -68,6 +68,7 @@ class ChannelLinks(ChannelBase):
                 except RemoteError as e:
                     log.warning("reestablish of %s failed: %s", cid.hex()[:12], e)
                 self.payments.escrows.commit_due(self.endpoint.channels[cid])  # fulfilled before a restart
+                self._retry_reanchor(self.endpoint.channels[cid])  # a failed automatic re-anchor, again
         self._poke()  # waiters for a linked peer (``Payments.wait_channel``) look again
 
     def linked(self, peer: str) -> bool:

@@ -27,6 +27,18 @@ from eschaton.errors import RemoteError, TransientError
 log = logging.getLogger("eschaton.channels")
 
 
+BUDGET_WARNING = (3, 16)  # switches left at which new channels warn (and re-anchor), see budget_warning
+
+
+def budget_warning(lifetime: int, step: int, margin: int) -> int:
+    """Switches left at which a new channel warns, and its opener's node re-anchors: about a
+    tenth of the budget. Early enough that the switches made while the re-anchor is signed
+    (the peer's payments in flight, a turn round trip) never exhaust it; a long channel gets
+    more headroom, a short one at least the historical three."""
+    lo, hi = BUDGET_WARNING
+    return max(lo, min(hi, max(0, lifetime - margin) // max(1, step) // 10))
+
+
 class ChannelRequests(ChannelBase):
 
     def channel(self, cid_hex: str) -> Channel:
@@ -90,7 +102,7 @@ class ChannelRequests(ChannelBase):
                                locktime_step=step, fee_step=min_fee_step(DEFAULT_MAX_CONTRACTS),
                                initial_fee=max(2_000, _fee),
                                max_payment=capacity, reserve=0, escrow_delta=max(2, step), safety_margin=3,
-                               min_depth=1, low_switch_warning=3)
+                               min_depth=1, low_switch_warning=budget_warning(lifetime, step, 3))
         cid = os.urandom(32)
         self.peers.set(cid, peer.hex())
         try:
@@ -225,6 +237,11 @@ class ChannelRequests(ChannelBase):
         async with self.exclusive(ch.channel_id):
             self._session_for(ch.channel_id)
             while True:
+                if ch.state.name == "REANCHORING":
+                    # The peer proposed a re-anchor (ours holds the lock until it is signed):
+                    # two round trips, then payments go on over the new anchor.
+                    await self.wait_for(lambda: ch.state.name != "REANCHORING",
+                                        f"the re-anchor of channel {ch.channel_id.hex()[:12]} to be signed")
                 if ch.pending is not None and (ch.turn_requested or ch.pending_kind != "update"):
                     # The peer waits for the turn (or a mutual step is open): let it through first.
                     await self.wait_for(lambda: ch.pending is None, "the versions in flight to be acknowledged "

@@ -87,7 +87,7 @@ log = logging.getLogger("eschaton.channels")
 
 HOLD_TURNS = 64  # at most this many loop turns a group commit waits for queued local requests
 REANCHOR_FEE = 2_000  # sat, paid by the proposer for the re-anchor transaction
-REANCHOR_TIMEOUT = 3600.0  # the new anchor must confirm: on a real chain that takes blocks
+REANCHOR_TIMEOUT = 3600.0  # s: ``channel reanchor --wait`` waits this long for the re-anchor to confirm
 RESYNC_DELAY = (0.5, 30.0)  # s: first and longest wait before reestablishing after a failed commit
 
 
@@ -146,6 +146,7 @@ class ChannelService(ChannelLinks, ChannelRequests):
         self._local_staged = 0  # local requests staged so far (counter)
         self._local_mark = 0  # ... as of the batch's last look
         self.turn_requests_resent = 0  # turn requests asked again on a relink (node status)
+        self._auto_reanchors: set[bytes] = set()  # channels with an automatic re-anchor running
         self.payments = Payments(self)
         self.payments.subscribe(self._to_stream)
 
@@ -211,27 +212,58 @@ class ChannelService(ChannelLinks, ChannelRequests):
             # peer offline), the budget warning stays in the notifications and a later attempt
             # or a cooperative close remains: the channel never silently becomes unusable.
             if ch is not None and ch.role == "opener":
-                asyncio.get_running_loop().create_task(self._auto_reanchor(ch))
+                self._start_auto_reanchor(ch)
+        elif n.kind in ("reanchor_contested", "reanchor_unconfirmed"):
+            log.warning("channel %s: re-anchor %s not confirmed (%s); broadcasting it again",
+                        n.channel_id.hex()[:12], str(n.data.get("txid", ""))[:16], n.kind)
+
+    def _start_auto_reanchor(self, ch: Channel) -> None:
+        if ch.channel_id in self._auto_reanchors:
+            return  # one at a time: a warning during a running attempt adds nothing
+        self._auto_reanchors.add(ch.channel_id)
+        asyncio.get_running_loop().create_task(self._auto_reanchor(ch))
 
     async def _auto_reanchor(self, ch: Channel) -> None:
+        cid = ch.channel_id
         try:
             await self.reanchor(ch)
         except (LocalError, RemoteError, TransientError) as e:
-            log.warning("automatic re-anchor of %s failed: %s", ch.channel_id.hex()[:12], e)
+            # Tried again when the peer's link is next up (``_link_up``).
+            log.warning("automatic re-anchor of %s failed: %s", cid.hex()[:12], e)
+        finally:
+            self._auto_reanchors.discard(cid)
+
+    def _retry_reanchor(self, ch: Channel) -> None:
+        """On a link-up: an opener's channel whose budget warning was given and not answered by
+        a re-anchor (an attempt failed) tries again."""
+        if (ch.role == "opener" and ch.state.name == "OPEN" and ch.budget_warned
+                and ch.status(self.height).budget_low):
+            self._start_auto_reanchor(ch)
 
     async def reanchor(self, ch: Channel, lifetime_blocks: int | None = None, fee: int = REANCHOR_FEE) -> None:
-        """Move the channel to a new 2-of-2 output with a fresh nLockTime budget."""
+        """Move the channel to a new 2-of-2 output with a fresh nLockTime budget.
+
+        Returns once the re-anchor transaction R is signed by both and the channel pays on R's
+        output (two round trips after the turn is ours), not when R confirms: the watcher
+        follows R from then on (``docs/channels.md``, Re-anchor). Holds the channel's lock
+        only for the proposal; our payments wait for it, the peer's turn request is granted as
+        it ends."""
         span = lifetime_blocks or max(ch.params.lifetime - ch.funding_locktime, ch.params.locktime_step * 4)
-        async with self.exclusive(ch.channel_id):
-            self._session_for(ch.channel_id)
+        cid = ch.channel_id
+        short = cid.hex()[:12]
+        async with self.exclusive(cid):
+            self._session_for(cid)
             # Payments may still be in flight (they pipeline): a re-anchor needs both signatures.
-            await self.wait_for(lambda: ch.pending is None, "the versions in flight to be acknowledged")
+            await self.wait_for(lambda: ch.pending is None,
+                                f"the versions in flight on channel {short} to be acknowledged before a re-anchor")
             await self.ensure_turn(ch)
-            self.endpoint.call(ch.channel_id, "reanchor_channel", self.height + span, fee, self.height)
-            self._redeliver(ch.channel_id)
+            log.info("channel %s: re-anchoring (%d switches left)", short, ch.status(self.height).switches_left)
+            self.endpoint.call(cid, "reanchor_channel", self.height + span, fee, self.height)
             self._poke()
-            await self.wait_for(lambda: ch.state.name != "REANCHORING", "the re-anchor to confirm",
-                                timeout=REANCHOR_TIMEOUT)
+            # By channel id: the channel object is replaced if a commit fails and it is reloaded.
+            await self.wait_for(lambda: cid not in self.endpoint.channels
+                                or self.endpoint.channels[cid].state.name != "REANCHORING",
+                                f"the peer to sign the re-anchor of channel {short}")
 
     def _poke(self) -> None:
         """Wake waiters after any change; the watcher only if the channels' chain needs changed

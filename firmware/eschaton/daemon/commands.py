@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from eschaton.api.registry import ApiError, CommandTable, Param
+from eschaton.daemon.channels import REANCHOR_TIMEOUT
 
 NODE = CommandTable()
 PEER = CommandTable()
@@ -137,6 +138,7 @@ def _status(node: Any, ch: Any) -> dict[str, Any]:
         "switches_left": st.switches_left,
         "budget_low": st.budget_low,
         "funding_txid": ch.setup.funding_txid if ch.setup is not None else None,
+        "unconfirmed_anchors": len(ch.anchors),
     }
 
 
@@ -274,13 +276,10 @@ async def channel_settle(node: Any, channel: str, escrow: int, rollback: bool) -
 async def channel_reanchor(node: Any, channel: str, lifetime: int, wait: bool) -> dict[str, Any]:
     svc = node.channels
     ch = svc.channel(channel)
-    task = asyncio.get_running_loop().create_task(svc.reanchor(ch, lifetime or None))
+    await svc.reanchor(ch, lifetime or None)  # signed by both: the channel pays on the new anchor
     if wait:
-        await task
-    else:
-        await svc.wait_for(lambda: ch.state.name == "REANCHORING" or task.done(), "the re-anchor proposal")
-        if task.done():
-            task.result()
+        await svc.wait_for(lambda: not ch.anchors, f"the re-anchor of channel {channel[:12]} to confirm",
+                           timeout=REANCHOR_TIMEOUT)
     return _status(node, ch)
 
 

@@ -483,24 +483,20 @@ def test_reanchor_restores_the_switch_budget() -> None:
     for i in range(6):
         pr.pay("a" if i % 2 == 0 else "b", 5_000 if i % 2 == 0 else 100)
     before = pr.a.ch.current
+    old_funding = pr.a.ch.setup.funding_txid  # type: ignore[union-attr]
     assert pr.a.ch.status(pr.height).switches_left == 3
     pr.turn("a")
     pr.do("a", "reanchor_channel", 1_000, 500)
-    assert pr.a.ch.state is ChannelState.REANCHORING and pr.b.ch.state is ChannelState.REANCHORING
     raw = pr.a.broadcasts[-1]
     assert raw == pr.b.broadcasts[-1]
     rtx = T.parse_tx(raw)
     assert rtx.locktime == 0 and rtx.vin[0].sequence == 0xFFFFFFFF
     assert T.outputs_of(rtx) == [T.TxOut(pr.p.capacity - 500, pr.a.ch.setup.funding_script)]  # type: ignore[union-attr]
-    # Both hold the new initial refund before the re-anchor could exist.
-    assert pr.a.ch.reanchor["peer_refund_sig"] and pr.b.ch.reanchor["peer_refund_sig"]  # type: ignore[index]
-    with pytest.raises(InvalidRequest):
-        pr.a.ch.pay(1, pr.height)
-    for n in ("a", "b"):
-        pr.run(n, pr.side(n).ch.on_funding_spent(T.txid(rtx), True, pr.height))
+    # R fully signed: both moved to its output at once, without waiting for a block.
     a, b = pr.a.ch, pr.b.ch
     assert a.state is ChannelState.OPEN and b.state is ChannelState.OPEN
     assert a.setup == b.setup and a.setup.funding_txid == T.txid(rtx)  # type: ignore[union-attr]
+    assert a.watched_anchors() == b.watched_anchors() == [(old_funding, 0)]
     assert a.current == b.current and a.current.locktime == 1_000
     # Six epochs, three opened by each side: the fee reserve (3 x 200 each) goes back to its
     # payers, V0' pays the initial fee again (the opener's) and a pays the 500 of R.
@@ -518,6 +514,12 @@ def test_reanchor_restores_the_switch_budget() -> None:
         assert snap["setup"] == side.ch.setup.to_fields() and snap["params"]["lifetime"] == 1_000  # type: ignore[union-attr]
         pr.crash("a" if side is pr.a else "b")
     assert pr.a.ch.setup.funding_txid == T.txid(rtx)  # type: ignore[union-attr]
+    assert pr.a.ch.watched_anchors() == [(old_funding, 0)]  # survives a restart
+    # R confirms: nothing left to follow.
+    for n in ("a", "b"):
+        pr.run(n, pr.side(n).ch.on_old_anchor(old_funding, 0, T.txid(rtx), True, pr.height))
+        assert pr.side(n).ch.watched_anchors() == []
+        assert pr.side(n).notes[-1].kind == "reanchor_confirmed"
     pr.pay("a", 100)
     assert pr.a.ch.current == pr.b.ch.current
 
@@ -533,7 +535,8 @@ def test_reanchor_refused_returns_to_open_and_survives_crash() -> None:
     pr.online = True
     pr.crash("a")
     pr.reconnect()  # the proposal is resent and completed
-    assert pr.b.ch.state is ChannelState.REANCHORING and pr.a.ch.reanchor["anchor_raw"]  # type: ignore[index]
+    assert pr.a.ch.state is pr.b.ch.state is ChannelState.OPEN
+    assert pr.a.ch.current.locktime == pr.b.ch.current.locktime == 2_000 and pr.a.ch.anchors == pr.b.ch.anchors
     pr2 = opened()
     pr2.turn("b")
     with pytest.raises(InvalidRequest):
@@ -543,14 +546,19 @@ def test_reanchor_refused_returns_to_open_and_survives_crash() -> None:
 def test_force_close_during_reanchor_follows_the_funds_to_the_new_output() -> None:
     pr = opened()
     pr.pay("a", 5_000)
+    old_funding = pr.a.ch.setup.funding_txid  # type: ignore[union-attr]
     pr.turn("a")
     pr.do("a", "reanchor_channel", 2_000, 500)
     rtx = T.parse_tx(pr.a.broadcasts[-1])
-    pr.run("b", pr.b.ch.force_close(pr.height))  # b gives up on the re-anchor...
-    pr.run("b", pr.b.ch.on_funding_spent(T.txid(rtx), True, pr.height))  # ...but R confirmed
+    pr.run("b", pr.b.ch.force_close(pr.height))  # b gives up on the channel before R confirmed
     b = pr.b.ch
     assert b.state is ChannelState.FORCE_CLOSING and b.setup.funding_txid == T.txid(rtx)  # type: ignore[union-attr]
     assert b.best is not None and b.best.locktime == 2_000
+    # R is not in the mempool any more: the watcher's look makes b broadcast it again.
+    pr.run("b", b.on_old_anchor(old_funding, 0, None, False, pr.height))
+    assert pr.b.broadcasts[-1] == T.serialize(rtx)
+    pr.run("b", b.on_old_anchor(old_funding, 0, T.txid(rtx), True, pr.height))
+    assert b.anchors == []
     pr.height = 2_000
     pr.run("b", b.on_block(pr.height, 5))
     last = T.parse_tx(pr.b.broadcasts[-1])

@@ -14,6 +14,7 @@ from eschaton.core import tx as T
 from eschaton.core.channel import ledger as L
 from eschaton.core.channel.actions import (
     Action,
+    Broadcast,
     ChannelStatus,
     FundingInput,
     Notify,
@@ -30,6 +31,7 @@ from eschaton.core.channel.errors import (
 )
 from eschaton.core.channel.messages import (
     Message,
+    TurnGrant,
 )
 from eschaton.core.channel.oracle import Announcement
 from eschaton.core.channel.params import ChannelParams
@@ -91,9 +93,15 @@ class ChannelBase:
         self.budget_warned = False
         self.close_raw = b""
         self.close_sig = b""
-        # A re-anchor in progress: {"lifetime", "fee", "proposer", "peer_refund_sig",
-        # "anchor_sig_sent", "anchor_raw"}; None otherwise.
+        # A re-anchor being signed: {"lifetime", "fee", "proposer", "peer_refund_sig",
+        # "anchor_sig_sent", "anchor_raw"}; None otherwise. ("anchor_raw" is set only in
+        # snapshots of older firmware, which waited for R to confirm before moving.)
         self.reanchor: dict[str, Any] | None = None
+        # Re-anchor transactions fully signed and moved to, not yet confirmed, oldest first:
+        # {"txid", "raw", "spends": [txid, vout] (the earlier anchor), "old_locktime" (the
+        # earliest nLockTime of any version on that anchor), "warned"}. The channel already
+        # lives on the newest one; the watcher follows each until it confirms (``reanchor``).
+        self.anchors: list[dict[str, Any]] = []
         self.mutual_proposer = ""  # who proposed the last mutual version (answers resends)
         self._outbox_memo: dict[int, tuple[Message, dict[str, Any]]] = {}
         self._static_memo: tuple[ChannelParams, L.Setup | None, dict[str, Any]] | None = None
@@ -200,22 +208,90 @@ class ChannelBase:
             return ""
         return self._reanchor_plan(self.reanchor["lifetime"], self.reanchor["fee"], self.reanchor["proposer"])[3]
 
-    def _switch_anchor(self) -> list[Action]:
-        """The re-anchor transaction confirmed: continue on the new output with the new budget."""
+    def _switch_anchor(self, raw: bytes, confirmed: bool, messages: list[Message] | None = None) -> list[Action]:
+        """The re-anchor transaction R is fully signed (``raw``) or seen confirmed: continue on
+        R's output with the new budget at once (``reanchor`` module rules). Unless it is
+        confirmed, R joins ``anchors`` for the watcher to follow."""
         assert self.reanchor is not None and self.reanchor["peer_refund_sig"] is not None
         r = self.reanchor
-        setup, params, v0, _ = self._reanchor_plan(r["lifetime"], r["fee"], r["proposer"])
+        old = self._setup()
+        setup, params, v0, rtxid = self._reanchor_plan(r["lifetime"], r["fee"], r["proposer"])
+        if not confirmed:
+            self.anchors.append({"txid": rtxid, "raw": raw, "spends": [old.funding_txid, old.funding_vout],
+                                 "old_locktime": self.current.locktime, "warned": False})
         sig = r["peer_refund_sig"]
         self.setup, self.params = setup, params
         self.current, self.best, self.best_sig = v0, v0, sig
         self.reanchor = None
         self.budget_warned = False
+        acts: list[Action] = []
         if self.state is ChannelState.REANCHORING:
             self.state = check_transition(self.state, ChannelState.OPEN)
+            if self.turn_requested and self.have_turn and self.pending is None:
+                # The peer asked for the turn while the re-anchor was being signed.
+                self.have_turn = False
+                self.turn_requested = False
+                self.turn_seq += 1
+                messages = [*(messages or []), TurnGrant(self.channel_id, self.turn_seq)]
         # (in FORCE_CLOSING we stay there: on_block broadcasts the new refund once it is final)
+        # The proposal's messages are done with: the peer signed R, so it has them all.
+        self.outbox = list(messages or [])
         digest, txid = L.version_digest(v0, setup)
-        return [self._persist(versions=[StoredVersion(v0, sig, txid)]),
-                Notify(self.channel_id, "reanchored", {"funding_txid": setup.funding_txid, "lifetime": params.lifetime})]
+        acts.append(self._persist(messages, versions=[StoredVersion(v0, sig, txid)]))
+        if raw:
+            acts.append(Broadcast(self.channel_id, raw, "re-anchor"))
+        acts.append(Notify(self.channel_id, "reanchored", {"funding_txid": setup.funding_txid,
+                                                          "lifetime": params.lifetime, "confirmed": confirmed}))
+        return acts
+
+    def _anchors_near_maturity(self, height: int) -> list[Action]:
+        """Part of the budget check: an unconfirmed R whose old versions will soon be valid is
+        broadcast again and reported once (``reanchor_unconfirmed``)."""
+        acts: list[Action] = []
+        for n, a in enumerate(self.anchors):
+            if height >= a["old_locktime"] - self.params.safety_margin and not a["warned"]:
+                a["warned"] = True
+                acts.append(self._persist(durable=False))
+                acts.extend(Broadcast(self.channel_id, b["raw"], "re-anchor") for b in self.anchors[n:])
+                acts.append(Notify(self.channel_id, "reanchor_unconfirmed",
+                                   {"txid": a["txid"], "old_locktime": a["old_locktime"], "height": height}))
+                break
+        return acts
+
+    def on_old_anchor(self, txid: str, vout: int, spender: str | None, confirmed: bool,
+                      height: int) -> list[Action]:
+        """What the chain says about an earlier anchor (``watched_anchors``): ``spender`` is the
+        transaction spending it (None: unspent), ``confirmed`` whether that one is in a block."""
+        i = next((n for n, a in enumerate(self.anchors) if a["spends"] == [txid, vout]), None)
+        if i is None:
+            return []
+        a = self.anchors[i]
+        if spender == a["txid"]:
+            if not confirmed:
+                return []  # on its way
+            # R (and every earlier one: R spends their outputs) is in a block.
+            del self.anchors[:i + 1]
+            return [self._persist(durable=False),
+                    Notify(self.channel_id, "reanchor_confirmed", {"txid": spender})]
+        chain: list[Action] = [Broadcast(self.channel_id, b["raw"], "re-anchor") for b in self.anchors[i:]]
+        if spender is None:
+            return chain  # R left the mempool (or never reached it): again
+        if not confirmed:
+            # An old version competes with R for the old output: answer with R (see the rules).
+            return chain + [Notify(self.channel_id, "reanchor_contested", {"txid": spender})]
+        # An old version confirmed: the new anchor can never exist. The channel ended on chain.
+        self.anchors = []
+        acts: list[Action] = []
+        if self.state is not ChannelState.FORCE_CLOSING:
+            self._to(ChannelState.FORCE_CLOSING)
+        self._to(ChannelState.CLOSED)
+        acts.append(self._persist(durable=False))
+        acts.append(Notify(self.channel_id, "closed", {"txid": spender, "ours": False}))
+        return acts
+
+    def watched_anchors(self) -> list[tuple[str, int]]:
+        """Outpoints of earlier anchors whose re-anchor transaction is not confirmed yet."""
+        return [(a["spends"][0], int(a["spends"][1])) for a in self.anchors]
 
     def _outbox_fields(self) -> list[dict[str, Any]]:
         """The outbox as snapshot fields. A pipelining payer's outbox holds every unacknowledged
@@ -273,6 +349,7 @@ class ChannelBase:
             "have_turn": self.have_turn, "turn_requested": self.turn_requested, "turn_seq": self.turn_seq,
             "peer_ready": self.peer_ready, "budget_warned": self.budget_warned,
             "close_raw": self.close_raw, "close_sig": self.close_sig, "reanchor": self.reanchor,
+            "anchors": [dict(a) for a in self.anchors],
             "mutual_proposer": self.mutual_proposer,
         })
         return snap
@@ -323,6 +400,7 @@ class ChannelBase:
         self.close_raw = snap["close_raw"]
         self.close_sig = snap["close_sig"]
         self.reanchor = snap.get("reanchor")
+        self.anchors = [dict(a) for a in snap.get("anchors", [])]
         self.mutual_proposer = snap.get("mutual_proposer", "")
 
 

@@ -60,6 +60,8 @@ class Closing(ChannelBase):
             # The nLockTime budget is spent: an older version could soon mature.
             acts.append(Notify(self.channel_id, "lifetime_expired", {"height": height}))
             return acts + self.force_close(height)
+        if self.anchors:
+            acts.extend(self._anchors_near_maturity(height))
         left = self.params.switches_left(self.current.locktime, height)
         if left <= self.params.low_switch_warning and not self.budget_warned:
             self.budget_warned = True
@@ -75,9 +77,17 @@ class Closing(ChannelBase):
         if self.reanchor is not None and txid == self.reanchor_txid():
             # The re-anchor (even if we meanwhile started a unilateral close: R is final at once
             # and usually wins): the channel now lives on R's output.
-            if confirmed and self.reanchor["peer_refund_sig"] is not None:
-                return self._switch_anchor()
-            return []  # the re-anchor is on its way
+            r = self.reanchor
+            if r["peer_refund_sig"] is not None and (confirmed or r["anchor_raw"]):
+                # Confirmed: the proposer need not wait for the peer's signature on R any more.
+                # (A fully signed R still in the proposal: a snapshot of older firmware.)
+                return self._switch_anchor(b"" if confirmed else r["anchor_raw"], confirmed)
+            return []  # the re-anchor is on its way: the peer's signature on R comes by message
+        for a in self.anchors:
+            if a["txid"] == txid:
+                # R spending an earlier anchor, reported as a spend of "the" funding output by a
+                # look at the chain that began before we moved to R's output: not a foreign spend.
+                return self.on_old_anchor(a["spends"][0], int(a["spends"][1]), txid, confirmed, height)
         ours = {self.best_txid(), self._close_txid()}
         acts: list[Action] = []
         if confirmed:

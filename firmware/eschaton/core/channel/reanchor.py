@@ -1,22 +1,39 @@
-"""Re-anchoring: a fresh nLockTime budget without closing the channel.
+"""Re-anchoring: a fresh nLockTime budget without closing the channel, and without stopping it.
 
 Rules / theory of operation:
 - Every direction switch spends ``locktime_step`` of the channel's nLockTime budget. Before it
   runs out (``switch_budget_low``), the turn holder may propose a re-anchor: a final transaction R
   spending the funding output into a new 2-of-2 output (same keys) whose initial refund V0' has
   the new lifetime and the current balances (the proposer pays R's fee). No escrow or bet may be
-  open.
+  open, and nothing may be in flight.
 - Same order as opening: both sides sign V0' (which spends R's output) BEFORE anyone signs R, so
   once R can exist, each side already holds the refund that returns its balance from R's output.
-- R is final at once while every old version is time-locked, so R confirms first; the channel
-  stays in REANCHORING (old versions still guarded, old lifetime still enforced) until the
-  watcher sees R confirmed, then continues on the new output as OPEN.
-- Until the proposer's signature on R is out, a refusal (``channel_error``) returns to OPEN.
+  While this runs (two round trips) the channel is REANCHORING: nothing new is signed on the old
+  anchor, and the peer's turn request waits for the end. Until the proposer's signature on R is
+  out, a refusal (``channel_error``) returns to OPEN on the old anchor.
+- Whoever completes R (both signatures) moves the channel to R's output AT ONCE: OPEN, new
+  setup, new budget, V0' the current and best version; payments go on over the new anchor
+  without waiting for a block. R joins ``anchors`` (unconfirmed re-anchors) and is broadcast.
+  Why this is safe: R is final now, and the only other spends of the old output are old
+  versions, every one time-locked at ``old_locktime`` or later, which is at least
+  ``safety_margin`` blocks ahead (the budget check force-closes the channel before it gets
+  closer). Any block mined before then may take R, and a miner that takes an old version could
+  as well take R, which both sides broadcast and keep broadcasting. This is the assumption the
+  channel rests on anyway (someone mines within the window). A further re-anchor may follow
+  before R confirms: its R' spends R's output, a chain of unconfirmed transactions that one
+  block confirms together (up to ``MAX_UNCONFIRMED_ANCHORS``).
+- The watcher follows each unconfirmed R (``watched_anchors`` / ``on_old_anchor``): confirmed,
+  it is forgotten; missing from the mempool, it is broadcast again; an old version spending the
+  old output is answered with R (every block, and again when the old versions near maturity,
+  with a ``reanchor_unconfirmed`` warning). The node never broadcasts an old version itself
+  once R is signed: it would give up every payment made on the new anchor and compete with R
+  for the same blocks. If an old version confirms anyway (R unminable for the whole window),
+  the channel is CLOSED on it (``docs/channels.md``, the trade-off).
 """
 from __future__ import annotations
 
 from eschaton.core.channel import ledger as L
-from eschaton.core.channel.actions import Action, Broadcast
+from eschaton.core.channel.actions import Action
 from eschaton.core.channel.base import ChannelBase
 from eschaton.core.channel.errors import (
     BadSignature,
@@ -28,10 +45,16 @@ from eschaton.core.channel.messages import ReanchorAnchor, ReanchorPropose, Rean
 from eschaton.core.channel.params import MAX_LOCKTIME_HEIGHT
 from eschaton.core.channel.state import ChannelState
 
+# Re-anchors moved to before any of them confirmed: each spends the previous one's output, and
+# bitcoind relays a chain of at most 25 unconfirmed transactions (the refund or close on top).
+MAX_UNCONFIRMED_ANCHORS = 20
+
 
 class Reanchor(ChannelBase):
     def _check_reanchor(self, lifetime: int, fee: int, proposer: str, height: int) -> None:
         p = self.params
+        if len(self.anchors) >= MAX_UNCONFIRMED_ANCHORS:
+            raise ParamsRejected("too many re-anchors wait for a block; mine one first")
         if not height + p.safety_margin + p.locktime_step <= lifetime <= MAX_LOCKTIME_HEIGHT:
             raise ParamsRejected("the new lifetime must be a block height beyond one step from now")
         if lifetime <= self.current.locktime:
@@ -59,6 +82,8 @@ class Reanchor(ChannelBase):
             # A resend. Duplicates are never answered with messages (both sides resend their own
             # outbox on every reconnect): answering them could ping-pong forever.
             return []
+        if self.reanchor is None and msg.lifetime == self.params.lifetime:
+            return []  # a resend of the proposal we completed and moved on with
         if self.state is not ChannelState.OPEN or self.have_turn or self.pending is not None:
             raise ProtocolViolation("reanchor_propose unexpected")
         self._check_reanchor(msg.lifetime, msg.fee, self.peer_role, height)
@@ -72,6 +97,10 @@ class Reanchor(ChannelBase):
 
     def on_reanchor_refund(self, msg: ReanchorRefund, height: int) -> list[Action]:
         r = self.reanchor
+        if r is None and self.state is not ChannelState.OPEN:
+            raise ProtocolViolation("reanchor_refund unexpected")
+        if r is None:
+            return []  # a resend after we moved to the new anchor
         if self.state is not ChannelState.REANCHORING or r is None:
             raise ProtocolViolation("reanchor_refund unexpected")
         if r["peer_refund_sig"] is not None:
@@ -91,24 +120,25 @@ class Reanchor(ChannelBase):
 
     def on_reanchor_anchor(self, msg: ReanchorAnchor, height: int) -> list[Action]:
         r = self.reanchor
+        if r is None and self.state is ChannelState.OPEN:
+            # A resend after we moved to the new anchor. Our own signature on R, if the peer
+            # lacks it, is in our outbox: the reconnect that made the peer resend resends it.
+            return []
         if self.state is not ChannelState.REANCHORING or r is None or r["peer_refund_sig"] is None:
             raise ProtocolViolation("reanchor_anchor before the new refund is fully signed")
-        if r["anchor_raw"]:
-            return [Broadcast(self.channel_id, r["anchor_raw"], "re-anchor")]  # a resend
         old = self._setup()
         tx = L.reanchor_tx(old, old.capacity - r["fee"])
         if not L.verify(tx, old, self.remote_pubkey, msg.signature):
             raise BadSignature("signature on the re-anchor transaction does not verify")
         mine = L.sign(tx, old, self._key)
-        r["anchor_raw"] = L.complete(tx, old, {self.pubkey: mine, self.remote_pubkey: msg.signature})
-        acts: list[Action] = []
+        raw = L.complete(tx, old, {self.pubkey: mine, self.remote_pubkey: msg.signature})
         if r["proposer"] == self.role:
-            acts.append(self._persist())
-        else:
-            r["anchor_sig_sent"] = True
-            acts.append(self._persist([ReanchorAnchor(self.channel_id, mine)]))
-        acts.append(Broadcast(self.channel_id, r["anchor_raw"], "re-anchor"))
-        return acts
+            return self._switch_anchor(raw, confirmed=False)
+        r["anchor_sig_sent"] = True
+        # The acceptor's signature on R goes out in the same commit that moves it to the new
+        # anchor; it stays in the outbox (resent on reconnect) until the proposer, which needs it
+        # to complete R, moves too and signs anything new.
+        return self._switch_anchor(raw, confirmed=False, messages=[ReanchorAnchor(self.channel_id, mine)])
 
     def _reanchor_refused(self) -> list[Action]:
         """A refusal while our signature on R is not out: back to OPEN on the old output."""

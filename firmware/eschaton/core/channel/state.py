@@ -10,8 +10,9 @@ migration in ``eschaton.channel.store``.
 - ABORTED is only reachable before any funding input signature left the node: from then on the
   funding transaction may confirm and only the refund path is safe.
 - FORCE_CLOSING means we are getting a refund version (ours or the peer's) confirmed.
-- REANCHORING (from OPEN): both sides move the channel to a new funding output with a fresh
-  nLockTime budget; it returns to OPEN when the re-anchor transaction confirms.
+- REANCHORING (from OPEN): both sides sign the move to a new funding output with a fresh
+  nLockTime budget; it returns to OPEN as soon as the re-anchor transaction is fully signed
+  (the channel then lives on its output, confirmed or not), or on a refusal.
 """
 from __future__ import annotations
 
