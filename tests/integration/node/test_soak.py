@@ -174,8 +174,6 @@ async def _stream(payer: NodeProc, cid: str, tag: str, stop: asyncio.Event,
     return done
 
 
-@pytest.mark.xfail(strict=True, reason="a re-anchor stops payments until its transaction confirms: "
-                   "REANCHORING holds the channel (re-anchors that keep paying are not built yet)")
 def test_two_way_flow_on_default_parameters_keeps_paying_across_a_reanchor(hub: Hub) -> None:
     cid = hub.open_extra(0, 10_000_000)
     x, y = hub.hub, hub.spokes[0]
