@@ -44,7 +44,7 @@ from eschaton.errors import EschatonError
 log = logging.getLogger("eschaton.dashboard")
 
 STATIC = Path(__file__).with_name("static")
-COOKIE = "eschaton_session"
+COOKIE = "eschaton_session_"  # + the port: browsers share cookies between the ports of a host
 QUEUE = 512  # events a live page may fall behind before it is dropped
 KEEPALIVE_S = 15.0
 MAX_FORM = 16 * 1024
@@ -182,7 +182,7 @@ class Dashboard:
         if path.startswith("/static/") or path == "/login":
             resp = await handler(request)
         else:
-            session = self.sessions.get(request.cookies.get(COOKIE), self._clock())
+            session = self.sessions.get(request.cookies.get(COOKIE + str(self.port)), self._clock())
             if session is None and path == "/metrics" and self._bearer_ok(request):
                 resp = await handler(request)
             elif session is None:
@@ -247,7 +247,7 @@ class Dashboard:
         s = self.sessions.new(who, now)
         log.info("dashboard: login from %s (%s)", addr, who)
         resp = web.HTTPSeeOther("/")
-        resp.set_cookie(COOKIE, s.id, httponly=True, samesite="Strict", path="/")
+        resp.set_cookie(COOKIE + str(self.port), s.id, httponly=True, samesite="Strict", path="/")
         raise resp
 
     def _check(self, password: str) -> str | None:
@@ -264,7 +264,7 @@ class Dashboard:
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         self.sessions.drop(request["session"].id)
         resp = web.HTTPSeeOther("/login")
-        resp.del_cookie(COOKIE, path="/")
+        resp.del_cookie(COOKIE + str(self.port), path="/")
         raise resp
 
     # --- pages -------------------------------------------------------------------------------

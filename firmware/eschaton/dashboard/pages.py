@@ -63,15 +63,17 @@ def login_page(error: str = "", *, token_only: bool = False) -> str:
 
 
 def table(rows: Sequence[Mapping[str, Any]], cols: Sequence[tuple[str, str]], *, row_id: str = "",
-          extra: Any = None, empty: str = "none") -> str:
-    """``cols``: (key, heading); ``extra(row)`` adds a last cell (actions)."""
+          key: str = "", extra: Any = None, empty: str = "none") -> str:
+    """``cols``: (key, heading); rows get the id ``<row_id>-<row[key]>`` (``key`` defaults to
+    name, channel or id); ``extra(row)`` adds a last cell (actions)."""
     if not rows:
         return f'<p class="empty">{esc(empty)}</p>'
     head = "".join(f"<th>{esc(h)}</th>" for _, h in cols) + ("<th></th>" if extra else "")
     body = []
     for r in rows:
-        rid = f' id="{esc(row_id)}-{esc(r.get("name") or r.get("channel") or r.get("id"))}"' if row_id else ""
-        cells = "".join(f'<td data-k="{esc(k)}">{fmt(r.get(k))}</td>' for k, _ in cols)
+        k = r.get(key) if key else (r.get("name") or r.get("channel") or r.get("id"))
+        rid = f' id="{esc(row_id)}-{esc(k)}"' if row_id else ""
+        cells = "".join(f'<td data-k="{esc(c)}">{fmt(r.get(c))}</td>' for c, _ in cols)
         body.append(f"<tr{rid}>{cells}{f'<td>{extra(r)}</td>' if extra else ''}</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 

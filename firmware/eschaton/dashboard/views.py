@@ -70,7 +70,7 @@ async def payments_view(run: Run, csrf: str, state: str, channel: str) -> str:
            f'<input name="channel" placeholder="channel id" value="{esc(channel)}"><button>Filter</button></form>')
     return (flt + "<h2>Sent</h2>"
             + table(pays, [("created", "created"), ("id", "id"), ("channel", "channel"), ("amount", "sat"),
-                           ("state", "state"), ("version", "version"), ("error", "error")], row_id="pay",
+                           ("state", "state"), ("version", "version"), ("error", "error")], row_id="pay", key="id",
                     empty="no payments")
             + "<h2>Received since the node started</h2>"
             + table(got[::-1][:200], [("when", "when"), ("channel_id", "channel"), ("amount", "sat"),
