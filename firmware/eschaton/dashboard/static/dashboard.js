@@ -16,7 +16,7 @@
   function makePlot(el) {
     var meter = el.dataset.meter, factor = parseFloat(el.dataset.factor || "1");
     var p = plots[meter] = {el: el, factor: factor, data: [[], []], u: null};
-    var width = Math.max(280, el.clientWidth || 600);
+    var width = Math.max(200, el.clientWidth || 600);
     p.u = new uPlot({width: width, height: 200, scales: {x: {time: true}},
                      series: [{}, {label: el.dataset.unit, stroke: "#2f6e57", fill: "rgba(47,110,87,.12)"}]},
                     p.data, el);
@@ -88,6 +88,13 @@
   }
 
   document.querySelectorAll(".plot").forEach(makePlot);
+  // A phone turned sideways (or a resized window): plots follow their container's width.
+  window.addEventListener("resize", function () {
+    Object.keys(plots).forEach(function (k) {
+      var p = plots[k];
+      p.u.setSize({width: Math.max(200, p.el.clientWidth), height: 200});
+    });
+  });
 
   var cal = document.getElementById("cal-out");
   if (cal) {
