@@ -14,6 +14,7 @@ import asyncio
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ from eschaton.api.client import call_async  # noqa: E402
 from tests.integration.node.harness import Cluster, NodeProc, free_port, open_channel, poll  # noqa: E402
 
 PAGES = 10
+ROUNDS = 3
 
 
 async def pay_rate(payer: NodeProc, cid: str, n: int) -> float:
@@ -39,32 +41,50 @@ async def pay_rate(payer: NodeProc, cid: str, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+READER = """
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1] + "/events", headers={"Cookie": sys.argv[2]})
+n = 0
+try:
+    with urllib.request.urlopen(req) as r:
+        print("open", flush=True)
+        for line in r:
+            if line.startswith(b"event: event"):
+                n += 1
+                print(n, flush=True)
+except Exception:
+    pass
+"""
+
+
 async def with_pages(payer: NodeProc, url: str, token: str, cid: str, n: int) -> tuple[float, int, float, int]:
-    """Pay rate with PAGES live pages open; events they received; their events per second; the
-    payer's RSS while they are open."""
+    """Pay rate with PAGES live pages open (each its own process, so that reading them costs
+    the payer's client nothing); events they received; per second; the payer's RSS meanwhile."""
     jar = aiohttp.CookieJar(unsafe=True)  # cookies for an IP address host
-    counts = [0] * PAGES
-    async with aiohttp.ClientSession(cookie_jar=jar) as s:
-        async with s.post(url + "/login", data={"password": token}) as r:
-            assert r.status == 200 and str(r.url).endswith("/"), r.status
-
-        async def page(i: int) -> None:
-            async with s.get(url + "/events", timeout=aiohttp.ClientTimeout(total=None)) as r:
-                async for line in r.content:
-                    if line.startswith(b"event: event"):
-                        counts[i] += 1
-
-        tasks = [asyncio.create_task(page(i)) for i in range(PAGES)]
-        await asyncio.sleep(1.0)  # every page connected
+    async with aiohttp.ClientSession(cookie_jar=jar) as s, \
+            s.post(url + "/login", data={"password": token}) as r:
+        assert r.status == 200 and str(r.url).endswith("/"), r.status
+        cookie = "; ".join(f"{c.key}={c.value}" for c in jar)
+    procs = [subprocess.Popen([sys.executable, "-c", READER, url, cookie], stdout=subprocess.PIPE, text=True)
+             for _ in range(PAGES)]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "open"
+        await asyncio.sleep(0.5)
         t = time.perf_counter()
         rate = await pay_rate(payer, cid, n)
         await asyncio.sleep(0.5)  # the last events on their way
         took = time.perf_counter() - t
         assert payer.proc is not None
         rss = rss_kib(payer.proc.pid)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        for p in procs:
+            p.terminate()
+    counts = []
+    for p in procs:
+        out, _ = p.communicate(timeout=10)
+        lines = out.split()
+        counts.append(int(lines[-1]) if lines and lines[-1].isdigit() else 0)
     total = sum(counts)
     return rate, total, total / took, rss
 
@@ -125,18 +145,24 @@ def main() -> None:
             asyncio.run(pay_rate(a, cid, 10))  # warm up
             assert a.proc is not None and b.proc is not None
             rss_a0, rss_b0 = rss_kib(a.proc.pid), rss_kib(b.proc.pid)
-            bare = asyncio.run(pay_rate(a, cid, n))
-            rate, events, eps, rss_open = asyncio.run(with_pages(a, url, token, cid, n))
-            bare2 = asyncio.run(pay_rate(a, cid, n))  # no page again: the drift of the run
+            # Alternating rounds, so that the drift of a shared machine falls on both sides.
+            bares, rates, delivered = [], [], []
+            for _ in range(ROUNDS):
+                bares.append(asyncio.run(pay_rate(a, cid, n)))
+                rate, events, eps, rss_open = asyncio.run(with_pages(a, url, token, cid, n))
+                rates.append(rate)
+                delivered.append(eps)
             rss_a1, rss_b1 = rss_kib(a.proc.pid), rss_kib(b.proc.pid)
             paint = paint_ms(url, token)
         finally:
             c.close()
-    base = (bare + bare2) / 2
-    print(f"payments per phase: {n}; live pages: {PAGES}")
-    print(f"pay rate, no page open:     {bare:.1f}/s, and after the pages closed {bare2:.1f}/s")
-    print(f"pay rate, {PAGES} pages open:    {rate:.1f}/s; ratio to no page (mean of both): {rate / base:.3f}")
-    print(f"events delivered to the {PAGES} pages: {events} ({events / PAGES:.0f} each), {eps:.0f}/s in all")
+    base, rate = statistics.median(bares), statistics.median(rates)
+    print(f"payments per phase: {n}; live pages: {PAGES}; {ROUNDS} alternating rounds")
+    print(f"pay rate, no page open:  {' '.join(f'{x:.1f}' for x in bares)} /s (median {base:.1f})")
+    print(f"pay rate, {PAGES} pages open: {' '.join(f'{x:.1f}' for x in rates)} /s (median {rate:.1f}); "
+          f"ratio of medians {rate / base:.3f}")
+    print(f"events delivered to the {PAGES} pages in the last round: {events} ({events / PAGES:.0f} each); "
+          f"{' '.join(f'{x:.0f}' for x in delivered)} /s in all per round")
     print(f"RSS (MiB), payer with dashboard a / payee without b: idle {rss_a0 / 1024:.1f} / {rss_b0 / 1024:.1f}"
           f" (a - b {(rss_a0 - rss_b0) / 1024:+.1f}); with {PAGES} pages open a {rss_open / 1024:.1f}; "
           f"after {rss_a1 / 1024:.1f} / {rss_b1 / 1024:.1f} (a - b {(rss_a1 - rss_b1) / 1024:+.1f})")
