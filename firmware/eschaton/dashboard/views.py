@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from eschaton.dashboard.pages import action, ago, esc, fmt, kv, table
+from eschaton.errors import EschatonError
 
 Run = Callable[..., Awaitable[Any]]
 RATE_DISPLAY = {"litre": ("L/min", 60.0), "kWh": ("W", 3.6e6)}  # unit -> (rate unit, factor per s)
@@ -168,7 +169,7 @@ async def tools_view(run: Run, csrf: str, config: Mapping[str, Any]) -> str:
     meters: list[dict[str, Any]] = []
     try:
         meters = await run("meter.list")
-    except Exception:  # noqa: BLE001 - no [metering]: the pin test has nothing to show
+    except EschatonError:  # no [metering]: the pin test has nothing to show
         meters = []
     pins = table([m for m in meters if "counts" in m],
                  [("name", "meter"), ("type", "type"), ("counts", "pulses"), ("counts_per_unit", "pulses per unit")],
