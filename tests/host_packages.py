@@ -46,6 +46,9 @@ PROGRAMS: dict[str, str] = {
     "mkfs.ext4": "e2fsprogs",
     "debugfs": "e2fsprogs",
     "mtype": "mtools",
+    # the dashboard's browser tests (tests/integration/dashboard), headless
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
     "dpkg-query": "dpkg",
     "chroot": "coreutils",
     "cp": "coreutils",

@@ -58,3 +58,9 @@ MODBUS_POLL_INTERVAL_S = 5.0
 READING_INTERVAL_S = 0.25
 OFFER_TTL_S = 60.0
 LOSS_WINDOW_S = 10.0
+
+# [dashboard] (config/dashboard.py): off by default; loopback unless an address is configured.
+DASHBOARD_ENABLED = False
+DASHBOARD_LISTEN = "127.0.0.1:8480"
+DASHBOARD_PASSWORD_FILE = "dashboard.passwd"
+DASHBOARD_URL_FILE = "dashboard.url"

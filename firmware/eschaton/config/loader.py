@@ -49,6 +49,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     from eschaton.config.chain import parse_chain
     from eschaton.config.channel import parse_channel
     from eschaton.config.crosscheck import cross_check
+    from eschaton.config.dashboard import parse_dashboard
     from eschaton.config.metering import SECTIONS, has_metering, parse_metering_config
     from eschaton.config.microgrid import parse_microgrid
     from eschaton.config.network import parse_network
@@ -60,12 +61,14 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     api = parse_api(root)
     chain = parse_chain(root)
     channel = parse_channel(root)
+    dashboard = parse_dashboard(root)
     root.done(allowed_extra=(*SECTIONS, "microgrid", "bandwidth"))
     metering = parse_metering_config(doc, ctx=ctx) if has_metering(doc) else None
     microgrid = parse_microgrid(doc, ctx)
     bandwidth = parse_bandwidth(doc, ctx)
     cross_check(ctx, network, metering, microgrid, bandwidth)
-    return NodeConfig(source, node, network, api, chain, metering, microgrid, bandwidth, channel)
+    return NodeConfig(source, node, network, api, chain, metering, microgrid, bandwidth, channel,
+                      dashboard if dashboard.enabled else None)
 
 
 def _read(path: str | Path) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from eschaton.config import defaults as D
 from eschaton.config.api import ApiConfig
 from eschaton.config.chain import ChainConfig
 from eschaton.config.channel import ChannelConfig
+from eschaton.config.dashboard import DashboardConfig
 from eschaton.config.network import DiscoveryConfig, NetworkConfig, PeerConfig
 from eschaton.config.node import NodeSection
 
@@ -48,6 +49,8 @@ class NodeConfig:
     """``[[bandwidth]]`` (may be empty)."""
     channel: ChannelConfig = ChannelConfig(D.TURN_DWELL_MS / 1000)
     """``[channel]``."""
+    dashboard: DashboardConfig | None = None
+    """``[dashboard]``; None when absent or not enabled."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,14 +72,22 @@ async def peer_list(node: Any) -> list[dict[str, Any]]:
 
     out = []
     for nid, s in sorted(node.net.sessions.items(), key=lambda kv: kv[0].hex()):
+        # rtt_ms: the link's last keepalive round trip (null until one came back).
         out.append({"id": nid.hex(), "via": s.stream.peer, "version": s.version, "linked": s.is_open,
-                    "services": services(s.link.peer_features)})
+                    "services": services(s.link.peer_features), "transport": _transport(s.stream.peer),
+                    "rtt_ms": round(s.last_rtt * 1000, 3) if s.last_rtt is not None else None})
     if node.net.discovery is not None:
         linked = {d["id"] for d in out}
         for nid, urls in node.net.discovery.table.neighbours().items():
             if nid.hex() not in linked:
                 out.append({"id": nid.hex(), "urls": list(urls), "linked": False})
     return out
+
+
+def _transport(peer: str) -> str:
+    """The transport of a link from its stream's description (``tcp://...``, ``serial://...``)."""
+    scheme, sep, _ = peer.partition("://")
+    return scheme if sep else "tcp"
 
 
 @PEER.command("peer.connect", "dial a peer by node id and transport URL",
@@ -183,6 +191,24 @@ async def channel_pay(node: Any, channel: str, amount: int, id: str) -> dict[str
          Param("id", str, "payment id"))
 async def channel_payment(node: Any, id: str) -> dict[str, Any]:
     return dict(node.channels.payments.lookup(id).to_json())
+
+
+@CHANNEL.command("channel.payments", "payments this node made, newest first, filtered by state and channel",
+         Param("state", str, "pending, complete or failed (default: all)", required=False, default=""),
+         Param("channel", str, "only this channel id (or a prefix of it)", required=False, default=""),
+         Param("limit", int, "at most this many (1 to 10000)", required=False, default=200))
+async def channel_payments(node: Any, state: str, channel: str, limit: int) -> list[dict[str, Any]]:
+    from eschaton.channel.payments import PaymentState
+
+    if not 1 <= limit <= 10_000:
+        raise ApiError("limit must be between 1 and 10000")
+    states = [s for s in PaymentState if not state or s.value == state]
+    if not states:
+        raise ApiError(f"state must be one of {', '.join(s.value for s in PaymentState)}")
+    recs = [r for s in states for r in node.channels.store.payments(s)
+            if r.channel_id.hex().startswith(channel.lower())]
+    recs.sort(key=lambda r: r.created_at, reverse=True)
+    return [r.to_json() for r in recs[:limit]]
 
 
 @CHANNEL.command("channel.escrow", "lock an amount for the peer against a hash; returns the escrow id",

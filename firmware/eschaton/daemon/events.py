@@ -82,6 +82,10 @@ class EventStream:
     def subscribe(self, fn: Callable[[Event], None]) -> None:
         self._listeners.append(fn)
 
+    def unsubscribe(self, fn: Callable[[Event], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
     def latest(self, source: str, kinds: frozenset[str] | None = None, n: int = 20) -> list[Event]:
         """The newest ``n`` events of ``source`` (of ``kinds``, when given), oldest first."""
         out = [e for e in self._rings.get(source, ()) if kinds is None or e.kind in kinds]

@@ -3,7 +3,7 @@
 Rules:
 - This is the only place that knows every part. ``_services`` lists the node's services
   (``eschaton.daemon.service.Service``) in their one start order: chain -> wallet -> channels
-  -> metering -> bandwidth meters -> microgrid -> echo -> network -> API. A new service is one
+  -> metering -> bandwidth meters -> microgrid -> echo -> network -> dashboard -> API. A new service is one
   line in that list (and the rows and commands it declares itself). Before them: the datadir
   and the node key; after them: sd_notify READY.
 - ``Services`` starts them in that order. Each service's wire rows go to the router once it
@@ -69,6 +69,7 @@ class Node:
 
     def _services(self) -> list[Service]:
         """The services this node runs, in start order (stopped in reverse): one line each."""
+        from eschaton.daemon.dashboard import DashboardService
         from eschaton.daemon.echo import EchoService
         from eschaton.daemon.services import (
             ApiService,
@@ -90,6 +91,7 @@ class Node:
             MicrogridService(self),
             EchoService(),
             NetworkService(self),  # after every service with wire rows
+            DashboardService(self),  # after what it shows; its commands are the API's
             ApiService(self),  # last: serves the commands of all of them
         ]
 

@@ -186,6 +186,11 @@ class MeteringService(_Part):
         return Health(State.OK, f"{len(m.pulse_meters) + len(m.modbus_meters)} meters, "
                                 f"{len(m.valves)} valves, {len(m.relays)} relays")
 
+    def commands(self) -> Mapping[str, Command]:
+        from eschaton.daemon.meter_commands import METERING
+
+        return METERING
+
 
 class BandwidthService(_Part):
     """``[[bandwidth]]``: kernel byte counters per neighbour, polled into a durable journal."""

@@ -71,6 +71,7 @@ class House:
     sells: list[Sale] = field(default_factory=list)
     buys: list[Sale] = field(default_factory=list)
     bulk: dict[str, Any] | None = None
+    extra_toml: str = ""  # appended to the node's config (e.g. a [dashboard] section)
 
 
 def default_village() -> tuple[list[House], list[Sale]]:
@@ -152,7 +153,7 @@ def write_configs(base: Path, houses: list[House], chain_dir: Path) -> None:
             t.append(f'[[microgrid.loss]]\nbulk = "{h.bulk["meter"]}"\ndownstream = [{down}]\n'
                      'window_s = 8\nalarm_units = 300\nalarm_ppm = 80000\nclear_units = 100\n'
                      'clear_ppm = 20000\n\n')
-        h.config.write_text("".join(t))
+        h.config.write_text("".join(t) + h.extra_toml)
         if h.sells:
             flows: list[dict[str, Any]] = []
             for s in h.sells:
