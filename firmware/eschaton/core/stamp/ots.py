@@ -173,3 +173,9 @@ def decode(data: bytes) -> DetachedFile:
     if not r.done():
         raise ProofError(f"{len(data) - r.pos} trailing bytes after the proof")
     return DetachedFile(ts)
+
+
+def file_prefix(digest: bytes) -> bytes:
+    """What precedes the timestamp of ``digest`` in a ``.ots`` file: the file is this followed
+    by an encoded path and attestation (``linear_bytes``)."""
+    return MAGIC + varuint(VERSION) + bytes([SHA256]) + digest
