@@ -340,6 +340,17 @@ async def blocks(chain: Any, height: int) -> bytes:
     raise EschatonError("this chain backend cannot serve blocks for proofs (use the embedded chain or rpc)")
 
 
+async def header(chain: Any, height: int) -> bytes:
+    """The 80-byte header at ``height`` (an Electrum client of a chain serves headers, not blocks)."""
+    inner = getattr(chain, "inner", chain)
+    if hasattr(inner, "session") and hasattr(inner, "_call"):  # Electrum: blockchain.block.header
+        return bytes.fromhex(await inner._call("blockchain.block.header", height))
+    call = getattr(inner, "_call", None)
+    if call is not None and hasattr(inner, "creds"):  # bitcoind's RPC
+        return bytes.fromhex(await call("getblockheader", await call("getblockhash", height), False))
+    return (await blocks(chain, height))[:80]
+
+
 # --- API commands --------------------------------------------------------------------------------
 
 
@@ -368,6 +379,20 @@ async def stamp_submit(node: Any, digests: str) -> dict[str, Any]:
     return {"accepted": len(ds), "digests": out}
 
 
+@STAMP.command("stamp.proofs", "the state and proof of digests submitted before (read-only)",
+               Param("digests", str, "64-hex-digit sha256 digests, comma-separated"))
+async def stamp_proofs(node: Any, digests: str) -> dict[str, Any]:
+    ds = [_hex32(d.strip(), "digest") for d in digests.split(",") if d.strip()]
+    if not ds or len(ds) > MAX_SUBMIT:
+        raise ApiError(f"give 1..{MAX_SUBMIT} digests")
+    svc: StampService = node.service("stamp")
+    out = []
+    for d in ds:
+        state, f = svc.ots_file(d)
+        out.append({"digest": d.hex(), "state": state, "ots": f.hex() if f else None})
+    return {"digests": out}
+
+
 @STAMP.command("stamp.status", "rounds, waiting digests, upstream")
 async def stamp_status(node: Any) -> dict[str, Any]:
     return dict(node.service("stamp").status())
@@ -390,7 +415,7 @@ async def stamp_verify(node: Any, ots: str, digest: str) -> dict[str, Any]:
     for _msg, att in proof.timestamp.leaves():
         h = att.height
         if h is not None and h not in roots:
-            roots[h] = (await blocks(node.chain, h))[36:68] if 0 <= h <= tip else None
+            roots[h] = (await header(node.chain, h))[36:68] if 0 <= h <= tip else None
     try:
         v = verify(proof, _hex32(digest, "digest"), roots.get)
     except ProofError as e:
