@@ -1,11 +1,13 @@
-"""``eschaton stamp FILE...``, ``eschaton stamp verify FILE.ots``, ``eschaton stamp status``
-(through the running node's API).
+"""``eschaton stamp FILE...``, ``eschaton stamp verify FILE.ots``, ``eschaton stamp status``,
+``eschaton stamp after FILE`` (through the running node's API).
 
 ``stamp FILE...`` sends each file's sha256 and writes ``FILE.ots`` as soon as its proof is
 complete; it is idempotent, so running it again later fetches proofs still pending.
 ``--wait S`` keeps asking for up to S seconds. ``verify`` checks a proof against the node's
-own chain (no other Bitcoin node needed). A file literally named ``verify`` or ``status`` is
-given as ``./verify``.
+own chain (no other Bitcoin node needed). ``after FILE`` writes ``FILE.after``, a statement
+embedding the file's digest and the latest block hashes; stamping that gives both bounds, and
+``verify FILE.after.ots`` checks both. A file literally named ``verify``, ``status`` or
+``after`` is given as ``./verify``.
 """
 from __future__ import annotations
 
@@ -54,14 +56,28 @@ def _verify(a: argparse.Namespace, proof_path: str) -> Any:
         raise StampCliError(f"{proof_path}: a proof file ends in .ots")
     target = a.file or proof_path[:-4]
     data = _read(target)
-    return {"file": target, **call(a, "stamp.verify", ots=_read(proof_path).hex(),
-                                   digest=hashlib.sha256(data).hexdigest())}
+    out = {"file": target, **call(a, "stamp.verify", ots=_read(proof_path).hex(),
+                                  digest=hashlib.sha256(data).hexdigest())}
+    if target.endswith(".after"):  # an 'after' statement: made after its blocks, before the proof's
+        out.update(call(a, "stamp.after_check", statement=data.hex()))
+    return out
+
+
+def _after(a: argparse.Namespace, path: str) -> Any:
+    r = call(a, "stamp.after", digest=hashlib.sha256(_read(path)).hexdigest())
+    out = Path(path + ".after")
+    out.write_bytes(bytes.fromhex(r["statement"]))
+    return {"statement": str(out), "after_height": r["after_height"]}
 
 
 def _dispatch(a: argparse.Namespace) -> Any:
     first, rest = a.args[0], a.args[1:]
     if first == "status":
         return call(a, "stamp.status")
+    if first == "after":
+        if len(rest) != 1:
+            raise StampCliError("usage: eschaton stamp after FILE (then stamp FILE.after)")
+        return _after(a, rest[0])
     if first == "verify":
         if len(rest) != 1:
             raise StampCliError("usage: eschaton stamp verify FILE.ots [--file FILE]")
@@ -71,7 +87,7 @@ def _dispatch(a: argparse.Namespace) -> Any:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("stamp", help="timestamp files (OpenTimestamps proofs), verify, status")
-    p.add_argument("args", nargs="+", metavar="FILE | verify FILE.ots | status")
+    p.add_argument("args", nargs="+", metavar="FILE | verify FILE.ots | status | after FILE")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for complete proofs")
     p.add_argument("--file", default=None, help="verify: the stamped file (default: the .ots name without .ots)")
     add_node_common(p)

@@ -393,6 +393,46 @@ async def stamp_proofs(node: Any, digests: str) -> dict[str, Any]:
     return {"digests": out}
 
 
+AFTER_BLOCKS = 6
+"""Block hashes an "after" statement embeds (the tip and five below it: a short reorg leaves one)."""
+
+
+async def _block_hash(chain: Any, height: int) -> bytes:
+    from eschaton.core.codec import sha256d
+
+    return sha256d(await header(chain, height))
+
+
+@STAMP.command("stamp.after", "an 'after' statement: a digest with the latest block hashes (stamp it next)",
+               Param("digest", str, "the data's sha256, hex"))
+async def stamp_after(node: Any, digest: str) -> dict[str, Any]:
+    from eschaton.core.stamp import after
+
+    d = _hex32(digest, "digest")
+    tip = (await node.chain.tip()).height
+    blocks_ = [(h, await _block_hash(node.chain, h)) for h in range(tip, max(-1, tip - AFTER_BLOCKS), -1)]
+    return {"statement": after.statement(blocks_, d).hex(), "after_height": tip}
+
+
+@STAMP.command("stamp.after_check", "check an 'after' statement against this node's chain",
+               Param("statement", str, "the statement, hex"))
+async def stamp_after_check(node: Any, statement: str) -> dict[str, Any]:
+    from eschaton.core.stamp import after
+
+    try:
+        raw = bytes.fromhex(statement)
+    except ValueError:
+        raise ApiError("statement: not hex") from None
+    tip = (await node.chain.tip()).height
+    try:
+        blocks_, _d = after.parse(raw)
+        known = {h: await _block_hash(node.chain, h) for h, _ in blocks_ if 0 <= h <= tip}
+        got = after.check(raw, known.get)
+    except ProofError as e:
+        raise ApiError(str(e)) from e
+    return {"after_height": got.height, "digest": got.data_digest.hex()}
+
+
 @STAMP.command("stamp.status", "rounds, waiting digests, upstream")
 async def stamp_status(node: Any) -> dict[str, Any]:
     return dict(node.service("stamp").status())

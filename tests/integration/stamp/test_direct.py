@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from eschaton.api.client import CommandFailed
+from eschaton.core.stamp import after
 from tests.integration.node.harness import Cluster, poll
 from tests.integration.stamp.helpers import (
     committed,
@@ -18,7 +20,7 @@ from tests.integration.stamp.helpers import (
     stamp_node,
 )
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 
 def test_direct_commitment_verified_by_the_stock_client(cluster: Cluster, tmp_path: Path) -> None:
@@ -45,6 +47,23 @@ def test_direct_commitment_verified_by_the_stock_client(cluster: Cluster, tmp_pa
         assert rc == 0 and f"Success! Bitcoin block {height} attests existence" in text, text
         ours = a.cli("stamp", "verify", f + ".ots")
         assert ours["verified"] is True and ours["height"] == height
+
+    # "After" and "before": a statement embedding the latest block hashes, stamped in turn.
+    tip = cluster.chain.height()
+    st = a.cli("stamp", "after", files[0])
+    assert st["after_height"] == tip and st["statement"] == files[0] + ".after"
+    a.cli("stamp", st["statement"])
+    poll(lambda: a.cli("stamp", "status")["rounds"]["committed"] == 1, "the statement's commitment")
+    later = cluster.chain.mine(1)
+    poll(lambda: a.cli("stamp", st["statement"])[0]["state"] == "proven", "the statement's proof")
+    both = a.cli("stamp", "verify", st["statement"] + ".ots")
+    assert both["after_height"] == tip and both["height"] == later
+    rc, text = ots_verify(port, Path(st["statement"] + ".ots"))
+    assert rc == 0 and f"block {later} attests" in text, text
+    blocks, digest = after.parse(Path(st["statement"]).read_bytes())
+    forged = after.statement([(h, bytes(32)) for h, _ in blocks], digest)  # blocks that never were
+    with pytest.raises(CommandFailed, match="proves nothing"):
+        a.api("stamp.after_check", statement=forged.hex())
 
     # A proof for another file: the stock client and ours both refuse.
     p = Path(files[0] + ".ots")

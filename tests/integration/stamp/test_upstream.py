@@ -17,7 +17,7 @@ from tests.integration.stamp.helpers import (
     stamp_node,
 )
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 def test_proofs_chain_through_two_upstreams(cluster: Cluster, tmp_path: Path) -> None:
