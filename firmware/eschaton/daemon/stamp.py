@@ -199,10 +199,9 @@ class StampService:
         assert self.store is not None and self.node.chain is not None
         chain = self.node.chain
         tip = (await chain.tip()).height
-        for r in self.store.rounds((RoundState.COMMITTED, RoundState.CONFIRMED, RoundState.COMPLETE)):
+        for r in self.store.rounds((RoundState.COMMITTED, RoundState.CONFIRMED, RoundState.COMPLETE),
+                                   min_height=tip - REORG_WINDOW):
             if r.upstream or r.txid is None:
-                continue
-            if r.state is RoundState.COMPLETE and r.height is not None and r.height < tip - REORG_WINDOW:
                 continue
             try:
                 st = await chain.tx_status(r.txid)
@@ -250,7 +249,7 @@ class StampService:
         rid, leaf = where
         if rid is None or leaf is None:
             return "waiting", None
-        r = next(x for x in self.store.rounds() if x.id == rid)
+        r = self.store.round(rid)
         if r.tail is None:
             return r.state.value, None
         return r.state.value, self.tree(r).path_bytes(leaf) + r.tail
@@ -302,21 +301,21 @@ class StampService:
         assert session.remote is not None and self.store is not None
         digest, body = msg.get_bytes("digest"), msg.get_bytes("proof")
         peer = session.remote.hex()
-        for r in self.store.rounds((RoundState.UPSTREAM, RoundState.COMPLETE)):
-            if r.root != digest or r.upstream != peer:
-                continue
-            try:  # strict: the whole proof must decode, end in a Bitcoin attestation
-                f = ots.decode(ots.file_prefix(digest) + body)
-                if not any(a.height is not None for _, a in f.timestamp.leaves()):
-                    raise ProofError("no Bitcoin attestation")
-            except ProofError as e:
-                log.info("proof from %s refused: %s", peer[:12], e)
-                return
-            if r.tail != body:
-                heights = [a.height for _, a in f.timestamp.leaves() if a.height is not None]
-                self.store.update(r, RoundState.COMPLETE, tail=body, height=min(heights))
-                log.info("round %d proven through upstream %s", r.id, peer[:12])
-                await self._deliver(r)
+        r = self.store.round_with_root(digest, peer)
+        if r is None or r.state not in (RoundState.UPSTREAM, RoundState.COMPLETE):
+            return
+        try:  # strict: the whole proof must decode, end in a Bitcoin attestation
+            f = ots.decode(ots.file_prefix(digest) + body)
+            if not any(a.height is not None for _, a in f.timestamp.leaves()):
+                raise ProofError("no Bitcoin attestation")
+        except ProofError as e:
+            log.info("proof from %s refused: %s", peer[:12], e)
+            return
+        if r.tail != body:
+            heights = [a.height for _, a in f.timestamp.leaves() if a.height is not None]
+            self.store.update(r, RoundState.COMPLETE, tail=body, height=min(heights))
+            log.info("round %d proven through upstream %s", r.id, peer[:12])
+            await self._deliver(r)
 
     def status(self) -> dict[str, Any]:
         assert self.store is not None

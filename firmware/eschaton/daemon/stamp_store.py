@@ -28,6 +28,8 @@ def _v1(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE rounds (id INTEGER PRIMARY KEY, state TEXT NOT NULL, root BLOB NOT NULL,"
                " nonces BLOB NOT NULL, raw_tx BLOB, txid TEXT, height INTEGER, block_hash TEXT, tail BLOB,"
                " upstream TEXT NOT NULL DEFAULT '')")
+    db.execute("CREATE INDEX rounds_state ON rounds (state, height)")
+    db.execute("CREATE INDEX rounds_root ON rounds (root)")
 
 
 MIGRATIONS = (_v1,)
@@ -92,11 +94,27 @@ class StampStore:
         for k, v in fields.items():
             setattr(r, k, v)
 
-    def rounds(self, states: tuple[RoundState, ...] | None = None) -> list[Round]:
-        rows = self.db.execute("SELECT id, state, root, nonces, raw_tx, txid, height, block_hash, tail, upstream"
-                               " FROM rounds ORDER BY id").fetchall()
-        out = [Round(r[0], RoundState(r[1]), *r[2:]) for r in rows]
-        return [r for r in out if states is None or r.state in states]
+    _COLS = "id, state, root, nonces, raw_tx, txid, height, block_hash, tail, upstream"
+
+    def rounds(self, states: tuple[RoundState, ...], *, min_height: int | None = None) -> list[Round]:
+        """Rounds in ``states``; with ``min_height``, COMPLETE ones only at or above it (the
+        rounds a reorg can still touch: the others are never read again on this path)."""
+        marks = ",".join("?" * len(states))
+        sql = f"SELECT {self._COLS} FROM rounds WHERE state IN ({marks})"  # noqa: S608
+        args: list[object] = [s.value for s in states]
+        if min_height is not None:
+            sql += " AND (state != 'complete' OR height >= ?)"
+            args.append(min_height)
+        return [Round(r[0], RoundState(r[1]), *r[2:]) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def round(self, rid: int) -> Round:
+        r = self.db.execute(f"SELECT {self._COLS} FROM rounds WHERE id = ?", (rid,)).fetchone()  # noqa: S608
+        return Round(r[0], RoundState(r[1]), *r[2:])
+
+    def round_with_root(self, root: bytes, upstream: str) -> Round | None:
+        r = self.db.execute(f"SELECT {self._COLS} FROM rounds WHERE root = ? AND upstream = ?",  # noqa: S608
+                            (root, upstream)).fetchone()
+        return None if r is None else Round(r[0], RoundState(r[1]), *r[2:])
 
     def round_digests(self, rid: int) -> list[tuple[bytes, str]]:
         return self.db.execute("SELECT digest, origin FROM digests WHERE round = ? ORDER BY leaf", (rid,)).fetchall()
