@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 from eschaton.api.registry import ApiError, Command, CommandTable, Param
 from eschaton.chain.backend import BroadcastRefused, UnknownTransaction
 from eschaton.core.stamp import ots
-from eschaton.core.stamp.chain import block_path, commitment_path
-from eschaton.core.stamp.ops import ProofError
+from eschaton.core.stamp.chain import block_path, branch_path, commitment_path
+from eschaton.core.stamp.ops import ProofError, run
 from eschaton.core.stamp.rounds import RoundState, Schedule
 from eschaton.core.stamp.tree import NONCE_LEN, Tree
 from eschaton.core.wire.codec import Message, make
@@ -225,9 +225,17 @@ class StampService:
 
     async def _tail(self, r: Round, height: int) -> bytes:
         assert r.raw_tx is not None
-        raw_block = await blocks(self.node.chain, height)
         c_path, txid = commitment_path(r.raw_tx, r.root)
-        b_path, _root = block_path(raw_block, txid)
+        inner: Any = getattr(self.node.chain, "inner", self.node.chain)
+        if hasattr(inner, "session") and hasattr(inner, "_call"):  # Electrum: the branch, not the block
+            from eschaton.core.merkle import from_hex
+
+            m = await inner._call("blockchain.transaction.get_merkle", txid[::-1].hex(), height)
+            b_path = branch_path([from_hex(x) for x in m["merkle"]], int(m["pos"]))
+            if run(txid, b_path) != (await header(self.node.chain, height))[36:68]:
+                raise EschatonError(f"the chain server's branch for {txid[::-1].hex()} does not reach block {height}")
+        else:
+            b_path, _root = block_path(await blocks(self.node.chain, height), txid)
         return ots.linear_bytes(c_path + b_path, ots.bitcoin(height))
 
     # --- proofs out ------------------------------------------------------------------------

@@ -136,3 +136,19 @@ def test_reorg_of_the_commitment_block_updates_the_proofs(cluster: Cluster, tmp_
     proof.write_bytes(old)  # the proof from before the reorg names a block that left the chain
     rc, text = ots_verify(port, proof)
     assert rc != 0 and "Success" not in text, text
+
+
+def test_a_node_on_a_served_chain_commits_through_electrum(cluster: Cluster, tmp_path: Path) -> None:
+    """The chain is owned by ``eschaton chain serve``; the node is its Electrum client and builds
+    the block part of its proofs from ``get_merkle`` and the header, checked before use."""
+    cluster.serve_chain()
+    a = stamp_node(cluster, "a", owner=False)
+    a.start().wait_ready()
+    fund(cluster, a)
+    doc = tmp_path / "bylaws.txt"
+    doc.write_text("article 1\n")
+    a.cli("stamp", str(doc))
+    poll(lambda: committed(a), "commitment")
+    h = cluster.chain.mine(1)
+    poll(lambda: a.cli("stamp", str(doc))[0]["state"] == "proven", "proof")
+    assert a.cli("stamp", "verify", str(doc) + ".ots")["height"] == h

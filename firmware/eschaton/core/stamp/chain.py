@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 
 from eschaton.core.codec import Tx, compact_size, decode_block, decode_tx, sha256d
+from eschaton.core.merkle import branch_and_root
 from eschaton.core.stamp.ops import Op, ProofError, append, prepend, sha256
 
 OP_RETURN_32 = b"\x6a\x20"
@@ -51,16 +52,16 @@ def commitment_path(raw_tx: bytes, root: bytes) -> tuple[list[Op], bytes]:
 
 def merkle_branch(txids: list[bytes], index: int) -> list[Op]:
     """The path from ``txids[index]`` (internal order) to the block's Merkle root."""
-    if not 0 <= index < len(txids):
-        raise ValueError("transaction index out of range")
+    branch, _root = branch_and_root(txids, index)
+    return branch_path(branch, index)
+
+
+def branch_path(branch: list[bytes], index: int) -> list[Op]:
+    """A Merkle branch (siblings deepest first, as ``core.merkle`` and Electrum's
+    ``get_merkle`` give it) as operations."""
     ops: list[Op] = []
-    layer = list(txids)
-    while len(layer) > 1:
-        if len(layer) % 2:
-            layer.append(layer[-1])
-        sib = index ^ 1
-        ops += [prepend(layer[sib]) if sib < index else append(layer[sib]), sha256(), sha256()]
-        layer = [sha256d(layer[j] + layer[j + 1]) for j in range(0, len(layer), 2)]
+    for sibling in branch:
+        ops += [prepend(sibling) if index & 1 else append(sibling), sha256(), sha256()]
         index >>= 1
     return ops
 
