@@ -183,8 +183,8 @@ class StampService:
         try:
             await self.node.chain.broadcast(r.raw_tx)
         except BroadcastRefused as e:
-            if e.reason in ("txn-already-in-mempool", "txn-already-known", "transaction already in block chain"):
-                pass
+            if await self._known(r.txid):
+                pass  # sent before a crash (in the mempool or a block): the same commitment stands
             else:
                 from eschaton.core.tx import serialize, txid
 
@@ -194,6 +194,16 @@ class StampService:
                 await self.node.chain.broadcast(r.raw_tx)
         self.store.update(r, RoundState.COMMITTED)
         self._chain_moved = True
+
+    async def _known(self, txid: str | None) -> bool:
+        assert self.node.chain is not None
+        if txid is None:
+            return False
+        try:
+            await self.node.chain.tx_status(txid)
+        except UnknownTransaction:
+            return False
+        return True
 
     async def _check_commitments(self) -> None:
         assert self.store is not None and self.node.chain is not None
