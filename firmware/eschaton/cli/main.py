@@ -24,7 +24,7 @@ from eschaton.errors import EschatonError
 from eschaton.store.private import set_private_umask
 
 # Command-group modules; each defines register(subparsers) -> None.
-GROUPS = ("chain", "wallet", "meter", "valve", "hw", "node", "peer", "channel", "microgrid", "demo",
+GROUPS = ("chain", "wallet", "meter", "valve", "hw", "node", "peer", "channel", "microgrid", "stamp", "demo",
           "dashboard")
 
 Handler = Callable[[argparse.Namespace], Any]

@@ -16,6 +16,7 @@ from eschaton.config.channel import ChannelConfig
 from eschaton.config.dashboard import DashboardConfig
 from eschaton.config.network import DiscoveryConfig, NetworkConfig, PeerConfig
 from eschaton.config.node import NodeSection
+from eschaton.config.stamp import StampConfig
 
 if TYPE_CHECKING:  # annotations only: a client reading [node] and [api] loads none of these
     from eschaton.config.bandwidth import BandwidthEntry
@@ -51,6 +52,8 @@ class NodeConfig:
     """``[channel]``."""
     dashboard: DashboardConfig | None = None
     """``[dashboard]``; None when absent or not enabled."""
+    stamp: StampConfig = StampConfig()
+    """``[stamp]``."""
 
 
 @dataclass(frozen=True, slots=True)

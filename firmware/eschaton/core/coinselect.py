@@ -67,9 +67,12 @@ def select(
     tip_height: int,
     change_script_len: int = 22,
 ) -> Selection:
-    """Pick coins paying ``amount`` (the sum of the outputs) plus fee, with change if worth it."""
-    if amount <= 0:
-        raise LocalError("amount must be positive")
+    """Pick coins paying ``amount`` (the sum of the outputs) plus fee, with change if worth it.
+
+    ``amount`` may be 0 for a transaction whose only output is data (OP_RETURN): it then pays
+    the fee alone."""
+    if amount < 0:
+        raise LocalError("amount must not be negative")
     usable = [c for c in coins if spendable(c, tip_height)]
     usable.sort(key=lambda c: (c.height is None, -c.value, c.key))
     base = TX_OVERHEAD_VBYTES + sum(output_vbytes(n) for n in output_script_lens)

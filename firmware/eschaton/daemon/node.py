@@ -3,7 +3,7 @@
 Rules:
 - This is the only place that knows every part. ``_services`` lists the node's services
   (``eschaton.daemon.service.Service``) in their one start order: chain -> wallet -> channels
-  -> metering -> bandwidth meters -> microgrid -> echo -> network -> dashboard -> API. A new service is one
+  -> metering -> bandwidth meters -> microgrid -> echo -> stamp -> network -> dashboard -> API. A new service is one
   line in that list (and the rows and commands it declares itself). Before them: the datadir
   and the node key; after them: sd_notify READY.
 - ``Services`` starts them in that order. Each service's wire rows go to the router once it
@@ -81,6 +81,7 @@ class Node:
             NetworkService,
             WalletService,
         )
+        from eschaton.daemon.stamp import StampService
 
         return [
             ChainService(self),
@@ -90,6 +91,7 @@ class Node:
             BandwidthService(self),
             MicrogridService(self),
             EchoService(),
+            StampService(self),
             NetworkService(self),  # after every service with wire rows
             DashboardService(self),  # after what it shows; its commands are the API's
             ApiService(self),  # last: serves the commands of all of them

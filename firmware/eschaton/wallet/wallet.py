@@ -189,12 +189,14 @@ class Wallet:
 
     # --- spending ------------------------------------------------------------------------
 
-    async def _build(self, outputs: Sequence[TxOut], locktime: int = 0) -> tuple[Transaction, list[Utxo]]:
+    async def _build(self, outputs: Sequence[TxOut], locktime: int = 0,
+                     target_blocks: int = 6) -> tuple[Transaction, list[Utxo]]:
         for o in outputs:
-            if o.value <= 0:
+            # A data output (OP_RETURN) carries no value; every other output must.
+            if o.value <= 0 and not (o.value == 0 and o.script_pubkey[:1] == bytes([script.OP_RETURN])):
                 raise WalletError("amount must be positive")
         tip = await self.backend.tip()
-        feerate = await self.backend.estimate_fee(6)
+        feerate = await self.backend.estimate_fee(target_blocks)
         utxos = [u for u in await self.utxos() if str(u.outpoint) not in self._reserved]
         by_key = {str(u.outpoint): u for u in utxos}
         coins = [coinselect.Coin(str(u.outpoint), u.value, u.height, u.coinbase) for u in utxos]
@@ -220,6 +222,15 @@ class Wallet:
         """A signed transaction paying ``outputs`` from our coins; not broadcast."""
         with self._locked():
             tx, spent = await self._build(outputs)
+            self._sign(tx, spent)
+        return tx
+
+    async def fund_data(self, payload: bytes, target_blocks: int = 6) -> Transaction:
+        """A signed transaction with one ``OP_RETURN payload`` output (and change); not broadcast.
+
+        The fee rate is the chain's estimate for ``target_blocks``."""
+        with self._locked():
+            tx, spent = await self._build([TxOut(0, script.op_return(payload))], target_blocks=target_blocks)
             self._sign(tx, spent)
         return tx
 

@@ -19,6 +19,7 @@ from eschaton.channel.store import SCHEMA_VERSION, ChannelStore, DiskFull, Store
 from eschaton.core.channel import PersistThenSend
 from eschaton.daemon.channels import _PeerMap
 from eschaton.daemon.microgrid import INTENT_MIGRATIONS, _Intents
+from eschaton.daemon.stamp_store import StampStore
 from eschaton.errors import EschatonError
 from eschaton.microgrid.ledger import SCHEMA_VERSION as LEDGER_VERSION
 from eschaton.microgrid.ledger import SqliteLedger
@@ -354,7 +355,7 @@ def _newer(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("opener", [ChannelStore, SqliteLedger, _Intents, ChainIndex])
+@pytest.mark.parametrize("opener", [ChannelStore, SqliteLedger, _Intents, ChainIndex, StampStore])
 def test_every_store_refuses_a_newer_database_in_one_line(tmp_path: Path, opener: type) -> None:
     path = _newer(tmp_path / "x.db")
     with pytest.raises(EschatonError) as e:

@@ -136,6 +136,16 @@ MESSAGES: tuple[MessageSpec, ...] = (
         Field("nonce", U64),
         Field("payload", Bytes(1024)),
     ), "The echo service's answer: the request's nonce and payload."),
+    # ---- stamp (eschaton.core.stamp): upstream consolidation of timestamp rounds. Odd ids: a
+    # peer without the service ignores them (the downstream node keeps its round and retries).
+    MessageSpec("stamp_submit", 225, (
+        Field("digest", Fixed(32), doc="A downstream round's root, stamped as one digest."),
+    ), "Ask the peer's stamp service to timestamp a digest; sent again until its proof comes back."),
+    MessageSpec("stamp_proof", 227, (
+        Field("digest", Fixed(32)),
+        Field("proof", Bytes(max_len=16_384, min_len=10),
+              doc="OpenTimestamps operations from the digest to a block's Merkle root, then the attestation."),
+    ), "The stamp service's answer: the digest's proof, complete down to a block header."),
 )
 
 
@@ -160,8 +170,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("channel", 32, 127, 1, "Trade channels (eschaton.daemon.channels)."),
     ServiceSpec("microgrid", 128, 191, 3, "Metered supply: offers, invoices, payments (eschaton.daemon.microgrid)."),
     ServiceSpec("echo", 192, 223, 5, "Echo: a round trip through the peer's router (eschaton.daemon.echo)."),
+    ServiceSpec("stamp", 224, 255, 9, "Timestamping: round roots consolidated upstream (eschaton.daemon.stamp)."),
 )
-"""Ids 224-65535 and feature bits 9-255 are free."""
+"""Ids 256-65535 and feature bits 11-255 are free."""
 
 
 @dataclass(frozen=True, slots=True)

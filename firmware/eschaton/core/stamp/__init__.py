@@ -1,0 +1,1 @@
+"""Timestamping (sans-IO): Merkle aggregation of digests, OpenTimestamps proofs and their codec."""

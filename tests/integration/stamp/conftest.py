@@ -1,0 +1,3 @@
+from tests.integration.node.conftest import cluster
+
+__all__ = ["cluster"]
