@@ -14,9 +14,7 @@ from eschaton.core.spv.headers import BadHeader, HeaderChain, Unlinked, header_h
 from eschaton.core.spv.pow import NETWORKS, bits_from_target, next_bits, pow_error, target_from_bits
 
 REGTEST = NETWORKS["regtest"]
-GENESIS_REGTEST = bytes.fromhex(
-    "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e"
-    "67768f617fc81bc3888a51323a9fb8aa4b1e5e4adae5494dffff7f2002000000")
+GENESIS_REGTEST = REGTEST.genesis_header
 
 
 def mk(prev: bytes, root: bytes, t: int, bits: int = 0x207FFFFF, *, valid_pow: bool = True) -> bytes:
@@ -37,8 +35,10 @@ def branch(below: bytes, n: int, t0: int, tag: bytes = b"a") -> list[bytes]:
     return out
 
 
-def test_genesis_is_the_regtest_one() -> None:
-    assert header_hash(GENESIS_REGTEST)[::-1].hex() == REGTEST.genesis_hash
+def test_genesis_headers_hash_to_their_networks_genesis() -> None:
+    for p in NETWORKS.values():
+        assert header_hash(p.genesis_header)[::-1].hex() == p.genesis_hash
+        assert pow_error(p, header_hash(p.genesis_header), p.limit_bits) is None
     with pytest.raises(BadHeader):
         HeaderChain(NETWORKS["mainnet"], GENESIS_REGTEST)
 

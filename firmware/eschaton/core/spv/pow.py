@@ -24,6 +24,7 @@ from dataclasses import dataclass
 class NetParams:
     name: str
     genesis_hash: str  # display hex
+    genesis_header: bytes
     pow_limit: int
     interval: int = 2016  # blocks per difficulty period
     spacing: int = 600  # seconds between blocks the difficulty aims at
@@ -39,15 +40,21 @@ class NetParams:
         return bits_from_target(self.pow_limit)
 
 
+# Every network's genesis block shares its version, coinbase and merkle root; time, bits and nonce differ.
+_GENESIS = bytes.fromhex("01000000" + "00" * 32
+                         + "3ba3edfd7a7b12b27ac72c3e67768f617fc81bc3888a51323a9fb8aa4b1e5e4a")
+
 NETWORKS: dict[str, NetParams] = {
     "mainnet": NetParams("mainnet", "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f",
-                         0x00000000FFFF << 208),
+                         _GENESIS + bytes.fromhex("29ab5f49ffff001d1dac2b7c"), 0x00000000FFFF << 208),
     "testnet": NetParams("testnet", "000000000933ea01ad0ee984209779baaec3ced90fa3f408719526f8d77f4943",
-                         0x00000000FFFF << 208, allow_min_difficulty=True),
+                         _GENESIS + bytes.fromhex("dae5494dffff001d1aa4ae18"), 0x00000000FFFF << 208,
+                         allow_min_difficulty=True),
     "signet": NetParams("signet", "00000008819873e925422c1ff0f99f7cc9bbb232af63a077a480a3633bee1ef6",
-                        0x00000377AE << 216),
+                        _GENESIS + bytes.fromhex("008f4d5fae77031e8ad22203"), 0x00000377AE << 216),
     "regtest": NetParams("regtest", "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206",
-                         0x7FFFFF << 232, allow_min_difficulty=True, no_retarget=True),
+                         _GENESIS + bytes.fromhex("dae5494dffff7f2002000000"), 0x7FFFFF << 232,
+                         allow_min_difficulty=True, no_retarget=True),
 }
 
 
