@@ -91,7 +91,7 @@ class ReopeningChain:
                     try:
                         client = await SpvChainClient.connect(server, headers, pool)
                     except ChainUnavailable as e:
-                        log.warning("Electrum server %s:%d: %s", server[0], server[1], e)
+                        log.warning("%s", e)
                         last = e
                         continue
                     pool.used(server)
