@@ -108,6 +108,8 @@ class SpvChainClient:
         self._history: dict[str, list[tuple[str, int]]] = {}  # subscribed scripthash -> history
         self._seen_spends: dict[OutPoint, tuple[str, int | None]] = {}
         self._seen_history: dict[str, set[tuple[str, int]]] = {}
+        self._utxos: dict[str, list[Utxo]] = {}  # subscribed scripthash -> its unspent outputs
+        self._changes: dict[str, int] = {}  # scripthash -> status notifications so far
         self.lied: str | None = None
         self._abort: asyncio.Task[None] | None = None
         self._fanout = asyncio.Semaphore(FANOUT)
@@ -248,6 +250,7 @@ class SpvChainClient:
                         self.where, target)
         events: list[ChainEvent] = []
         if reorg is not None:
+            self._utxos.clear()  # their heights were proven against replaced headers
             log.warning("chain reorganised: fork at %d, %d blocks replaced", reorg.fork_height,
                         len(reorg.disconnected))
             events.append(reorg)
@@ -281,6 +284,8 @@ class SpvChainClient:
         elif method == "blockchain.scripthash.subscribe":
             sh = str(args[0])
             self._history.pop(sh, None)
+            self._utxos.pop(sh, None)
+            self._changes[sh] = self._changes.get(sh, 0) + 1
             self._emit(await self._script_events(sh))
 
     def _emit(self, events: list[ChainEvent]) -> None:
@@ -410,7 +415,15 @@ class SpvChainClient:
 
     async def list_unspent(self, script_pubkey: bytes) -> list[Utxo]:
         spk = bytes(script_pubkey)
-        rows = await self._call("blockchain.scripthash.listunspent", _sh(spk))
+        sh = _sh(spk)
+        cached = self._utxos.get(sh)
+        if cached is not None:
+            return list(cached)
+        generation = self._changes.get(sh, 0)
+        # Subscribed, so the answer can be kept until the server says the script changed: a
+        # wallet asks about the same scripts again and again, and each request costs a round trip.
+        _, rows = await asyncio.gather(self._subscribe(sh),
+                                       self._call("blockchain.scripthash.listunspent", sh))
         try:
             coins = [(str(r["tx_hash"]), int(r["tx_pos"]), int(r["value"]), int(r["height"])) for r in rows]
         except (TypeError, KeyError, ValueError) as e:
@@ -425,7 +438,10 @@ class SpvChainClient:
 
         # Concurrently: a new wallet's first look proves every coin, and servers answer a batch
         # of requests far faster than the same requests one after another.
-        return list(await asyncio.gather(*(check(*c) for c in coins)))
+        out = list(await asyncio.gather(*(check(*c) for c in coins)))
+        if self._changes.get(sh, 0) == generation:  # no notification meanwhile: still current
+            self._utxos[sh] = out
+        return list(out)
 
     async def get_transaction(self, txid: str) -> bytes:
         return await self._raw_tx(txid)
