@@ -68,6 +68,7 @@ VERSIONS = ("1.4", "1.6")  # the range we speak; the server picks the highest it
 CHUNK = 2016  # headers per request (ElectrumX's maximum)
 REQUEST_TIMEOUT = 60.0
 OP_RETURN = 0x6A
+METHOD_NOT_FOUND = -32601
 FANOUT = 16  # requests one lookup keeps in flight at once
 
 
@@ -158,7 +159,9 @@ class SpvChainClient:
         self.requests += 1
         try:
             return await self.session.send_request(method, args)
-        except RPCError:
+        except RPCError as e:
+            if e.code == METHOD_NOT_FOUND:  # not a server we can use: let the pool try the next
+                raise ChainUnavailable(f"Electrum server {self.where} does not offer {method}") from None
             raise
         except (ConnectionError, OSError, TaskTimeout) as e:
             raise ChainUnavailable(f"Electrum server {self.where} connection lost: {e!r}") from e

@@ -22,7 +22,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from eschaton.core.spv.pow import NetParams, next_bits, pow_error, work_of
+from eschaton.core.spv.pow import NetParams, last_real_bits, next_bits, pow_error, work_of
 from eschaton.errors import RemoteError
 
 HEADER = 80
@@ -154,6 +154,17 @@ class HeaderChain:
             buf, off = raw_at(h)
             return _time(buf, off)
 
+        memo: dict[int, int] = {}
+
+        def real_bits(h: int) -> int:
+            # last_real_bits(h), each answer reused by the next header's (they walk the same way).
+            if h not in memo:
+                b = bits_at(h)
+                if h > 0 and h % params.interval != 0 and b == params.limit_bits:
+                    b = memo[h - 1] if h - 1 in memo else last_real_bits(params, h - 1, bits_at)
+                memo[h] = b
+            return memo[h]
+
         prev = header_hash(self.header(start - 1))
         for i, h in enumerate(headers):
             height = start + i
@@ -164,7 +175,7 @@ class HeaderChain:
             why = pow_error(params, digest, bits)
             if why is not None:
                 raise BadHeader(height, why)
-            want = next_bits(params, height, _time(h), bits_at, time_at)
+            want = next_bits(params, height, _time(h), bits_at, time_at, real_bits)
             if bits != want:
                 raise BadHeader(height, f"bits {bits:08x} where the {params.name} rules demand {want:08x}")
             times = sorted(time_at(x) for x in range(max(0, height - MTP_SPAN), height))

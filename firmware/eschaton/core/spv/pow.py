@@ -100,21 +100,29 @@ def pow_error(params: NetParams, header_hash: bytes, bits: int) -> str | None:
     return None
 
 
+def last_real_bits(params: NetParams, height: int, bits_at: Callable[[int], int]) -> int:
+    """Walking down from ``height``: the bits of the first header that is a period's first or
+    not at minimum difficulty (what a prompt block on a min-difficulty network must carry)."""
+    limit = params.limit_bits
+    h = height
+    while h > 0 and h % params.interval != 0 and bits_at(h) == limit:
+        h -= 1
+    return bits_at(h)
+
+
 def next_bits(params: NetParams, height: int, time: int, bits_at: Callable[[int], int],
-              time_at: Callable[[int], int]) -> int:
+              time_at: Callable[[int], int], real_bits: Callable[[int], int] | None = None) -> int:
     """The bits a header at ``height`` (> 0) with timestamp ``time`` must carry.
 
-    ``bits_at(h)``/``time_at(h)`` read the headers below ``height`` of the branch being checked."""
+    ``bits_at(h)``/``time_at(h)`` read the headers below ``height`` of the branch being checked;
+    ``real_bits(h)`` may answer ``last_real_bits`` from a memo (the walk is up to a period long)."""
     last = height - 1
     limit = params.limit_bits
     if height % params.interval != 0:
         if params.allow_min_difficulty:
             if time > time_at(last) + 2 * params.spacing:
                 return limit
-            h = last
-            while h > 0 and h % params.interval != 0 and bits_at(h) == limit:
-                h -= 1
-            return bits_at(h)
+            return real_bits(last) if real_bits is not None else last_real_bits(params, last, bits_at)
         return bits_at(last)
     if params.no_retarget:
         return bits_at(last)
