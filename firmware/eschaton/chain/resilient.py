@@ -7,7 +7,10 @@ Rules:
   embedded chain, so reopening may make this process the new owner (the village keeps its chain
   when the gateway node is rebooted); ``ReopeningChain.electrum(host, port)`` reconnects to a
   remote chain server, retrying for ``reconnect_timeout`` before the call fails with
-  ``ChainUnavailable`` (the next call tries again).
+  ``ChainUnavailable`` (the next call tries again). ``ReopeningChain.electrum`` is the SPV
+  client (``SpvChainClient``, standard protocol only) over one or several servers: each reopen
+  tries the next server, those dropped for lying last; the verified headers are kept across
+  servers and restarts (``SpvHeaders``).
 - Watched outpoints and scripts, and subscribed listeners, are carried over to the new backend,
   and listeners get a ``NewTip`` for the tip after reconnecting, so level-triggered watchers
   (the channel watcher) look at the chain again.
@@ -54,6 +57,7 @@ class ReopeningChain:
         self._lock = asyncio.Lock()
         self._generation = 0
         self._requests_before = 0  # requests the backends replaced by a reopen had sent
+        self._on_close: Callable[[], None] | None = None
         inner.subscribe(self._dispatch)
 
     @classmethod
@@ -68,23 +72,44 @@ class ReopeningChain:
         return cls(opener, await open_chain(base, serve=serve, also=also, rpc=rpc))
 
     @classmethod
-    async def electrum(cls, host: str, port: int, *, reconnect_timeout: float = 30.0) -> ReopeningChain:
-        """A remote chain server (``[chain] backend = "electrum"``); the first connect must work."""
-        from eschaton.chain.electrum.client import ElectrumChainClient
+    async def electrum(cls, servers: list[tuple[str, int]], headers_file: Path, *, network: str = "regtest",
+                       reconnect_timeout: float = 30.0) -> ReopeningChain:
+        """Electrum servers (``[chain] backend = "electrum"``), as an SPV client whose verified
+        headers live in ``headers_file``. The first connect must reach one of them."""
+        from eschaton.chain.electrum.spv import ServerPool, SpvHeaders
+        from eschaton.chain.electrum.spvclient import SpvChainClient
+
+        headers = SpvHeaders(headers_file, network)
+        pool = ServerPool(list(servers))
 
         async def opener() -> ChainBackend:
             deadline = asyncio.get_running_loop().time() + reconnect_timeout
             delay = 0.05
             while True:
-                try:
-                    return await ElectrumChainClient.connect(host, port)
-                except ChainUnavailable:
-                    if asyncio.get_running_loop().time() + delay > deadline:
-                        raise
+                last: ChainUnavailable | None = None
+                for server in pool.order():
+                    try:
+                        client = await SpvChainClient.connect(server, headers, pool)
+                    except ChainUnavailable as e:
+                        log.warning("%s", e)
+                        last = e
+                        continue
+                    pool.used(server)
+                    return client
+                if asyncio.get_running_loop().time() + delay > deadline:
+                    assert last is not None
+                    raise last
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
-        return cls(opener, await ElectrumChainClient.connect(host, port))
+        try:
+            first = await opener()
+        except BaseException:
+            headers.close()
+            raise
+        chain = cls(opener, first)
+        chain._on_close = headers.close
+        return chain
 
     @property
     def owner(self) -> bool:
@@ -175,6 +200,8 @@ class ReopeningChain:
 
     async def close(self) -> None:
         await self.inner.close()
+        if self._on_close is not None:
+            self._on_close()
 
     # --- regtest extras (the demo and tests mine through whichever process owns the chain) ---
 

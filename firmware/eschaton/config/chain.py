@@ -23,8 +23,8 @@ class ChainConfig:
     datadir: Path | None
     """Block and chainstate directory of the embedded backend."""
     url: str | None
-    """Electrum server URL, e.g. ``tcp://127.0.0.1:50001`` (electrum backend), or the node's RPC,
-    ``http://127.0.0.1:18443`` (rpc backend)."""
+    """Electrum server URL, e.g. ``tcp://127.0.0.1:50001`` (electrum backend: the first of
+    ``urls``), or the node's RPC, ``http://127.0.0.1:18443`` (rpc backend)."""
     serve: tuple[str, int] | None = None
     """Embedded backend: also serve the chain over Electrum on this (host, port), e.g. the
     gateway's mesh address, so other nodes on the mesh use it (``backend = "electrum"``). None:
@@ -42,6 +42,10 @@ class ChainConfig:
     re-read on every authentication failure because bitcoind writes a new one at each start."""
     rpc_poll: float = 1.0
     """rpc backend: seconds between polls of the remote tip and mempool (subscriptions)."""
+    urls: tuple[str, ...] = ()
+    """electrum backend: every configured server, in order (``url`` as a list, or one string
+    with several URLs separated by commas or spaces). The client uses one at a time and moves
+    to the next when one fails or lies."""
 
 
 def _check_chain_url(section: Section, url: str) -> str:
@@ -70,10 +74,27 @@ def parse_chain(root: Section) -> ChainConfig:
     backend = chain_s.get_choice("backend", D.CHAIN_BACKEND, ("embedded", "electrum", "rpc"))
     network_name = chain_s.get_choice("network", D.CHAIN_NETWORK,
                                       ("regtest", "signet", "testnet", "mainnet"))
-    chain_url = chain_s.get_str("url", D.CHAIN_URL) or None
+    raw_url = chain_s.raw("url", D.CHAIN_URL)
+    urls: tuple[str, ...] = ()
+    if isinstance(raw_url, list) and backend == "electrum":
+        if not all(isinstance(u, str) for u in raw_url):
+            raise chain_s.err("url", "must be a URL or a list of URLs (strings)")
+        urls = tuple(raw_url)
+    elif backend == "electrum" and isinstance(raw_url, str):
+        urls = tuple(u for u in re.split(r"[,\s]+", raw_url) if u)
+    if isinstance(raw_url, list):
+        if backend != "electrum":
+            raise chain_s.err("url", "only backend = \"electrum\" takes several servers")
+        chain_url = urls[0] if urls else None
+    else:
+        chain_url = urls[0] if urls else (chain_s.get_str("url", D.CHAIN_URL) or None)
     if backend in ("electrum", "rpc") and chain_url is None:
         raise chain_s.err("url", f"is required when backend = \"{backend}\"")
-    if chain_url is not None:
+    if len(set(urls)) != len(urls):
+        raise chain_s.err("url", "lists a server twice")
+    for u in urls:
+        _check_chain_url(chain_s, u)
+    if chain_url is not None and not urls:
         if backend == "rpc":
             _check_rpc_url(chain_s, chain_url)
         else:
@@ -112,6 +133,6 @@ def parse_chain(root: Section) -> ChainConfig:
         raise chain_s.err("url", "backend = \"rpc\" needs rpc_user and rpc_password, or rpc_cookie")
     rpc_poll = chain_s.get_float("rpc_poll", 1.0, 0.05, 600.0)
     chain = ChainConfig(backend, network_name, chain_s.get_path("datadir", chain_default),
-                        chain_url, serve, rpc_port, rpc_user, rpc_password, rpc_cookie, rpc_poll)
+                        chain_url, serve, rpc_port, rpc_user, rpc_password, rpc_cookie, rpc_poll, urls)
     chain_s.done()
     return chain

@@ -80,10 +80,12 @@ class ChainService(_Part):
         else:
             from eschaton.net.transport import parse_url
 
-            assert cc.url is not None  # checked by the loader: tcp://HOST:PORT
-            url = parse_url(cc.url)
-            # A remote chain server may restart: reconnect (and re-watch) instead of going deaf.
-            chain = await ReopeningChain.electrum(url.host, url.require_port())
+            # Checked by the loader: tcp://HOST:PORT each. A server may restart or lie: reconnect
+            # to the next one (and re-watch) instead of going deaf; headers persist in the datadir.
+            urls = [parse_url(u) for u in (cc.urls or ((cc.url,) if cc.url else ()))]
+            chain = await ReopeningChain.electrum([(u.host, u.require_port()) for u in urls],
+                                                  self.node.datadir / "spv" / f"headers-{cc.network}.sqlite",
+                                                  network=cc.network)
         self.node.chain = chain
         self.height = (await chain.tip()).height
 

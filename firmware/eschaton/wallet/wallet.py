@@ -13,6 +13,7 @@ Rules:
 """
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -158,9 +159,10 @@ class Wallet:
     # --- coins ---------------------------------------------------------------------------
 
     async def utxos(self) -> list[Utxo]:
-        out: list[Utxo] = []
-        for k in self._watched():
-            out.extend(await self.backend.list_unspent(k.script_pubkey))
+        # Asked all at once: over a remote backend each question is a round trip, and Electrum
+        # servers hold small replies back to batch them (ElectrumX pads and waits up to 1 s).
+        lists = await asyncio.gather(*(self.backend.list_unspent(k.script_pubkey) for k in self._watched()))
+        out: list[Utxo] = [u for lst in lists for u in lst]
         # Advance the indices past used keys, so a restored wallet keeps its gap ahead.
         used = {(self._by_script[u.script_pubkey].change, self._by_script[u.script_pubkey].index)
                 for u in out}

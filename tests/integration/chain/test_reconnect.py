@@ -30,7 +30,8 @@ def test_remote_chain_server_restart(tmp_path: Path) -> None:
         node = ChainNode(tmp_path)
         server = ElectrumServer(node)
         port = await server.start()
-        chain = await ReopeningChain.electrum("127.0.0.1", port, reconnect_timeout=1.0)
+        chain = await ReopeningChain.electrum([("127.0.0.1", port)], tmp_path / "spv" / "headers.sqlite",
+                                              reconnect_timeout=1.0)
         events: list[ChainEvent] = []
         chain.subscribe(events.append)
         k = Key(1)

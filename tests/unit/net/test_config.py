@@ -263,3 +263,27 @@ def test_channel_section_turn_dwell() -> None:
         assert str(e.value) == "node.toml:2: channel.turn_dwell_ms: must be an integer in 0..1500"
     with pytest.raises(ConfigError, match="channel.dwell: unknown key"):
         parse_config("[channel]\ndwell = 3\n")
+
+
+def test_chain_electrum_servers() -> None:
+    one = parse_config('[chain]\nbackend = "electrum"\nurl = "tcp://10.0.0.2:50001"\n', "node.toml").chain
+    assert one.urls == ("tcp://10.0.0.2:50001",) and one.url == "tcp://10.0.0.2:50001"
+    listed = parse_config('[chain]\nbackend = "electrum"\nurl = ["tcp://a.example:50001", "tcp://10.0.0.3:1"]\n',
+                          "node.toml").chain
+    assert listed.urls == ("tcp://a.example:50001", "tcp://10.0.0.3:1") and listed.url == "tcp://a.example:50001"
+    joined = parse_config('[chain]\nbackend = "electrum"\nurl = "tcp://a:1, tcp://b:2 tcp://c:3"\n',
+                          "node.toml").chain
+    assert joined.urls == ("tcp://a:1", "tcp://b:2", "tcp://c:3")
+
+
+@pytest.mark.parametrize("url,words", [
+    ('["tcp://a:1", 5]', "list of URLs"),
+    ('["tcp://a:1", "tcp://a:1"]', "twice"),
+    ('["tcp://a:1", "ssl://b:50002"]', "tcp://HOST:PORT"),
+    ('"tcp://a:1, tcp://b"', "needs a port"),
+    ("[]", "required"),
+])
+def test_chain_electrum_server_mistakes(url: str, words: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(f'[chain]\nbackend = "electrum"\nurl = {url}\n', "node.toml")
+    assert exc.value.key == "chain.url" and words in str(exc.value) and "\n" not in str(exc.value), str(exc.value)

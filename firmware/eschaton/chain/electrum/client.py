@@ -1,7 +1,12 @@
-"""``ElectrumChainClient``: the ``ChainBackend`` over the Electrum protocol (aiorpcx).
+"""``ElectrumChainClient``: the ``ChainBackend`` over the owner's Electrum server (aiorpcx).
 
-It talks to the Eschaton chain server (``eschaton.chain.electrum.server``), using the standard
-methods where they carry what the interface needs and the ``eschaton.*`` extensions otherwise
+The client of ``open_chain``: a process of the same user reaching the chain's owner through its
+owner socket (``connect_owner``), where every method works, mining included. It trusts the
+owner as itself and so uses the Eschaton server's extensions. ``[chain] backend = "electrum"``
+is the SPV client instead (``spvclient.SpvChainClient``: standard methods only, nothing
+believed unverified). This one talks to the Eschaton chain server
+(``eschaton.chain.electrum.server``), using the standard methods where they carry what the
+interface needs and the ``eschaton.*`` extensions otherwise
 (tx status, full UTXO records, spender input index, typed events). Errors map back to the
 backend's types: ``BroadcastRefused`` (with bitcoind's reason), ``UnknownTransaction``,
 ``BlockRejected``, ``NotOwner``, ``InvalidRequest``; a lost connection is ``ChainUnavailable``.

@@ -112,6 +112,7 @@ class RpcChainClient:
         self._tip: Tip | None = None
         self._mempool_seen: set[str] = set()
         self._poller: asyncio.Task[None] | None = None
+        self._scan_lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, url: str, creds: RpcCredentials, *, poll: float = 1.0,
@@ -233,7 +234,8 @@ class RpcChainClient:
 
     async def list_unspent(self, script_pubkey: bytes) -> list[Utxo]:
         spk = bytes(script_pubkey)
-        scan = await self._call("scantxoutset", "start", [f"raw({spk.hex()})"])
+        async with self._scan_lock:  # bitcoind runs one scan at a time ("Scan already in progress")
+            scan = await self._call("scantxoutset", "start", [f"raw({spk.hex()})"])
         pool = await self._mempool_txs()
         spent = {(i.prev_txid_hex, i.prev_vout) for tx in pool.values() for i in tx.inputs}
         out = [Utxo(OutPoint(u["txid"], int(u["vout"])), S.sats(u["amount"]), spk, int(u["height"]),
