@@ -9,6 +9,8 @@ Rules / theory of operation:
 - A store is decoded, checked to belong under its key and verified (``records.check``) before
   it touches the store, and it is charged to the sender's quota. A find-value returns only live
   records that verify now (a statement past its validity is not served).
+- A query is evaluated over the records a find-value would return (verified, live): queries
+  select among what a key holds (all statements of a signer, say), they do not scan the store.
 - Lookups are ``lookup.Lookup`` state machines; this class only seeds them from the table.
 - Time (``now``) and the verifier's chain view (``ctx``) are inputs.
 """
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from eschaton.core.dht import records
+from eschaton.core.dht import query, records
 from eschaton.core.dht.errors import RecordError, Refused
 from eschaton.core.dht.ids import dht_id
 from eschaton.core.dht.lookup import Lookup
 from eschaton.core.dht.routing import Contact, RoutingTable
 from eschaton.core.dht.storage import DEFAULT_LIMITS, Entry, Limits, Store, TokenBuckets
+from eschaton.core.wire import bencode
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,17 @@ class Params:
 
 
 DEFAULT_PARAMS = Params()
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A query's answer: the matching records, or for a map/reduce the sum tree's root."""
+
+    records: list[bytes]
+    root: tuple[bytes, int] | None
+    """(hash, total) of the Merkle sum tree, for a map/reduce."""
+    count: int
+    """Records matched."""
 
 
 class DhtNode:
@@ -78,6 +92,17 @@ class DhtNode:
         self._admit(frm, now)
         records.check(data, key, ctx)
         return self.store.put(key, records.record_id(data), data, frm.key, now)
+
+    def on_query(self, frm: Contact, key: bytes, q: query.Query | query.Sum, now: float,
+                 ctx: records.Context) -> Answer:
+        """Evaluate ``q`` over the verified live records under ``key``."""
+        data, _ = self.on_find_value(frm, key, now, ctx)
+        docs = [(records.record_id(d), bencode.decode(d, records.LIMITS)) for d in data]
+        if isinstance(q, query.Sum):
+            tree = query.map_reduce(q, docs)
+            return Answer([], tree.root, len(tree.layers[0]))
+        hits = [d for d, (_, doc) in zip(data, docs, strict=True) if query.matches(q, doc)]
+        return Answer(hits, None, len(hits))
 
     def lookup(self, target: bytes, want_value: bool = False) -> Lookup:
         p = self.params

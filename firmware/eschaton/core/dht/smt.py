@@ -17,6 +17,7 @@ Rules / theory of operation:
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import dataclass
 
@@ -103,6 +104,7 @@ class Tree:
         self._leaves = sorted(
             (int.from_bytes(path_of(k), "big"), path_of(k), hashlib.sha256(v).digest())
             for k, v in self.items.items())
+        self._nums = [n for n, _, _ in self._leaves]
         self._memo: dict[tuple[int, int, int], bytes] = {}
         self.root = self._hash(0, len(self._leaves), 0)
 
@@ -123,10 +125,10 @@ class Tree:
         return h
 
     def _split(self, lo: int, hi: int, depth: int) -> int:
-        mid = lo
-        while mid < hi and not _bit(self._leaves[mid][0], depth):
-            mid += 1
-        return mid
+        """First index in leaves[lo:hi] whose bit ``depth`` is 1 (they share the bits above)."""
+        shift = MAX_DEPTH - depth
+        pivot = (self._nums[lo] >> shift << shift) | (1 << (shift - 1))
+        return bisect.bisect_left(self._nums, pivot, lo, hi)
 
     def prove(self, key: bytes) -> Proof:
         """The inclusion proof of ``key`` if it is in the tree, else its exclusion proof."""
