@@ -130,6 +130,11 @@ class Rpc:
                 out.extend(self._failed(p, "no answer", now))
         return out
 
+    def unreachable(self, send: Send, now: float) -> list[Send]:
+        """``send`` could not leave (no link to its peer): a failure now, not at its deadline."""
+        p = self._pending.pop((send.to, send.msg.get_int("nonce")), None)
+        return [] if p is None else self._failed(p, "peer not reachable", now)
+
     def next_deadline(self) -> float | None:
         return min((p.deadline for p in self._pending.values()), default=None)
 
