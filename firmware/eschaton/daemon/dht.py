@@ -7,7 +7,10 @@ How it works (the protocol itself is ``eschaton.core.dht.rpc``, sans-IO):
   A contact without a link fails at once (``Rpc.unreachable``): contacts carry no transport
   address yet, so lookups run over the peers this node is linked to (docs/dht.md).
 - Timeouts: one task waits for the earliest request deadline (or for a new request, whichever
-  comes first) and feeds ``Rpc.expire``.
+  comes first, and at most a minute) and feeds ``Rpc.expire``; each pass also drops expired
+  records and pushes the held records whose republish time came to the current k closest
+  (``maintain``; a store refreshes a record's timers at its receiver, so one holder per record
+  republishes per interval).
 - The records' chain view: the chain service's height when there is one; transaction proofs
   are refused here until the service holds a synchronous index of header hashes.
 - Queries and their payments are not served yet (queries are paid; see docs/dht.md).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -34,7 +38,12 @@ from eschaton.net.router import ServiceRoutes
 if TYPE_CHECKING:
     from eschaton.net.session import Session
 
+log = logging.getLogger(__name__)
 DHT = CommandTable()
+MAINTAIN_EVERY = 60.0
+"""Seconds between two passes over the store (expiry, republish) when nothing else wakes it."""
+MAX_REPUBLISHING = 16
+"""Republish lookups running at once."""
 ROWS = ("dht_find_node", "dht_nodes", "dht_find_value", "dht_values", "dht_store",
         "dht_stored", "dht_refused")
 
@@ -56,6 +65,7 @@ class DhtService:
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
+        self._republishing: set[asyncio.Task[None]] = set()
 
     # --- Service -------------------------------------------------------------------------------
 
@@ -64,9 +74,10 @@ class DhtService:
         self._timer = asyncio.get_running_loop().create_task(self._expire_loop())
 
     async def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            await asyncio.gather(self._timer, return_exceptions=True)
+        tasks = [t for t in (self._timer, *self._republishing) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def health(self) -> Health:
         if self.rpc is None:
@@ -125,13 +136,36 @@ class DhtService:
         while True:
             deadline = rpc.next_deadline()
             self._changed.clear()
-            wait = None if deadline is None else max(0.0, deadline - self._clock())
+            wait = MAINTAIN_EVERY if deadline is None else max(
+                0.0, min(deadline - self._clock(), MAINTAIN_EVERY))
             try:
                 await asyncio.wait_for(self._changed.wait(), wait)
             except TimeoutError:
                 pass
             await self._send(rpc.expire(self._clock()))
+            for data in self.maintain(self._clock()):
+                self._republish(data)
             self._wake.set()
+
+    def maintain(self, now: float) -> list[bytes]:
+        """Drop expired records; returns the held records whose republish time has come (their
+        timers re-armed), which the loop pushes to the current k closest."""
+        store = self._core().node.store
+        store.expire(now)
+        return [e.data for e in store.due(now)]
+
+    def _republish(self, data: bytes) -> None:
+        if len(self._republishing) >= MAX_REPUBLISHING:
+            return  # the next interval takes the rest; nothing is lost before ttl
+        task = asyncio.get_running_loop().create_task(self._republish_one(data))
+        self._republishing.add(task)
+        task.add_done_callback(self._republishing.discard)
+
+    async def _republish_one(self, data: bytes) -> None:
+        try:
+            await self.publish(data)
+        except ApiError as exc:  # e.g. a statement past its validity: it is not pushed on
+            log.info("dht republish skipped", extra={"fields": {"reason": str(exc)}})
 
     async def _until(self, done: Callable[[], bool]) -> None:
         while not done():
