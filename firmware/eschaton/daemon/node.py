@@ -3,9 +3,9 @@
 Rules:
 - This is the only place that knows every part. ``_services`` lists the node's services
   (``eschaton.daemon.service.Service``) in their one start order: chain -> wallet -> channels
-  -> metering -> bandwidth meters -> microgrid -> echo -> stamp -> network -> dashboard -> API. A new service is one
-  line in that list (and the rows and commands it declares itself). Before them: the datadir
-  and the node key; after them: sd_notify READY.
+  -> metering -> bandwidth meters -> microgrid -> echo -> stamp -> dht -> network -> dashboard
+  -> API. A new service is one line in that list (and the rows and commands it declares
+  itself). Before them: the datadir and the node key; after them: sd_notify READY.
 - ``Services`` starts them in that order. Each service's wire rows go to the router once it
   started; the network comes after every service with rows, because every link announces the
   router's services in its ``init``. The API serves the commands of all of them (collected
@@ -70,6 +70,7 @@ class Node:
     def _services(self) -> list[Service]:
         """The services this node runs, in start order (stopped in reverse): one line each."""
         from eschaton.daemon.dashboard import DashboardService
+        from eschaton.daemon.dht import DhtService
         from eschaton.daemon.echo import EchoService
         from eschaton.daemon.services import (
             ApiService,
@@ -92,10 +93,16 @@ class Node:
             MicrogridService(self),
             EchoService(),
             StampService(self),
+            DhtService(lambda: self.keys.node_id.raw, height=self._height),
             NetworkService(self),  # after every service with wire rows
             DashboardService(self),  # after what it shows; its commands are the API's
             ApiService(self),  # last: serves the commands of all of them
         ]
+
+    def _height(self) -> int:
+        """The chain's tip height as the chain service last saw it (0 before it knows)."""
+        chain = self.services.by_name.get("chain")
+        return max(0, getattr(chain, "height", 0))
 
     def service(self, name: str) -> Any:
         """The running service called ``name`` (for the commands that need its methods)."""

@@ -157,6 +157,7 @@ def test_every_api_command_is_owned_by_exactly_one_service(tmp_path: Path) -> No
 def test_the_node_declares_the_network_after_every_service_with_rows_and_the_api_last(tmp_path: Path) -> None:
     names = [s.name for s in _node(tmp_path).services.order]
     assert len(names) == len(set(names))
-    for before in ("chain", "wallet", "channels", "metering", "bandwidth", "microgrid", "echo"):
+    for before in ("chain", "wallet", "channels", "metering", "bandwidth", "microgrid", "echo",
+                   "dht"):
         assert names.index(before) < names.index("network"), names
     assert names[-1] == "api" and names[0] == "chain"

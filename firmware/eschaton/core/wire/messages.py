@@ -30,6 +30,7 @@ from eschaton.core.wire.fields import (
     Bytes,
     Field,
     Fixed,
+    ListOf,
     MessageSpec,
     Text,
     UInt,
@@ -146,6 +147,38 @@ MESSAGES: tuple[MessageSpec, ...] = (
         Field("proof", Bytes(max_len=16_384, min_len=10),
               doc="OpenTimestamps operations from the digest to a block's Merkle root, then the attestation."),
     ), "The stamp service's answer: the digest's proof, complete down to a block header."),
+    # ---- dht (eschaton.core.dht.rpc): Kademlia's find-node, find-value and store. Odd ids: a
+    # peer without the DHT ignores them and the asker's lookup times it out. Records are
+    # re-verified by the receiver (eschaton.core.dht.records); the wire bounds their size.
+    MessageSpec("dht_find_node", 321, (
+        Field("nonce", U64, doc="Chosen by the asker; repeated in the answer."),
+        Field("target", Fixed(32), doc="The DHT id to find the closest nodes of."),
+    ), "Ask for the k closest nodes the peer knows of a DHT id."),
+    MessageSpec("dht_nodes", 323, (
+        Field("nonce", U64),
+        Field("nodes", ListOf(Fixed(32), 32), doc="Node keys, closest first."),
+    ), "Answer to dht_find_node: node keys (their DHT ids are the hashes of the keys)."),
+    MessageSpec("dht_find_value", 325, (
+        Field("nonce", U64),
+        Field("key", Fixed(32), doc="The DHT key of the records wanted."),
+    ), "Ask for the records under a DHT key (or, failing that, the closest nodes)."),
+    MessageSpec("dht_values", 327, (
+        Field("nonce", U64),
+        Field("records", ListOf(Bytes(16384), 3), doc="Records under the key (verified by the sender and again by the asker)."),
+        Field("nodes", ListOf(Fixed(32), 32), doc="Closest node keys, when there are no records."),
+    ), "Answer to dht_find_value."),
+    MessageSpec("dht_store", 329, (
+        Field("nonce", U64),
+        Field("key", Fixed(32)),
+        Field("record", Bytes(16384), doc="One record; charged to the sender's quota."),
+    ), "Ask the peer to hold a record under a DHT key."),
+    MessageSpec("dht_stored", 331, (
+        Field("nonce", U64),
+    ), "Answer to dht_store: the record is held."),
+    MessageSpec("dht_refused", 333, (
+        Field("nonce", U64),
+        Field("reason", Text(256), doc="One line: quota, rate limit, a record that does not verify."),
+    ), "A DHT request was refused."),
 )
 
 
@@ -171,8 +204,9 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("microgrid", 128, 191, 3, "Metered supply: offers, invoices, payments (eschaton.daemon.microgrid)."),
     ServiceSpec("echo", 192, 223, 5, "Echo: a round trip through the peer's router (eschaton.daemon.echo)."),
     ServiceSpec("stamp", 224, 255, 9, "Timestamping: round roots consolidated upstream (eschaton.daemon.stamp)."),
+    ServiceSpec("dht", 320, 351, 13, "The DHT: find-node, find-value, store (eschaton.core.dht.rpc)."),
 )
-"""Ids 256-65535 and feature bits 11-255 are free."""
+"""Ids 256-319 and 352-65535, and feature bits 11 and 15-255 are free."""
 
 
 @dataclass(frozen=True, slots=True)

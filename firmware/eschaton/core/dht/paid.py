@@ -1,0 +1,163 @@
+"""Paid queries, sans-IO: quote, pay, answer; an unpaid query gets nothing but its quote.
+
+Rules / theory of operation:
+- The asker names its query with a fresh 16-byte ``qid`` (it doubles as the payment id, so a
+  retried query or payment is recognised and never charged twice). The holder evaluates the
+  query at once, keeps the answer, and replies with a ``Quote``: the price under its ``Terms``,
+  the number of records, the answer's size and ``sha256`` of the answer (its commitment).
+- The asker's ``Buyer`` refuses a quote above its ``max_price`` before anything is paid
+  (``TooExpensive``), else pays exactly the quoted price through the payments facade.
+- The holder's ``Seller`` releases the answer only when a payment for that qid of at least the
+  price has been received from the same peer (``on_paid``, called with the facade's
+  ``PaymentReceived``); a repeated ``on_paid`` returns the same answer and counts once. Unpaid
+  answers are forgotten after ``quote_ttl`` seconds and their quotes are then refused.
+- The asker checks the answer against the quote's commitment and re-verifies every record
+  (``records.check``), so a holder cannot sell one answer and deliver another.
+- ``earned`` / ``spent`` are what the store records for accounting (by qid, so a restart
+  replays them idempotently).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from eschaton.core.dht import query, records
+from eschaton.core.dht.errors import QueryError, RecordError, Refused
+from eschaton.core.dht.node import DhtNode
+from eschaton.core.dht.pricing import Terms, accept
+from eschaton.core.dht.routing import Contact
+from eschaton.core.wire import bencode
+from eschaton.core.wire.errors import BencodeError
+
+QID_LEN = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    qid: bytes
+    price: int
+    count: int
+    size: int
+    commitment: bytes
+
+
+@dataclass(slots=True)
+class _Sale:
+    peer: bytes
+    quote: Quote
+    answer: bytes
+    expires: float
+    paid: bool = False
+
+
+def _encode(recs: list[bytes], root: tuple[bytes, int] | None, count: int) -> bytes:
+    d: dict[str, bencode.EValue] = {"records": list(recs), "count": count}
+    if root is not None:
+        d["root"] = [root[0], root[1]]
+    return bencode.encode(d)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    records: list[records.Record]
+    root: tuple[bytes, int] | None
+    count: int
+
+
+class Seller:
+    def __init__(self, node: DhtNode, terms: Terms, *, quote_ttl: float = 60.0,
+                 max_open: int = 1024) -> None:
+        self.node = node
+        self.terms = terms
+        self.quote_ttl = quote_ttl
+        self.max_open = max_open
+        self._sales: dict[bytes, _Sale] = {}
+        self.earned = 0
+
+    def on_query(self, frm: Contact, qid: bytes, key: bytes, q: bytes, now: float,
+                 ctx: records.Context) -> Quote:
+        """Evaluate and quote; raises ``QueryError`` or ``Refused`` (sent back as a refusal)."""
+        if len(qid) != QID_LEN:
+            raise QueryError(f"query id must be {QID_LEN} bytes")
+        old = self._sales.get(qid)
+        if old is not None:
+            if old.peer != frm.key:
+                raise Refused("query id already used")
+            return old.quote  # a retry: the same quote, never a second sale
+        self.expire(now)
+        if len(self._sales) >= self.max_open:
+            raise Refused("too many unpaid quotes open")
+        ans = self.node.on_query(frm, key, query.decode(q), now, ctx)
+        data = _encode(ans.records, ans.root, ans.count)
+        quote = Quote(qid, self.terms.quote(len(ans.records), len(data)), len(ans.records),
+                      len(data), hashlib.sha256(data).digest())
+        self._sales[qid] = _Sale(frm.key, quote, data, now + self.quote_ttl)
+        return quote
+
+    def on_paid(self, frm: bytes, qid: bytes, amount: int, now: float) -> bytes:
+        """A payment for ``qid`` arrived from ``frm``: the answer, once paid in full."""
+        sale = self._sales.get(qid)
+        if sale is None or sale.peer != frm:
+            raise Refused("no open quote for this payment")
+        if not sale.paid:
+            if sale.expires <= now:
+                raise Refused("quote expired before it was paid")
+            if amount < sale.quote.price:
+                raise Refused(f"paid {amount} sat of a {sale.quote.price} sat quote")
+            sale.paid = True
+            self.earned += amount
+        return sale.answer
+
+    def expire(self, now: float) -> None:
+        """Forget unpaid quotes past their time (paid ones stay for retries until forgotten)."""
+        for qid, s in list(self._sales.items()):
+            if s.expires <= now and not s.paid:
+                del self._sales[qid]
+
+    def forget(self, qid: bytes) -> None:
+        self._sales.pop(qid, None)
+
+
+@dataclass(slots=True)
+class Buyer:
+    max_price: int
+    spent: int = 0
+    _paid: dict[bytes, int] = field(default_factory=dict)
+
+    def on_quote(self, quote: Quote) -> int:
+        """The amount to pay for ``quote`` (``TooExpensive`` above the ceiling); a quote for a
+        qid already paid costs nothing more."""
+        if quote.qid in self._paid:
+            return 0
+        amount = accept(quote.price, self.max_price)
+        self._paid[quote.qid] = amount
+        self.spent += amount
+        return amount
+
+    def on_answer(self, quote: Quote, data: bytes, key: bytes, ctx: records.Context) -> Answer:
+        """Check the answer against the quote's commitment and verify every record."""
+        if hashlib.sha256(data).digest() != quote.commitment or len(data) != quote.size:
+            raise RecordError("answer does not match its quote")
+        try:
+            v = bencode.decode(data, bencode.Limits(max_size=1 << 20, max_depth=10,
+                                                    max_items=100_000))
+        except BencodeError as exc:
+            raise RecordError(f"answer: {exc}") from None
+        if not isinstance(v, dict) or not {b"records", b"count"} <= set(v) <= {
+                b"records", b"count", b"root"}:
+            raise RecordError("answer: want records, count and an optional root")
+        recs, count, root = v[b"records"], v[b"count"], v.get(b"root")
+        if not isinstance(recs, list) or not isinstance(count, int) or len(recs) != quote.count:
+            raise RecordError("answer: records do not match the quote")
+        out = [records.check(r, key, ctx) if isinstance(r, bytes) else _bad() for r in recs]
+        rt: tuple[bytes, int] | None = None
+        if root is not None:
+            if not (isinstance(root, list) and len(root) == 2 and isinstance(root[0], bytes)
+                    and len(root[0]) == 32 and isinstance(root[1], int)):
+                raise RecordError("answer: root must be [hash, total]")
+            rt = (root[0], root[1])
+        return Answer(out, rt, count)
+
+
+def _bad() -> records.Record:
+    raise RecordError("answer: a record is not bytes")
