@@ -10,18 +10,17 @@ Rules:
 """
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from eschaton.core.stamp.rounds import RoundState, transition
-from eschaton.store.sqlite import open_db
+from eschaton.store.sqlite import Connection, open_db
 
 LOCAL = ""
 """Origin of digests submitted over the node's own API."""
 
 
-def _v1(db: sqlite3.Connection) -> None:
+def _v1(db: Connection) -> None:
     db.execute("CREATE TABLE digests (id INTEGER PRIMARY KEY, digest BLOB NOT NULL, origin TEXT NOT NULL,"
                " round INTEGER, leaf INTEGER, UNIQUE (digest, origin))")
     db.execute("CREATE INDEX digests_round ON digests (round, leaf)")
