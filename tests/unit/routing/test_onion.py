@@ -140,3 +140,25 @@ def test_fuzz_payload_decoder_round_trips_or_refuses(raw: bytes) -> None:
     except O.BadOnion:
         return
     assert p.encode() == raw
+
+
+def test_a_failure_is_read_by_the_payer_only_and_names_the_failing_hop() -> None:
+    keys = _keys(4)
+    hop_keys = [k.node_id.x25519() for k in keys]
+    secrets = O.failure_secrets(SESSION, hop_keys)
+    # hop 2 fails; hops 1 and 0 add their layers on the way back
+    peeled_secrets = []
+    packet = O.build(SESSION, _route(keys), HASH)
+    for k in keys:
+        p = O.peel(packet, k.x25519_private(), HASH)
+        peeled_secrets.append(p.shared_secret)
+        packet = p.next_packet or b""
+    assert peeled_secrets == secrets
+    blob = O.failure_create(secrets[2], 6)
+    for j in (1, 0):
+        blob = O.failure_forward(secrets[j], blob)
+    assert len(blob) == O.FAILURE_LEN
+    assert O.failure_read(secrets, blob) == (2, 6)
+    tampered = bytes([blob[0] ^ 1]) + blob[1:]
+    assert O.failure_read(secrets, tampered) is None
+    assert O.failure_read(secrets, b"short") is None

@@ -212,3 +212,43 @@ def peel(packet: bytes, x25519_private: bytes, assoc: bytes) -> Peeled:
         return Peeled(payload, None, ss)
     next_ephemeral = _mul(_blind(ephemeral, ss), ephemeral)
     return Peeled(payload, bytes([VERSION]) + next_ephemeral + plain[FRAME:] + next_mac, ss)
+
+
+# Failures travel back to the payer encrypted (BOLT 4's scheme, fixed size): the hop that fails
+# seals ``reason (1) || zeros`` with an HMAC under its shared secret and XORs a keystream; every
+# hop on the way back XORs its own keystream. Only the payer, who knows every shared secret,
+# peels them in order and finds which hop failed (the first HMAC that checks) and why. A hop on
+# the way back sees a constant-size blob it cannot read or alter unnoticed.
+FAILURE_MSG_LEN = 32
+FAILURE_LEN = HMAC_LEN + FAILURE_MSG_LEN
+
+
+def failure_create(secret: bytes, reason: int) -> bytes:
+    """The failure blob a hop (shared secret ``secret``) returns upstream."""
+    msg = bytes([reason]) + bytes(FAILURE_MSG_LEN - 1)
+    sealed = hmac.new(_key(b"um", secret), msg, hashlib.sha256).digest() + msg
+    return failure_forward(secret, sealed)
+
+
+def failure_forward(secret: bytes, blob: bytes) -> bytes:
+    """Add this hop's layer to a failure coming back from downstream."""
+    if len(blob) != FAILURE_LEN:
+        blob = bytes(FAILURE_LEN)  # garbage from downstream: pass on a blob the payer cannot attribute
+    return _xor(blob, _stream(_key(b"ammag", secret), FAILURE_LEN))
+
+
+def failure_secrets(session: bytes, hop_keys: Sequence[bytes]) -> list[bytes]:
+    """The payer's shared secret with each hop (to read failures)."""
+    return _secrets(session, hop_keys)[1]
+
+
+def failure_read(secrets: Sequence[bytes], blob: bytes) -> tuple[int, int] | None:
+    """(index of the failing hop, its reason code), or None if no hop's HMAC checks."""
+    if len(blob) != FAILURE_LEN:
+        return None
+    for i, ss in enumerate(secrets):
+        blob = _xor(blob, _stream(_key(b"ammag", ss), FAILURE_LEN))
+        mac, msg = blob[:HMAC_LEN], blob[HMAC_LEN:]
+        if hmac.compare_digest(mac, hmac.new(_key(b"um", ss), msg, hashlib.sha256).digest()):
+            return i, msg[0]
+    return None
