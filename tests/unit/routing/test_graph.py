@@ -40,9 +40,9 @@ def _fkey(i: int) -> bytes:
 
 
 def _ann(i: int, n1: NodeKeys, n2: NodeKeys, cap: int = 1_000_000, p1: FeePolicy = CHEAP, p2: FeePolicy = CHEAP,
-         seq: int = 1, lock: int = 1500) -> ChannelAnnouncement:
+         seq: int = 1, lock: int = 1500, life: int = 3000) -> ChannelAnnouncement:
     ann = ChannelAnnouncement(bytes([i]) * 32, hashlib.sha256(bytes([i])).digest(), 0, cap, _fkey(2 * i), _fkey(2 * i + 1),
-                              n1.node_id.raw, n2.node_id.raw, lock, 36, p1, p2, seq)
+                              n1.node_id.raw, n2.node_id.raw, life, lock, 36, p1, p2, seq)
     return ann.signed_by(n1).signed_by(n2)
 
 
@@ -195,3 +195,18 @@ def test_a_diamond_payment_fails_through_b_and_the_retry_through_c_succeeds() ->
     assert ok
     rec = next(iter(fws[C].records.values()))
     assert rec.fee == route2.fees[0] == DEAR.fee(route2.amounts[1], route2.timeouts[1] - H)
+
+
+def test_a_channel_whose_lifetime_cannot_hold_the_timeouts_is_gone_around() -> None:
+    """A - B - D is cheaper, but A-B's lifetime caps its escrow timeout below what B needs
+    above B-D's nLockTime: the finder takes A - C - D."""
+    anns = [_ann(1, KEYS[0], KEYS[1], lock=1500, life=1500), _ann(2, KEYS[1], KEYS[3], lock=1500),
+            _ann(3, KEYS[0], KEYS[2], p2=DEAR), _ann(4, KEYS[2], KEYS[3], p1=DEAR)]
+    g = Graph(MemoryGraphStore())
+    for a in anns:
+        assert g.offer(a, _out(a)).accepted
+    r = find_route(g.edges(), A, D, 10_000, H, 18)
+    assert r is not None and r.nodes == (C, D)
+    assert all(t <= (e.max_timeout or t) for e, t in zip(r.edges, r.timeouts, strict=True))
+    bad = replace(anns[0], locktime=1600).signed_by(KEYS[0]).signed_by(KEYS[1])
+    assert "above its lifetime" in Graph(MemoryGraphStore()).offer(bad, _out(bad)).why

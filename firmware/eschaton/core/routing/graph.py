@@ -2,9 +2,9 @@
 
 Rules / theory of operation:
 - A ``ChannelAnnouncement`` names a channel (id, funding outpoint, capacity, the two funding
-  keys in the channel's order), its two ends' node ids, the channel's nLockTime upper bound
-  (its current lifetime: versions only move it earlier until a re-anchor, which announces
-  again), its ``escrow_delta``, and each end's ``FeePolicy`` (base, ppm, reservation term,
+  keys in the channel's order), its two ends' node ids, its lifetime (the initial nLockTime,
+  which caps escrow timeouts), its current nLockTime or an upper bound of it (versions only move
+  it earlier; a re-anchor announces again with a higher ``seq``), its ``escrow_delta``, and each end's ``FeePolicy`` (base, ppm, reservation term,
   timeout delta) for forwarding over it. ``seq`` orders announcements of one channel: a higher
   one replaces a lower one; an equal or lower one is stale and ignored (so gossip stops).
 - Both ends sign the same body (ed25519, node keys, under a domain tag): one end cannot publish
@@ -34,7 +34,7 @@ from eschaton.errors import RemoteError
 
 DOMAIN = b"eschaton/routing/channel/v1\x00"
 _POLICY = struct.Struct(">IIIH")
-_BODY = struct.Struct(">32s32sIQ33s33s32s32sIH")
+_BODY = struct.Struct(">32s32sIQ33s33s32s32sIIH")
 _SEQ = struct.Struct(">Q")
 SIG_LEN = 64
 ANNOUNCEMENT_LEN = _BODY.size + 2 * _POLICY.size + _SEQ.size + 2 * SIG_LEN
@@ -54,7 +54,10 @@ class ChannelAnnouncement:
     key_2: bytes
     node_1: bytes
     node_2: bytes
+    lifetime: int
+    """The channel's initial nLockTime (escrow timeouts are capped at lifetime + escrow_delta)."""
     locktime: int
+    """Its current version's nLockTime, or an upper bound (versions only move it earlier)."""
     escrow_delta: int
     policy_1: FeePolicy
     policy_2: FeePolicy
@@ -64,7 +67,8 @@ class ChannelAnnouncement:
 
     def body(self) -> bytes:
         out = _BODY.pack(self.channel_id, self.funding_txid, self.funding_vout, self.capacity,
-                         self.key_1, self.key_2, self.node_1, self.node_2, self.locktime, self.escrow_delta)
+                         self.key_1, self.key_2, self.node_1, self.node_2, self.lifetime, self.locktime,
+                         self.escrow_delta)
         for p in (self.policy_1, self.policy_2):
             out += _POLICY.pack(p.base, p.ppm, p.hold_ppm, p.delta)
         return out + _SEQ.pack(self.seq)
@@ -88,11 +92,11 @@ class ChannelAnnouncement:
         """Parse and verify both signatures; raises ``BadAnnouncement``."""
         if len(raw) != ANNOUNCEMENT_LEN:
             raise BadAnnouncement(f"channel announcement of {len(raw)} bytes, expected {ANNOUNCEMENT_LEN}")
-        cid, txid, vout, cap, k1, k2, n1, n2, lock, ed = _BODY.unpack_from(raw)
+        cid, txid, vout, cap, k1, k2, n1, n2, life, lock, ed = _BODY.unpack_from(raw)
         pols = [FeePolicy(*_POLICY.unpack_from(raw, _BODY.size + i * _POLICY.size)) for i in range(2)]
         (seq,) = _SEQ.unpack_from(raw, _BODY.size + 2 * _POLICY.size)
         sigs = raw[-2 * SIG_LEN:]
-        ann = cls(cid, txid, vout, cap, k1, k2, n1, n2, lock, ed, pols[0], pols[1], seq, sigs[:SIG_LEN],
+        ann = cls(cid, txid, vout, cap, k1, k2, n1, n2, life, lock, ed, pols[0], pols[1], seq, sigs[:SIG_LEN],
                   sigs[SIG_LEN:])
         ann.verify()
         return ann
@@ -102,6 +106,8 @@ class ChannelAnnouncement:
             raise BadAnnouncement("channel announcement with the same node at both ends")
         if self.capacity <= 0 or self.escrow_delta <= 0:
             raise BadAnnouncement("channel announcement with no capacity or escrow delta")
+        if self.locktime > self.lifetime:
+            raise BadAnnouncement("channel announcement with an nLockTime above its lifetime")
         for p in (self.policy_1, self.policy_2):
             try:
                 p.check(Margins(confirm=0, safety=0))
@@ -126,9 +132,9 @@ class ChannelAnnouncement:
     def edges(self) -> tuple[Edge, Edge]:
         """Both directions, each with the policy of the node forwarding over it."""
         return (Edge(self.channel_id, self.node_1, self.node_2, self.policy_1, self.locktime, self.escrow_delta,
-                     self.capacity),
+                     self.capacity, self.lifetime),
                 Edge(self.channel_id, self.node_2, self.node_1, self.policy_2, self.locktime, self.escrow_delta,
-                     self.capacity))
+                     self.capacity, self.lifetime))
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from eschaton.core.routing import onion as O
 from eschaton.core.routing.forward import Reason
-from eschaton.core.routing.route import Edge, Route, build_route
+from eschaton.core.routing.route import Edge, Route, RouteError, build_route
 
 LOCK_PPM = 1
 """Millionths of the amount per block of timeout: what a block of lock-up is worth to the payer."""
@@ -151,8 +151,17 @@ def find_path(edges: Iterable[Edge], source: bytes, target: bytes, amount: int, 
 def find_route(edges: Iterable[Edge], source: bytes, target: bytes, amount: int, height: int,
                final_delta: int, history: History | None = None, exclude: Iterable[bytes] = (),
                local: Sequence[Edge] = ()) -> Route | None:
-    path = find_path(edges, source, target, amount, height, history, exclude, local)
-    return build_route(path, amount, height, final_delta) if path else None
+    edges = list(edges)
+    banned = list(exclude)
+    for _ in range(O.MAX_HOPS):
+        path = find_path(edges, source, target, amount, height, history, banned, local)
+        if not path:
+            return None
+        try:
+            return build_route(path, amount, height, final_delta)
+        except RouteError as err:  # a channel whose lifetime cannot hold the timeouts: go around it
+            banned.append(err.edge.channel)
+    return None
 
 
 def retry(edges: Iterable[Edge], source: bytes, target: bytes, amount: int, height: int, final_delta: int,

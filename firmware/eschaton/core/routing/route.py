@@ -13,6 +13,12 @@ Rules / theory of operation:
   ``max(height + final_delta, locktime_last + max(escrow_delta_last, room))``. So every hop can
   get the version holding its incoming escrow confirmed and claim it before the payer upstream
   may reclaim, and each hop keeps its own delta between what it receives and what it offers.
+- Each channel caps its escrows' timeouts at its ``lifetime + escrow_delta`` (the channel core's
+  rule): a path whose timeouts, accumulated from the payee back, overflow an upstream channel's
+  cap is refused with ``RouteError`` naming that channel, and the path finder searches again
+  without it. In practice an upstream channel must have been opened at least the downstream
+  deltas later (or its versions' nLockTimes must have moved down further) than the channels
+  after it.
 - The worst-case lock-up of the payer's own funds is ``t_0 - height`` blocks (``Route.lockup``).
 """
 from __future__ import annotations
@@ -35,6 +41,21 @@ class Edge:
     locktime: int
     escrow_delta: int
     capacity: int = 0
+    lifetime: int = 0
+    """The channel's initial nLockTime: the channel core refuses an escrow timeout above
+    ``lifetime + escrow_delta`` (0: not known, no bound)."""
+
+    @property
+    def max_timeout(self) -> int | None:
+        return self.lifetime + self.escrow_delta if self.lifetime else None
+
+
+class RouteError(ValueError):
+    """A path on which no timeouts satisfy every channel (``edge`` is the one that overflows)."""
+
+    def __init__(self, msg: str, edge: Edge) -> None:
+        super().__init__(msg)
+        self.edge = edge
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +104,10 @@ def build_route(edges: Sequence[Edge], amount: int, height: int, final_delta: in
         amounts[k] = amounts[k + 1] + nxt.policy.fee(amounts[k + 1], timeouts[k + 1] - height)
         timeouts[k] = max(timeouts[k + 1] + nxt.policy.delta,
                           edges[k].locktime + max(edges[k].escrow_delta, room))
+    for e, t in zip(edges, timeouts, strict=True):
+        if e.max_timeout is not None and t > e.max_timeout:
+            raise RouteError(f"escrow timeout {t} beyond channel {e.channel.hex()[:12]}'s lifetime "
+                             f"{e.lifetime} + escrow_delta {e.escrow_delta}", e)
     return Route(tuple(edges), tuple(amounts), tuple(timeouts), height)
 
 
