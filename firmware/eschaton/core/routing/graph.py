@@ -90,16 +90,33 @@ class ChannelAnnouncement:
     @classmethod
     def decode(cls, raw: bytes) -> ChannelAnnouncement:
         """Parse and verify both signatures; raises ``BadAnnouncement``."""
+        ann = cls.parse(raw)
+        ann.verify()
+        return ann
+
+    @classmethod
+    def parse(cls, raw: bytes) -> ChannelAnnouncement:
+        """Parse without verifying (for a half-signed announcement asked to be countersigned)."""
         if len(raw) != ANNOUNCEMENT_LEN:
             raise BadAnnouncement(f"channel announcement of {len(raw)} bytes, expected {ANNOUNCEMENT_LEN}")
         cid, txid, vout, cap, k1, k2, n1, n2, life, lock, ed = _BODY.unpack_from(raw)
         pols = [FeePolicy(*_POLICY.unpack_from(raw, _BODY.size + i * _POLICY.size)) for i in range(2)]
         (seq,) = _SEQ.unpack_from(raw, _BODY.size + 2 * _POLICY.size)
         sigs = raw[-2 * SIG_LEN:]
-        ann = cls(cid, txid, vout, cap, k1, k2, n1, n2, life, lock, ed, pols[0], pols[1], seq, sigs[:SIG_LEN],
-                  sigs[SIG_LEN:])
-        ann.verify()
-        return ann
+        return cls(cid, txid, vout, cap, k1, k2, n1, n2, life, lock, ed, pols[0], pols[1], seq, sigs[:SIG_LEN],
+                   sigs[SIG_LEN:])
+
+    def half_encode(self) -> bytes:
+        """The encoding with only node 1's signature (node 2's is zeros): a ``route_sign``."""
+        if len(self.sig_1) != SIG_LEN:
+            raise ValueError("announcement not signed by its first end")
+        return self.body() + self.sig_1 + bytes(SIG_LEN)
+
+    def signed_by_first(self) -> bool:
+        try:
+            return NodeId(self.node_1).verify(DOMAIN + self.body(), self.sig_1)
+        except BadNodeId:
+            return False
 
     def verify(self) -> None:
         if self.node_1 == self.node_2:

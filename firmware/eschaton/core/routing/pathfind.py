@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from eschaton.core.routing import onion as O
 from eschaton.core.routing.forward import Reason
+from eschaton.core.routing.policy import Margins
 from eschaton.core.routing.route import Edge, Route, RouteError, build_route
 
 LOCK_PPM = 1
@@ -150,7 +151,7 @@ def find_path(edges: Iterable[Edge], source: bytes, target: bytes, amount: int, 
 
 def find_route(edges: Iterable[Edge], source: bytes, target: bytes, amount: int, height: int,
                final_delta: int, history: History | None = None, exclude: Iterable[bytes] = (),
-               local: Sequence[Edge] = ()) -> Route | None:
+               local: Sequence[Edge] = (), margins: Margins | None = None) -> Route | None:
     edges = list(edges)
     banned = list(exclude)
     for _ in range(O.MAX_HOPS):
@@ -158,7 +159,7 @@ def find_route(edges: Iterable[Edge], source: bytes, target: bytes, amount: int,
         if not path:
             return None
         try:
-            return build_route(path, amount, height, final_delta)
+            return build_route(path, amount, height, final_delta, margins)
         except RouteError as err:  # a channel whose lifetime cannot hold the timeouts: go around it
             banned.append(err.edge.channel)
     return None
@@ -166,12 +167,12 @@ def find_route(edges: Iterable[Edge], source: bytes, target: bytes, amount: int,
 
 def retry(edges: Iterable[Edge], source: bytes, target: bytes, amount: int, height: int, final_delta: int,
           history: History, failed: Route, failure: tuple[int, int] | None, code: str,
-          local: Sequence[Edge] = ()) -> Route | None:
+          local: Sequence[Edge] = (), margins: Margins | None = None) -> Route | None:
     """After ``failed`` came back with ``failure`` (what the payer read) and ``code``: blame
     what failed and find the next route around it, or None (final failure, or no route left)."""
     if not history.blame(failed, failure, code, height):
         return None
-    route = find_route(edges, source, target, amount, height, final_delta, history, (), local)
+    route = find_route(edges, source, target, amount, height, final_delta, history, (), local, margins)
     if route is not None and route.edges == failed.edges:
         return None  # the penalty did not move us: the same path would fail the same way
     return route

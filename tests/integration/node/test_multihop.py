@@ -1,0 +1,109 @@
+"""Multi-hop payments between real node processes on the embedded chain.
+
+A line of five nodes a - b - c - d - e (each channel opened by the node nearer a, so money
+flows towards e): the announcements reach every node, e issues a payment request, a pays it
+through b, c and d; every hop keeps exactly its fee and every balance is reconciled (what a
+cooperative close would pay each node moves by exactly the amount, the fees, or nothing). A
+retry of the payment id pays nothing more.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+from typing import Any
+
+import pytest
+
+from tests.integration.node.harness import Cluster, NodeProc, free_port, mirrored, poll
+
+CAPACITY = 1_000_000
+AMOUNT = 10_000
+
+
+def _nodes(cluster: Cluster, names: str) -> list[NodeProc]:
+    disc = free_port(socket.SOCK_DGRAM)
+    nodes = [cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in names]
+    for n in nodes:
+        n.start()
+    for n in nodes:
+        n.wait_ready()
+    for n in nodes:
+        poll(lambda n=n: len(n.linked()) == len(nodes) - 1, f"{n.name} linked to all")
+    return nodes
+
+
+def _fund(cluster: Cluster, nodes: list[NodeProc]) -> None:
+    for n in nodes:
+        cluster.chain.mine(1, to=n.wallet("address")["address"])
+    cluster.chain.mine(100)
+    for n in nodes:
+        poll(lambda n=n: n.wallet("balance")["spendable"] > 0, f"{n.name} has spendable coins")
+
+
+def _open(cluster: Cluster, opener: NodeProc, acceptor: NodeProc, lifetime: int) -> str:
+    st = opener.cli("channel", "open", acceptor.id, str(CAPACITY), "--lifetime", str(lifetime))
+    cid = str(st["channel"])
+    poll(lambda: (opener.channel(cid) or {}).get("state") == "FUNDING_BROADCAST", f"{cid[:12]} broadcast")
+    cluster.chain.mine(1)
+    for n in (opener, acceptor):
+        poll(lambda n=n: (n.channel(cid) or {}).get("state") == "OPEN", f"{n.name}: {cid[:12]} OPEN")
+    return cid
+
+
+def _close_sats(n: NodeProc) -> dict[str, int]:
+    return {c["channel"]: int(c["close_sat"]) for c in n.cli("channel", "list")}
+
+
+def _settled(nodes: list[NodeProc], cids: list[str]) -> None:
+    for x, y, cid in zip(nodes, nodes[1:], cids, strict=False):
+        poll(lambda x=x, y=y, cid=cid: mirrored(x, y, cid)[0]["escrows"] == 0, f"{cid[:12]} settled")
+
+
+def _line(cluster: Cluster, names: str) -> tuple[list[NodeProc], list[str]]:
+    nodes = _nodes(cluster, names)
+    _fund(cluster, nodes[:-1])
+    cids: list[str] = []
+    # Opened from the payee's end: each upstream channel lives 100 blocks longer, so the
+    # timeouts (which grow by each hop's delta towards the payer) fit in every channel's cap.
+    for i in range(len(nodes) - 2, -1, -1):
+        cids.insert(0, _open(cluster, nodes[i], nodes[i + 1], 1008 + 100 * (len(nodes) - 2 - i)))
+    for n in nodes:
+        poll(lambda n=n: len(n.cli("graph")["channels"]) == len(cids), f"{n.name} knows every channel")
+    return nodes, cids
+
+
+@pytest.mark.slow
+def test_a_line_of_five_pays_with_exact_fees_on_every_hop(cluster: Cluster) -> None:
+    nodes, cids = _line(cluster, "abcde")
+    a, e = nodes[0], nodes[-1]
+    before = {n.name: _close_sats(n) for n in nodes}
+
+    req = e.cli("invoice", "create", str(AMOUNT), "--description", "five hops")
+    route = a.cli("route", e.id, str(AMOUNT))
+    assert [h["node"] for h in route["hops"]] == [n.id for n in nodes[1:]]
+    paid: dict[str, Any] = a.cli("pay", req["request"], "--id", "line-1")
+    assert paid["state"] == "complete", paid
+    assert hashlib.sha256(bytes.fromhex(paid["preimage"])).hexdigest() == req["hash"]
+    assert paid["fee_sat"] == sum(route["fees_sat"]) and paid["fee_sat"] > 0
+    _settled(nodes, cids)
+
+    after = {n.name: _close_sats(n) for n in nodes}
+    delta = {n.name: sum(after[n.name].values()) - sum(before[n.name].values()) for n in nodes}
+    # the payer pays amount + fees, each hop keeps exactly its fee, the payee gets the amount
+    assert delta["a"] == -(AMOUNT + paid["fee_sat"])
+    assert [delta[n] for n in "bcd"] == route["fees_sat"]
+    assert delta["e"] == AMOUNT
+    assert sum(delta.values()) == 0
+    # every channel still adds up to its capacity on both sides
+    for x, y, cid in zip(nodes, nodes[1:], cids, strict=False):
+        vx, _ = mirrored(x, y, cid)
+        assert vx["local_sat"] + vx["remote_sat"] + vx["fee_sat"] == CAPACITY
+
+    # the same id again pays nothing more; the outcome is stored
+    again = a.cli("pay", req["request"], "--id", "line-1")
+    assert again["state"] == "complete" and again["escrow"] == paid["escrow"]
+    assert {n.name: sum(_close_sats(n).values()) for n in nodes} == {k: sum(v.values()) for k, v in after.items()}
+    assert a.cli("payment", "line-1")["state"] == "complete"
+    bad = a.cli_fail("pay", "eschreq1zzzz")
+    assert bad.stderr.count("\n") == 1
+    assert not [r for n in nodes for r in n.logs if "exc" in r]
