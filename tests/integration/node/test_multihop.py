@@ -107,3 +107,37 @@ def test_a_line_of_five_pays_with_exact_fees_on_every_hop(cluster: Cluster) -> N
     bad = a.cli_fail("pay", "eschreq1zzzz")
     assert bad.stderr.count("\n") == 1
     assert not [r for n in nodes for r in n.logs if "exc" in r]
+
+
+@pytest.mark.slow
+def test_a_diamond_where_the_first_path_fails_and_the_retry_succeeds(cluster: Cluster) -> None:
+    """a - b - d and a - c - d. The hop a's first route goes through has paid almost all of its
+    channel to d away, so the payment fails there (insufficient_balance, read by a from the
+    encrypted failure) and a's retry through the other side succeeds. Balances reconcile."""
+    a, b, c, d = _nodes(cluster, "abcd")
+    _fund(cluster, [a, b, c])
+    bd, cd = _open(cluster, b, d, 1008), _open(cluster, c, d, 1008)
+    ab, ac = _open(cluster, a, b, 1108), _open(cluster, a, c, 1108)
+    for n in (a, b, c, d):
+        poll(lambda n=n: len(n.cli("graph")["channels"]) == 4, f"{n.name} knows every channel")
+    first = a.cli("route", d.id, str(AMOUNT))["hops"][0]["node"]
+    x, y, xd = (b, c, bd) if first == b.id else (c, b, cd)
+    x.cli("channel", "pay", xd, str(990_000))  # x keeps less than the payment on its way to d
+    mirrored(x, d, xd)
+    before = {n.name: sum(_close_sats(n).values()) for n in (a, b, c, d)}
+
+    req = d.cli("invoice", "create", str(AMOUNT))
+    paid = a.cli("pay", req["request"], "--id", "diamond-1")
+    assert paid["state"] == "complete" and paid["attempts"] == 2, paid
+    assert hashlib.sha256(bytes.fromhex(paid["preimage"])).hexdigest() == req["hash"]
+    assert any("attempt 1 failed: insufficient_balance at hop 1" in str(r.get("msg", "")) for r in a.logs)
+    _settled([a, x], [ab if x is b else ac])
+    _settled([a, y, d], [ab if y is b else ac, cd if y is c else bd])
+
+    after = {n.name: sum(_close_sats(n).values()) for n in (a, b, c, d)}
+    delta = {k: after[k] - before[k] for k in after}
+    assert delta[a.name] == -(AMOUNT + paid["fee_sat"]) and paid["fee_sat"] > 0
+    assert delta[y.name] == paid["fee_sat"]  # the hop that forwarded keeps exactly its fee
+    assert delta[x.name] == 0  # the hop that failed gained and lost nothing
+    assert delta[d.name] == AMOUNT
+    assert not [r for n in (a, b, c, d) for r in n.logs if "exc" in r]
