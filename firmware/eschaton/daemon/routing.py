@@ -20,7 +20,10 @@ Rules / theory of operation (the protocol is in ``eschaton.core.routing``; ``doc
   send the onion, wait for the preimage (complete) or the escrow's return (read the failure,
   blame, find another route), up to ``MAX_ATTEMPTS``. A payment id names one payment: a retry
   with the same id reports the stored outcome or waits for the one in flight; it never pays
-  twice.
+  twice. Attempt ``n`` of payment ``P`` offers its escrow with the facade id ``P.n``, so after a
+  restart the escrow's outcome (its events name that id) still completes or fails ``P``; a
+  payment whose attempt failed that way is not retried on another route (its caller may pay
+  again with a new id).
 - Gossip: when one of our channels is open, its opener signs an announcement and asks the
   acceptor (``route_sign``) to add its signature; both then pass it to every peer running
   routing (``route_announce``). A received announcement is checked on chain (the funding
@@ -267,7 +270,10 @@ class RoutingService:
             await self._send(peer, make("route_onion", channel_id=a.channel, escrow_id=eid, onion=a.packet))
 
     async def _fulfil(self, a: FulfilUpstream) -> None:
-        await self.node.channels.payments.fulfil(escrow_name(a.channel, a.escrow_id), a.preimage, wait=False)
+        try:
+            await self.node.channels.payments.fulfil(escrow_name(a.channel, a.escrow_id), a.preimage, wait=False)
+        except EschatonError as e:  # resolved already (a replay after a restart), or the channel went on chain
+            log.info("routing: fulfilling %s upstream: %s", a.name, e)
 
     async def _fail(self, a: FailUpstream) -> None:
         assert self.fw is not None
@@ -330,19 +336,32 @@ class RoutingService:
         elif isinstance(ev, EscrowFulfilled):
             key = (ev.channel_id, ev.escrow_id)
             self._run(self.fw.on_downstream_fulfilled(ev.channel_id, ev.escrow_id, ev.preimage))
-            self._wake(key, ("fulfilled", ev.preimage))
+            self._wake(key, ("fulfilled", ev.preimage), ev.payment_id)
         elif isinstance(ev, EscrowFailed) and ev.returned:
             key = (ev.channel_id, ev.escrow_id)
             blob = self._blobs.pop(key, b"")
             self._run(self.fw.on_downstream_failed(ev.channel_id, ev.escrow_id, blob, ev.code))
-            self._wake(key, ("failed", (ev.code, blob)))
+            self._wake(key, ("failed", (ev.code, blob)), ev.payment_id)
         elif isinstance(ev, EscrowSettled) and ev.role == "payee":
             self._run(self.fw.on_upstream_settled(ev.channel_id, ev.escrow_id))
 
-    def _wake(self, key: tuple[bytes, int], outcome: tuple[str, Any]) -> None:
+    def _wake(self, key: tuple[bytes, int], outcome: tuple[str, Any], payment_id: str = "") -> None:
         fut = self._waiters.get(key)
         if fut is not None and not fut.done():
             fut.set_result(outcome)
+            return
+        # No attempt waits for it: a payment whose attempt was in flight when the node stopped.
+        pid, _, n = payment_id.rpartition(".")
+        store = self.store
+        row = store.payment(pid) if store is not None and n.isdigit() else None
+        if store is None or row is None or row.state != "pending":
+            return
+        if outcome[0] == "fulfilled":
+            row = replace(row, state="complete", preimage=outcome[1], escrow=escrow_name(*key), updated=time.time())
+        else:
+            row = replace(row, state="failed", error=f"{outcome[1][0]} (its attempt was interrupted by a restart; "
+                                                      "nothing was paid)", updated=time.time())
+        store.put_payment(row)
 
     def _on_notify(self, n: Notify) -> None:
         if n.kind == "opened":
@@ -543,7 +562,7 @@ class RoutingService:
             return "failed", (Reason.NO_ROUTE.code, b""), b"", 0, session
         try:
             rec, eid = await svc.payments.offer_escrow(ch, route.amounts[0], row.hash, route.timeouts[0],
-                                                       f"{row.id[:56]}.{row.attempts}")
+                                                       f"{row.id}.{row.attempts}")
         except EschatonError as e:
             self.history.fail_channel(first.channel, self.me, self.height)
             return "failed", (f"{Reason.INSUFFICIENT_BALANCE.code}: {e}", b""), b"", 0, session

@@ -10,7 +10,9 @@ from eschaton.api.registry import ApiError, CommandTable, Param
 from eschaton.errors import EschatonError
 
 ROUTING = CommandTable()
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_ID = re.compile(r"^[A-Za-z0-9_:-][A-Za-z0-9._:-]{0,55}$")
+"""A payment id as the channels' (letters, digits, . _ : -), at most 56 long: attempt n of
+payment P offers its escrow as P.n, which must stay a channel payment id (64)."""
 
 
 def _svc(node: Any) -> Any:
@@ -21,7 +23,7 @@ def _check_id(pid: str | None) -> str:
     if pid is None or pid == "":
         return os.urandom(16).hex()
     if not _ID.match(pid):
-        raise ApiError(f"bad payment id {pid[:80]!r}: 1 to 64 letters, digits or . _ : -")
+        raise ApiError(f"bad payment id {pid[:80]!r}: 1 to 56 letters, digits or . _ : -")
     return pid
 
 

@@ -51,7 +51,7 @@ def _open(cluster: Cluster, opener: NodeProc, acceptor: NodeProc, lifetime: int)
 
 
 def _close_sats(n: NodeProc) -> dict[str, int]:
-    return {c["channel"]: int(c["close_sat"]) for c in n.cli("channel", "list")}
+    return {c["channel"]: int(c["close_sat"]) for c in n.api("channel.list")}
 
 
 def _settled(nodes: list[NodeProc], cids: list[str]) -> None:
@@ -68,7 +68,7 @@ def _line(cluster: Cluster, names: str) -> tuple[list[NodeProc], list[str]]:
     for i in range(len(nodes) - 2, -1, -1):
         cids.insert(0, _open(cluster, nodes[i], nodes[i + 1], 1008 + 100 * (len(nodes) - 2 - i)))
     for n in nodes:
-        poll(lambda n=n: len(n.cli("graph")["channels"]) == len(cids), f"{n.name} knows every channel")
+        poll(lambda n=n: len(n.api("routing.graph")["channels"]) == len(cids), f"{n.name} knows every channel")
     return nodes, cids
 
 
@@ -104,6 +104,7 @@ def test_a_line_of_five_pays_with_exact_fees_on_every_hop(cluster: Cluster) -> N
     assert again["state"] == "complete" and again["escrow"] == paid["escrow"]
     assert {n.name: sum(_close_sats(n).values()) for n in nodes} == {k: sum(v.values()) for k, v in after.items()}
     assert a.cli("payment", "line-1")["state"] == "complete"
+    assert len(a.cli("graph")["channels"]) == len(cids)
     bad = a.cli_fail("pay", "eschreq1zzzz")
     assert bad.stderr.count("\n") == 1
     assert not [r for n in nodes for r in n.logs if "exc" in r]
@@ -119,7 +120,7 @@ def test_a_diamond_where_the_first_path_fails_and_the_retry_succeeds(cluster: Cl
     bd, cd = _open(cluster, b, d, 1008), _open(cluster, c, d, 1008)
     ab, ac = _open(cluster, a, b, 1108), _open(cluster, a, c, 1108)
     for n in (a, b, c, d):
-        poll(lambda n=n: len(n.cli("graph")["channels"]) == 4, f"{n.name} knows every channel")
+        poll(lambda n=n: len(n.api("routing.graph")["channels"]) == 4, f"{n.name} knows every channel")
     first = a.cli("route", d.id, str(AMOUNT))["hops"][0]["node"]
     x, y, xd = (b, c, bd) if first == b.id else (c, b, cd)
     x.cli("channel", "pay", xd, str(990_000))  # x keeps less than the payment on its way to d
