@@ -252,15 +252,34 @@ class RoutingService:
             elif isinstance(a, CloseUpstream):
                 self._spawn(self._close(a), f"close for {a.name}")
 
+    async def _linked(self, cid: bytes, timeout: float = 30.0) -> bool:
+        """Wait (on channel and link changes, up to ``timeout``) until ``cid``'s peer is linked."""
+        svc = self.node.channels
+        peer = svc.peers.map.get(cid, "")
+        try:
+            await svc.wait_for(lambda: svc.linked(peer), f"the peer of channel {cid.hex()[:12]} to link",
+                               timeout=timeout)
+        except EschatonError:
+            return False
+        return True
+
     async def _offer(self, a: OfferDownstream) -> None:
         assert self.fw is not None
         svc = self.node.channels
+        pid = _pid("f", a.name)
         ch = svc.endpoint.channels.get(a.channel)
         try:
             if ch is None:
                 raise RoutingError(f"channel {a.channel.hex()[:12]} is gone")
-            rec, eid = await svc.payments.offer_escrow(ch, a.amount, a.payment_hash, a.timeout, _pid("f", a.name))
+            await self._linked(a.channel)
+            rec, eid = await svc.payments.offer_escrow(ch, a.amount, a.payment_hash, a.timeout, pid)
         except EschatonError as e:
+            signed = svc.payments.get("esc:" + pid)
+            if signed is not None and signed.state.value != "failed":
+                # Our offer is signed and out: never fail upstream now (the downstream escrow
+                # may still be fulfilled). The next link to that peer offers again (same id).
+                log.info("routing: offer for %s is signed, waiting for its outcome: %s", a.name, e)
+                return
             self._run(self.fw.on_offer_refused(a.name, Reason.INSUFFICIENT_BALANCE, str(e)))
             return
         self._run(self.fw.on_offered(a.name, a.channel, eid))
@@ -278,12 +297,13 @@ class RoutingService:
     async def _fail(self, a: FailUpstream) -> None:
         assert self.fw is not None
         peer = self._peer_of(a.channel)
+        await self._linked(a.channel)
         if peer is not None and a.failure:
             await self._send(peer, make("route_fail", channel_id=a.channel, escrow_id=a.escrow_id, failure=a.failure))
         try:
             await self.node.channels.payments.fail(escrow_name(a.channel, a.escrow_id), a.reason)
         except EschatonError as e:
-            log.info("routing: failing %s: %s (tried again at the next start)", a.name, e)
+            log.info("routing: failing %s: %s (tried again at the next link)", a.name, e)
             return
         self._run(self.fw.on_upstream_returned(a.channel, a.escrow_id))
 
@@ -461,6 +481,11 @@ class RoutingService:
                 ch = svc.endpoint.channels.get(cid)
                 if ch is not None and ch.role == "opener" and ch.state.name == "OPEN":
                     await self._announce(cid)
+        # What we still owe on channels with this peer (an offer, a fulfil or a fail a crash or a
+        # lost link interrupted): every action is idempotent by its record's name.
+        owed: list[FwdAction] = [x for x in self.fw.resume()
+                                 if not isinstance(x, PersistForward) and self._peer_of(x.channel) == peer]
+        self._run(owed)
         # Onions of escrows we offered that are still unresolved: the peer may not have them.
         for rec in self.fw.records.values():
             if rec.state is FwdState.OFFERED and self._peer_of(rec.out_channel) == peer and rec.packet:

@@ -9,20 +9,26 @@ retry of the payment id pays nothing more.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import socket
+import threading
 from typing import Any
 
 import pytest
 
+from eschaton.api.client import call as api_call
+from eschaton.errors import EschatonError
 from tests.integration.node.harness import Cluster, NodeProc, free_port, mirrored, poll
 
 CAPACITY = 1_000_000
 AMOUNT = 10_000
 
 
-def _nodes(cluster: Cluster, names: str) -> list[NodeProc]:
+def _nodes(cluster: Cluster, names: str, fixed_ports: bool = False) -> list[NodeProc]:
     disc = free_port(socket.SOCK_DGRAM)
-    nodes = [cluster.node(n, listen=["tcp://127.0.0.1:0"], discovery_port=disc) for n in names]
+    nodes = [cluster.node(n, listen=[f"tcp://127.0.0.1:{free_port() if fixed_ports else 0}"], discovery_port=disc)
+             for n in names]
     for n in nodes:
         n.start()
     for n in nodes:
@@ -59,8 +65,8 @@ def _settled(nodes: list[NodeProc], cids: list[str]) -> None:
         poll(lambda x=x, y=y, cid=cid: mirrored(x, y, cid)[0]["escrows"] == 0, f"{cid[:12]} settled")
 
 
-def _line(cluster: Cluster, names: str) -> tuple[list[NodeProc], list[str]]:
-    nodes = _nodes(cluster, names)
+def _line(cluster: Cluster, names: str, fixed_ports: bool = False) -> tuple[list[NodeProc], list[str]]:
+    nodes = _nodes(cluster, names, fixed_ports)
     _fund(cluster, nodes[:-1])
     cids: list[str] = []
     # Opened from the payee's end: each upstream channel lives 100 blocks longer, so the
@@ -142,3 +148,72 @@ def test_a_diamond_where_the_first_path_fails_and_the_retry_succeeds(cluster: Cl
     assert delta[x.name] == 0  # the hop that failed gained and lost nothing
     assert delta[d.name] == AMOUNT
     assert not [r for n in (a, b, c, d) for r in n.logs if "exc" in r]
+
+
+def _events(n: NodeProc, mark: int, kind: str) -> list[dict[str, Any]]:
+    return [e for e in n.api("events.since", seq=mark, source="payments")["events"] if e["kind"] == kind]
+
+
+def _paying(payer: NodeProc, request: str, pid: str, out: dict[str, object]) -> threading.Thread:
+    def run() -> None:
+        try:
+            out["result"] = api_call(payer.datadir, "routing.pay", {"request": request, "id": pid}, timeout=150)
+        except EschatonError as e:
+            out["result"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    return t
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_hop_killed_mid_forward_and_mid_fulfil_loses_nothing(cluster: Cluster) -> None:
+    """a - b - c, the chain served apart. (1) c is frozen, so b's offer to c cannot complete; b
+    is SIGKILLed and restarted, c thawed: b resumes its forward from its record (the same offer
+    id: nothing locked twice) and resends the onion, and the payment completes. (2) a is frozen
+    once its escrow reached b; c fulfils, b learns the preimage; b is SIGKILLed and restarted,
+    a thawed: b fulfils upstream again from its record and the payment completes. Every node's
+    balance moves by exactly the amount, the fee or nothing."""
+    cluster.serve_chain()
+    nodes, cids = _line(cluster, "abc", fixed_ports=True)
+    a, b, c = nodes
+    assert a.proc is not None and c.proc is not None
+    totals = {n.name: sum(_close_sats(n).values()) for n in nodes}
+    fees = 0
+    for trial, frozen in enumerate((c, a)):
+        req = c.cli("invoice", "create", str(AMOUNT))
+        mark_b = b.api("events.since", seq=0)["head"]
+        out: dict[str, object] = {}
+        if frozen is c:
+            os.kill(c.proc.pid, signal.SIGSTOP)
+            t = _paying(a, req["request"], f"crash-{trial}", out)
+            poll(lambda m=mark_b: _events(b, m, "EscrowOffered"), "b got a's escrow")
+        else:
+            t = _paying(a, req["request"], f"crash-{trial}", out)
+            poll(lambda m=mark_b: _events(b, m, "EscrowOffered"), "b got a's escrow")
+            os.kill(a.proc.pid, signal.SIGSTOP)
+            poll(lambda m=mark_b: _events(b, m, "EscrowFulfilled"), "b learnt the preimage from c")
+        b.kill()
+        b.start()
+        b.wait_ready()
+        os.kill(frozen.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        t.join(160)
+        assert not t.is_alive(), "the payment never returned"
+        result = out["result"]
+        if not isinstance(result, dict):
+            for n in nodes:
+                for r in n.logs:
+                    m = str(r.get("msg", ""))
+                    if any(w in m for w in ("routing", "escrow", "offer", "exc", "waiting")) or "exc" in r:
+                        print("DBG", trial, n.name, m[:300], str(r.get("exc", ""))[-600:])
+        assert isinstance(result, dict) and result["state"] == "complete", (trial, result)
+        assert hashlib.sha256(bytes.fromhex(str(result["preimage"]))).hexdigest() == req["hash"]
+        fees += int(result["fee_sat"])
+        _settled(nodes, cids)
+        after = {n.name: sum(_close_sats(n).values()) for n in nodes}
+        n_paid = trial + 1
+        assert after["a"] - totals["a"] == -(n_paid * AMOUNT + fees)
+        assert after["b"] - totals["b"] == fees
+        assert after["c"] - totals["c"] == n_paid * AMOUNT
+    assert fees > 0
+    assert not [r for n in nodes for r in n.logs if "exc" in r]
