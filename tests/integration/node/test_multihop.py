@@ -113,6 +113,28 @@ def test_a_line_of_five_pays_with_exact_fees_on_every_hop(cluster: Cluster) -> N
     assert len(a.cli("graph")["channels"]) == len(cids)
     bad = a.cli_fail("pay", "eschreq1zzzz")
     assert bad.stderr.count("\n") == 1
+
+    # To a node id (the payer picks the preimage and puts it in the payee's layer) ...
+    by_id = a.cli("pay", e.id, "3000", "--id", "line-2")
+    assert by_id["state"] == "complete" and by_id["amount_sat"] == 3000
+    # ... and payer-held: the answer comes at once with the preimage; the payee holds the
+    # escrow until it is given the preimage, then the payment completes.
+    held = a.cli("pay", e.id, "2000", "--hold", "--id", "line-3")
+    assert held["state"] == "pending" and held["hold"] is True
+    def release() -> dict[str, Any] | None:
+        try:  # refused ("no held payment") until the escrow and its onion reached e
+            return e.api("routing.release", preimage=held["preimage"])  # type: ignore[no-any-return]
+        except EschatonError:
+            return None
+    assert a.api("routing.payment", id="line-3")["state"] == "pending"
+    assert e.cli_fail("pay", "--release", "00" * 32).stderr.count("\n") == 1
+    rel = poll(release, "e holds the escrow and releases it")
+    assert rel["released"] == 1
+    poll(lambda: a.api("routing.payment", id="line-3")["state"] == "complete", "the held payment completes")
+    _settled(nodes, cids)
+    final = {n.name: sum(_close_sats(n).values()) for n in nodes}
+    assert final["e"] - sum(after["e"].values()) == 5000
+    assert sum(final[k] - sum(after[k].values()) for k in final) == 0
     assert not [r for n in nodes for r in n.logs if "exc" in r]
 
 
