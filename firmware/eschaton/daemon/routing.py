@@ -120,6 +120,7 @@ class RoutingService:
         self._paying: dict[str, asyncio.Future[PaymentRow]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsub: Any = None
+        self._stopped = True
         self.forwarded = 0
 
     # --- Service ------------------------------------------------------------------------------
@@ -131,9 +132,12 @@ class RoutingService:
         ch = self.node.channels
         self._unsub = ch.payments.subscribe(self._on_payment_event)
         ch.endpoint.listeners.append(self._on_notify)
+        self.node.chain.subscribe(self._on_chain)  # the backend keeps listeners for its life
+        self._stopped = False
         self._run(self.fw.resume())
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._unsub is not None:
             self._unsub()
         if self.node.channels is not None and self._on_notify in self.node.channels.endpoint.listeners:
@@ -382,6 +386,14 @@ class RoutingService:
             row = replace(row, state="failed", error=f"{outcome[1][0]} (its attempt was interrupted by a restart; "
                                                       "nothing was paid)", updated=time.time())
         store.put_payment(row)
+
+    def _on_chain(self, ev: Any) -> None:
+        """Each new block: a fulfilled forward whose predecessor has not committed goes on chain
+        in time, a held payment too close to its timeout fails (``Forwarder.on_block``)."""
+        from eschaton.chain.backend import NewTip
+
+        if not self._stopped and self.fw is not None and isinstance(ev, NewTip):
+            self._run(self.fw.on_block(int(ev.tip.height)))
 
     def _on_notify(self, n: Notify) -> None:
         if n.kind == "opened":
