@@ -108,7 +108,8 @@ class RoutingService:
 
     def __init__(self, node: Any, policy: FeePolicy | None = None, margins: Margins | None = None) -> None:
         self.node = node
-        self.policy = policy or FeePolicy()
+        cfg = node.config.routing
+        self.policy = policy or FeePolicy(cfg.fee_base_sat, cfg.fee_ppm, cfg.fee_hold_ppm, cfg.delta)
         self.margins = margins or NODE_MARGINS
         self.store: RoutingStore | None = None
         self.graph: Graph | None = None
