@@ -432,22 +432,36 @@ class RoutingService:
         await self._send(peer, make("route_sign", announcement=ann.signed_by(self.node.keys).half_encode()))
 
     async def _on_route_sign(self, session: Session, msg: Message) -> None:
-        """(acceptor) Countersign our channel's announcement if it says what we know of it."""
+        """Countersign our channel's announcement if it says what we know of it. The sender's
+        policy is the sender's to state; ours must be ours: if it is not (the opener cannot know
+        the acceptor's), we answer with the announcement carrying our policy, signed by us only,
+        and the sender countersigns that one (two rounds at most)."""
         assert session.remote is not None
+        sender = session.remote.raw
         try:
             got = ChannelAnnouncement.parse(msg.get_bytes("announcement"))
         except BadAnnouncement as e:
             log.info("routing: route_sign refused: %s", e)
             return
         mine = self._own_announcement(got.channel_id)
-        same = mine is not None and (
+        ends = {got.node_1, got.node_2}
+        same = mine is not None and ends == {sender, self.me} and (
             (got.funding_txid, got.funding_vout, got.capacity, got.key_1, got.key_2, got.node_1, got.node_2,
-             got.lifetime, got.escrow_delta, got.policy_2)
+             got.lifetime, got.escrow_delta)
             == (mine.funding_txid, mine.funding_vout, mine.capacity, mine.key_1, mine.key_2, mine.node_1,
-                mine.node_2, mine.lifetime, mine.escrow_delta, self.policy))
-        if not same or mine is None or got.locktime < mine.locktime or got.node_1 != session.remote.raw \
-                or not got.signed_by_first():
+                mine.node_2, mine.lifetime, mine.escrow_delta))
+        if not same or mine is None or got.locktime < mine.locktime:
             log.info("routing: route_sign for %s refused: it does not match our open channel with the sender",
+                     got.channel_id.hex()[:12])
+            return
+        first = got.node_1 == self.me
+        if (got.policy_1 if first else got.policy_2) != self.policy:
+            ours = replace(got, policy_1=self.policy if first else got.policy_1,
+                           policy_2=got.policy_2 if first else self.policy, sig_1=b"", sig_2=b"")
+            await self._send(sender, make("route_sign", announcement=ours.signed_by(self.node.keys).half_encode()))
+            return
+        if not got.signed_by_end(sender):
+            log.info("routing: route_sign for %s refused: the sender's signature does not verify",
                      got.channel_id.hex()[:12])
             return
         await self._accept(got.signed_by(self.node.keys), None)

@@ -25,10 +25,11 @@ CAPACITY = 1_000_000
 AMOUNT = 10_000
 
 
-def _nodes(cluster: Cluster, names: str, fixed_ports: bool = False) -> list[NodeProc]:
+def _nodes(cluster: Cluster, names: str, fixed_ports: bool = False,
+           sections: dict[str, list[str]] | None = None) -> list[NodeProc]:
     disc = free_port(socket.SOCK_DGRAM)
-    nodes = [cluster.node(n, listen=[f"tcp://127.0.0.1:{free_port() if fixed_ports else 0}"], discovery_port=disc)
-             for n in names]
+    nodes = [cluster.node(n, listen=[f"tcp://127.0.0.1:{free_port() if fixed_ports else 0}"], discovery_port=disc,
+                          sections=(sections or {}).get(n, ())) for n in names]
     for n in nodes:
         n.start()
     for n in nodes:
@@ -140,17 +141,19 @@ def test_a_line_of_five_pays_with_exact_fees_on_every_hop(cluster: Cluster) -> N
 
 @pytest.mark.slow
 def test_a_diamond_where_the_first_path_fails_and_the_retry_succeeds(cluster: Cluster) -> None:
-    """a - b - d and a - c - d. The hop a's first route goes through has paid almost all of its
-    channel to d away, so the payment fails there (insufficient_balance, read by a from the
-    encrypted failure) and a's retry through the other side succeeds. Balances reconcile."""
-    a, b, c, d = _nodes(cluster, "abcd")
+    """a - b - d and a - c - d; c's [routing] config asks a higher fee, so a's first route goes
+    through b. b has paid almost all of its channel to d away, so the payment fails there
+    (insufficient_balance, read by a from the encrypted failure) and a's retry through c
+    succeeds, c keeping exactly its configured fee. Balances reconcile."""
+    dear = ["[routing]", "fee_base_sat = 50", "fee_ppm = 5000", "fee_hold_ppm = 0", "delta = 30"]
+    a, b, c, d = _nodes(cluster, "abcd", sections={"c": dear})
     _fund(cluster, [a, b, c])
     bd, cd = _open(cluster, b, d, 1008), _open(cluster, c, d, 1008)
     ab, ac = _open(cluster, a, b, 1108), _open(cluster, a, c, 1108)
     for n in (a, b, c, d):
         poll(lambda n=n: len(n.api("routing.graph")["channels"]) == 4, f"{n.name} knows every channel")
-    first = a.cli("route", d.id, str(AMOUNT))["hops"][0]["node"]
-    x, y, xd = (b, c, bd) if first == b.id else (c, b, cd)
+    assert a.cli("route", d.id, str(AMOUNT))["hops"][0]["node"] == b.id  # the cheaper side
+    x, y, xd = b, c, bd
     x.cli("channel", "pay", xd, str(990_000))  # x keeps less than the payment on its way to d
     mirrored(x, d, xd)
     before = {n.name: sum(_close_sats(n).values()) for n in (a, b, c, d)}
@@ -166,7 +169,7 @@ def test_a_diamond_where_the_first_path_fails_and_the_retry_succeeds(cluster: Cl
     after = {n.name: sum(_close_sats(n).values()) for n in (a, b, c, d)}
     delta = {k: after[k] - before[k] for k in after}
     assert delta[a.name] == -(AMOUNT + paid["fee_sat"]) and paid["fee_sat"] > 0
-    assert delta[y.name] == paid["fee_sat"]  # the hop that forwarded keeps exactly its fee
+    assert delta[y.name] == paid["fee_sat"] == 50 + AMOUNT * 5000 // 1_000_000  # c's configured fee, exactly
     assert delta[x.name] == 0  # the hop that failed gained and lost nothing
     assert delta[d.name] == AMOUNT
     assert not [r for n in (a, b, c, d) for r in n.logs if "exc" in r]

@@ -60,6 +60,9 @@ def test_announcement_round_trip_needs_both_signatures() -> None:
         half.encode()
     with pytest.raises(ValueError, match="only an end"):
         ann.signed_by(KEYS[5])
+    assert half.signed_by_end(KEYS[0].node_id.raw) and not half.signed_by_end(KEYS[1].node_id.raw)
+    assert ChannelAnnouncement.parse(half.half_encode()).sig_2 == bytes(64)
+    assert not half.signed_by_end(KEYS[5].node_id.raw)
     forged = replace(ann, sig_2=KEYS[5].sign(b"x" + ann.body()))
     with pytest.raises(BadAnnouncement, match="does not verify"):
         ChannelAnnouncement.decode(forged.encode())

@@ -107,14 +107,16 @@ class ChannelAnnouncement:
                    sigs[SIG_LEN:])
 
     def half_encode(self) -> bytes:
-        """The encoding with only node 1's signature (node 2's is zeros): a ``route_sign``."""
-        if len(self.sig_1) != SIG_LEN:
-            raise ValueError("announcement not signed by its first end")
-        return self.body() + self.sig_1 + bytes(SIG_LEN)
+        """The encoding with one end's signature and zeros for the other's: a ``route_sign``."""
+        if len(self.sig_1) != SIG_LEN and len(self.sig_2) != SIG_LEN:
+            raise ValueError("announcement signed by neither end")
+        return self.body() + (self.sig_1 or bytes(SIG_LEN)) + (self.sig_2 or bytes(SIG_LEN))
 
-    def signed_by_first(self) -> bool:
+    def signed_by_end(self, node: bytes) -> bool:
+        """True if ``node`` (one of the ends) signed this announcement as it stands."""
+        sig = self.sig_1 if node == self.node_1 else self.sig_2 if node == self.node_2 else b""
         try:
-            return NodeId(self.node_1).verify(DOMAIN + self.body(), self.sig_1)
+            return len(sig) == SIG_LEN and NodeId(node).verify(DOMAIN + self.body(), sig)
         except BadNodeId:
             return False
 
