@@ -118,6 +118,8 @@ class RoutingService:
         self._onions: dict[tuple[bytes, int], bytes] = {}
         self._blobs: dict[tuple[bytes, int], bytes] = {}
         self._waiters: dict[tuple[bytes, int], asyncio.Future[tuple[str, Any]]] = {}
+        self._sent: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
+        """(channel, escrow) of our own attempts in flight -> (first hop, onion): resent on relink."""
         self._paying: dict[str, asyncio.Future[PaymentRow]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsub: Any = None
@@ -514,6 +516,9 @@ class RoutingService:
                                  if not isinstance(x, PersistForward) and self._peer_of(x.channel) == peer]
         self._run(owed)
         # Onions of escrows we offered that are still unresolved: the peer may not have them.
+        for (cid, eid), (first, packet) in list(self._sent.items()):
+            if first == peer:
+                await session.send(make("route_onion", channel_id=cid, escrow_id=eid, onion=packet))
         for rec in self.fw.records.values():
             if rec.state is FwdState.OFFERED and self._peer_of(rec.out_channel) == peer and rec.packet:
                 await session.send(make("route_onion", channel_id=rec.out_channel, escrow_id=rec.out_escrow,
@@ -621,11 +626,13 @@ class RoutingService:
         key = (first.channel, eid)
         fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiters[key] = fut
+        self._sent[key] = (first.target, packet)
         try:
             await self._send(first.target, make("route_onion", channel_id=first.channel, escrow_id=eid, onion=packet))
             outcome, data = await fut  # the escrow settles either way: it is never abandoned
         finally:
             self._waiters.pop(key, None)
+            self._sent.pop(key, None)
         return outcome, data, first.channel, eid, session
 
     def release(self, preimage: bytes) -> int:
