@@ -24,8 +24,8 @@ from eschaton.errors import EschatonError
 from eschaton.store.private import set_private_umask
 
 # Command-group modules; each defines register(subparsers) -> None.
-GROUPS = ("chain", "wallet", "meter", "valve", "hw", "node", "peer", "channel", "microgrid", "stamp", "dht",
-          "demo", "dashboard")
+GROUPS = ("chain", "wallet", "meter", "valve", "hw", "node", "peer", "channel", "routing", "microgrid", "stamp",
+          "dht", "demo", "dashboard")
 
 Handler = Callable[[argparse.Namespace], Any]
 

@@ -71,3 +71,10 @@ STAMP_MAX_DIGESTS = 100_000
 STAMP_FEE_TARGET_BLOCKS = 6
 STAMP_CONFIRMATIONS = 1
 STAMP_PRICE_SAT = 0
+
+# [routing] (config/routing.py): the fee policy a node announces for forwarding
+ROUTING_FEE_BASE_SAT = 1
+ROUTING_FEE_PPM = 1000
+ROUTING_FEE_HOLD_PPM = 10
+ROUTING_DELTA = 24
+ROUTING_MIN_DELTA = 8  # 3 x confirm (2) + safety (2): the node's margins (daemon/routing.py)

@@ -53,6 +53,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     from eschaton.config.metering import SECTIONS, has_metering, parse_metering_config
     from eschaton.config.microgrid import parse_microgrid
     from eschaton.config.network import parse_network
+    from eschaton.config.routing import parse_routing
     from eschaton.config.stamp import parse_stamp
 
     doc = _parse_toml(text, source)
@@ -64,13 +65,14 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     channel = parse_channel(root)
     dashboard = parse_dashboard(root)
     stamp = parse_stamp(root)
+    routing = parse_routing(root)
     root.done(allowed_extra=(*SECTIONS, "microgrid", "bandwidth"))
     metering = parse_metering_config(doc, ctx=ctx) if has_metering(doc) else None
     microgrid = parse_microgrid(doc, ctx)
     bandwidth = parse_bandwidth(doc, ctx)
     cross_check(ctx, network, metering, microgrid, bandwidth)
     return NodeConfig(source, node, network, api, chain, metering, microgrid, bandwidth, channel,
-                      dashboard if dashboard.enabled else None, stamp)
+                      dashboard if dashboard.enabled else None, stamp, routing)
 
 
 def _read(path: str | Path) -> tuple[str, str]:

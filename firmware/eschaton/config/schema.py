@@ -16,6 +16,7 @@ from eschaton.config.channel import ChannelConfig
 from eschaton.config.dashboard import DashboardConfig
 from eschaton.config.network import DiscoveryConfig, NetworkConfig, PeerConfig
 from eschaton.config.node import NodeSection
+from eschaton.config.routing import RoutingConfig
 from eschaton.config.stamp import StampConfig
 
 if TYPE_CHECKING:  # annotations only: a client reading [node] and [api] loads none of these
@@ -54,6 +55,8 @@ class NodeConfig:
     """``[dashboard]``; None when absent or not enabled."""
     stamp: StampConfig = StampConfig()
     """``[stamp]``."""
+    routing: RoutingConfig = RoutingConfig()
+    """``[routing]``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,7 @@ class Node:
         from eschaton.daemon.dashboard import DashboardService
         from eschaton.daemon.dht import DhtService
         from eschaton.daemon.echo import EchoService
+        from eschaton.daemon.routing import RoutingService
         from eschaton.daemon.services import (
             ApiService,
             BandwidthService,
@@ -94,6 +95,7 @@ class Node:
             EchoService(),
             StampService(self),
             DhtService(lambda: self.keys.node_id.raw, height=self._height),
+            RoutingService(self),
             NetworkService(self),  # after every service with wire rows
             DashboardService(self),  # after what it shows; its commands are the API's
             ApiService(self),  # last: serves the commands of all of them

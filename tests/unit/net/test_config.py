@@ -287,3 +287,15 @@ def test_chain_electrum_server_mistakes(url: str, words: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(f'[chain]\nbackend = "electrum"\nurl = {url}\n', "node.toml")
     assert exc.value.key == "chain.url" and words in str(exc.value) and "\n" not in str(exc.value), str(exc.value)
+
+
+def test_routing_section_fee_policy() -> None:
+    r = parse_config("").routing
+    assert (r.fee_base_sat, r.fee_ppm, r.fee_hold_ppm, r.delta) == (1, 1000, 10, 24)
+    r = parse_config("[routing]\nfee_base_sat = 0\nfee_ppm = 250\nfee_hold_ppm = 0\ndelta = 40\n").routing
+    assert (r.fee_base_sat, r.fee_ppm, r.fee_hold_ppm, r.delta) == (0, 250, 0, 40)
+    with pytest.raises(ConfigError) as e:
+        parse_config("[routing]\ndelta = 7\n", "node.toml")
+    assert str(e.value) == "node.toml:2: routing.delta: must be an integer in 8..2016"
+    with pytest.raises(ConfigError, match="routing.fee: unknown key"):
+        parse_config("[routing]\nfee = 3\n")

@@ -147,6 +147,24 @@ MESSAGES: tuple[MessageSpec, ...] = (
         Field("proof", Bytes(max_len=16_384, min_len=10),
               doc="OpenTimestamps operations from the digest to a block's Merkle root, then the attestation."),
     ), "The stamp service's answer: the digest's proof, complete down to a block header."),
+    # ---- routing (eschaton.core.routing): multi-hop payments over the channels' escrows by hash.
+    # Odd ids: a peer without the service ignores them (it is then no hop of any route).
+    MessageSpec("route_onion", 257, (
+        _cid("The channel the escrow was offered on."),
+        Field("escrow_id", U64, doc="The escrow this onion goes with (offered by the sender)."),
+        Field("onion", Fixed(1665), doc="The fixed-size onion (eschaton.core.routing.onion.PACKET_LEN)."),
+    ), "Payer or forwarding hop -> next hop: the hop instructions for an escrow it offered (resent on relink until resolved)."),
+    MessageSpec("route_fail", 259, (
+        _cid("The channel of the failed escrow."),
+        Field("escrow_id", U64),
+        Field("failure", Bytes(64), doc="The failure encrypted for the payer (empty: unattributed)."),
+    ), "Next hop -> sender of an escrow: why it fails, for the payer only; escrow_fail and the return follow."),
+    MessageSpec("route_sign", 261, (
+        Field("announcement", Bytes(1024), doc="A channel announcement the sender signed (eschaton.core.routing.graph)."),
+    ), "Channel opener -> acceptor: please add your signature to this announcement of our channel."),
+    MessageSpec("route_announce", 263, (
+        Field("announcement", Bytes(1024), doc="A channel announcement signed by both ends."),
+    ), "Gossip: a channel of the graph; a receiver checks it on chain and passes it on once."),
     # ---- dht (eschaton.core.dht.rpc): Kademlia's find-node, find-value and store. Odd ids: a
     # peer without the DHT ignores them and the asker's lookup times it out. Records are
     # re-verified by the receiver (eschaton.core.dht.records); the wire bounds their size.
@@ -204,9 +222,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("microgrid", 128, 191, 3, "Metered supply: offers, invoices, payments (eschaton.daemon.microgrid)."),
     ServiceSpec("echo", 192, 223, 5, "Echo: a round trip through the peer's router (eschaton.daemon.echo)."),
     ServiceSpec("stamp", 224, 255, 9, "Timestamping: round roots consolidated upstream (eschaton.daemon.stamp)."),
+    ServiceSpec("routing", 256, 287, 11, "Multi-hop payments: onions, failures, channel announcements (eschaton.daemon.routing)."),
     ServiceSpec("dht", 320, 351, 13, "The DHT: find-node, find-value, store (eschaton.core.dht.rpc)."),
 )
-"""Ids 256-319 and 352-65535, and feature bits 11 and 15-255 are free."""
+"""Ids 288-319 and 352-65535, and feature bits 15-255 are free."""
 
 
 @dataclass(frozen=True, slots=True)

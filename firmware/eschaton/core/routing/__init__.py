@@ -1,0 +1,1 @@
+"""Sans-IO multi-hop payments: the onion, payment requests, forwarding, the routing graph."""
