@@ -14,7 +14,6 @@ act). Schema 1:
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 from eschaton.core.routing.forward import Forward, FwdState, Incoming
 from eschaton.core.routing.graph import ChannelAnnouncement
-from eschaton.store.sqlite import open_db, run_script
+from eschaton.store.sqlite import Connection, open_db, run_script
 
 SCHEMA_1 = """
 CREATE TABLE forwards (name TEXT PRIMARY KEY, state TEXT NOT NULL, record TEXT NOT NULL);
@@ -36,7 +35,7 @@ CREATE TABLE graph (channel_id BLOB PRIMARY KEY, raw BLOB NOT NULL);
 """
 
 
-def _v1(db: sqlite3.Connection) -> None:
+def _v1(db: Connection) -> None:
     run_script(db, SCHEMA_1)
 
 
@@ -154,7 +153,7 @@ def _payment(row: tuple[Any, ...]) -> PaymentRow:
 class SqliteGraphStore:
     """``GraphStore`` on the routing database."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Connection) -> None:
         self.db = db
 
     def put(self, ann: ChannelAnnouncement) -> None:
