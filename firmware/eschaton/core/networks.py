@@ -12,7 +12,8 @@ follow from what each parameter protects:
   minimum-difficulty rule lets block storms eat a window in minutes.
 - ``lifetime`` is how long the capital may be locked if the peer vanishes; the direction-switch
   budget is ``(lifetime - safety_margin) // locktime_step``. Mainnet: 13 weeks and 90 switches
-  (a re-anchor renews the budget cooperatively); signet/testnet: 4 weeks.
+  (a re-anchor renews the budget cooperatively); signet: 4 weeks; testnet: 8 weeks
+  (its larger step); each about 110 switches.
 - ``min_depth``: confirmations of the funding before the channel opens, so a reorg cannot
   undo it: 1 on a private chain, 3 on the test networks, 6 on mainnet.
 - Fees come from the backend's estimate for confirmation within one step window, never below
@@ -85,7 +86,7 @@ _TABLE = {
                       lifetime=4032, locktime_step=36, min_depth=3, safety_margin=6,
                       fee_from_estimate=True, min_lifetime=144, min_locktime_step=6, min_escrow_delta=6),
     "testnet": Network("testnet", "test", "tb", 0x6F, 0xC4, DUST_LIMIT, 600,
-                       lifetime=4032, locktime_step=72, min_depth=3, safety_margin=6,
+                       lifetime=8064, locktime_step=72, min_depth=3, safety_margin=6,
                        fee_from_estimate=True, min_lifetime=144, min_locktime_step=6, min_escrow_delta=6),
     "mainnet": Network("mainnet", "main", "bc", 0x00, 0x05, DUST_LIMIT, 600,
                        lifetime=13_104, locktime_step=144, min_depth=6, safety_margin=6,
