@@ -145,6 +145,9 @@ def _status(node: Any, ch: Any) -> dict[str, Any]:
         "locktime": st.locktime,
         "switches_left": st.switches_left,
         "budget_low": st.budget_low,
+        "locktime_step": int(ch.params.locktime_step),
+        "fee_step_sat": int(ch.params.fee_step),
+        "min_depth": int(ch.params.min_depth),
         "funding_txid": ch.setup.funding_txid if ch.setup is not None else None,
         "unconfirmed_anchors": len(ch.anchors),
     }
