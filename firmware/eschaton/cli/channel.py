@@ -61,12 +61,14 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("open", help="open a channel to a linked peer, funded by this node's wallet")
     p.add_argument("peer", help="peer node id")
     p.add_argument("capacity", type=_positive, help="satoshis this node puts in")
-    p.add_argument("--lifetime", type=_positive, default=1008, help="blocks until the first refund matures")
-    p.add_argument("--step", type=_positive, default=6, help="blocks nLockTime moves per direction switch")
+    p.add_argument("--lifetime", type=_positive, default=None,
+                   help="blocks until the first refund matures (default: the network's, regtest 1008)")
+    p.add_argument("--step", type=_positive, default=None,
+                   help="blocks nLockTime moves per direction switch (default: the network's, regtest 6)")
     p.add_argument("--wait", action="store_true", help="wait until the channel is open")
     add_node_common(p)
     p.set_defaults(handler=lambda a: call(a, "channel.open", peer=a.peer, capacity=a.capacity,
-                                          lifetime=a.lifetime, step=a.step, wait=a.wait))
+                                          lifetime=a.lifetime or 0, step=a.step or 0, wait=a.wait))
 
     p = sub.add_parser("pay", help="pay the peer (retrying with the same --id never pays twice)")
     p.add_argument("channel", help="channel id")

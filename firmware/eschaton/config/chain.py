@@ -46,6 +46,27 @@ class ChainConfig:
     """electrum backend: every configured server, in order (``url`` as a list, or one string
     with several URLs separated by commas or spaces). The client uses one at a time and moves
     to the next when one fails or lies."""
+    mainnet_risk_acknowledged: bool = False
+    """``network = "mainnet"``: the operator wrote ``mainnet_risk_acknowledged =
+    MAINNET_ACKNOWLEDGEMENT`` (the node refuses to start on mainnet without it)."""
+
+
+MAINNET_ACKNOWLEDGEMENT = "I understand this node moves real bitcoin"
+
+
+def _check_network(chain_s: Section, backend: str, network_name: str) -> bool:
+    """The embedded chain is a private regtest chain; a public network is reached through a
+    server (electrum) or a bitcoind (rpc); mainnet needs the operator's acknowledgement."""
+    if backend == "embedded" and network_name != "regtest":
+        raise chain_s.err("network", f"\"{network_name}\" needs backend = \"electrum\" or \"rpc\": "
+                                     "the embedded chain is a private regtest chain")
+    ack = chain_s.raw("mainnet_risk_acknowledged", None)
+    if ack is not None and ack != MAINNET_ACKNOWLEDGEMENT:
+        raise chain_s.err("mainnet_risk_acknowledged", f"must be exactly \"{MAINNET_ACKNOWLEDGEMENT}\"")
+    if network_name == "mainnet" and ack is None:
+        raise chain_s.err("network", "\"mainnet\" moves real bitcoin: add mainnet_risk_acknowledged = "
+                                     f"\"{MAINNET_ACKNOWLEDGEMENT}\" to [chain] to start")
+    return ack is not None
 
 
 def _check_chain_url(section: Section, url: str) -> str:
@@ -74,6 +95,7 @@ def parse_chain(root: Section) -> ChainConfig:
     backend = chain_s.get_choice("backend", D.CHAIN_BACKEND, ("embedded", "electrum", "rpc"))
     network_name = chain_s.get_choice("network", D.CHAIN_NETWORK,
                                       ("regtest", "signet", "testnet", "mainnet"))
+    acknowledged = _check_network(chain_s, backend, network_name)
     raw_url = chain_s.raw("url", D.CHAIN_URL)
     urls: tuple[str, ...] = ()
     if isinstance(raw_url, list) and backend == "electrum":
@@ -133,6 +155,7 @@ def parse_chain(root: Section) -> ChainConfig:
         raise chain_s.err("url", "backend = \"rpc\" needs rpc_user and rpc_password, or rpc_cookie")
     rpc_poll = chain_s.get_float("rpc_poll", 1.0, 0.05, 600.0)
     chain = ChainConfig(backend, network_name, chain_s.get_path("datadir", chain_default),
-                        chain_url, serve, rpc_port, rpc_user, rpc_password, rpc_cookie, rpc_poll, urls)
+                        chain_url, serve, rpc_port, rpc_user, rpc_password, rpc_cookie, rpc_poll, urls,
+                        acknowledged)
     chain_s.done()
     return chain

@@ -190,10 +190,17 @@ def witness_hashlock_refund(witness_script: bytes, signature: bytes) -> list[byt
 NETWORKS = ("regtest", "test", "main", "signet")
 
 
+# The config's network names (core/networks.py) beside embit's.
+_CONFIG_NAMES = {"main": "mainnet", "test": "testnet"}
+_EMBIT_NAMES = {v: k for k, v in _CONFIG_NAMES.items()}
+
+
 def address_to_script(address: str, network: str = "regtest") -> bytes:
-    """Decode an address for ``network``; raises ScriptError for anything malformed or foreign."""
+    """Decode an address for ``network`` (embit's name or the config's: ``mainnet``,
+    ``testnet``); raises ScriptError for anything malformed or foreign."""
     from embit.networks import NETWORKS as _NETS
 
+    network = _EMBIT_NAMES.get(network, network)
     if network not in _NETS:
         raise ScriptError(f"unknown network {network!r}")
     try:
@@ -206,7 +213,7 @@ def address_to_script(address: str, network: str = "regtest") -> bytes:
     except Exception as e:
         raise ScriptError(f"unsupported address type {address!r}") from e
     if again.lower() != address.strip().lower():
-        raise ScriptError(f"address {address!r} is not a {network} address")
+        raise ScriptError(f"address {address!r} is not a {_CONFIG_NAMES.get(network, network)} address")
     return spk
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from eschaton.channel.payments import PaymentRecord
 from eschaton.core.channel import Channel, ChannelParams, FundingInput
-from eschaton.core.channel.params import DEFAULT_MAX_CONTRACTS, min_fee_step
+from eschaton.core.channel.params import DEFAULT_MAX_CONTRACTS
 from eschaton.core.channel.updates import MAX_INFLIGHT
+from eschaton.core.networks import channel_fees, estimate_target, network, open_params
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon.chan_base import (
     REQUEST_TIMEOUT,
@@ -25,18 +26,6 @@ from eschaton.daemon.chan_base import (
 from eschaton.errors import RemoteError, TransientError
 
 log = logging.getLogger("eschaton.channels")
-
-
-BUDGET_WARNING = (3, 16)  # switches left at which new channels warn (and re-anchor), see budget_warning
-
-
-def budget_warning(lifetime: int, step: int, margin: int) -> int:
-    """Switches left at which a new channel warns, and its opener's node re-anchors: about a
-    tenth of the budget. Early enough that the switches made while the re-anchor is signed
-    (the peer's payments in flight, a turn round trip) never exhaust it; a long channel gets
-    more headroom, a short one at least the historical three."""
-    lo, hi = BUDGET_WARNING
-    return max(lo, min(hi, max(0, lifetime - margin) // max(1, step) // 10))
 
 
 class ChannelRequests(ChannelBase):
@@ -81,7 +70,8 @@ class ChannelRequests(ChannelBase):
             raise PeerUnavailable("the channel's peer is not linked")
         return peer
 
-    async def open_channel(self, peer_hex: str, capacity: int, lifetime: int, step: int) -> Channel:
+    async def open_channel(self, peer_hex: str, capacity: int, lifetime: int = 0, step: int = 0) -> Channel:
+        """Open a channel; ``lifetime`` and ``step`` in blocks, 0: the network's defaults."""
         from eschaton.core.link.identity import NodeId
 
         try:
@@ -96,13 +86,11 @@ class ChannelRequests(ChannelBase):
         coins, change, _fee, _keys = await wallet.funding_inputs(capacity)
         inputs = [FundingInput(u.outpoint.txid, u.outpoint.vout, u.value, u.script_pubkey) for u in coins]
         h = self.height
-        # The smallest fee step that lets any newer version replace any older one in a mempool
-        # (docs/channels.md, "Fee step"); it is a reserve the cooperative close gives back.
-        params = ChannelParams(opener_contribution=capacity, acceptor_contribution=0, lifetime=h + lifetime,
-                               locktime_step=step, fee_step=min_fee_step(DEFAULT_MAX_CONTRACTS),
-                               initial_fee=max(2_000, _fee),
-                               max_payment=capacity, reserve=0, escrow_delta=max(2, step), safety_margin=3,
-                               min_depth=1, low_switch_warning=budget_warning(lifetime, step, 3))
+        try:
+            params = await self.channel_params(capacity, lifetime, step, _fee, h)
+        except BaseException:
+            wallet.release([u.outpoint for u in coins])
+            raise
         cid = os.urandom(32)
         self.peers.set(cid, peer.hex())
         try:
@@ -113,6 +101,23 @@ class ChannelRequests(ChannelBase):
             raise
         self._poke()
         return ch
+
+    async def channel_params(self, capacity: int, lifetime: int, step: int, funding_fee: int,
+                             height: int) -> ChannelParams:
+        """The parameters this node proposes for a new channel: the network's table
+        (core/networks.py) in real block time, fees from the backend's estimate for one step
+        window where the network has a fee market (docs/chain.md, "Networks")."""
+        net = network(self.node.config.chain.network)
+        estimate: int | None = None
+        if net.fee_from_estimate:
+            try:
+                estimate = await self.node.chain.estimate_fee(estimate_target(net, step or net.locktime_step))
+            except Exception as e:  # no estimate (a young chain, a server without one): the relay floor
+                log.warning("no fee estimate from the chain backend (%s): the relay minimum", e)
+        # The fee step is at least the smallest that lets any newer version replace any older one
+        # in a mempool (docs/channels.md, "Fee step"); a reserve the cooperative close gives back.
+        fees = channel_fees(net, estimate, funding_fee, DEFAULT_MAX_CONTRACTS, self.endpoint.policy)
+        return open_params(net, capacity, height, fees, lifetime, step)
 
     async def ensure_turn(self, ch: Channel) -> None:
         """Ask for the turn and wait for it. A request lost on the way (the link dropped, the

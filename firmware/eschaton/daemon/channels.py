@@ -73,6 +73,7 @@ from eschaton.core.channel import Channel, Notify, Policy, SignFunding
 from eschaton.core.channel.errors import ProtocolViolation
 from eschaton.core.channel.keys import derive_channel_key
 from eschaton.core.channel.messages import OpenChannel, TurnRequest
+from eschaton.core.networks import network
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.daemon import chanwire
 from eschaton.daemon.activity import ActivitySummary
@@ -157,8 +158,9 @@ class ChannelService(ChannelLinks, ChannelRequests):
         d: Path = node.datadir
         store = ChannelStore(d / "channels.db")
         peers = _PeerMap(store)
-        policy = Policy(min_lifetime_blocks=20, max_acceptor_contribution=0, min_locktime_step=1,
-                        min_escrow_delta=2)
+        # What this node accepts from an opener: the network's row of core/networks.py (regtest:
+        # short lifetimes and steps for tests and demos).
+        policy = network(node.config.chain.network).policy()
         svc = cls(node, store, peers, channel_secret(node.wallet.seed.mnemonic, node.wallet.seed.passphrase), policy)
         svc.endpoint.restore()
         svc.height = (await node.chain.tip()).height

@@ -145,6 +145,9 @@ def _status(node: Any, ch: Any) -> dict[str, Any]:
         "locktime": st.locktime,
         "switches_left": st.switches_left,
         "budget_low": st.budget_low,
+        "locktime_step": int(ch.params.locktime_step),
+        "fee_step_sat": int(ch.params.fee_step),
+        "min_depth": int(ch.params.min_depth),
         "funding_txid": ch.setup.funding_txid if ch.setup is not None else None,
         "unconfirmed_anchors": len(ch.anchors),
     }
@@ -158,13 +161,15 @@ async def channel_list(node: Any) -> list[dict[str, Any]]:
 @CHANNEL.command("channel.open", "open a channel funded by this node's wallet",
          Param("peer", str, "peer node id"),
          Param("capacity", int, "satoshis this node puts in"),
-         Param("lifetime", int, "blocks until the initial refund matures", required=False, default=1008),
-         Param("step", int, "blocks nLockTime moves per direction switch", required=False, default=6),
+         Param("lifetime", int, "blocks until the initial refund matures (0: the network's default, "
+               "regtest 1008)", required=False, default=0),
+         Param("step", int, "blocks nLockTime moves per direction switch (0: the network's default, "
+               "regtest 6)", required=False, default=0),
          Param("wait", bool, "wait until the channel is open (someone must mine)", required=False,
                default=False))
 async def channel_open(node: Any, peer: str, capacity: int, lifetime: int, step: int, wait: bool) -> dict[str, Any]:
-    if lifetime <= 0 or step <= 0:
-        raise ApiError("lifetime and step must be positive")
+    if lifetime < 0 or step < 0:
+        raise ApiError("lifetime and step must be positive (or 0: the network's default)")
     ch = await node.channels.open_channel(peer, capacity, lifetime, step)
     if wait:
         await node.channels.wait_for(lambda: ch.state.name == "OPEN" and ch.peer_ready,

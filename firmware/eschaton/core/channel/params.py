@@ -143,6 +143,8 @@ class Policy:
     max_acceptor_contribution: int = 0
     max_contracts: int = 16
     min_escrow_delta: int = 12
+    min_depth: int = 1
+    """Fewest funding confirmations accepted: on a public network a reorg may undo fewer."""
 
     def check(self, p: ChannelParams, height: int) -> None:
         p.check_sane(height)
@@ -164,6 +166,8 @@ class Policy:
             raise ParamsRejected("max_contracts above policy")
         if p.escrow_delta < self.min_escrow_delta:
             raise ParamsRejected("escrow_delta below policy")
+        if p.min_depth < self.min_depth:
+            raise ParamsRejected("min_depth below policy")
 
 
 _PARAM_NAMES = tuple(f.name for f in fields(ChannelParams))  # once: fields() is slow per call
