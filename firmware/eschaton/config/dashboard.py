@@ -28,6 +28,8 @@ class DashboardConfig:
     url_file: Path
     """File (0600) where the node writes the URL it serves, once listening (with ``listen``'s
     port 0, the port the system picked)."""
+    login_lock_s: float = 2.0
+    """The first lock-out after the free wrong passwords (doubling with each further one)."""
 
     @property
     def loopback(self) -> bool:
@@ -65,5 +67,6 @@ def parse_dashboard(root: Section) -> DashboardConfig:
         raise s.err("password_file", "must name a file (it need not exist yet)")
     if url_file is None:
         raise s.err("url_file", "must name a file")
+    login_lock_s = s.get_float("login_lock_s", D.DASHBOARD_LOGIN_LOCK_S, 0.5, 300.0)
     s.done()
-    return DashboardConfig(enabled, host, port, password, url_file)
+    return DashboardConfig(enabled, host, port, password, url_file, login_lock_s)

@@ -64,6 +64,7 @@ DASHBOARD_ENABLED = False
 DASHBOARD_LISTEN = "127.0.0.1:8480"
 DASHBOARD_PASSWORD_FILE = "dashboard.passwd"
 DASHBOARD_URL_FILE = "dashboard.url"
+DASHBOARD_LOGIN_LOCK_S = 2.0
 
 # [stamp] (config/stamp.py)
 STAMP_ROUND_S = 1.0

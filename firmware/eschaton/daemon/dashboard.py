@@ -56,7 +56,8 @@ class DashboardService:
 
         node = self.node
         dash = Dashboard(node, node.services.commands, cfg.host, cfg.port, cfg.password_file,
-                         token=lambda: getattr(node.api, "token", None) or None)
+                         token=lambda: getattr(node.api, "token", None) or None,
+                         login_lock_s=cfg.login_lock_s)
         url = await dash.start()
         self.dashboard = dash
         self._loop = asyncio.get_running_loop()

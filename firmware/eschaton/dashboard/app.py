@@ -60,7 +60,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Dashboard:
     def __init__(self, node: Any, commands: Mapping[str, Command], host: str, port: int,
                  password_file: Path, token: Callable[[], str | None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, login_lock_s: float = 2.0) -> None:
         self.node = node
         self.commands = commands
         self.host, self.port = host, port
@@ -68,7 +68,7 @@ class Dashboard:
         self._token = token
         self._clock = clock
         self.sessions = Sessions()
-        self.limiter = LoginLimiter()
+        self.limiter = LoginLimiter(backoff_s=login_lock_s)
         self.history = MeterHistory()
         self.metrics = Metrics()
         self._clients: set[asyncio.Queue[tuple[str, str] | None]] = set()

@@ -19,6 +19,9 @@ def test_absent_or_disabled_means_no_dashboard_and_enabled_listens_on_loopback()
     assert lan is not None and (lan.host, lan.port, lan.loopback) == ("10.1.2.3", 8080, False)
     v6 = parse_config(HEAD + '[dashboard]\nenabled = true\nlisten = "[fd00::1]:80"\n').dashboard
     assert v6 is not None and v6.host == "fd00::1"
+    assert d.login_lock_s == 2.0
+    slow = parse_config(HEAD + "[dashboard]\nenabled = true\nlogin_lock_s = 10\n").dashboard
+    assert slow is not None and slow.login_lock_s == 10.0
 
 
 @pytest.mark.parametrize(("line", "key", "why"), [
@@ -29,6 +32,7 @@ def test_absent_or_disabled_means_no_dashboard_and_enabled_listens_on_loopback()
     ('listen = "127.0.0.1:70000"', "dashboard.listen", "out of range"),
     ("enabled = 1", "dashboard.enabled", "true or false"),
     ("enable = true", "dashboard.enable", "unknown key"),
+    ("login_lock_s = 0.1", "dashboard.login_lock_s", "0.5"),
 ])
 def test_mistakes_are_one_line_errors_naming_key_and_line(line: str, key: str, why: str) -> None:
     text = HEAD + "[dashboard]\n" + line + "\n"
