@@ -54,10 +54,10 @@ from typing import Any
 
 from eschaton.channel.payments import PaymentRecord, PaymentState
 from eschaton.core.channel import STATIC_KEYS, PersistThenSend, StoredVersion
-from eschaton.core.channel.codec import dumps, loads
 from eschaton.core.channel.ops import op_from_fields
 from eschaton.core.channel.params import ChannelParams
 from eschaton.core.channel.rules import apply
+from eschaton.core.channel.snapshot_json import dumps, loads
 from eschaton.core.channel.versions import Version, legacy_fee_paid, other
 from eschaton.errors import LocalError
 from eschaton.store.sqlite import (

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.embedded.index import SCHEMA_VERSION as INDEX_VERSION
 from eschaton.chain.embedded.index import ChainIndex
-from eschaton.chain.embedded.node import ChainNode
 from eschaton.channel.payments import PaymentState
 from eschaton.channel.store import SCHEMA_VERSION, ChannelStore, DiskFull, StoreError
 from eschaton.core.channel import PersistThenSend
@@ -166,7 +166,7 @@ def test_a_backup_from_before_fee_shares_imports_with_the_derived_shares(tmp_pat
     import json
 
     from eschaton.core.channel import Channel
-    from eschaton.core.channel.codec import dumps, loads
+    from eschaton.core.channel.snapshot_json import dumps, loads
     from tests.unit.channel.pair import key
 
     st = ChannelStore(_load(tmp_path / "b.db", "channels-v5-b.sql"))

@@ -406,7 +406,7 @@ def test_abort_only_before_funding_signatures() -> None:
 
 def test_snapshot_round_trips_through_json() -> None:
     from eschaton.core.channel import Channel
-    from eschaton.core.channel.codec import dumps, loads
+    from eschaton.core.channel.snapshot_json import dumps, loads
     pr = opened()
     pr.turn("a")
     pr.do("a", "offer_escrow", 5_000, bytes([3]) * 32)

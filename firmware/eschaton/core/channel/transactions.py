@@ -28,7 +28,7 @@ from eschaton.core.channel.versions import (
     idx,
     other,
 )
-from eschaton.core.codec import compact_size, sha256d
+from eschaton.core.txcodec import compact_size, sha256d
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,7 @@ from eschaton.chain.errors import (
     TxDecodeError,
 )
 from eschaton.chain.kernel import kernel_block
-from eschaton.core.codec import Block, Tx, decode_block, decode_tx, scan_block
+from eschaton.core.txcodec import Block, Tx, decode_block, decode_tx, scan_block
 from eschaton.store.private import private_dir, tighten_tree
 from eschaton.store.sqlite import Error as SqliteError
 
