@@ -41,9 +41,9 @@ sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 import pbk  # noqa: E402
 
 from eschaton.chain.embedded.blocks import build_block  # noqa: E402
-from eschaton.chain.embedded.node import ChainNode  # noqa: E402
+from eschaton.chain.embedded.engine import ChainNode  # noqa: E402
 from eschaton.chain.kernel import kernel_block  # noqa: E402
-from eschaton.core.codec import decode_block, decode_tx  # noqa: E402
+from eschaton.core.txcodec import decode_block, decode_tx  # noqa: E402
 from tests.unit.chain.helpers import Key, build_tx, sign_p2wpkh  # noqa: E402
 
 GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 
 from eschaton.core import merkle  # noqa: E402
-from eschaton.core.codec import sha256d  # noqa: E402
 from eschaton.core.dht import records, sim, smt, sumtree  # noqa: E402
 from eschaton.core.dht.txproof import TxProof  # noqa: E402
+from eschaton.core.txcodec import sha256d  # noqa: E402
 
 
 def per_second(fn: Callable[[int], object], n: int) -> float:

@@ -43,9 +43,9 @@ from aiorpcx import RPCSession, connect_rs  # noqa: E402
 
 from eschaton.chain.electrum.history import ScriptIndex  # noqa: E402
 from eschaton.chain.embedded.blocks import build_block  # noqa: E402
-from eschaton.chain.embedded.node import ChainNode  # noqa: E402
+from eschaton.chain.embedded.engine import ChainNode  # noqa: E402
 from eschaton.chain.rpc.server import COOKIE_FILE  # noqa: E402
-from eschaton.core.codec import decode_block, decode_tx  # noqa: E402
+from eschaton.core.txcodec import decode_block, decode_tx  # noqa: E402
 from tests.integration.node.harness import _env, eschaton_cmd, free_port  # noqa: E402
 from tests.unit.chain.helpers import Key, build_tx, sign_p2wpkh  # noqa: E402
 

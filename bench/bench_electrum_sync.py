@@ -34,7 +34,7 @@ sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 
 from aiorpcx import RPCSession, connect_rs  # noqa: E402
 
-from eschaton.chain.embedded.node import ChainNode  # noqa: E402
+from eschaton.chain.embedded.engine import ChainNode  # noqa: E402
 from eschaton.chain.resilient import ReopeningChain  # noqa: E402
 from eschaton.chain.rpc.server import RpcServer  # noqa: E402
 from eschaton.core.spv.headers import HeaderChain  # noqa: E402

@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 from nacl.signing import VerifyKey  # noqa: E402
 
 from eschaton.core.microgrid.buyer import BuyerCore  # noqa: E402
-from eschaton.core.microgrid.codec import encode  # noqa: E402
+from eschaton.core.microgrid.canonical import encode  # noqa: E402
 from eschaton.core.microgrid.decisions import SendInvoice  # noqa: E402
 from eschaton.core.microgrid.invoice import INVOICE_DOMAIN, Invoice  # noqa: E402
 from eschaton.microgrid.service import SellerService  # noqa: E402

@@ -29,7 +29,7 @@ sys.path[:0] = [str(ROOT / "firmware"), str(ROOT)]
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from eschaton.chain.embedded.node import ChainNode  # noqa: E402
+from eschaton.chain.embedded.engine import ChainNode  # noqa: E402
 from eschaton.chain.rpc.server import RpcServer  # noqa: E402
 
 N = 1000

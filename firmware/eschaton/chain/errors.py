@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from eschaton.chain.backend import BroadcastRefused, ChainError, UnknownTransaction
-from eschaton.core.codec import TxDecodeError  # decoding is pure; re-exported for the chain API
+from eschaton.core.txcodec import TxDecodeError  # decoding is pure; re-exported for the chain API
 from eschaton.errors import LocalError, RemoteError, TransientError
 
 __all__ = [

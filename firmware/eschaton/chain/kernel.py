@@ -5,7 +5,7 @@ Rules / theory of operation:
   ``ScriptVerificationFlags.ALL`` and an input index outside the transaction. Both are checked
   here, in Python, before the C call; they raise ``InvalidRequest``.
 - Its transaction parser accepts trailing bytes, so every transaction is first decoded strictly by
-  ``eschaton.core.codec`` (``TxDecodeError``, bitcoind's ``TX decode failed``) and only then
+  ``eschaton.core.txcodec`` (``TxDecodeError``, bitcoind's ``TX decode failed``) and only then
   handed to the kernel.
 - A script that does not verify raises ``ScriptVerifyError`` with bitcoind's reason
   ``mandatory-script-verify-flag-failed``. The kernel gives no finer cause than pass/fail.
@@ -23,7 +23,7 @@ import pbk
 import pbk.capi.bindings as _k
 
 from eschaton.chain.errors import InvalidRequest, ScriptVerifyError, TxDecodeError
-from eschaton.core.codec import Tx, decode_tx
+from eschaton.core.txcodec import Tx, decode_tx
 
 _F = pbk.ScriptVerificationFlags
 ALL_FLAGS = int(_F.ALL)

@@ -28,7 +28,7 @@ from eschaton.chain.backend import ChainBackend
 from eschaton.chain.electrum.client import ElectrumChainClient
 from eschaton.chain.electrum.server import SOCKET_FILE, ElectrumServer
 from eschaton.chain.embedded.chain import EmbeddedChain
-from eschaton.chain.embedded.node import ChainLock, ChainNode
+from eschaton.chain.embedded.engine import ChainLock, ChainNode
 from eschaton.chain.errors import ChainDirUnusable, ChainLocked, ChainUnavailable
 from eschaton.store.datadir import resolve_datadir
 

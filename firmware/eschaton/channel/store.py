@@ -54,10 +54,11 @@ from typing import Any
 
 from eschaton.channel.payments import PaymentRecord, PaymentState
 from eschaton.core.channel import STATIC_KEYS, PersistThenSend, StoredVersion
-from eschaton.core.channel import ledger as L
-from eschaton.core.channel.codec import dumps, loads
-from eschaton.core.channel.ledger import Version, legacy_fee_paid
+from eschaton.core.channel.ops import op_from_fields
 from eschaton.core.channel.params import ChannelParams
+from eschaton.core.channel.rules import apply
+from eschaton.core.channel.snapshot_json import dumps, loads
+from eschaton.core.channel.versions import Version, legacy_fee_paid, other
 from eschaton.errors import LocalError
 from eschaton.store.sqlite import (
     SQLITE_FULL,
@@ -236,7 +237,7 @@ def with_fee_shares(snap: dict[str, Any], params: ChannelParams, role: str) -> d
         same = [m["fields"]["version"] for m in outbox
                 if m.get("fields", {}).get("version", {}).get("number") == pend.get("number")]
         # Not in the outbox: a bet proposal, ours ("propose") or the peer's ("incoming", "signed").
-        proposer = role if snap.get("pending_kind") == "propose" else L.other(role)
+        proposer = role if snap.get("pending_kind") == "propose" else other(role)
         snap["pending"] = dict(pend, fee_paid=same[0]["fee_paid"] if same else _replayed_shares(
             params, Version.from_fields(snap["current"]), pend, snap.get("pending_op"), "mutual_propose",
             proposer)["fee_paid"])
@@ -250,7 +251,7 @@ def _replayed_shares(params: ChannelParams, prev: Version | None, v: dict[str, A
     if prev is not None and isinstance(op, dict):
         signer = role if name == "mutual_propose" else str(v.get("signer"))
         try:
-            got = L.apply(params, prev, L.op_from_fields(op), signer, 0)
+            got = apply(params, prev, op_from_fields(op), signer, 0)
             if got.fee == v.get("fee") and list(got.balances) == list(v.get("balances", [])):
                 return dict(v, fee_paid=list(got.fee_paid))
         except Exception:  # noqa: BLE001 - any refusal: fall back to the derivation below

@@ -43,8 +43,8 @@ from eschaton.chain.backend import (
 from eschaton.channel.driver import ChannelEndpoint
 from eschaton.core import script as S
 from eschaton.core.channel import Channel, ChannelState
-from eschaton.core.channel.ledger import OutputInfo, version_outputs
 from eschaton.core.channel.sweep import claim_tx, preimage_from_claim, reclaim_tx
+from eschaton.core.channel.transactions import OutputInfo, version_outputs
 
 log = logging.getLogger(__name__)
 

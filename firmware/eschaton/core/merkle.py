@@ -15,7 +15,7 @@ Rules / theory of operation:
 """
 from __future__ import annotations
 
-from eschaton.core.codec import sha256d
+from eschaton.core.txcodec import sha256d
 
 
 class Tree:

@@ -2,7 +2,7 @@
 
 Theory of operation:
 - ``parse_tx`` is the only way bytes from outside become a transaction. The strict decoder of
-  ``core.codec`` checks the structure first, because embit's reader trusts length prefixes and
+  ``core.txcodec`` checks the structure first, because embit's reader trusts length prefixes and
   silently accepts short reads (a truncated locktime parses as a smaller number, and a huge
   input count loops). Anything malformed raises ``TxDecodeError`` (a ``RemoteError``).
 - Transactions are embit ``Transaction`` objects; this module hides embit's pitfalls: fresh
@@ -19,7 +19,7 @@ import coincurve
 from embit import script as _escript
 from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
-from eschaton.core.codec import TxDecodeError, decode_tx
+from eschaton.core.txcodec import TxDecodeError, decode_tx
 from eschaton.errors import LocalError
 
 __all__ = ["TxDecodeError"]  # re-exported: the one decode error of the transaction layer

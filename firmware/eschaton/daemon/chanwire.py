@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from eschaton.core.channel import codec as chan_codec
 from eschaton.core.channel import messages as M
+from eschaton.core.channel import snapshot_json
 from eschaton.core.channel.errors import ProtocolViolation
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.core.wire.codec import make
@@ -28,7 +28,7 @@ CHANNEL_MESSAGES: dict[str, type[M.Message]] = {
 def to_wire(msg: M.Message) -> WireMessage:
     fields = msg.to_fields()
     cid = fields.pop("channel_id")
-    return make(msg.NAME, channel_id=cid, body=chan_codec.dumps(fields).encode())
+    return make(msg.NAME, channel_id=cid, body=snapshot_json.dumps(fields).encode())
 
 
 def from_wire(wm: WireMessage) -> M.Message:
@@ -36,7 +36,7 @@ def from_wire(wm: WireMessage) -> M.Message:
     if cls is None:
         raise ProtocolViolation(f"{wm.name} is not a channel message")
     try:
-        fields: Any = chan_codec.loads(wm.get_bytes("body").decode("utf-8"))
+        fields: Any = snapshot_json.loads(wm.get_bytes("body").decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError, TypeError) as e:
         raise ProtocolViolation(f"{wm.name}: malformed body") from e
     if not isinstance(fields, dict):

@@ -68,7 +68,7 @@ async def node_stop(node: Any) -> dict[str, Any]:
 
 @PEER.command("peer.list", "linked peers and discovered neighbours")
 async def peer_list(node: Any) -> list[dict[str, Any]]:
-    from eschaton.net.node import services
+    from eschaton.net.mesh import services
 
     out = []
     for nid, s in sorted(node.net.sessions.items(), key=lambda kv: kv[0].hex()):

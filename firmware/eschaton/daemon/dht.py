@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from eschaton.api.registry import ApiError, Command, CommandTable, Param
 from eschaton.core.dht import records
 from eschaton.core.dht.errors import DhtRemoteError
-from eschaton.core.dht.node import DEFAULT_PARAMS, DhtNode, Params
+from eschaton.core.dht.protocol import DEFAULT_PARAMS, DhtNode, Params
 from eschaton.core.dht.routing import Contact
 from eschaton.core.dht.rpc import Job, Rpc, Send, StoreResult
 from eschaton.core.link.link import LinkClosed

@@ -286,7 +286,7 @@ class NetworkService(_Part):
     name = "network"
 
     async def start(self) -> None:
-        from eschaton.net.node import NetNode
+        from eschaton.net.mesh import NetNode
 
         node = self.node
         node.net = await NetNode.new(node.config, keys=node.keys, router=node.router,

@@ -415,7 +415,7 @@ AFTER_BLOCKS = 6
 
 
 async def _block_hash(chain: Any, height: int) -> bytes:
-    from eschaton.core.codec import sha256d
+    from eschaton.core.txcodec import sha256d
 
     return sha256d(await header(chain, height))
 

@@ -8,7 +8,7 @@ Rules / theory of operation:
   downstream meters) while the control file says ``extra``.
 - ``<flows file>.ctl`` (JSON, re-read when it changes) lets the demo driver stop every flow
   (``stopped``: evening, the pump is off) or open the bypass (``extra``).
-- A demo node process (``eschaton.demo.node``) starts them from a JSON file (a list of flows),
+- A demo node process (``eschaton.demo.node_process``) starts them from a JSON file (a list of flows),
   only when the metering backend is the mock: they drive pins in that process because
   gpiozero's mock pins live there. The node daemon itself does not know of them.
 - One thread, catching up in small batches (like ``hw.mock.PulseTrain``), so rates stay exact

@@ -192,7 +192,7 @@ def start_node(h: House, env_extra: dict[str, str] | None = None) -> None:
     env.update(env_extra or {})
     # A seller's emulated pipes run in its node process (the mock pins live there).
     cmd = [sys.executable, "-m", "eschaton", "node", "run", "--config", str(h.config)] if h.flows is None else \
-        [sys.executable, "-m", "eschaton.demo.node", "--config", str(h.config), "--flows", str(h.flows)]
+        [sys.executable, "-m", "eschaton.demo.node_process", "--config", str(h.config), "--flows", str(h.flows)]
     logf = open(h.log, "ab")  # noqa: SIM115 - handed to the child; closed below
     try:
         h.proc = subprocess.Popen(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.embedded.index import Coin
-from eschaton.chain.embedded.node import ChainNode
 from tests.unit.chain.helpers import Key
 
 
@@ -22,7 +22,7 @@ class Funded:
         assert self.node.index is not None
         row = self.node.index.block_at(height)
         assert row is not None
-        from eschaton.core.codec import decode_block
+        from eschaton.core.txcodec import decode_block
 
         raw = self.node.index.raw_block(height)
         assert raw is not None

@@ -24,7 +24,7 @@ from eschaton.chain.backend import (
 )
 from eschaton.chain.electrum.client import ElectrumChainClient
 from eschaton.chain.electrum.server import ElectrumServer
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.errors import BlockRejected
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 

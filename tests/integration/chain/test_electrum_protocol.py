@@ -14,9 +14,9 @@ import pytest
 from aiorpcx import RPCError, RPCSession, connect_rs
 
 from eschaton.chain.electrum.server import MAX_HEADERS, ElectrumServer
-from eschaton.chain.embedded.node import ChainNode
-from eschaton.core.codec import merkle_root, sha256d
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.core.merkle import from_hex, root_from_branch
+from eschaton.core.txcodec import merkle_root, sha256d
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiorpcx import RPCError, RPCSession, connect_rs
 
 from eschaton.chain.electrum.server import ElectrumServer
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 
 
@@ -122,7 +122,7 @@ def test_mining_packs_dependent_transactions(tmp_path: Path) -> None:
         (bh,) = node.mine(1, miner.p2wpkh)
         raw = node.index.raw_block(node.tip().height)
         assert raw is not None
-        from eschaton.core.codec import decode_block
+        from eschaton.core.txcodec import decode_block
 
         txids = [t.txid for t in decode_block(raw).txs[1:]]
         assert set(txids) == {parent, child, other}

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from aiorpcx import RPCSession, connect_rs
 
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.rpc.server import RpcServer
-from eschaton.core.codec import decode_block, decode_tx, sha256d
+from eschaton.core.txcodec import decode_block, decode_tx, sha256d
 from tests.conftest import need
 from tests.integration.node.harness import free_port
 from tests.unit.chain.helpers import Key, spend_p2wpkh

@@ -20,7 +20,7 @@ from eschaton.chain.backend import (
     UnknownTransaction,
 )
 from eschaton.chain.embedded.chain import EmbeddedChain
-from eschaton.chain.embedded.node import ChainNode, NodeUpdate
+from eschaton.chain.embedded.engine import ChainNode, NodeUpdate
 from tests.integration.chain.conftest import Funded
 from tests.unit.chain.helpers import Key, build_tx, multisig_2of2, p2wsh, sign_p2wsh, spend_p2wpkh
 
@@ -153,7 +153,7 @@ def test_index_missing_a_kernel_block_is_repaired(funded: Funded) -> None:
 _CHILD = r"""
 import json, sys, time
 sys.path[:0] = [sys.argv[2], sys.argv[3]]
-from eschaton.chain.embedded.node import ChainNode, NodeUpdate
+from eschaton.chain.embedded.engine import ChainNode, NodeUpdate
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 node = ChainNode(sys.argv[1])
 k = Key(1)
@@ -204,7 +204,7 @@ def test_batch_keeps_blocks_before_a_rejected_one(funded: Funded) -> None:
     """Write-ahead indexing inside a batch: a rejected block takes back only its own writes."""
     from eschaton.chain.embedded.blocks import build_block
     from eschaton.chain.errors import BlockRejected
-    from eschaton.core.codec import decode_block, decode_tx
+    from eschaton.core.txcodec import decode_block, decode_tx
 
     f = funded
     k = f.key
@@ -238,7 +238,7 @@ def _bad_block(f: Funded) -> tuple[bytes, str, str]:
     """A block on the tip whose only spend overclaims its input (the kernel refuses its script):
     (raw, block hash, spent coinbase txid)."""
     from eschaton.chain.embedded.blocks import build_block
-    from eschaton.core.codec import decode_block, decode_tx
+    from eschaton.core.txcodec import decode_block, decode_tx
 
     k = f.key
     c = f.coinbase(2)
@@ -276,7 +276,7 @@ def test_rejected_block_written_ahead_leaves_no_trace(funded: Funded) -> None:
 def test_crash_after_write_ahead_drops_an_invalid_block(funded: Funded) -> None:
     """As if the process died after the index committed a block written ahead but before the
     kernel's verdict: on open, the kernel refuses the stored block and the index follows it."""
-    from eschaton.core.codec import decode_block
+    from eschaton.core.txcodec import decode_block
 
     f = funded
     raw, bh, spent = _bad_block(f)
@@ -323,7 +323,7 @@ def test_blocks_the_kernel_lost_are_fed_back_from_the_index(funded: Funded) -> N
     committed them: on open, the index feeds its blocks back, the kernel takes them, and both end
     at the index's tip with nothing rolled back."""
     from eschaton.chain.embedded.blocks import build_block
-    from eschaton.core.codec import decode_block, decode_tx
+    from eschaton.core.txcodec import decode_block, decode_tx
 
     f = funded
     k = f.key

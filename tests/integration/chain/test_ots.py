@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.rpc.server import RpcServer
-from eschaton.core.codec import Tx, compact_size, decode_block
+from eschaton.core.txcodec import Tx, compact_size, decode_block
 from tests.conftest import need
 
 pytestmark = pytest.mark.timeout(120)

@@ -27,7 +27,7 @@ from eschaton.chain.electrum import protocol as P
 from eschaton.chain.electrum.client import ElectrumChainClient
 from eschaton.chain.electrum.server import ElectrumServer
 from eschaton.chain.embedded.blocks import build_block
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.errors import ChainError, NotOwner
 from tests.conftest import need_root, need_tool
 from tests.unit.chain.helpers import Key, spend_p2wpkh

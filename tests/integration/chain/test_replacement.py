@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from eschaton.chain.backend import BroadcastRefused
-from eschaton.chain.embedded.node import ChainNode, NodeUpdate
+from eschaton.chain.embedded.engine import ChainNode, NodeUpdate
 from tests.integration.chain.conftest import Funded
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 

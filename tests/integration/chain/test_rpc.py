@@ -26,10 +26,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.rpc.server import RpcServer
-from eschaton.core.codec import decode_block
 from eschaton.core.script import script_to_address
+from eschaton.core.txcodec import decode_block
 from tests.conftest import need_root, need_tool
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 
@@ -216,7 +216,7 @@ def test_methods_have_cores_shapes(tmp_path: Path) -> None:
             # A package: parent and child.
             txid2, value2 = _coinbase(node, 2)
             parent = spend_p2wpkh(txid2, 0, value2, k, [(value2 - FEE, k.p2wpkh)])
-            from eschaton.core.codec import decode_tx
+            from eschaton.core.txcodec import decode_tx
 
             ptx = decode_tx(parent)
             child = spend_p2wpkh(ptx.txid, 0, value2 - FEE, k, [(value2 - 2 * FEE, dest)])

@@ -25,11 +25,11 @@ from eschaton.chain.backend import (
     UnknownTransaction,
 )
 from eschaton.chain.embedded.chain import EmbeddedChain
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.errors import ChainUnavailable
 from eschaton.chain.rpc.client import RpcChainClient, RpcCredentials
 from eschaton.chain.rpc.server import RpcServer
-from eschaton.core.codec import decode_block, decode_tx
+from eschaton.core.txcodec import decode_block, decode_tx
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 
 pytestmark = pytest.mark.timeout(120)

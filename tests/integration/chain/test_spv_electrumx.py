@@ -22,7 +22,7 @@ from aiorpcx import RPCSession, connect_rs, serve_rs
 
 from eschaton.chain.backend import ChainEvent, NewTip, OutpointSpent, Reorg
 from eschaton.chain.electrum.spv import SpvHeaders
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.resilient import ReopeningChain
 from eschaton.chain.rpc.server import RpcServer
 from tests.integration.chain.test_electrumx import until

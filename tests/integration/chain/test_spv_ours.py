@@ -12,7 +12,7 @@ import pytest
 
 from eschaton.chain.backend import ChainEvent, NewTip, OutpointSpent, Reorg
 from eschaton.chain.electrum.server import ElectrumServer
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.resilient import ReopeningChain
 from tests.unit.chain.helpers import Key, spend_p2wpkh
 

@@ -34,8 +34,8 @@ from eschaton.core import tx as T
 from eschaton.core.channel import Channel, ChannelParams, ChannelState, FundingInput, Policy
 from eschaton.core.channel.errors import InvalidRequest
 from eschaton.core.channel.keys import derive_channel_key
-from eschaton.core.channel.ledger import close_balances, close_fee
 from eschaton.core.channel.messages import Message
+from eschaton.core.channel.versions import close_balances, close_fee
 
 HEIGHT = 300
 CID = hashlib.sha256(b"crash-channel").digest()

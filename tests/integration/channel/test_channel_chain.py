@@ -8,9 +8,13 @@ import pytest
 
 from eschaton.chain.backend import BroadcastRefused
 from eschaton.core import tx as T
-from eschaton.core.channel import Oracle, ledger
+from eschaton.core.channel import Oracle
 from eschaton.core.channel.errors import BadSignature, LocktimeViolation
 from eschaton.core.channel.messages import Update
+from eschaton.core.channel.ops import Pay, SettleBet, op_to_fields
+from eschaton.core.channel.rules import apply
+from eschaton.core.channel.transactions import sign, version_outputs, version_tx
+from eschaton.core.channel.versions import Version, close_balances
 from tests.integration.channel.harness import Net, k
 
 pytestmark = pytest.mark.timeout(120)
@@ -112,15 +116,15 @@ def test_refused_peer_messages_leave_channel_usable(net: Net) -> None:
     net.do("a", "pay", 1_000)
     a = net.ch("a")
     cur = a.current
-    good_v = ledger.apply(a.params, cur, ledger.Pay(2_000), "opener", net.height)
+    good_v = apply(a.params, cur, Pay(2_000), "opener", net.height)
     setup = a.setup
     assert setup is not None
 
-    def signed(v: ledger.Version) -> Update:
-        sig = ledger.sign(ledger.version_tx(v, setup), setup, a._key)
-        return Update(net.cid, v.to_fields(), ledger.op_to_fields(ledger.Pay(2_000)), sig)
+    def signed(v: Version) -> Update:
+        sig = sign(version_tx(v, setup), setup, a._key)
+        return Update(net.cid, v.to_fields(), op_to_fields(Pay(2_000)), sig)
 
-    bad_lock = signed(ledger.Version(good_v.number, good_v.locktime + 10, good_v.fee, good_v.balances,
+    bad_lock = signed(Version(good_v.number, good_v.locktime + 10, good_v.fee, good_v.balances,
                                      signer=good_v.signer))
     with pytest.raises(LocktimeViolation):
         net.b.ep.receive(bad_lock, net.height)
@@ -185,8 +189,8 @@ def test_bet_settled_cooperatively_for_each_outcome(net: Net, outcome: int) -> N
     v = net.ch("a").current
     net.do("a", "close")
     net.mine(1)
-    assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == ledger.close_balances(net.ch("a").params, v)
-    assert ledger.close_balances(net.ch("a").params, v) == (v.balances[0] + v.fee_paid[0] - 2_000,
+    assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == close_balances(net.ch("a").params, v)
+    assert close_balances(net.ch("a").params, v) == (v.balances[0] + v.fee_paid[0] - 2_000,
                                                              v.balances[1] + v.fee_paid[1])
 
 
@@ -202,7 +206,7 @@ def test_bet_on_chain_loser_gains_nothing_by_refusing(net: Net, outcome: int | N
     bet_v = net.ch("a").current
     olds = _older_versions(net, loser)
     assert olds
-    coop = (ledger.apply(net.ch("a").params, bet_v, ledger.SettleBet(bid, pre[outcome]), net.ch(loser).role, net.height)
+    coop = (apply(net.ch("a").params, bet_v, SettleBet(bid, pre[outcome]), net.ch(loser).role, net.height)
             if outcome is not None else None)
     bet_timeout = bet_v.bets[0].timeout
     while net.height < bet_timeout + 3:
@@ -238,7 +242,7 @@ def test_store_restart_mid_channel_then_close(net: Net) -> None:
         n.ep.reconnect(net.cid)
     net.flush()
     net.do("a", "pay", 5_000)
-    agreed = ledger.close_balances(net.ch("a").params, net.ch("a").current)  # the fee steps come back
+    agreed = close_balances(net.ch("a").params, net.ch("a").current)  # the fee steps come back
     net.do("b", "close")
     net.mine(1)
     assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == agreed
@@ -252,7 +256,7 @@ def test_three_outcome_bet_claimed_through_multi_hash_script(net: Net) -> None:
     net.do("a", "propose_bet", ann, ("opener", "acceptor", "opener"), (300_000, 200_000))
     net.accept("b")
     bet_v = net.ch("a").current
-    outs = ledger.version_outputs(bet_v, net.ch("a").setup)  # type: ignore[arg-type]
+    outs = version_outputs(bet_v, net.ch("a").setup)  # type: ignore[arg-type]
     assert [len(o.hashes) for o in outs if o.kind == "stake"] == [1, 2]
     while net.height < bet_v.bets[0].timeout + 2:
         if net.height >= bet_v.locktime + 1:
@@ -281,7 +285,7 @@ def test_reanchor_on_chain_then_old_versions_are_dead(net: Net) -> None:
         assert e.value.reason in ("non-final", "bad-txns-inputs-missingorspent")
     net.do("b", "pay", 100)
     net.do("a", "pay", 1_000)
-    agreed = ledger.close_balances(net.ch("a").params, net.ch("a").current)  # the fee steps come back
+    agreed = close_balances(net.ch("a").params, net.ch("a").current)  # the fee steps come back
     net.do("b", "close")
     net.mine(1)
     assert (net.a.paid_to_payout(), net.b.paid_to_payout()) == agreed

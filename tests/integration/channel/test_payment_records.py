@@ -13,8 +13,8 @@ from eschaton.channel.driver import ChannelEndpoint
 from eschaton.channel.payments import PaymentError, PaymentRecord, PaymentState, check_id
 from eschaton.channel.store import MIGRATIONS, SCHEMA_VERSION, ChannelStore, DiskFull
 from eschaton.core.channel import PersistThenSend
-from eschaton.core.channel.codec import dumps, loads
 from eschaton.core.channel.messages import Message
+from eschaton.core.channel.snapshot_json import dumps, loads
 from tests.unit.channel.pair import opened
 
 

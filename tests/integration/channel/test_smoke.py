@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from eschaton.core.channel.ledger import close_balances
+from eschaton.core.channel.versions import close_balances
 from tests.integration.channel.harness import Net
 
 

@@ -11,8 +11,8 @@ from eschaton.channel.driver import ChannelEndpoint
 from eschaton.channel.store import SCHEMA_VERSION, ChannelStore, StoreError, _v1
 from eschaton.core.channel import Channel
 from eschaton.core.channel.actions import Notify
-from eschaton.core.channel.codec import dumps, loads
 from eschaton.core.channel.messages import Message
+from eschaton.core.channel.snapshot_json import dumps, loads
 from tests.unit.channel.pair import opened
 
 

@@ -11,10 +11,10 @@ import pytest
 
 from eschaton.config import parse_config
 from eschaton.core.dht import records
-from eschaton.core.dht.node import Params
+from eschaton.core.dht.protocol import Params
 from eschaton.core.link.identity import NodeKeys
 from eschaton.daemon.dht import DhtService
-from eschaton.net.node import NetNode
+from eschaton.net.mesh import NetNode
 from eschaton.net.router import Router
 
 pytestmark = pytest.mark.timeout(40)

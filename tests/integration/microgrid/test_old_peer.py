@@ -15,7 +15,7 @@ import pytest
 from eschaton.daemon.microgrid import OFFER_RESEND_S
 from eschaton.demo.village import api, start_node, stop_node, wait_ready
 from eschaton.net.identity import create_identity
-from eschaton.net.node import NetNode
+from eschaton.net.mesh import NetNode
 from tests.integration.microgrid.lone_seller import buyer_config, lone_seller
 from tests.routes import Recorder, router
 

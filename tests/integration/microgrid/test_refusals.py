@@ -23,7 +23,7 @@ from eschaton.core.microgrid.terms import Acceptance, Service, Tariff
 from eschaton.daemon.microgrid import _to_wire, from_wire_fields
 from eschaton.demo.village import House, api, free_port, start_node, stop_node, wait_ready
 from eschaton.net.identity import create_identity
-from eschaton.net.node import NetNode
+from eschaton.net.mesh import NetNode
 from tests.routes import Recorder, router
 
 METER = "h9-water-h1"

@@ -21,7 +21,7 @@ from eschaton.core.wire.codec import make
 from eschaton.daemon.microgrid import _to_wire, from_wire_fields
 from eschaton.demo.village import api, start_node, stop_node, wait_ready
 from eschaton.net.identity import create_identity
-from eschaton.net.node import NetNode
+from eschaton.net.mesh import NetNode
 from tests.integration.microgrid.lone_seller import buyer_config, lone_seller
 from tests.routes import Recorder, router
 

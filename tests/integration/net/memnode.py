@@ -13,7 +13,7 @@ import sys
 import tracemalloc
 
 from eschaton.config.loader import parse_config
-from eschaton.net.node import NetNode
+from eschaton.net.mesh import NetNode
 
 
 async def main(datadir: str) -> None:

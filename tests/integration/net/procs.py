@@ -1,4 +1,4 @@
-"""Run ``python -m eschaton.net.node`` processes and read their JSON event lines."""
+"""Run ``python -m eschaton.net.mesh`` processes and read their JSON event lines."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ from pathlib import Path
 class NodeProcess:
     def __init__(self, config: Path, prefix: list[str] | None = None, *, args: Sequence[str] = (),
                  preexec_fn: Callable[[], None] | None = None) -> None:
-        cmd = [*(prefix or []), sys.executable, "-m", "eschaton.net.node", "--config", str(config),
+        cmd = [*(prefix or []), sys.executable, "-m", "eschaton.net.mesh", "--config", str(config),
                *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=preexec_fn)  # e.g. a lower RLIMIT_NOFILE

@@ -1,4 +1,4 @@
-"""Inbound admission under hostile traffic, with real ``python -m eschaton.net.node`` processes.
+"""Inbound admission under hostile traffic, with real ``python -m eschaton.net.mesh`` processes.
 
 The node under attack prints its live counts (``--status-every``) while hundreds of idle,
 garbage and stranger connections arrive from other loopback addresses; the caps must hold at

@@ -18,7 +18,7 @@ from eschaton.config import parse_config
 from eschaton.core.link.errors import PeerLacksService
 from eschaton.core.wire import encode_message, make
 from eschaton.daemon.echo import EchoService
-from eschaton.net.node import NetNode
+from eschaton.net.mesh import NetNode
 from eschaton.net.router import Router
 from tests.routes import Recorder
 

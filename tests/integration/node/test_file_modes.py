@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.channel.store import ChannelStore
 from tests.integration.node.harness import NodeProc, cli_json
 

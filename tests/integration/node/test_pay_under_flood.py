@@ -32,7 +32,7 @@ CAPS = ["max_pending_handshakes = 16", "max_pending_per_address = 4", "max_links
 
 
 def _friend_config(path: Path, datadir: Path, b: str, port: int) -> Path:
-    """A network-only node (``python -m eschaton.net.node``) that dials b and listens nowhere, so
+    """A network-only node (``python -m eschaton.net.mesh``) that dials b and listens nowhere, so
     its link to b can only be inbound at b."""
     path.write_text("\n".join([
         "[node]", f'datadir = "{datadir}"', "", "[network]", "listen = []", "",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from eschaton.core.codec import sha256d
 from eschaton.core.stamp import ots
+from eschaton.core.txcodec import sha256d
 from tests.integration.node.harness import Cluster, NodeProc, poll
 from tests.integration.stamp.helpers import (
     committed,

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.embedded.index import SCHEMA_VERSION as INDEX_VERSION
 from eschaton.chain.embedded.index import ChainIndex
-from eschaton.chain.embedded.node import ChainNode
 from eschaton.channel.payments import PaymentState
 from eschaton.channel.store import SCHEMA_VERSION, ChannelStore, DiskFull, StoreError
 from eschaton.core.channel import PersistThenSend
@@ -105,7 +105,8 @@ def test_channel_store_v5_both_sides_get_the_same_fee_shares_and_the_channel_con
     each side derived the same fee shares, the in-flight payment is accepted, payments continue
     both ways, and the cooperative close gives the fee steps back."""
     from eschaton.core import tx as T
-    from eschaton.core.channel import Channel, ledger
+    from eschaton.core.channel import Channel
+    from eschaton.core.channel.versions import close_balances
     from tests.unit.channel.pair import key
 
     chans: dict[str, Channel] = {}
@@ -156,7 +157,7 @@ def test_channel_store_v5_both_sides_get_the_same_fee_shares_and_the_channel_con
     (raw,) = broadcasts
     outs = sorted(o.value for o in T.outputs_of(T.parse_tx(raw)))
     assert sum(outs) == p.capacity - p.initial_fee
-    assert outs == sorted(ledger.close_balances(p, cur))
+    assert outs == sorted(close_balances(p, cur))
 
 
 def test_a_backup_from_before_fee_shares_imports_with_the_derived_shares(tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_a_backup_from_before_fee_shares_imports_with_the_derived_shares(tmp_pat
     import json
 
     from eschaton.core.channel import Channel
-    from eschaton.core.channel.codec import dumps, loads
+    from eschaton.core.channel.snapshot_json import dumps, loads
     from tests.unit.channel.pair import key
 
     st = ChannelStore(_load(tmp_path / "b.db", "channels-v5-b.sql"))

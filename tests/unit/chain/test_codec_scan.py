@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eschaton.chain.embedded.blocks import build_block
-from eschaton.core.codec import TxDecodeError, decode_block, decode_tx, scan_block
+from eschaton.core.txcodec import TxDecodeError, decode_block, decode_tx, scan_block
 from tests.unit.chain.helpers import Key, build_tx, sign_p2wpkh
 
 GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from eschaton.chain import kernel
 from eschaton.chain.errors import InvalidRequest, ScriptVerifyError, TxDecodeError
-from eschaton.core.codec import decode_tx
+from eschaton.core.txcodec import decode_tx
 from tests.unit.chain.helpers import Key, build_tx, spend_p2wpkh
 
 PREV = "11" * 32

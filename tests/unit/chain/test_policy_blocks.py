@@ -13,7 +13,7 @@ from eschaton.chain.embedded.blocks import (
     subsidy,
 )
 from eschaton.chain.embedded.mempool import Entry, Mempool, is_final
-from eschaton.core.codec import decode_block, decode_tx, merkle_root
+from eschaton.core.txcodec import decode_block, decode_tx, merkle_root
 from tests.unit.chain.helpers import Key, build_tx, hashlock_script, high_s, multisig_2of2, p2wsh
 
 GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"

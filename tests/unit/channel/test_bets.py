@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from eschaton.core.channel import ChannelState, FraudProof, Oracle, ledger
+from eschaton.core.channel import ChannelState, FraudProof, Oracle
 from eschaton.core.channel.errors import BetViolation, InvalidRequest, OracleError
+from eschaton.core.channel.ops import SettleBet
+from eschaton.core.channel.rules import apply
 from eschaton.core.channel.sweep import payout_after
+from eschaton.core.channel.transactions import version_outputs
+from eschaton.core.channel.versions import idx
 from tests.unit.channel.pair import Pair, key, opened, params
 
 P = [key(f"outcome-{i}") for i in range(3)]
@@ -45,7 +49,7 @@ def test_bet_won_by_each_outcome(outcome: int, winner: str) -> None:
     pr.do(loser_side, "settle_bet", bid, P[outcome])
     v = pr.a.ch.current
     assert v.bets == () and v == pr.b.ch.current
-    w = ledger.idx(winner)
+    w = idx(winner)
     # The bet version is mutual, so settling opens an epoch; its fee step comes out of the pot.
     assert v.balances[w] == before.balances[w] + 20_000 - pr.p.fee_step
     assert v.balances[1 - w] == before.balances[1 - w]
@@ -80,7 +84,7 @@ def test_push_outcome_and_three_outcomes() -> None:
     pr = funded()
     bid = place(pr, ("opener", "acceptor", ""), n=3)
     bet = pr.a.ch.current.bet(bid)
-    outs = ledger.version_outputs(pr.a.ch.current, pr.a.ch.setup)  # type: ignore[arg-type]
+    outs = version_outputs(pr.a.ch.current, pr.a.ch.setup)  # type: ignore[arg-type]
     stakes = [o for o in outs if o.kind == "stake"]
     assert [o.claim_role for o in stakes] == ["acceptor", "opener"]
     assert stakes[0].hashes == (bet.hashes[1],) and stakes[1].hashes == (bet.hashes[0],)
@@ -129,9 +133,9 @@ def test_on_chain_bet_version_pays_what_cooperation_pays() -> None:
     pr = funded()
     bid = place(pr, ("opener", "acceptor"))
     bet_v = pr.a.ch.current
-    outs = ledger.version_outputs(bet_v, pr.a.ch.setup)  # type: ignore[arg-type]
+    outs = version_outputs(bet_v, pr.a.ch.setup)  # type: ignore[arg-type]
     for outcome in (0, 1):
-        coop = ledger.apply(pr.p, bet_v, ledger.SettleBet(bid, P[outcome]),
+        coop = apply(pr.p, bet_v, SettleBet(bid, P[outcome]),
                             "acceptor" if outcome == 0 else "opener", pr.height)
         onchain = payout_after(outs, [P[outcome]])
         loser = 1 - outcome

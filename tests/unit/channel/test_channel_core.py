@@ -7,7 +7,7 @@ import pytest
 
 from eschaton.core import script as S
 from eschaton.core import tx as T
-from eschaton.core.channel import ChannelState, NotMyTurn, SignFunding, ledger
+from eschaton.core.channel import ChannelState, NotMyTurn, SignFunding
 from eschaton.core.channel.errors import (
     BadSignature,
     BalanceViolation,
@@ -23,7 +23,11 @@ from eschaton.core.channel.errors import (
     VersionViolation,
 )
 from eschaton.core.channel.messages import Update, message_from_fields
+from eschaton.core.channel.ops import Pay, op_to_fields
+from eschaton.core.channel.rules import apply
 from eschaton.core.channel.state import TRANSITIONS, check_transition
+from eschaton.core.channel.transactions import sign, version_digest, version_outputs, version_tx
+from eschaton.core.channel.versions import Version, initial_version, replace_balances
 from tests.unit.channel.pair import Pair, opened, params
 
 
@@ -89,7 +93,7 @@ def test_payments_same_direction_keep_locktime_switch_moves_it() -> None:
     assert v3.locktime == v2.locktime - 10 and v3.fee == v2.fee + 200
     assert v3.balances == (v2.balances[0] + 500, v2.balances[1] - 500 - 200)
     # nSequence grows with the version number and stays non-final, BIP68 off.
-    tx = ledger.version_tx(v3, pr.a.ch.setup)  # type: ignore[arg-type]
+    tx = version_tx(v3, pr.a.ch.setup)  # type: ignore[arg-type]
     assert tx.vin[0].sequence == 0x8000_0000 + 3 and tx.locktime == v3.locktime
     # Who holds what: the payee holds the newest, the payer its newest received.
     assert pr.a.ch.best == v3 and pr.b.ch.best == v2
@@ -118,11 +122,11 @@ def _forge(pr: Pair, **changes: object) -> Update:
     pr.turn("a")
     a = pr.a.ch
     cur = a.current
-    new = ledger.apply(pr.p, cur, ledger.Pay(1_000), "opener", pr.height)
+    new = apply(pr.p, cur, Pay(1_000), "opener", pr.height)
     new = dataclasses.replace(new, **changes)  # type: ignore[arg-type]
-    tx = ledger.version_tx(new, a.setup)  # type: ignore[arg-type]
-    sig = ledger.sign(tx, a.setup, a._key)  # type: ignore[arg-type]
-    return Update(a.channel_id, new.to_fields(), ledger.op_to_fields(ledger.Pay(1_000)), sig)
+    tx = version_tx(new, a.setup)  # type: ignore[arg-type]
+    sig = sign(tx, a.setup, a._key)  # type: ignore[arg-type]
+    return Update(a.channel_id, new.to_fields(), op_to_fields(Pay(1_000)), sig)
 
 
 @pytest.mark.parametrize("changes, err", [
@@ -153,8 +157,8 @@ def test_invalid_signature_refused() -> None:
     with pytest.raises(BadSignature):
         pr.b.ch.handle(bad, pr.height)
     other = _forge(pr, balances=(999_000 - 200 - 1_000, 1_000))  # valid fields, sig by A; swap key:
-    wrong = dataclasses.replace(other, signature=ledger.sign(
-        ledger.version_tx(ledger.Version.from_fields(other.version), pr.a.ch.setup),  # type: ignore[arg-type]
+    wrong = dataclasses.replace(other, signature=sign(
+        version_tx(Version.from_fields(other.version), pr.a.ch.setup),  # type: ignore[arg-type]
         pr.a.ch.setup, pr.b.ch._key))  # type: ignore[arg-type]
     with pytest.raises(BadSignature):
         pr.b.ch.handle(wrong, pr.height)
@@ -184,11 +188,11 @@ def test_payment_rules_local_side() -> None:
 def test_peer_payment_above_max_refused() -> None:
     pr = opened(p=params(max_payment=50_000))
     a = pr.a.ch
-    op = ledger.Pay(60_000)
-    new = dataclasses.replace(ledger.apply(params(), a.current, op, "opener", pr.height))
-    sig = ledger.sign(ledger.version_tx(new, a.setup), a.setup, a._key)  # type: ignore[arg-type]
+    op = Pay(60_000)
+    new = dataclasses.replace(apply(params(), a.current, op, "opener", pr.height))
+    sig = sign(version_tx(new, a.setup), a.setup, a._key)  # type: ignore[arg-type]
     with pytest.raises(PaymentTooLarge):
-        pr.b.ch.handle(Update(a.channel_id, new.to_fields(), ledger.op_to_fields(op), sig), pr.height)
+        pr.b.ch.handle(Update(a.channel_id, new.to_fields(), op_to_fields(op), sig), pr.height)
 
 
 def test_switch_budget_reported_warned_and_enforced() -> None:
@@ -255,7 +259,7 @@ def test_escrow_commit_and_rollback() -> None:
     eid = pr.do("a", "offer_escrow", 5_000, pre)
     v = pr.b.ch.current
     assert len(v.escrows) == 1 and v.escrows[0].amount == 5_000 and v.escrows[0].timeout == v.locktime + 20
-    outs = ledger.version_outputs(v, pr.b.ch.setup)  # type: ignore[arg-type]
+    outs = version_outputs(v, pr.b.ch.setup)  # type: ignore[arg-type]
     esc = [o for o in outs if o.kind == "escrow"][0]
     assert esc.witness_script == S.hashlock_cltv(S.sha256(pre), pr.b.ch.pubkey, pr.a.ch.pubkey, esc.timeout)
     pr.do("a", "commit_escrow", eid)
@@ -402,7 +406,7 @@ def test_abort_only_before_funding_signatures() -> None:
 
 def test_snapshot_round_trips_through_json() -> None:
     from eschaton.core.channel import Channel
-    from eschaton.core.channel.codec import dumps, loads
+    from eschaton.core.channel.snapshot_json import dumps, loads
     pr = opened()
     pr.turn("a")
     pr.do("a", "offer_escrow", 5_000, bytes([3]) * 32)
@@ -459,12 +463,12 @@ def test_version_digest_matches_embit() -> None:
     pr.pay("a", 70_000)
     s = pr.a.ch.setup
     assert s is not None
-    v0 = ledger.initial_version(pr.p)
-    one_below_dust = ledger.replace_balances(v0, (sum(v0.balances) - 100, 100))  # one output only
+    v0 = initial_version(pr.p)
+    one_below_dust = replace_balances(v0, (sum(v0.balances) - 100, 100))  # one output only
     assert pr.a.ch.current.escrows and not v0.escrows
     for v in (pr.a.ch.current, pr.b.ch.current, v0, one_below_dust):
-        tx = ledger.version_tx(v, s)
-        digest, txid = ledger.version_digest(v, s)
+        tx = version_tx(v, s)
+        digest, txid = version_digest(v, s)
         assert digest == T.sighash_segwit(tx, 0, s.witness_script, s.capacity)
         assert txid == T.txid(tx)
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 import pytest
 
 from eschaton.core import script as S
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.errors import EscrowViolation, InvalidRequest, ProtocolViolation
 from eschaton.core.channel.messages import EscrowFulfil
+from eschaton.core.channel.ops import OfferEscrow, op_from_fields, op_to_fields
+from eschaton.core.channel.rules import apply
 from eschaton.core.channel.sweep import claim_tx, payout_after, preimage_from_claim, reclaim_tx
+from eschaton.core.channel.transactions import version_outputs
+from eschaton.core.channel.versions import ACCEPTOR, OPENER, initial_version
 from tests.unit.channel.pair import Pair, key, opened
 
 PRE = key("the payee's secret")
@@ -44,10 +47,10 @@ def test_offer_by_hash_fulfil_commits_and_the_payer_learns_the_preimage() -> Non
 
 
 def test_a_default_offer_by_hash_reads_as_before_on_the_wire() -> None:
-    op = L.OfferEscrow(5_000, H)
-    assert L.op_to_fields(op) == {"kind": "offer_escrow", "amount": 5_000, "payment_hash": H}
-    explicit = L.OfferEscrow(5_000, H, 950)
-    assert L.op_from_fields(L.op_to_fields(explicit)) == explicit
+    op = OfferEscrow(5_000, H)
+    assert op_to_fields(op) == {"kind": "offer_escrow", "amount": 5_000, "payment_hash": H}
+    explicit = OfferEscrow(5_000, H, 950)
+    assert op_from_fields(op_to_fields(explicit)) == explicit
 
 
 def test_explicit_timeout_is_used_and_bounded() -> None:
@@ -67,15 +70,15 @@ def test_explicit_timeout_is_used_and_bounded() -> None:
     eid = _offer(pr, timeout=t)
     e = pr.b.ch.current.escrow(eid)
     assert e.timeout == t
-    out = [o for o in L.version_outputs(pr.b.ch.current, pr.b.ch._setup()) if o.kind == "escrow"][0]
-    assert out.timeout == t and out.hashes == (H,) and out.claim_role == L.ACCEPTOR
+    out = [o for o in version_outputs(pr.b.ch.current, pr.b.ch._setup()) if o.kind == "escrow"][0]
+    assert out.timeout == t and out.hashes == (H,) and out.claim_role == ACCEPTOR
 
 
 def test_a_peer_version_with_a_timeout_out_of_bounds_is_refused() -> None:
     p = Pair().p
-    v = L.initial_version(p)
+    v = initial_version(p)
     with pytest.raises(EscrowViolation, match="too early"):
-        L.apply(p, v, L.OfferEscrow(5_000, H, v.locktime), L.OPENER, 100)
+        apply(p, v, OfferEscrow(5_000, H, v.locktime), OPENER, 100)
 
 
 def test_bad_preimage_refused_on_both_sides() -> None:
@@ -179,7 +182,7 @@ def test_fulfilled_escrow_on_chain_is_the_payees() -> None:
     pr.run("b", pr.b.ch.fulfil_escrow(eid, PRE, pr.height))  # the payer is gone
     v = pr.b.ch.best
     assert v is not None and any(e.id == eid for e in v.escrows)
-    outs = L.version_outputs(v, pr.b.ch._setup())
+    outs = version_outputs(v, pr.b.ch._setup())
     vout, out = next((i, o) for i, o in enumerate(outs) if o.kind == "escrow")
     raw = claim_tx(out, "ab" * 32, vout, pr.b.ch.preimages[H], pr.b.priv, pr.b.ch.payout_script, 500)
     # The payer reads the preimage out of the payee's claim (not out of its own reclaim) ...

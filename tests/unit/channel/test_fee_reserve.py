@@ -9,9 +9,13 @@ import dataclasses
 import pytest
 
 from eschaton.core import tx as T
-from eschaton.core.channel import Oracle, ledger
+from eschaton.core.channel import Oracle
 from eschaton.core.channel.errors import FeeViolation
 from eschaton.core.channel.messages import Update
+from eschaton.core.channel.ops import Pay, op_to_fields
+from eschaton.core.channel.rules import apply
+from eschaton.core.channel.transactions import complete, sign, version_tx
+from eschaton.core.channel.versions import Version, legacy_fee_paid
 from tests.unit.channel.pair import Pair, key, opened, params
 
 
@@ -84,11 +88,11 @@ def test_a_bet_settled_by_the_loser_leaves_the_steps_with_who_paid_them() -> Non
                     pr.b.ch.payout_script: p.acceptor_contribution - 5_000}
 
 
-def _signed_update(pr: Pair, new: ledger.Version) -> Update:
+def _signed_update(pr: Pair, new: Version) -> Update:
     a = pr.a.ch
     assert a.setup is not None
-    sig = ledger.sign(ledger.version_tx(new, a.setup), a.setup, a._key)
-    return Update(a.channel_id, new.to_fields(), ledger.op_to_fields(ledger.Pay(1_000)), sig)
+    sig = sign(version_tx(new, a.setup), a.setup, a._key)
+    return Update(a.channel_id, new.to_fields(), op_to_fields(Pay(1_000)), sig)
 
 
 @pytest.mark.parametrize("shares", [(1_000, 200), (1_200, 0), (1_300, -100)])
@@ -101,7 +105,7 @@ def test_a_version_with_other_fee_shares_is_refused(shares: tuple[int, int]) -> 
     pr.pay("b", 1)
     pr.turn("a")
     cur = pr.a.ch.current
-    good = ledger.apply(pr.p, cur, ledger.Pay(1_000), "opener", pr.height)
+    good = apply(pr.p, cur, Pay(1_000), "opener", pr.height)
     assert good.fee_paid == (cur.fee_paid[0] + pr.p.fee_step, cur.fee_paid[1])
     before = pr.b.ch.snapshot()
     bad = dataclasses.replace(good, fee_paid=shares)
@@ -117,7 +121,7 @@ def test_a_version_without_fee_shares_is_refused_in_one_line() -> None:
     fields = dict(pr.a.ch.current.to_fields())
     del fields["fee_paid"]
     with pytest.raises(FeeViolation, match="fee_paid"):
-        ledger.Version.from_fields(fields)
+        Version.from_fields(fields)
 
 
 def test_legacy_shares_agree_with_the_rules_along_alternating_switches() -> None:
@@ -130,7 +134,7 @@ def test_legacy_shares_agree_with_the_rules_along_alternating_switches() -> None
     for i in range(9):
         pr.pay("a" if i % 3 else "b", 7)  # same-direction runs and switches
         cur = pr.a.ch.current
-        assert ledger.legacy_fee_paid(p, cur.to_fields()) == list(cur.fee_paid)
+        assert legacy_fee_paid(p, cur.to_fields()) == list(cur.fee_paid)
 
 
 def test_fee_shares_survive_a_crash() -> None:
@@ -169,9 +173,9 @@ def test_the_vsize_bound_holds_for_the_largest_version(payout: str) -> None:
     worst = 0
     for j in range(20):  # several signatures: their DER length varies
         v_j = dataclasses.replace(v, locktime=v.locktime - j)
-        tx = ledger.version_tx(v_j, setup)
-        sig = ledger.sign(tx, setup, a._key)
-        raw = ledger.complete(tx, setup, {a.pubkey: sig, a.remote_pubkey: sig})
+        tx = version_tx(v_j, setup)
+        sig = sign(tx, setup, a._key)
+        raw = complete(tx, setup, {a.pubkey: sig, a.remote_pubkey: sig})
         worst = max(worst, T.vsize(T.parse_tx(raw)))
     assert worst <= version_vsize_bound(2 + n) == min_fee_step(n)
     assert version_vsize_bound(2 + n) - worst <= (25 if payout == "p2wpkh" else 2)

@@ -5,8 +5,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eschaton.core import script as S
-from eschaton.core.channel import Oracle, ledger
+from eschaton.core.channel import Oracle
 from eschaton.core.channel.errors import InvalidRequest
+from eschaton.core.channel.versions import Version, close_balances, close_fee, idx
 from tests.unit.channel.pair import Pair, key, params
 
 OPS = st.lists(
@@ -24,9 +25,9 @@ PRE = [key(f"p{i}") for i in range(2)]
 HX = {S.sha256(key(f"hx-{n}")): key(f"hx-{n}") for n in range(30)}  # escrow_hash preimages (payee's)
 
 
-def value(v: ledger.Version, role: str) -> int:
+def value(v: Version, role: str) -> int:
     """What ``role`` can count on from ``v`` without knowing any preimage."""
-    i = ledger.idx(role)
+    i = idx(role)
     return (v.balances[i] + sum(e.amount for e in v.escrows if e.payer == role)
             + sum(b.stakes[i] for b in v.bets))
 
@@ -177,7 +178,7 @@ def test_random_operations_keep_invariants(ops: list[tuple[str, str, int]]) -> N
             assert sum(cur.fee_paid) == cur.fee
             assert all(cur.fee_paid[i] >= last.fee_paid[i] for i in (0, 1))
             if not cur.escrows and not cur.bets:
-                assert sum(ledger.close_balances(p, cur)) == p.capacity - ledger.close_fee(p, cur)
+                assert sum(close_balances(p, cur)) == p.capacity - close_fee(p, cur)
             history.append(cur)
         # Each side's broadcastable best gives it at least what the agreed state gives it.
         for side in (a, b):

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from eschaton.core.codec import merkle_root
 from eschaton.core.merkle import branch_and_root, from_hex, root_from_branch, to_hex
+from eschaton.core.txcodec import merkle_root
 
 
 def _leaves(n: int) -> list[bytes]:

@@ -8,10 +8,10 @@ import struct
 
 import pytest
 
-from eschaton.core.codec import merkle_root, sha256d
 from eschaton.core.spv import merkle
 from eschaton.core.spv.headers import BadHeader, HeaderChain, Unlinked, header_hash
 from eschaton.core.spv.pow import NETWORKS, bits_from_target, next_bits, pow_error, target_from_bits
+from eschaton.core.txcodec import merkle_root, sha256d
 
 REGTEST = NETWORKS["regtest"]
 GENESIS_REGTEST = REGTEST.genesis_header

@@ -9,9 +9,9 @@ import pytest
 from eschaton.core.dht import query as q
 from eschaton.core.dht import records, statements
 from eschaton.core.dht.errors import QueryError, RecordError, Refused
-from eschaton.core.dht.node import DhtNode
 from eschaton.core.dht.paid import Buyer, Quote, Seller
 from eschaton.core.dht.pricing import Terms, TooExpensive
+from eschaton.core.dht.protocol import DhtNode
 from eschaton.core.dht.routing import Contact
 from eschaton.core.link.identity import NodeKeys
 

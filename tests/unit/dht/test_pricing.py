@@ -8,8 +8,8 @@ import pytest
 from eschaton.core.dht import query as q
 from eschaton.core.dht import records, statements, sumtree
 from eschaton.core.dht.errors import DhtLocalError, Refused
-from eschaton.core.dht.node import DhtNode
 from eschaton.core.dht.pricing import Terms, TooExpensive, accept
+from eschaton.core.dht.protocol import DhtNode
 from eschaton.core.dht.routing import Contact
 from eschaton.core.link.identity import NodeKeys
 

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eschaton.core import merkle
-from eschaton.core.codec import sha256d
 from eschaton.core.dht import records, smt, statements, sumtree
 from eschaton.core.dht.errors import ProofError, RecordError
 from eschaton.core.dht.txproof import TxProof
 from eschaton.core.link.identity import NodeKeys
+from eschaton.core.txcodec import sha256d
 
 KEYS = NodeKeys.generate(random.Random(5).randbytes)
 small = st.binary(min_size=0, max_size=12)

@@ -7,13 +7,13 @@ import random
 import pytest
 
 from eschaton.core import merkle
-from eschaton.core.codec import sha256d
 from eschaton.core.dht import records, smt, statements
 from eschaton.core.dht.errors import RecordError, Refused
-from eschaton.core.dht.node import DhtNode
+from eschaton.core.dht.protocol import DhtNode
 from eschaton.core.dht.routing import Contact
 from eschaton.core.dht.txproof import TxProof
 from eschaton.core.link.identity import NodeKeys
+from eschaton.core.txcodec import sha256d
 
 
 def keys(seed: int) -> NodeKeys:

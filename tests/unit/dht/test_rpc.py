@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eschaton.core.dht import records
-from eschaton.core.dht.node import DhtNode, Params
+from eschaton.core.dht.protocol import DhtNode, Params
 from eschaton.core.dht.rpc import Rpc, Send
 from eschaton.core.wire.codec import decode_message, encode_message, make
 from eschaton.core.wire.errors import WireError

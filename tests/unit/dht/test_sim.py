@@ -3,7 +3,7 @@ benchmark's 1,000 nodes, same code)."""
 from __future__ import annotations
 
 from eschaton.core.dht import sim
-from eschaton.core.dht.node import Params
+from eschaton.core.dht.protocol import Params
 
 
 def test_lookups_survive_churn() -> None:

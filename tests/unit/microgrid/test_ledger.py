@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eschaton.core.microgrid.codec import Plain, decode, encode
+from eschaton.core.microgrid.canonical import Plain, decode, encode
 from eschaton.core.microgrid.errors import CodecError, LedgerCorrupt
 from eschaton.core.microgrid.ledger import Entry, EntryKind, link_hash
 from eschaton.microgrid.ledger import SqliteLedger

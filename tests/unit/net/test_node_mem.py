@@ -8,7 +8,7 @@ import pytest
 
 from eschaton.config import parse_config
 from eschaton.net.identity import load_or_create_identity
-from eschaton.net.node import NetNode
+from eschaton.net.mesh import NetNode
 from tests.routes import Recorder, router
 
 pytestmark = pytest.mark.timeout(30)

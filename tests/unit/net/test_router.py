@@ -209,7 +209,7 @@ def test_peers_follow_every_open_link_of_a_peer() -> None:
 
 def test_extension_bits_are_announced_with_their_service_and_are_not_services() -> None:
     from eschaton.core.wire.messages import EXTENSIONS
-    from eschaton.net.node import services
+    from eschaton.net.mesh import services
 
     bit = next(x.feature for x in EXTENSIONS if x.name == "escrow_by_hash")
     assert router(Recorder("channel")).features == {SERVICE["channel"].feature, bit}

@@ -5,11 +5,11 @@ import hashlib
 import os
 import struct
 
-from eschaton.core.codec import compact_size, decode_block, merkle_root
 from eschaton.core.stamp import ots
 from eschaton.core.stamp.chain import block_path, commitment_path
 from eschaton.core.stamp.tree import NONCE_LEN, Tree
 from eschaton.core.tx import TxIn, TxOut, build_tx, serialize, set_witness
+from eschaton.core.txcodec import compact_size, decode_block, merkle_root
 
 
 def commitment_tx(root: bytes, seed: int = 0) -> bytes:
@@ -24,7 +24,7 @@ def commitment_tx(root: bytes, seed: int = 0) -> bytes:
 def raw_block(txs: list[bytes]) -> bytes:
     ids = []
     for raw in txs:
-        from eschaton.core.codec import decode_tx
+        from eschaton.core.txcodec import decode_tx
 
         ids.append(bytes.fromhex(decode_tx(raw).txid)[::-1])
     header = struct.pack("<i32s32sIII", 0x20000000, b"\x00" * 32, merkle_root(ids), 1_700_000_000, 0x207FFFFF, 0)

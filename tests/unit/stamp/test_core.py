@@ -12,12 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eschaton.core.codec import sha256d
 from eschaton.core.stamp import after, ots
 from eschaton.core.stamp.chain import commitment_path, merkle_branch
 from eschaton.core.stamp.ops import ProofError, run
 from eschaton.core.stamp.tree import NONCE_LEN, Tree
 from eschaton.core.stamp.verify import verify
+from eschaton.core.txcodec import sha256d
 from tests.unit.stamp.helpers import commitment_tx, stamped
 
 digests = st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=70)
@@ -47,7 +47,7 @@ def test_a_leaf_shows_no_other_digest() -> None:
 @given(st.integers(1, 40), st.data())
 @settings(max_examples=40, deadline=None)
 def test_merkle_branch_reaches_the_block_root(n: int, data: st.DataObject) -> None:
-    from eschaton.core.codec import merkle_root
+    from eschaton.core.txcodec import merkle_root
 
     ids = [hashlib.sha256(bytes([i])).digest() for i in range(n)]
     i = data.draw(st.integers(0, n - 1))
@@ -58,7 +58,7 @@ def test_commitment_path_is_the_txid_of_the_stripped_transaction() -> None:
     root = os.urandom(32)
     raw = commitment_tx(root)
     path, txid = commitment_path(raw, root)
-    from eschaton.core.codec import decode_tx
+    from eschaton.core.txcodec import decode_tx
 
     assert run(root, path) == txid == bytes.fromhex(decode_tx(raw).txid)[::-1]
     with pytest.raises(ProofError):

@@ -22,10 +22,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from eschaton.chain.embedded.node import ChainNode
-from eschaton.core.codec import decode_block, decode_tx
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.core.merkle import Tree, branch_and_root, from_hex, to_hex
 from eschaton.core.script import script_to_address
+from eschaton.core.txcodec import decode_block, decode_tx
 
 _sha = hashlib.sha256
 _BLOCK_CACHE = 64  # blocks whose merkle trees are kept for proofs

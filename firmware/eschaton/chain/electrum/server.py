@@ -73,7 +73,7 @@ from aiorpcx.unixsocket import USTransport
 
 from eschaton.chain.electrum.history import ScriptIndex
 from eschaton.chain.electrum.session import MAX_HEADERS, OWNER_METHODS, SOCKET_FILE, ElectrumSession
-from eschaton.chain.embedded.node import ChainNode, NodeUpdate
+from eschaton.chain.embedded.engine import ChainNode, NodeUpdate
 from eschaton.chain.errors import ChainError
 from eschaton.store.private import FILE_MODE, write_private
 

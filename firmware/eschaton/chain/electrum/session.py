@@ -17,10 +17,10 @@ from eschaton.chain.backend import BroadcastRefused, OutPoint, UnknownTransactio
 from eschaton.chain.electrum import protocol as P
 from eschaton.chain.electrum import versions as V
 from eschaton.chain.embedded.chain import EmbeddedChain
-from eschaton.chain.embedded.node import NodeUpdate
+from eschaton.chain.embedded.engine import NodeUpdate
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.errors import BlockRejected
-from eschaton.core.codec import TxDecodeError, decode_tx
+from eschaton.core.txcodec import TxDecodeError, decode_tx
 from eschaton.errors import EschatonError
 
 if TYPE_CHECKING:

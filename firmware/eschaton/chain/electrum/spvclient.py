@@ -58,9 +58,9 @@ from eschaton.chain.backend import (
 from eschaton.chain.electrum import protocol as P
 from eschaton.chain.electrum.spv import ServerPool, SpvHeaders
 from eschaton.chain.errors import ChainUnavailable, InvalidRequest
-from eschaton.core.codec import Tx, TxDecodeError, decode_tx
 from eschaton.core.spv import merkle
 from eschaton.core.spv.headers import HEADER, BadHeader, Unlinked
+from eschaton.core.txcodec import Tx, TxDecodeError, decode_tx
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Rules:
 - ``submit`` one job, then ``result`` it, before the next ``submit`` (the node always waits for
-  the index work of a block before it accepts the block; see ``node.py``).
+  the index work of a block before it accepts the block; see ``follow.py``).
 - ``result`` re-raises what the job raised, in the caller's thread.
 - ``close`` waits for a job still running, then stops the thread. Idempotent.
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from eschaton.core.codec import Tx, compact_size, decode_tx, merkle_root, sha256d
 from eschaton.core.script import push_data, push_int
+from eschaton.core.txcodec import Tx, compact_size, decode_tx, merkle_root, sha256d
 
 REGTEST_BITS = 0x207FFFFF
 REGTEST_HALVING = 150

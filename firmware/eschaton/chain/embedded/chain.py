@@ -25,8 +25,8 @@ from eschaton.chain.backend import (
     UnknownTransaction,
     Utxo,
 )
+from eschaton.chain.embedded.engine import ChainNode, NodeUpdate
 from eschaton.chain.embedded.mempool import MAX_BLOCK_WEIGHT
-from eschaton.chain.embedded.node import ChainNode, NodeUpdate
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.embedded.watch import Watcher
 from eschaton.chain.errors import ChainError, InvalidRequest

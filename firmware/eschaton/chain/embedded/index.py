@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eschaton.chain.embedded.wal import Checkpointer
-from eschaton.core.codec import Block, Tx, compact_size, decode_block
+from eschaton.core.txcodec import Block, Tx, compact_size, decode_block
 from eschaton.store.sqlite import Connection, Migration, open_db, run_script
 
 _sha = hashlib.sha256

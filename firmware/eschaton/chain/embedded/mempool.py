@@ -36,7 +36,7 @@ from eschaton.chain.backend import BroadcastRefused
 from eschaton.chain.embedded import policy
 from eschaton.chain.embedded.index import Coin
 from eschaton.chain.errors import InvalidRequest, ScriptVerifyError
-from eschaton.core.codec import Tx
+from eschaton.core.txcodec import Tx
 
 COINBASE_MATURITY = 100
 LOCKTIME_THRESHOLD = 500_000_000

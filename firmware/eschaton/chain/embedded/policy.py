@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 
-from eschaton.core.codec import Tx, TxIn
+from eschaton.core.txcodec import Tx, TxIn
 
 DUST_RELAY_FEE = 3000  # sat/kvB
 MIN_RELAY_FEE = 1000  # sat/kvB: 1 sat/vB

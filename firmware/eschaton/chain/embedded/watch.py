@@ -20,8 +20,8 @@ from eschaton.chain.backend import (
     ScriptActivity,
     Spend,
 )
-from eschaton.chain.embedded.node import NodeUpdate
-from eschaton.core.codec import Tx
+from eschaton.chain.embedded.engine import NodeUpdate
+from eschaton.core.txcodec import Tx
 
 
 class Watcher:

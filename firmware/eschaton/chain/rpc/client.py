@@ -53,12 +53,12 @@ from eschaton.chain.backend import (
 from eschaton.chain.errors import ChainUnavailable, InvalidRequest, NotOwner
 from eschaton.chain.rpc import shapes as S
 from eschaton.chain.rpc.shapes import RpcError
-from eschaton.core.codec import Tx, TxDecodeError, decode_block, decode_tx
 from eschaton.core.script import script_to_address
+from eschaton.core.txcodec import Tx, TxDecodeError, decode_block, decode_tx
 
 log = logging.getLogger(__name__)
 
-# The embedded chain's default coinbase destination (P2WSH(OP_TRUE), node.OP_TRUE_P2WSH),
+# The embedded chain's default coinbase destination (P2WSH(OP_TRUE), mining.OP_TRUE_P2WSH),
 # repeated here so that this client does not load the kernel.
 OP_TRUE_P2WSH = bytes.fromhex("00204ae81572f06e1b88fd5ced7a1a000945432e83e1551e6f721ee9c00b8cc33260")
 REORG_WINDOW = 200  # block hashes remembered to find a fork point

@@ -22,14 +22,14 @@ from typing import Any
 
 from eschaton.chain.backend import BroadcastRefused
 from eschaton.chain.embedded.chain import EmbeddedChain
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.rpc import shapes as S
 from eschaton.chain.rpc.params import bool_param, hash_param, int_param, refusal, str_param
 from eschaton.chain.rpc.shapes import RpcError
 from eschaton.chain.rpc.txs import TxMethods
-from eschaton.core.codec import Tx, _compact_at, decode_block, decode_header, decode_tx
 from eschaton.core.script import ScriptError, address_to_script
+from eschaton.core.txcodec import Tx, _compact_at, decode_block, decode_header, decode_tx
 from eschaton.errors import EschatonError
 
 MAX_BLOCKS_PER_GENERATE = 1000

@@ -6,7 +6,7 @@ from typing import Any
 from eschaton.chain.backend import BroadcastRefused
 from eschaton.chain.rpc import shapes as S
 from eschaton.chain.rpc.shapes import RpcError
-from eschaton.core.codec import Tx, TxDecodeError, decode_tx
+from eschaton.core.txcodec import Tx, TxDecodeError, decode_tx
 
 
 def int_param(v: Any, name: str) -> int:

@@ -40,7 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
-from eschaton.chain.embedded.node import ChainNode
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.errors import ChainError
 from eschaton.chain.rpc import shapes as S
 from eschaton.chain.rpc.methods import RpcMethods

@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 from eschaton.chain.embedded.policy import iter_script, script_type
-from eschaton.core.codec import BlockHeader, Tx
 from eschaton.core.script import script_to_address
+from eschaton.core.txcodec import BlockHeader, Tx
 
 # Bitcoin Core's error codes (src/rpc/protocol.h).
 RPC_INVALID_REQUEST = -32600

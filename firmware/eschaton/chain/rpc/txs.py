@@ -5,8 +5,8 @@ from typing import Any
 
 from eschaton.chain.backend import BroadcastRefused, OutPoint
 from eschaton.chain.embedded.chain import EmbeddedChain
+from eschaton.chain.embedded.engine import ChainNode
 from eschaton.chain.embedded.mempool import Mempool
-from eschaton.chain.embedded.node import ChainNode
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.rpc import shapes as S
 from eschaton.chain.rpc.params import (
@@ -19,8 +19,8 @@ from eschaton.chain.rpc.params import (
     str_param,
 )
 from eschaton.chain.rpc.shapes import RpcError
-from eschaton.core.codec import Tx
 from eschaton.core.script import ScriptError, address_to_script
+from eschaton.core.txcodec import Tx
 
 DEFAULT_MAX_FEERATE = 0.10  # BTC/kvB, as Core's sendrawtransaction and testmempoolaccept
 MAX_MEMPOOL = 300_000_000  # what getmempoolinfo reports as maxmempool (Core's default)

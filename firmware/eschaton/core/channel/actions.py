@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eschaton.core import tx as T
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.errors import ProtocolViolation
 from eschaton.core.channel.messages import Message
+from eschaton.core.channel.versions import Version
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ def _txout_from(d: Any) -> T.TxOut:
 class StoredVersion:
     """A version for the store's history (the watcher needs old ones to recognise and sweep)."""
 
-    version: L.Version
+    version: Version
     peer_signature: bytes | None
     txid: str
 

@@ -11,7 +11,6 @@ from typing import Any, Self
 import coincurve
 
 from eschaton.core import tx as T
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.actions import (
     Action,
     Broadcast,
@@ -33,9 +32,30 @@ from eschaton.core.channel.messages import (
     Message,
     TurnGrant,
 )
+from eschaton.core.channel.ops import Op, op_from_fields, op_to_fields
 from eschaton.core.channel.oracle import Announcement
 from eschaton.core.channel.params import ChannelParams
 from eschaton.core.channel.state import ChannelState, check_transition
+from eschaton.core.channel.transactions import (
+    Setup,
+    complete,
+    reanchor_tx,
+    sign,
+    sign_digest,
+    verify_digest,
+    version_digest,
+    version_tx,
+)
+from eschaton.core.channel.versions import (
+    OPENER,
+    ROLES,
+    Version,
+    close_balances,
+    idx,
+    initial_version,
+    other,
+    reanchored_version,
+)
 
 FUNDING_SEQUENCE = T.SEQUENCE_LOCKTIME
 
@@ -46,7 +66,7 @@ class ChannelBase:
     def __init__(self, *, channel_id: bytes, role: str, params: ChannelParams, privkey: bytes,
                  payout_script: bytes, inputs: list[FundingInput], change: list[T.TxOut],
                  funding_locktime: int) -> None:
-        if len(channel_id) != 32 or role not in L.ROLES:
+        if len(channel_id) != 32 or role not in ROLES:
             raise InvalidRequest("channel_id must be 32 bytes and role a channel role")
         self.channel_id = channel_id
         self.role = role
@@ -63,16 +83,16 @@ class ChannelBase:
         self.remote_payout = b""
         self.remote_inputs: list[FundingInput] = []
         self.remote_change: list[T.TxOut] = []
-        self.setup: L.Setup | None = None
+        self.setup: Setup | None = None
         self.funding_raw = b""
         self.funding_witnesses: dict[int, list[bytes]] = {}
         self.funding_sigs_sent = False
-        self.current = L.initial_version(params)
-        self.best: L.Version | None = None
+        self.current = initial_version(params)
+        self.best: Version | None = None
         self.best_sig: bytes | None = None
-        self.pending: L.Version | None = None
+        self.pending: Version | None = None
         self.pending_kind = ""  # "update" | "propose" | "signed" | "incoming"
-        self.pending_op: L.Op | None = None
+        self.pending_op: Op | None = None
         self.pending_peer_sig: bytes | None = None
         self.outbox: list[Message] = []
         self.preimages: dict[bytes, bytes] = {}
@@ -81,7 +101,7 @@ class ChannelBase:
         # payer, those the peer fulfilled that we still have to commit.
         self.fulfilled: dict[int, bytes] = {}
         self.announcements: dict[bytes, Announcement] = {}
-        self.have_turn = role == L.OPENER
+        self.have_turn = role == OPENER
         self.turn_seq = 0  # grants so far (sent or received); a grant with a lower number is stale
         self.turn_requested = False  # (holder) the peer asked for the turn; granted once nothing is in flight
         # (requester) we asked for the turn and have not received it: ``reestablish`` asks again,
@@ -104,17 +124,17 @@ class ChannelBase:
         self.anchors: list[dict[str, Any]] = []
         self.mutual_proposer = ""  # who proposed the last mutual version (answers resends)
         self._outbox_memo: dict[int, tuple[Message, dict[str, Any]]] = {}
-        self._static_memo: tuple[ChannelParams, L.Setup | None, dict[str, Any]] | None = None
+        self._static_memo: tuple[ChannelParams, Setup | None, dict[str, Any]] | None = None
 
     # ---- helpers ----------------------------------------------------------------------
 
     @property
     def me(self) -> int:
-        return L.idx(self.role)
+        return idx(self.role)
 
     @property
     def peer_role(self) -> str:
-        return L.other(self.role)
+        return other(self.role)
 
     @property
     def asks_turn(self) -> bool:
@@ -124,7 +144,7 @@ class ChannelBase:
     def _to(self, new: ChannelState) -> None:
         self.state = check_transition(self.state, new)
 
-    def _setup(self) -> L.Setup:
+    def _setup(self) -> Setup:
         if self.setup is None:
             raise ProtocolViolation("the funding transaction is not agreed yet")
         return self.setup
@@ -136,22 +156,22 @@ class ChannelBase:
             self.outbox = msgs
         return PersistThenSend(self.channel_id, self.snapshot, tuple(versions or ()), tuple(msgs), durable)
 
-    def _sign_version(self, v: L.Version) -> tuple[bytes, str]:
-        digest, txid = L.version_digest(v, self._setup())
-        return L.sign_digest(digest, self._key), txid
+    def _sign_version(self, v: Version) -> tuple[bytes, str]:
+        digest, txid = version_digest(v, self._setup())
+        return sign_digest(digest, self._key), txid
 
-    def _check_peer_sig(self, v: L.Version, sig: bytes) -> str:
-        digest, txid = L.version_digest(v, self._setup())
-        if not L.verify_digest(digest, self.remote_pubkey, sig):
+    def _check_peer_sig(self, v: Version, sig: bytes) -> str:
+        digest, txid = version_digest(v, self._setup())
+        if not verify_digest(digest, self.remote_pubkey, sig):
             raise BadSignature(f"peer signature on version {v.number} does not verify")
         return txid
 
-    def version_raw(self, v: L.Version, peer_sig: bytes) -> bytes:
+    def version_raw(self, v: Version, peer_sig: bytes) -> bytes:
         """Fully signed serialisation of ``v`` (we add our signature to the peer's)."""
         s = self._setup()
-        tx = L.version_tx(v, s)
-        mine = L.sign(tx, s, self._key)
-        return L.complete(tx, s, {self.pubkey: mine, self.remote_pubkey: peer_sig})
+        tx = version_tx(v, s)
+        mine = sign(tx, s, self._key)
+        return complete(tx, s, {self.pubkey: mine, self.remote_pubkey: peer_sig})
 
     def best_tx(self) -> bytes:
         """The best version we can broadcast (the newest one the peer signed)."""
@@ -162,12 +182,12 @@ class ChannelBase:
     def best_txid(self) -> str:
         if self.best is None:
             return ""
-        return L.version_digest(self.best, self._setup())[1]
+        return version_digest(self.best, self._setup())[1]
 
     def status(self, height: int) -> ChannelStatus:
         v = self.current
         left = self.params.switches_left(v.locktime, height)
-        close = L.close_balances(self.params, v)[self.me] if not (v.escrows or v.bets) else 0
+        close = close_balances(self.params, v)[self.me] if not (v.escrows or v.bets) else 0
         return ChannelStatus(self.channel_id, self.state.name, self.role, v.balances, v.balances[self.me],
                              v.balances[1 - self.me], v.fee, len(v.escrows), len(v.bets), v.number,
                              v.locktime, left, left <= self.params.low_switch_warning, self.have_turn,
@@ -190,17 +210,17 @@ class ChannelBase:
 
     # ---- re-anchoring (shared with the chain-facts code) ------------------------------------
 
-    def _reanchor_plan(self, lifetime: int, fee: int, proposer: str) -> tuple[L.Setup, ChannelParams, L.Version, str]:
+    def _reanchor_plan(self, lifetime: int, fee: int, proposer: str) -> tuple[Setup, ChannelParams, Version, str]:
         """(new setup, new params, new initial version, re-anchor txid) for a re-anchor."""
         old = self._setup()
         cap = old.capacity - fee
-        tx = L.reanchor_tx(old, cap)
+        tx = reanchor_tx(old, cap)
         txid = T.txid(tx)
-        new_setup = L.Setup(txid, 0, cap, old.pubkeys, old.payout_scripts)
+        new_setup = Setup(txid, 0, cap, old.pubkeys, old.payout_scripts)
         # Contributions are history once the channel runs; capacity is what the rules use.
         params = replace(self.params, opener_contribution=cap, acceptor_contribution=0, lifetime=lifetime)
         # The fee reserve of the old output goes back to whoever paid it (docs/channels.md).
-        v0 = L.reanchored_version(self.params, self.current, self.current.number + 1, lifetime, fee, proposer)
+        v0 = reanchored_version(self.params, self.current, self.current.number + 1, lifetime, fee, proposer)
         return new_setup, params, v0, txid
 
     def reanchor_txid(self) -> str:
@@ -236,7 +256,7 @@ class ChannelBase:
         # (in FORCE_CLOSING we stay there: on_block broadcasts the new refund once it is final)
         # The proposal's messages are done with: the peer signed R, so it has them all.
         self.outbox = list(messages or [])
-        digest, txid = L.version_digest(v0, setup)
+        digest, txid = version_digest(v0, setup)
         acts.append(self._persist(messages, versions=[StoredVersion(v0, sig, txid)]))
         if raw:
             acts.append(Broadcast(self.channel_id, raw, "re-anchor"))
@@ -341,7 +361,7 @@ class ChannelBase:
             "current": self.current.to_fields(),
             "best": self.best.to_fields() if self.best else None, "best_sig": self.best_sig,
             "pending": self.pending.to_fields() if self.pending else None, "pending_kind": self.pending_kind,
-            "pending_op": L.op_to_fields(self.pending_op) if self.pending_op else None,
+            "pending_op": op_to_fields(self.pending_op) if self.pending_op else None,
             "outbox": self._outbox_fields(),
             "preimages": [[h, p] for h, p in self.preimages.items()],
             "fulfilled": [[i, p] for i, p in self.fulfilled.items()],
@@ -375,15 +395,15 @@ class ChannelBase:
         self.remote_payout = snap["remote_payout"]
         self.remote_inputs = [FundingInput.from_fields(i) for i in snap["remote_inputs"]]
         self.remote_change = [_txout_from(o) for o in snap["remote_change"]]
-        self.setup = L.Setup.from_fields(snap["setup"]) if snap["setup"] else None
+        self.setup = Setup.from_fields(snap["setup"]) if snap["setup"] else None
         self.funding_raw = snap["funding_raw"]
         self.funding_witnesses = {int(k): list(v) for k, v in snap["funding_witnesses"].items()}
-        self.current = L.Version.from_fields(snap["current"])
-        self.best = L.Version.from_fields(snap["best"]) if snap["best"] else None
+        self.current = Version.from_fields(snap["current"])
+        self.best = Version.from_fields(snap["best"]) if snap["best"] else None
         self.best_sig = snap["best_sig"]
-        self.pending = L.Version.from_fields(snap["pending"]) if snap["pending"] else None
+        self.pending = Version.from_fields(snap["pending"]) if snap["pending"] else None
         self.pending_kind = snap["pending_kind"]
-        self.pending_op = L.op_from_fields(snap["pending_op"]) if snap["pending_op"] else None
+        self.pending_op = op_from_fields(snap["pending_op"]) if snap["pending_op"] else None
         self.outbox = [message_from_fields(m["name"], m["fields"]) for m in snap["outbox"]]
         self.preimages = {bytes(h): bytes(p) for h, p in snap["preimages"]}
         # Absent from snapshots written before escrows could be fulfilled by the payee.

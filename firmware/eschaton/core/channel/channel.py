@@ -25,7 +25,7 @@ Rules / theory of operation:
 - Escrows may be offered by hash alone with an explicit timeout; the payee fulfils
   (``escrow_fulfil``, resent by ``reestablish`` until committed) or fails them (rules in
   ``escrow_hash``).
-- Version rules live in ``ledger`` (``apply``); a peer's version is refused with a typed
+- Version rules live in ``rules`` (``apply``); a peer's version is refused with a typed
   ``RuleViolation`` or ``BadSignature`` before anything changes.
 - Unilateral close broadcasts the best version we hold as soon as it is final; when the channel's
   nLockTime budget runs out (``height >= current.locktime - safety_margin``) the channel force-closes
@@ -33,7 +33,6 @@ Rules / theory of operation:
 """
 from __future__ import annotations
 
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.actions import (  # re-exported: the channel's public surface
     Action,
     Broadcast,
@@ -60,6 +59,7 @@ from eschaton.core.channel.messages import (
 from eschaton.core.channel.opening import Opening
 from eschaton.core.channel.reanchor import Reanchor
 from eschaton.core.channel.state import ChannelState
+from eschaton.core.channel.versions import ACCEPTOR, OPENER, initial_version
 
 __all__ = [
     "STATIC_KEYS", "Action", "Broadcast", "Channel", "ChannelStatus", "FundingInput", "NotMyTurn",
@@ -78,13 +78,13 @@ class Channel(Opening, EscrowsByHash, Closing, Reanchor):
         acts: list[Action] = [Send(Reestablish(self.channel_id, self.current.number, pend))]
         # Messages of the opening the peer may have missed (receivers ignore duplicates); the
         # outbox only holds the latest step's messages.
-        if self.role == L.OPENER and self.best is not None and self.state is not ChannelState.ACCEPTED:
-            sig, _ = self._sign_version(L.initial_version(self.params))
+        if self.role == OPENER and self.best is not None and self.state is not ChannelState.ACCEPTED:
+            sig, _ = self._sign_version(initial_version(self.params))
             acts.append(Send(RefundSignature(self.channel_id, sig)))
         if self.state is ChannelState.OPEN:
             acts.append(Send(ChannelReady(self.channel_id)))
         acts.extend(Send(m) for m in self.outbox if not isinstance(m, (RefundSignature, ChannelReady)) or
-                    self.role == L.ACCEPTOR and isinstance(m, RefundSignature))
+                    self.role == ACCEPTOR and isinstance(m, RefundSignature))
         # Fulfils of escrows offered to us that the payer has not committed yet (it ignores a
         # fulfil of an escrow already resolved).
         acts.extend(Send(EscrowFulfil(self.channel_id, eid, pre)) for eid, pre in self.fulfilled.items()

@@ -4,7 +4,6 @@ cooperative and unilateral close.
 from __future__ import annotations
 
 from eschaton.core import tx as T
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.actions import (
     Action,
     Broadcast,
@@ -24,6 +23,7 @@ from eschaton.core.channel.messages import (
     CloseProposal,
 )
 from eschaton.core.channel.state import ChannelState
+from eschaton.core.channel.transactions import close_tx, complete, sign, verify
 
 
 class Closing(ChannelBase):
@@ -119,17 +119,17 @@ class Closing(ChannelBase):
         if self.close_raw:
             return T.txid(T.parse_tx(self.close_raw))
         if self.close_sig and self.state is ChannelState.CLOSING:
-            return T.txid(L.close_tx(self.params, self.current, self._setup()))
+            return T.txid(close_tx(self.params, self.current, self._setup()))
         return ""
 
     def close(self, height: int) -> list[Action]:
         """Cooperative close at the current balances (final transaction, no nLockTime)."""
         self._require_usable()
         try:
-            tx = L.close_tx(self.params, self.current, self._setup())
+            tx = close_tx(self.params, self.current, self._setup())
         except RuleViolation as e:
             raise InvalidRequest(str(e), e) from e
-        self.close_sig = L.sign(tx, self._setup(), self._key)
+        self.close_sig = sign(tx, self._setup(), self._key)
         self._to(ChannelState.CLOSING)
         return [self._persist([CloseProposal(self.channel_id, self.close_sig)])]
 
@@ -140,11 +140,11 @@ class Closing(ChannelBase):
         if self.state is not ChannelState.OPEN or self.pending is not None or self.have_turn:
             raise ProtocolViolation("close_proposal unexpected")
         s = self._setup()
-        tx = L.close_tx(self.params, self.current, s)
-        if not L.verify(tx, s, self.remote_pubkey, msg.signature):
+        tx = close_tx(self.params, self.current, s)
+        if not verify(tx, s, self.remote_pubkey, msg.signature):
             raise BadSignature("close signature does not verify")
-        mine = L.sign(tx, s, self._key)
-        self.close_raw = L.complete(tx, s, {self.pubkey: mine, self.remote_pubkey: msg.signature})
+        mine = sign(tx, s, self._key)
+        self.close_raw = complete(tx, s, {self.pubkey: mine, self.remote_pubkey: msg.signature})
         self._to(ChannelState.CLOSING)
         return [self._persist([CloseAccept(self.channel_id, mine)]), Broadcast(self.channel_id, self.close_raw, "close")]
 
@@ -154,10 +154,10 @@ class Closing(ChannelBase):
         if self.close_raw:
             return [Broadcast(self.channel_id, self.close_raw, "close")]
         s = self._setup()
-        tx = L.close_tx(self.params, self.current, s)
-        if not L.verify(tx, s, self.remote_pubkey, msg.signature):
+        tx = close_tx(self.params, self.current, s)
+        if not verify(tx, s, self.remote_pubkey, msg.signature):
             raise BadSignature("close signature does not verify")
-        self.close_raw = L.complete(tx, s, {self.pubkey: self.close_sig, self.remote_pubkey: msg.signature})
+        self.close_raw = complete(tx, s, {self.pubkey: self.close_sig, self.remote_pubkey: msg.signature})
         return [self._persist(durable=False), Broadcast(self.channel_id, self.close_raw, "close")]
 
     def force_close(self, height: int) -> list[Action]:

@@ -6,7 +6,7 @@ Rules / theory of operation:
   back on chain; 0 keeps the default (offering nLockTime + ``escrow_delta``, which a peer that
   predates explicit timeouts also computes). An explicit one must leave the payee
   ``escrow_delta`` blocks after the offering version's nLockTime and stay within the channel's
-  lifetime + ``escrow_delta`` (``ledger.escrow_timeout``), and, locally, leave the tip
+  lifetime + ``escrow_delta`` (``rules.escrow_timeout``), and, locally, leave the tip
   ``safety_margin + escrow_delta`` blocks; anything else is refused before anything is signed.
 - Fulfil: the payee calls ``fulfil_escrow(id, preimage)``. It keeps the preimage (snapshot, made
   durable before ``escrow_fulfil`` leaves): if the payer never commits, the payee's own refund
@@ -30,12 +30,12 @@ Rules / theory of operation:
 from __future__ import annotations
 
 from eschaton.core import script as S
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.actions import Action, Notify, PersistThenSend, Send
 from eschaton.core.channel.errors import EscrowViolation, InvalidRequest, ProtocolViolation
 from eschaton.core.channel.messages import EscrowFail, EscrowFulfil
 from eschaton.core.channel.state import ChannelState
 from eschaton.core.channel.updates import MAX_INFLIGHT, Updates
+from eschaton.core.channel.versions import Escrow
 
 
 class EscrowsByHash(Updates):
@@ -46,12 +46,12 @@ class EscrowsByHash(Updates):
             raise InvalidRequest(f"escrow {escrow_id} is fulfilled (its preimage is out): it can only be committed")
         return super().return_escrow(escrow_id, height)
 
-    def _open_escrow(self, escrow_id: int, payer: str) -> L.Escrow | None:
+    def _open_escrow(self, escrow_id: int, payer: str) -> Escrow | None:
         """Escrow ``escrow_id`` paid by ``payer`` if it is open in our newest version."""
         v = self.current if payer != self.role else self._tip()
         return next((e for e in v.escrows if e.id == escrow_id and e.payer == payer), None)
 
-    def _payee_escrow(self, escrow_id: int) -> L.Escrow:
+    def _payee_escrow(self, escrow_id: int) -> Escrow:
         e = self._open_escrow(escrow_id, self.peer_role)
         if e is None:
             raise InvalidRequest(f"no open escrow {escrow_id} offered to us")

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from eschaton.core.channel.errors import ProtocolViolation
 
 # Field name -> the python type every value of it must have (nested dicts are validated by the
-# ledger's own from_fields when the channel interprets them).
+# versions' and ops' own from_fields when the channel interprets them).
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "channel_id": bytes, "params": dict, "funding_pubkey": bytes, "payout_script": bytes,
     "inputs": list, "change": list, "funding_locktime": int, "signature": bytes, "witnesses": list,

@@ -10,7 +10,6 @@ from typing import Any, Self
 
 from eschaton.core import script as S
 from eschaton.core import tx as T
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.actions import (
     Action,
     Broadcast,
@@ -38,6 +37,8 @@ from eschaton.core.channel.messages import (
 )
 from eschaton.core.channel.params import ChannelParams, Policy
 from eschaton.core.channel.state import ChannelState
+from eschaton.core.channel.transactions import Setup
+from eschaton.core.channel.versions import ACCEPTOR, OPENER
 
 
 class Opening(ChannelBase):
@@ -51,7 +52,7 @@ class Opening(ChannelBase):
         except ParamsRejected as e:
             raise InvalidRequest(str(e), e) from e
         _check_own_funding(inputs, change, params.opener_contribution)
-        ch = cls(channel_id=channel_id, role=L.OPENER, params=params, privkey=privkey,
+        ch = cls(channel_id=channel_id, role=OPENER, params=params, privkey=privkey,
                  payout_script=payout_script, inputs=inputs, change=change, funding_locktime=height)
         msg = OpenChannel(channel_id, params.to_fields(), ch.pubkey, payout_script,
                           [i.to_fields() for i in inputs], [_txout_fields(o) for o in change], height)
@@ -64,7 +65,7 @@ class Opening(ChannelBase):
         params = ChannelParams.from_fields(dict(msg.params))
         policy.check(params, height)
         _check_own_funding(inputs, change, params.acceptor_contribution)
-        ch = cls(channel_id=msg.channel_id, role=L.ACCEPTOR, params=params, privkey=privkey,
+        ch = cls(channel_id=msg.channel_id, role=ACCEPTOR, params=params, privkey=privkey,
                  payout_script=payout_script, inputs=inputs, change=change,
                  funding_locktime=msg.funding_locktime)
         ch._take_remote(msg.funding_pubkey, msg.payout_script, msg.inputs, msg.change)
@@ -88,13 +89,13 @@ class Opening(ChannelBase):
         self.remote_payout = payout
         self.remote_inputs = [FundingInput.from_fields(i) for i in inputs]
         self.remote_change = [_txout_from(o) for o in change]
-        contrib = (self.params.acceptor_contribution if self.role == L.OPENER
+        contrib = (self.params.acceptor_contribution if self.role == OPENER
                    else self.params.opener_contribution)
         if sum(i.value for i in self.remote_inputs) < contrib + sum(o.value for o in self.remote_change):
             raise ProtocolViolation("peer's funding inputs do not cover its contribution and change")
 
     def _roles_ordered(self, mine: Any, theirs: Any) -> tuple[Any, Any]:
-        return (mine, theirs) if self.role == L.OPENER else (theirs, mine)
+        return (mine, theirs) if self.role == OPENER else (theirs, mine)
 
     def _all_inputs(self) -> list[tuple[FundingInput, bool]]:
         both = [(i, True) for i in self.inputs] + [(i, False) for i in self.remote_inputs]
@@ -115,7 +116,7 @@ class Opening(ChannelBase):
         tx = T.build_tx([T.TxIn(i.txid, i.vout, FUNDING_SEQUENCE) for i, _ in ins], outs,
                         self.funding_locktime, 2)
         self.funding_raw = T.serialize(tx)
-        self.setup = L.Setup(T.txid(tx), 0, self.params.capacity, (pubkeys[0], pubkeys[1]),
+        self.setup = Setup(T.txid(tx), 0, self.params.capacity, (pubkeys[0], pubkeys[1]),
                              (payouts[0], payouts[1]))
 
     def my_input_indices(self) -> tuple[int, ...]:
@@ -123,12 +124,12 @@ class Opening(ChannelBase):
 
     def on_open_channel(self, msg: OpenChannel, height: int) -> list[Action]:
         """A resent open_channel for a channel we already accepted: answer with our last messages."""
-        if self.role != L.ACCEPTOR or msg.funding_pubkey != self.remote_pubkey:
+        if self.role != ACCEPTOR or msg.funding_pubkey != self.remote_pubkey:
             raise ProtocolViolation("open_channel for an existing channel")
         return [Send(m) for m in self.outbox]
 
     def on_accept_channel(self, msg: AcceptChannel, height: int) -> list[Action]:
-        if self.role != L.OPENER or self.state is not ChannelState.PROPOSED:
+        if self.role != OPENER or self.state is not ChannelState.PROPOSED:
             if self.state is not ChannelState.PROPOSED and msg.funding_pubkey == self.remote_pubkey:
                 return []  # duplicate after a reconnect
             raise ProtocolViolation("accept_channel unexpected")
@@ -148,7 +149,7 @@ class Opening(ChannelBase):
         self._to(ChannelState.REFUND_SIGNED)
         stored = [StoredVersion(v0, msg.signature, txid)]
         actions: list[Action] = []
-        if self.role == L.OPENER:
+        if self.role == OPENER:
             sig, _ = self._sign_version(v0)
             actions.append(self._persist([RefundSignature(self.channel_id, sig)], stored))
         else:

@@ -32,7 +32,6 @@ Rules / theory of operation:
 """
 from __future__ import annotations
 
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.actions import Action
 from eschaton.core.channel.base import ChannelBase
 from eschaton.core.channel.errors import (
@@ -44,6 +43,16 @@ from eschaton.core.channel.errors import (
 from eschaton.core.channel.messages import ReanchorAnchor, ReanchorPropose, ReanchorRefund
 from eschaton.core.channel.params import MAX_LOCKTIME_HEIGHT
 from eschaton.core.channel.state import ChannelState
+from eschaton.core.channel.transactions import (
+    complete,
+    reanchor_tx,
+    sign,
+    sign_digest,
+    verify,
+    verify_digest,
+    version_digest,
+)
+from eschaton.core.channel.versions import idx
 
 # Re-anchors moved to before any of them confirmed: each spends the previous one's output, and
 # bitcoind relays a chain of at most 25 unconfirmed transactions (the refund or close on top).
@@ -61,7 +70,7 @@ class Reanchor(ChannelBase):
             raise ParamsRejected("a re-anchor must extend the channel's life")
         if self.current.escrows or self.current.bets:
             raise ParamsRejected("settle escrows and bets before re-anchoring")
-        bal = self.current.balances[L.idx(proposer)]
+        bal = self.current.balances[idx(proposer)]
         if fee <= 0 or fee > bal - p.reserve or fee > p.max_payment:
             raise ParamsRejected("re-anchor fee must be positive and payable by the proposer")
 
@@ -90,10 +99,10 @@ class Reanchor(ChannelBase):
         self.reanchor = {"lifetime": msg.lifetime, "fee": msg.fee, "proposer": self.peer_role,
                          "peer_refund_sig": None, "anchor_sig_sent": False, "anchor_raw": b""}
         setup, _, v0, _ = self._reanchor_plan(msg.lifetime, msg.fee, self.peer_role)
-        digest, _ = L.version_digest(v0, setup)
+        digest, _ = version_digest(v0, setup)
         self._to(ChannelState.REANCHORING)
         # Our signature on the NEW refund only: harmless until R exists, and R needs ours too.
-        return [self._persist([ReanchorRefund(self.channel_id, L.sign_digest(digest, self._key))])]
+        return [self._persist([ReanchorRefund(self.channel_id, sign_digest(digest, self._key))])]
 
     def on_reanchor_refund(self, msg: ReanchorRefund, height: int) -> list[Action]:
         r = self.reanchor
@@ -106,15 +115,15 @@ class Reanchor(ChannelBase):
         if r["peer_refund_sig"] is not None:
             return []  # a resend
         setup, _, v0, _ = self._reanchor_plan(r["lifetime"], r["fee"], r["proposer"])
-        digest, _ = L.version_digest(v0, setup)
-        if not L.verify_digest(digest, self.remote_pubkey, msg.signature):
+        digest, _ = version_digest(v0, setup)
+        if not verify_digest(digest, self.remote_pubkey, msg.signature):
             raise BadSignature("signature on the re-anchored refund does not verify")
         r["peer_refund_sig"] = msg.signature
         if r["proposer"] != self.role:
             return [self._persist()]
         # Proposer: we now hold the new refund fully signed; sign it for the peer, and sign R.
-        mine = L.sign_digest(digest, self._key)
-        anchor = L.sign(L.reanchor_tx(self._setup(), setup.capacity), self._setup(), self._key)
+        mine = sign_digest(digest, self._key)
+        anchor = sign(reanchor_tx(self._setup(), setup.capacity), self._setup(), self._key)
         r["anchor_sig_sent"] = True
         return [self._persist([ReanchorRefund(self.channel_id, mine), ReanchorAnchor(self.channel_id, anchor)])]
 
@@ -127,11 +136,11 @@ class Reanchor(ChannelBase):
         if self.state is not ChannelState.REANCHORING or r is None or r["peer_refund_sig"] is None:
             raise ProtocolViolation("reanchor_anchor before the new refund is fully signed")
         old = self._setup()
-        tx = L.reanchor_tx(old, old.capacity - r["fee"])
-        if not L.verify(tx, old, self.remote_pubkey, msg.signature):
+        tx = reanchor_tx(old, old.capacity - r["fee"])
+        if not verify(tx, old, self.remote_pubkey, msg.signature):
             raise BadSignature("signature on the re-anchor transaction does not verify")
-        mine = L.sign(tx, old, self._key)
-        raw = L.complete(tx, old, {self.pubkey: mine, self.remote_pubkey: msg.signature})
+        mine = sign(tx, old, self._key)
+        raw = complete(tx, old, {self.pubkey: mine, self.remote_pubkey: msg.signature})
         if r["proposer"] == self.role:
             return self._switch_anchor(raw, confirmed=False)
         r["anchor_sig_sent"] = True

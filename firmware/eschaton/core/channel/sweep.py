@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from eschaton.core import script as S
 from eschaton.core import tx as T
 from eschaton.core.channel.errors import InvalidRequest
-from eschaton.core.channel.ledger import ROLES, OutputInfo, idx
+from eschaton.core.channel.transactions import OutputInfo
+from eschaton.core.channel.versions import ROLES, idx
 
 SWEEP_SEQUENCE = T.SEQUENCE_LOCKTIME  # non-final so the reclaim's nLockTime (CLTV) is enforced
 

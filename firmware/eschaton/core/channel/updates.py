@@ -1,5 +1,5 @@
 """New versions: turn taking, single-signed updates (payments, escrows, settlements) and
-mutual versions (bets). The rules themselves live in ``ledger.apply``.
+mutual versions (bets). The rules themselves live in ``rules.apply``.
 
 Pipelining (single-signed updates only). The turn holder may sign up to ``MAX_INFLIGHT``
 updates before the first is acknowledged; each builds on the previous one, so the payee must
@@ -21,7 +21,6 @@ from dataclasses import replace
 from typing import Any
 
 from eschaton.core import script as S
-from eschaton.core.channel import ledger as L
 from eschaton.core.channel.actions import (
     Action,
     Notify,
@@ -49,8 +48,24 @@ from eschaton.core.channel.messages import (
     Update,
     UpdateAck,
 )
+from eschaton.core.channel.ops import (
+    MUTUAL,
+    AdjustBet,
+    CancelBet,
+    CommitEscrow,
+    OfferEscrow,
+    Op,
+    Pay,
+    PlaceBet,
+    ReturnEscrow,
+    SettleBet,
+    op_from_fields,
+    op_to_fields,
+)
 from eschaton.core.channel.oracle import Announcement
+from eschaton.core.channel.rules import apply
 from eschaton.core.channel.state import ChannelState
+from eschaton.core.channel.versions import BOTH, Version, check_invariants
 
 # Unacknowledged single-signed versions a turn holder may have out at once. Bounded because each
 # one sits in the persisted outbox (a few hundred bytes) and is resent after a reconnect.
@@ -98,25 +113,25 @@ class Updates(ChannelBase):
             return []
         return [m for m in self.outbox if isinstance(m, Update)]
 
-    def _tip(self) -> L.Version:
+    def _tip(self) -> Version:
         """The version the next single-signed update builds on: our newest in flight, or current."""
         return self.pending if self.pending is not None and self.pending_kind == "update" else self.current
 
-    def _single(self, op: L.Op, height: int) -> list[Action]:
+    def _single(self, op: Op, height: int) -> list[Action]:
         inflight = self._inflight()
         self._require_usable(allow_inflight=len(inflight) < MAX_INFLIGHT)
         try:
-            new = L.apply(self.params, self._tip(), op, self.role, height)
+            new = apply(self.params, self._tip(), op, self.role, height)
         except RuleViolation as e:
             raise InvalidRequest(str(e), e) from e
         sig, txid = self._sign_version(new)
         self.pending, self.pending_kind, self.pending_op = new, "update", op
-        msg = Update(self.channel_id, new.to_fields(), L.op_to_fields(op), sig)
+        msg = Update(self.channel_id, new.to_fields(), op_to_fields(op), sig)
         act = self._persist([*inflight, msg], [StoredVersion(new, None, txid)])
         return [replace(act, messages=(msg,))]  # the earlier ones are out already
 
     def pay(self, amount: int, height: int) -> list[Action]:
-        return self._single(L.Pay(amount), height)
+        return self._single(Pay(amount), height)
 
     def offer_escrow(self, amount: int, preimage: bytes, height: int) -> tuple[int, list[Action]]:
         """Offer an escrow whose hash is ``sha256(preimage)``; we keep the preimage to commit later."""
@@ -144,17 +159,17 @@ class Updates(ChannelBase):
                     f"escrow timeout {timeout} too close to the tip {height}: the payee needs safety_margin="
                     f"{self.params.safety_margin} + escrow_delta={self.params.escrow_delta} blocks (use >= {floor})")
         eid = self._tip().next_id
-        return eid, self._single(L.OfferEscrow(amount, payment_hash, timeout), height)
+        return eid, self._single(OfferEscrow(amount, payment_hash, timeout), height)
 
     def commit_escrow(self, escrow_id: int, height: int) -> list[Action]:
         e = self._tip().escrow(escrow_id)
         pre = self.preimages.get(e.payment_hash)
         if pre is None:
             raise InvalidRequest("we do not know this escrow's preimage")
-        return self._single(L.CommitEscrow(escrow_id, pre), height)
+        return self._single(CommitEscrow(escrow_id, pre), height)
 
     def return_escrow(self, escrow_id: int, height: int) -> list[Action]:
-        return self._single(L.ReturnEscrow(escrow_id), height)
+        return self._single(ReturnEscrow(escrow_id), height)
 
     # ---- escrows by hash: fulfil and fail (see the rules) ----------------------------------
 
@@ -170,26 +185,26 @@ class Updates(ChannelBase):
 
     def settle_bet(self, bet_id: int, preimage: bytes, height: int) -> list[Action]:
         """Pay out a bet we lost (the oracle revealed ``preimage``)."""
-        return self._single(L.SettleBet(bet_id, preimage), height)
+        return self._single(SettleBet(bet_id, preimage), height)
 
     def on_update(self, msg: Update, height: int) -> list[Action]:
         if self.state is not ChannelState.OPEN:
             raise ProtocolViolation(f"update in state {self.state.name}")
-        v = L.Version.from_fields(dict(msg.version))
-        op = L.op_from_fields(dict(msg.op))
+        v = Version.from_fields(dict(msg.version))
+        op = op_from_fields(dict(msg.op))
         if v.number == self.current.number and v == self.current and msg.signature == self.best_sig:
             return [Send(UpdateAck(self.channel_id, v.number))]  # duplicate after a reconnect
         if v.number < self.current.number and not self.have_turn:
             return []  # an older in-flight version resent after a reconnect: we hold newer
         if self.have_turn:
             raise ProtocolViolation("the peer signed a version while we hold the turn")
-        if isinstance(op, L.MUTUAL):
+        if isinstance(op, MUTUAL):
             raise ProtocolViolation("bets need both signatures (mutual_propose)")
         self._check_proposal(v, op, height)
         txid = self._check_peer_sig(v, msg.signature)
         return self._accept_version(v, op, msg.signature, txid, [UpdateAck(self.channel_id, v.number)])
 
-    def _check_proposal(self, v: L.Version, op: L.Op, height: int) -> None:
+    def _check_proposal(self, v: Version, op: Op, height: int) -> None:
         cur = self.current
         if v.number != cur.number + 1:
             raise VersionViolation(f"version {v.number} after {cur.number}")
@@ -197,9 +212,9 @@ class Updates(ChannelBase):
             raise LocktimeViolation(f"nLockTime {v.locktime} later than current {cur.locktime}")
         if v.fee < cur.fee:
             raise FeeViolation(f"fee {v.fee} below current {cur.fee}")
-        L.check_invariants(self.params, v)
+        check_invariants(self.params, v)
         signer = self.peer_role
-        expected = L.apply(self.params, cur, op, signer, height)
+        expected = apply(self.params, cur, op, signer, height)
         if v.locktime != expected.locktime:
             raise LocktimeViolation(f"nLockTime {v.locktime}, rules give {expected.locktime}")
         if v.fee != expected.fee:
@@ -211,7 +226,7 @@ class Updates(ChannelBase):
         if v != expected:
             raise EscrowViolation("contracts or bookkeeping differ from what the operation gives")
 
-    def _accept_version(self, v: L.Version, op: L.Op, sig: bytes, txid: str, reply: list[Message]) -> list[Action]:
+    def _accept_version(self, v: Version, op: Op, sig: bytes, txid: str, reply: list[Message]) -> list[Action]:
         acts: list[Action] = []
         prev, self.current = self.current, v
         self.best, self.best_sig = v, sig
@@ -219,28 +234,28 @@ class Updates(ChannelBase):
         self._forget_resolved()
         return [self._persist(reply, [StoredVersion(v, sig, txid)])] + acts
 
-    def _events_for(self, op: L.Op, v: L.Version, prev: L.Version) -> list[Action]:
+    def _events_for(self, op: Op, v: Version, prev: Version) -> list[Action]:
         cid = self.channel_id
-        if isinstance(op, L.Pay):
+        if isinstance(op, Pay):
             return [Notify(cid, "payment", {"amount": op.amount, "number": v.number,
                                             "balance": v.balances[self.me]})]
-        if isinstance(op, L.OfferEscrow):
+        if isinstance(op, OfferEscrow):
             e = v.escrow(v.next_id - 1)
             return [Notify(cid, "escrow_offered", {"amount": op.amount, "payment_hash": op.payment_hash,
                                                    "escrow_id": e.id, "timeout": e.timeout})]
-        if isinstance(op, L.CommitEscrow):
+        if isinstance(op, CommitEscrow):
             self.preimages[S.sha256(op.preimage)] = op.preimage
             return [Notify(cid, "escrow_committed", {"escrow_id": op.escrow_id, "preimage": op.preimage})]
-        if isinstance(op, L.ReturnEscrow):
+        if isinstance(op, ReturnEscrow):
             e = prev.escrow(op.escrow_id)
             return [Notify(cid, "escrow_returned", {"escrow_id": op.escrow_id, "payment_hash": e.payment_hash,
                                                     "payer": e.payer, "amount": e.amount})]
-        if isinstance(op, L.SettleBet):
+        if isinstance(op, SettleBet):
             return [Notify(cid, "bet_settled", {"bet_id": op.bet_id})]
-        if isinstance(op, L.PlaceBet):
+        if isinstance(op, PlaceBet):
             self.announcements[op.announcement.digest] = op.announcement
             return [Notify(cid, "bet_placed", {"bet_id": v.next_id - 1})]
-        if isinstance(op, L.AdjustBet):
+        if isinstance(op, AdjustBet):
             return [Notify(cid, "bet_adjusted", {"bet_id": op.bet_id, "stakes": list(op.stakes)})]
         return [Notify(cid, "bet_cancelled", {"bet_id": op.bet_id})]
 
@@ -258,7 +273,7 @@ class Updates(ChannelBase):
         done = [m for m in inflight if int(m.version["number"]) <= upto]
         if not done:
             return []
-        self.current = L.Version.from_fields(dict(done[-1].version))
+        self.current = Version.from_fields(dict(done[-1].version))
         rest: list[Message] = list(inflight[len(done):])
         self.outbox = rest
         if not self.outbox:
@@ -266,11 +281,11 @@ class Updates(ChannelBase):
         self._forget_resolved()
         acts: list[Action] = [self._persist(durable=False)]
         for m in done:
-            op = L.op_from_fields(dict(m.op))
-            if isinstance(op, L.Pay):
+            op = op_from_fields(dict(m.op))
+            if isinstance(op, Pay):
                 acts.append(Notify(self.channel_id, "payment_sent",
                                    {"amount": op.amount, "number": int(m.version["number"])}))
-            elif isinstance(op, L.CommitEscrow):
+            elif isinstance(op, CommitEscrow):
                 acts.append(Notify(self.channel_id, "escrow_commit_acked",
                                    {"escrow_id": op.escrow_id, "payment_hash": S.sha256(op.preimage),
                                     "number": int(m.version["number"])}))
@@ -283,44 +298,44 @@ class Updates(ChannelBase):
     def propose_bet(self, announcement: Announcement, winners: tuple[str, ...], stakes: tuple[int, int],
                     height: int) -> list[Action]:
         """Propose a bet: ``winners[i]`` (a role, or '' for a push) takes both stakes on outcome i."""
-        return self._propose(L.PlaceBet(announcement, winners, stakes), height)
+        return self._propose(PlaceBet(announcement, winners, stakes), height)
 
     def adjust_bet(self, bet_id: int, stakes: tuple[int, int], height: int) -> list[Action]:
         """Change a bet's stakes (both sign the new version; the old stakes come back first)."""
-        return self._propose(L.AdjustBet(bet_id, stakes), height)
+        return self._propose(AdjustBet(bet_id, stakes), height)
 
     def cancel_bet(self, bet_id: int, height: int) -> list[Action]:
         """Cancel a bet (stakes back); also the default case after the oracle's deadline."""
-        return self._propose(L.CancelBet(bet_id), height)
+        return self._propose(CancelBet(bet_id), height)
 
-    def _propose(self, op: L.Op, height: int) -> list[Action]:
+    def _propose(self, op: Op, height: int) -> list[Action]:
         self._require_usable()
         try:
-            new = L.apply(self.params, self.current, op, self.role, height)
+            new = apply(self.params, self.current, op, self.role, height)
         except RuleViolation as e:
             raise InvalidRequest(str(e), e) from e
         self.pending, self.pending_kind, self.pending_op = new, "propose", op
-        if isinstance(op, L.PlaceBet):
+        if isinstance(op, PlaceBet):
             self.announcements[op.announcement.digest] = op.announcement
-        return [self._persist([MutualPropose(self.channel_id, new.to_fields(), L.op_to_fields(op))])]
+        return [self._persist([MutualPropose(self.channel_id, new.to_fields(), op_to_fields(op))])]
 
     def on_mutual_propose(self, msg: MutualPropose, height: int) -> list[Action]:
         if self.state is not ChannelState.OPEN:
             raise ProtocolViolation(f"mutual_propose in state {self.state.name}")
-        v = L.Version.from_fields(dict(msg.version))
-        op = L.op_from_fields(dict(msg.op))
+        v = Version.from_fields(dict(msg.version))
+        op = op_from_fields(dict(msg.op))
         if self.pending is not None and self.pending_kind in ("signed", "incoming") and v == self.pending:
             return [Send(m) for m in self.outbox] if self.pending_kind == "signed" else []
         if v.number <= self.current.number:
             return []  # already complete
         if self.have_turn or self.pending is not None:
             raise ProtocolViolation("the peer proposed while we hold the turn")
-        if not isinstance(op, L.MUTUAL):
+        if not isinstance(op, MUTUAL):
             raise ProtocolViolation("only bets are mutual")
         self._check_proposal(v, op, height)
         self.pending, self.pending_kind, self.pending_op = v, "incoming", op
         info: dict[str, Any] = {"number": v.number, "op": op.kind}
-        if isinstance(op, L.PlaceBet):
+        if isinstance(op, PlaceBet):
             info.update(event_id=op.announcement.event_id, stakes=list(op.stakes), winners=list(op.winners))
         return [self._persist(durable=False), Notify(self.channel_id, "proposal", info)]
 
@@ -329,7 +344,7 @@ class Updates(ChannelBase):
         if self.pending is None or self.pending_kind != "incoming":
             raise InvalidRequest("no proposal to accept")
         op = self.pending_op
-        if isinstance(op, L.PlaceBet):
+        if isinstance(op, PlaceBet):
             self.announcements[op.announcement.digest] = op.announcement
         sig, txid = self._sign_version(self.pending)
         self.pending_kind = "signed"
@@ -344,7 +359,7 @@ class Updates(ChannelBase):
 
     def on_mutual_sign(self, msg: MutualSign, height: int) -> list[Action]:
         if self.pending is None or msg.number != self.pending.number or self.pending_kind not in ("propose", "signed"):
-            if (msg.number == self.current.number and self.current.signer == L.BOTH
+            if (msg.number == self.current.number and self.current.signer == BOTH
                     and self.mutual_proposer == self.role):
                 # We proposed it and the peer resends its (first) signature: it lacks our final
                 # one (lost in flight, and our outbox may have moved on). Sign again,

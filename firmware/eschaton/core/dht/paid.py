@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 
 from eschaton.core.dht import query, records
 from eschaton.core.dht.errors import QueryError, RecordError, Refused
-from eschaton.core.dht.node import DhtNode
 from eschaton.core.dht.pricing import Terms, accept
+from eschaton.core.dht.protocol import DhtNode
 from eschaton.core.dht.routing import Contact
 from eschaton.core.wire import bencode
 from eschaton.core.wire.errors import BencodeError

@@ -23,11 +23,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from eschaton.core.codec import sha256d
 from eschaton.core.dht import smt, statements, txproof
 from eschaton.core.dht.errors import ProofError, RecordError
 from eschaton.core.dht.statements import Statement
 from eschaton.core.dht.txproof import TxProof
+from eschaton.core.txcodec import sha256d
 from eschaton.core.wire import bencode
 from eschaton.core.wire.errors import BencodeError
 

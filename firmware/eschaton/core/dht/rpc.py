@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from eschaton.core.dht import records
 from eschaton.core.dht.errors import DhtRemoteError
 from eschaton.core.dht.lookup import Lookup
-from eschaton.core.dht.node import DhtNode
+from eschaton.core.dht.protocol import DhtNode
 from eschaton.core.dht.routing import Contact
 from eschaton.core.wire.codec import Message, make
 

@@ -25,7 +25,7 @@ from eschaton.core.dht import records
 from eschaton.core.dht.errors import DhtRemoteError
 from eschaton.core.dht.ids import ID_BITS
 from eschaton.core.dht.lookup import Lookup
-from eschaton.core.dht.node import DEFAULT_PARAMS, DhtNode, Params
+from eschaton.core.dht.protocol import DEFAULT_PARAMS, DhtNode, Params
 from eschaton.core.dht.storage import DEFAULT_LIMITS, Limits
 
 CTX = records.Context(height=0, known_header=lambda _h: False)

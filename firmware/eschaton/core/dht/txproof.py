@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from eschaton.core import merkle
-from eschaton.core.codec import sha256d
 from eschaton.core.dht.errors import RecordError
+from eschaton.core.txcodec import sha256d
 
 MAX_BRANCH = 32
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from eschaton.core.microgrid.codec import Plain, decode, encode
+from eschaton.core.microgrid.canonical import Plain, decode, encode
 from eschaton.core.microgrid.decisions import Decision, Pay, Record, Refused
 from eschaton.core.microgrid.errors import (
     BadTerms,

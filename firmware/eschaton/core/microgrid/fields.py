@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from eschaton.core.microgrid.codec import Plain, encode
+from eschaton.core.microgrid.canonical import Plain, encode
 from eschaton.core.microgrid.errors import BadSignature, Malformed
 
 MAX_INT = (1 << 63) - 1

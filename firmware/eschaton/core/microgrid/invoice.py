@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from eschaton.core.microgrid.codec import Plain, encode
+from eschaton.core.microgrid.canonical import Plain, encode
 from eschaton.core.microgrid.errors import Malformed
 from eschaton.core.microgrid.fields import HASH_LEN, SIG_LEN, Reader, sha256, sign, verify
 from eschaton.core.microgrid.terms import VERSION

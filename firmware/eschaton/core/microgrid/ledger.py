@@ -23,7 +23,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from eschaton.core.microgrid.codec import Plain, decode, encode
+from eschaton.core.microgrid.canonical import Plain, decode, encode
 from eschaton.core.microgrid.errors import CodecError, LedgerCorrupt, MicrogridError
 from eschaton.core.microgrid.fields import sha256
 
@@ -53,7 +53,7 @@ class EntryKind(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One decision, as recorded. ``body`` holds only plain values (see ``codec``)."""
+    """One decision, as recorded. ``body`` holds only plain values (see ``canonical``)."""
 
     kind: EntryKind
     at_ms: int

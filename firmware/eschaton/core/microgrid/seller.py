@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from nacl.signing import SigningKey
 
-from eschaton.core.microgrid.codec import Plain, decode, encode
+from eschaton.core.microgrid.canonical import Plain, decode, encode
 from eschaton.core.microgrid.decisions import (
     ACTUATION_DEADLINE_MS,
     CutSupply,

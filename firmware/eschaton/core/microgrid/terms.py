@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from nacl.signing import SigningKey
 
-from eschaton.core.microgrid.codec import Plain, encode
+from eschaton.core.microgrid.canonical import Plain, encode
 from eschaton.core.microgrid.errors import BadTerms, Expired, Malformed, StaleOffer
 from eschaton.core.microgrid.fields import (
     HASH_LEN,

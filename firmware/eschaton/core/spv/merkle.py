@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from eschaton.core.codec import TxDecodeError, decode_tx
+from eschaton.core.txcodec import TxDecodeError, decode_tx
 
 
 def _sha256d(b: bytes) -> bytes:

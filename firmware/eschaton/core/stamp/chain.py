@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import struct
 
-from eschaton.core.codec import Tx, compact_size, decode_block, decode_tx, sha256d
 from eschaton.core.merkle import branch_and_root
 from eschaton.core.stamp.ops import Op, ProofError, append, prepend, sha256
+from eschaton.core.txcodec import Tx, compact_size, decode_block, decode_tx, sha256d
 
 OP_RETURN_32 = b"\x6a\x20"
 

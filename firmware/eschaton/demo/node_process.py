@@ -1,6 +1,6 @@
 """A demo node process: ``eschaton node run`` plus the emulated pipes of ``eschaton.demo.flows``.
 
-``python -m eschaton.demo.node --config NODE.toml --flows FLOWS.json``. The flows drive the
+``python -m eschaton.demo.node_process --config NODE.toml --flows FLOWS.json``. The flows drive the
 node's *mock* meter pins, which live in this process, so they are started here, once the node
 is up, and stopped before it closes. The node itself knows nothing of the demo.
 """
@@ -35,7 +35,7 @@ async def _run(config_path: str, flows_path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eschaton.demo.node")
+    p = argparse.ArgumentParser(prog="python -m eschaton.demo.node_process")
     p.add_argument("--config", required=True)
     p.add_argument("--flows", required=True)
     p.add_argument("--log-level", default="info")

@@ -19,7 +19,7 @@ registered their rows, and announces the router's feature bits. Rules:
   ``connect(..., pin=True)`` (``eschaton peer connect``) and whatever ``is_known`` accepts (the
   daemon: peers we have channels with). Refusals and failed inbound handshakes are counted
   (``stats()``) and logged at most once per interval per kind, never with a traceback.
-- ``python -m eschaton.net.node --config FILE`` runs just the network part and prints one JSON
+- ``python -m eschaton.net.mesh --config FILE`` runs just the network part and prints one JSON
   line per event (neighbour found/lost, beacon refused, link open/closed), for tests and field
   debugging; ``--status-every S`` adds a ``status`` event with ``stats()`` every S seconds.
 """
@@ -363,7 +363,7 @@ def services(features: frozenset[int]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eschaton.net.node",
+    parser = argparse.ArgumentParser(prog="python -m eschaton.net.mesh",
                                      description="Run the network part of a node, print events.")
     parser.add_argument("--config", required=True)
     parser.add_argument("--verbose", action="store_true")

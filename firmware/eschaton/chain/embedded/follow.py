@@ -1,8 +1,6 @@
-"""The embedded regtest chain engine: libbitcoinkernel + the SQLite index + the mempool + a miner.
+"""How the chain engine's SQLite index follows the kernel's active chain, and tells listeners.
 
 Rules / theory of operation:
-- One process owns ``<datadir>/chain/`` (an exclusive ``flock`` on ``chain/LOCK``); others reach
-  it through the Electrum server (``eschaton.chain.electrum``).
 - The kernel validates and decides the active chain. After ``process_block`` returns, the
   connects and disconnects that take the index to the kernel's active chain are worked out by
   comparing the two (``_chain_events``: disconnect the index's blocks above the fork, top first,
@@ -39,16 +37,10 @@ Rules / theory of operation:
   feed the stored raw blocks back to the kernel; otherwise roll the index back with its own
   undo data and connect the kernel's blocks (read from ``cm.blocks`` ).
 - Listeners receive one ``NodeUpdate`` per call, after everything the call changed is committed.
-- Not thread-safe: call it from one thread (the asyncio loop).
 """
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import re
-import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,35 +49,17 @@ import pbk
 
 from eschaton.chain.backend import BroadcastRefused, Tip
 from eschaton.chain.embedded.ahead import AheadWorker
-from eschaton.chain.embedded.blocks import MAX_FUTURE_SECONDS, build_block, median_time_past
+from eschaton.chain.embedded.blocks import median_time_past
 from eschaton.chain.embedded.index import BlockRow, ChainIndex, Coin, IndexInconsistent
-from eschaton.chain.embedded.mempool import Entry, Mempool, is_final
-from eschaton.chain.errors import (
-    BlockRejected,
-    ChainError,
-    ChainLocked,
-    InvalidRequest,
-    TxDecodeError,
-)
+from eschaton.chain.embedded.mempool import Mempool
+from eschaton.chain.errors import ChainError, TxDecodeError
 from eschaton.chain.kernel import kernel_block
-from eschaton.core.codec import Block, Tx, decode_block, decode_tx, scan_block
-from eschaton.store.private import private_dir, tighten_tree
+from eschaton.core.txcodec import Block, Tx, decode_block
 from eschaton.store.sqlite import Error as SqliteError
 
 log = logging.getLogger(__name__)
 
-# Default coinbase destination: P2WSH(OP_TRUE), spendable by anyone who knows the trick; a
-# caller that wants the coins passes ``to_script``.
-OP_TRUE_P2WSH = bytes.fromhex("00204ae81572f06e1b88fd5ced7a1a000945432e83e1551e6f721ee9c00b8cc33260")
-
 _UPDATE_TIP = "UpdateTip: new best="  # the kernel's log line for each tip change
-
-_REASON_PATTERNS = (
-    re.compile(r"Block validation error: (.*)$"),
-    re.compile(r"ConnectBlock .* failed, (.*)$"),
-    re.compile(r"AcceptBlock FAILED \((.*)\)"),
-    re.compile(r"CheckBlock: (.*)$"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,79 +97,24 @@ class _Pending:
     disconnected: list[tuple[int, str, bytes]] = field(default_factory=list)
 
 
-class ChainLock:
-    """An exclusive advisory lock on ``<datadir>/chain/LOCK`` held for the life of the owner."""
+class KernelFollower:
+    """The state of a chain engine and how its index follows the kernel (``engine.ChainNode``
+    sets it up; ``mining.Mining`` feeds it blocks)."""
 
-    def __init__(self, chain_dir: Path) -> None:
-        private_dir(chain_dir)
-        self.path = chain_dir / "LOCK"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise ChainLocked(f"another process owns the chain in {chain_dir}") from None
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, str(os.getpid()).encode())
-
-    @staticmethod
-    def held(chain_dir: Path) -> bool:
-        """True if some process holds the lock (tested without taking it for long)."""
-        path = chain_dir / "LOCK"
-        if not path.exists():
-            return False
-        fd = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing drops our lock if we got it
-        return False
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-class ChainNode:
-    def __init__(self, datadir: Path | str, *, clock: Callable[[], float] = time.time) -> None:
-        self.chain_dir = Path(datadir) / "chain"
-        self.clock = clock
-        self.lock = ChainLock(self.chain_dir)
-        self.index: ChainIndex | None = None
-        self.listeners: list[Callable[[NodeUpdate], None]] = []
-        self.mempool = Mempool()
-        self._pending = _Pending()
-        self._batch = _Batch()
-        self._decoded: dict[str, Block] = {}
-        self._tip_memo: tuple[BlockRow, Tip] | None = None  # tip() for the index's current tip row
-        self._ahead = AheadWorker("chain-index")
-        self._log: list[str] = []
-        self._capturing = False
-        self._nonce = 0
-        try:
-            self.index = ChainIndex(self.chain_dir / "index.sqlite")
-            self._log_conn = pbk.LoggingConnection(self._on_log)
-            self._ctx = pbk.make_context(pbk.ChainType.REGTEST)  # no validation callbacks (module doc)
-            kdir = private_dir(self.chain_dir / "kernel")
-            try:
-                self.cm = pbk.ChainstateManager(
-                    pbk.ChainstateManagerOptions(self._ctx, str(kdir), str(kdir / "blocks"))
-                )
-            except RuntimeError as e:
-                raise ChainError(f"the kernel could not open {kdir}: {e}") from e
-            # The kernel creates its files with the process umask: tighten them (and those of
-            # an older install) now; the entry point's umask keeps later ones private.
-            tighten_tree(self.chain_dir)
-            self._chain = self.cm.get_active_chain()  # a live view: always the current active chain
-            # (A fresh chain connects genesis inside the constructor; reconcile indexes it.)
-            self.reconcile()
-            self._load_mempool()
-        except BaseException:
-            self.close()
-            raise
+    chain_dir: Path
+    clock: Callable[[], float]
+    index: ChainIndex | None
+    listeners: list[Callable[[NodeUpdate], None]]
+    mempool: Mempool
+    cm: pbk.ChainstateManager
+    _chain: pbk.Chain
+    _pending: _Pending
+    _batch: _Batch
+    _decoded: dict[str, Block]
+    _tip_memo: tuple[BlockRow, Tip] | None
+    _ahead: AheadWorker
+    _log: list[str]
+    _capturing: bool
 
     # --- the kernel's log (rejection reasons) ---------------------------------------------------
 
@@ -530,202 +449,6 @@ class ChainNode:
                         problems.append(f"block {height} input {txin.prev_txid_hex}:{txin.prev_vout}: {got} != {want}")
         return problems
 
-    # --- blocks ---------------------------------------------------------------------------------
-
-    def _reason(self) -> tuple[str, str]:
-        for line in self._log:
-            for pat in _REASON_PATTERNS:
-                m = pat.search(line)
-                if m:
-                    detail = m.group(1)
-                    return re.split(r"[ ,(]", detail, maxsplit=1)[0], detail
-        return "", ""
-
-    def submit_block(self, raw: bytes) -> tuple[str, bool]:
-        """Give a block to the kernel. Returns (hash, on the active chain). Raises BlockRejected."""
-        return self.submit_blocks([raw])[0]
-
-    def submit_blocks(self, raws: list[bytes]) -> list[tuple[str, bool]]:
-        """Submit several blocks with one index commit at the end (the batch is the unit of
-        durability, as a block import is). A rejected block raises ``BlockRejected`` after the
-        blocks before it are committed."""
-        out = []
-        try:
-            last = len(raws) - 1
-            for i, raw in enumerate(raws):
-                out.append(self._submit_one(raw, last=i == last))
-                if i != last:
-                    self._absorb()  # before the next block (the last one: _finish absorbs it)
-        finally:
-            self._finish()
-        return out
-
-    def _submit_one(self, raw: bytes, last: bool = False) -> tuple[str, bool]:
-        raw = bytes(raw)
-        try:
-            bh, prev = scan_block(raw)  # strict layout before the kernel sees the bytes
-        except TxDecodeError as e:
-            raise BlockRejected("block-decode-failed", "") from e
-        try:
-            kblock = kernel_block(raw)
-        except InvalidRequest:
-            raise BlockRejected("block-decode-failed", bh) from None
-        index = self.index
-        assert index is not None
-        self._log.clear()
-        tip = index.tip()
-        ahead = False
-        blk: Block | None = None
-        if tip is not None and prev == tip.hash:
-            self._ahead.submit(self._write_ahead, raw, tip.height + 1, last)
-            ahead = True
-        else:
-            blk = decode_block(raw)
-        self._capturing = True
-        failed = False
-        try:
-            self.cm.process_block(kblock)
-        except pbk.ProcessBlockException:
-            failed = True
-        finally:
-            self._capturing = False
-            blk_ahead, written = self._ahead.result() if ahead else (None, False)
-        if written and self._tip_logged(bh):
-            # The kernel's last tip change made the block written ahead its tip. Its parent is
-            # the index's tip, which was the kernel's too (index and kernel agree between
-            # calls), so the kernel connected exactly that block at tip.height + 1 and nothing
-            # is left to do. (No call into the kernel on this path: every Python step between
-            # two kernel calls runs on a cache the kernel has just evicted.)
-            assert tip is not None and blk_ahead is not None
-            self._pending.connected.append((tip.height + 1, blk_ahead))
-            return bh, True
-        if blk is None:
-            blk = blk_ahead
-        if blk is not None:
-            self._decoded[bh] = blk  # else _apply decodes the kernel's copy if it connected it
-        try:
-            if written:
-                self._undo_write_ahead(bh)
-            events = self._chain_events()
-            self._apply_or_repair(events)
-        finally:
-            self._decoded.pop(bh, None)
-        outcome = {b: k for k, _, b, _ in events}.get(bh)
-        if outcome == "c":
-            return bh, True  # the kernel connected it and did not disconnect it again
-        entries = self.cm.block_tree_entries
-        key = pbk.BlockHash(bytes.fromhex(bh)[::-1])
-        entry = entries[key] if key in entries else None
-        if entry is not None and entry in self._chain.block_tree_entries:
-            return bh, True  # known before (a duplicate submission)
-        reason, detail = self._reason()
-        if failed or reason:
-            raise BlockRejected(reason or "rejected", bh, detail)
-        return bh, False
-
-    def block_time(self, parent_mtp: int, now: int | None = None) -> int:
-        now = int(self.clock()) if now is None else now
-        t = max(parent_mtp + 1, now)
-        if t > now + MAX_FUTURE_SECONDS - 60:
-            raise ChainError("the chain's median time is too far ahead of the clock to mine")
-        return t
-
-    def _extra(self) -> bytes:
-        self._nonce += 1
-        return struct.pack("<QI", time.time_ns(), self._nonce)
-
-    def mine(self, n: int, to_script: bytes | None = None) -> list[str]:
-        """Mine ``n`` blocks on the tip, packing the mempool. Returns the block hashes."""
-        if not isinstance(n, int) or n <= 0:
-            raise InvalidRequest(f"number of blocks must be positive, got {n!r}")
-        spk = OP_TRUE_P2WSH if to_script is None else bytes(to_script)
-        hashes: list[str] = []
-        try:
-            self._mine_into(n, spk, hashes)
-        finally:
-            self._finish()
-        return hashes
-
-    def _mine_into(self, n: int, spk: bytes, hashes: list[str]) -> None:
-        for i in range(n):
-            tip = self.tip_row()
-            height = tip.height + 1
-            mtp = self.mtp_at(tip.height)
-            t = self.block_time(mtp)
-
-            def final(e: Entry, h: int = height, m: int = mtp) -> bool:
-                return is_final(e.tx, h, m)
-
-            entries = self.mempool.select(keep=final)
-            raw = build_block(
-                tip.hash, height, t, spk, [e.tx for e in entries], sum(e.fee for e in entries), self._extra()
-            )
-            bh, active = self._submit_one(raw, last=i == n - 1)
-            self._absorb()  # the next block's template must not repeat these transactions
-            if not active:
-                raise BlockRejected("not-activated", bh)
-            hashes.append(bh)
-
-    def mine_branch(
-        self, from_hash: str, n: int, txs: list[bytes] | None = None, to_script: bytes | None = None
-    ) -> list[str]:
-        """Mine ``n`` blocks on ``from_hash`` (any known block), the first holding ``txs``
-        (raw, bypassing the mempool; the coinbase claims only the subsidy). For reorg tests."""
-        if n <= 0:
-            raise InvalidRequest("number of blocks must be positive")
-        try:
-            key = pbk.BlockHash(bytes.fromhex(from_hash)[::-1])
-        except ValueError:
-            raise InvalidRequest(f"bad block hash {from_hash!r}") from None
-        entries = self.cm.block_tree_entries
-        if key not in entries:
-            raise InvalidRequest(f"unknown block {from_hash}")
-        entry = entries[key]
-        times = []
-        e = entry
-        for _ in range(11):
-            times.append(int(e.block_header.timestamp.timestamp()))
-            if e.height == 0:
-                break
-            e = e.previous
-        times.reverse()
-        height = entry.height
-        prev = from_hash
-        decoded = [decode_tx(t) for t in (txs or [])]
-        spk = OP_TRUE_P2WSH if to_script is None else bytes(to_script)
-        hashes = []
-        for i in range(n):
-            height += 1
-            t = self.block_time(median_time_past(times))
-            raw = build_block(prev, height, t, spk, decoded if i == 0 else [], 0, self._extra())
-            prev, _ = self.submit_block(raw)
-            times.append(t)
-            hashes.append(prev)
-        return hashes
-
-    # --- transactions -------------------------------------------------------------------------
-
-    def broadcast(self, raw: bytes) -> str:
-        """Accept into the mempool; returns the txid or raises BroadcastRefused."""
-        assert self.index is not None
-        try:
-            tx = decode_tx(raw)
-        except TxDecodeError as e:
-            raise BroadcastRefused("TX decode failed", e.detail) from None
-        if tx.txid in self.mempool:
-            return tx.txid  # as bitcoind: re-broadcasting a mempool transaction is not an error
-        if self.index.tx_location(tx.txid) is not None and self.index.has_outputs_of(tx.txid):
-            raise BroadcastRefused("txn-already-known", "transaction already in block chain")
-        now = int(self.clock())
-        entry = self.mempool.accept(tx, self, now)
-        self.index.begin()
-        if entry.replaced:  # full RBF evicted these from the (in-memory) mempool already
-            self.index.mempool_remove(entry.replaced)
-            self._batch.removed.extend(entry.replaced)  # and the update reports them
-        self.index.mempool_add(tx, now)
-        self._finish(added=(tx,))
-        return tx.txid
-
     def _revalidate_mempool(self, first: list[Tx]) -> list[str]:
         """Re-accept ``first`` (disconnected-block txs) then the old mempool; returns dropped
         txids. Must run inside an index transaction."""
@@ -745,57 +468,3 @@ class ChainNode:
         for e in self.mempool.entries.values():
             self.index.mempool_add(e.tx, e.added)
         return dropped
-
-    def _load_mempool(self) -> None:
-        assert self.index is not None
-        self.index.begin()
-        txs = []
-        for _txid, raw, added in self.index.mempool_rows():
-            try:
-                txs.append((decode_tx(raw), added))
-            except TxDecodeError:
-                continue
-        self.mempool.clear()
-        for tx, added in txs:
-            if self.index.tx_location(tx.txid) is not None:
-                continue
-            try:
-                self.mempool.accept(tx, self, added)
-            except BroadcastRefused:
-                continue
-        self.index.mempool_clear()
-        for e in self.mempool.entries.values():
-            self.index.mempool_add(e.tx, e.added)
-        self.index.commit()
-
-    # --- lookups ------------------------------------------------------------------------------
-
-    def get_transaction(self, txid: str) -> bytes | None:
-        assert self.index is not None
-        e = self.mempool.entries.get(txid)
-        if e is not None:
-            return e.tx.raw
-        return self.index.raw_tx(txid)
-
-    def close(self) -> None:
-        """Flush the kernel, close the index, release the lock. Idempotent."""
-        ahead = getattr(self, "_ahead", None)
-        if ahead is not None:
-            ahead.close()
-        cm = getattr(self, "cm", None)
-        if cm is not None:
-            cm.__exit__(None, None, None)  # destroys the manager, which flushes the chainstate
-            self.cm = None
-        ctx = getattr(self, "_ctx", None)
-        if ctx is not None:
-            ctx.__exit__(None, None, None)
-            self._ctx = None
-        conn = getattr(self, "_log_conn", None)
-        if conn is not None:
-            conn.__exit__(None, None, None)
-            self._log_conn = None
-        if self.index is not None:
-            self.index.rollback()
-            self.index.close()
-            self.index = None
-        self.lock.release()
