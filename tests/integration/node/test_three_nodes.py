@@ -89,7 +89,9 @@ def test_three_nodes_discover_link_trade_and_close(cluster: Cluster) -> None:
         st = n.cli("node", "status")
         assert st["id"] == n.id and st["name"] == n.name and len(st["peers"]) == 2
         # Each peer announced the services its composition root registered.
-        assert [p["services"] for p in n.api("peer.list") if p["linked"]] == [["channel", "echo"]] * 2
+        # Every service of the wire table that these nodes run, in the table's order.
+        want = ["channel", "echo", "stamp", "routing", "dht"]
+        assert [p["services"] for p in n.api("peer.list") if p["linked"]] == [want] * 2
     # The echo service answers through the peer's router (registered in the composition root).
     echo = a.api("peer.echo", id=b.id, payload="through b's router")
     assert echo["id"] == b.id and echo["rtt_ms"] > 0
