@@ -259,7 +259,39 @@ def _replayed_shares(params: ChannelParams, prev: Version | None, v: dict[str, A
     return dict(v, fee_paid=legacy_fee_paid(params, v))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6)
+def _v6_to_v7(db: Connection) -> None:
+    # v7: payment rows in the order they were made (``seq``), found by id through its unique
+    # index, and no index by state. A payment's row and its completion then land on the table's
+    # last page, shared with every other payment of the commit, and the state index no longer
+    # takes a page write on insert and another on completion: on an SD card each page written
+    # is a whole WAL frame (see "Store writes" in docs/channels.md). Pruning takes the oldest
+    # rows by ``seq``; ``payment_pruned`` keeps, per channel, the creation time of the newest
+    # record pruned (a retry that says it is older is refused, see the rules).
+    run_script(
+        db,
+        """
+        CREATE TABLE payments_v7 (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            channel_id BLOB NOT NULL,
+            amount INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            error TEXT NOT NULL DEFAULT ''
+        );
+        INSERT INTO payments_v7 (id, channel_id, amount, state, number, created_at, updated_at, error)
+            SELECT id, channel_id, amount, state, number, created_at, updated_at, error FROM payments
+            ORDER BY created_at, id;
+        DROP TABLE payments;
+        ALTER TABLE payments_v7 RENAME TO payments;
+        CREATE TABLE payment_pruned (channel_id BLOB PRIMARY KEY, before REAL NOT NULL);
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6, _v6_to_v7)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -371,10 +403,62 @@ class ChannelStore:
 
     def payments(self, state: PaymentState) -> list[PaymentRecord]:
         rows = self.db.execute("SELECT id, channel_id, amount, state, number, created_at, updated_at, error "
-                               "FROM payments WHERE state = ? ORDER BY created_at", (state.name,)).fetchall()
+                               "FROM payments WHERE state = ? ORDER BY seq", (state.name,)).fetchall()
         held = dict(self._deferred_payments)
         out = [held.pop(r[0]) if r[0] in held else _payment(r) for r in rows]
         return [r for r in out + list(held.values()) if r.state is state]
+
+    def pruned_before(self, channel_id: bytes) -> float:
+        """The creation time of the newest payment record of ``channel_id`` pruned (0: none)."""
+        row = self.db.execute("SELECT before FROM payment_pruned WHERE channel_id = ?", (channel_id,)).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def prune_payments(self, older_than: float, per_channel: int) -> int:
+        """Delete the payment records created before ``older_than`` and, per channel, all but the
+        newest ``per_channel``; never a PENDING one (it can still complete) nor one held in
+        memory. Remembers per channel when the newest pruned record was created (see the rules).
+        Freed pages go to SQLite's free list and take the next records: the file stops growing.
+        Returns the number of records deleted."""
+        cut: dict[bytes, int] = {}  # channel -> highest seq to prune
+        for cid, seq in self.db.execute(
+                "SELECT channel_id, MAX(seq) FROM payments WHERE created_at < ? GROUP BY channel_id", (older_than,)):
+            cut[bytes(cid)] = int(seq)
+        for cid, n in self.db.execute("SELECT channel_id, COUNT(*) FROM payments GROUP BY channel_id").fetchall():
+            if n > per_channel:
+                row = self.db.execute("SELECT seq FROM payments WHERE channel_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                                      (cid, per_channel)).fetchone()
+                cut[bytes(cid)] = max(cut.get(bytes(cid), 0), int(row[0]))
+        if not cut:
+            return 0
+        held = list(self._deferred_payments)
+        deleted = 0
+        try:
+            self.db.execute("BEGIN")
+            for cid, seq in cut.items():
+                newest = self.db.execute(
+                    "SELECT MAX(created_at) FROM payments WHERE channel_id = ? AND seq <= ? AND state != 'PENDING'",
+                    (cid, seq)).fetchone()[0]
+                if newest is None:
+                    continue
+                cur = self.db.execute(
+                    "DELETE FROM payments WHERE channel_id = ? AND seq <= ? AND state != 'PENDING' AND id NOT IN "
+                    f"({','.join('?' * len(held))})" if held else
+                    "DELETE FROM payments WHERE channel_id = ? AND seq <= ? AND state != 'PENDING'",
+                    (cid, seq, *held))
+                deleted += cur.rowcount
+                self.db.execute("INSERT INTO payment_pruned (channel_id, before) VALUES (?, ?) ON CONFLICT (channel_id) "
+                                "DO UPDATE SET before = MAX(before, excluded.before)", (cid, float(newest)))
+            self.db.execute("COMMIT")
+            self.commits += 1
+        except BaseException as e:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if is_disk_full(e):
+                raise DiskFull(f"disk full: cannot prune channel store {self.path}") from e
+            if isinstance(e, Error):
+                raise StoreError(f"cannot prune channel store {self.path}: {e}") from e
+            raise
+        return deleted
 
     def _write(self, snaps: dict[bytes, dict[str, Any]], versions: list[tuple[bytes, StoredVersion]],
                payments: Sequence[PaymentRecord] = ()) -> None:

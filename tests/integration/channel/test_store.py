@@ -76,7 +76,7 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
     db.execute("PRAGMA user_version = 1")
     db.close()
     st = ChannelStore(path)
-    assert st.schema_version() == SCHEMA_VERSION == 6
+    assert st.schema_version() == SCHEMA_VERSION == 7
     r = st.db.execute("SELECT role, number, static FROM channels").fetchone()
     assert r == ("acceptor", 1, "{}")  # v3: old rows keep the whole snapshot until next written
     assert st.version_by_txid(pr.b.versions[-1].txid) is not None
