@@ -74,6 +74,10 @@ from eschaton.store.sqlite import (
     schema_version,
 )
 
+# 1 KiB pages: a commit writes each page it changes as a WAL frame; a payment changes its
+# channel's row (about 1 KB) and the ends of the payment table and its id index (docs/channels.md,
+# "Store writes": 4 KiB pages wrote about twice the bytes per payment).
+PAGE_SIZE = 1024
 LEGACY_PEER_FILE = "channel_peers.db"  # beside the store: the peer map before schema v5
 BACKUP_FORMAT = "eschaton-channel-backup/1"
 
@@ -287,12 +291,22 @@ def _v6_to_v7(db: Connection) -> None:
         DROP TABLE payments;
         ALTER TABLE payments_v7 RENAME TO payments;
         CREATE TABLE payment_pruned (channel_id BLOB PRIMARY KEY, before REAL NOT NULL);
+        CREATE TABLE channel_static (channel_id BLOB PRIMARY KEY, static TEXT NOT NULL);
+        INSERT INTO channel_static SELECT channel_id, static FROM channels WHERE static != '{}';
+        ALTER TABLE channels DROP COLUMN static;
         """
     )
+    # ``channel_static``: the part of a snapshot that only changes while a channel opens (v3) in
+    # a table of its own: an update rewrites the channel's whole row, and with the static part
+    # in it that row overflowed a 1 KiB page into three or four (see PAGE_SIZE).
 
 
 MIGRATIONS: tuple[Migration, ...] = (_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6, _v6_to_v7)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+_STATIC = "COALESCE(s.static, '{}')"  # rows written before v3 hold their whole snapshot in ``snapshot``
+_JOIN_STATIC = "LEFT JOIN channel_static s ON s.channel_id = c.channel_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +328,8 @@ class ChannelStore:
         self.path = Path(path)
         self.keep_every_version = keep_every_version
         try:
-            self.db = open_db(self.path, MIGRATIONS, synchronous="FULL" if fsync else "OFF", check_same_thread=False)
+            self.db = open_db(self.path, MIGRATIONS, synchronous="FULL" if fsync else "OFF", check_same_thread=False,
+                              page_size=PAGE_SIZE)
         except SchemaTooNew as e:
             raise StoreError(str(e)) from None
         except DatabaseError as e:
@@ -413,6 +428,10 @@ class ChannelStore:
         row = self.db.execute("SELECT before FROM payment_pruned WHERE channel_id = ?", (channel_id,)).fetchone()
         return float(row[0]) if row else 0.0
 
+    def pruned_any(self) -> bool:
+        """Whether any payment record was ever pruned."""
+        return self.db.execute("SELECT 1 FROM payment_pruned LIMIT 1").fetchone() is not None
+
     def prune_payments(self, older_than: float, per_channel: int) -> int:
         """Delete the payment records created before ``older_than`` and, per channel, all but the
         newest ``per_channel``; never a PENDING one (it can still complete) nor one held in
@@ -476,14 +495,14 @@ class ChannelStore:
             for cid, snap in snaps.items():
                 static = {k: v for k, v in snap.items() if k in STATIC_KEYS}
                 dynamic = {k: v for k, v in snap.items() if k not in STATIC_KEYS}
-                static_changed = self._static.get(cid) != static
+                if self._static.get(cid) != static:
+                    db.execute("INSERT INTO channel_static (channel_id, static) VALUES (?, ?) "
+                               "ON CONFLICT (channel_id) DO UPDATE SET static = excluded.static", (cid, dumps(static)))
                 db.execute(
-                    "INSERT INTO channels (channel_id, state, snapshot, role, number, updated_at, static) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET state = excluded.state, "
-                    "snapshot = excluded.snapshot, number = excluded.number, updated_at = excluded.updated_at"
-                    + (", static = excluded.static" if static_changed else ""),
-                    (cid, snap["state"], dumps(dynamic), snap["role"], snap["current"]["number"], now,
-                     dumps(static) if static_changed else "{}"),
+                    "INSERT INTO channels (channel_id, state, snapshot, role, number, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET state = excluded.state, "
+                    "snapshot = excluded.snapshot, number = excluded.number, updated_at = excluded.updated_at",
+                    (cid, snap["state"], dumps(dynamic), snap["role"], snap["current"]["number"], now),
                 )
                 written[cid] = static
             if versions:
@@ -528,12 +547,14 @@ class ChannelStore:
     def load(self, channel_id: bytes) -> dict[str, Any] | None:
         if channel_id in self._deferred:
             return self._deferred[channel_id].snapshot
-        row = self.db.execute("SELECT static, snapshot FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
+        row = self.db.execute(f"SELECT {_STATIC}, c.snapshot FROM channels c {_JOIN_STATIC} WHERE c.channel_id = ?",
+                              (channel_id,)).fetchone()
         return self._merge(row[0], row[1]) if row else None
 
     def load_all(self) -> list[dict[str, Any]]:
         self._flush_channels()
-        return [self._merge(r[0], r[1]) for r in self.db.execute("SELECT static, snapshot FROM channels ORDER BY channel_id")]
+        return [self._merge(r[0], r[1]) for r in self.db.execute(
+            f"SELECT {_STATIC}, c.snapshot FROM channels c {_JOIN_STATIC} ORDER BY c.channel_id")]
 
     def states(self) -> dict[bytes, str]:
         self._flush_channels()

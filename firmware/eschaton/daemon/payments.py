@@ -216,6 +216,10 @@ class Payments:
     def lookup(self, pid: str) -> PaymentRecord:
         rec = self.get(check_id(pid))
         if rec is None:
+            if self._store.pruned_any():
+                days, records = self._svc.retention
+                raise PaymentError(f"no payment {pid}: never signed for here, or its record was pruned (records "
+                                   f"are kept {days} days, at most {records} per channel)")
             raise PaymentError(f"no payment {pid} (an id this node never signed for was never paid)")
         return rec
 
