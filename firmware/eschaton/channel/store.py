@@ -1,8 +1,8 @@
 """Durable channel store: SQLite, WAL, every signature-bearing state fsynced before it is sent.
 
 Rules / theory of operation:
-- One row per channel in ``channels`` holds the core's snapshot (JSON, bytes tagged) and its
-  state BY NAME (``ChannelState.name``). ``versions`` keeps every signed version that has
+- One row per channel in ``channels`` holds the core's snapshot (JSON, bytes tagged; its static
+  part in ``channel_static``) and its state BY NAME (``ChannelState.name``). ``versions`` keeps every signed version that has
   hash-locked outputs (escrows, bet stakes), so the watcher can sweep them if the peer
   broadcasts that version. A balance-only version needs no sweeping (each output pays its
   owner's own script) and the channel core keeps the best one in its snapshot, so it gets no
@@ -35,6 +35,17 @@ Rules / theory of operation:
   (``persist_many(..., payments=...)``), so after a crash the store knows exactly which ids were
   signed for. Later changes (complete, failed) are bookkeeping: held like deferred snapshots and
   written with the next commit or at ``flush()``; if that commit fails they stay held.
+  Since v7 the rows are kept in the order they were made (``seq``) and found by id through a
+  unique index; there is no index by state (each payment would cost it two page writes).
+- Retention: ``prune_payments`` deletes records older than a time and, per channel, all but
+  the newest N (never a PENDING one, nor one held in memory); ``payment_pruned`` keeps per
+  channel the creation time of the newest record pruned (``pruned_before``), so a retry that
+  says it was first asked for before then is refused rather than paid again (the daemon's
+  ``Payments.check_not_pruned``). Freed pages are reused by the next rows: the file stays flat.
+- Writes: every page a commit changes is a WAL frame, fsynced. The store uses 1 KiB pages
+  (``PAGE_SIZE``) and keeps each snapshot's static part in ``channel_static`` (v7), written
+  once, so that a payment's commit changes about one small page per channel plus the ends of
+  the payment table and its id index (docs/channels.md, "Store writes").
 - A write the disk refuses (SQLite's "database or disk is full") raises ``DiskFull`` at once,
   with nothing committed: the caller learns it now rather than waiting for an answer that cannot
   come.
