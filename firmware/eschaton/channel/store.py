@@ -89,6 +89,12 @@ from eschaton.store.sqlite import (
 # channel's row (about 1 KB) and the ends of the payment table and its id index (docs/channels.md,
 # "Store writes": 4 KiB pages wrote about twice the bytes per payment).
 PAGE_SIZE = 1024
+# SQLite's page cache for this connection, in KiB. Its default (2,000 KiB) filled as the payment
+# records grew the file: about 120 B of RSS per payment until it was full, the hub's memory
+# climbing for the first tens of thousands of payments. What a payment touches again is small
+# (each channel's row, the ends and upper levels of the payment table and its id index); pages
+# read rarely (a retried id, a restart) come from the OS's cache.
+CACHE_KIB = 256
 LEGACY_PEER_FILE = "channel_peers.db"  # beside the store: the peer map before schema v5
 BACKUP_FORMAT = "eschaton-channel-backup/1"
 
@@ -340,7 +346,7 @@ class ChannelStore:
         self.keep_every_version = keep_every_version
         try:
             self.db = open_db(self.path, MIGRATIONS, synchronous="FULL" if fsync else "OFF", check_same_thread=False,
-                              page_size=PAGE_SIZE)
+                              page_size=PAGE_SIZE, pragmas=(f"cache_size = -{CACHE_KIB}",))
         except SchemaTooNew as e:
             raise StoreError(str(e)) from None
         except DatabaseError as e:

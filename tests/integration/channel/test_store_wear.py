@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,15 +23,23 @@ from tests.unit.channel.pair import Pair, opened, params
 # (random ids land on random leaf pages) to deepen over a longer run.
 WAL_BYTES_PER_PAYMENT = 8_000
 
+# Resident memory of a fresh process per 1,000 payments (both stores), after a warm-up of 1,000.
+# SQLite's page cache at its default size (2,000 KiB a connection) grew with the payment records
+# until full: 93 KiB per 1,000 over these 5,000 (240 over later thousands in a longer run). With
+# the store's cache at CACHE_KIB: 0 (three runs). What Python keeps per payment (the endpoint's
+# ~10 B, tests/integration/channel/test_memory.py) is 10 KiB per 1,000: the bound leaves room for
+# it and sits at half the old growth.
+RSS_KIB_PER_1000 = 48
+
 
 class _Two:
     """Two endpoints on one channel, each with its store; payments recorded as the node does
     (the record in the commit of its version, completion as bookkeeping folded into the next)."""
 
-    def __init__(self, d: Path, pair: Pair) -> None:
+    def __init__(self, d: Path, pair: Pair, fsync: bool = True) -> None:
         self.pr = pair
         self.cid = pair.a.ch.channel_id
-        self.stores = {n: ChannelStore(d / f"{n}.db") for n in "ab"}
+        self.stores = {n: ChannelStore(d / f"{n}.db", fsync=fsync) for n in "ab"}
         self.eps: dict[str, ChannelEndpoint] = {}
         for n in "ab":
             side = pair.side(n)
@@ -102,6 +112,39 @@ def test_wal_bytes_per_payment_stay_under_a_bound(tmp_path: Path) -> None:
         assert wal / paid <= WAL_BYTES_PER_PAYMENT, f"{wal / paid:.0f} WAL bytes per payment, frames {frames}"
     finally:
         two.close()
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def rss_growth_per_1000(d: str) -> float:
+    """RSS growth of this process per 1,000 payments after a warm-up (run in a fresh
+    interpreter: pytest's own freed heap would hide a few MB of growth)."""
+    two = _Two(Path(d), _pair(), fsync=False)  # the page cache is the same without fsync, 20x faster
+    try:
+        two.pay(1_000)
+        before = _rss_kib()
+        paid = 5_000
+        two.pay(paid)
+        return (_rss_kib() - before) * 1000 / paid
+    finally:
+        two.close()
+
+
+def test_the_store_page_cache_does_not_grow_with_the_payments(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "firmware"), str(root)])}
+    out = subprocess.run([sys.executable, "-c", "import sys; from tests.integration.channel.test_store_wear import "
+                          "rss_growth_per_1000 as f; print(f(sys.argv[1]))", str(tmp_path)],
+                         capture_output=True, text=True, env=env, cwd=root, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    grown = float(out.stdout.split()[-1])
+    print(f"RSS {grown:.0f} KiB per 1,000 payments")
+    assert grown < RSS_KIB_PER_1000, f"RSS grew {grown:.0f} KiB per 1,000 payments"
 
 
 def test_pruned_payment_records_keep_the_store_flat(tmp_path: Path) -> None:
