@@ -37,8 +37,9 @@ Rules / theory of operation:
   written with the next commit or at ``flush()``; if that commit fails they stay held.
   Since v7 the rows are kept in the order they were made (``seq``) and found by id through a
   unique index; there is no index by state (each payment would cost it two page writes).
-- Retention: ``prune_payments`` deletes records older than a time and, per channel, all but
-  the newest N (never a PENDING one, nor one held in memory); ``payment_pruned`` keeps per
+- Retention: ``prune_payments`` deletes records older than a time and all but the newest N of
+  the store, oldest first and a bounded number per call (never a PENDING one, nor one held in
+  memory); ``payment_pruned`` keeps per
   channel the creation time of the newest record pruned (``pruned_before``), so a retry that
   says it was first asked for before then is refused rather than paid again (the daemon's
   ``Payments.check_not_pruned``). Freed pages are reused by the next rows: the file stays flat.
@@ -449,41 +450,39 @@ class ChannelStore:
         """Whether any payment record was ever pruned."""
         return self.db.execute("SELECT 1 FROM payment_pruned LIMIT 1").fetchone() is not None
 
-    def prune_payments(self, older_than: float, per_channel: int) -> int:
-        """Delete the payment records created before ``older_than`` and, per channel, all but the
-        newest ``per_channel``; never a PENDING one (it can still complete) nor one held in
-        memory. Remembers per channel when the newest pruned record was created (see the rules).
-        Freed pages go to SQLite's free list and take the next records: the file stops growing.
+    def prune_payments(self, older_than: float, keep: int, limit: int = 2_000) -> int:
+        """Delete up to ``limit`` of the oldest payment records that were created before
+        ``older_than`` or are beyond the newest ``keep`` of the store; never a PENDING one (it
+        can still complete) nor one held in memory. Remembers per channel when the newest pruned
+        record was created (see the rules). Works from the oldest by ``seq``: it reads what it
+        deletes, not the whole table, and ``limit`` bounds one call (the caller repeats while
+        it returns ``limit``). Freed pages take the next records: the file stops growing.
         Returns the number of records deleted."""
-        cut: dict[bytes, int] = {}  # channel -> highest seq to prune
-        for cid, seq in self.db.execute(
-                "SELECT channel_id, MAX(seq) FROM payments WHERE created_at < ? GROUP BY channel_id", (older_than,)):
-            cut[bytes(cid)] = int(seq)
-        for cid, n in self.db.execute("SELECT channel_id, COUNT(*) FROM payments GROUP BY channel_id").fetchall():
-            if n > per_channel:
-                row = self.db.execute("SELECT seq FROM payments WHERE channel_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
-                                      (cid, per_channel)).fetchone()
-                cut[bytes(cid)] = max(cut.get(bytes(cid), 0), int(row[0]))
+        top = self.db.execute("SELECT MAX(seq) FROM payments").fetchone()[0]
+        if top is None:
+            return 0
+        by_count = int(top) - keep  # rows at or below this seq are beyond the newest ``keep``
+        rows = self.db.execute(
+            "SELECT seq, created_at FROM payments WHERE state != 'PENDING' ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        cut = 0
+        for seq, created in rows:
+            if seq > by_count and created >= older_than:
+                break
+            cut = int(seq)
         if not cut:
             return 0
         held = list(self._deferred_payments)
-        deleted = 0
+        keep_held = f" AND id NOT IN ({','.join('?' * len(held))})" if held else ""
         try:
             self.db.execute("BEGIN")
-            for cid, seq in cut.items():
-                newest = self.db.execute(
-                    "SELECT MAX(created_at) FROM payments WHERE channel_id = ? AND seq <= ? AND state != 'PENDING'",
-                    (cid, seq)).fetchone()[0]
-                if newest is None:
-                    continue
-                cur = self.db.execute(
-                    "DELETE FROM payments WHERE channel_id = ? AND seq <= ? AND state != 'PENDING' AND id NOT IN "
-                    f"({','.join('?' * len(held))})" if held else
-                    "DELETE FROM payments WHERE channel_id = ? AND seq <= ? AND state != 'PENDING'",
-                    (cid, seq, *held))
-                deleted += cur.rowcount
-                self.db.execute("INSERT INTO payment_pruned (channel_id, before) VALUES (?, ?) ON CONFLICT (channel_id) "
-                                "DO UPDATE SET before = MAX(before, excluded.before)", (cid, float(newest)))
+            marks = self.db.execute(
+                "SELECT channel_id, MAX(created_at) FROM payments WHERE seq <= ? AND state != 'PENDING'"
+                + keep_held + " GROUP BY channel_id", (cut, *held)).fetchall()
+            deleted = self.db.execute("DELETE FROM payments WHERE seq <= ? AND state != 'PENDING'" + keep_held,
+                                      (cut, *held)).rowcount
+            self.db.executemany("INSERT INTO payment_pruned (channel_id, before) VALUES (?, ?) ON CONFLICT (channel_id) "
+                                "DO UPDATE SET before = MAX(before, excluded.before)",
+                                [(bytes(c), float(t)) for c, t in marks])
             self.db.execute("COMMIT")
             self.commits += 1
         except BaseException as e:
@@ -494,7 +493,7 @@ class ChannelStore:
             if isinstance(e, Error):
                 raise StoreError(f"cannot prune channel store {self.path}: {e}") from e
             raise
-        return deleted
+        return int(deleted)
 
     def _write(self, snaps: dict[bytes, dict[str, Any]], versions: list[tuple[bytes, StoredVersion]],
                payments: Sequence[PaymentRecord] = ()) -> None:

@@ -219,7 +219,7 @@ class Payments:
             if self._store.pruned_any():
                 days, records = self._svc.retention
                 raise PaymentError(f"no payment {pid}: never signed for here, or its record was pruned (records "
-                                   f"are kept {days} days, at most {records} per channel)")
+                                   f"are kept {days} days, at most {records} of them)")
             raise PaymentError(f"no payment {pid} (an id this node never signed for was never paid)")
         return rec
 
@@ -254,7 +254,7 @@ class Payments:
             raise PaymentError(
                 f"payment id {pid} was first asked for at {created:.0f}, before the oldest payment record "
                 f"this node still keeps for channel {cid.hex()[:12]} (records are kept {days} days, at most "
-                f"{_records} per channel): whether it was paid is no longer known here, so it is not paid "
+                f"{_records} of them): whether it was paid is no longer known here, so it is not paid "
                 "again; check the channel's balance, and pay with a new id if it is still owed")
 
     async def signed_once(self, ch: Channel, amount: int, pid: str | None, method: str, args: tuple[Any, ...],

@@ -148,8 +148,8 @@ def test_the_store_page_cache_does_not_grow_with_the_payments(tmp_path: Path) ->
 
 
 def test_pruned_payment_records_keep_the_store_flat(tmp_path: Path) -> None:
-    """Records beyond the newest N per channel are pruned; the pages they free take the next
-    ones, so the file stops growing; the channel remembers when its newest pruned one was made."""
+    """Records beyond the newest N of the store are pruned; the pages they free take the next
+    ones, so the file stops growing; each channel remembers when its newest pruned one was made."""
     two = _Two(tmp_path, _pair())
     st = two.stores["a"]
     sizes = []
@@ -157,14 +157,14 @@ def test_pruned_payment_records_keep_the_store_flat(tmp_path: Path) -> None:
         for _ in range(7):
             two.pay(200)
             st.flush()
-            st.prune_payments(older_than=0.0, per_channel=150)
+            st.prune_payments(older_than=0.0, keep=150)
             st.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             sizes.append(st.path.stat().st_size)
         kept = st.db.execute("SELECT COUNT(*), MIN(created_at) FROM payments").fetchone()
         assert kept[0] <= 150 + len(two.pending["a"]), kept
         assert 0 < st.pruned_before(two.cid) <= kept[1]
         # A record is pruned by age too, and a PENDING one never.
-        st.prune_payments(older_than=time.time() + 1, per_channel=10**6)
+        st.prune_payments(older_than=time.time() + 1, keep=10**6)
         assert [r.state for r in st.db.execute("SELECT state FROM payments")] == [("PENDING",)] * len(two.pending["a"])
         print(f"channels.db after each round: {sizes}")
         # Flat, not frozen: ids are random, so the id index splits pages where they land and a

@@ -249,13 +249,13 @@ def test_payment_events_reach_the_event_stream_once_each_with_ids(cluster: Clust
 
 @pytest.mark.slow  # 110 payments and a restart: about a minute on a loaded machine
 def test_a_retry_older_than_the_kept_payment_records_is_refused_not_paid(cluster: Cluster) -> None:
-    """Payment records are pruned (here: all but the newest 100 per channel, at start and every
+    """Payment records are pruned (here: all but the newest 100 of the node, at start and every
     10 min); a retry that says when it was first asked for (``--created``) and whose record may
     be gone is refused in one line and pays nothing; a kept one still answers from its record."""
     import time
 
     a, b, cid = channel_pair(cluster, CAPACITY, serve=True, fixed_ports=True,
-                             sections=["[channel]", "payment_records_per_channel = 100"])
+                             sections=["[channel]", "payment_records = 100"])
     t0 = time.time()
     for i in range(110):
         assert a.api("channel.pay", channel=cid, amount=1, id=f"w-{i}")["payment_state"] == "complete"
