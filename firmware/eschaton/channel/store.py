@@ -1,8 +1,8 @@
 """Durable channel store: SQLite, WAL, every signature-bearing state fsynced before it is sent.
 
 Rules / theory of operation:
-- One row per channel in ``channels`` holds the core's snapshot (JSON, bytes tagged) and its
-  state BY NAME (``ChannelState.name``). ``versions`` keeps every signed version that has
+- One row per channel in ``channels`` holds the core's snapshot (JSON, bytes tagged; its static
+  part in ``channel_static``) and its state BY NAME (``ChannelState.name``). ``versions`` keeps every signed version that has
   hash-locked outputs (escrows, bet stakes), so the watcher can sweep them if the peer
   broadcasts that version. A balance-only version needs no sweeping (each output pays its
   owner's own script) and the channel core keeps the best one in its snapshot, so it gets no
@@ -35,6 +35,18 @@ Rules / theory of operation:
   (``persist_many(..., payments=...)``), so after a crash the store knows exactly which ids were
   signed for. Later changes (complete, failed) are bookkeeping: held like deferred snapshots and
   written with the next commit or at ``flush()``; if that commit fails they stay held.
+  Since v7 the rows are kept in the order they were made (``seq``) and found by id through a
+  unique index; there is no index by state (each payment would cost it two page writes).
+- Retention: ``prune_payments`` deletes records older than a time and all but the newest N of
+  the store, oldest first and a bounded number per call (never a PENDING one, nor one held in
+  memory); ``payment_pruned`` keeps per
+  channel the creation time of the newest record pruned (``pruned_before``), so a retry that
+  says it was first asked for before then is refused rather than paid again (the daemon's
+  ``Payments.check_not_pruned``). Freed pages are reused by the next rows: the file stays flat.
+- Writes: every page a commit changes is a WAL frame, fsynced. The store uses 1 KiB pages
+  (``PAGE_SIZE``) and keeps each snapshot's static part in ``channel_static`` (v7), written
+  once, so that a payment's commit changes about one small page per channel plus the ends of
+  the payment table and its id index (docs/channels.md, "Store writes").
 - A write the disk refuses (SQLite's "database or disk is full") raises ``DiskFull`` at once,
   with nothing committed: the caller learns it now rather than waiting for an answer that cannot
   come.
@@ -74,6 +86,16 @@ from eschaton.store.sqlite import (
     schema_version,
 )
 
+# 1 KiB pages: a commit writes each page it changes as a WAL frame; a payment changes its
+# channel's row (about 1 KB) and the ends of the payment table and its id index (docs/channels.md,
+# "Store writes": 4 KiB pages wrote about twice the bytes per payment).
+PAGE_SIZE = 1024
+# SQLite's page cache for this connection, in KiB. Its default (2,000 KiB) filled as the payment
+# records grew the file: about 120 B of RSS per payment until it was full, the hub's memory
+# climbing for the first tens of thousands of payments. What a payment touches again is small
+# (each channel's row, the ends and upper levels of the payment table and its id index); pages
+# read rarely (a retried id, a restart) come from the OS's cache.
+CACHE_KIB = 256
 LEGACY_PEER_FILE = "channel_peers.db"  # beside the store: the peer map before schema v5
 BACKUP_FORMAT = "eschaton-channel-backup/1"
 
@@ -259,8 +281,50 @@ def _replayed_shares(params: ChannelParams, prev: Version | None, v: dict[str, A
     return dict(v, fee_paid=legacy_fee_paid(params, v))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6)
+def _v6_to_v7(db: Connection) -> None:
+    # v7: payment rows in the order they were made (``seq``), found by id through its unique
+    # index, and no index by state. A payment's row and its completion then land on the table's
+    # last page, shared with every other payment of the commit, and the state index no longer
+    # takes a page write on insert and another on completion: on an SD card each page written
+    # is a whole WAL frame (see "Store writes" in docs/channels.md). Pruning takes the oldest
+    # rows by ``seq``; ``payment_pruned`` keeps, per channel, the creation time of the newest
+    # record pruned (a retry that says it is older is refused, see the rules).
+    run_script(
+        db,
+        """
+        CREATE TABLE payments_v7 (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            channel_id BLOB NOT NULL,
+            amount INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            error TEXT NOT NULL DEFAULT ''
+        );
+        INSERT INTO payments_v7 (id, channel_id, amount, state, number, created_at, updated_at, error)
+            SELECT id, channel_id, amount, state, number, created_at, updated_at, error FROM payments
+            ORDER BY created_at, id;
+        DROP TABLE payments;
+        ALTER TABLE payments_v7 RENAME TO payments;
+        CREATE TABLE payment_pruned (channel_id BLOB PRIMARY KEY, before REAL NOT NULL);
+        CREATE TABLE channel_static (channel_id BLOB PRIMARY KEY, static TEXT NOT NULL);
+        INSERT INTO channel_static SELECT channel_id, static FROM channels WHERE static != '{}';
+        ALTER TABLE channels DROP COLUMN static;
+        """
+    )
+    # ``channel_static``: the part of a snapshot that only changes while a channel opens (v3) in
+    # a table of its own: an update rewrites the channel's whole row, and with the static part
+    # in it that row overflowed a 1 KiB page into three or four (see PAGE_SIZE).
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4, _v4_to_v5, _v5_to_v6, _v6_to_v7)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+_STATIC = "COALESCE(s.static, '{}')"  # rows written before v3 hold their whole snapshot in ``snapshot``
+_JOIN_STATIC = "LEFT JOIN channel_static s ON s.channel_id = c.channel_id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +346,8 @@ class ChannelStore:
         self.path = Path(path)
         self.keep_every_version = keep_every_version
         try:
-            self.db = open_db(self.path, MIGRATIONS, synchronous="FULL" if fsync else "OFF", check_same_thread=False)
+            self.db = open_db(self.path, MIGRATIONS, synchronous="FULL" if fsync else "OFF", check_same_thread=False,
+                              page_size=PAGE_SIZE, pragmas=(f"cache_size = -{CACHE_KIB}",))
         except SchemaTooNew as e:
             raise StoreError(str(e)) from None
         except DatabaseError as e:
@@ -371,10 +436,64 @@ class ChannelStore:
 
     def payments(self, state: PaymentState) -> list[PaymentRecord]:
         rows = self.db.execute("SELECT id, channel_id, amount, state, number, created_at, updated_at, error "
-                               "FROM payments WHERE state = ? ORDER BY created_at", (state.name,)).fetchall()
+                               "FROM payments WHERE state = ? ORDER BY seq", (state.name,)).fetchall()
         held = dict(self._deferred_payments)
         out = [held.pop(r[0]) if r[0] in held else _payment(r) for r in rows]
         return [r for r in out + list(held.values()) if r.state is state]
+
+    def pruned_before(self, channel_id: bytes) -> float:
+        """The creation time of the newest payment record of ``channel_id`` pruned (0: none)."""
+        row = self.db.execute("SELECT before FROM payment_pruned WHERE channel_id = ?", (channel_id,)).fetchone()
+        return float(row[0]) if row else 0.0
+
+    def pruned_any(self) -> bool:
+        """Whether any payment record was ever pruned."""
+        return self.db.execute("SELECT 1 FROM payment_pruned LIMIT 1").fetchone() is not None
+
+    def prune_payments(self, older_than: float, keep: int, limit: int = 2_000) -> int:
+        """Delete up to ``limit`` of the oldest payment records that were created before
+        ``older_than`` or are beyond the newest ``keep`` of the store; never a PENDING one (it
+        can still complete) nor one held in memory. Remembers per channel when the newest pruned
+        record was created (see the rules). Works from the oldest by ``seq``: it reads what it
+        deletes, not the whole table, and ``limit`` bounds one call (the caller repeats while
+        it returns ``limit``). Freed pages take the next records: the file stops growing.
+        Returns the number of records deleted."""
+        top = self.db.execute("SELECT MAX(seq) FROM payments").fetchone()[0]
+        if top is None:
+            return 0
+        by_count = int(top) - keep  # rows at or below this seq are beyond the newest ``keep``
+        rows = self.db.execute(
+            "SELECT seq, created_at FROM payments WHERE state != 'PENDING' ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        cut = 0
+        for seq, created in rows:
+            if seq > by_count and created >= older_than:
+                break
+            cut = int(seq)
+        if not cut:
+            return 0
+        held = list(self._deferred_payments)
+        keep_held = f" AND id NOT IN ({','.join('?' * len(held))})" if held else ""
+        try:
+            self.db.execute("BEGIN")
+            marks = self.db.execute(
+                "SELECT channel_id, MAX(created_at) FROM payments WHERE seq <= ? AND state != 'PENDING'"
+                + keep_held + " GROUP BY channel_id", (cut, *held)).fetchall()
+            deleted = self.db.execute("DELETE FROM payments WHERE seq <= ? AND state != 'PENDING'" + keep_held,
+                                      (cut, *held)).rowcount
+            self.db.executemany("INSERT INTO payment_pruned (channel_id, before) VALUES (?, ?) ON CONFLICT (channel_id) "
+                                "DO UPDATE SET before = MAX(before, excluded.before)",
+                                [(bytes(c), float(t)) for c, t in marks])
+            self.db.execute("COMMIT")
+            self.commits += 1
+        except BaseException as e:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if is_disk_full(e):
+                raise DiskFull(f"disk full: cannot prune channel store {self.path}") from e
+            if isinstance(e, Error):
+                raise StoreError(f"cannot prune channel store {self.path}: {e}") from e
+            raise
+        return int(deleted)
 
     def _write(self, snaps: dict[bytes, dict[str, Any]], versions: list[tuple[bytes, StoredVersion]],
                payments: Sequence[PaymentRecord] = ()) -> None:
@@ -392,14 +511,14 @@ class ChannelStore:
             for cid, snap in snaps.items():
                 static = {k: v for k, v in snap.items() if k in STATIC_KEYS}
                 dynamic = {k: v for k, v in snap.items() if k not in STATIC_KEYS}
-                static_changed = self._static.get(cid) != static
+                if self._static.get(cid) != static:
+                    db.execute("INSERT INTO channel_static (channel_id, static) VALUES (?, ?) "
+                               "ON CONFLICT (channel_id) DO UPDATE SET static = excluded.static", (cid, dumps(static)))
                 db.execute(
-                    "INSERT INTO channels (channel_id, state, snapshot, role, number, updated_at, static) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET state = excluded.state, "
-                    "snapshot = excluded.snapshot, number = excluded.number, updated_at = excluded.updated_at"
-                    + (", static = excluded.static" if static_changed else ""),
-                    (cid, snap["state"], dumps(dynamic), snap["role"], snap["current"]["number"], now,
-                     dumps(static) if static_changed else "{}"),
+                    "INSERT INTO channels (channel_id, state, snapshot, role, number, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET state = excluded.state, "
+                    "snapshot = excluded.snapshot, number = excluded.number, updated_at = excluded.updated_at",
+                    (cid, snap["state"], dumps(dynamic), snap["role"], snap["current"]["number"], now),
                 )
                 written[cid] = static
             if versions:
@@ -444,12 +563,14 @@ class ChannelStore:
     def load(self, channel_id: bytes) -> dict[str, Any] | None:
         if channel_id in self._deferred:
             return self._deferred[channel_id].snapshot
-        row = self.db.execute("SELECT static, snapshot FROM channels WHERE channel_id = ?", (channel_id,)).fetchone()
+        row = self.db.execute(f"SELECT {_STATIC}, c.snapshot FROM channels c {_JOIN_STATIC} WHERE c.channel_id = ?",
+                              (channel_id,)).fetchone()
         return self._merge(row[0], row[1]) if row else None
 
     def load_all(self) -> list[dict[str, Any]]:
         self._flush_channels()
-        return [self._merge(r[0], r[1]) for r in self.db.execute("SELECT static, snapshot FROM channels ORDER BY channel_id")]
+        return [self._merge(r[0], r[1]) for r in self.db.execute(
+            f"SELECT {_STATIC}, c.snapshot FROM channels c {_JOIN_STATIC} ORDER BY c.channel_id")]
 
     def states(self) -> dict[bytes, str]:
         self._flush_channels()

@@ -74,8 +74,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("channel", help="channel id")
     p.add_argument("amount", type=_positive, help="satoshis")
     p.add_argument("--id", default=None, help="payment id (default: the node makes one and prints it)")
+    p.add_argument("--created", type=float, default=None,
+                   help="(a retry) unix time of the first attempt: refused, not paid, if the node may have "
+                        "pruned that payment's record")
     add_node_common(p)
-    p.set_defaults(handler=lambda a: call(a, "channel.pay", channel=a.channel, amount=a.amount, id=a.id))
+    p.set_defaults(handler=lambda a: call(a, "channel.pay", channel=a.channel, amount=a.amount, id=a.id,
+                                          **({"created": a.created} if a.created is not None else {})))
 
     p = sub.add_parser("payment", help="a payment's outcome: pending, complete or failed")
     p.add_argument("id", help="payment id")

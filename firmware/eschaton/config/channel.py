@@ -14,10 +14,17 @@ class ChannelConfig:
     own are queued on the channel (``turn_dwell_ms``): the reverse payments are then batched into
     one direction switch instead of one switch each. 0 hands the turn over as soon as nothing of
     ours is in flight."""
+    payment_retention_days: int = D.PAYMENT_RETENTION_DAYS
+    """Payment records (the ids that make a retry safe) are kept this many days (``payment_retention_days``)."""
+    payment_records: int = D.PAYMENT_RECORDS
+    """... and at most this many newest of the node (``payment_records``): the store stays
+    bounded on an SD card whatever the payment rate (docs/channels.md, "Payment ids")."""
 
 
 def parse_channel(root: Section) -> ChannelConfig:
     s = root.sub("channel")
     dwell_ms = s.get_int("turn_dwell_ms", D.TURN_DWELL_MS, 0, 1_500)
+    days = s.get_int("payment_retention_days", D.PAYMENT_RETENTION_DAYS, 1, 3_650)
+    records = s.get_int("payment_records", D.PAYMENT_RECORDS, 100, 10_000_000)
     s.done()
-    return ChannelConfig(dwell_ms / 1000)
+    return ChannelConfig(dwell_ms / 1000, days, records)

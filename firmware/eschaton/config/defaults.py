@@ -34,6 +34,8 @@ CHAIN_URL = ""
 # queued, so reverse payments share one direction switch (docs/channels.md, "Dwell"). Below the
 # 2 s after which a waiting payment logs that it waits.
 TURN_DWELL_MS = 300
+PAYMENT_RETENTION_DAYS = 30  # [channel]: payment records older than this are pruned
+PAYMENT_RECORDS = 100_000  # [channel]: ... and all but this many newest (about 16 MB on disk)
 
 # The CLI's datadir when neither --datadir nor $ESCHATON_DATADIR names one (a user's own node; the
 # node's service keeps DATADIR above, which its unit and /etc/eschaton/node.toml name).

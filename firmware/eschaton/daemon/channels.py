@@ -59,6 +59,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,8 @@ log = logging.getLogger("eschaton.channels")
 HOLD_TURNS = 64  # at most this many loop turns a group commit waits for queued local requests
 REANCHOR_FEE = 2_000  # sat, paid by the proposer for the re-anchor transaction
 REANCHOR_TIMEOUT = 3600.0  # s: ``channel reanchor --wait`` waits this long for the re-anchor to confirm
+PRUNE_EVERY = 600.0  # s between two prunings of the payment records
+PRUNE_CHUNK = 2_000  # payment records pruned in one transaction (about 0.1 s here)
 RESYNC_DELAY = (0.5, 30.0)  # s: first and longest wait before reestablishing after a failed commit
 
 
@@ -133,6 +136,12 @@ class ChannelService(ChannelLinks, ChannelRequests):
         self._deferred: dict[bytes, tuple[Any, WireMessage]] = {}
         cfg = getattr(getattr(node, "config", None), "channel", None)
         self.turn_dwell: float = cfg.turn_dwell if cfg is not None else D.TURN_DWELL_MS / 1000
+        # Payment records kept (days, newest per channel): pruned at start and every PRUNE_EVERY.
+        self.retention: tuple[int, int] = (
+            (cfg.payment_retention_days, cfg.payment_records) if cfg is not None
+            else (D.PAYMENT_RETENTION_DAYS, D.PAYMENT_RECORDS))
+        self._pruner: asyncio.Handle | None = None
+        self.payments_pruned = 0  # payment records pruned since start (node status)
         self._queued: dict[bytes, int] = {}  # local requests waiting for or holding a channel's lock
         self._dwell: dict[bytes, asyncio.TimerHandle] = {}  # a held turn request's dwell, running
         self._dwelt: set[bytes] = set()  # the held turn request has had its dwell
@@ -167,7 +176,22 @@ class ChannelService(ChannelLinks, ChannelRequests):
         node.chain.subscribe(svc._on_chain)
         await svc.watcher.start()
         await svc.watcher.sync()
+        svc.prune()
         return svc
+
+    def prune(self) -> None:
+        """Prune payment records past the retention (see the rules), then again in PRUNE_EVERY s."""
+        days, keep = self.retention
+        try:
+            n = self.store.prune_payments(time.time() - days * 86_400, keep, PRUNE_CHUNK)
+        except StoreError as e:  # a full disk: the records stay, nothing is lost; try again later
+            log.warning("%s", e)
+            n = 0
+        self.payments_pruned += n
+        # A backlog (the first start after an upgrade) goes a chunk per loop turn: payments and
+        # links keep running between chunks.
+        loop = asyncio.get_running_loop()
+        self._pruner = loop.call_later(PRUNE_EVERY, self.prune) if n < PRUNE_CHUNK else loop.call_soon(self.prune)
 
     async def close(self) -> None:
         self.activity.flush()
@@ -177,6 +201,8 @@ class ChannelService(ChannelLinks, ChannelRequests):
             t.cancel()
         if self._resync is not None:
             self._resync.cancel()
+        if self._pruner is not None:
+            self._pruner.cancel()
         try:
             self.store.close()
         except DiskFull as e:  # held bookkeeping only (see the store's rules): the signed state is on disk

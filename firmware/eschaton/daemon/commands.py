@@ -49,6 +49,7 @@ async def node_status(node: Any) -> dict[str, Any]:
         "channel_watcher_syncs": node.channels.watcher.syncs if node.channels is not None else 0,
         "turn_requests_resent": node.channels.turn_requests_resent if node.channels is not None else 0,
         "turn_dwells": node.channels.turn_dwells if node.channels is not None else 0,
+        "payments_pruned": node.channels.payments_pruned if node.channels is not None else 0,
         "bandwidth": bandwidth,
         # Inbound admission: live pending handshakes, links, sessions, refusals by reason.
         "net": node.net.stats() if node.net is not None else {},
@@ -180,13 +181,16 @@ async def channel_open(node: Any, peer: str, capacity: int, lifetime: int, step:
 @CHANNEL.command("channel.pay", "pay the peer over a channel; a retry with the same id never pays twice",
          Param("channel", str, "channel id"), Param("amount", int, "satoshis"),
          Param("id", str, "payment id (default: the node makes one and returns it)", required=False,
-               default=""), cancellable=True)
-async def channel_pay(node: Any, channel: str, amount: int, id: str) -> dict[str, Any]:
+               default=""),
+         Param("created", float, "when the payment was first asked for (unix seconds): a retry older than the "
+               "node's payment records is refused instead of paid again", required=False, default=0.0),
+         cancellable=True)
+async def channel_pay(node: Any, channel: str, amount: int, id: str, created: float) -> dict[str, Any]:
     if amount <= 0:
         raise ApiError("amount must be positive")
     svc = node.channels
     ch = svc.channel(channel)
-    rec = await svc.payments.pay(ch, amount, id or None)
+    rec = await svc.payments.pay(ch, amount, id or None, created)
     # The channel object may have been reloaded since (after a failed commit): look it up again.
     return dict(_status(node, svc.endpoint.channels.get(ch.channel_id, ch)), payment=rec.id,
                 payment_state=rec.state.value)

@@ -216,6 +216,10 @@ class Payments:
     def lookup(self, pid: str) -> PaymentRecord:
         rec = self.get(check_id(pid))
         if rec is None:
+            if self._store.pruned_any():
+                days, records = self._svc.retention
+                raise PaymentError(f"no payment {pid}: never signed for here, or its record was pruned (records "
+                                   f"are kept {days} days, at most {records} of them)")
             raise PaymentError(f"no payment {pid} (an id this node never signed for was never paid)")
         return rec
 
@@ -234,8 +238,24 @@ class Payments:
             if not rec.id.startswith(ESCROW_RECORD):  # an escrow offer acknowledged is not a payment made
                 self.emit(PaymentSettled(rec.id, rec.channel_id, rec.amount, rec.number))
 
-    async def pay(self, ch: Channel, amount: int, pid: str | None) -> PaymentRecord:
+    async def pay(self, ch: Channel, amount: int, pid: str | None, created: float = 0.0) -> PaymentRecord:
+        """``created``: when the caller first asked for this payment (unix seconds; 0: not said).
+        A retry that says so is refused if its record may have been pruned (see the rules)."""
+        if pid and created > 0 and self.get(pid) is None:
+            self.check_not_pruned(ch.channel_id, pid, created)
         return await self.signed_once(ch, amount, check_id(pid) if pid else None, "pay", (amount,))
+
+    def check_not_pruned(self, cid: bytes, pid: str, created: float) -> None:
+        """Refuse an id we hold no record of, first asked for at ``created``, if a record made
+        then may have been pruned: paying it could pay twice (docs/channels.md, "Payment ids")."""
+        days, _records = self._svc.retention
+        cutoff = max(self._store.pruned_before(cid), time.time() - days * 86_400)
+        if created <= cutoff:
+            raise PaymentError(
+                f"payment id {pid} was first asked for at {created:.0f}, before the oldest payment record "
+                f"this node still keeps for channel {cid.hex()[:12]} (records are kept {days} days, at most "
+                f"{_records} of them): whether it was paid is no longer known here, so it is not paid "
+                "again; check the channel's balance, and pay with a new id if it is still owed")
 
     async def signed_once(self, ch: Channel, amount: int, pid: str | None, method: str, args: tuple[Any, ...],
                           conflict: Callable[[PaymentRecord], str | None] = lambda _rec: None) -> PaymentRecord:

@@ -13,6 +13,11 @@ Rules / theory of operation:
   (in WAL mode every commit fsyncs the WAL before it returns, so nothing is sent or actuated
   on a state a power cut could take back); the chain index uses ``NORMAL`` (a lost commit is a
   short reorg it repairs by itself) and does its fsyncs on a checkpoint thread.
+- Page size is each store's choice too (``open_db(page_size=...)``, default SQLite's 4 KiB).
+  In WAL mode every page a commit changes is appended to the WAL as a whole frame and fsynced,
+  so a store that commits a few small rows per transaction (the channel store: one per payment)
+  writes several times less with 1 KiB pages. An existing file is rebuilt to the size once
+  (``set_page_size``).
 - Schema versions live in ``PRAGMA user_version``. ``migrations[n]`` takes the schema from
   version n to n+1, so the current version is ``len(migrations)`` and a new database runs them
   all. Each step runs in its own ``BEGIN IMMEDIATE`` transaction together with the version
@@ -75,13 +80,16 @@ def connect(path: Path | str, *, synchronous: Synchronous, check_same_thread: bo
 
 
 def open_db(path: Path | str, migrations: Sequence[Migration], *, synchronous: Synchronous,
-            check_same_thread: bool = True, pragmas: Sequence[str] = ()) -> Connection:
+            check_same_thread: bool = True, pragmas: Sequence[str] = (), page_size: int | None = None) -> Connection:
     """Open (or create) the database at ``path`` in WAL mode with ``synchronous`` and
     ``pragmas``, migrated to version ``len(migrations)``. Raises ``SchemaTooNew`` for a newer
-    database and SQLite's ``Error`` for one that cannot be read; the connection is closed then."""
+    database and SQLite's ``Error`` for one that cannot be read; the connection is closed then.
+    ``page_size``: the store's page size (see the rules); an existing file is rebuilt to it once."""
     p = Path(path)
     db = connect(p, synchronous=synchronous, check_same_thread=check_same_thread)
     try:
+        if page_size is not None:
+            set_page_size(db, page_size)
         db.execute("PRAGMA journal_mode=WAL")
         for pragma in pragmas:
             db.execute(f"PRAGMA {pragma}")
@@ -90,6 +98,25 @@ def open_db(path: Path | str, migrations: Sequence[Migration], *, synchronous: S
         db.close()
         raise
     return db
+
+
+def set_page_size(db: Connection, size: int) -> None:
+    """Give the database pages of ``size`` bytes. A new file takes it at once; an existing one is
+    rebuilt by ``VACUUM`` (which cannot change the page size in WAL mode, so the journal goes to
+    DELETE for it; the caller sets WAL again). VACUUM is atomic: a crash leaves the old file. If
+    it cannot run (a full disk: it needs room for a copy), the file keeps its page size, which
+    costs writes, not correctness."""
+    if int(db.execute("PRAGMA page_size").fetchone()[0]) == size:
+        return
+    if int(db.execute("PRAGMA page_count").fetchone()[0]) == 0:
+        db.execute(f"PRAGMA page_size = {int(size)}")
+        return
+    try:
+        db.execute("PRAGMA journal_mode=DELETE")
+        db.execute(f"PRAGMA page_size = {int(size)}")
+        db.execute("VACUUM")
+    except sqlite3.OperationalError:
+        pass
 
 
 def schema_version(db: Connection) -> int:

@@ -82,7 +82,7 @@ def test_migration_from_schema_3_adds_payments(tmp_path: Path) -> None:
     db.execute("PRAGMA user_version = 3")
     db.close()
     st = ChannelStore(path)
-    assert st.schema_version() == SCHEMA_VERSION == 6
+    assert st.schema_version() == SCHEMA_VERSION == 7
     assert st.payment("anything") is None
     assert loads(st.db.execute("SELECT snapshot FROM channels").fetchone()[0])["current"]["number"] == 1
     rec = _rec("x", pr.b.ch.channel_id, 5)

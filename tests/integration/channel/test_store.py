@@ -76,16 +76,18 @@ def test_migration_from_schema_1(tmp_path: Path) -> None:
     db.execute("PRAGMA user_version = 1")
     db.close()
     st = ChannelStore(path)
-    assert st.schema_version() == SCHEMA_VERSION == 6
-    r = st.db.execute("SELECT role, number, static FROM channels").fetchone()
-    assert r == ("acceptor", 1, "{}")  # v3: old rows keep the whole snapshot until next written
+    assert st.schema_version() == SCHEMA_VERSION == 7
+    r = st.db.execute("SELECT role, number FROM channels").fetchone()
+    assert r == ("acceptor", 1)
+    # v3: old rows keep the whole snapshot until next written (v7: no static part stored yet)
+    assert st.db.execute("SELECT COUNT(*) FROM channel_static").fetchone()[0] == 0
     assert st.version_by_txid(pr.b.versions[-1].txid) is not None
     assert Channel.from_snapshot(st.load_all()[0], pr.b.priv).current == pr.b.ch.current
-    # Written again under v3: the opening-time part moves to its own column, loads the same.
+    # Written again: the opening-time part moves to its own table (v7), loads the same.
     from eschaton.core.channel import PersistThenSend
     pr.pay("a", 1_000)
     st.persist(PersistThenSend(pr.b.ch.channel_id, pr.b.ch.snapshot, (), (), True))
-    static, dyn = st.db.execute("SELECT static, snapshot FROM channels").fetchone()
+    static, dyn = st.db.execute("SELECT s.static, c.snapshot FROM channels c JOIN channel_static s USING (channel_id)").fetchone()
     assert "funding_raw" in loads(static) and "funding_raw" not in loads(dyn)
     assert Channel.from_snapshot(st.load_all()[0], pr.b.priv).snapshot() == pr.b.ch.snapshot()
     st.close()

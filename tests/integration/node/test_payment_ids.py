@@ -245,3 +245,36 @@ def test_payment_events_reach_the_event_stream_once_each_with_ids(cluster: Clust
     p = b.cli_fail("node", "events", "--limit", "0")
     assert p.stderr.count("\n") == 1 and "limit must be between 1 and 1000" in p.stderr
     assert not [r for n in (a, b) for r in n.logs if "exc" in r]
+
+
+@pytest.mark.slow  # 110 payments and a restart: about a minute on a loaded machine
+def test_a_retry_older_than_the_kept_payment_records_is_refused_not_paid(cluster: Cluster) -> None:
+    """Payment records are pruned (here: all but the newest 100 of the node, at start and every
+    10 min); a retry that says when it was first asked for (``--created``) and whose record may
+    be gone is refused in one line and pays nothing; a kept one still answers from its record."""
+    import time
+
+    a, b, cid = channel_pair(cluster, CAPACITY, serve=True, fixed_ports=True,
+                             sections=["[channel]", "payment_records = 100"])
+    t0 = time.time()
+    for i in range(110):
+        assert a.api("channel.pay", channel=cid, amount=1, id=f"w-{i}")["payment_state"] == "complete"
+    a.stop()
+    a.start().wait_ready()  # prunes at start
+    _linked(a, b)
+    assert a.api("node.status")["payments_pruned"] >= 10
+    p = a.cli_fail("channel", "payment", "w-0")
+    assert p.stderr.count("\n") == 1 and "its record was pruned" in p.stderr
+    at = mirrored(a, b, cid)
+    p = a.cli_fail("channel", "pay", cid, "1", "--id", "w-0", "--created", f"{t0:.3f}")
+    assert p.stderr.count("\n") == 1 and "is no longer known here, so it is not paid again" in p.stderr, p.stderr
+    assert mirrored(a, b, cid) == at
+    # A kept record answers the retry (nothing paid again), whatever it says of its time.
+    kept = a.cli("channel", "pay", cid, "1", "--id", "w-109", "--created", f"{t0:.3f}")
+    assert kept["payment_state"] == "complete" and mirrored(a, b, cid) == at
+    # Older than the retention in days: refused even before any record of that age was pruned.
+    p = a.cli_fail("channel", "pay", cid, "1", "--id", "new-old", "--created", f"{time.time() - 31 * 86_400:.0f}")
+    assert "not paid again" in p.stderr and mirrored(a, b, cid) == at
+    # A new id that says it is new pays.
+    fresh = a.cli("channel", "pay", cid, "1", "--id", "new-1", "--created", f"{time.time():.3f}")
+    assert fresh["payment_state"] == "complete" and mirrored(a, b, cid)[0]["version"] == at[0]["version"] + 1

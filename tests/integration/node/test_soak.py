@@ -39,9 +39,14 @@ AROUND_KILL = 100  # payments per channel while the hub is killed and restarted
 # channels.db grows some 60 B per payment with the payment records meanwhile). This test's
 # window (2,500 to 5,000) measured 128 and 152. The endpoint itself retains ~10 B per payment
 # (tests/integration/channel/test_memory.py). A list keeping each channel notification (the
-# old leak, put back for a run) measured 422 in the same window. The bound is about twice the
-# settling and under the settling plus that leak.
-RSS_KIB_PER_1000 = 320
+# old leak, put back for a run) measured 422 in the same window. With the channel store's
+# SQLite page cache bounded (256 KiB; its 2,000 KiB default filled as the payment records grew
+# the file) the window measured 93, 93 and 99. The bound is about two and a half times that: the
+# rest is outside the Python heap (tracemalloc: ~5 B per payment) and still settling, and three
+# runs on a shared machine are not a distribution (bench_soak over 16,000 payments: the
+# hub settles in the first 3,000, then stays flat). The page cache alone is bounded tightly by
+# tests/integration/channel/test_store_wear.py; this bound still catches the old leak (422).
+RSS_KIB_PER_1000 = 240
 
 # Log bytes at default verbosity. Per-payment events are summarised in one info line per node
 # per minute (~200 B); a hub at 300 payments/s may write about 1 MB/h, about one byte per

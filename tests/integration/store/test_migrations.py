@@ -62,7 +62,7 @@ def test_channel_store_v4_takes_in_the_peer_map_and_leaves_the_old_file(tmp_path
     legacy_rows = sorted(_raw(legacy, "SELECT channel_id, peer FROM channel_peers"))
     assert len(legacy_rows) == 2 and _version(path) == 4
     st = ChannelStore(path)
-    assert st.schema_version() == SCHEMA_VERSION == 6
+    assert st.schema_version() == SCHEMA_VERSION == 7
     [snap] = st.load_all()
     cid = snap["channel_id"]
     assert st.peers() == {bytes(c): p for c, p in legacy_rows} and st.peers()[cid] == PEER_A
@@ -75,13 +75,40 @@ def test_channel_store_v4_takes_in_the_peer_map_and_leaves_the_old_file(tmp_path
     assert sorted(_raw(legacy, "SELECT channel_id, peer FROM channel_peers")) == legacy_rows
     assert _version(legacy) == 1
     again = ChannelStore(path)  # migrated once: opening again changes nothing
-    assert again.schema_version() == 6 and len(again.peers()) == 2
+    assert again.schema_version() == SCHEMA_VERSION and len(again.peers()) == 2
     again.close()
+
+
+def test_channel_store_v6_payments_keep_their_order_and_lose_the_state_index(tmp_path: Path) -> None:
+    """v6 -> v7: the payment rows move to a table in the order they were made (``seq``), found by
+    id through a unique index, with no index by state (a page write per insert and per
+    completion, docs/channels.md "Store writes"); every record and outcome stays."""
+    from eschaton.channel.store import MIGRATIONS
+    from eschaton.store.sqlite import open_db
+
+    path = _load(tmp_path / "channels.db", "channels-v4.sql")
+    db = open_db(path, MIGRATIONS[:6], synchronous="FULL")  # the layout the schema-6 firmware left
+    cid = _raw(path, "SELECT channel_id FROM channels")[0][0]
+    db.executemany("INSERT INTO payments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   [("zz-first", cid, 5, "COMPLETE", 1, 100.0, 101.0, ""),
+                    ("aa-second", cid, 6, "FAILED", 0, 200.0, 200.0, "disk full")])
+    db.close()
+    assert _version(path) == 6
+    st = ChannelStore(path)
+    assert st.schema_version() == SCHEMA_VERSION == 7
+    assert [r[0] for r in st.db.execute("SELECT id FROM payments ORDER BY seq")] == ["zz-first", "aa-second", "old-pay"]  # by creation time
+    assert _raw(path, "SELECT name FROM sqlite_master WHERE name = 'payments_by_state'") == []
+    first, second = st.payment("zz-first"), st.payment("aa-second")
+    assert first is not None and (first.state, first.amount, first.created_at) == (PaymentState.COMPLETE, 5, 100.0)
+    assert second is not None and (second.state, second.error) == (PaymentState.FAILED, "disk full")
+    assert [p.id for p in st.payments(PaymentState.PENDING)] == ["old-pay"]
+    assert st.pruned_before(bytes(cid)) == 0.0
+    st.close()
 
 
 def test_channel_store_v4_without_a_peer_file(tmp_path: Path) -> None:
     st = ChannelStore(_load(tmp_path / "channels.db", "channels-v4.sql"))
-    assert st.schema_version() == 6 and st.peers() == {} and len(st.load_all()) == 1
+    assert st.schema_version() == SCHEMA_VERSION and st.peers() == {} and len(st.load_all()) == 1
     st.close()
     assert not (tmp_path / "channel_peers.db").exists()
 
@@ -113,7 +140,7 @@ def test_channel_store_v5_both_sides_get_the_same_fee_shares_and_the_channel_con
     for name in ("a", "b"):
         path = _load(tmp_path / f"{name}.db", f"channels-v5-{name}.sql")
         st = ChannelStore(path)
-        assert st.schema_version() == SCHEMA_VERSION == 6
+        assert st.schema_version() == SCHEMA_VERSION == 7
         (snap,) = st.load_all()
         for row in st.versions(snap["channel_id"]):
             assert sum(row.version.fee_paid) == row.version.fee

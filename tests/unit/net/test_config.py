@@ -261,6 +261,13 @@ def test_channel_section_turn_dwell() -> None:
         with pytest.raises(ConfigError) as e:
             parse_config(f"[channel]\nturn_dwell_ms = {bad}\n", "node.toml")
         assert str(e.value) == "node.toml:2: channel.turn_dwell_ms: must be an integer in 0..1500"
+    assert (parse_config("").channel.payment_retention_days, parse_config("").channel.payment_records) \
+        == (30, 100_000)
+    c = parse_config("[channel]\npayment_retention_days = 2\npayment_records = 500\n").channel
+    assert (c.payment_retention_days, c.payment_records) == (2, 500)
+    with pytest.raises(ConfigError) as e:
+        parse_config("[channel]\npayment_records = 5\n", "node.toml")
+    assert str(e.value) == "node.toml:2: channel.payment_records: must be an integer in 100..10000000"
     with pytest.raises(ConfigError, match="channel.dwell: unknown key"):
         parse_config("[channel]\ndwell = 3\n")
 
