@@ -8,29 +8,24 @@ it holds, hashes to the txid itself, and are not 64 bytes long (``tx_may_be_prov
 """
 from __future__ import annotations
 
-import hashlib
-
+from eschaton.core import merkle
 from eschaton.core.txcodec import TxDecodeError, decode_tx
 
 
-def _sha256d(b: bytes) -> bytes:
-    return hashlib.sha256(hashlib.sha256(b).digest()).digest()
-
-
 def root_from_branch(txid: str, branch: list[str], pos: int) -> bytes:
-    """The merkle root (internal byte order) the proof leads to; ValueError for a malformed one."""
+    """The merkle root (internal byte order) the proof leads to; ValueError for a malformed one.
+
+    Electrum's display-hex form of ``core.merkle.root_from_branch`` (one fold for the server's
+    proofs and this client's checks)."""
     if pos < 0 or pos >> len(branch):
         raise ValueError(f"position {pos} does not fit a branch of {len(branch)}")
-    h = bytes.fromhex(txid)[::-1]
-    if len(h) != 32:
+    leaf = merkle.from_hex(txid)
+    siblings = [merkle.from_hex(h) for h in branch]
+    if len(leaf) != 32:
         raise ValueError("txid must be 32 bytes")
-    for sibling_hex in branch:
-        sibling = bytes.fromhex(sibling_hex)[::-1]
-        if len(sibling) != 32:
-            raise ValueError("merkle branch hashes must be 32 bytes")
-        h = _sha256d(sibling + h) if pos & 1 else _sha256d(h + sibling)
-        pos >>= 1
-    return h
+    if any(len(h) != 32 for h in siblings):
+        raise ValueError("merkle branch hashes must be 32 bytes")
+    return merkle.root_from_branch(leaf, siblings, pos)
 
 
 def proves(header: bytes, txid: str, branch: list[str], pos: int) -> bool:
