@@ -393,3 +393,51 @@ def pay(payer: NodeProc, payee: NodeProc, cid: str, amount: int) -> None:
     after_payer, after_payee = mirrored(payer, payee, cid)
     assert after_payer["version"] == st["version"]
     assert after_payee["local_sat"] == before_payee["local_sat"] + amount
+
+
+def serve_rpc(cluster: Cluster) -> int:
+    """Start ``eschaton chain serve --rpc-port 0`` on the cluster's chain; the port it serves."""
+    shared = cluster.chain.datadir
+    server = subprocess.Popen([*eschaton_cmd(), "chain", "serve", "--datadir", str(shared), "--rpc-port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    cluster.extra.append(server)
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    assert "JSON-RPC on 127.0.0.1:" in line, line
+    return int(line.rsplit(":", 1)[1])
+
+
+def linked_pair(cluster: Cluster, tmp_path: Path, chain_toml: str) -> tuple[NodeProc, NodeProc]:
+    """Nodes a and b with ``chain_toml`` as their ``[chain]`` section (a remote backend), started,
+    ready and linked over loopback TCP."""
+    disc = free_port(socket.SOCK_DGRAM)
+    nodes = []
+    for name in "ab":
+        n = NodeProc(tmp_path, name, chain_dir=None, listen=["tcp://127.0.0.1:0"], discovery_port=disc)
+        with n.config.open("a") as f:
+            f.write("\n[chain]\n" + chain_toml)
+        cluster.nodes.append(n)
+        n.cluster_nodes = cluster.nodes
+        nodes.append(n)
+    a, b = nodes
+    for n in nodes:
+        n.start()
+    for n in nodes:
+        n.wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    return a, b
+
+
+def close_and_check_payout(chain: Chain, closer: NodeProc, other: NodeProc, cid: str) -> None:
+    """Close ``cid`` cooperatively, mine it, and check that each wallet gains exactly its close
+    amount (its balance plus the fee steps it paid, which the close gives back)."""
+    vc, vo = mirrored(closer, other, cid)
+    tc, to = closer.wallet_total(), other.wallet_total()
+    st = closer.cli("channel", "close", cid)
+    assert st["state"] in ("CLOSING", "CLOSED"), st
+    poll(lambda: (other.channel(cid) or {}).get("state") in ("CLOSING", "CLOSED"), f"{other.name} sees the close")
+    chain.mine(1)
+    for n in (closer, other):
+        poll(lambda n=n: (n.channel(cid) or {}).get("state") == "CLOSED", f"{n.name}: CLOSED")
+    poll(lambda: closer.wallet_total() == tc + vc["close_sat"], f"{closer.name}'s wallet +{vc['close_sat']}")
+    poll(lambda: other.wallet_total() == to + vo["close_sat"], f"{other.name}'s wallet +{vo['close_sat']}")

@@ -6,21 +6,18 @@ the close) comes through the RPC's polling client.
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.integration.node.harness import (
     Cluster,
-    NodeProc,
-    _env,
-    eschaton_cmd,
-    free_port,
-    mirrored,
+    close_and_check_payout,
+    linked_pair,
     open_channel,
     pay,
     poll,
+    serve_rpc,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -28,48 +25,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 def test_nodes_on_the_rpc_backend_open_pay_and_close(cluster: Cluster, tmp_path: Path) -> None:
     shared = cluster.chain.datadir
-    server = subprocess.Popen([*eschaton_cmd(), "chain", "serve", "--datadir", str(shared), "--rpc-port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    cluster.extra.append(server)
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    assert "JSON-RPC on 127.0.0.1:" in line, line
-    port = int(line.rsplit(":", 1)[1])
+    port = serve_rpc(cluster)
     assert (shared / "chain" / "rpc.port").read_text().strip() == str(port)
-
-    disc = free_port(__import__("socket").SOCK_DGRAM)
-    nodes = []
-    for name in "ab":
-        n = NodeProc(tmp_path, name, chain_dir=None, listen=["tcp://127.0.0.1:0"], discovery_port=disc)
-        with n.config.open("a") as f:
-            f.write(f'\n[chain]\nbackend = "rpc"\nurl = "http://127.0.0.1:{port}"\n'
-                    f'rpc_cookie = "{shared / "chain" / ".cookie"}"\nrpc_poll = 0.2\n')
-        cluster.nodes.append(n)
-        n.cluster_nodes = cluster.nodes
-        nodes.append(n)
-    a, b = nodes
-    for n in nodes:
-        n.start()
-    for n in nodes:
-        n.wait_ready()
+    a, b = linked_pair(cluster, tmp_path, f'backend = "rpc"\nurl = "http://127.0.0.1:{port}"\n'
+                                          f'rpc_cookie = "{shared / "chain" / ".cookie"}"\nrpc_poll = 0.2\n')
+    for n in (a, b):
         assert n.cli("node", "status")["chain"]["backend"] == "rpc"
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
 
     cluster.chain.mine(101, to=a.wallet("address")["address"])
     poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
     cid = open_channel(cluster.chain, a, b, 1_000_000)
     pay(a, b, cid, 100_000)
     pay(b, a, cid, 10_000)
-    va, vb = mirrored(a, b, cid)
-    ta, tb = a.wallet_total(), b.wallet_total()
-    st = a.cli("channel", "close", cid)
-    assert st["state"] in ("CLOSING", "CLOSED"), st
-    poll(lambda: (b.channel(cid) or {}).get("state") in ("CLOSING", "CLOSED"), "b sees the close")
-    cluster.chain.mine(1)
-    for n in nodes:
-        poll(lambda n=n: (n.channel(cid) or {}).get("state") == "CLOSED", f"{n.name}: CLOSED")
-    poll(lambda: a.wallet_total() == ta + va["close_sat"], f"a's wallet +{va['close_sat']}")
-    poll(lambda: b.wallet_total() == tb + vb["close_sat"], f"b's wallet +{vb['close_sat']}")
+    close_and_check_payout(cluster.chain, a, b, cid)
     for n in (b, a):
         assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
         assert n.stop() == 0

@@ -5,7 +5,6 @@ confirmations before the channel opens, fees at least the relay floor; the walle
 addresses and refuses a regtest one in one line."""
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,10 @@ from eschaton.core.networks import network
 from eschaton.core.script import address_to_script, script_to_address
 from tests.integration.node.harness import (
     Cluster,
-    NodeProc,
-    _env,
-    eschaton_cmd,
-    free_port,
+    linked_pair,
     pay,
     poll,
+    serve_rpc,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -28,30 +25,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 def test_a_signet_node_proposes_the_signet_parameters(cluster: Cluster, tmp_path: Path) -> None:
     shared = cluster.chain.datadir
-    server = subprocess.Popen([*eschaton_cmd(), "chain", "serve", "--datadir", str(shared), "--rpc-port", "0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    cluster.extra.append(server)
-    assert server.stdout is not None
-    line = server.stdout.readline()
-    assert "JSON-RPC on 127.0.0.1:" in line, line
-    port = int(line.rsplit(":", 1)[1])
-
-    disc = free_port(__import__("socket").SOCK_DGRAM)
-    nodes = []
-    for name in "ab":
-        n = NodeProc(tmp_path, name, chain_dir=None, listen=["tcp://127.0.0.1:0"], discovery_port=disc)
-        with n.config.open("a") as f:
-            f.write(f'\n[chain]\nbackend = "rpc"\nnetwork = "signet"\nurl = "http://127.0.0.1:{port}"\n'
-                    f'rpc_cookie = "{shared / "chain" / ".cookie"}"\nrpc_poll = 0.2\n')
-        cluster.nodes.append(n)
-        n.cluster_nodes = cluster.nodes
-        nodes.append(n)
-    a, b = nodes
-    for n in nodes:
-        n.start()
-    for n in nodes:
-        n.wait_ready()
-    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    port = serve_rpc(cluster)
+    a, b = linked_pair(cluster, tmp_path, f'backend = "rpc"\nnetwork = "signet"\nurl = "http://127.0.0.1:{port}"\n'
+                                          f'rpc_cookie = "{shared / "chain" / ".cookie"}"\nrpc_poll = 0.2\n')
+    nodes = [a, b]
 
     addr = a.wallet("address")["address"]
     assert addr.startswith("tb1"), addr
