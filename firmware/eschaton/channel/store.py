@@ -450,10 +450,13 @@ class ChannelStore:
         """Whether any payment record was ever pruned."""
         return self.db.execute("SELECT 1 FROM payment_pruned LIMIT 1").fetchone() is not None
 
-    def prune_payments(self, older_than: float, keep: int, limit: int = 2_000) -> int:
+    def prune_payments(self, older_than: float, keep: int, limit: int = 2_000,
+                       count_before: float = float("inf")) -> int:
         """Delete up to ``limit`` of the oldest payment records that were created before
-        ``older_than`` or are beyond the newest ``keep`` of the store; never a PENDING one (it
-        can still complete) nor one held in memory. Remembers per channel when the newest pruned
+        ``older_than``, or are beyond the newest ``keep`` of the store and were created before
+        ``count_before`` (the count never takes a record younger than that: a retry within it is
+        always answered from its record); never a PENDING one (it can still complete) nor one
+        held in memory. Remembers per channel when the newest pruned
         record was created (see the rules). Works from the oldest by ``seq``: it reads what it
         deletes, not the whole table, and ``limit`` bounds one call (the caller repeats while
         it returns ``limit``). Freed pages take the next records: the file stops growing.
@@ -466,7 +469,7 @@ class ChannelStore:
             "SELECT seq, created_at FROM payments WHERE state != 'PENDING' ORDER BY seq LIMIT ?", (limit,)).fetchall()
         cut = 0
         for seq, created in rows:
-            if seq > by_count and created >= older_than:
+            if created >= older_than and (seq > by_count or created >= count_before):
                 break
             cut = int(seq)
         if not cut:

@@ -36,6 +36,7 @@ CHAIN_URL = ""
 TURN_DWELL_MS = 300
 PAYMENT_RETENTION_DAYS = 30  # [channel]: payment records older than this are pruned
 PAYMENT_RECORDS = 100_000  # [channel]: ... and all but this many newest (about 16 MB on disk)
+PAYMENT_KEEP_HOURS = 24  # [channel]: ... but the count never prunes a record younger than this
 
 # The CLI's datadir when neither --datadir nor $ESCHATON_DATADIR names one (a user's own node; the
 # node's service keeps DATADIR above, which its unit and /etc/eschaton/node.toml name).

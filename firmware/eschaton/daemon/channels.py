@@ -140,6 +140,10 @@ class ChannelService(ChannelLinks, ChannelRequests):
         self.retention: tuple[int, int] = (
             (cfg.payment_retention_days, cfg.payment_records) if cfg is not None
             else (D.PAYMENT_RETENTION_DAYS, D.PAYMENT_RECORDS))
+        # The count cap never prunes a record younger than this: a client that retries within it
+        # without saying when it first asked is answered from its record, never paid twice,
+        # however fast the node pays (the store may then hold more than the cap for that long).
+        self.keep_at_least_s = 3600.0 * (cfg.payment_keep_hours if cfg is not None else D.PAYMENT_KEEP_HOURS)
         self._pruner: asyncio.Handle | None = None
         self.payments_pruned = 0  # payment records pruned since start (node status)
         self._queued: dict[bytes, int] = {}  # local requests waiting for or holding a channel's lock
@@ -183,7 +187,8 @@ class ChannelService(ChannelLinks, ChannelRequests):
         """Prune payment records past the retention (see the rules), then again in PRUNE_EVERY s."""
         days, keep = self.retention
         try:
-            n = self.store.prune_payments(time.time() - days * 86_400, keep, PRUNE_CHUNK)
+            now = time.time()
+            n = self.store.prune_payments(now - days * 86_400, keep, PRUNE_CHUNK, now - self.keep_at_least_s)
         except StoreError as e:  # a full disk: the records stay, nothing is lost; try again later
             log.warning("%s", e)
             n = 0

@@ -163,6 +163,14 @@ def test_pruned_payment_records_keep_the_store_flat(tmp_path: Path) -> None:
         kept = st.db.execute("SELECT COUNT(*), MIN(created_at) FROM payments").fetchone()
         assert kept[0] <= 150 + len(two.pending["a"]), kept
         assert 0 < st.pruned_before(two.cid) <= kept[1]
+        # The count never takes a record younger than ``count_before``: with it a day back,
+        # nothing made just now goes, however far past the cap the store is.
+        two.pay(200)
+        st.flush()
+        before = st.db.execute("SELECT COUNT(*) FROM payments").fetchone()[0]
+        assert before > 150
+        assert st.prune_payments(older_than=0.0, keep=10, count_before=time.time() - 86_400) == 0
+        assert st.db.execute("SELECT COUNT(*) FROM payments").fetchone()[0] == before
         # A record is pruned by age too, and a PENDING one never.
         st.prune_payments(older_than=time.time() + 1, keep=10**6)
         assert [r.state for r in st.db.execute("SELECT state FROM payments")] == [("PENDING",)] * len(two.pending["a"])

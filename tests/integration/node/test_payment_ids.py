@@ -255,7 +255,7 @@ def test_a_retry_older_than_the_kept_payment_records_is_refused_not_paid(cluster
     import time
 
     a, b, cid = channel_pair(cluster, CAPACITY, serve=True, fixed_ports=True,
-                             sections=["[channel]", "payment_records = 100"])
+                             sections=["[channel]", "payment_records = 100", "payment_keep_hours = 0"])
     t0 = time.time()
     for i in range(110):
         assert a.api("channel.pay", channel=cid, amount=1, id=f"w-{i}")["payment_state"] == "complete"

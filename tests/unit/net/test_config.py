@@ -268,6 +268,11 @@ def test_channel_section_turn_dwell() -> None:
     with pytest.raises(ConfigError) as e:
         parse_config("[channel]\npayment_records = 5\n", "node.toml")
     assert str(e.value) == "node.toml:2: channel.payment_records: must be an integer in 100..10000000"
+    assert parse_config("").channel.payment_keep_hours == 24
+    assert parse_config("[channel]\npayment_keep_hours = 0\n").channel.payment_keep_hours == 0
+    with pytest.raises(ConfigError) as e:  # at most the retention in days: older records go by age anyway
+        parse_config("[channel]\npayment_retention_days = 2\npayment_keep_hours = 49\n", "node.toml")
+    assert str(e.value) == "node.toml:3: channel.payment_keep_hours: must be an integer in 0..48"
     with pytest.raises(ConfigError, match="channel.dwell: unknown key"):
         parse_config("[channel]\ndwell = 3\n")
 
