@@ -39,11 +39,16 @@ def wait(fn: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
 
 def login(d: Any, url: str, password: str) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
 
     d.get(url + "/login")
     d.delete_all_cookies()
     d.find_element(By.ID, "password").send_keys(password)
+    page = d.find_element(By.TAG_NAME, "html")
     d.find_element(By.ID, "login-button").click()
+    # A click does not wait for the answer's page: read nothing from the login page just left.
+    WebDriverWait(d, 30).until(EC.staleness_of(page))
 
 
 def shoot(d: Any, shots: Path, name: str) -> None:
