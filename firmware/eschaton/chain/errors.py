@@ -59,3 +59,7 @@ class ChainUnavailable(TransientError, ChainError):
 
 class ChainDirUnusable(LocalError, ChainError):
     """The chain directory cannot be created or used (a file in its way, a read-only parent)."""
+
+
+class WrongNetwork(LocalError, ChainError):
+    """The chain server follows another network than ``[chain] network`` says."""

@@ -76,7 +76,7 @@ class ChainService(_Part):
             assert cc.url is not None  # checked by the loader: http://HOST:PORT
             creds = RpcCredentials(cc.rpc_user, cc.rpc_password, cc.rpc_cookie)
             # HTTP needs no reconnecting: every call is a request; the first one must work.
-            chain = await RpcChainClient.connect(cc.url, creds, poll=cc.rpc_poll)
+            chain = await RpcChainClient.connect(cc.url, creds, poll=cc.rpc_poll, network=cc.network)
         else:
             from eschaton.net.transport import parse_url
 

@@ -50,7 +50,7 @@ from eschaton.chain.backend import (
     UnknownTransaction,
     Utxo,
 )
-from eschaton.chain.errors import ChainUnavailable, InvalidRequest, NotOwner
+from eschaton.chain.errors import ChainUnavailable, InvalidRequest, NotOwner, WrongNetwork
 from eschaton.chain.rpc import shapes as S
 from eschaton.chain.rpc.shapes import RpcError
 from eschaton.core.script import script_to_address
@@ -95,6 +95,24 @@ def _refused(e: RpcError) -> BroadcastRefused:
     return BroadcastRefused(reason, detail)
 
 
+# ``getblockchaininfo.chain`` of each configured network, as Bitcoin Core names them.
+CHAIN_NAMES = {"mainnet": ("main",), "testnet": ("test", "testnet4"), "signet": ("signet",), "regtest": ("regtest",)}
+
+
+def check_network(network: str, chain: str, url: str) -> None:
+    """Refuse a server on another network. A public test network (signet, testnet) accepts a
+    regtest server with a warning: a private chain standing in for it in a trial. Mainnet
+    accepts nothing but main, and a regtest node nothing but regtest."""
+    if chain in CHAIN_NAMES.get(network, (network,)):
+        return
+    if chain == "regtest" and network in ("signet", "testnet"):
+        log.warning("[chain] network = %s, but the RPC node at %s runs a regtest chain: a private "
+                    "trial chain, not %s", network, url, network)
+        return
+    raise WrongNetwork(f"[chain] network = {network}, but the RPC node at {url} follows "
+                       f"{chain or 'an unnamed chain'}: point url at a {network} node")
+
+
 class RpcChainClient:
     def __init__(self, url: str, creds: RpcCredentials, *, poll: float = 1.0, network: str = "regtest") -> None:
         self.url = url.rstrip("/") + "/"
@@ -120,6 +138,7 @@ class RpcChainClient:
         """Connect and check the remote node; its first answer must come (else ``ChainUnavailable``)."""
         c = cls(url, creds, poll=poll, network=network)
         try:
+            check_network(network, str((await c._call("getblockchaininfo")).get("chain", "")), url)
             tip = await c.tip()
             c._remember(tip.height, tip.block_hash)
             c._tip = tip
