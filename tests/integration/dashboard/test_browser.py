@@ -49,6 +49,7 @@ def login(d: Any, url: str, password: str) -> None:
     d.find_element(By.ID, "login-button").click()
     # A click does not wait for the answer's page: read nothing from the login page just left.
     WebDriverWait(d, 30).until(EC.staleness_of(page))
+    WebDriverWait(d, 30).until(lambda drv: drv.execute_script("return document.readyState") == "complete")
 
 
 def shoot(d: Any, shots: Path, name: str) -> None:
