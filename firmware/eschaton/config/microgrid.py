@@ -214,6 +214,13 @@ def parse_microgrid(doc: dict[str, Any], ctx: ConfigContext) -> MicrogridConfig 
                             "a bandwidth meter cuts its own client: give no valve or relay")
         elif bool(valve) == bool(relay):
             raise t.err("valve", "give exactly one of valve or relay (what cuts the supply)")
+        sale_via = via(t)
+        if sale_via == "routing":
+            from eschaton.core.microgrid.routed import MIN_PAYMENT_SAT
+
+            if t.int_("credit_limit_sat", 0) < MIN_PAYMENT_SAT:
+                raise t.err("credit_limit_sat", f"a sale paid through the network needs a credit limit of at "
+                            f"least {MIN_PAYMENT_SAT} sat (no escrow can carry less)")
         fee, period = t.int_("fee_sat", 0), t.int_("fee_period_ms", 0)
         if fee and not period:
             raise t.err("fee_sat", "an access fee needs a positive fee_period_ms")
@@ -224,7 +231,7 @@ def parse_microgrid(doc: dict[str, Any], ctx: ConfigContext) -> MicrogridConfig 
             credit_limit_sat=t.int_("credit_limit_sat", 0),
             pay_interval_ms=t.int_("pay_interval_ms", 0),
             fee_sat=fee, fee_period_ms=period,
-            offer_ttl_s=t.num("offer_ttl_s", D.OFFER_TTL_S, 1.0, 86400.0), via=via(t)))
+            offer_ttl_s=t.num("offer_ttl_s", D.OFFER_TTL_S, 1.0, 86400.0), via=sale_via))
         t.done()
         if sum(1 for s in sells if s.meter == sells[-1].meter) > 1:
             raise t.err("meter", f"meter {sells[-1].meter!r} is sold twice")

@@ -22,6 +22,7 @@ from eschaton.core.microgrid.routed import (
     Tag,
     askable,
     check_request,
+    payable,
     routing_id,
     within_cap,
 )
@@ -103,8 +104,7 @@ class RoutedSide(MicrogridBase):
         total = 0
         for m in self.buyer.core.meters():
             if self.buyer.core.agreement(m).seller.hex() == peer:
-                st = self.buyer.core.status(m)
-                total += st.paid_sat + st.pending_sat
+                total += self.buyer.core.status(m).paid_sat  # counts the payments in flight too
         return total
 
     def _capped(self, peer: str, pay: Pay) -> bool:
@@ -143,6 +143,9 @@ class RoutedSide(MicrogridBase):
         assert self.buyer is not None
         rid = routing_id(pay.payment_id)
         row = self._routing.payment(rid)
+        if row is None and not payable(pay.amount_sat):
+            log.debug("payment of %d sat deferred: below what an escrow can carry", pay.amount_sat)
+            return self._routed_outcome(pay.payment_id, None)  # paid with a later invoice
         if row is None:
             try:
                 req = await self._ask(peer, pay)
@@ -177,6 +180,8 @@ class RoutedSide(MicrogridBase):
         if row is not None and row.state == "complete":
             self.buyer.on_payment_confirmed(payment_id, self.clock())
         elif row is None or row.state == "failed":
+            if row is not None:
+                log.warning("routed payment %s of %d sat failed: %s", row.id, row.amount, row.error)
             self.buyer.on_payment_failed(payment_id, self.clock())
         self._sync_recent()
 
@@ -184,5 +189,5 @@ class RoutedSide(MicrogridBase):
         for fut in self._asks.values():
             if not fut.done():
                 fut.cancel()
-        with contextlib.suppress(KeyError, AttributeError):
+        with contextlib.suppress(KeyError, ValueError):
             self._routing.paid_listeners.remove(self._on_request_paid)

@@ -17,6 +17,10 @@ Rules / theory of operation:
   the microgrid payment id (``routing_id``), so a retry or a second request for the same ``Pay``
   never pays twice (the routing service answers a known id with its stored outcome and refuses
   the id for another hash).
+- An escrow below the dust limit cannot exist, so neither can a multi-hop payment below it: the
+  buyer pays once it owes at least ``MIN_PAYMENT_SAT`` (``payable``); a smaller payment its core
+  decided is counted failed and paid with a later invoice, when the amount has grown. So a sale
+  paid this way needs a credit limit of at least that much (checked when the config is read).
 - A purchase may be capped (``within_cap``): the buyer pays at most ``max_total_sat`` in all to
   that seller; past the cap it stops paying, and the seller cuts it as it would any buyer that
   stops paying.
@@ -25,12 +29,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eschaton.core.channel.params import DUST_LIMIT
 from eschaton.core.microgrid.decisions import Pay
 from eschaton.core.microgrid.errors import Refusal
 from eschaton.core.routing.invoice import PaymentRequest
 
 TAG_PREFIX = "eschaton-mg1"
 ROUTING_ID_PREFIX = "mg-"
+MIN_PAYMENT_SAT = DUST_LIMIT
+"""The least a payment through the network can carry: its escrows must be above the dust limit."""
 REQUEST_EXPIRY_S = 600
 """How long a seller's request for one ``Pay`` holds: long enough for a payment's retries."""
 
@@ -88,6 +95,11 @@ def check_request(req: PaymentRequest, *, seller: bytes, pay: Pay, now_s: int) -
         raise RequestRefused("request description does not name this payment")
     if now_s >= req.expires:
         raise RequestRefused(f"request expired {now_s - req.expires} s ago")
+
+
+def payable(amount_sat: int) -> bool:
+    """Whether a payment of ``amount_sat`` can go through the network (see ``MIN_PAYMENT_SAT``)."""
+    return amount_sat >= MIN_PAYMENT_SAT
 
 
 def within_cap(spent_sat: int, amount_sat: int, cap_sat: int | None) -> bool:
