@@ -44,6 +44,7 @@ ASKED_KEPT = 1024
 class RoutedSide(MicrogridBase):
     _asks: dict[tuple[str, bytes], asyncio.Future[str]]
     _asked: OrderedDict[bytes, PaymentRequest]
+    _paid_source: Any
 
     @property
     def _routing(self) -> Any:
@@ -189,5 +190,7 @@ class RoutedSide(MicrogridBase):
         for fut in self._asks.values():
             if not fut.done():
                 fut.cancel()
-        with contextlib.suppress(KeyError, ValueError):
-            self._routing.paid_listeners.remove(self._on_request_paid)
+        if self._paid_source is not None:
+            with contextlib.suppress(ValueError):
+                self._paid_source.paid_listeners.remove(self._on_request_paid)
+            self._paid_source = None

@@ -127,6 +127,7 @@ class MicrogridService(SellerSide, BuyerSide):
         self._unresolved: dict[bytes, Pay] = {}
         self._asks: dict[tuple[str, bytes], asyncio.Future[str]] = {}  # buyer: requests awaited
         self._asked: OrderedDict[bytes, Any] = OrderedDict()  # seller: payment id -> request made
+        self._paid_source: Any = None  # the routing service telling us of paid requests
         self.supply.check_names()
         self.loss_ledger: SqliteLedger | None = None
         if config.sell:
@@ -165,7 +166,8 @@ class MicrogridService(SellerSide, BuyerSide):
             svc._catch_up(node.channels.payments)
         if any(s.via == "routing" for s in cfg.sell):
             # Told of every request paid so far when routing starts (after us), then of each one.
-            node.service("routing").paid_listeners.append(svc._on_request_paid)
+            svc._paid_source = node.service("routing")
+            svc._paid_source.paid_listeners.append(svc._on_request_paid)
         # Readings are pushed by the metering facade (no ticker here): each one bills.
         svc.supply.reading_listeners.append(svc._on_readings)
         svc.supply.start()

@@ -539,8 +539,10 @@ class RoutingService:
 
     def _request_paid(self, h: bytes) -> None:
         """Tell the listeners that our request for ``h`` was paid (its preimage is durable)."""
+        if not self.paid_listeners:
+            return
         r = self.store.request(h) if self.store is not None else None
-        if r is None or not self.paid_listeners:
+        if r is None:
             return  # a payment to our node id, or a payer-held one: no request of ours
         try:
             desc = PaymentRequest.decode(r.text).description
