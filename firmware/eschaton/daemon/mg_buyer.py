@@ -10,6 +10,7 @@ from typing import Any
 from eschaton.channel.payments import PaymentState
 from eschaton.core.microgrid.decisions import Pay
 from eschaton.core.microgrid.errors import Refusal
+from eschaton.core.microgrid.routed import worth_handling
 from eschaton.core.microgrid.wire import from_wire_fields
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.core.wire.codec import make
@@ -31,6 +32,9 @@ class BuyerSide(RoutedSide):
         if self.held.get(meter):
             self._stash[meter] = (peer, d)
             return
+        if self.buys[peer].via == "routing" and meter in self.buyer.core.meters() \
+                and not worth_handling(d, self.buyer.core.status(meter).paid_sat):
+            return  # too little to pay through the network yet: a later (cumulative) invoice covers it
         await self._handle_invoice(peer, d)
 
     async def _handle_invoice(self, peer: str, d: dict[str, Any]) -> None:

@@ -207,8 +207,8 @@ def test_virtual_isp_client_pays_an_access_point_two_hops_away(isp_net: dict[str
         def books(paid_sat: int) -> None:
             """Every balance reconciles: the ap got what it credited, nbr exactly its fee on each
             payment, the client paid both; the channels mirror each other and add up."""
-            poll(lambda: mirrored(client, nbr, c1)[0]["escrows"] == 0 and mirrored(nbr, ap, c2)[0]["escrows"] == 0,
-                 "escrows settled", 30)
+            poll(lambda: mirrored(client, nbr, c1)[0]["escrows"] == 0 and mirrored(nbr, ap, c2)[0]["escrows"] == 0
+                 and not _pending(client), "escrows settled", 30)
             amounts = _payments(client)
             assert sum(amounts) == paid_sat, (amounts, paid_sat)
             fees = sum(NBR_FEE.fee(a, 0) for a in amounts)
@@ -242,7 +242,9 @@ def test_virtual_isp_client_pays_an_access_point_two_hops_away(isp_net: dict[str
         client.start(wrap=["ip", "netns", "exec", ns["client"]])
         client.wait_ready()
         poll(lambda: sell_row().get("supply") == "on", "the ap reconnects the client", 60)
+        units3 = sell_row()["units"]
         assert transfer(ns, 80_000) == 80_000
+        poll(lambda: sell_row()["units"] - units3 > 80_000, "the last bytes in the ap's meter", 10)
         poll(settled, "everything paid", 40)
         end = sell_row()
         # The ap bills every byte once: its invoices say floor(bytes x price), exactly.

@@ -23,6 +23,7 @@ from eschaton.core.microgrid.routed import (
     payable,
     routing_id,
     within_cap,
+    worth_handling,
 )
 from eschaton.core.routing.invoice import PaymentRequest
 from eschaton.microgrid.received import Received
@@ -90,6 +91,9 @@ def test_cap_dust_floor_and_the_sellers_bound() -> None:
     assert within_cap(0, 1000, None) and within_cap(400, 600, 1000) and not within_cap(401, 600, 1000)
     assert not payable(MIN_PAYMENT_SAT - 1) and payable(MIN_PAYMENT_SAT)
     assert askable(1000, 300, 700) and not askable(1000, 300, 701) and not askable(1000, 1000, 0)
+    assert worth_handling({"cum_due_sat": 300 + MIN_PAYMENT_SAT}, 300)
+    assert not worth_handling({"cum_due_sat": 299 + MIN_PAYMENT_SAT}, 300)
+    assert worth_handling({"cum_due_sat": "lots"}, 300) and worth_handling({}, 300)  # the core refuses those
 
 
 HEAD = '[node]\ndatadir = "/tmp/x"\n[[bandwidth]]\nname = "client"\naddresses = ["10.0.0.2"]\n'

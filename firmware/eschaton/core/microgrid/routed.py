@@ -18,9 +18,11 @@ Rules / theory of operation:
   never pays twice (the routing service answers a known id with its stored outcome and refuses
   the id for another hash).
 - An escrow below the dust limit cannot exist, so neither can a multi-hop payment below it: the
-  buyer pays once it owes at least ``MIN_PAYMENT_SAT`` (``payable``); a smaller payment its core
-  decided is counted failed and paid with a later invoice, when the amount has grown. So a sale
-  paid this way needs a credit limit of at least that much (checked when the config is read).
+  buyer pays once it owes at least ``MIN_PAYMENT_SAT`` (``payable``). An invoice that leaves less
+  than that unpaid is set aside unhandled (``worth_handling``: invoices are cumulative, the next
+  one covers it), so no payment is decided for it; a smaller payment decided anyway (what is
+  outstanding after a restart) is counted failed and paid with a later invoice. So a sale paid
+  this way needs a credit limit of at least that much (checked when the config is read).
 - A purchase may be capped (``within_cap``): the buyer pays at most ``max_total_sat`` in all to
   that seller; past the cap it stops paying, and the seller cuts it as it would any buyer that
   stops paying.
@@ -100,6 +102,13 @@ def check_request(req: PaymentRequest, *, seller: bytes, pay: Pay, now_s: int) -
 def payable(amount_sat: int) -> bool:
     """Whether a payment of ``amount_sat`` can go through the network (see ``MIN_PAYMENT_SAT``)."""
     return amount_sat >= MIN_PAYMENT_SAT
+
+
+def worth_handling(invoice: dict[str, object], paid_sat: int) -> bool:
+    """(buyer) Whether an invoice (its wire dict, not yet checked) leaves enough unpaid for a
+    payment through the network. One whose amount is not an integer is handled (and refused)."""
+    due = invoice.get("cum_due_sat")
+    return not isinstance(due, int) or isinstance(due, bool) or payable(due - paid_sat)
 
 
 def within_cap(spent_sat: int, amount_sat: int, cap_sat: int | None) -> bool:
