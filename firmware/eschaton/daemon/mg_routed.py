@@ -135,7 +135,7 @@ class RoutedSide(MicrogridBase):
         finally:
             self._asks.pop(key, None)
         req = PaymentRequest.decode(text)
-        check_request(req, seller=bytes.fromhex(peer), pay=pay, now_s=int(time.time()))
+        check_request(req, seller=bytes.fromhex(peer), pay=pay, now_s=self.clock() // 1000)
         return req
 
     async def _pay_routed(self, peer: str, pay: Pay) -> None:
