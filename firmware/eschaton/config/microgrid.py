@@ -18,6 +18,9 @@ pay_interval_ms = 2000           # least time between invoices
 fee_sat = 0                      # access fee per completed period (optional)
 fee_period_ms = 0
 offer_ttl_s = 60                 # how long an offer stays open
+via = "channel"                  # channel: paid over our trade channel with the buyer;
+                                 # routing: paid through the network to our payment requests
+                                 # (the buyer need not hold a channel with us)
 
 [[microgrid.buy]]                # a neighbour this node buys from
 seller = "<node id, 64 hex>"
@@ -26,6 +29,9 @@ max_credit_limit_sat = 10000     # and offers asking more credit than this
 meter = "inlet"                  # optional: our own meter on the connection (checks invoices)
 tolerance_units = 200            # own-meter check: absolute slack in base units
 tolerance_ppm = 20000            # plus this fraction of our own count
+via = "channel"                  # or "routing": pay the seller's payment requests through
+                                 # the network (multi-hop), with no channel to the seller
+max_total_sat = 50000            # optional: pay this seller no more than this in all
 
 [[microgrid.loss]]               # optional loss / bypass check among our own meters
 bulk = "pump"
@@ -67,6 +73,9 @@ class SellConfig:
     fee_sat: int
     fee_period_ms: int
     offer_ttl_s: float
+    via: str = "channel"
+    """How the buyer pays: ``channel`` (our trade channel with it) or ``routing`` (multi-hop
+    payments to our payment requests, ``eschaton.core.microgrid.routed``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +86,10 @@ class BuyConfig:
     meter: str | None
     tolerance_units: int
     tolerance_ppm: int
+    via: str = "channel"
+    """How we pay: ``channel`` or ``routing`` (see ``SellConfig.via``)."""
+    max_total_sat: int | None = None
+    """The most we pay this seller in all (None: no cap); past it we stop paying."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +169,14 @@ class Table:
 
 
 _REQUIRED = object()
+VIAS = ("channel", "routing")
+
+
+def via(t: Table) -> str:
+    v = t.str_("via", "channel")
+    if v not in VIAS:
+        raise t.err("via", "must be channel or routing")
+    return str(v)
 
 
 def table_list(root: Table, key: str) -> list[Any]:
@@ -193,6 +214,13 @@ def parse_microgrid(doc: dict[str, Any], ctx: ConfigContext) -> MicrogridConfig 
                             "a bandwidth meter cuts its own client: give no valve or relay")
         elif bool(valve) == bool(relay):
             raise t.err("valve", "give exactly one of valve or relay (what cuts the supply)")
+        sale_via = via(t)
+        if sale_via == "routing":
+            from eschaton.core.microgrid.routed import MIN_PAYMENT_SAT
+
+            if t.int_("credit_limit_sat", 0) < MIN_PAYMENT_SAT:
+                raise t.err("credit_limit_sat", f"a sale paid through the network needs a credit limit of at "
+                            f"least {MIN_PAYMENT_SAT} sat (no escrow can carry less)")
         fee, period = t.int_("fee_sat", 0), t.int_("fee_period_ms", 0)
         if fee and not period:
             raise t.err("fee_sat", "an access fee needs a positive fee_period_ms")
@@ -203,7 +231,7 @@ def parse_microgrid(doc: dict[str, Any], ctx: ConfigContext) -> MicrogridConfig 
             credit_limit_sat=t.int_("credit_limit_sat", 0),
             pay_interval_ms=t.int_("pay_interval_ms", 0),
             fee_sat=fee, fee_period_ms=period,
-            offer_ttl_s=t.num("offer_ttl_s", D.OFFER_TTL_S, 1.0, 86400.0)))
+            offer_ttl_s=t.num("offer_ttl_s", D.OFFER_TTL_S, 1.0, 86400.0), via=sale_via))
         t.done()
         if sum(1 for s in sells if s.meter == sells[-1].meter) > 1:
             raise t.err("meter", f"meter {sells[-1].meter!r} is sold twice")
@@ -216,7 +244,8 @@ def parse_microgrid(doc: dict[str, Any], ctx: ConfigContext) -> MicrogridConfig 
             max_credit_limit_sat=t.int_("max_credit_limit_sat", MAX_INT),
             meter=t.str_("meter", "") or None,
             tolerance_units=t.int_("tolerance_units", 0),
-            tolerance_ppm=t.int_("tolerance_ppm", 0, 0, 1_000_000)))
+            tolerance_ppm=t.int_("tolerance_ppm", 0, 0, 1_000_000), via=via(t),
+            max_total_sat=t.int_("max_total_sat", 0) if "max_total_sat" in t.data else None))
         t.done()
     losses: list[LossSection] = []
     for i, d in enumerate(table_list(root, "loss")):

@@ -10,17 +10,20 @@ from typing import Any
 from eschaton.channel.payments import PaymentState
 from eschaton.core.microgrid.decisions import Pay
 from eschaton.core.microgrid.errors import Refusal
+from eschaton.core.microgrid.routed import worth_handling
 from eschaton.core.microgrid.wire import from_wire_fields
 from eschaton.core.wire.codec import Message as WireMessage
 from eschaton.core.wire.codec import make
-from eschaton.daemon.mg_base import MicrogridBase
+from eschaton.daemon.mg_routed import RoutedSide
 from eschaton.daemon.payments import NoChannel, Payments
 from eschaton.errors import EschatonError, LocalError
 
 log = logging.getLogger("eschaton.microgrid")
 
 
-class BuyerSide(MicrogridBase):
+class BuyerSide(RoutedSide):
+    """The buyer side; purchases paid through the network are in ``RoutedSide``."""
+
     async def _on_mg_invoice(self, peer: str, wm: WireMessage) -> None:
         d = from_wire_fields(wm)
         if self.buyer is None or peer not in self.buys:
@@ -29,6 +32,9 @@ class BuyerSide(MicrogridBase):
         if self.held.get(meter):
             self._stash[meter] = (peer, d)
             return
+        if self.buys[peer].via == "routing" and meter in self.buyer.core.meters() \
+                and not worth_handling(d, self.buyer.core.status(meter).paid_sat):
+            return  # too little to pay through the network yet: a later (cumulative) invoice covers it
         await self._handle_invoice(peer, d)
 
     async def _handle_invoice(self, peer: str, d: dict[str, Any]) -> None:
@@ -82,6 +88,11 @@ class BuyerSide(MicrogridBase):
         assert self.buyer is not None and self.intents is not None
         if all(p.payment_id != pay.payment_id for p in self.buyer.pending_payments()):
             return  # already resolved (confirmed or failed): never start it again
+        if self._capped(peer, pay):
+            return
+        if self.buys[peer].via == "routing":
+            await self._pay_routed(peer, pay)
+            return
         try:  # wait up to a minute for an open channel with room (on channel changes, not polled)
             ch = await self._pays.wait_channel(peer, pay.amount_sat,
                                                also=lambda: self._session(peer) is not None)
@@ -109,6 +120,9 @@ class BuyerSide(MicrogridBase):
         """After a failure or a crash: did the channel move the money? Confirmed payments are
         announced to the seller (again: it ignores a payment id it has credited)."""
         assert self.buyer is not None and self.intents is not None
+        if self.buys[peer].via == "routing":
+            await self._settle_routed(payment_id)
+            return
         it = self.intents.get(payment_id)
         if it is None:
             # Recorded as sent, but the channel update never started.

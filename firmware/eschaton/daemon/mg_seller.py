@@ -95,7 +95,8 @@ class SellerSide(MicrogridBase):
         """What the channels with ``peer`` received, minus what we already credited."""
         assert self.seller is not None and self.received is not None
         credited = sum(self.seller.core.status(m).paid_sat for m in self.seller.core.meters()
-                       if self.seller.core.agreement(m).buyer.hex() == peer)
+                       if self.seller.core.agreement(m).buyer.hex() == peer
+                       and (m not in self.sells or self.sells[m].via == "channel"))  # not paid via routing
         return self.received.total(peer) - credited
 
     async def _on_mg_paid(self, peer: str, wm: WireMessage) -> None:

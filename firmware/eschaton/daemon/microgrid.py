@@ -33,6 +33,10 @@ Rules / theory of operation:
   never lost.
 - A buyer on hold (``microgrid.hold``) keeps only the latest invoice per meter (invoices are
   cumulative) and handles it when released.
+- Sales paid through the network (``via = "routing"``, the "virtual ISP"): the buyer holds no
+  channel with the seller, only a link; it pays each payment its core decides with a multi-hop
+  payment to a request the seller makes for it (``eschaton.daemon.mg_routed``), and the seller
+  credits a request once its routing service was paid it.
 - Loss/bypass: ``[[microgrid.loss]]`` feeds our own meters to ``LossDetector``; alarms and
   clears go into their own hash-chained ledger (``microgrid-loss.db``).
 """
@@ -43,6 +47,7 @@ import contextlib
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,6 +125,9 @@ class MicrogridService(SellerSide, BuyerSide):
             clear_abs_units=ls.clear_units, clear_rel_ppm=ls.clear_ppm))) for ls in config.loss]
         self._closed = False
         self._unresolved: dict[bytes, Pay] = {}
+        self._asks: dict[tuple[str, bytes], asyncio.Future[str]] = {}  # buyer: requests awaited
+        self._asked: OrderedDict[bytes, Any] = OrderedDict()  # seller: payment id -> request made
+        self._paid_source: Any = None  # the routing service telling us of paid requests
         self.supply.check_names()
         self.loss_ledger: SqliteLedger | None = None
         if config.sell:
@@ -156,6 +164,10 @@ class MicrogridService(SellerSide, BuyerSide):
         if node.channels is not None and svc.received is not None:
             node.channels.payments.subscribe(svc._on_payment_event)
             svc._catch_up(node.channels.payments)
+        if any(s.via == "routing" for s in cfg.sell):
+            # Told of every request paid so far when routing starts (after us), then of each one.
+            svc._paid_source = node.service("routing")
+            svc._paid_source.paid_listeners.append(svc._on_request_paid)
         # Readings are pushed by the metering facade (no ticker here): each one bills.
         svc.supply.reading_listeners.append(svc._on_readings)
         svc.supply.start()
@@ -164,6 +176,7 @@ class MicrogridService(SellerSide, BuyerSide):
 
     async def close(self) -> None:
         self._closed = True
+        self._close_routed()
         await self.supply.stop()
         for t in self._tasks:
             t.cancel()
@@ -214,6 +227,8 @@ class MicrogridService(SellerSide, BuyerSide):
             "mg_invoice": by_peer(self._on_mg_invoice),
             "mg_paid": by_peer(self._on_mg_paid),
             "mg_refused": by_peer(self._on_mg_refused),
+            "mg_ask": by_peer(self._on_mg_ask),
+            "mg_request": by_peer(self._on_mg_request),
         }, opened=self.link_up)
 
     async def renegotiate(self, meter: str, *, price_msat: int | None = None,
@@ -275,7 +290,7 @@ class MicrogridService(SellerSide, BuyerSide):
             for s in self.sells.values():
                 row: dict[str, Any] = {"meter": s.meter, "buyer": s.buyer, "service": s.service,
                                        "base_unit": s.base_unit, "price_msat": s.price_msat,
-                                       "credit_limit_sat": s.credit_limit_sat,
+                                       "credit_limit_sat": s.credit_limit_sat, "via": s.via,
                                        "units": self.supply.base_units(s.meter, s.base_unit),
                                        "agreed": s.meter in contracted}
                 if s.meter in contracted:
@@ -300,6 +315,8 @@ class MicrogridService(SellerSide, BuyerSide):
                              "agreement": bst.agreement_id.hex(), "invoices": bst.last_seq,
                              "accepted_units": bst.accepted_units, "accepted_sat": bst.accepted_due_sat,
                              "paid_sat": bst.paid_sat, "pending_sat": bst.pending_sat,
+                             "via": self.buys[self.buyer.core.agreement(meter).seller.hex()].via
+                             if self.buyer.core.agreement(meter).seller.hex() in self.buys else "channel",
                              "held": bool(self.held.get(meter))})
         recent = [{**{k: v for k, v in e.data.items() if k not in ("ledger_seq", "entry_at_ms")},
                    "seq": e.data["ledger_seq"], "kind": e.kind, "at_ms": e.data["entry_at_ms"]}

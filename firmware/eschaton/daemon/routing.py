@@ -30,6 +30,10 @@ Rules / theory of operation (the protocol is in ``eschaton.core.routing``; ``doc
   outpoint unspent, its value and 2-of-2 script) and passed on once (a stale one stops). On a
   new link we send the peer every announcement we hold. Our own closed channels leave the
   graph when the channel service reports them closed.
+- Requests paid: once the preimage of one of our payment requests is durable in a payee's
+  forward record (FULFILLED), ``paid_listeners`` are told (hash, the request's amount, its
+  description); at start they are told again of every request paid so far, so a listener that
+  missed one in a crash catches up (listeners count each hash once themselves).
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,6 +129,8 @@ class RoutingService:
         self._unsub: Any = None
         self._stopped = True
         self.forwarded = 0
+        self.paid_listeners: list[Callable[[bytes, int, str], None]] = []
+        """Told (payment hash, amount, description) of each request of ours that was paid."""
 
     # --- Service ------------------------------------------------------------------------------
 
@@ -137,6 +143,9 @@ class RoutingService:
         ch.endpoint.listeners.append(self._on_notify)
         self.node.chain.subscribe(self._on_chain)  # the backend keeps listeners for its life
         self._stopped = False
+        for rec in list(self.fw.records.values()):
+            if rec.final and rec.state in (FwdState.FULFILLED, FwdState.SETTLED):
+                self._request_paid(rec.incoming.payment_hash)
         self._run(self.fw.resume())
 
     async def stop(self) -> None:
@@ -250,6 +259,8 @@ class RoutingService:
         for a in acts:
             if isinstance(a, PersistForward):
                 self.store.put_forward(a.record)  # autocommit, synchronous=FULL: durable here
+                if a.record.final and a.record.state is FwdState.FULFILLED:
+                    self._request_paid(a.record.incoming.payment_hash)
             elif isinstance(a, OfferDownstream):
                 self._spawn(self._offer(a), f"offer for {a.name}")
             elif isinstance(a, FulfilUpstream):
@@ -525,6 +536,23 @@ class RoutingService:
                                         onion=rec.packet))
 
     # --- payee ------------------------------------------------------------------------------------
+
+    def _request_paid(self, h: bytes) -> None:
+        """Tell the listeners that our request for ``h`` was paid (its preimage is durable)."""
+        if not self.paid_listeners:
+            return
+        r = self.store.request(h) if self.store is not None else None
+        if r is None:
+            return  # a payment to our node id, or a payer-held one: no request of ours
+        try:
+            desc = PaymentRequest.decode(r.text).description
+        except EschatonError:
+            desc = ""
+        for fn in list(self.paid_listeners):
+            try:
+                fn(h, r.amount, desc)
+            except Exception:  # supervision boundary: a listener's fault must not stop forwarding
+                log.exception("routing: a paid-request listener failed")
 
     def create_request(self, amount: int, description: str, expiry: int) -> PaymentRequest:
         assert self.store is not None

@@ -16,6 +16,11 @@ Rules / theory of operation:
   holds the seller's own funding, which no buyer paid. A channel the buyer opened starts at
   version 0 with balance 0 (an acceptor contributes nothing), so catching up on a channel seen
   here for the first time counts everything the buyer paid on it so far.
+- Sales paid through the network (``via = "routing"``): the seller credits each of its payment
+  requests once it is paid, then marks its hash here (schema 2, ``requests``). The credit comes
+  first: a crash between the two leaves the request unmarked, and the routing service's replay
+  at start offers it again, when the seller core still knows its payment id (the latest it
+  credited) and ignores it; so each paid request is credited exactly once.
 """
 from __future__ import annotations
 
@@ -29,7 +34,11 @@ def _v1(db: Connection) -> None:
                "number INTEGER NOT NULL, balance INTEGER NOT NULL, total INTEGER NOT NULL)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+def _v2(db: Connection) -> None:
+    db.execute("CREATE TABLE requests (hash BLOB PRIMARY KEY)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
 
 
 class Received:
@@ -58,6 +67,13 @@ class Received:
     def total(self, peer: str) -> int:
         row = self.db.execute("SELECT COALESCE(SUM(total), 0) FROM received WHERE peer = ?", (peer,)).fetchone()
         return int(row[0])
+
+    def request_credited(self, h: bytes) -> bool:
+        """Whether our paid request for ``h`` was credited already."""
+        return self.db.execute("SELECT 1 FROM requests WHERE hash = ?", (h,)).fetchone() is not None
+
+    def mark_request(self, h: bytes) -> None:
+        self.db.execute("INSERT OR IGNORE INTO requests VALUES (?)", (h,))
 
     def close(self) -> None:
         self.db.close()

@@ -189,7 +189,7 @@ def test_services_own_disjoint_ranges_and_every_row() -> None:
         assert [s.name for s in SERVICES if s.owns(m.type_id)] == [SERVICE_OF[m.name].name]
     assert {m.name for m in MESSAGES if SERVICE_OF[m.name].name == "link"} == LINK_CONTROL
     assert {m.name for m in MESSAGES if SERVICE_OF[m.name].name == "microgrid"} == {
-        "mg_offer", "mg_accept", "mg_invoice", "mg_paid", "mg_refused"}
+        "mg_offer", "mg_accept", "mg_invoice", "mg_paid", "mg_refused", "mg_ask", "mg_request"}
     bits = [s.feature for s in SERVICES if s.feature is not None]
     assert SERVICE["link"].feature is None and len(set(bits)) == len(bits) == 6
     assert all(b % 2 == 1 for b in bits)  # optional services: odd bits, as in BOLT #9
@@ -198,12 +198,12 @@ def test_services_own_disjoint_ranges_and_every_row() -> None:
 def test_id_parity_says_what_a_receiver_may_ignore() -> None:
     """Even: the receiver must understand it (link control, channels, microgrid). Odd: a peer
     may ignore it (warning, the echo, stamp, routing and DHT services' rows, the payee's escrow fulfil
-    and fail)."""
+    and fail, the microgrid's requests for sales paid through the network)."""
     odd = {m.name for m in MESSAGES if ignorable(m.type_id)}
     assert odd == {"warning", "echo_request", "echo_reply", "escrow_fulfil", "escrow_fail",
                    "stamp_submit", "stamp_proof", "dht_find_node", "dht_nodes", "dht_find_value",
                    "dht_values", "dht_store", "dht_stored", "dht_refused", "route_onion", "route_fail",
-                   "route_sign", "route_announce"}
+                   "route_sign", "route_announce", "mg_ask", "mg_request"}
     assert ignorable(0xFFF1) and not ignorable(0xFFF0)
 
 

@@ -127,6 +127,15 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec("mg_refused", 136, (
         Field("meter_id", Text(64)), Field("reason", Text(32)), Field("detail", Text(256)),
     ), "Buyer -> seller: an offer or invoice was refused (stable reason); nothing was paid."),
+    # Odd: a sale paid through the network (eschaton.core.microgrid.routed); a peer that does
+    # not sell that way ignores them (the buyer then pays nothing and is cut, as if unpaid).
+    MessageSpec("mg_ask", 137, (
+        Field("meter_id", Text(64)), Field("ref", Fixed(32)), Field("payment_id", Fixed(32)),
+        Field("amount_sat", I63),
+    ), "Buyer -> seller: send a payment request for this payment of an invoice (paid through the network)."),
+    MessageSpec("mg_request", 139, (
+        Field("payment_id", Fixed(32)), Field("request", Text(800), doc="A payment request (eschreq1...)."),
+    ), "Seller -> buyer: the payment request for that payment, bound to it by its description."),
     # ---- echo (eschaton.core.echo): an application-level round trip through the peer's router.
     # Odd ids: a peer without the service ignores them (the caller times out).
     MessageSpec("echo_request", 193, (
