@@ -523,6 +523,15 @@ async def stamp_status(node: Any) -> dict[str, Any]:
     return dict(node.service("stamp").status())
 
 
+@STAMP.command("stamp.batches", "the batches this node sent to upstream peers: state, price, payment")
+async def stamp_batches(node: Any) -> dict[str, Any]:
+    store = node.service("stamp").store
+    return {"batches": [{"ref": b.ref.hex(), "peer": b.peer, "state": b.state, "digests": len(b.digests) // 32,
+                         "price_sat": b.price, "amount_sat": b.amount, "max_price_sat": b.max_price,
+                         "payment": b.payment_id or None, "detail": b.detail}
+                        for b in store.batches(("new", "quoted", "paid", "accepted", "refused"))]}
+
+
 @STAMP.command("stamp.verify", "verify an .ots proof (hex) for a file digest against this node's chain",
                Param("ots", str, "the .ots file, hex"), Param("digest", str, "the file's sha256, hex"))
 async def stamp_verify(node: Any, ots: str, digest: str) -> dict[str, Any]:

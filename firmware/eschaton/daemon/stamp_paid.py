@@ -13,6 +13,10 @@ Rules / theory of operation:
   same batch is answered "accepted" again and pays nothing; another batch with a claimed
   preimage is refused ("claimed"). A batch without a preimage is refused ("unpaid") unless
   the price is 0. The old ``stamp_submit`` (a round root, no payment) is served only for free.
+- A payment moves as an escrow by hash, which the channels refuse below the dust limit
+  (``DUST_LIMIT``, 546 sat: an escrow is an output of the commitment): a batch costing less is
+  refused at the quote ("below_dust", saying how many digests make a batch), never paid in
+  part or rounded up.
 - The payer writes each batch (and every digest in it, per peer) before it pays: a digest
   already sent to a peer is never sent nor paid for again, a quote above the batch's max price
   refuses the batch with nothing paid, and the payment id is derived from the batch's ref, so
@@ -29,6 +33,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from eschaton.core.channel.params import DUST_LIMIT
 from eschaton.core.wire.codec import Message, make
 from eschaton.daemon.stamp_store import Batch, Invoice
 from eschaton.errors import EschatonError, TransientError
@@ -77,6 +82,11 @@ class PaidStamps:
         price = self.svc.cfg.price_sat
         if price == 0:
             await session.send(make("stamp_quote", ref=ref, price_sat=0, request=""))
+            return
+        if price * count < DUST_LIMIT:
+            least = -(-DUST_LIMIT // price)
+            await self._answer(session, ref, "below_dust", f"{count} digests at {price} sat cost less than the "
+                                                           f"{DUST_LIMIT} sat a payment needs: send at least {least}")
             return
         inv = self.store.invoice_for(peer, ref, time.time())
         if inv is None or inv.count != count:

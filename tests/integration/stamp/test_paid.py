@@ -1,0 +1,145 @@
+"""Paid stamps between real node processes on the embedded chain.
+
+b sells timestamps at PRICE sat per digest and commits its rounds; a stamps files through b
+(``eschaton stamp FILE... --upstream b``) over their trade channel: a quote above
+``--max-price`` is refused with nothing paid, a paid batch costs a exactly PRICE * digests
+(b's side of the channel grows by that much), the stock ``ots`` client verifies the proofs a
+gets back, and stamping the same files again pays nothing; a batch too small for a payment
+(below the dust limit) is refused before anything is paid. Then a peer of b's own making (a
+``NetNode`` in this process playing the stamp service) sends unpaid requests, and a's
+preimage for a batch of its own: b refuses each one and accepts nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from eschaton.config import parse_config
+from eschaton.core.link.identity import NodeId
+from eschaton.core.wire.codec import make
+from eschaton.net.mesh import NetNode
+from tests.integration.node.harness import (
+    Cluster,
+    NodeProc,
+    free_port,
+    mirrored,
+    open_channel,
+    poll,
+)
+from tests.integration.stamp.helpers import fund, ots_exe, ots_verify, rpc_port, stamp_node
+from tests.routes import Recorder, router
+
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
+
+PRICE = 200
+CAPACITY = 200_000
+
+
+def _received(a: NodeProc, b: NodeProc, cid: str) -> int:
+    """b's side of the channel (both sides agreeing)."""
+    return int(mirrored(a, b, cid)[1]["local_sat"])
+
+
+def test_stamps_through_a_paid_upstream(cluster: Cluster, tmp_path: Path) -> None:
+    ots_exe()
+    url_b = f"tcp://127.0.0.1:{free_port()}"
+    b = stamp_node(cluster, "b", owner=True, listen=(url_b,), stamp=(f"price_sat = {PRICE}",))
+    b.start().wait_ready()
+    port = rpc_port(cluster)
+    fund(cluster, b)
+    a = stamp_node(cluster, "a", owner=False, listen=(f"tcp://127.0.0.1:{free_port()}",), peers=((b.id, url_b),))
+    a.start().wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    cluster.chain.mine(101, to=a.wallet("address")["address"])
+    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
+    cid = open_channel(cluster.chain, a, b, CAPACITY)
+    assert b.cli("stamp", "status")["price_sat"] == PRICE
+
+    files = []
+    for i in range(3):
+        f = tmp_path / f"deed{i}.txt"
+        f.write_text(f"deed {i}\n")
+        files.append(str(f))
+    start = _received(a, b, cid)
+
+    # Less than a payment can carry (two digests: 400 sat, below the 546 sat dust limit).
+    r = a.cli_fail("stamp", *files[:2], "--upstream", b.id, "--max-price", str(PRICE))
+    assert "below_dust: 2 digests at 200 sat cost less than the 546 sat a payment needs: send at least 3" \
+        in r.stderr + r.stdout
+    # Above the max price: refused before anything is paid.
+    r = a.cli_fail("stamp", *files, "--upstream", b.id, "--max-price", str(PRICE - 1))
+    assert f"price {PRICE} sat per digest is above the max price {PRICE - 1}: nothing paid" in r.stderr + r.stdout
+    assert _received(a, b, cid) == start
+    assert b.cli("stamp", "status")["earned"] == {"payments": 0, "digests": 0, "sat": 0}
+
+    # Paid: exactly PRICE per digest, acknowledged once durable at b.
+    out = a.cli("stamp", *files, "--upstream", b.id, "--max-price", str(PRICE))
+    assert [x["state"] for x in out] == ["pending"] * 3
+    assert _received(a, b, cid) == start + PRICE * 3
+    assert b.cli("stamp", "status")["earned"] == {"payments": 1, "digests": 3, "sat": PRICE * 3}
+    assert a.cli("stamp", "status")["spent"] == {"batches": 1, "digests": 3, "sat": PRICE * 3}
+
+    # b commits its round; the proofs come back to a, and the stock client verifies them.
+    poll(lambda: b.cli("stamp", "status")["rounds"]["committed"] == 1, "b's commitment")
+    height = cluster.chain.mine(1)
+    proven = poll(lambda: (r := a.cli("stamp", *files, "--upstream", b.id, "--wait", "5"))
+                  and all(x["state"] == "proven" for x in r) and r, "a's proofs through b", timeout=60)
+    for item in proven:
+        rc, text = ots_verify(port, Path(item["ots"]))
+        assert rc == 0 and f"Success! Bitcoin block {height} attests existence" in text, text
+
+    # The same request again (and the polling above) paid nothing more.
+    a.cli("stamp", *files, "--upstream", b.id, "--max-price", str(PRICE))
+    assert _received(a, b, cid) == start + PRICE * 3
+    assert b.cli("stamp", "status")["earned"]["payments"] == 1
+    batches = a.api("stamp.batches")["batches"]
+    paid = [x for x in batches if x["state"] == "accepted"]
+    assert len(paid) == 1 and paid[0]["amount_sat"] == PRICE * 3
+    preimage = bytes.fromhex(a.api("routing.payment", id=paid[0]["payment"])["preimage"])
+
+    _unpaid_and_replayed_requests(tmp_path, b, url_b, preimage)
+    assert b.cli("stamp", "status")["earned"] == {"payments": 1, "digests": 3, "sat": PRICE * 3}
+    assert b.cli("stamp", "status")["waiting"] == 0
+
+
+def _unpaid_and_replayed_requests(tmp_path: Path, b: NodeProc, url_b: str, preimage: bytes) -> None:
+    cfg = parse_config(f'''
+[node]
+datadir = "{tmp_path / 'raw'}"
+[network.discovery]
+enabled = false
+''', "raw.toml")
+    os.makedirs(tmp_path / "raw", mode=0o700)
+
+    async def scenario() -> None:
+        peer = Recorder("stamp")  # runs the stamp service: records what b sends
+        net = await NetNode.new(cfg, router=router(peer))
+        try:
+            session = await net.connect(NodeId.from_hex(b.id), url_b)
+            await asyncio.wait_for(peer.opened_event.wait(), 20)
+            digest = hashlib.sha256(b"not paid for").digest()
+
+            async def answer(msg: object) -> str:
+                await session.send(msg)  # type: ignore[arg-type]
+                got = await asyncio.wait_for(peer.inbox.get(), 10)
+                assert got.name == "stamp_answer", got
+                return f"{got['code']}: {got['detail']}"
+
+            ref = os.urandom(32)
+            got = await answer(make("stamp_paid_submit", ref=ref, digests=digest, preimage=b""))
+            assert got.startswith(f"unpaid: the price is {PRICE} sat per digest"), got
+            got = await answer(make("stamp_submit", digest=digest))
+            assert got.startswith("unpaid:"), got
+            # a's preimage bought a's batch: from another peer it buys nothing
+            got = await answer(make("stamp_paid_submit", ref=ref, digests=digest, preimage=preimage))
+            assert got == "unpaid: no payment request of ours has this preimage", got
+            got = await answer(make("stamp_paid_submit", ref=ref, digests=digest, preimage=os.urandom(32)))
+            assert got.startswith("unpaid:"), got
+        finally:
+            await net.close()
+
+    asyncio.run(scenario())
