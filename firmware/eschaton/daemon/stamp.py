@@ -320,7 +320,7 @@ class StampService:
     async def _resend_upstream(self) -> None:
         assert self.store is not None
         for r in self.store.rounds((RoundState.UPSTREAM,)):
-            self.paid.new_batches(r.upstream, [r.root], self.cfg.max_price_sat)  # once per root and peer
+            self.paid.root_batch(r.upstream, r.root, self.cfg.max_price_sat)
         self.paid.resend()
 
     async def _on_stamp_submit(self, session: Session, msg: Message) -> None:

@@ -163,6 +163,17 @@ class PaidStamps:
             if self._asks.get(key) is fut:
                 del self._asks[key]
 
+    def root_batch(self, peer: str, root: bytes, max_price: int) -> None:
+        """A round's root for its upstream: one batch per root and peer, ever (its ref is derived
+        from the root, so a refused one is not asked again every turn of the loop)."""
+        ref = hashlib.sha256(b"eschaton-stamp-round\0" + root).digest()
+        old = self.store.batch(ref)
+        if old is not None and old.state == "refused" and not old.preimage and old.max_price != max_price:
+            self.store.drop_batch(ref)  # refused unpaid at another max price (the config changed): ask again
+            old = None
+        if old is None:
+            self.store.new_batch(ref, peer, [root], max_price, time.time())
+
     def new_batches(self, peer: str, digests: list[bytes], max_price: int) -> list[Batch]:
         """Record the digests not yet sent to ``peer`` as new batches (durable, nothing paid)."""
         fresh = [d for d in dict.fromkeys(digests) if self.store.sent(d, peer) is None]
@@ -226,8 +237,13 @@ class PaidStamps:
                 req = PaymentRequest.decode(b.request)
                 row = await self.svc.node.service("routing").pay(b.payment_id, req.payee, req.amount,
                                                                  req.payment_hash, req.secret, None, False)
+                if row.state == "failed":  # every attempt's escrow came back: nothing was paid
+                    return self._refuse(b, f"the payment failed ({row.error}): nothing paid")
                 if row.state != "complete" or row.preimage is None:
-                    return self._refuse(b, f"the payment failed ({row.error or row.state}): nothing paid")
+                    # In flight (say, across a restart): it may still complete, so the batch
+                    # stays as it is (its digests are never sent in another one) and the loop
+                    # asks again; the routing record answers the same id without paying twice.
+                    raise PeerSilent(f"the payment for batch {b.ref.hex()[:12]} is {row.state}: tried again later")
                 b.preimage = bytes(row.preimage)
             b.state = "paid"
             self.store.put_batch(b)

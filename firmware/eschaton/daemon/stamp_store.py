@@ -255,6 +255,13 @@ class StampStore:
             if not b.preimage:
                 self.db.execute("DELETE FROM sent WHERE ref = ?", (b.ref,))
 
+    def drop_batch(self, ref: bytes) -> None:
+        """Forget a batch refused with nothing paid (its ref is to be asked again)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if self.db.execute("DELETE FROM batches WHERE ref = ? AND length(preimage) = 0", (ref,)).rowcount:
+                self.db.execute("DELETE FROM sent WHERE ref = ?", (ref,))
+
     def batch(self, ref: bytes) -> Batch | None:
         r = self.db.execute("SELECT * FROM batches WHERE ref = ?", (ref,)).fetchone()
         return None if r is None else Batch(*r)
