@@ -143,3 +143,44 @@ enabled = false
             await net.close()
 
     asyncio.run(scenario())
+
+
+ROOT_PRICE = 600  # a round's root is a batch of one: at least the 546 sat dust limit
+
+
+def test_a_round_root_is_bought_from_a_paid_upstream(cluster: Cluster, tmp_path: Path) -> None:
+    """``[stamp] upstream`` with a price: a's round root is one paid batch (ROOT_PRICE, at most
+    ``max_price_sat``), paid once however often a resends it, and a's proofs verify."""
+    ots_exe()
+    url_b = f"tcp://127.0.0.1:{free_port()}"
+    b = stamp_node(cluster, "b", owner=True, listen=(url_b,), stamp=(f"price_sat = {ROOT_PRICE}",))
+    b.start().wait_ready()
+    port = rpc_port(cluster)
+    fund(cluster, b)
+    a = stamp_node(cluster, "a", owner=False, upstream=b.id, listen=(f"tcp://127.0.0.1:{free_port()}",),
+                   peers=((b.id, url_b),), stamp=(f"max_price_sat = {ROOT_PRICE}",))
+    a.start().wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    cluster.chain.mine(101, to=a.wallet("address")["address"])
+    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
+    cid = open_channel(cluster.chain, a, b, CAPACITY)
+    start = _received(a, b, cid)
+
+    files = []
+    for i in range(4):
+        f = tmp_path / f"page{i}.txt"
+        f.write_text(f"page {i}\n")
+        files.append(str(f))
+    assert all(x["state"] == "pending" for x in a.cli("stamp", *files))
+    poll(lambda: b.cli("stamp", "status")["earned"]["payments"] == 1, "b paid for a's round root")
+    assert b.cli("stamp", "status")["earned"] == {"payments": 1, "digests": 1, "sat": ROOT_PRICE}
+    assert _received(a, b, cid) == start + ROOT_PRICE
+    poll(lambda: b.cli("stamp", "status")["rounds"]["committed"] == 1, "b's commitment")
+    height = cluster.chain.mine(1)
+    out = poll(lambda: (r := a.cli("stamp", *files, "--wait", "5")) and all(x["state"] == "proven" for x in r) and r,
+               "a's proofs through b", timeout=60)
+    for item in out:
+        rc, text = ots_verify(port, Path(item["ots"]))
+        assert rc == 0 and f"Success! Bitcoin block {height} attests existence" in text, text
+    assert _received(a, b, cid) == start + ROOT_PRICE  # the resends until the proof paid nothing more
+    assert a.cli("stamp", "status")["spent"] == {"batches": 1, "digests": 1, "sat": ROOT_PRICE}
