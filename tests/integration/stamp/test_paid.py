@@ -4,7 +4,7 @@ b sells timestamps at PRICE sat per digest and commits its rounds; a stamps file
 (``eschaton stamp FILE... --upstream b``) over their trade channel: a quote above
 ``--max-price`` is refused with nothing paid, a paid batch costs a exactly PRICE * digests
 (b's side of the channel grows by that much), the stock ``ots`` client verifies the proofs a
-gets back, and stamping the same files again pays nothing; a batch too small for a payment
+gets back, and stamping the same files again (after a crash of a, too) pays nothing; a batch too small for a payment
 (below the dust limit) is refused before anything is paid. Then a peer of b's own making (a
 ``NetNode`` in this process playing the stamp service) sends unpaid requests, and a's
 preimage for a batch of its own: b refuses each one and accepts nothing.
@@ -82,6 +82,15 @@ def test_stamps_through_a_paid_upstream(cluster: Cluster, tmp_path: Path) -> Non
     assert _received(a, b, cid) == start + PRICE * 3
     assert b.cli("stamp", "status")["earned"] == {"payments": 1, "digests": 3, "sat": PRICE * 3}
     assert a.cli("stamp", "status")["spent"] == {"batches": 1, "digests": 3, "sat": PRICE * 3}
+
+    # The payer crashes after paying: its batch and digests are on disk, so after a restart the
+    # same request pays nothing, and the proofs still come back.
+    a.kill()
+    a.start().wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked again")
+    again = a.cli("stamp", *files, "--upstream", b.id, "--max-price", str(PRICE))
+    assert [x["state"] for x in again] == ["pending"] * 3
+    assert _received(a, b, cid) == start + PRICE * 3
 
     # b commits its round; the proofs come back to a, and the stock client verifies them.
     poll(lambda: b.cli("stamp", "status")["rounds"]["committed"] == 1, "b's commitment")
