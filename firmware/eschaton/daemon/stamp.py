@@ -321,7 +321,7 @@ class StampService:
         assert self.store is not None
         for r in self.store.rounds((RoundState.UPSTREAM,)):
             self.paid.root_batch(r.upstream, r.root, self.cfg.max_price_sat)
-        self.paid.resend()
+        self.paid.resend(self._clock())
 
     async def _on_stamp_submit(self, session: Session, msg: Message) -> None:
         assert session.remote is not None

@@ -49,6 +49,9 @@ ASK_S = 15.0
 """How long the payer waits for a quote or an answer before it tries again later."""
 INVOICE_S = 3600
 """How long a quoted payment request holds."""
+PROOF_ASK_S = 30.0
+"""How often an accepted batch still missing proofs is sent again (the payee pushes each proof
+when its round confirms; this only covers a proof lost with a link)."""
 
 
 class StampRefused(EschatonError):
@@ -65,6 +68,7 @@ class PaidStamps:
         self._asks: dict[tuple[str, bytes], asyncio.Future[Message]] = {}
         self._driving: dict[bytes, asyncio.Future[Batch]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._asked: dict[bytes, float] = {}  # accepted batch -> when it was last sent again
 
     @property
     def store(self) -> Any:
@@ -261,11 +265,19 @@ class PaidStamps:
                 return self._refuse(b, f"{code}: {m.get_text('detail')}")
         return b
 
-    def resend(self) -> None:
-        """The loop's turn: drive the batches not accepted yet, and ask again for missing proofs."""
-        for b in self.store.batches(("new", "quoted", "paid")) + [
-                b for b in self.store.batches(("accepted",)) if self.store.unproven(b.ref)]:
+    def resend(self, now: float) -> None:
+        """The loop's turn: drive the batches not accepted yet, and ask again for missing proofs
+        (every ``PROOF_ASK_S``)."""
+        for b in self.store.batches(("new", "quoted", "paid")):
             self.spawn(b)
+        for b in self.store.batches(("accepted",)):
+            if now - self._asked.setdefault(b.ref, now) < PROOF_ASK_S:
+                continue  # first seen (just accepted, or since a start): its proofs are pushed
+            if self.store.unproven(b.ref):
+                self._asked[b.ref] = now
+                self.spawn(b)
+            else:
+                self._asked.pop(b.ref, None)
 
     def stop(self) -> None:
         for t in list(self._tasks):
