@@ -389,7 +389,11 @@ class StampService:
         Raises ``StampRefused`` if the peer refused them or asks more than ``max_price``."""
         refused = []
         for b in self.paid.new_batches(peer, digests, max_price):
-            b = await self.paid.drive(b)
+            # Shielded: a client that goes away does not stop a batch half-way through a payment
+            # (the loop would finish it anyway; this way it finishes now).
+            task = asyncio.ensure_future(self.paid.drive(b))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            b = await asyncio.shield(task)
             if b.state == "refused":
                 refused.append(b.detail)
         if refused:
