@@ -14,7 +14,8 @@ Rules / theory of operation:
   digest), with no Python bytecode per node and no per-node objects besides the hashes. A
   proof is not stored: node ``i >> k`` of level ``k`` is the leaf's ancestor, so ``path_bytes``
   encodes any digest's path on demand from the levels in O(log n). ``all_path_bytes`` encodes
-  all of them at once (one ``join`` per digest over per-level columns of encoded steps).
+  all of them at once (one ``join`` per digest of its nonce step, the steps of its lowest
+  ancestors and the path its 16-digest subtree shares to the root).
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ _PREPEND32 = b"\xf1\x20"
 _NONCE_HEAD = b"\xf0" + bytes([NONCE_LEN])
 _H = hashlib.sha256
 _DIGEST = type(hashlib.sha256()).digest
+_SHARED = 4
+"""``all_path_bytes``: the levels from this one up are shared suffixes, those below columns."""
 
 
 def _parents(level: list[bytes]) -> list[bytes]:
@@ -108,9 +111,18 @@ class Tree:
 
     def all_path_bytes(self) -> list[bytes]:
         """The encoded path of every digest, in order (see the module notes)."""
-        head = map(add, map(_NONCE_HEAD.__add__, self._nonce_list), repeat(_SHA))
-        cols: list[Iterator[bytes]] = [head]
-        for k in range(len(self.levels) - 1):
+        # Levels SHARED and up: each node's path to the root, built top-down by one concatenation
+        # per node (few nodes, each shared by 2**SHARED digests); below: one column per level.
+        # Digest i joins its nonce step, the steps of nodes i >> k for k < SHARED and the
+        # shared path of node i >> SHARED: a join of SHARED + 4 parts, not one per level.
+        top = len(self.levels) - 1
+        shared = min(_SHARED, top)
+        up = [b""]
+        for k in range(top - 1, shared - 1, -1):
+            up = list(map(add, self._column(k), chain.from_iterable(zip(up, up, strict=True))))
+        cols: list[Iterator[bytes]] = [repeat(_NONCE_HEAD), iter(self._nonce_list), repeat(_SHA)]
+        for k in range(shared):
             # the leaf i's ancestor at level k is node i >> k: each step repeated 2**k times
             cols.append(chain.from_iterable(map(repeat, self._column(k), repeat(1 << k))))
-        return list(map(b"".join, zip(*cols, strict=False)))  # the repeats run past the last leaf
+        cols.append(chain.from_iterable(map(repeat, up, repeat(1 << shared))))
+        return list(map(b"".join, zip(*cols, strict=False)))  # the nonces end it; the repeats run on
