@@ -193,3 +193,58 @@ def test_a_round_root_is_bought_from_a_paid_upstream(cluster: Cluster, tmp_path:
         assert rc == 0 and f"Success! Bitcoin block {height} attests existence" in text, text
     assert _received(a, b, cid) == start + ROOT_PRICE  # the resends until the proof paid nothing more
     assert a.cli("stamp", "status")["spent"] == {"batches": 1, "digests": 1, "sat": ROOT_PRICE}
+
+
+def _close_sum(n: NodeProc) -> int:
+    """What a cooperative close of all of n's channels would pay n now."""
+    return sum(int(c["close_sat"]) for c in n.api("channel.list"))
+
+
+def _open_for(cluster: Cluster, opener: NodeProc, acceptor: NodeProc, lifetime: int) -> str:
+    return open_channel(cluster.chain, opener, acceptor, CAPACITY, "--lifetime", str(lifetime))
+
+
+def test_stamps_paid_two_hops_away(cluster: Cluster, tmp_path: Path) -> None:
+    """a has no channel with b, only with c, which has one with b: a's payment for b's stamps
+    goes a -> c -> b (the request signed by b, paid through routing); b gets exactly the price
+    of the digests, c its routing fee, a pays both, once."""
+    ots_exe()
+    urls = {n: f"tcp://127.0.0.1:{free_port()}" for n in "abc"}
+    b = stamp_node(cluster, "b", owner=True, listen=(urls["b"],), stamp=(f"price_sat = {ROOT_PRICE}",))
+    b.start().wait_ready()
+    port = rpc_port(cluster)
+    fund(cluster, b)
+    c = stamp_node(cluster, "c", owner=False, listen=(urls["c"],), peers=((b.id, urls["b"]),))
+    c.start().wait_ready()
+    a = stamp_node(cluster, "a", owner=False, listen=(urls["a"],), peers=((b.id, urls["b"]), (c.id, urls["c"])))
+    a.start().wait_ready()
+    poll(lambda: {b.id, c.id} <= a.linked() and b.id in c.linked(), "a linked to b and c, c to b")
+    for n in (a, c):
+        cluster.chain.mine(1, to=n.wallet("address")["address"])
+    cluster.chain.mine(100)
+    for n in (a, c):
+        poll(lambda n=n: n.wallet("balance")["spendable"] > 0, f"{n.name} has spendable coins")
+    cids = [_open_for(cluster, c, b, 1008), _open_for(cluster, a, c, 1108)]  # the payer's channel lives longer
+    for n in (a, b, c):
+        poll(lambda n=n: len(n.api("routing.graph")["channels"]) == 2, f"{n.name} knows both channels")
+    before = {n.name: _close_sum(n) for n in (a, b, c)}
+
+    f = tmp_path / "will.txt"
+    f.write_text("the will\n")
+    assert a.cli("stamp", str(f), "--upstream", b.id, "--max-price", str(ROOT_PRICE))[0]["state"] == "pending"
+    (batch,) = a.api("stamp.batches")["batches"]
+    paid = a.api("routing.payment", id=batch["payment"])
+    assert paid["state"] == "complete" and paid["amount_sat"] == ROOT_PRICE and paid["fee_sat"] > 0
+    poll(lambda: mirrored(a, c, cids[1])[0]["escrows"] == 0 == mirrored(c, b, cids[0])[0]["escrows"],
+         "the escrows settled")
+    delta = {n.name: _close_sum(n) - before[n.name] for n in (a, b, c)}
+    assert delta == {"a": -(ROOT_PRICE + paid["fee_sat"]), "b": ROOT_PRICE, "c": paid["fee_sat"]}
+    assert b.cli("stamp", "status")["earned"] == {"payments": 1, "digests": 1, "sat": ROOT_PRICE}
+
+    poll(lambda: b.cli("stamp", "status")["rounds"]["committed"] == 1, "b's commitment")
+    height = cluster.chain.mine(1)
+    (item,) = poll(lambda: (r := a.cli("stamp", str(f), "--upstream", b.id, "--wait", "5"))
+                   and r[0]["state"] == "proven" and r, "a's proof", timeout=60)
+    rc, text = ots_verify(port, Path(item["ots"]))
+    assert rc == 0 and f"Success! Bitcoin block {height} attests existence" in text, text
+    assert {n.name: _close_sum(n) - before[n.name] for n in (a, b, c)} == delta  # nothing paid again
