@@ -3,7 +3,9 @@
 
 ``stamp FILE...`` sends each file's sha256 and writes ``FILE.ots`` as soon as its proof is
 complete; it is idempotent, so running it again later fetches proofs still pending.
-``--wait S`` keeps asking for up to S seconds. ``verify`` checks a proof against the node's
+``--wait S`` keeps asking for up to S seconds. ``--upstream PEER`` stamps through that peer
+instead of locally, paying its price per digest (at most ``--max-price`` sat each, by default
+``[stamp] max_price_sat``); a digest already sent to the peer is never paid for again. ``verify`` checks a proof against the node's
 own chain (no other Bitcoin node needed). ``after FILE`` writes ``FILE.after``, a statement
 embedding the file's digest and the latest block hashes; stamping that gives both bounds, and
 ``verify FILE.after.ots`` checks both. A file literally named ``verify``, ``status`` or
@@ -38,7 +40,10 @@ def _stamp(a: argparse.Namespace, files: list[str]) -> list[dict[str, Any]]:
     done: dict[str, dict[str, Any]] = {}
     while True:
         todo = [d for d in digests if d not in done]
-        r = call(a, "stamp.submit", digests=",".join(todo))
+        extra: dict[str, Any] = {}
+        if a.upstream:
+            extra = {"upstream": a.upstream, "max_price": -1 if a.max_price is None else a.max_price}
+        r = call(a, "stamp.submit", digests=",".join(todo), **extra)
         for item in r["digests"]:
             f = digests[item["digest"]]
             if item["ots"]:
@@ -90,5 +95,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("args", nargs="+", metavar="FILE | verify FILE.ots | status | after FILE")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for complete proofs")
     p.add_argument("--file", default=None, help="verify: the stamped file (default: the .ots name without .ots)")
+    p.add_argument("--upstream", default="", metavar="PEER", help="stamp through this peer (node id), paying it")
+    p.add_argument("--max-price", type=int, default=None, metavar="SAT",
+                   help="with --upstream: the most to pay per digest (default: [stamp] max_price_sat)")
     add_node_common(p)
     p.set_defaults(handler=_dispatch)

@@ -75,6 +75,7 @@ STAMP_MAX_DIGESTS = 100_000
 STAMP_FEE_TARGET_BLOCKS = 6
 STAMP_CONFIRMATIONS = 1
 STAMP_PRICE_SAT = 0
+STAMP_MAX_PRICE_SAT = 0
 
 # [routing] (config/routing.py): the fee policy a node announces for forwarding
 ROUTING_FEE_BASE_SAT = 1

@@ -20,7 +20,10 @@ class StampConfig:
     upstream: str = ""
     """Node id (64 hex digits) of a peer to send round roots to instead of committing them."""
     price_sat: int = D.STAMP_PRICE_SAT
-    """Price per digest a peer pays through a trade channel (0: free)."""
+    """Price per digest a peer pays (through a payment request this node signs; 0: free)."""
+    max_price_sat: int = D.STAMP_MAX_PRICE_SAT
+    """The most this node pays an upstream peer per digest (its rounds' roots with ``upstream``,
+    and ``stamp --upstream`` without ``--max-price``)."""
 
 
 def parse_stamp(root: Section) -> StampConfig:
@@ -33,5 +36,6 @@ def parse_stamp(root: Section) -> StampConfig:
     if upstream and (len(upstream) != 64 or any(c not in "0123456789abcdef" for c in upstream)):
         raise s.err("upstream", "must be a node id (64 lowercase hex digits)")
     price = s.get_int("price_sat", D.STAMP_PRICE_SAT, 0, 1_000_000)
+    max_price = s.get_int("max_price_sat", D.STAMP_MAX_PRICE_SAT, 0, 1_000_000)
     s.done()
-    return StampConfig(round_s, max_digests, target, confs, upstream, price)
+    return StampConfig(round_s, max_digests, target, confs, upstream, price, max_price)

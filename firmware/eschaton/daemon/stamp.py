@@ -13,7 +13,10 @@ Theory of operation (the pure parts are in ``eschaton.core.stamp``):
   Rounds near the tip stay watched after they complete, so a reorg updates their proofs.
 - Upstream: a downstream round's root is one digest of ours with the peer as its origin; when
   its round confirms, the peer gets ``stamp_proof`` (its root's proof through our tree); the
-  peer resends ``stamp_submit`` until then, and a resend of a proven digest is answered at once.
+  peer resends its batch until then, and a resend of a proven digest is answered at once.
+- Peers pay ``[stamp] price_sat`` per digest (``eschaton.daemon.stamp_paid``): a downstream
+  round's root is a paid batch of one, bought at most at ``[stamp] max_price_sat``; ``stamp.submit``
+  with ``upstream`` stamps the digests through that peer (paying it) instead of locally.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from eschaton.core.stamp.rounds import RoundState, Schedule
 from eschaton.core.stamp.tree import NONCE_LEN, Tree
 from eschaton.core.wire.codec import Message, make
 from eschaton.daemon.service import STOPPED, Health, State
+from eschaton.daemon.stamp_paid import PaidStamps, StampRefused
 from eschaton.daemon.stamp_store import LOCAL, Round, StampStore
 from eschaton.errors import EschatonError
 from eschaton.net.router import ServiceRoutes
@@ -68,6 +72,7 @@ class StampService:
         self._trees: dict[int, Tree] = {}
         self._last_resend = 0.0
         self.error = ""
+        self.paid = PaidStamps(self)
 
     # --- Service ---------------------------------------------------------------------------
 
@@ -80,6 +85,7 @@ class StampService:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
+        self.paid.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -105,6 +111,10 @@ class StampService:
         return ServiceRoutes("stamp", {
             "stamp_submit": self._on_stamp_submit,
             "stamp_proof": self._on_stamp_proof,
+            "stamp_quote_req": self.paid.on_quote_req,
+            "stamp_quote": self.paid.on_reply,
+            "stamp_paid_submit": self.paid.on_paid_submit,
+            "stamp_answer": self.paid.on_reply,
         })
 
     # --- digests in ------------------------------------------------------------------------
@@ -112,10 +122,14 @@ class StampService:
     def submit(self, digests: list[bytes], origin: str = LOCAL) -> list[int]:
         assert self.store is not None
         ids = self.store.accept(digests, origin)  # durable before anyone hears "accepted"
+        self.accepted()
+        return ids
+
+    def accepted(self) -> None:
+        """Digests were written to the store: the round clock starts if it was idle."""
         if self._opened_at is None:
             self._opened_at = self._clock()
         self._wake.set()
-        return ids
 
     def _on_chain(self, _ev: Any) -> None:
         self._chain_moved = True
@@ -286,6 +300,9 @@ class StampService:
                 await self._send(origin, make("stamp_proof", digest=digest,
                                               proof=self.tree(r).path_bytes(leaf) + r.tail))
 
+    async def send_to(self, peer: str, msg: Message) -> bool:
+        return await self._send(peer, msg)
+
     async def _send(self, peer: str, msg: Message) -> bool:
         from eschaton.core.link.identity import NodeId
 
@@ -303,7 +320,8 @@ class StampService:
     async def _resend_upstream(self) -> None:
         assert self.store is not None
         for r in self.store.rounds((RoundState.UPSTREAM,)):
-            await self._send(r.upstream, make("stamp_submit", digest=r.root))
+            self.paid.root_batch(r.upstream, r.root, self.cfg.max_price_sat)
+        self.paid.resend(self._clock())
 
     async def _on_stamp_submit(self, session: Session, msg: Message) -> None:
         assert session.remote is not None
@@ -313,6 +331,10 @@ class StampService:
         if body is not None:
             await session.send(make("stamp_proof", digest=digest, proof=body))
         elif state == "unknown":
+            if self.cfg.price_sat:  # unpaid: stamps are bought as batches (stamp_paid)
+                await session.send(make("stamp_answer", ref=digest, code="unpaid",
+                                        detail=f"the price is {self.cfg.price_sat} sat per digest: ask for a quote"))
+                return
             self.submit([digest], peer)
 
     async def _on_stamp_proof(self, session: Session, msg: Message) -> None:
@@ -320,7 +342,8 @@ class StampService:
         digest, body = msg.get_bytes("digest"), msg.get_bytes("proof")
         peer = session.remote.hex()
         r = self.store.round_with_root(digest, peer)
-        if r is None or r.state not in (RoundState.UPSTREAM, RoundState.COMPLETE):
+        sent = self.store.sent(digest, peer)
+        if (r is None or r.state not in (RoundState.UPSTREAM, RoundState.COMPLETE)) and sent is None:
             return
         try:  # strict: the whole proof must decode, end in a Bitcoin attestation
             f = ots.decode(ots.file_prefix(digest) + body)
@@ -328,6 +351,10 @@ class StampService:
                 raise ProofError("no Bitcoin attestation")
         except ProofError as e:
             log.info("proof from %s refused: %s", peer[:12], e)
+            return
+        if sent is not None and sent[1] != body:
+            self.store.put_proof(digest, peer, body)
+        if r is None or r.state not in (RoundState.UPSTREAM, RoundState.COMPLETE):
             return
         if r.tail != body:
             heights = [a.height for _, a in f.timestamp.leaves() if a.height is not None]
@@ -337,9 +364,40 @@ class StampService:
 
     def status(self) -> dict[str, Any]:
         assert self.store is not None
+        payments, digests, sat = self.store.earned()
+        batches, bought, spent = self.store.spent()
         return {"waiting": self.store.count_open(), "rounds": self.store.counts(),
                 "upstream": self.cfg.upstream or None, "price_sat": self.cfg.price_sat,
+                "max_price_sat": self.cfg.max_price_sat,
+                "earned": {"payments": payments, "digests": digests, "sat": sat},
+                "spent": {"batches": batches, "digests": bought, "sat": spent},
                 "health": self.health().detail}
+
+    def upstream_file(self, digest: bytes, peer: str) -> tuple[str, bytes | None]:
+        """(state, the .ots file) of a digest stamped through ``peer``."""
+        assert self.store is not None
+        sent = self.store.sent(digest, peer)
+        if sent is None:
+            return "unknown", None
+        if sent[1] is not None:
+            return "proven", ots.file_prefix(digest) + sent[1]
+        b = self.store.batch(sent[0])
+        return (b.state if b is not None else "unknown"), None
+
+    async def submit_upstream(self, peer: str, digests: list[bytes], max_price: int) -> None:
+        """Stamp ``digests`` through ``peer`` (paying it): each new one once, whatever the retries.
+        Raises ``StampRefused`` if the peer refused them or asks more than ``max_price``."""
+        refused = []
+        for b in self.paid.new_batches(peer, digests, max_price):
+            # Shielded: a client that goes away does not stop a batch half-way through a payment
+            # (the loop would finish it anyway; this way it finishes now).
+            task = asyncio.ensure_future(self.paid.drive(b))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            b = await asyncio.shield(task)
+            if b.state == "refused":
+                refused.append(b.detail)
+        if refused:
+            raise StampRefused(refused[0])
 
 
 async def blocks(chain: Any, height: int) -> bytes:
@@ -382,17 +440,31 @@ def _hex32(text: str, what: str) -> bytes:
 
 
 @STAMP.command("stamp.submit", "timestamp sha256 digests (comma-separated hex); returns each one's state",
-               Param("digests", str, "64-hex-digit sha256 digests, comma-separated"))
-async def stamp_submit(node: Any, digests: str) -> dict[str, Any]:
+               Param("digests", str, "64-hex-digit sha256 digests, comma-separated"),
+               Param("upstream", str, "stamp through this peer (node id), paying it, instead of locally",
+                     required=False, default=""),
+               Param("max_price", int, "with upstream: the most to pay per digest (default [stamp] max_price_sat)",
+                     required=False, default=-1))
+async def stamp_submit(node: Any, digests: str, upstream: str, max_price: int) -> dict[str, Any]:
     ds = [_hex32(d.strip(), "digest") for d in digests.split(",") if d.strip()]
     if not ds or len(ds) > MAX_SUBMIT:
         raise ApiError(f"give 1..{MAX_SUBMIT} digests")
     svc: StampService = node.service("stamp")
-    svc.submit(ds)
-    out = []
-    for d in ds:
-        state, f = svc.ots_file(d)
-        out.append({"digest": d.hex(), "state": state, "ots": f.hex() if f else None})
+    if upstream:
+        peer = upstream.lower()
+        if len(peer) != 64 or any(c not in "0123456789abcdef" for c in peer):
+            raise ApiError("upstream: must be a node id (64 hex digits)")
+        try:
+            await svc.submit_upstream(peer, ds, svc.cfg.max_price_sat if max_price < 0 else max_price)
+        except StampRefused as e:
+            raise ApiError(f"refused by {peer[:12]}: {e}") from None
+        except EschatonError as e:
+            raise ApiError(str(e)) from None
+        files = [svc.upstream_file(d, peer) for d in ds]
+    else:
+        svc.submit(ds)
+        files = [svc.ots_file(d) for d in ds]
+    out = [{"digest": d.hex(), "state": state, "ots": f.hex() if f else None} for d, (state, f) in zip(ds, files, strict=True)]
     return {"accepted": len(ds), "digests": out}
 
 
@@ -453,6 +525,15 @@ async def stamp_after_check(node: Any, statement: str) -> dict[str, Any]:
 @STAMP.command("stamp.status", "rounds, waiting digests, upstream")
 async def stamp_status(node: Any) -> dict[str, Any]:
     return dict(node.service("stamp").status())
+
+
+@STAMP.command("stamp.batches", "the batches this node sent to upstream peers: state, price, payment")
+async def stamp_batches(node: Any) -> dict[str, Any]:
+    store = node.service("stamp").store
+    return {"batches": [{"ref": b.ref.hex(), "peer": b.peer, "state": b.state, "digests": len(b.digests) // 32,
+                         "price_sat": b.price, "amount_sat": b.amount, "max_price_sat": b.max_price,
+                         "payment": b.payment_id or None, "detail": b.detail}
+                        for b in store.batches(("new", "quoted", "paid", "accepted", "refused"))]}
 
 
 @STAMP.command("stamp.verify", "verify an .ots proof (hex) for a file digest against this node's chain",

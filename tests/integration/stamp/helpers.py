@@ -18,9 +18,11 @@ def ots_exe() -> Path:
 
 
 def stamp_node(cluster: Cluster, name: str, *, owner: bool, round_s: float = 0.2, upstream: str = "",
-               listen: tuple[str, ...] = (), peers: tuple[tuple[str, str], ...] = ()) -> NodeProc:
-    """``owner``: the node owns the shared chain and serves bitcoind's RPC on it."""
-    sections = ["[stamp]", f"round_s = {round_s}"] + ([f'upstream = "{upstream}"'] if upstream else [])
+               listen: tuple[str, ...] = (), peers: tuple[tuple[str, str], ...] = (),
+               stamp: tuple[str, ...] = ()) -> NodeProc:
+    """``owner``: the node owns the shared chain and serves bitcoind's RPC on it; ``stamp``: more
+    ``[stamp]`` lines."""
+    sections = ["[stamp]", f"round_s = {round_s}", *stamp] + ([f'upstream = "{upstream}"'] if upstream else [])
     n = cluster.node(name, listen=listen, peers=peers, sections=sections)
     if owner:
         text = n.config.read_text().replace(

@@ -31,7 +31,7 @@ def test_every_path_reaches_the_root_within_the_size_bound(ds: list[bytes]) -> N
     levels = math.ceil(math.log2(len(ds))) if len(ds) > 1 else 0
     for i, d in enumerate(ds):
         assert run(d, tree.path(i)) == tree.root
-        assert bulk[i] == tree.path_bytes(i)
+        assert bulk[i] == tree.path_bytes(i) == b"".join(op.encode() for op in tree.path(i))
         # 35 bytes per level (prepend/append 32 + sha256), 19 for the nonce step
         assert len(bulk[i]) <= 35 * levels + 19
 

@@ -156,6 +156,25 @@ MESSAGES: tuple[MessageSpec, ...] = (
         Field("proof", Bytes(max_len=16_384, min_len=10),
               doc="OpenTimestamps operations from the digest to a block's Merkle root, then the attestation."),
     ), "The stamp service's answer: the digest's proof, complete down to a block header."),
+    MessageSpec("stamp_quote_req", 229, (
+        Field("ref", Fixed(32), doc="The asker's id of one batch of digests (a retry asks again with it)."),
+        Field("count", U16, doc="Digests in the batch (1..stamp.PEER_BATCH)."),
+    ), "Ask the peer's stamp service its price for a batch: answered with stamp_quote or stamp_answer."),
+    MessageSpec("stamp_quote", 231, (
+        Field("ref", Fixed(32)),
+        Field("price_sat", I63, doc="Price per digest."),
+        Field("request", Text(1024), doc="A payment request signed by the peer for price * count (empty: free)."),
+    ), "The price of a batch, and the payment request that buys it (the same one for a repeated ref)."),
+    MessageSpec("stamp_paid_submit", 233, (
+        Field("ref", Fixed(32)),
+        Field("digests", Bytes(max_len=32 * 1000, min_len=32), doc="The batch: 32-byte digests, concatenated."),
+        Field("preimage", Bytes(max_len=32), doc="The paid request's preimage: the proof of payment (empty: free)."),
+    ), "Stamp a paid batch; sent again until the digests' proofs come back (a repeat pays nothing more)."),
+    MessageSpec("stamp_answer", 235, (
+        Field("ref", Fixed(32)),
+        Field("code", Text(32), doc="accepted, or why not: unpaid, underpaid, claimed, bad_batch, no_invoice."),
+        Field("detail", Text(256)),
+    ), "The stamp service's answer to a quote request or a paid batch (accepted: durable)."),
     # ---- routing (eschaton.core.routing): multi-hop payments over the channels' escrows by hash.
     # Odd ids: a peer without the service ignores them (it is then no hop of any route).
     MessageSpec("route_onion", 257, (
@@ -230,7 +249,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("channel", 32, 127, 1, "Trade channels (eschaton.daemon.channels)."),
     ServiceSpec("microgrid", 128, 191, 3, "Metered supply: offers, invoices, payments (eschaton.daemon.microgrid)."),
     ServiceSpec("echo", 192, 223, 5, "Echo: a round trip through the peer's router (eschaton.daemon.echo)."),
-    ServiceSpec("stamp", 224, 255, 9, "Timestamping: round roots consolidated upstream (eschaton.daemon.stamp)."),
+    ServiceSpec("stamp", 224, 255, 9, "Timestamping: paid batches and round roots consolidated upstream (eschaton.daemon.stamp)."),
     ServiceSpec("routing", 256, 287, 11, "Multi-hop payments: onions, failures, channel announcements (eschaton.daemon.routing)."),
     ServiceSpec("dht", 320, 351, 13, "The DHT: find-node, find-value, store (eschaton.core.dht.rpc)."),
 )
