@@ -36,8 +36,10 @@ async def node_status(node: Any) -> dict[str, Any]:
         "name": node.config.node.name,
         "uptime_s": round(time.time() - node.started_at, 1),
         # requests: sent to the chain server since start (null when this node owns the chain).
+        # blocks: automatic block production ([chain] block_interval_s / block_after_tx_s), null
+        # when off or when another process owns the chain.
         "chain": {"height": tip.height, "hash": tip.block_hash, "backend": node.config.chain.backend,
-                  "requests": getattr(node.chain, "requests", None)},
+                  "requests": getattr(node.chain, "requests", None), "blocks": _production(node)},
         "listen": listeners,
         "peers": peers,
         "channels": len(node.channels.endpoint.channels) if node.channels is not None else 0,
@@ -54,6 +56,11 @@ async def node_status(node: Any) -> dict[str, Any]:
         # Inbound admission: live pending handshakes, links, sessions, refusals by reason.
         "net": node.net.stats() if node.net is not None else {},
     }
+
+
+def _production(node: Any) -> dict[str, Any] | None:
+    produced = getattr(node.chain, "production", None)
+    return None if produced is None else dict(produced.to_json())
 
 
 @NODE.command("node.health", "each service of the running node, in start order, with its health")
