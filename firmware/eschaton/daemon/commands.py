@@ -68,6 +68,30 @@ async def node_health(node: Any) -> list[dict[str, Any]]:
     return [{"service": name, **h.to_json()} for name, h in node.services.health().items()]
 
 
+MAX_CONFIG_TEXT = 256 * 1024  # a pasted config larger than this is not a node's config
+
+
+@NODE.command("config.check", "check a config with the node's own loader: the running node's file "
+              "(as it is on disk now) or a pasted one; a problem is one line naming file, line and key",
+              Param("text", str, "TOML to check instead of the node's file", required=False, default=""))
+async def config_check(node: Any, text: str) -> dict[str, Any]:
+    from eschaton.config import ConfigError
+    from eschaton.config.loader import load_config, parse_config
+    from eschaton.errors import LocalError
+
+    if len(text) > MAX_CONFIG_TEXT:
+        raise ApiError(f"a config of more than {MAX_CONFIG_TEXT} characters is not a node's config")
+    source = "pasted" if text else str(node.config.source)
+    try:
+        # Off the event loop: the loader reads files (the config, the datadir's old chain).
+        await asyncio.to_thread(lambda: parse_config(text, source) if text else load_config(source))
+    except ConfigError as e:
+        return {"ok": False, "file": e.source, "line": e.line, "key": e.key, "error": str(e)}
+    except LocalError as e:  # an unreadable file: still one line
+        return {"ok": False, "file": source, "line": None, "key": "", "error": str(e)}
+    return {"ok": True, "file": source, "line": None, "key": "", "error": ""}
+
+
 @NODE.command("node.stop", "flush state and stop the node")
 async def node_stop(node: Any) -> dict[str, Any]:
     node.stop()

@@ -49,8 +49,9 @@ QUEUE = 512  # events a live page may fall behind before it is dropped
 KEEPALIVE_S = 15.0
 MAX_FORM = 16 * 1024
 ACTIONS = frozenset({"channel.open", "channel.pay", "channel.close", "valve.open", "valve.close",
-                     "relay.switch", "microgrid.hold"})
-CONFIRM = frozenset({"channel.close", "valve.open", "valve.close", "relay.switch"})
+                     "relay.switch", "microgrid.hold", "config.check", "pin.read", "pin.toggle",
+                     "meter.calibrate"})
+CONFIRM = frozenset({"channel.close", "valve.open", "valve.close", "relay.switch", "pin.toggle"})
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -269,7 +270,7 @@ class Dashboard:
 
     # --- pages -------------------------------------------------------------------------------
 
-    async def run(self, name: str, **args: Any) -> Any:
+    async def run(self, name: str, /, **args: Any) -> Any:
         """Run the node's command ``name`` as the API would (validated, same handler)."""
         cmd = self.commands[name]
         return await cmd.fn(self.node, **cmd.validate(args))
@@ -387,7 +388,11 @@ def _typed(p: Param, raw: str) -> Any:
 
 def _summary(result: Any) -> str:
     if isinstance(result, dict):
-        keys = [k for k in ("payment", "payment_state", "state", "local_sat", "open", "on") if k in result]
+        if result.get("ok") is False:  # config.check: the loader's one line
+            return f" ({result['error']})"
+        keys = [k for k in ("payment", "payment_state", "state", "local_sat", "open", "on", "ok", "file", "gpio",
+                            "high", "owner", "start_pulses", "pulses", "counts_per_unit", "config_line")
+                if k in result]
         return " (" + ", ".join(f"{k} {result[k]}" for k in keys) + ")" if keys else ""
     return ""
 
