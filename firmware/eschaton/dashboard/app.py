@@ -361,7 +361,8 @@ class Dashboard:
         try:
             args = {p.name: _typed(p, str(form[p.name])) for p in cmd.params if form.get(p.name, "") != ""}
             result = await cmd.fn(self.node, **cmd.validate(args))
-            session.flash = f"{name}: done" + _summary(result)
+            failed = isinstance(result, dict) and result.get("ok") is False  # config.check's finding
+            session.flash = f"{name}: {result['error']}" if failed else f"{name}: done" + _summary(result)
             log.info("dashboard: %s %s", name, {k: v for k, v in args.items() if k != "csrf"})
         except (EschatonError, ValueError) as e:
             session.flash = f"{name}: {e}"
@@ -388,8 +389,6 @@ def _typed(p: Param, raw: str) -> Any:
 
 def _summary(result: Any) -> str:
     if isinstance(result, dict):
-        if result.get("ok") is False:  # config.check: the loader's one line
-            return f" ({result['error']})"
         keys = [k for k in ("payment", "payment_state", "state", "local_sat", "open", "on", "ok", "file", "gpio",
                             "high", "owner", "start_pulses", "pulses", "counts_per_unit", "config_line")
                 if k in result]

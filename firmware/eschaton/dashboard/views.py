@@ -139,24 +139,34 @@ async def microgrid_view(run: Run, csrf: str) -> str:
         out.append('<p class="empty">no contracts</p>')
     alarms = await run("events.since", seq=0, limit=1000, source="microgrid")
     cuts = await run("events.since", seq=0, limit=1000, source="supply")
-    ev = [dict(e, when=ago(e["at_ms"]), what=_what(e)) for e in alarms["events"] + cuts["events"]
-          if e["kind"] == "actuation" or "loss" in e["kind"] or "alarm" in e["kind"]]
-    ev.sort(key=lambda e: e["at_ms"])
+    ev = sorted((e for e in alarms["events"] + cuts["events"]
+                 if e["kind"] == "actuation" or "loss" in e["kind"] or "alarm" in e["kind"]),
+                key=lambda e: (e["at_ms"], e["seq"]))
+    was_cut: set[str] = set()
+    for e in ev:
+        e["when"], e["what"] = ago(e["at_ms"]), _what(e, was_cut)
     out.append("<h2>Cuts, reconnections and loss alarms</h2>"
                + table(ev[::-1][:200], [("when", "when"), ("what", "what"), ("meter_id", "meter")],
                        row_id="mg-ev", key="seq", empty="none since start"))
-    invoices = [dict(e, when=ago(e["at_ms"])) for e in st["recent"] if "invoice" in e["kind"]]
+    invoices = [dict(e.get("invoice") if isinstance(e.get("invoice"), dict) else {}, when=ago(e["at_ms"]),
+                     kind=e["kind"], role=e.get("role")) for e in st["recent"] if "invoice" in e["kind"]]
     out.append("<h2>Latest invoices</h2>"
                + table(invoices[::-1][:20], [("when", "when"), ("kind", "kind"), ("role", "role"),
-                                            ("meter_id", "meter"), ("seq", "seq"), ("amount_sat", "sat"),
-                                            ("units", "units")], empty="none yet"))
+                                            ("meter_id", "meter"), ("seq", "invoice"), ("cum_units", "units so far"),
+                                            ("cum_due_sat", "due so far sat")], empty="none yet"))
     out.append("</div>")
     return "".join(out)
 
 
-def _what(e: Mapping[str, Any]) -> str:
+def _what(e: Mapping[str, Any], was_cut: set[str]) -> str:
+    """``was_cut``: meters cut earlier in the list (a supply turned on after a cut is a
+    reconnection; before any, it is the first connection)."""
     if e["kind"] == "actuation":
-        return "reconnected" if e.get("on") else "cut"
+        meter = str(e.get("meter_id"))
+        if not e.get("on"):
+            was_cut.add(meter)
+            return "cut"
+        return "reconnected" if meter in was_cut else "connected"
     return str(e["kind"]).replace("_", " ")
 
 

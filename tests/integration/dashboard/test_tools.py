@@ -65,6 +65,7 @@ def test_the_microgrid_view_shows_contracts_and_a_cut_arrives_live(
     assert int(float(gauge.get_attribute("max"))) == CREDIT_SAT
     row = next(r for r in call(seller, "microgrid.status")["sell"] if r["meter"] == meter)
     assert row["invoices"] > 0 and row["supply"] == "on"
+    assert d.find_elements(By.CSS_SELECTOR, "#mg tr td[data-k=cum_due_sat]")  # the latest invoices
     d.execute_script("window.stillHere = true")  # gone if the page were reloaded
     mg = d.find_element(By.ID, "mg")
     # Invoices and payments keep coming: the page redraws itself from the event stream.
@@ -77,8 +78,9 @@ def test_the_microgrid_view_shows_contracts_and_a_cut_arrives_live(
     assert used > 0  # the unpaid credit that made the seller cut
     assert "supply cut" in d.find_element(By.ID, f"contract-sell-{meter}").text
     shoot(d, shots, "microgrid-cut")
+    assert "reconnected" not in _events_text(d).split()  # the first "on" is a connection
     call(buyer, "microgrid.hold", meter=meter, paused=False)
-    wait(lambda: "reconnected" in _events_text(d), "the reconnection on the page", timeout=60)
+    wait(lambda: "reconnected" in _events_text(d).split(), "the reconnection on the page", timeout=60)
     assert d.execute_script("return window.stillHere") is True  # all of it without a reload
 
 
