@@ -178,7 +178,7 @@ def _contract_card(c: Mapping[str, Any], side: str) -> str:
         used = int(c.get("unpaid_sat") or 0)
         facts = {"buyer": c.get("buyer"), "price": f"{price} msat per {c.get('base_unit')}",
                  "invoices": c.get("invoices", 0), "invoiced sat": c.get("invoiced_sat", 0),
-                 "paid sat": c.get("paid_sat", 0), "supply": c.get("supply")}
+                 "paid sat": c.get("paid_sat", 0), "supply": c.get("supply"), "paid via": c.get("via", "channel")}
         pct = min(100, round(100 * used / limit)) if limit > 0 else 0
         gauge = (f'<p class="credit">credit used <b data-k="credit_used">{used}</b> of '
                  f'<b data-k="credit_limit">{limit}</b> sat ({pct} %)<br>'
@@ -187,7 +187,7 @@ def _contract_card(c: Mapping[str, Any], side: str) -> str:
     else:
         facts = {"seller": c.get("seller"), "invoices": c.get("invoices", 0),
                  "accepted sat": c.get("accepted_sat", 0), "paid sat": c.get("paid_sat", 0),
-                 "pending sat": c.get("pending_sat", 0), "held": c.get("held")}
+                 "pending sat": c.get("pending_sat", 0), "held": c.get("held"), "paid via": c.get("via", "channel")}
         gauge = ""
     return (f'<section class="contract" id="contract-{esc(side)}-{esc(meter)}"><h3>{esc(meter)}</h3>'
             f"{gauge}{kv(facts)}</section>")
