@@ -363,7 +363,9 @@ class Dashboard:
             result = await cmd.fn(self.node, **cmd.validate(args))
             failed = isinstance(result, dict) and result.get("ok") is False  # config.check's finding
             session.flash = f"{name}: {result['error']}" if failed else f"{name}: done" + _summary(result)
-            log.info("dashboard: %s %s", name, {k: v for k, v in args.items() if k != "csrf"})
+            # A pasted config may hold passwords (rpc_password): its size goes to the journal, not it.
+            log.info("dashboard: %s %s", name, {k: (f"<{len(v)} characters>" if k == "text" else v)
+                                                for k, v in args.items() if k != "csrf"})
         except (EschatonError, ValueError) as e:
             session.flash = f"{name}: {e}"
         raise web.HTTPSeeOther(back)

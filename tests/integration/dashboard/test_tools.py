@@ -144,6 +144,7 @@ def test_the_config_check_names_file_line_and_key(village: Story, browser: Any, 
     assert "config.check: done" in flash and "ok True" in flash, flash
     flash = _submit(d, "form.check-text", text='[node]\ndatadir = "/tmp/x"\n[chain]\nblock_interval_s = -1\n')
     assert "pasted:4: chain.block_interval_s: must be a number" in flash, flash
+    assert "block_interval_s = -1" not in seller.log.read_text()  # a pasted config is not journalled
     # The node's own file, broken on disk (as an installer's edit might): file:line: key.
     good = seller.config.read_text()
     head = good + "\n[channel]\n"
