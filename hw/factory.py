@@ -240,6 +240,36 @@ class Hardware:
                 d.close()  # inputs drive nothing: release them as usual
         self.closed = True
 
+    # -- the installer's pin test ------------------------------------------------------------
+    TEST_OWNER = "pin test"
+
+    def read_level(self, pin: int | str) -> tuple[int, bool, str | None]:
+        """(GPIO number, its electrical level, who claimed it or None). Reading drives nothing, so any pin
+        may be read: a meter's input shows its pulses, a valve's output its drive."""
+        gpio = parse_pin(pin, self.board)
+        with self._lock:
+            owner = self._claims.get(gpio)
+        return gpio, bool(self.pin_factory.pin(gpio).state), owner
+
+    def toggle_test_output(self, pin: int | str) -> tuple[int, bool]:
+        """Drive a free pin as an output and flip it (the installer's pin test: an LED or a relay
+        on the header). A pin a meter, valve or relay holds is refused, naming its owner; the
+        first toggle claims the pin for ``TEST_OWNER`` until the node stops."""
+        gpio = parse_pin(pin, self.board)
+        with self._lock:
+            holder = self._claims.get(gpio)
+        if holder is not None and holder != self.TEST_OWNER:
+            raise PinConflictError(f"GPIO{gpio} is used by {holder!r}: test it through its own command")
+        out = next((d for d in self._devices if isinstance(d, DigitalOutput) and d.gpio == gpio
+                    and d.owner == self.TEST_OWNER and not d.closed), None)
+        if out is None:
+            out = self.digital_output(gpio, owner=self.TEST_OWNER)
+        if out.is_active:
+            out.off()
+        else:
+            out.on()
+        return gpio, out.is_active
+
     def mock_pin(self, pin: int | str) -> Any:
         """The gpiozero MockPin behind a pin (mock backend only), to drive edges in tests."""
         if self.backend is not Backend.MOCK:

@@ -38,6 +38,7 @@ from eschaton.chain.backend import (
 from eschaton.chain.errors import ChainUnavailable, InvalidRequest
 
 if TYPE_CHECKING:
+    from eschaton.chain.embedded.mining import BlockProduction
     from eschaton.chain.rpc.server import RpcListen
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,10 @@ class ReopeningChain:
         self._generation = 0
         self._requests_before = 0  # requests the backends replaced by a reopen had sent
         self._on_close: Callable[[], None] | None = None
+        # Automatic block production (interval, after_tx, coinbase script): started on the inner
+        # chain whenever this process owns it, so a node that becomes the owner on a reopen
+        # takes over the village's blocks.
+        self._production: tuple[float, float, Callable[[], bytes | None]] | None = None
         inner.subscribe(self._dispatch)
 
     @classmethod
@@ -124,6 +129,23 @@ class ReopeningChain:
         n = getattr(self.inner, "requests", None)
         return None if n is None else self._requests_before + int(n)
 
+    def produce_blocks(self, interval: float, after_tx: float, to_script: Callable[[], bytes | None]) -> None:
+        """Make blocks by themselves while this process owns the chain
+        (``EmbeddedChain.start_block_production``); a client of another owner makes none."""
+        self._production = (interval, after_tx, to_script)
+        self._start_production()
+
+    def _start_production(self) -> None:
+        from eschaton.chain.embedded.chain import EmbeddedChain
+
+        if self._production is not None and isinstance(self.inner, EmbeddedChain):
+            self.inner.start_block_production(*self._production)
+
+    @property
+    def production(self) -> BlockProduction | None:
+        """What this process's block production did (None: off, or another process owns the chain)."""
+        return getattr(self.inner, "production", None)
+
     def _dispatch(self, ev: ChainEvent) -> None:
         for fn in list(self.listeners):
             try:
@@ -149,6 +171,7 @@ class ReopeningChain:
                 await new.watch_script(spk)
             self.inner = new
             self._generation += 1
+            self._start_production()
             log.warning("chain reopened (%s)", "now owning it" if self.owner else "through its owner")
             self._dispatch(NewTip(await new.tip()))
 

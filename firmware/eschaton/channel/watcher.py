@@ -125,8 +125,11 @@ class ChannelWatcher:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that arrives
+            # as the event is set (a block), and stop() would then wait for ever.
             try:
-                await asyncio.wait_for(self._wake.wait(), self.period)
+                async with asyncio.timeout(self.period):
+                    await self._wake.wait()
             except TimeoutError:
                 pass  # the periodic look
             self._wake.clear()

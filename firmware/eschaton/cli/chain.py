@@ -105,11 +105,14 @@ def cmd_mine(args: argparse.Namespace) -> Any:
 def cmd_info(args: argparse.Namespace) -> Any:
     async def go(chain: ChainBackend) -> Any:
         tip = await chain.tip()
+        # The owner's automatic block production (null: off, or nobody else owns the chain).
+        ask = getattr(chain, "block_production", None)
         return {
             "height": tip.height,
             "hash": tip.block_hash,
             "median_time_past": tip.median_time_past,
             "backend": type(chain).__name__,
+            "block_production": await ask() if ask is not None else None,
         }
 
     return _with_chain(args, go)

@@ -16,14 +16,14 @@ nominal value the measurement is checked against.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from eschaton.cli.args import finite
 from eschaton.cli.main import add_common
 from eschaton.config.metering import MeteringConfig, ModbusMeterConfig, PulseMeterConfig
-from eschaton.core.metering.totals import calibrate, counts_to_units
+from eschaton.core.metering.totals import counts_to_units
 from eschaton.errors import LocalError
+from eschaton.metering.calibration import finish_run, start_run
 from eschaton.metering.cli_support import add_config_arg, config_of, datadir_of, meter_row
 from eschaton.metering.journal import read_committed
 from eschaton.metering.service import state_dir
@@ -123,22 +123,10 @@ def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
     rec = read_committed(sdir).get(m.name)
     total = 0 if rec is None else rec.total
     if args.start:
-        store.start_run(m.name, total, time.time_ns())
-        return {"meter": m.name, "started": True, "start_pulses": total,
-                "next": f"pass a known quantity, wait 2 s, then: eschaton meter calibrate "
-                        f"{m.name} --finish --quantity <{m.unit}>"}
+        return dict(start_run(store, m, total),
+                    next=f"pass a known quantity, wait 2 s, then: eschaton meter calibrate "
+                         f"{m.name} --finish --quantity <{m.unit}>")
     if args.quantity is None:
         raise LocalError("--quantity is required with --finish and --pulses")
-    if args.finish:
-        run = store.run(m.name)
-        if run is None:
-            raise LocalError(f"no calibration run of {m.name!r} in progress; start one with --start")
-        pulses = total - run["start_pulses"]
-    else:
-        pulses = args.pulses
-    previous = store.factors().get(m.name, m.counts_per_unit)
-    factor = calibrate(pulses, args.quantity, nominal=m.counts_per_unit, tolerance=args.tolerance)
-    store.save_factor(m.name, factor, pulses=pulses, quantity=args.quantity, wall_ns=time.time_ns())
-    return {"meter": m.name, "unit": m.unit, "pulses": pulses, "quantity": args.quantity,
-            "counts_per_unit": factor, "previous_counts_per_unit": previous,
-            "applies": "from the next start of the node"}
+    return finish_run(store, m, total, args.quantity, args.tolerance,
+                      pulses=None if args.finish else args.pulses)

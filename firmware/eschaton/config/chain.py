@@ -49,6 +49,12 @@ class ChainConfig:
     mainnet_risk_acknowledged: bool = False
     """``network = "mainnet"``: the operator wrote ``mainnet_risk_acknowledged =
     MAINNET_ACKNOWLEDGEMENT`` (the node refuses to start on mainnet without it)."""
+    block_interval_s: float = 0.0
+    """Embedded regtest chain: the owner makes a block this many seconds after the last block,
+    so a village chain moves with nobody typing ``chain mine`` (0: off)."""
+    block_after_tx_s: float = 0.0
+    """Embedded regtest chain: the owner makes a block this many seconds after a transaction
+    enters an empty mempool, so funding and closing transactions confirm soon (0: off)."""
 
 
 MAINNET_ACKNOWLEDGEMENT = "I understand this node moves real bitcoin"
@@ -67,6 +73,23 @@ def _check_network(chain_s: Section, backend: str, network_name: str) -> bool:
         raise chain_s.err("network", "\"mainnet\" moves real bitcoin: add mainnet_risk_acknowledged = "
                                      f"\"{MAINNET_ACKNOWLEDGEMENT}\" to [chain] to start")
     return ack is not None
+
+
+def _block_production(chain_s: Section, backend: str, network_name: str) -> tuple[float, float]:
+    """``block_interval_s`` and ``block_after_tx_s``: only the owner of a village chain (embedded
+    regtest) makes blocks; on any other chain a block is proof of work that others do."""
+    out = []
+    for key, default in (("block_interval_s", D.CHAIN_BLOCK_INTERVAL_S),
+                         ("block_after_tx_s", D.CHAIN_BLOCK_AFTER_TX_S)):
+        v = chain_s.get_float(key, default, 0.0, D.CHAIN_BLOCK_MAX_S)
+        if v > 0 and backend != "embedded":
+            raise chain_s.err(key, f"only the owner of an embedded chain makes blocks (backend is \"{backend}\"); "
+                                   "remove it or set 0")
+        if v > 0 and network_name != "regtest":
+            raise chain_s.err(key, f"blocks are made by themselves only on a regtest chain (network is "
+                                   f"\"{network_name}\"); remove it or set 0")
+        out.append(v)
+    return out[0], out[1]
 
 
 def _check_chain_url(section: Section, url: str) -> str:
@@ -154,8 +177,9 @@ def parse_chain(root: Section) -> ChainConfig:
     if backend == "rpc" and rpc_user is None and rpc_cookie is None:
         raise chain_s.err("url", "backend = \"rpc\" needs rpc_user and rpc_password, or rpc_cookie")
     rpc_poll = chain_s.get_float("rpc_poll", 1.0, 0.05, 600.0)
+    block_interval, block_after_tx = _block_production(chain_s, backend, network_name)
     chain = ChainConfig(backend, network_name, chain_s.get_path("datadir", chain_default),
                         chain_url, serve, rpc_port, rpc_user, rpc_password, rpc_cookie, rpc_poll, urls,
-                        acknowledged)
+                        acknowledged, block_interval, block_after_tx)
     chain_s.done()
     return chain

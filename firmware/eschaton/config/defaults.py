@@ -29,6 +29,10 @@ CHAIN_NETWORK = "regtest"
 CHAIN_DATADIR = "."  # the node's datadir: its chain is <datadir>/chain, where `eschaton chain --datadir` looks
 CHAIN_DATADIR_LEGACY = "chain"  # the default before: <datadir>/chain/chain, still used if a chain is there
 CHAIN_URL = ""
+# [chain] automatic block production on a village chain (embedded regtest), seconds; 0 = off.
+CHAIN_BLOCK_INTERVAL_S = 0.0  # a block this long after the last one
+CHAIN_BLOCK_AFTER_TX_S = 0.0  # a block this long after a transaction enters an empty mempool
+CHAIN_BLOCK_MAX_S = 86_400.0  # the longest either may be (a day)
 
 # [channel] (config/channel.py): the turn holder keeps the turn this long while it has payments
 # queued, so reverse payments share one direction switch (docs/channels.md, "Dwell"). Below the

@@ -36,8 +36,10 @@ async def node_status(node: Any) -> dict[str, Any]:
         "name": node.config.node.name,
         "uptime_s": round(time.time() - node.started_at, 1),
         # requests: sent to the chain server since start (null when this node owns the chain).
+        # blocks: automatic block production ([chain] block_interval_s / block_after_tx_s), null
+        # when off or when another process owns the chain.
         "chain": {"height": tip.height, "hash": tip.block_hash, "backend": node.config.chain.backend,
-                  "requests": getattr(node.chain, "requests", None)},
+                  "requests": getattr(node.chain, "requests", None), "blocks": _production(node)},
         "listen": listeners,
         "peers": peers,
         "channels": len(node.channels.endpoint.channels) if node.channels is not None else 0,
@@ -56,9 +58,38 @@ async def node_status(node: Any) -> dict[str, Any]:
     }
 
 
+def _production(node: Any) -> dict[str, Any] | None:
+    produced = getattr(node.chain, "production", None)
+    return None if produced is None else dict(produced.to_json())
+
+
 @NODE.command("node.health", "each service of the running node, in start order, with its health")
 async def node_health(node: Any) -> list[dict[str, Any]]:
     return [{"service": name, **h.to_json()} for name, h in node.services.health().items()]
+
+
+MAX_CONFIG_TEXT = 256 * 1024  # a pasted config larger than this is not a node's config
+
+
+@NODE.command("config.check", "check a config with the node's own loader: the running node's file "
+              "(as it is on disk now) or a pasted one; a problem is one line naming file, line and key",
+              Param("text", str, "TOML to check instead of the node's file", required=False, default=""))
+async def config_check(node: Any, text: str) -> dict[str, Any]:
+    from eschaton.config import ConfigError
+    from eschaton.config.loader import load_config, parse_config
+    from eschaton.errors import LocalError
+
+    if len(text) > MAX_CONFIG_TEXT:
+        raise ApiError(f"a config of more than {MAX_CONFIG_TEXT} characters is not a node's config")
+    source = "pasted" if text else str(node.config.source)
+    try:
+        # Off the event loop: the loader reads files (the config, the datadir's old chain).
+        await asyncio.to_thread(lambda: parse_config(text, source) if text else load_config(source))
+    except ConfigError as e:
+        return {"ok": False, "file": e.source, "line": e.line, "key": e.key, "error": str(e)}
+    except LocalError as e:  # an unreadable file: still one line
+        return {"ok": False, "file": source, "line": None, "key": "", "error": str(e)}
+    return {"ok": True, "file": source, "line": None, "key": "", "error": ""}
 
 
 @NODE.command("node.stop", "flush state and stop the node")

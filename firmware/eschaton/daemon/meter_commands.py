@@ -101,3 +101,60 @@ async def relay_switch(node: Any, name: str, on: bool) -> dict[str, Any]:
         raise ApiError(f"no relay named {name!r}")
     await asyncio.to_thread(m.switch, name, on)
     return next(r for r in relay_rows(m) if r["name"] == name)
+
+
+# --- installer tools: the pin test and meter calibration (the dashboard's /tools) -------------
+
+
+@METERING.command("pin.read", "read a GPIO pin's level (any pin; who holds it, if anyone)",
+                  Param("pin", str, "BCM number (17), GPIO17 or a header pin (BOARD11)"))
+async def pin_read(node: Any, pin: str) -> dict[str, Any]:
+    m = _metering(node)
+
+    gpio, high, owner = await _hw(lambda: m.pin_level(pin))
+    return {"gpio": gpio, "high": high, "owner": owner}
+
+
+@METERING.command("pin.toggle", "drive a free GPIO pin as an output and flip it (the installer's pin test)",
+                  Param("pin", str, "BCM number (17), GPIO17 or a header pin (BOARD11)"))
+async def pin_toggle(node: Any, pin: str) -> dict[str, Any]:
+    m = _metering(node)
+
+    gpio, high = await _hw(lambda: m.pin_toggle(pin))
+    return {"gpio": gpio, "high": high, "owner": m.hw.TEST_OWNER}
+
+
+async def _hw(fn: Any) -> Any:
+    from hw.errors import HardwareError
+
+    try:
+        return await asyncio.to_thread(fn)
+    except (HardwareError, ValueError) as e:  # a pin the board lacks, or one a device holds
+        raise ApiError(str(e)) from None
+
+
+@METERING.command("meter.calibrate", "measure a pulse meter's pulses per unit: start, pass a known "
+                  "quantity, finish with it",
+                  Param("name", str, "pulse meter name"),
+                  Param("step", str, "start, finish, or status (the run in progress, if any)"),
+                  Param("quantity", float, "finish: the quantity that passed, in the meter's unit",
+                        required=False, default=0.0),
+                  Param("tolerance", float, "finish: refuse a result this far (fraction) from the nominal "
+                        "factor", required=False, default=0.5))
+async def meter_calibrate(node: Any, name: str, step: str, quantity: float, tolerance: float) -> dict[str, Any]:
+    from eschaton.metering.calibration import finish_run, start_run
+
+    m = _metering(node)
+    pulse = m.pulse_meters.get(name)
+    if pulse is None:
+        raise ApiError(f"no pulse meter named {name!r}")
+    cfg = m.config.meter(name)
+    if step == "status":
+        run = m.calibrations.run(name)
+        return {"meter": name, "running": run is not None, "nominal_counts_per_unit": cfg.counts_per_unit,
+                "start_pulses": run["start_pulses"] if run is not None else None, "pulses_now": pulse.total}
+    if step == "start":
+        return start_run(m.calibrations, cfg, pulse.total)
+    if step == "finish":
+        return finish_run(m.calibrations, cfg, pulse.total, quantity, tolerance)
+    raise ApiError("step must be start, finish or status")

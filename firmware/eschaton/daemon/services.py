@@ -53,6 +53,7 @@ class ChainService(_Part):
     def __init__(self, node: Node) -> None:
         super().__init__(node)
         self.height = -1
+        self._coinbase: bytes | None = None
 
     async def start(self) -> None:
         from eschaton.chain.backend import NewTip
@@ -69,7 +70,12 @@ class ChainService(_Part):
                 from eschaton.chain.rpc.server import RpcListen
 
                 rpc = RpcListen(cc.rpc_port, cc.rpc_user, cc.rpc_password)
-            chain: ChainBackend = await ReopeningChain.open(base, serve=True, also=cc.serve, rpc=rpc)
+            reopening = await ReopeningChain.open(base, serve=True, also=cc.serve, rpc=rpc)
+            if cc.block_interval_s > 0 or cc.block_after_tx_s > 0:
+                # A village chain makes its own blocks (whichever node owns it); the coinbase pays
+                # this node's wallet.
+                reopening.produce_blocks(cc.block_interval_s, cc.block_after_tx_s, self._coinbase_script)
+            chain: ChainBackend = reopening
         elif cc.backend == "rpc":
             from eschaton.chain.rpc.client import RpcChainClient, RpcCredentials
 
@@ -96,6 +102,13 @@ class ChainService(_Part):
         chain.subscribe(on_tip)
         log.info("chain ready", extra={"fields": {"tip": self.height}})
 
+    def _coinbase_script(self) -> bytes | None:
+        """One receive script of the node's wallet for every block it makes (asked once: a
+        fresh address per block would walk the wallet's gap). None until the wallet exists."""
+        if self._coinbase is None and self.node.wallet is not None:
+            self._coinbase = self.node.wallet.payout_script()
+        return self._coinbase
+
     async def stop(self) -> None:
         if self.node.chain is not None:
             await self.node.chain.close()
@@ -105,7 +118,9 @@ class ChainService(_Part):
         if chain is None:
             return STOPPED
         role = "owner" if getattr(chain, "owner", False) else "client"
-        return Health(State.OK, f"{self.node.config.chain.backend} ({role}), height {self.height}")
+        produced = getattr(chain, "production", None)
+        blocks = f", {produced.produced} blocks made" if produced is not None else ""
+        return Health(State.OK, f"{self.node.config.chain.backend} ({role}), height {self.height}{blocks}")
 
 
 class WalletService(_Part):

@@ -150,8 +150,11 @@ class StampService:
                 await asyncio.sleep(1.0)
             deadline = self.schedule.deadline(self._opened_at)
             wait = RESEND_S if deadline is None else max(0.0, min(RESEND_S, deadline - self._clock()))
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that arrives
+            # as the event is set (a chain event), and stop() would then wait for ever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
             self._wake.clear()
 
     async def _step(self) -> None:

@@ -49,8 +49,9 @@ QUEUE = 512  # events a live page may fall behind before it is dropped
 KEEPALIVE_S = 15.0
 MAX_FORM = 16 * 1024
 ACTIONS = frozenset({"channel.open", "channel.pay", "channel.close", "valve.open", "valve.close",
-                     "relay.switch", "microgrid.hold"})
-CONFIRM = frozenset({"channel.close", "valve.open", "valve.close", "relay.switch"})
+                     "relay.switch", "microgrid.hold", "config.check", "pin.read", "pin.toggle",
+                     "meter.calibrate"})
+CONFIRM = frozenset({"channel.close", "valve.open", "valve.close", "relay.switch", "pin.toggle"})
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
 
@@ -269,7 +270,7 @@ class Dashboard:
 
     # --- pages -------------------------------------------------------------------------------
 
-    async def run(self, name: str, **args: Any) -> Any:
+    async def run(self, name: str, /, **args: Any) -> Any:
         """Run the node's command ``name`` as the API would (validated, same handler)."""
         cmd = self.commands[name]
         return await cmd.fn(self.node, **cmd.validate(args))
@@ -360,8 +361,11 @@ class Dashboard:
         try:
             args = {p.name: _typed(p, str(form[p.name])) for p in cmd.params if form.get(p.name, "") != ""}
             result = await cmd.fn(self.node, **cmd.validate(args))
-            session.flash = f"{name}: done" + _summary(result)
-            log.info("dashboard: %s %s", name, {k: v for k, v in args.items() if k != "csrf"})
+            failed = isinstance(result, dict) and result.get("ok") is False  # config.check's finding
+            session.flash = f"{name}: {result['error']}" if failed else f"{name}: done" + _summary(result)
+            # A pasted config may hold passwords (rpc_password): its size goes to the journal, not it.
+            log.info("dashboard: %s %s", name, {k: (f"<{len(v)} characters>" if k == "text" else v)
+                                                for k, v in args.items() if k != "csrf"})
         except (EschatonError, ValueError) as e:
             session.flash = f"{name}: {e}"
         raise web.HTTPSeeOther(back)
@@ -387,7 +391,9 @@ def _typed(p: Param, raw: str) -> Any:
 
 def _summary(result: Any) -> str:
     if isinstance(result, dict):
-        keys = [k for k in ("payment", "payment_state", "state", "local_sat", "open", "on") if k in result]
+        keys = [k for k in ("payment", "payment_state", "state", "local_sat", "open", "on", "ok", "file", "gpio",
+                            "high", "owner", "start_pulses", "pulses", "counts_per_unit", "config_line")
+                if k in result]
         return " (" + ", ".join(f"{k} {result[k]}" for k in keys) + ")" if keys else ""
     return ""
 

@@ -112,8 +112,10 @@ def action(command: str, csrf: str, fields: Mapping[str, Any], label: str, *, co
            inputs: Iterable[tuple[str, str, str]] = (), back: str = "", cls: str = "") -> str:
     """A form that runs ``command``; ``inputs``: (name, type, placeholder) the operator fills in."""
     hidden = "".join(f'<input type="hidden" name="{esc(k)}" value="{esc(v)}">' for k, v in fields.items())
-    typed = "".join(f'<input name="{esc(n)}" type="{esc(t)}" placeholder="{esc(p)}" required'
-                    f'{" inputmode=numeric" if t == "number" else ""}>' for n, t, p in inputs)
+    # "decimal": a number with a fraction (a measured quantity); "number" is whole.
+    typed = "".join(f'<input name="{esc(n)}" type="{"number" if t == "decimal" else esc(t)}" placeholder="{esc(p)}"'
+                    f' required{" inputmode=numeric" if t == "number" else ""}'
+                    f'{" step=any inputmode=decimal" if t == "decimal" else ""}>' for n, t, p in inputs)
     conf = f' data-confirm="{esc(confirm)}"' if confirm else ""
     extra = '<input type="hidden" name="confirm" value="">' if confirm else ""
     bk = f'<input type="hidden" name="back" value="{esc(back)}">' if back else ""

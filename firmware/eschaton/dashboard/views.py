@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from eschaton.dashboard.pages import action, ago, esc, fmt, kv, table
+from eschaton.dashboard.pages import action, ago, csrf_field, esc, fmt, kv, table
 from eschaton.errors import EschatonError
 
 Run = Callable[..., Awaitable[Any]]
@@ -122,15 +122,75 @@ async def valves_view(run: Run, csrf: str) -> str:
 
 
 async def microgrid_view(run: Run, csrf: str) -> str:
+    """Each contract on its own card: price, credit used against the limit (a gauge), invoices;
+    then cuts, reconnections and loss alarms. ``dashboard.js`` redraws the ``#mg`` section when a
+    microgrid, supply or payment event arrives on the live stream."""
     st = await run("microgrid.status")
+    out = ['<div id="mg">']
+    if st["sell"]:
+        out.append("<h2>Sold</h2>")
+    for c in st["sell"]:
+        out.append(_contract_card(c, "sell"))
+    if st["buy"]:
+        out.append("<h2>Bought</h2>")
+    for c in st["buy"]:
+        out.append(_contract_card(c, "buy"))
+    if not st["sell"] and not st["buy"]:
+        out.append('<p class="empty">no contracts</p>')
     alarms = await run("events.since", seq=0, limit=1000, source="microgrid")
     cuts = await run("events.since", seq=0, limit=1000, source="supply")
-    ev = [dict(e, when=ago(e["at_ms"])) for e in alarms["events"] + cuts["events"]
-          if e["kind"] in ("actuation", "loss_alarm", "loss_clear", "cut", "reconnect")
-          or "alarm" in e["kind"]]
-    return (kv(st) + "<h2>Cuts, reconnections and alarms</h2>"
-            + table(ev[::-1][:200], [("when", "when"), ("source", "source"), ("kind", "kind"),
-                                     ("meter_id", "meter"), ("on", "on")], empty="none since start"))
+    ev = sorted((e for e in alarms["events"] + cuts["events"]
+                 if e["kind"] == "actuation" or "loss" in e["kind"] or "alarm" in e["kind"]),
+                key=lambda e: (e["at_ms"], e["seq"]))
+    was_cut: set[str] = set()
+    for e in ev:
+        e["when"], e["what"] = ago(e["at_ms"]), _what(e, was_cut)
+    out.append("<h2>Cuts, reconnections and loss alarms</h2>"
+               + table(ev[::-1][:200], [("when", "when"), ("what", "what"), ("meter_id", "meter")],
+                       row_id="mg-ev", key="seq", empty="none since start"))
+    invoices = [dict(e.get("invoice") if isinstance(e.get("invoice"), dict) else {}, when=ago(e["at_ms"]),
+                     kind=e["kind"], role=e.get("role")) for e in st["recent"] if "invoice" in e["kind"]]
+    out.append("<h2>Latest invoices</h2>"
+               + table(invoices[::-1][:20], [("when", "when"), ("kind", "kind"), ("role", "role"),
+                                            ("meter_id", "meter"), ("seq", "invoice"), ("cum_units", "units so far"),
+                                            ("cum_due_sat", "due so far sat")], empty="none yet"))
+    out.append("</div>")
+    return "".join(out)
+
+
+def _what(e: Mapping[str, Any], was_cut: set[str]) -> str:
+    """``was_cut``: meters cut earlier in the list (a supply turned on after a cut is a
+    reconnection; before any, it is the first connection)."""
+    if e["kind"] == "actuation":
+        meter = str(e.get("meter_id"))
+        if not e.get("on"):
+            was_cut.add(meter)
+            return "cut"
+        return "reconnected" if meter in was_cut else "connected"
+    return str(e["kind"]).replace("_", " ")
+
+
+def _contract_card(c: Mapping[str, Any], side: str) -> str:
+    meter = str(c["meter"])
+    if side == "sell":
+        price = c.get("agreed_price_msat", c.get("price_msat"))
+        limit = int(c.get("agreed_credit_limit_sat", c.get("credit_limit_sat")) or 0)
+        used = int(c.get("unpaid_sat") or 0)
+        facts = {"buyer": c.get("buyer"), "price": f"{price} msat per {c.get('base_unit')}",
+                 "invoices": c.get("invoices", 0), "invoiced sat": c.get("invoiced_sat", 0),
+                 "paid sat": c.get("paid_sat", 0), "supply": c.get("supply"), "paid via": c.get("via", "channel")}
+        pct = min(100, round(100 * used / limit)) if limit > 0 else 0
+        gauge = (f'<p class="credit">credit used <b data-k="credit_used">{used}</b> of '
+                 f'<b data-k="credit_limit">{limit}</b> sat ({pct} %)<br>'
+                 f'<meter id="credit-{esc(meter)}" min="0" max="{limit}" low="{limit * 0.5:g}" '
+                 f'high="{limit * 0.8:g}" optimum="0" value="{used}">{used}/{limit}</meter></p>')
+    else:
+        facts = {"seller": c.get("seller"), "invoices": c.get("invoices", 0),
+                 "accepted sat": c.get("accepted_sat", 0), "paid sat": c.get("paid_sat", 0),
+                 "pending sat": c.get("pending_sat", 0), "held": c.get("held"), "paid via": c.get("via", "channel")}
+        gauge = ""
+    return (f'<section class="contract" id="contract-{esc(side)}-{esc(meter)}"><h3>{esc(meter)}</h3>'
+            f"{gauge}{kv(facts)}</section>")
 
 
 async def ledger_view(run: Run, csrf: str, role: str) -> str:
@@ -161,26 +221,53 @@ def _csv_cell(v: Any) -> Any:
 
 
 async def tools_view(run: Run, csrf: str, config: Mapping[str, Any]) -> str:
+    """The installer's tools, each a command of the node (``config.check``, ``pin.read``,
+    ``pin.toggle``, ``meter.calibrate``): their answers come back in the page's flash line."""
     health = await run("node.health")
     bad = [h for h in health if h["state"] not in ("ok", "off")]
-    check = ("<p class=ok>every configured service is ok</p>" if not bad else
-             "".join(f'<p class=error>{esc(h["service"])}: {esc(h["state"])} {esc(h["detail"])}</p>'
-                     for h in bad))
+    services = ("<p class=ok>every configured service is ok</p>" if not bad else
+                "".join(f'<p class=error>{esc(h["service"])}: {esc(h["state"])} {esc(h["detail"])}</p>'
+                        for h in bad))
+    file_check = action("config.check", csrf, {}, "Check the node's config file", back="/tools",
+                        cls="check-file")
+    pasted = (f'<form method="post" action="/do/config.check" class="check-text" id="check-text">'
+              f'{csrf_field(csrf)}<input type="hidden" name="back" value="/tools">'
+              '<textarea name="text" rows="6" placeholder="paste a node.toml to check it" required></textarea>'
+              "<button>Check the pasted config</button></form>")
     meters: list[dict[str, Any]] = []
     try:
         meters = await run("meter.list")
-    except EschatonError:  # no [metering]: the pin test has nothing to show
+    except EschatonError:  # no [metering]: no pins and nothing to calibrate
         meters = []
-    pins = table([m for m in meters if "counts" in m],
-                 [("name", "meter"), ("type", "type"), ("counts", "pulses"), ("counts_per_unit", "pulses per unit")],
-                 row_id="pin", empty="no pulse meters")
-    return ("<h2>Config check</h2>" + check + kv(config)
-            + "<h2>Pin test</h2><p>Pulses counted on each meter input, live: run water or load "
-              "through a meter and watch its count move (the <b>since open</b> column counts from "
-              "when this page opened).</p>" + pins.replace("<th></th>", "")
-            + "<h2>Calibration</h2><p>Measure a pulse meter's pulses per unit: note the pulse count "
-              "above, pass a known quantity (a 10 L bucket), and divide the difference by it. "
-              "<code>eschaton meter calibrate NAME --pulses N --quantity Q</code> stores it for the next "
-              "start.</p><p class=calc>pulses <input id=cal-pulses type=number inputmode=numeric> "
-              "for quantity <input id=cal-qty type=number inputmode=decimal> = "
-              "<b id=cal-out>?</b> per unit</p>")
+    pulse = [m for m in meters if "counts" in m]
+    pins = table(pulse, [("name", "meter"), ("type", "type"), ("counts", "pulses"),
+                         ("counts_per_unit", "pulses per unit")], row_id="pin", empty="no pulse meters")
+    pin_forms = "" if not meters else (
+        action("pin.read", csrf, {}, "Read", inputs=[("pin", "text", "GPIO, e.g. 17")], back="/tools",
+               cls="pin-read")
+        + action("pin.toggle", csrf, {}, "Toggle", inputs=[("pin", "text", "GPIO, e.g. 5")], back="/tools",
+                 cls="pin-toggle", confirm="Drive this pin as an output and flip it? Whatever is wired "
+                                           "to it switches."))
+    cal = []
+    for m in pulse:
+        now = await run("meter.calibrate", name=m["name"], step="status")
+        since = (f'<p>run started at <b data-k="start_pulses">{now["start_pulses"]}</b> pulses: '
+                 f'<b data-cal-since="{esc(m["name"])}" data-start="{now["start_pulses"]}">'
+                 f'{m["counts"] - now["start_pulses"]}</b> pulses since</p>') if now.get("running") else ""
+        cal.append(f'<section class="calibrate" id="cal-{esc(m["name"])}"><h3>{esc(m["name"])}</h3>'
+                   f'<p>nominal {fmt(now["nominal_counts_per_unit"])} pulses per {esc(m["unit"])}, '
+                   f'now {fmt(m["counts_per_unit"])}</p>{since}'
+                   + action("meter.calibrate", csrf, {"name": m["name"], "step": "start"}, "Start a run",
+                            back="/tools", cls="cal-start")
+                   + action("meter.calibrate", csrf, {"name": m["name"], "step": "finish"}, "Finish",
+                            inputs=[("quantity", "decimal", m["unit"] + " that passed")], back="/tools",
+                            cls="cal-finish")
+                   + "</section>")
+    return ("<h2>Config check</h2>" + services + file_check + pasted + kv(config)
+            + "<h2>Pin test</h2><p>Read any pin; toggle a free one (a pin a meter, valve or relay "
+              "holds is refused). Pulses counted on each meter input, live (the <b>since open</b> "
+              "count starts when this page opened):</p>" + pin_forms + pins
+            + "<h2>Calibration</h2><p>Start a run, pass a known quantity through the meter (a 10 L "
+              "bucket), stop the flow, then finish with that quantity: the node counts the pulses, "
+              "stores the measured pulses per unit for its next start and shows the config line.</p>"
+            + "".join(cal))

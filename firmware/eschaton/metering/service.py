@@ -225,6 +225,16 @@ class MeteringService:
             self.config.valve(name)  # raises the typed "no valve named" error
             raise
 
+    def pin_level(self, pin: int | str) -> tuple[int, bool, str | None]:
+        """The installer's pin test: (GPIO, level, holder) of any pin (``Hardware.read_level``)."""
+        with self._lock:
+            return self.hw.read_level(pin)
+
+    def pin_toggle(self, pin: int | str) -> tuple[int, bool]:
+        """The installer's pin test: flip a free pin driven as an output (``Hardware.toggle_test_output``)."""
+        with self._lock:
+            return self.hw.toggle_test_output(pin)
+
     def open_valve(self, name: str, now: float | None = None) -> list[SafetyEvent]:
         return self._command(name, True, now)
 

@@ -135,6 +135,11 @@ class ElectrumChainClient:
     async def tip(self) -> Tip:
         return P.tip_from(await self._call("eschaton.tip"))
 
+    async def block_production(self) -> dict[str, Any] | None:
+        """The owner's automatic block production (``BlockProduction.to_json``), or None."""
+        d = await self._call("eschaton.block_production")
+        return d if isinstance(d, dict) else None
+
     async def get_utxo(self, outpoint: OutPoint) -> Utxo | None:
         d = await self._call("eschaton.utxo", outpoint.txid, outpoint.vout)
         return P.utxo_from(d) if d else None

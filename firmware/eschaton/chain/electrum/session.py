@@ -145,6 +145,7 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
             "blockchain.outpoint.subscribe": self.outpoint_subscribe,
             "blockchain.outpoint.unsubscribe": self.outpoint_unsubscribe,
             "eschaton.tip": self.tip,
+            "eschaton.block_production": self.block_production,
             "eschaton.tx_status": self.tx_status,
             "eschaton.utxo": self.utxo,
             "eschaton.spender": self.spender,
@@ -408,6 +409,11 @@ class ElectrumSession(RPCSession):  # type: ignore[misc]
 
     async def tip(self) -> dict[str, Any]:
         return P.tip_json(await self.chain.tip())
+
+    async def block_production(self) -> dict[str, Any] | None:
+        """The owner's automatic block production (``[chain] block_interval_s``...), or null."""
+        produced = self.server.node.production
+        return None if produced is None else produced.to_json()
 
     async def tx_status(self, txid: str) -> dict[str, Any]:
         return P.status_json(self.chain.tx_status_sync(_txid(txid)))

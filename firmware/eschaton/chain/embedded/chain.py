@@ -11,7 +11,10 @@ Fee estimate: regtest has no fee market, so ``estimate_fee`` returns the 1 sat/v
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 
 from eschaton.chain.backend import (
@@ -27,6 +30,7 @@ from eschaton.chain.backend import (
 )
 from eschaton.chain.embedded.engine import ChainNode, NodeUpdate
 from eschaton.chain.embedded.mempool import MAX_BLOCK_WEIGHT
+from eschaton.chain.embedded.mining import BlockProduction, BlockSchedule
 from eschaton.chain.embedded.policy import MIN_RELAY_FEE
 from eschaton.chain.embedded.watch import Watcher
 from eschaton.chain.errors import ChainError, InvalidRequest
@@ -57,6 +61,7 @@ class EmbeddedChain:
         self.server: Any = None  # an ElectrumServer sharing this node, stopped on close()
         self.rpc: Any = None  # an RpcServer (bitcoind's JSON-RPC) sharing this node, stopped on close()
         self._auto_miner: asyncio.Task[None] | None = None
+        self._auto_listener: Callable[[NodeUpdate], None] | None = None
         node.listeners.append(self._on_update)
 
     @classmethod
@@ -205,22 +210,81 @@ class EmbeddedChain:
         """Mine one block every ``interval`` seconds (demos) until ``stop_auto_mining``/``close``."""
         if interval <= 0:
             raise InvalidRequest("mining interval must be positive")
+        self.start_block_production(interval, 0.0, lambda: to_script)
+
+    def start_block_production(self, interval: float, after_tx: float,
+                               to_script: Callable[[], bytes | None] = lambda: None) -> BlockProduction:
+        """Make blocks by themselves (``mining.BlockSchedule``: ``interval`` seconds after the last
+        block, ``after_tx`` seconds after a transaction waits in the mempool; 0 is off) until
+        ``stop_auto_mining``/``close``. ``to_script`` gives each coinbase's destination (None:
+        ``OP_TRUE_P2WSH``). The task sleeps until the schedule's deadline or the chain's next
+        update; it never polls."""
         self.stop_auto_mining()
+        loop = asyncio.get_running_loop()
+        node = self.node
+        schedule = BlockSchedule(interval, after_tx, loop.time(), len(node.mempool.entries))
+        status = BlockProduction(interval, after_tx)
+        wake = asyncio.Event()
+
+        def on_update(update: NodeUpdate) -> None:
+            size = len(node.mempool.entries)
+            if update.connected or update.disconnected:
+                schedule.on_block(loop.time(), size)
+            else:
+                schedule.on_mempool(loop.time(), size)
+            wake.set()
 
         async def run() -> None:
+            backoff = 1.0
             while True:
-                await asyncio.sleep(interval)
+                now = loop.time()
+                why = schedule.due(now)
+                if why is None:
+                    deadline = schedule.deadline()
+                    wake.clear()
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel
+                    # that arrives as the event is set, and a stopped chain must not get blocks.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(None if deadline is None else deadline - now):
+                            await wake.wait()
+                    continue
+                txs = len(node.mempool.entries)
                 try:
-                    self.node.mine(1, to_script)
-                except ChainError:  # e.g. the clock is behind the chain's median time: retry later
-                    log.warning("automatic mining failed", exc_info=True)
+                    block_hash = node.mine(1, to_script())[0]
+                except ChainError as e:  # e.g. the clock is behind the chain's median time
+                    status.failures += 1
+                    log.warning("automatic block production failed (%s); retrying in %.0f s", e, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 60.0)
+                    continue
+                backoff = 1.0
+                tip = node.tip()
+                status.produced += 1
+                status.last_height, status.last_hash = tip.height, block_hash
+                status.last_reason, status.last_at = why, round(time.time(), 3)
+                log.info("block produced", extra={"fields": {
+                    "height": tip.height, "hash": block_hash, "reason": why,
+                    "mempool_before": txs, "mempool_after": len(node.mempool.entries)}})
 
-        self._auto_miner = asyncio.get_running_loop().create_task(run())
+        node.listeners.append(on_update)
+        self._auto_listener = on_update
+        node.production = status
+        self._auto_miner = loop.create_task(run())
+        return status
+
+    @property
+    def production(self) -> BlockProduction | None:
+        return self.node.production if self._auto_miner is not None else None
 
     def stop_auto_mining(self) -> None:
         if self._auto_miner is not None:
             self._auto_miner.cancel()
             self._auto_miner = None
+            self.node.production = None
+        if self._auto_listener is not None:
+            if self._auto_listener in self.node.listeners:
+                self.node.listeners.remove(self._auto_listener)
+            self._auto_listener = None
 
     async def mine_branch(self, from_hash: str, n: int, txs: list[bytes] | None = None,
                           to_script: bytes | None = None) -> list[str]:

@@ -84,6 +84,7 @@ class ChainNode(Mining):
         self._log = []
         self._capturing = False
         self._nonce = 0
+        self.production = None
         try:
             self.index = ChainIndex(self.chain_dir / "index.sqlite")
             self._log_conn = pbk.LoggingConnection(self._on_log)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import struct
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import pbk
 
@@ -36,6 +38,8 @@ class Mining(KernelFollower):
     """Block submission and mining (``engine.ChainNode`` adds ownership and the mempool)."""
 
     _nonce: int
+    production: BlockProduction | None
+    """What automatic block production did (None: off); the owner's status answers show it."""
 
     # --- blocks ---------------------------------------------------------------------------------
 
@@ -209,3 +213,80 @@ class Mining(KernelFollower):
             times.append(t)
             hashes.append(prev)
         return hashes
+
+
+# --- automatic block production (a village chain: ``[chain] block_interval_s``/``block_after_tx_s``)
+#
+# Rules: ``interval`` > 0 makes a block ``interval`` seconds after the last block (anyone's: a
+# block typed by hand restarts the wait), so an idle chain still moves (locktimes mature, the
+# tip's time stays near the clock). ``after_tx`` > 0 makes a block ``after_tx`` seconds after a
+# transaction entered an empty mempool, or after a block left transactions behind in it, so a
+# funding or closing transaction confirms soon without anyone mining. The schedule is pure:
+# the driver (``EmbeddedChain.start_block_production``) feeds it the chain's updates and the
+# clock and sleeps until ``deadline()``; there is no polling.
+
+REASON_SCHEDULE = "schedule"
+REASON_TRANSACTION = "transaction"
+
+
+class BlockSchedule:
+    """When the next block is due, from blocks and mempool changes seen at ``now``."""
+
+    def __init__(self, interval: float, after_tx: float, now: float, mempool_size: int = 0) -> None:
+        if interval < 0 or after_tx < 0:
+            raise InvalidRequest("block intervals must be 0 (off) or positive")
+        self.interval = interval
+        self.after_tx = after_tx
+        self.last_block = now
+        self.tx_since: float | None = now if mempool_size else None
+
+    def on_block(self, now: float, mempool_size: int) -> None:
+        """A block connected (ours or not); ``mempool_size`` is what it left behind."""
+        self.last_block = now
+        self.tx_since = now if mempool_size else None
+
+    def on_mempool(self, now: float, mempool_size: int) -> None:
+        """Transactions came or went: the wait for a transaction starts when the first arrives."""
+        if mempool_size == 0:
+            self.tx_since = None
+        elif self.tx_since is None:
+            self.tx_since = now
+
+    def deadline(self) -> float | None:
+        """When the next block is due (None: never, until something changes)."""
+        due = self._due()
+        return min(at for at, _ in due) if due else None
+
+    def due(self, now: float) -> str | None:
+        """Why a block is due at ``now`` (``REASON_*``), or None if none is."""
+        ready = [why for at, why in self._due() if at <= now]
+        if REASON_TRANSACTION in ready:
+            return REASON_TRANSACTION
+        return ready[0] if ready else None
+
+    def _due(self) -> list[tuple[float, str]]:
+        out: list[tuple[float, str]] = []
+        if self.interval > 0:
+            out.append((self.last_block + self.interval, REASON_SCHEDULE))
+        if self.after_tx > 0 and self.tx_since is not None:
+            out.append((self.tx_since + self.after_tx, REASON_TRANSACTION))
+        return out
+
+
+@dataclass(slots=True)
+class BlockProduction:
+    """Automatic block production on this chain: its settings and what it made since start."""
+
+    interval_s: float
+    after_tx_s: float
+    produced: int = 0
+    failures: int = 0
+    last_height: int | None = None
+    last_hash: str | None = None
+    last_reason: str | None = None
+    last_at: float | None = None  # unix seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {"interval_s": self.interval_s, "after_tx_s": self.after_tx_s, "produced": self.produced,
+                "failures": self.failures, "last_height": self.last_height, "last_hash": self.last_hash,
+                "last_reason": self.last_reason, "last_at": self.last_at}

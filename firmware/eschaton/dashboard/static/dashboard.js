@@ -60,6 +60,9 @@
         if (pinBase[m.name] === undefined) { pinBase[m.name] = m.counts; }
         row.querySelector('[data-k="counts"]').textContent = m.counts + " (since open: " + (m.counts - pinBase[m.name]) + ")";
       }
+      document.querySelectorAll('[data-cal-since="' + m.name + '"]').forEach(function (e) {
+        if (m.counts !== undefined) { e.textContent = String(m.counts - parseInt(e.dataset.start, 10)); }
+      });
       var p = plots[m.name];
       if (p && span === "hour" && m.rate_per_s !== undefined) {
         p.data[0].push(s.t); p.data[1].push(m.rate_per_s * p.factor);
@@ -76,7 +79,26 @@
     });
   }
 
+  // The microgrid page: a contract's numbers change with its invoices, payments and cuts, so such
+  // an event redraws the contracts section from the server (at most twice a second).
+  var mgTimer = null;
+  function redrawMicrogrid() {
+    mgTimer = null;
+    fetch(window.location.pathname, {credentials: "same-origin"}).then(function (r) { return r.text(); })
+      .then(function (text) {
+        var fresh = new DOMParser().parseFromString(text, "text/html").getElementById("mg");
+        var mg = document.getElementById("mg");
+        if (fresh && mg) {
+          mg.innerHTML = fresh.innerHTML;
+          mg.dataset.redraws = String(parseInt(mg.dataset.redraws || "0", 10) + 1);
+        }
+      });
+  }
+
   function onEvent(e) {
+    if (document.getElementById("mg") && ["microgrid", "supply", "payments"].indexOf(e.source) >= 0 && !mgTimer) {
+      mgTimer = window.setTimeout(redrawMicrogrid, 500);
+    }
     var list = document.getElementById("live");
     if (!list) { return; }
     var li = document.createElement("li");
