@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from eschaton.core.url import BadTransportUrl, TransportUrl
 from eschaton.core.wire.errors import WireError
 
 # Our own random 128-bit UUIDs (not SIG-assigned: a vendor UUID needs no registration).
@@ -163,3 +164,39 @@ def dialler(own: bytes, prefix: bytes) -> bool:
     mesh keeps one of the two links."""
     mine = own[:PREFIX_LEN]
     return mine <= prefix and mine != b""
+
+
+@dataclass(frozen=True, slots=True)
+class BleUrl:
+    """``ble://ADAPTER[/ADDRESS][?psm=N&address=A]``, checked."""
+
+    adapter: str
+    """bumble HCI transport spec: ``hci-socket:0`` on a Pi, ``tcp-client:HOST:PORT`` in tests."""
+    peer: str | None
+    """The node to dial (None in a listen URL)."""
+    psm: int
+    own: str | None
+    """Our random static address (None: derived from the adapter's public address)."""
+
+
+def parse_ble_url(url: TransportUrl, *, dial: bool | None = None) -> BleUrl:
+    """Check a ``ble://`` URL; ``dial``: True needs a peer address, False refuses one."""
+    adapter = url.netloc
+    if not adapter or is_address(adapter):
+        raise BadTransportUrl(f"{url.url}: needs an adapter, e.g. ble://hci-socket:0 or "
+                              "ble://hci-socket:0/F1:22:33:44:55:66")
+    unknown = set(url.query) - {"psm", "address"}
+    if unknown:
+        raise BadTransportUrl(f"{url.url}: unknown option(s) {sorted(unknown)} (psm, address)")
+    try:
+        peer = check_address(url.path.strip("/")) if url.path.strip("/") else None
+        psm = parse_psm(url.query["psm"]) if "psm" in url.query else DEFAULT_PSM
+        own = check_address(url.query["address"]) if "address" in url.query else None
+    except BadBleValue as exc:
+        raise BadTransportUrl(f"{url.url}: {exc}") from None
+    if dial is True and peer is None:
+        raise BadTransportUrl(f"{url.url}: a peer URL needs the peer's address, "
+                              "e.g. ble://hci-socket:0/F1:22:33:44:55:66")
+    if dial is False and peer is not None:
+        raise BadTransportUrl(f"{url.url}: a listen URL names no peer address")
+    return BleUrl(adapter, peer, psm, own)

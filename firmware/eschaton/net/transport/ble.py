@@ -28,18 +28,13 @@ from bumble.core import ConnectionError as BumbleConnectionError
 from bumble.hci import HCI_Error
 
 from eschaton.core.link.ble import (
-    DEFAULT_PSM,
-    BadBleValue,
-    check_address,
-    is_address,
-    parse_psm,
+    parse_ble_url,
     plain_advert,
     segments,
 )
 from eschaton.core.wire.framing import SerialDeframer, encode_serial_frame
 from eschaton.net import blehost
 from eschaton.net.transport.base import (
-    BadTransportUrl,
     FrameStream,
     Listener,
     OnStream,
@@ -55,34 +50,6 @@ MTU = 512  # our receive SDU size: a few Noise frames at once, small enough for 
 _RX_HIGH = 64 * 1024  # bytes buffered unread before we stop granting credits
 _RELISTEN_DELAY = 1.0  # s between attempts to reopen a lost adapter
 _BUMBLE_ERRORS = (BaseBumbleError, HCI_Error, BumbleConnectionError, OSError, asyncio.TimeoutError)
-
-
-def _parts(url: TransportUrl) -> tuple[str, str | None, int, str | None]:
-    """(adapter spec, peer address or None, PSM, our address or None)."""
-    adapter = url.netloc
-    if not adapter or is_address(adapter):
-        raise BadTransportUrl(f"{url.url}: needs an adapter, e.g. ble://hci-socket:0 or "
-                              "ble://hci-socket:0/F1:22:33:44:55:66")
-    try:
-        peer = check_address(url.path.strip("/")) if url.path.strip("/") else None
-        psm = parse_psm(url.query["psm"]) if "psm" in url.query else DEFAULT_PSM
-        own = check_address(url.query["address"]) if "address" in url.query else None
-    except BadBleValue as exc:
-        raise BadTransportUrl(f"{url.url}: {exc}") from None
-    unknown = set(url.query) - {"psm", "address"}
-    if unknown:
-        raise BadTransportUrl(f"{url.url}: unknown option(s) {sorted(unknown)} (psm, address)")
-    return adapter, peer, psm, own
-
-
-def check_url(url: TransportUrl, *, dial: bool) -> None:
-    """Configuration check without opening anything."""
-    _, peer, _, _ = _parts(url)
-    if dial and peer is None:
-        raise BadTransportUrl(f"{url.url}: a peer URL needs the peer's address, "
-                              "e.g. ble://hci-socket:0/F1:22:33:44:55:66")
-    if not dial and peer is not None:
-        raise BadTransportUrl(f"{url.url}: a listen URL names no peer address")
 
 
 class BleStream(FrameStream):
@@ -203,8 +170,8 @@ async def _acquire(url: TransportUrl, adapter: str, own: str | None) -> blehost.
 
 class BleTransport:
     async def connect(self, url: TransportUrl, *, timeout: float) -> FrameStream:
-        check_url(url, dial=True)
-        adapter, peer, psm, own = _parts(url)
+        u = parse_ble_url(url, dial=True)
+        adapter, peer, psm, own = u.adapter, u.peer, u.psm, u.own
         assert peer is not None
         host = await _acquire(url, adapter, own)
         connection = None
@@ -220,8 +187,8 @@ class BleTransport:
         return BleStream(channel, f"ble://{peer}")
 
     async def listen(self, url: TransportUrl, on_stream: OnStream) -> Listener:
-        check_url(url, dial=False)
-        adapter, _, psm, own = _parts(url)
+        u = parse_ble_url(url, dial=False)
+        adapter, psm, own = u.adapter, u.psm, u.own
         host = await _acquire(url, adapter, own)  # fail at once when there is no adapter
         handlers: set[asyncio.Task[None]] = set()
 

@@ -1,0 +1,48 @@
+"""Two node processes linked only over Bluetooth LE: each node's bumble host stack talks HCI to
+its own virtual controller (``relay.py``), and the controllers share one simulated radio link.
+The same Noise link and channel protocol run over the L2CAP channel as over TCP."""
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.ble.conftest import Air
+from tests.integration.node.harness import Cluster, mirrored, open_channel, pay, poll
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+A_ADDR = "C0:00:00:00:00:0A"
+
+
+def _pair(cluster: Cluster, air: Air):  # type: ignore[no-untyped-def]
+    a = cluster.node("a", listen=[f"ble://{air.adapter(0)}?address={A_ADDR}"])
+    a.start().wait_ready()
+    b = cluster.node("b", peers=[(a.id, f"ble://{air.adapter(1)}/{A_ADDR}")])
+    b.start().wait_ready()
+    poll(lambda: a.id in b.linked() and b.id in a.linked(), "a and b linked over BLE")
+    via = {p["id"]: p.get("via", "") for p in b.cli("peer", "list")}
+    assert via[a.id] == f"ble://{A_ADDR}", via
+    return a, b
+
+
+def test_channel_payment_over_ble_and_the_link_comes_back_after_a_drop(
+        cluster: Cluster, air: Air) -> None:
+    a, b = _pair(cluster, air)
+    cluster.chain.mine(101, to=a.wallet("address")["address"])
+    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
+    cid = open_channel(cluster.chain, a, b, 1_000_000)
+    pay(a, b, cid, 120_000)
+    pay(b, a, cid, 20_000)
+    before = mirrored(a, b, cid)
+
+    # The radio link is lost (supervision timeout on both controllers): both nodes see the link
+    # close, b's static peer redials, and the channel goes on from the state it had.
+    assert air.drop() >= 1
+    poll(lambda: a.id not in b.linked(), "b sees the link drop")
+    poll(lambda: a.id in b.linked() and b.id in a.linked(), "a and b linked again", timeout=30)
+    assert mirrored(a, b, cid) == before
+    pay(a, b, cid, 5_000)
+    va, vb = mirrored(a, b, cid)
+    assert va["close_sat"] == before[0]["close_sat"] - 5_000
+    for n in (a, b):
+        assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
+        assert n.stop() == 0
