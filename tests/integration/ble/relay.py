@@ -22,6 +22,26 @@ from bumble.transport import open_transport
 SUPERVISION_TIMEOUT = 0x08
 
 
+class SpecController(Controller):
+    """bumble's virtual controller, with LE Create Connection Cancel as the Core spec has it
+    (Vol 4 Part E 7.8.13): the pending connection ends with an LE Connection Complete event of
+    status Unknown Connection Identifier. bumble 0.0.236 only answers the command, so after one
+    dial timeout every later dial was refused as "command disallowed" (a real controller, the
+    Pi's included, follows the spec)."""
+
+    def on_hci_le_create_connection_cancel_command(self, command):  # type: ignore[no-untyped-def]
+        pending = self.pending_le_connection
+        status = super().on_hci_le_create_connection_cancel_command(command)
+        if pending is not None:
+            self.pending_le_connection = None
+            asyncio.get_running_loop().call_soon(self.send_hci_packet, hci.HCI_LE_Connection_Complete_Event(
+                status=hci.HCI_ErrorCode.UNKNOWN_CONNECTION_IDENTIFIER_ERROR, connection_handle=0,
+                role=hci.Role.CENTRAL, peer_address_type=pending.peer_address.address_type,
+                peer_address=pending.peer_address, connection_interval=0, peripheral_latency=0,
+                supervision_timeout=0, central_clock_accuracy=0))
+        return status
+
+
 def drop_all(controllers: list[Controller]) -> int:
     dropped = 0
     for controller in controllers:
@@ -38,7 +58,7 @@ async def main(ports: list[int]) -> None:
     controllers = []
     for i, port in enumerate(ports):
         transport = await open_transport(f"tcp-server:127.0.0.1:{port}")
-        controllers.append(Controller(f"C{i}", host_source=transport.source,
+        controllers.append(SpecController(f"C{i}", host_source=transport.source,
                                       host_sink=transport.sink, link=link,
                                       public_address=hci.Address(f"00:BE:00:00:00:{i + 1:02X}")))
     print("ready", flush=True)

@@ -47,6 +47,7 @@ from eschaton.net.transport.base import (
 
 log = logging.getLogger(__name__)
 MTU = 512  # our receive SDU size: a few Noise frames at once, small enough for a Pi's RAM
+CREDITS = 64
 _RX_HIGH = 64 * 1024  # bytes buffered unread before we stop granting credits
 _RELISTEN_DELAY = 1.0  # s between attempts to reopen a lost adapter
 _BUMBLE_ERRORS = (BaseBumbleError, HCI_Error, BumbleConnectionError, OSError, asyncio.TimeoutError)
@@ -156,7 +157,9 @@ class BleListener(Listener):
 
 
 def _spec(psm: int) -> l2cap.LeCreditBasedChannelSpec:
-    return l2cap.LeCreditBasedChannelSpec(psm=psm, mtu=MTU, mps=MTU)
+    # 64 credits of one 512-byte PDU each: 32 KiB in flight per direction, plenty for frames of
+    # a few hundred bytes, and a bound on what a peer can make us buffer.
+    return l2cap.LeCreditBasedChannelSpec(psm=psm, mtu=MTU, mps=MTU, max_credits=CREDITS)
 
 
 async def _acquire(url: TransportUrl, adapter: str, own: str | None) -> blehost.BleHost:
@@ -176,14 +179,16 @@ class BleTransport:
         host = await _acquire(url, adapter, own)
         connection = None
         try:
-            connection = await host.connect(peer, timeout=timeout)
+            # Our own deadline too: a controller that never reports the cancelled connection
+            # (as the spec says it must) would otherwise keep this dial waiting for ever.
+            connection = await asyncio.wait_for(host.connect(peer, timeout=timeout), timeout + 2)
             channel = await asyncio.wait_for(connection.create_l2cap_channel(spec=_spec(psm)),
                                              timeout)
         except _BUMBLE_ERRORS as exc:
             if connection is not None:
                 with contextlib.suppress(*_BUMBLE_ERRORS):
                     await asyncio.wait_for(connection.disconnect(), 2.0)
-            raise TransportError(f"{url.url}: cannot connect: {exc or 'timeout'}") from None
+            raise TransportError(f"{url.url}: cannot connect: {str(exc) or 'timeout'}") from None
         return BleStream(channel, f"ble://{peer}")
 
     async def listen(self, url: TransportUrl, on_stream: OnStream) -> Listener:
