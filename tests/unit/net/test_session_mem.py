@@ -20,7 +20,6 @@ from eschaton.net.session import Session, dial, serve
 from eschaton.net.transport import (
     BadTransportUrl,
     TransportError,
-    TransportUnavailable,
     connect,
     listen,
     parse_url,
