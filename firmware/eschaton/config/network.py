@@ -88,8 +88,12 @@ def check_url(section: Section, key: str | int, url: str, *, path: KeyPath = (),
                                        f"{', '.join(SCHEMES)}")
     if parsed.scheme == "ble":
         from eschaton.core.link.ble import parse_ble_url  # only where a ble:// URL is used
+        if key == "advertise":
+            raise section.ctx.error(where, "ble:// URLs are not announced in beacons (an adapter "
+                                           "name means nothing to another node); use "
+                                           "[network.discovery] ble = true")
         try:
-            parse_ble_url(parsed, dial=not listen if key != "advertise" else None)
+            parse_ble_url(parsed, dial=not listen)
         except BadTransportUrl as exc:
             raise section.ctx.error(where, str(exc)) from None
     return url

@@ -51,6 +51,7 @@ class BleHost:
         """Done when the HCI transport is gone."""
         self.address = str(device.random_address).split("/")[0]
         self.advert: bytes | None = None
+        self._connecting = asyncio.Lock()  # a controller has one pending connection at a time
         device.on("disconnection", lambda *_: self._readvertise())
 
     @property
@@ -59,7 +60,9 @@ class BleHost:
 
     async def connect(self, address: str, *, timeout: float) -> Connection:
         addr = hci.Address(address, hci.Address.RANDOM_DEVICE_ADDRESS)
-        return await self.device.connect(addr, transport=PhysicalTransport.LE, timeout=timeout)
+        async with self._connecting:
+            return await self.device.connect(addr, transport=PhysicalTransport.LE,
+                                             timeout=timeout)
 
     async def advertise(self, data: bytes) -> None:
         """Advertise ``data`` (connectable) until the host closes; restarted after each link,
