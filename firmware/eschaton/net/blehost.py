@@ -30,6 +30,11 @@ from eschaton.errors import LocalError, TransientError
 
 log = logging.getLogger(__name__)
 OPEN_TIMEOUT = 10.0  # s for an adapter to open and answer the reset
+# Advertising every 200 ms: a dial waits for the peer's next advertisement (bumble's default of
+# 1 s made every link take a second to open). Scanning a quarter of the time: on a Pi the
+# Bluetooth and Wi-Fi radios share one antenna, and a continuous scan starves the Wi-Fi mesh.
+ADVERTISING_INTERVAL_MS = 200
+SCAN_INTERVAL_MS, SCAN_WINDOW_MS = 240, 60
 
 
 class BleUnavailable(LocalError):
@@ -70,7 +75,9 @@ class BleHost:
         self.advert = data
         if self.device.is_advertising:
             await self.device.stop_advertising()
-        await self.device.start_advertising(advertising_data=data, auto_restart=True)
+        await self.device.start_advertising(advertising_data=data, auto_restart=True,
+                                            advertising_interval_min=ADVERTISING_INTERVAL_MS,
+                                            advertising_interval_max=ADVERTISING_INTERVAL_MS)
 
     def _readvertise(self) -> None:
         if self.advert is not None and self.alive and not self.device.is_advertising:
@@ -81,12 +88,15 @@ class BleHost:
     async def _restart_advertising(self) -> None:
         with contextlib.suppress(BaseBumbleError, hci.HCI_Error, OSError):
             if self.advert is not None and not self.device.is_advertising:
-                await self.device.start_advertising(advertising_data=self.advert,
-                                                    auto_restart=True)
+                await self.device.start_advertising(
+                    advertising_data=self.advert, auto_restart=True,
+                    advertising_interval_min=ADVERTISING_INTERVAL_MS,
+                    advertising_interval_max=ADVERTISING_INTERVAL_MS)
 
     async def scan(self, on_advert: Callable[[Advertisement], None]) -> None:
         self.device.on("advertisement", on_advert)
-        await self.device.start_scanning(filter_duplicates=False)
+        await self.device.start_scanning(filter_duplicates=False, scan_interval=SCAN_INTERVAL_MS,
+                                         scan_window=SCAN_WINDOW_MS)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):  # best effort: the transport may already be gone
@@ -142,3 +152,12 @@ async def _open(spec: str, address: str | None) -> BleHost:
     host = BleHost(spec, device, transport)
     log.info("Bluetooth LE adapter %s up, address %s", spec, host.address)
     return host
+
+
+async def close_all() -> None:
+    """Power off and close every adapter this process opened (a node stopping: a real
+    controller would otherwise go on advertising a node that is gone)."""
+    hosts = list(_hosts.values())
+    _hosts.clear()
+    for host in hosts:
+        await host.close()

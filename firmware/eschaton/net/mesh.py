@@ -183,6 +183,9 @@ class NetNode:
             await listener.close()
         for session in list(self.sessions.values()):
             await session.close("node stopping")
+        blehost = sys.modules.get("eschaton.net.blehost")  # loaded only if ble:// was used
+        if blehost is not None:
+            await blehost.close_all()
 
     # ---- sessions --------------------------------------------------------------------------------
     def session(self, node_id: NodeId) -> Session | None:
