@@ -13,6 +13,15 @@ from tests.integration.node.harness import Cluster
 REPO = Path(__file__).resolve().parents[3]
 
 
+def kernel_has_bluetooth() -> bool:
+    """Whether an HCI socket can be opened here (then ``hci-socket:0`` may be a real adapter)."""
+    try:
+        socket.socket(socket.AF_BLUETOOTH, socket.SOCK_RAW, 1).close()  # BTPROTO_HCI
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
 class Air:
     """The relay process (``relay.py``): one virtual controller per port, on one shared link."""
 

@@ -3,12 +3,15 @@ its own virtual controller (``relay.py``), and the controllers share one simulat
 The same Noise link and channel protocol run over the L2CAP channel as over TCP."""
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
-from tests.integration.ble.conftest import Air
-from tests.integration.node.harness import Cluster, mirrored, open_channel, pay, poll
+from tests.integration.ble.conftest import Air, kernel_has_bluetooth
+from tests.integration.node.harness import Cluster, NodeProc, mirrored, open_channel, pay, poll, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120)]
 
 A_ADDR = "C0:00:00:00:00:0A"
 
@@ -24,6 +27,7 @@ def _pair(cluster: Cluster, air: Air):  # type: ignore[no-untyped-def]
     return a, b
 
 
+@pytest.mark.slow
 def test_channel_payment_over_ble_and_the_link_comes_back_after_a_drop(
         cluster: Cluster, air: Air) -> None:
     a, b = _pair(cluster, air)
@@ -46,3 +50,17 @@ def test_channel_payment_over_ble_and_the_link_comes_back_after_a_drop(
     for n in (a, b):
         assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
         assert n.stop() == 0
+
+
+@pytest.mark.parametrize("adapter", ["hci-socket:0", "tcp-client:127.0.0.1:{closed}"])
+def test_a_node_without_an_adapter_stops_with_one_line(tmp_path: Path, adapter: str) -> None:
+    if adapter.startswith("hci-socket") and kernel_has_bluetooth():
+        pytest.skip("this kernel has Bluetooth: hci-socket:0 may be a real adapter")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    n = NodeProc(tmp_path, "a", chain_dir=None, listen=[f"ble://{adapter.format(closed=closed)}"])
+    p = run_cli("node", "run", "--config", str(n.config), check=False)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 1 and len(lines) == 1, (p.returncode, p.stderr[-2000:])
+    assert "no Bluetooth adapter at" in lines[0] and "Traceback" not in p.stdout + p.stderr

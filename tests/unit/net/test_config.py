@@ -88,6 +88,8 @@ def test_full_file(tmp_path: Path) -> None:
     ('"serial:///dev/ttyAMA0?baud=115200"', '"ble://hci-socket:0/C1:00:00:00:00:01"', "network.listen[1]", 7,
      "a listen URL names no peer"),
     ('interval = 5', 'interval = 5\nble = true', "network.discovery.ble", 13, "needs a ble:// URL"),
+    ('listen = [', 'advertise = ["ble://hci-socket:0"]\nlisten = [', "network.advertise[0]", 7,
+     "not announced in beacons"),
     ('name = "pump-house"', 'name = "pump-house"\nnmae = 1', "node.nmae", 5, "unknown key"),
     ('backend = "electrum"', 'backend = "bitcoind"', "chain.backend", 24, "embedded, electrum"),
     ('url = "tcp://127.0.0.1:50001"', "", "chain.url", 23, "required"),
@@ -318,3 +320,20 @@ def test_routing_section_fee_policy() -> None:
     assert str(e.value) == "node.toml:2: routing.delta: must be an integer in 8..2016"
     with pytest.raises(ConfigError, match="routing.fee: unknown key"):
         parse_config("[routing]\nfee = 3\n")
+
+
+def test_a_ble_node() -> None:
+    cfg = parse_config(f"""
+[network]
+listen = ["ble://hci-socket:0?psm=0x81"]
+[network.discovery]
+enabled = false
+ble = true
+[[network.peers]]
+id = "{PEER}"
+url = "ble://hci-socket:0/C1:22:33:44:55:66"
+""", "node.toml")
+    assert cfg.network.discovery.ble and not cfg.network.discovery.enabled
+    assert cfg.network.listen == ("ble://hci-socket:0?psm=0x81",)
+    assert cfg.network.peers[0].url == "ble://hci-socket:0/C1:22:33:44:55:66"
+    assert not parse_config("", "node.toml").network.discovery.ble  # off by default
