@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from tests.integration.ble.conftest import Air, kernel_has_bluetooth
-from tests.integration.node.harness import Cluster, NodeProc, mirrored, open_channel, pay, poll, run_cli
+from tests.integration.node.harness import (
+    Cluster,
+    NodeProc,
+    mirrored,
+    open_channel,
+    pay,
+    poll,
+    run_cli,
+)
 
 pytestmark = [pytest.mark.timeout(120)]
 
