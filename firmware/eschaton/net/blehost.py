@@ -58,6 +58,7 @@ class BleHost:
         self.advert: bytes | None = None
         self._connecting = asyncio.Lock()  # a controller has one pending connection at a time
         device.on("disconnection", lambda *_: self._readvertise())
+        device.on("connection", self._on_connection)
 
     @property
     def alive(self) -> bool:
@@ -78,6 +79,27 @@ class BleHost:
         await self.device.start_advertising(advertising_data=data, auto_restart=True,
                                             advertising_interval_min=ADVERTISING_INTERVAL_MS,
                                             advertising_interval_max=ADVERTISING_INTERVAL_MS)
+
+    def _on_connection(self, connection: Connection) -> None:
+        # A controller stops advertising when a central connects. A mesh node must stay
+        # reachable by its other neighbours, so advertise again at once (controllers able to
+        # advertise while connected, the Pi's among them, accept this; one that cannot refuses
+        # and bumble restarts advertising when the connection ends).
+        if connection.role == hci.Role.PERIPHERAL and self.advert is not None:
+            task = asyncio.get_running_loop().create_task(self._advertise_again())
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+    async def _advertise_again(self) -> None:
+        # bumble advertises through an extended advertising set where the controller has them
+        # (Bluetooth 5), else with the legacy commands (a Pi Zero 2 W's 4.2 controller).
+        advertiser: Any = self.device.legacy_advertising_set or self.device.legacy_advertiser
+        if advertiser is None or not self.alive:
+            return
+        try:
+            await advertiser.start()
+        except (BaseBumbleError, hci.HCI_Error, OSError) as exc:
+            log.debug("%s: cannot advertise while connected: %s", self.spec, exc)
 
     def _readvertise(self) -> None:
         if self.advert is not None and self.alive and not self.device.is_advertising:

@@ -6,19 +6,22 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.ble.conftest import Air
-from tests.integration.node.harness import Cluster, poll
+from tests.integration.node.harness import Cluster, NodeProc, poll
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
+def _discovering(cluster: Cluster, name: str, adapter: str) -> NodeProc:
+    """A node listening on ``adapter`` with BLE discovery on and UDP beacons off."""
+    n = cluster.node(name, listen=[f"ble://{adapter}"])
+    n.config.write_text(n.config.read_text().replace(
+        "[network.discovery]\nenabled = false",
+        "[network.discovery]\nenabled = false\nble = true\ninterval = 0.5"))
+    return n.start()
+
+
 def test_nodes_find_each_other_by_advertisement_and_link(cluster: Cluster, air: Air) -> None:
-    nodes = []
-    for i, name in enumerate(("a", "b")):
-        n = cluster.node(name, listen=[f"ble://{air.adapter(i)}"])
-        n.config.write_text(n.config.read_text().replace(
-            "[network.discovery]\nenabled = false",
-            "[network.discovery]\nenabled = false\nble = true\ninterval = 0.5"))
-        nodes.append(n.start())
+    nodes = [_discovering(cluster, name, air.adapter(i)) for i, name in enumerate("ab")]
     a, b = nodes
     for n in nodes:
         n.wait_ready()
@@ -37,3 +40,22 @@ def test_nodes_find_each_other_by_advertisement_and_link(cluster: Cluster, air: 
     for n in nodes:
         assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
         assert n.stop() == 0
+
+
+@pytest.mark.timeout(120)
+def test_three_nodes_mesh_over_ble(cluster: Cluster) -> None:
+    """A node linked to one neighbour advertises again, so the third finds both."""
+    air = Air(3)
+    try:
+        nodes = [_discovering(cluster, name, air.adapter(i)) for i, name in enumerate("abc")]
+        for n in nodes:
+            n.wait_ready()
+        for x in nodes:
+            others = {y.id for y in nodes if y is not x}
+            poll(lambda x=x, others=others: others <= x.linked(), f"{x.name} linked to both",
+                 timeout=60)
+        for n in nodes:
+            assert not [r for r in n.logs if "exc" in r], f"{n.name} logged a traceback"
+            assert n.stop() == 0
+    finally:
+        air.close()
