@@ -18,7 +18,7 @@ from eschaton.net.transport import (
     connect,
     listen,
 )
-from eschaton.net.transport.ble import MTU, BleStream
+from eschaton.net.transport.ble_l2cap import MTU, BleStream
 from tests.integration.ble.conftest import Air, kernel_has_bluetooth
 
 pytestmark = pytest.mark.timeout(60)

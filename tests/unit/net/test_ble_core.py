@@ -101,3 +101,16 @@ def test_bad_urls_are_one_line_errors(url: str, dial: bool | None, words: str) -
     with pytest.raises(BadTransportUrl, match=words) as exc:
         parse_ble_url(parse_url(url), dial=dial)
     assert "\n" not in str(exc.value) and url in str(exc.value)
+
+
+def test_the_bluetooth_stack_loads_only_when_used() -> None:
+    """bumble costs ~13 MB of RSS: a node without ble:// (most houses) must not import it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    code = ("import sys; import eschaton.net.transport, eschaton.net.mesh, eschaton.config; "
+            "assert not [m for m in sys.modules if m.startswith('bumble')], 'bumble loaded'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root,
+                   env={"PYTHONPATH": f"{root / 'firmware'}:{root}"})
