@@ -56,6 +56,7 @@ from eschaton.net import blehost
 
 log = logging.getLogger(__name__)
 MAX_NEIGHBOURS = 8
+_MAX_REMEMBERED = 256  # addresses and prefixes kept between probes
 PROBE_TIMEOUT = 8.0  # s to connect, read the beacon and leave
 _ERRORS = (BaseBumbleError, HCI_Error, OSError, TimeoutError, WireError)
 
@@ -148,6 +149,10 @@ class BleDiscovery:
         if now - self._probed.get(address, -1e9) < self.interval:
             return
         self._probed[address] = now
+        if len(self._probed) > _MAX_REMEMBERED:  # anyone can advertise from many addresses
+            self._probed = {a: t for a, t in self._probed.items() if now - t < self.interval}
+        if len(self._by_prefix) > _MAX_REMEMBERED:
+            self._by_prefix = {p: n for p, n in self._by_prefix.items() if n in self.table}
         self._probe = asyncio.get_running_loop().create_task(
             self._read_beacon(host, address, ours.psm, ours.prefix))
 

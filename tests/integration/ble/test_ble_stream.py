@@ -99,6 +99,9 @@ def test_a_dropped_radio_link_closes_both_ends(air: Air) -> None:
         assert air.drop() == 2  # one connection, seen by both controllers
         with pytest.raises(TransportClosed, match="disconnected"):
             await asyncio.wait_for(reader, 10)
+        # The other end learns it from its own controller's event, which may come a moment later.
+        with pytest.raises(TransportClosed, match="disconnected"):
+            await asyncio.wait_for(d.read_frame(), 10)
         with pytest.raises(TransportClosed):
             await d.write_frame(b"too late")
 
