@@ -76,8 +76,9 @@ def test_sandbox_keeps_what_the_node_needs() -> None:
     # GPIO chips and every serial port kind a Modbus meter or a serial:// link uses.
     assert {"char-gpiochip", "char-ttyS", "char-ttyAMA", "char-ttyUSB", "char-ttyACM"} <= allowed
     families = set(" ".join(_unit_values("RestrictAddressFamilies")).split())
-    # Links and discovery, the local API socket, nftables (netlink) for bandwidth metering.
-    assert {"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"} <= families
+    # Links and discovery, the local API socket, nftables (netlink) for bandwidth metering,
+    # ble:// links (the HCI user channel is an AF_BLUETOOTH socket).
+    assert {"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK", "AF_BLUETOOTH"} <= families
     assert "CAP_NET_ADMIN" in " ".join(_unit_values("AmbientCapabilities"))
     assert _unit_values("Type") == ["notify"] and _unit_values("WatchdogSec")
     assert _unit_values("NotifyAccess") == ["main"]

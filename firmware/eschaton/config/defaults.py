@@ -12,6 +12,7 @@ DISCOVERY_BROADCAST = "auto"
 DISCOVERY_MAX_AGE = 60.0
 DISCOVERY_STRICT_CLOCK = False  # a Pi has no real-time clock; see core/link/beacon.py
 DISCOVERY_EXPIRY = 45.0
+DISCOVERY_BLE = False  # Bluetooth LE advertisements; needs a ble:// listen URL
 
 # Inbound link limits (docs/network.md, "Limits"): a Pi has 1,024 file descriptors and little RAM.
 ACCEPT = "any"  # or "known": only pinned peers may link

@@ -32,6 +32,9 @@ class DiscoveryConfig:
     """With ``strict_clock``: a first beacon from a node older than this many seconds is refused."""
     expiry: float
     """A neighbour silent for this many seconds is forgotten."""
+    ble: bool = False
+    """Also advertise over Bluetooth LE and dial neighbours found by scanning (needs a
+    ``ble://`` URL in ``listen``; independent of ``enabled``, which is about UDP beacons)."""
     strict_clock: bool = False
     """Also refuse first beacons whose timestamp is off our clock (only for meshes with
     synchronised clocks; a Pi has no real-time clock)."""
@@ -84,7 +87,15 @@ def check_url(section: Section, key: str | int, url: str, *, path: KeyPath = (),
         raise section.ctx.error(where, f"unknown transport {parsed.scheme!r}; use one of "
                                        f"{', '.join(SCHEMES)}")
     if parsed.scheme == "ble":
-        raise section.ctx.error(where, "ble:// is not available in this build")
+        from eschaton.core.link.ble import parse_ble_url  # only where a ble:// URL is used
+        if key == "advertise":
+            raise section.ctx.error(where, "ble:// URLs are not announced in beacons (an adapter "
+                                           "name means nothing to another node); use "
+                                           "[network.discovery] ble = true")
+        try:
+            parse_ble_url(parsed, dial=not listen)
+        except BadTransportUrl as exc:
+            raise section.ctx.error(where, str(exc)) from None
     return url
 
 
@@ -108,6 +119,7 @@ def _parse_discovery(net_s: Section) -> DiscoveryConfig:
         max_age=disc_s.get_float("max_age", D.DISCOVERY_MAX_AGE, 1.0, 86400.0),
         expiry=disc_s.get_float("expiry", D.DISCOVERY_EXPIRY, 1.0, 86400.0),
         strict_clock=disc_s.get_bool("strict_clock", D.DISCOVERY_STRICT_CLOCK),
+        ble=disc_s.get_bool("ble", D.DISCOVERY_BLE),
     )
     disc_s.done()
     return discovery
@@ -148,6 +160,9 @@ def parse_network(root: Section) -> NetworkConfig:
     if len(advertise) > 8:
         raise net_s.err("advertise", "at most 8 URLs fit in a beacon")
     discovery = _parse_discovery(net_s)
+    if discovery.ble and not any(u.startswith("ble://") for u in listen):
+        raise net_s.sub("discovery").err("ble", "needs a ble:// URL in [network] listen "
+                                                "(e.g. \"ble://hci-socket:0\")")
     peers = _parse_peers(net_s)
     accept = net_s.get_choice("accept", D.ACCEPT, ("any", "known"))
     max_pending = net_s.get_int("max_pending_handshakes", D.MAX_PENDING_HANDSHAKES, 1, 65536)

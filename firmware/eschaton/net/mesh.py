@@ -84,6 +84,9 @@ class NetNode:
         self.sessions: dict[NodeId, Session] = {}
         self.listeners: list[SessionListener] = []
         self.discovery: Discovery | None = None
+        self.ble_discovery: Any = None
+        """``net.blediscovery.BleDiscovery`` with ``[network.discovery] ble = true`` (imported
+        only then: it loads the Bluetooth stack)."""
         self.router = router if router is not None else Router()
         """Where every session's messages go; its services' bits are announced in ``init``."""
         self._authorize = authorize
@@ -147,6 +150,14 @@ class NetNode:
                 on_refused=lambda source, why: self._emit(
                     {"event": "beacon_refused", "source": source, "reason": why}))
             await self.discovery.start()
+        if disc.ble:
+            from eschaton.net.blediscovery import BleDiscovery  # loads bumble: only when asked
+            ble = [listener.url for listener in self.listeners if listener.url.startswith("ble://")]
+            self.ble_discovery = BleDiscovery(
+                self.keys, ble[0], name=self.config.node.name, interval=disc.interval,
+                expiry=disc.expiry, on_event=self._on_neighbour,
+                wants=lambda n: n not in self.sessions and n not in self._dialling)
+            await self.ble_discovery.start()
         for peer in self.config.network.peers:
             self._spawn(self._keep_dialled(peer.node_id, peer.url))
         self._emit({"event": "started", "id": self.node_id.hex(),
@@ -166,10 +177,15 @@ class NetNode:
                 await task
         if self.discovery is not None:
             await self.discovery.close()
+        if self.ble_discovery is not None:
+            await self.ble_discovery.close()
         for listener in self.listeners:
             await listener.close()
         for session in list(self.sessions.values()):
             await session.close("node stopping")
+        blehost = sys.modules.get("eschaton.net.blehost")  # loaded only if ble:// was used
+        if blehost is not None:
+            await blehost.close_all()
 
     # ---- sessions --------------------------------------------------------------------------------
     def session(self, node_id: NodeId) -> Session | None:
@@ -300,9 +316,9 @@ class NetNode:
             record["clock_offset_s"] = round(ev.clock_offset, 3)
         self._emit(record)
         if self.node_id.raw < ev.node_id.raw and ev.node_id not in self.sessions:
-            tcp = [u for u in ev.urls if u.startswith("tcp://")]
-            if tcp and ev.node_id not in self._dialling:
-                self._spawn(self._dial_neighbour(ev.node_id, tcp[0]))
+            url = _dialable(ev.urls)
+            if url and ev.node_id not in self._dialling:
+                self._spawn(self._dial_neighbour(ev.node_id, url))
 
     async def _dial_neighbour(self, node_id: NodeId, url: str) -> None:
         """Dial a discovered neighbour (the lower id dials). A failed dial is tried again, with
@@ -323,11 +339,15 @@ class NetNode:
                 delay = min(delay * 2, 30.0)
                 if self.session(node_id) is not None:
                     return  # it dialled us meanwhile
-                urls = self.discovery.table.neighbours().get(node_id, ()) if self.discovery else ()
-                tcp = [u for u in urls if u.startswith("tcp://")]
-                if not tcp:
-                    return  # gone from the table, or no TCP address any more
-                url = tcp[0]
+                urls: tuple[str, ...] = ()
+                if self.discovery is not None:
+                    urls = self.discovery.table.neighbours().get(node_id, ())
+                if (not _dialable(urls) and url.startswith("ble://")
+                        and self.ble_discovery is not None and node_id in self.ble_discovery.table):
+                    urls = (url,)  # still advertising: dial it where we heard it
+                url = _dialable(urls)
+                if not url:
+                    return  # gone from the tables, or no address we can dial any more
         finally:
             self._dialling.discard(node_id)
 
@@ -343,6 +363,15 @@ class NetNode:
                 self._on_event(event)
             except Exception:  # supervision boundary: observers must not break the node
                 log.exception("node event observer failed")
+
+
+def _dialable(urls: tuple[str, ...]) -> str:
+    """The URL to dial a discovered neighbour at: TCP first (faster), else Bluetooth LE."""
+    for scheme in ("tcp://", "ble://"):
+        for url in urls:
+            if url.startswith(scheme):
+                return url
+    return ""
 
 
 _WHY = {

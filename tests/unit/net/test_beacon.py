@@ -93,6 +93,16 @@ def test_expiry_follows_the_monotonic_clock_not_the_wall_clock() -> None:
     assert t.expire(130.0) == [NeighbourLost(B.node_id)]
 
 
+def test_touch_keeps_a_neighbour_heard_by_other_means() -> None:
+    t = NeighbourTable(A.node_id, expiry=30)
+    assert not t.touch(B.node_id, 100.0)  # not in the table: nothing to keep
+    t.receive(beacon(), NOW, seen=100.0)
+    assert t.touch(B.node_id, 120.0)  # e.g. its BLE advertisement was heard
+    assert t.expire(130.0) == [] and t.next_deadline() == 150.0
+    assert t.touch(B.node_id, 110.0) and t.next_deadline() == 150.0  # never moves back
+    assert t.expire(150.0) == [NeighbourLost(B.node_id)]
+
+
 def test_badly_signed_beacon_is_refused() -> None:
     raw = bytearray(beacon())
     raw[-3] ^= 0x01  # inside the signed body

@@ -80,7 +80,16 @@ def test_full_file(tmp_path: Path) -> None:
     ("port = 47801", 'port = "47801"', "network.discovery.port", 11, "integer"),
     (f'id = "{PEER}"', 'id = "beef"', "network.peers[0].id", 15, "64 hex"),
     ('url = "tcp://10.0.0.2:9735"', 'url = "tcp://10.0.0.2"', "network.peers[0].url", 16, "port"),
-    ('url = "tcp://10.0.0.2:9735"', 'url = "ble://aa"', "network.peers[0].url", 16, "not available"),
+    ('url = "tcp://10.0.0.2:9735"', 'url = "ble://aa"', "network.peers[0].url", 16, "needs the peer's address"),
+    ('url = "tcp://10.0.0.2:9735"', 'url = "ble://hci-socket:0/AA:BB?psm=229"', "network.peers[0].url", 16,
+     "not a Bluetooth address"),
+    ('url = "tcp://10.0.0.2:9735"', 'url = "ble://hci-socket:0/C1:00:00:00:00:01?psm=17"',
+     "network.peers[0].url", 16, "outside the LE dynamic range"),
+    ('"serial:///dev/ttyAMA0?baud=115200"', '"ble://hci-socket:0/C1:00:00:00:00:01"', "network.listen[1]", 7,
+     "a listen URL names no peer"),
+    ('interval = 5', 'interval = 5\nble = true', "network.discovery.ble", 13, "needs a ble:// URL"),
+    ('listen = [', 'advertise = ["ble://hci-socket:0"]\nlisten = [', "network.advertise[0]", 7,
+     "not announced in beacons"),
     ('name = "pump-house"', 'name = "pump-house"\nnmae = 1', "node.nmae", 5, "unknown key"),
     ('backend = "electrum"', 'backend = "bitcoind"', "chain.backend", 24, "embedded, electrum"),
     ('url = "tcp://127.0.0.1:50001"', "", "chain.url", 23, "required"),
@@ -311,3 +320,20 @@ def test_routing_section_fee_policy() -> None:
     assert str(e.value) == "node.toml:2: routing.delta: must be an integer in 8..2016"
     with pytest.raises(ConfigError, match="routing.fee: unknown key"):
         parse_config("[routing]\nfee = 3\n")
+
+
+def test_a_ble_node() -> None:
+    cfg = parse_config(f"""
+[network]
+listen = ["ble://hci-socket:0?psm=0x81"]
+[network.discovery]
+enabled = false
+ble = true
+[[network.peers]]
+id = "{PEER}"
+url = "ble://hci-socket:0/C1:22:33:44:55:66"
+""", "node.toml")
+    assert cfg.network.discovery.ble and not cfg.network.discovery.enabled
+    assert cfg.network.listen == ("ble://hci-socket:0?psm=0x81",)
+    assert cfg.network.peers[0].url == "ble://hci-socket:0/C1:22:33:44:55:66"
+    assert not parse_config("", "node.toml").network.discovery.ble  # off by default

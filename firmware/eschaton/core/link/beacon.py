@@ -246,6 +246,16 @@ class NeighbourTable:
             return [NeighbourChanged(beacon.node_id, urls, beacon.name, source)]
         return []
 
+    def touch(self, node_id: NodeId, seen: float) -> bool:
+        """Keep a neighbour from expiring because it was heard by other means (a Bluetooth LE
+        advertisement carrying its id prefix, unsigned: a spoofed one can only delay its loss,
+        and a dial to a node that is gone fails). False when it is not in the table."""
+        entry = self._table.get(node_id)
+        if entry is None:
+            return False
+        entry.last_seen = max(entry.last_seen, seen)
+        return True
+
     def next_deadline(self) -> float | None:
         if not self._table:
             return None
