@@ -39,11 +39,11 @@ TRIALS = int(os.environ.get("ESCHATON_MH_CRASH_TRIALS", "120" if IN_CI else "45"
 PER_ROUND = 3
 
 # The named steps of each role (``faults.point`` in ``daemon/routing.py``), in protocol order.
-PAYER = ["pay.attempt_stored", "pay.offered", "pay.onion_sent", "pay.outcome"]
-HOP = ["fwd.persisted.ACCEPTED", "fwd.offering", "fwd.offered", "fwd.persisted.OFFERED",
+PAYER = ["pay.attempt_stored", "pay.offered", "pay.onion_sent", "event.escrow", "pay.outcome"]
+HOP = ["fwd.persisted.ACCEPTED", "fwd.offering", "fwd.offered", "fwd.persisted.OFFERED", "event.escrow",
        "fwd.persisted.FULFILLED", "fwd.fulfilling", "fwd.persisted.SETTLED"]
-HOP_FAILING = ["fwd.persisted.FAILED", "fwd.failing", "fwd.persisted.RETURNED"]
-PAYEE = ["fwd.persisted.FULFILLED", "fwd.fulfilling", "fwd.persisted.SETTLED"]
+HOP_FAILING = ["fwd.persisted.FAILED", "event.escrow", "fwd.failing", "fwd.persisted.RETURNED"]
+PAYEE = ["fwd.persisted.FULFILLED", "fwd.fulfilling", "event.escrow", "fwd.persisted.SETTLED"]
 
 
 def _line(cluster: Cluster) -> tuple[list[NodeProc], list[str]]:
@@ -179,6 +179,29 @@ def test_a_payer_killed_after_its_offer_completes_after_restart(cluster: Cluster
     again = a.cli("pay", req["request"], "--id", "durable-1")
     assert again["state"] == "complete" and again["preimage"] == paid["preimage"]
     _check(nodes, cids, before, [paid], "durable-1 again")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_hop_killed_after_its_channel_learnt_the_preimage_fulfils_upstream(cluster: Cluster) -> None:
+    """b dies after its channel to c made c's fulfil durable (the preimage is in the channel)
+    and before its forward record learnt it: that event is not emitted again after a restart,
+    so b reads the preimage from the channel when it starts and fulfils upstream. (Before, the
+    record stayed OFFERED: b paid c and was never paid by a, whose payment stayed pending.)"""
+    cluster.serve_chain()
+    nodes, cids = _line(cluster)
+    a, b, c = nodes
+    before = {n.name: sum(_close_sats(n).values()) for n in nodes}
+    req = c.cli("invoice", "create", str(AMOUNT))
+    _fault_file(cluster, b).write_text("event.escrow")  # b's first: EscrowFulfilled from c
+    t, out = _pay(a, req["request"], "reconcile-1")
+    assert b.proc is not None
+    poll(lambda: b.proc is not None and b.proc.poll() is not None, "b killed at the event")
+    _restart(cluster, b, nodes)
+    t.join(90)
+    paid = _final(a, "reconcile-1")
+    assert paid["state"] == "complete", paid
+    _check(nodes, cids, before, [paid], "reconcile-1")
 
 
 @pytest.mark.slow
