@@ -58,6 +58,7 @@ from eschaton.core.routing import onion as O
 from eschaton.core.routing.forward import (
     CloseUpstream,
     FailUpstream,
+    Forward,
     Forwarder,
     FulfilUpstream,
     FwdAction,
@@ -443,36 +444,30 @@ class RoutingService:
         store.put_attempt(replace(att, state="fulfilled" if outcome[0] == "fulfilled" else "failed"))
 
     def _reconcile_forwards(self) -> None:
-        """After a restart: what the channels settled while our records could not follow (the
-        node died between a channel's commit and the forward's) is fed to the forwarder, since
-        those events are not emitted again. The channel's state is the truth: a preimage it holds
-        for an offered escrow means downstream fulfilled (so we fulfil upstream, or we would pay
-        downstream and never be paid); an acknowledged offer whose escrow is gone without one was
-        returned; an incoming escrow gone from its channel was committed (FULFILLED) or returned
-        (FAILED)."""
+        """After a restart: feed the forwarder what our channels settled while its records could
+        not follow (``Forwarder.reconcile``; the channel's durable state is the truth)."""
         assert self.fw is not None
         svc = self.node.channels
-        for rec in list(self.fw.records.values()):
-            inc = rec.incoming
-            if rec.state is FwdState.OFFERED:
-                out = svc.endpoint.channels.get(rec.out_channel)
-                if out is None:
-                    continue
-                pre = out.preimages.get(inc.payment_hash)
-                locked = any(e.id == rec.out_escrow and e.payer == out.role for e in out.current.escrows)
-                offer = svc.payments.get("esc:" + _pid("f", rec.name))
-                if pre is not None:
-                    self._run(self.fw.on_downstream_fulfilled(rec.out_channel, rec.out_escrow, bytes(pre)))
-                elif not locked and offer is not None and offer.state.value == "complete":
-                    self._run(self.fw.on_downstream_failed(rec.out_channel, rec.out_escrow, b"", "returned"))
-            elif rec.state in (FwdState.FULFILLED, FwdState.FAILED):
-                ch = svc.endpoint.channels.get(inc.channel)
-                if ch is None or any(e.id == inc.escrow_id and e.payer != ch.role for e in ch.current.escrows):
-                    continue
-                if rec.state is FwdState.FULFILLED:
-                    self._run(self.fw.on_upstream_settled(inc.channel, inc.escrow_id))
-                else:
-                    self._run(self.fw.on_upstream_returned(inc.channel, inc.escrow_id))
+
+        def downstream(rec: Forward) -> tuple[str, bytes] | None:
+            out = svc.endpoint.channels.get(rec.out_channel)
+            if out is None:
+                return None
+            pre = out.preimages.get(rec.incoming.payment_hash)
+            if pre is not None:
+                return "fulfilled", bytes(pre)
+            locked = any(e.id == rec.out_escrow and e.payer == out.role for e in out.current.escrows)
+            offer = svc.payments.get("esc:" + _pid("f", rec.name))
+            if not locked and offer is not None and offer.state.value == "complete":
+                return "returned", b""
+            return None
+
+        def upstream_open(rec: Forward) -> bool:
+            ch = svc.endpoint.channels.get(rec.incoming.channel)
+            eid = rec.incoming.escrow_id
+            return ch is None or any(e.id == eid and e.payer != ch.role for e in ch.current.escrows)
+
+        self._run(self.fw.reconcile(downstream, upstream_open))
 
     def _resume_attempts(self) -> None:
         """After a restart: settle or watch every attempt that was open (see the module rules)."""

@@ -341,6 +341,32 @@ class Forwarder:
                                   O.failure_create(rec.secret, Reason.EXPIRED.value))
         return out
 
+    def reconcile(self, downstream: Callable[[Forward], tuple[str, bytes] | None],
+                  upstream_open: Callable[[Forward], bool]) -> list[FwdAction]:
+        """After a restart, before ``resume``: catch up with what the channels settled while
+        the records could not follow (the node died between a channel's commit and the
+        record's; those events are not emitted again). ``downstream(rec)`` says what became of
+        an OFFERED record's outgoing escrow: ``("fulfilled", preimage)`` (its channel holds the
+        preimage: we must fulfil upstream, or we paid downstream for nothing), ``("returned",
+        b"")`` (gone, acknowledged, no preimage), or None (still open, or not known yet).
+        ``upstream_open(rec)``: the incoming escrow is still in its channel (if not, a FULFILLED
+        record was committed, a FAILED one returned)."""
+        out: list[FwdAction] = []
+        for rec in list(self.records.values()):
+            if rec.state is F.OFFERED:
+                got = downstream(rec)
+                if got is not None and got[0] == "fulfilled":
+                    out += self.on_downstream_fulfilled(rec.out_channel, rec.out_escrow, got[1])
+                elif got is not None:
+                    out += self.on_downstream_failed(rec.out_channel, rec.out_escrow, b"", got[0])
+            elif rec.state in (F.FULFILLED, F.FAILED) and not upstream_open(rec):
+                inc = rec.incoming
+                if rec.state is F.FULFILLED:
+                    out += self.on_upstream_settled(inc.channel, inc.escrow_id)
+                else:
+                    out += self.on_upstream_returned(inc.channel, inc.escrow_id)
+        return out
+
     def resume(self) -> list[FwdAction]:
         """After a restart: the action each unfinished record still owes (all idempotent)."""
         out: list[FwdAction] = []
