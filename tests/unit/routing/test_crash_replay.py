@@ -51,8 +51,8 @@ class World:
     offers: list[dict[str, int]] = field(default_factory=lambda: [{} for _ in range(N - 1)])
     durable: list[dict[str, W.Forward]] = field(default_factory=lambda: [{} for _ in range(N)])
     queue: deque[tuple[int, str, tuple[object, ...]]] = field(default_factory=deque)
-    packets: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    """(channel index, escrow id) -> the onion its offerer sends (resent on relink)"""
+    payer_packet: bytes = b""
+    """The payer's onion (its attempt is durable: resent on relink)."""
     steps: int = 0
     crashes: int = 0
 
@@ -81,9 +81,8 @@ class World:
                 self.durable[i][a.record.name] = a.record
             elif isinstance(a, W.OfferDownstream):
                 eid = self.offer(i, a.name, a.amount)
-                self.packets[(i, eid)] = a.packet
                 self.run(i, self.line.fw[i].on_offered(a.name, a.channel, eid))
-                self.queue.append((i + 1, "onion", (i, eid)))
+                self.queue.append((i + 1, "onion", (i, eid, a.packet)))
             elif isinstance(a, W.FulfilUpstream):
                 e = self.esc[i - 1][a.escrow_id]
                 if e.state == "locked":
@@ -129,13 +128,21 @@ class World:
         self.relink(i)
 
     def relink(self, i: int) -> None:
-        """The links of node i come back: its predecessor resends the onions of open escrows,
-        and i resends its own (what the service does in ``_on_link``)."""
+        """The links of node i come back: its predecessor resends the onions of its open
+        escrows, and i resends its own, each from what it holds durably (the payer's attempt,
+        a hop's OFFERED record: what the service does in ``_on_link``)."""
         for k in (i - 1, i):
-            if 0 <= k < N - 1:
-                for eid, e in self.esc[k].items():
-                    if e.state == "locked":
-                        self.queue.append((k + 1, "onion", (k, eid)))
+            if not 0 <= k < N - 1:
+                continue
+            for eid, e in self.esc[k].items():
+                if e.state != "locked":
+                    continue
+                if k == 0:
+                    self.queue.append((1, "onion", (0, eid, self.payer_packet)))
+                    continue
+                for rec in self.durable[k].values():
+                    if rec.state is W.FwdState.OFFERED and rec.out_escrow == eid and rec.packet:
+                        self.queue.append((k + 1, "onion", (k, eid, rec.packet)))
 
     def deliver(self) -> None:
         while self.queue:
@@ -150,10 +157,9 @@ class World:
         fw = line.fw[i]
         if True:
             if kind == "onion":
-                k, eid = args
-                assert isinstance(k, int) and isinstance(eid, int)
-                self.run(i, fw.on_incoming(self.incoming(k, eid), self.packets[(k, eid)], H0,
-                                           line.out_channels(i), line.payee))
+                k, eid, packet = args
+                assert isinstance(k, int) and isinstance(eid, int) and isinstance(packet, bytes)
+                self.run(i, fw.on_incoming(self.incoming(k, eid), packet, H0, line.out_channels(i), line.payee))
             elif kind == "fulfilled" and i > 0:
                 k, eid, pre = args
                 self.run(i, fw.on_downstream_fulfilled(line.edges[k].channel, eid, pre))  # type: ignore[arg-type]
@@ -182,8 +188,8 @@ def _start(scenario: str, crash_at: set[int]) -> World:
     w = World(line, crash_at)
     w.timeouts = route.timeouts
     eid = w.offer(0, "pay", route.amounts[0])
-    w.packets[(0, eid)] = route_onion(route, SESSION, HASH, secret)
-    w.queue.append((1, "onion", (0, eid)))
+    w.payer_packet = route_onion(route, SESSION, HASH, secret)
+    w.queue.append((1, "onion", (0, eid, w.payer_packet)))
     w.deliver()
     return w
 
