@@ -498,6 +498,14 @@ class RoutingService:
             else:  # still locked (or its offer not yet acknowledged): its events will say
                 self._attempt_of[(att.channel, eid)] = att.id
                 self._sent[(att.channel, eid)] = (att.first, att.onion)
+        # A payment pending with no attempt left open stopped between two attempts (or before
+        # its first was written): nothing of it is locked anywhere.
+        watched = {aid.rpartition(".")[0] for aid in self._attempt_of.values()}
+        for row in self.store.payments("pending"):
+            if row.id not in watched:
+                self.store.put_payment(replace(row, state="failed", updated=time.time(), error=(
+                    (row.error + "; " if row.error else "") + "interrupted by a restart before its next attempt was "
+                    "offered; nothing of it is locked")))
 
     def _on_chain(self, ev: Any) -> None:
         """Each new block: a fulfilled forward whose predecessor has not committed goes on chain
@@ -717,6 +725,7 @@ class RoutingService:
         while route is not None and row.attempts < MAX_ATTEMPTS:
             row = replace(row, attempts=row.attempts + 1, updated=time.time())
             self.store.put_payment(row)
+            faults.point("pay.attempt_next")
             outcome, data, cid, eid, session = await self._attempt(row, route, secret)
             aid = f"{row.id}.{row.attempts}"
             att = self.store.attempt(aid)

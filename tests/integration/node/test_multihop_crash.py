@@ -34,12 +34,12 @@ from tests.integration.node.test_multihop import _close_sats, _fund, _open
 AMOUNT = 10_000
 BIG = 400_000
 CAPACITY = 1_000_000
-TRIALS = int(os.environ.get("ESCHATON_MH_CRASH_TRIALS", "120" if IN_CI else "45"))
+TRIALS = int(os.environ.get("ESCHATON_MH_CRASH_TRIALS", "60" if IN_CI else "30"))
 """Payments through a kill (real processes); each round runs PER_ROUND of them at once."""
 PER_ROUND = 3
 
 # The named steps of each role (``faults.point`` in ``daemon/routing.py``), in protocol order.
-PAYER = ["pay.attempt_stored", "pay.offered", "pay.onion_sent", "event.escrow", "pay.outcome"]
+PAYER = ["pay.attempt_next", "pay.attempt_stored", "pay.offered", "pay.onion_sent", "event.escrow", "pay.outcome"]
 HOP = ["fwd.persisted.ACCEPTED", "fwd.offering", "fwd.offered", "fwd.persisted.OFFERED", "event.escrow",
        "fwd.persisted.FULFILLED", "fwd.fulfilling", "fwd.persisted.SETTLED"]
 HOP_FAILING = ["fwd.persisted.FAILED", "event.escrow", "fwd.failing", "fwd.persisted.RETURNED"]
