@@ -145,6 +145,14 @@ class Escrows:
                 return e.id, e.payment_hash
         return None
 
+    def offered_id(self, pid: str) -> int | None:
+        """The escrow id our signed offer ``pid`` made (None: never signed, or it failed)."""
+        rec = self._payments.get(RECORD_PREFIX + pid)
+        if rec is None or rec.state.value == "failed":
+            return None
+        row = self._offer_row(rec)
+        return row[0] if row is not None else None
+
     # --- payer ---------------------------------------------------------------------------------
 
     async def offer(self, target: Channel | str, amount: int, payment_hash: bytes, timeout: int,

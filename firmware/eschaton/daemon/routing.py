@@ -20,10 +20,14 @@ Rules / theory of operation (the protocol is in ``eschaton.core.routing``; ``doc
   send the onion, wait for the preimage (complete) or the escrow's return (read the failure,
   blame, find another route), up to ``MAX_ATTEMPTS``. A payment id names one payment: a retry
   with the same id reports the stored outcome or waits for the one in flight; it never pays
-  twice. Attempt ``n`` of payment ``P`` offers its escrow with the facade id ``P.n``, so after a
-  restart the escrow's outcome (its events name that id) still completes or fails ``P``; a
-  payment whose attempt failed that way is not retried on another route (its caller may pay
-  again with a new id).
+  twice. Attempt ``n`` of payment ``P`` offers its escrow with the facade id ``P.n``, and the
+  attempt (first channel and hop, amount, timeout, onion, session key, the hops' ids) is durable
+  in ``attempts`` before its offer is signed. After a restart each open attempt is looked up in
+  its channel: never signed (nothing locked) or returned, the payment fails; a preimage the
+  channel holds completes it; an escrow still locked gets its onion again on every link and its
+  outcome (read with the stored session key, naming the hop that failed) completes or fails the
+  payment. A payment whose attempt ended that way is not retried on another route (its caller
+  may pay again with a new id).
 - Gossip: when one of our channels is open, its opener signs an announcement and asks the
   acceptor (``route_sign``) to add its signature; both then pass it to every peer running
   routing (``route_announce``). A received announcement is checked on chain (the funding
@@ -54,6 +58,7 @@ from eschaton.core.routing import onion as O
 from eschaton.core.routing.forward import (
     CloseUpstream,
     FailUpstream,
+    Forward,
     Forwarder,
     FulfilUpstream,
     FwdAction,
@@ -71,6 +76,7 @@ from eschaton.core.routing.pathfind import History, find_route, retry
 from eschaton.core.routing.policy import FeePolicy, Margins
 from eschaton.core.routing.route import Edge, Route, route_onion, route_secrets
 from eschaton.core.wire.codec import Message, make
+from eschaton.daemon import faults
 from eschaton.daemon.escrows import (
     EscrowFailed,
     EscrowFulfilled,
@@ -78,7 +84,13 @@ from eschaton.daemon.escrows import (
     EscrowSettled,
     escrow_name,
 )
-from eschaton.daemon.routing_store import PaymentRow, RequestRow, RoutingStore, SqliteGraphStore
+from eschaton.daemon.routing_store import (
+    AttemptRow,
+    PaymentRow,
+    RequestRow,
+    RoutingStore,
+    SqliteGraphStore,
+)
 from eschaton.daemon.service import STOPPED, Health, State
 from eschaton.errors import EschatonError, LocalError
 from eschaton.net.router import ServiceRoutes
@@ -121,7 +133,10 @@ class RoutingService:
         self.history = History()
         self._onions: dict[tuple[bytes, int], bytes] = {}
         self._blobs: dict[tuple[bytes, int], bytes] = {}
-        self._waiters: dict[tuple[bytes, int], asyncio.Future[tuple[str, Any]]] = {}
+        self._waiters: dict[str, asyncio.Future[tuple[str, Any]]] = {}
+        """Attempt id -> the attempt's outcome, for the ``pay`` waiting on it."""
+        self._attempt_of: dict[tuple[bytes, int], str] = {}
+        """(channel, escrow) of our own open attempts -> attempt id."""
         self._sent: dict[tuple[bytes, int], tuple[bytes, bytes]] = {}
         """(channel, escrow) of our own attempts in flight -> (first hop, onion): resent on relink."""
         self._paying: dict[str, asyncio.Future[PaymentRow]] = {}
@@ -146,6 +161,8 @@ class RoutingService:
         for rec in list(self.fw.records.values()):
             if rec.final and rec.state in (FwdState.FULFILLED, FwdState.SETTLED):
                 self._request_paid(rec.incoming.payment_hash)
+        self._resume_attempts()
+        self._reconcile_forwards()
         self._run(self.fw.resume())
 
     async def stop(self) -> None:
@@ -261,6 +278,7 @@ class RoutingService:
                 self.store.put_forward(a.record)  # autocommit, synchronous=FULL: durable here
                 if a.record.final and a.record.state is FwdState.FULFILLED:
                     self._request_paid(a.record.incoming.payment_hash)
+                faults.point(f"fwd.persisted.{a.record.state.name}")
             elif isinstance(a, OfferDownstream):
                 self._spawn(self._offer(a), f"offer for {a.name}")
             elif isinstance(a, FulfilUpstream):
@@ -290,6 +308,7 @@ class RoutingService:
             if ch is None:
                 raise RoutingError(f"channel {a.channel.hex()[:12]} is gone")
             await self._linked(a.channel)
+            faults.point("fwd.offering")
             rec, eid = await svc.payments.offer_escrow(ch, a.amount, a.payment_hash, a.timeout, pid)
         except EschatonError as e:
             signed = svc.payments.get("esc:" + pid)
@@ -300,6 +319,7 @@ class RoutingService:
                 return
             self._run(self.fw.on_offer_refused(a.name, Reason.INSUFFICIENT_BALANCE, str(e)))
             return
+        faults.point("fwd.offered")
         self._run(self.fw.on_offered(a.name, a.channel, eid))
         self.forwarded += 1
         peer = self._peer_of(a.channel)
@@ -307,6 +327,7 @@ class RoutingService:
             await self._send(peer, make("route_onion", channel_id=a.channel, escrow_id=eid, onion=a.packet))
 
     async def _fulfil(self, a: FulfilUpstream) -> None:
+        faults.point("fwd.fulfilling")
         try:
             await self.node.channels.payments.fulfil(escrow_name(a.channel, a.escrow_id), a.preimage, wait=False)
         except EschatonError as e:  # resolved already (a replay after a restart), or the channel went on chain
@@ -318,6 +339,7 @@ class RoutingService:
         await self._linked(a.channel)
         if peer is not None and a.failure:
             await self._send(peer, make("route_fail", channel_id=a.channel, escrow_id=a.escrow_id, failure=a.failure))
+        faults.point("fwd.failing")
         try:
             await self.node.channels.payments.fail(escrow_name(a.channel, a.escrow_id), a.reason)
         except EschatonError as e:
@@ -369,37 +391,121 @@ class RoutingService:
 
     def _on_payment_event(self, ev: Any) -> None:
         assert self.fw is not None
+        if not isinstance(ev, EscrowOffered):
+            faults.point("event.escrow")  # the channel's state is durable, ours not yet
         if isinstance(ev, EscrowOffered):
             self._try_forward(ev.channel_id, ev.escrow_id)
         elif isinstance(ev, EscrowFulfilled):
             key = (ev.channel_id, ev.escrow_id)
             self._run(self.fw.on_downstream_fulfilled(ev.channel_id, ev.escrow_id, ev.preimage))
-            self._wake(key, ("fulfilled", ev.preimage), ev.payment_id)
+            self._wake(key, ("fulfilled", ev.preimage))
         elif isinstance(ev, EscrowFailed) and ev.returned:
             key = (ev.channel_id, ev.escrow_id)
             blob = self._blobs.pop(key, b"")
             self._run(self.fw.on_downstream_failed(ev.channel_id, ev.escrow_id, blob, ev.code))
-            self._wake(key, ("failed", (ev.code, blob)), ev.payment_id)
+            self._wake(key, ("failed", (ev.code, blob)))
         elif isinstance(ev, EscrowSettled) and ev.role == "payee":
             self._run(self.fw.on_upstream_settled(ev.channel_id, ev.escrow_id))
 
-    def _wake(self, key: tuple[bytes, int], outcome: tuple[str, Any], payment_id: str = "") -> None:
-        fut = self._waiters.get(key)
+    def _wake(self, key: tuple[bytes, int], outcome: tuple[str, Any]) -> None:
+        aid = self._attempt_of.get(key)
+        if aid is None:
+            return  # not one of our attempts (a forward, or an escrow offered by hand)
+        faults.point("pay.outcome")
+        fut = self._waiters.get(aid)
         if fut is not None and not fut.done():
             fut.set_result(outcome)
             return
-        # No attempt waits for it: a payment whose attempt was in flight when the node stopped.
-        pid, _, n = payment_id.rpartition(".")
+        # No pay() waits for it: an attempt that was in flight when the node stopped.
+        self._finish_interrupted(aid, outcome)
+
+    def _finish_interrupted(self, aid: str, outcome: tuple[str, Any]) -> None:
+        """Complete or fail the payment of attempt ``aid`` from its escrow's outcome (see the rules)."""
         store = self.store
-        row = store.payment(pid) if store is not None and n.isdigit() else None
-        if store is None or row is None or row.state != "pending":
+        att = store.attempt(aid) if store is not None else None
+        if store is None or att is None:
             return
-        if outcome[0] == "fulfilled":
-            row = replace(row, state="complete", preimage=outcome[1], escrow=escrow_name(*key), updated=time.time())
-        else:
-            row = replace(row, state="failed", error=f"{outcome[1][0]} (its attempt was interrupted by a restart; "
-                                                      "nothing was paid)", updated=time.time())
-        store.put_payment(row)
+        self._attempt_of.pop((att.channel, att.escrow), None)
+        self._sent.pop((att.channel, att.escrow), None)
+        row = store.payment(att.payment)
+        if row is not None and row.state == "pending":
+            esc = escrow_name(att.channel, att.escrow) if att.escrow >= 0 else ""
+            if outcome[0] == "fulfilled":
+                row = replace(row, state="complete", preimage=outcome[1], escrow=esc, error="",
+                              fee=att.amount - row.amount, updated=time.time())
+            else:
+                code, blob = outcome[1]
+                secrets = O.failure_secrets(att.session, [NodeId(h).x25519() for h in att.hop_ids])
+                failure = O.failure_read(secrets, blob) if blob else None
+                where = f"{code} at hop {failure[0] + 1}" if failure else str(code)
+                row = replace(row, state="failed", escrow=esc, updated=time.time(),
+                              error=f"{where} (its attempt was interrupted by a restart; nothing was paid)")
+            store.put_payment(row)
+        store.put_attempt(replace(att, state="fulfilled" if outcome[0] == "fulfilled" else "failed"))
+
+    def _reconcile_forwards(self) -> None:
+        """After a restart: feed the forwarder what our channels settled while its records could
+        not follow (``Forwarder.reconcile``; the channel's durable state is the truth)."""
+        assert self.fw is not None
+        svc = self.node.channels
+
+        def downstream(rec: Forward) -> tuple[str, bytes] | None:
+            out = svc.endpoint.channels.get(rec.out_channel)
+            if out is None:
+                return None
+            pre = out.preimages.get(rec.incoming.payment_hash)
+            if pre is not None:
+                return "fulfilled", bytes(pre)
+            locked = any(e.id == rec.out_escrow and e.payer == out.role for e in out.current.escrows)
+            offer = svc.payments.get("esc:" + _pid("f", rec.name))
+            if not locked and offer is not None and offer.state.value == "complete":
+                return "returned", b""
+            return None
+
+        def upstream_open(rec: Forward) -> bool:
+            ch = svc.endpoint.channels.get(rec.incoming.channel)
+            eid = rec.incoming.escrow_id
+            return ch is None or any(e.id == eid and e.payer != ch.role for e in ch.current.escrows)
+
+        self._run(self.fw.reconcile(downstream, upstream_open))
+
+    def _resume_attempts(self) -> None:
+        """After a restart: settle or watch every attempt that was open (see the module rules)."""
+        assert self.store is not None
+        pay = self.node.channels.payments
+        for att in self.store.open_attempts():
+            row = self.store.payment(att.payment)
+            if row is None or row.state != "pending":
+                done = "fulfilled" if row is not None and row.state == "complete" else "failed"
+                self.store.put_attempt(replace(att, state=done))
+                continue
+            signed = pay.get("esc:" + att.id)
+            eid = pay.escrows.offered_id(att.id) if signed is not None else None
+            if eid is None:
+                # Never signed (or refused): nothing was locked.
+                self._finish_interrupted(att.id, ("failed", ("interrupted before its escrow was offered", b"")))
+                continue
+            if att.escrow != eid:
+                att = replace(att, escrow=eid)
+                self.store.put_attempt(att)
+            ch = self.node.channels.endpoint.channels.get(att.channel)
+            preimage = ch.preimages.get(row.hash) if ch is not None else None
+            locked = ch is not None and any(e.id == eid and e.payer == ch.role for e in ch.current.escrows)
+            if preimage is not None:
+                self._finish_interrupted(att.id, ("fulfilled", bytes(preimage)))
+            elif not locked and signed.state.value == "complete":
+                self._finish_interrupted(att.id, ("failed", ("returned", b"")))
+            else:  # still locked (or its offer not yet acknowledged): its events will say
+                self._attempt_of[(att.channel, eid)] = att.id
+                self._sent[(att.channel, eid)] = (att.first, att.onion)
+        # A payment pending with no attempt left open stopped between two attempts (or before
+        # its first was written): nothing of it is locked anywhere.
+        watched = {aid.rpartition(".")[0] for aid in self._attempt_of.values()}
+        for row in self.store.payments("pending"):
+            if row.id not in watched:
+                self.store.put_payment(replace(row, state="failed", updated=time.time(), error=(
+                    (row.error + "; " if row.error else "") + "interrupted by a restart before its next attempt was "
+                    "offered; nothing of it is locked")))
 
     def _on_chain(self, ev: Any) -> None:
         """Each new block: a fulfilled forward whose predecessor has not committed goes on chain
@@ -618,17 +724,25 @@ class RoutingService:
         err = "no route"
         while route is not None and row.attempts < MAX_ATTEMPTS:
             row = replace(row, attempts=row.attempts + 1, updated=time.time())
+            self.store.put_payment(row)
+            faults.point("pay.attempt_next")
             outcome, data, cid, eid, session = await self._attempt(row, route, secret)
+            aid = f"{row.id}.{row.attempts}"
+            att = self.store.attempt(aid)
             if outcome == "fulfilled":
                 row = replace(row, state="complete", preimage=data, fee=route.total - row.amount,
                               escrow=escrow_name(cid, eid), error="", updated=time.time())
                 self.store.put_payment(row)
+                if att is not None:
+                    self.store.put_attempt(replace(att, state="fulfilled"))
                 return row
             code, blob = data
             failure = O.failure_read(route_secrets(route, session), blob) if blob else None
             err = f"{code} at hop {failure[0] + 1}" if failure else str(code)
             row = replace(row, error=err, escrow=escrow_name(cid, eid) if cid else "")
             self.store.put_payment(row)
+            if att is not None:
+                self.store.put_attempt(replace(att, state="failed"))
             log.info("routing: payment %s attempt %d failed: %s", row.id, row.attempts, err)
             route = retry(self.graph.edges(), self.me, row.payee, row.amount, self.height, FINAL_DELTA,
                           self.history, route, failure, str(code), local=self._local_edges(), margins=self.margins)
@@ -637,7 +751,9 @@ class RoutingService:
         return row
 
     async def _attempt(self, row: PaymentRow, route: Route, secret: bytes) -> tuple[str, Any, bytes, int, bytes]:
-        """One try along ``route``: (outcome, preimage or (code, blob), channel, escrow id, session key)."""
+        """One try along ``route``: (outcome, preimage or (code, blob), channel, escrow id, session key).
+        The attempt is durable before its escrow is offered (see the module rules)."""
+        assert self.store is not None
         svc = self.node.channels
         first = route.edges[0]
         session = os.urandom(32)
@@ -645,22 +761,38 @@ class RoutingService:
         ch = svc.endpoint.channels.get(first.channel)
         if ch is None:
             return "failed", (Reason.NO_ROUTE.code, b""), b"", 0, session
-        try:
-            rec, eid = await svc.payments.offer_escrow(ch, route.amounts[0], row.hash, route.timeouts[0],
-                                                       f"{row.id}.{row.attempts}")
-        except EschatonError as e:
-            self.history.fail_channel(first.channel, self.me, self.height)
-            return "failed", (f"{Reason.INSUFFICIENT_BALANCE.code}: {e}", b""), b"", 0, session
-        key = (first.channel, eid)
+        aid = f"{row.id}.{row.attempts}"
+        att = AttemptRow(aid, row.id, first.channel, first.target, route.amounts[0], route.timeouts[0], -1, "open",
+                         packet, session, b"".join(route.nodes))
+        self.store.put_attempt(att)
+        faults.point("pay.attempt_stored")
         fut: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters[key] = fut
-        self._sent[key] = (first.target, packet)
+        self._waiters[aid] = fut
+        key: tuple[bytes, int] | None = None
         try:
+            try:
+                rec, eid = await svc.payments.offer_escrow(ch, route.amounts[0], row.hash, route.timeouts[0], aid)
+            except EschatonError as e:
+                signed = svc.payments.escrows.offered_id(aid)
+                if signed is None:
+                    self.history.fail_channel(first.channel, self.me, self.height)
+                    return "failed", (f"{Reason.INSUFFICIENT_BALANCE.code}: {e}", b""), b"", 0, session
+                # Signed and out: never report it failed; wait for its outcome like any other.
+                log.info("routing: payment %s: offer signed, waiting for its outcome: %s", row.id, e)
+                eid = signed
+            key = (first.channel, eid)
+            self.store.put_attempt(replace(att, escrow=eid))
+            self._attempt_of[key] = aid
+            self._sent[key] = (first.target, packet)
+            faults.point("pay.offered")
             await self._send(first.target, make("route_onion", channel_id=first.channel, escrow_id=eid, onion=packet))
+            faults.point("pay.onion_sent")
             outcome, data = await fut  # the escrow settles either way: it is never abandoned
         finally:
-            self._waiters.pop(key, None)
-            self._sent.pop(key, None)
+            self._waiters.pop(aid, None)
+            if key is not None:
+                self._sent.pop(key, None)
+                self._attempt_of.pop(key, None)
         return outcome, data, first.channel, eid, session
 
     def release(self, preimage: bytes) -> int:

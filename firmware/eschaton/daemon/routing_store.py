@@ -10,6 +10,12 @@ act). Schema 1:
 - ``payments``: the payments this node sent (id, payee, hash, amount, state, fee, preimage,
   the escrow of the current attempt, error);
 - ``graph``: channel announcements (``GraphStore``).
+
+Schema 2 adds ``attempts``: one row per attempt of a payment we send (``P.n``), written before
+its escrow is offered: the first channel and hop, the amount and timeout offered, the onion, the
+session key and the hops' node ids (to read a failure that comes back), and, once the offer is
+signed, the escrow id. A payer killed mid-payment finds every attempt it may have made here,
+resends the onion, and completes or fails the payment from the escrow's outcome.
 """
 from __future__ import annotations
 
@@ -35,11 +41,23 @@ CREATE TABLE graph (channel_id BLOB PRIMARY KEY, raw BLOB NOT NULL);
 """
 
 
+SCHEMA_2 = """
+CREATE TABLE attempts (id TEXT PRIMARY KEY, payment TEXT NOT NULL, channel BLOB NOT NULL, first BLOB NOT NULL,
+    amount INTEGER NOT NULL, timeout INTEGER NOT NULL, escrow INTEGER NOT NULL, state TEXT NOT NULL,
+    onion BLOB NOT NULL, session BLOB NOT NULL, hops BLOB NOT NULL);
+CREATE INDEX attempts_state ON attempts (state);
+"""
+
+
 def _v1(db: Connection) -> None:
     run_script(db, SCHEMA_1)
 
 
-MIGRATIONS = (_v1,)
+def _v2(db: Connection) -> None:
+    run_script(db, SCHEMA_2)
+
+
+MIGRATIONS = (_v1, _v2)
 
 
 def _jsonable(v: Any) -> Any:
@@ -106,6 +124,32 @@ class PaymentRow:
                 "created": self.created, "updated": self.updated}
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    """One attempt of a payment we send, durable before its escrow is offered."""
+
+    id: str
+    """``<payment id>.<n>``: also the payments facade's id of the escrow offer."""
+    payment: str
+    channel: bytes
+    first: bytes
+    """The first hop's node id (the onion goes there)."""
+    amount: int
+    timeout: int
+    escrow: int
+    """The escrow id once the offer is signed; -1 before."""
+    state: str
+    """open, fulfilled, failed."""
+    onion: bytes
+    session: bytes
+    hops: bytes
+    """The route's node ids after us, 32 bytes each (the failure's shared secrets)."""
+
+    @property
+    def hop_ids(self) -> list[bytes]:
+        return [self.hops[i:i + 32] for i in range(0, len(self.hops), 32)]
+
+
 class RoutingStore:
     def __init__(self, path: Path) -> None:
         self.db = open_db(path, MIGRATIONS, synchronous="FULL")
@@ -142,6 +186,20 @@ class RoutingStore:
 
     def payments(self, state: str) -> list[PaymentRow]:
         return [_payment(r) for r in self.db.execute("SELECT * FROM payments WHERE state = ?", (state,))]
+
+
+    # attempts
+    def put_attempt(self, a: AttemptRow) -> None:
+        self.db.execute("INSERT OR REPLACE INTO attempts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (a.id, a.payment, a.channel, a.first, a.amount, a.timeout, a.escrow, a.state, a.onion,
+                         a.session, a.hops))
+
+    def attempt(self, aid: str) -> AttemptRow | None:
+        row = self.db.execute("SELECT * FROM attempts WHERE id = ?", (aid,)).fetchone()
+        return AttemptRow(*row) if row else None
+
+    def open_attempts(self) -> list[AttemptRow]:
+        return [AttemptRow(*r) for r in self.db.execute("SELECT * FROM attempts WHERE state = 'open'")]
 
 
 def _payment(row: tuple[Any, ...]) -> PaymentRow:

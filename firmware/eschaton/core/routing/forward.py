@@ -154,7 +154,9 @@ class Forward:
     out_channel: bytes = b""
     out_escrow: int = 0
     packet: bytes = b""
-    """The onion for the successor (kept until the offer is made, so a crash can resend it)."""
+    """The onion for the successor, kept while the outgoing escrow is open: the successor may
+    have lost it in a crash before acting on it, so it is resent on every link until the escrow
+    is fulfilled or failed."""
     secret: bytes = b""
     """Our shared secret with the payer (to add our layer to a failure)."""
     preimage: bytes = b""
@@ -268,7 +270,7 @@ class Forwarder:
         rec = self.records[name]
         if rec.state is F.OFFERED:
             return []
-        rec = rec.to(F.OFFERED, out_channel=channel, out_escrow=escrow_id, packet=b"")
+        rec = rec.to(F.OFFERED, out_channel=channel, out_escrow=escrow_id)
         self._by_out[(channel, escrow_id)] = name
         return self._store(rec)
 
@@ -288,7 +290,7 @@ class Forwarder:
             return []  # the channel core checks it; a mismatch never reaches here
         if rec.state is not F.OFFERED:
             return self._redo(rec)
-        rec = rec.to(F.FULFILLED, preimage=preimage)
+        rec = rec.to(F.FULFILLED, preimage=preimage, packet=b"")
         return self._store(rec) + [FulfilUpstream(name, rec.incoming.channel, rec.incoming.escrow_id, preimage)]
 
     def on_downstream_failed(self, channel: bytes, escrow_id: int, failure: bytes, code: str = "") -> list[FwdAction]:
@@ -300,7 +302,7 @@ class Forwarder:
             return []
         blob = O.failure_forward(rec.secret, failure)
         reason = code if code in {r.code for r in Reason} else "failed"
-        rec = rec.to(F.FAILED, reason=reason, failure=blob)
+        rec = rec.to(F.FAILED, reason=reason, failure=blob, packet=b"")
         self.details[name] = f"downstream failed: {code or 'no code'}"
         return self._store(rec) + [FailUpstream(name, rec.incoming.channel, rec.incoming.escrow_id, reason, blob)]
 
@@ -339,6 +341,32 @@ class Forwarder:
             elif rec.state is F.HELD:
                 out += self._fail(rec, Reason.EXPIRED, "the payer did not release the preimage in time",
                                   O.failure_create(rec.secret, Reason.EXPIRED.value))
+        return out
+
+    def reconcile(self, downstream: Callable[[Forward], tuple[str, bytes] | None],
+                  upstream_open: Callable[[Forward], bool]) -> list[FwdAction]:
+        """After a restart, before ``resume``: catch up with what the channels settled while
+        the records could not follow (the node died between a channel's commit and the
+        record's; those events are not emitted again). ``downstream(rec)`` says what became of
+        an OFFERED record's outgoing escrow: ``("fulfilled", preimage)`` (its channel holds the
+        preimage: we must fulfil upstream, or we paid downstream for nothing), ``("returned",
+        b"")`` (gone, acknowledged, no preimage), or None (still open, or not known yet).
+        ``upstream_open(rec)``: the incoming escrow is still in its channel (if not, a FULFILLED
+        record was committed, a FAILED one returned)."""
+        out: list[FwdAction] = []
+        for rec in list(self.records.values()):
+            if rec.state is F.OFFERED:
+                got = downstream(rec)
+                if got is not None and got[0] == "fulfilled":
+                    out += self.on_downstream_fulfilled(rec.out_channel, rec.out_escrow, got[1])
+                elif got is not None:
+                    out += self.on_downstream_failed(rec.out_channel, rec.out_escrow, b"", got[0])
+            elif rec.state in (F.FULFILLED, F.FAILED) and not upstream_open(rec):
+                inc = rec.incoming
+                if rec.state is F.FULFILLED:
+                    out += self.on_upstream_settled(inc.channel, inc.escrow_id)
+                else:
+                    out += self.on_upstream_returned(inc.channel, inc.escrow_id)
         return out
 
     def resume(self) -> list[FwdAction]:
