@@ -15,6 +15,15 @@ Rules / theory of operation:
   (``records.check``), so a holder cannot sell one answer and deliver another.
 - ``earned`` / ``spent`` are what the store records for accounting (by qid, so a restart
   replays them idempotently).
+- Payment by hash: with a ``preimage`` (fresh randomness, an input), the quote carries its
+  ``payment_hash``; the asker locks the price in an escrow under that hash and the holder takes
+  it by revealing the preimage (``on_escrow`` finds the sale by hash, checks peer, amount and
+  expiry). The adapter claims each hash durably once before it reveals anything.
+- Forwarding (``resell``): a node with no result quotes a neighbour's answer under the
+  neighbour's own payment hash and commitment at ``Terms.forward`` (the neighbour's price plus
+  our base). It learns the preimage only when the neighbour takes our escrow, so it can take
+  the asker's escrow only after it paid its neighbour: each hop pays the next and charges the
+  previous, and its margin is exactly its base.
 """
 from __future__ import annotations
 
@@ -30,7 +39,8 @@ from eschaton.core.wire import bencode
 from eschaton.core.wire.errors import BencodeError
 
 QID_LEN = 16
-
+MAX_ANSWER = 60_000
+"""Bytes of one encoded answer: it travels in one ``dht_answer`` row."""
 
 @dataclass(frozen=True, slots=True)
 class Quote:
@@ -39,16 +49,29 @@ class Quote:
     count: int
     size: int
     commitment: bytes
-
+    payment_hash: bytes = b""
+    """sha256 of the seller's preimage (empty: paid by id through ``on_paid``)."""
 
 @dataclass(slots=True)
-class _Sale:
+class Sale:
+    """One quote given to ``peer``: its answer (None while a neighbour holds it), and for a
+    forwarded query the neighbour (``via``) and its quote (``downstream``)."""
+
     peer: bytes
     quote: Quote
-    answer: bytes
+    answer: bytes | None
     expires: float
     paid: bool = False
+    preimage: bytes | None = None
+    via: bytes | None = None
+    downstream: Quote | None = None
 
+    @property
+    def margin(self) -> int:
+        """What this node keeps of the price once paid (all of it unless forwarded)."""
+        return self.quote.price - (self.downstream.price if self.downstream is not None else 0)
+
+Sale = Sale  # the name the tests and older callers use
 
 def _encode(recs: list[bytes], root: tuple[bytes, int] | None, count: int) -> bytes:
     d: dict[str, bencode.EValue] = {"records": list(recs), "count": count}
@@ -56,13 +79,11 @@ def _encode(recs: list[bytes], root: tuple[bytes, int] | None, count: int) -> by
         d["root"] = [root[0], root[1]]
     return bencode.encode(d)
 
-
 @dataclass(frozen=True, slots=True)
 class Answer:
     records: list[records.Record]
     root: tuple[bytes, int] | None
     count: int
-
 
 class Seller:
     def __init__(self, node: DhtNode, terms: Terms, *, quote_ttl: float = 60.0,
@@ -71,28 +92,98 @@ class Seller:
         self.terms = terms
         self.quote_ttl = quote_ttl
         self.max_open = max_open
-        self._sales: dict[bytes, _Sale] = {}
+        self._sales: dict[bytes, Sale] = {}
+        self._by_hash: dict[bytes, bytes] = {}
         self.earned = 0
 
-    def on_query(self, frm: Contact, qid: bytes, key: bytes, q: bytes, now: float,
-                 ctx: records.Context) -> Quote:
-        """Evaluate and quote; raises ``QueryError`` or ``Refused`` (sent back as a refusal)."""
+    def known(self, frm: Contact, qid: bytes) -> Quote | None:
+        """The quote already given to ``frm`` for ``qid`` (a retry), or None for a new query;
+        ``Refused`` if another peer used that id."""
         if len(qid) != QID_LEN:
             raise QueryError(f"query id must be {QID_LEN} bytes")
         old = self._sales.get(qid)
+        if old is None:
+            return None
+        if old.peer != frm.key:
+            raise Refused("query id already used")
+        return old.quote
+
+    def on_query(self, frm: Contact, qid: bytes, key: bytes, q: bytes, now: float,
+                 ctx: records.Context, *, preimage: bytes | None = None) -> Quote:
+        """Evaluate and quote; raises ``QueryError`` or ``Refused`` (sent back as a refusal).
+        With ``preimage`` the quote is paid by an escrow under its hash (``on_escrow``)."""
+        old = self.known(frm, qid)
         if old is not None:
-            if old.peer != frm.key:
-                raise Refused("query id already used")
-            return old.quote  # a retry: the same quote, never a second sale
+            return old  # a retry: the same quote, never a second sale
+        self._room(now)
+        ans = self.node.on_query(frm, key, query.decode(q), now, ctx)
+        data = _encode(ans.records, ans.root, ans.count)
+        if len(data) > MAX_ANSWER:
+            raise Refused(f"answer of {len(data)} bytes exceeds {MAX_ANSWER}: narrow the query")
+        ph = b"" if preimage is None else hashlib.sha256(preimage).digest()
+        quote = Quote(qid, self.terms.quote(len(ans.records), len(data)), len(ans.records),
+                      len(data), hashlib.sha256(data).digest(), ph)
+        self._add(qid, Sale(frm.key, quote, data, now + self.quote_ttl, preimage=preimage))
+        return quote
+
+    def resell(self, frm: Contact, qid: bytes, via: bytes, down: Quote, now: float) -> Quote:
+        """Quote ``frm`` the answer neighbour ``via`` quoted us (``down``), plus our base."""
+        old = self.known(frm, qid)
+        if old is not None:
+            return old
+        if len(down.payment_hash) != 32 or down.qid != qid:
+            raise Refused("a forwarded quote must be paid by hash, for the same query")
+        self._room(now)
+        quote = Quote(qid, self.terms.forward(down.price), down.count, down.size, down.commitment,
+                      down.payment_hash)
+        self._add(qid, Sale(frm.key, quote, None, now + self.quote_ttl, via=via, downstream=down))
+        return quote
+
+    def _room(self, now: float) -> None:
         self.expire(now)
         if len(self._sales) >= self.max_open:
             raise Refused("too many unpaid quotes open")
-        ans = self.node.on_query(frm, key, query.decode(q), now, ctx)
-        data = _encode(ans.records, ans.root, ans.count)
-        quote = Quote(qid, self.terms.quote(len(ans.records), len(data)), len(ans.records),
-                      len(data), hashlib.sha256(data).digest())
-        self._sales[qid] = _Sale(frm.key, quote, data, now + self.quote_ttl)
-        return quote
+
+    def _add(self, qid: bytes, sale: Sale) -> None:
+        h = sale.quote.payment_hash
+        if h and h in self._by_hash:
+            raise Refused("payment hash already quoted")
+        self._sales[qid] = sale
+        if h:
+            self._by_hash[h] = qid
+
+    def sale(self, qid: bytes) -> Sale | None:
+        return self._sales.get(qid)
+
+    def by_hash(self, payment_hash: bytes) -> Sale | None:
+        qid = self._by_hash.get(payment_hash)
+        return None if qid is None else self._sales.get(qid)
+
+    def on_escrow(self, frm: bytes, payment_hash: bytes, amount: int, now: float) -> Sale:
+        """An escrow of ``amount`` under ``payment_hash`` was offered by ``frm``: the sale it
+        pays (marked paid; counted once), or ``Refused`` (the adapter returns the escrow)."""
+        sale = self.by_hash(payment_hash)
+        if sale is None or sale.peer != frm:
+            raise Refused("no open quote for this payment hash")
+        if not sale.paid:
+            if sale.expires <= now:
+                raise Refused("quote expired before it was paid")
+            if amount < sale.quote.price:
+                raise Refused(f"paid {amount} sat of a {sale.quote.price} sat quote")
+            sale.paid = True
+            self.earned += sale.margin
+        return sale
+
+    def delivered(self, qid: bytes, data: bytes) -> Sale:
+        """A forwarded sale's answer arrived from its neighbour: checked against the quote's
+        commitment (``RecordError`` otherwise) and kept for a retry."""
+        sale = self._sales.get(qid)
+        if sale is None or sale.via is None:
+            raise Refused("no forwarded query with this id")
+        if hashlib.sha256(data).digest() != sale.quote.commitment or len(data) != sale.quote.size:
+            raise RecordError("answer does not match its quote")
+        sale.answer = data
+        return sale
 
     def on_paid(self, frm: bytes, qid: bytes, amount: int, now: float) -> bytes:
         """A payment for ``qid`` arrived from ``frm``: the answer, once paid in full."""
@@ -106,17 +197,19 @@ class Seller:
                 raise Refused(f"paid {amount} sat of a {sale.quote.price} sat quote")
             sale.paid = True
             self.earned += amount
+        assert sale.answer is not None  # paid by id: only our own answers
         return sale.answer
 
     def expire(self, now: float) -> None:
         """Forget unpaid quotes past their time (paid ones stay for retries until forgotten)."""
         for qid, s in list(self._sales.items()):
             if s.expires <= now and not s.paid:
-                del self._sales[qid]
+                self.forget(qid)
 
     def forget(self, qid: bytes) -> None:
-        self._sales.pop(qid, None)
-
+        s = self._sales.pop(qid, None)
+        if s is not None and s.quote.payment_hash:
+            self._by_hash.pop(s.quote.payment_hash, None)
 
 @dataclass(slots=True)
 class Buyer:
@@ -157,7 +250,6 @@ class Buyer:
                 raise RecordError("answer: root must be [hash, total]")
             rt = (root[0], root[1])
         return Answer(out, rt, count)
-
 
 def _bad() -> records.Record:
     raise RecordError("answer: a record is not bytes")
