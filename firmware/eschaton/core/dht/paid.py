@@ -231,25 +231,32 @@ class Buyer:
         """Check the answer against the quote's commitment and verify every record."""
         if hashlib.sha256(data).digest() != quote.commitment or len(data) != quote.size:
             raise RecordError("answer does not match its quote")
-        try:
-            v = bencode.decode(data, bencode.Limits(max_size=1 << 20, max_depth=10,
-                                                    max_items=100_000))
-        except BencodeError as exc:
-            raise RecordError(f"answer: {exc}") from None
-        if not isinstance(v, dict) or not {b"records", b"count"} <= set(v) <= {
-                b"records", b"count", b"root"}:
-            raise RecordError("answer: want records, count and an optional root")
-        recs, count, root = v[b"records"], v[b"count"], v.get(b"root")
-        if not isinstance(recs, list) or not isinstance(count, int) or len(recs) != quote.count:
+        ans = decode_answer(data, key, ctx)
+        if len(ans.records) != quote.count:
             raise RecordError("answer: records do not match the quote")
-        out = [records.check(r, key, ctx) if isinstance(r, bytes) else _bad() for r in recs]
-        rt: tuple[bytes, int] | None = None
-        if root is not None:
-            if not (isinstance(root, list) and len(root) == 2 and isinstance(root[0], bytes)
-                    and len(root[0]) == 32 and isinstance(root[1], int)):
-                raise RecordError("answer: root must be [hash, total]")
-            rt = (root[0], root[1])
-        return Answer(out, rt, count)
+        return ans
+
+
+def decode_answer(data: bytes, key: bytes, ctx: records.Context) -> Answer:
+    """An encoded answer, strictly: every record verified under ``key`` (``RecordError``)."""
+    try:
+        v = bencode.decode(data, bencode.Limits(max_size=1 << 20, max_depth=10, max_items=100_000))
+    except BencodeError as exc:
+        raise RecordError(f"answer: {exc}") from None
+    if not isinstance(v, dict) or not {b"records", b"count"} <= set(v) <= {
+            b"records", b"count", b"root"}:
+        raise RecordError("answer: want records, count and an optional root")
+    recs, count, root = v[b"records"], v[b"count"], v.get(b"root")
+    if not isinstance(recs, list) or not isinstance(count, int):
+        raise RecordError("answer: records must be a list and count an integer")
+    out = [records.check(r, key, ctx) if isinstance(r, bytes) else _bad() for r in recs]
+    rt: tuple[bytes, int] | None = None
+    if root is not None:
+        if not (isinstance(root, list) and len(root) == 2 and isinstance(root[0], bytes)
+                and len(root[0]) == 32 and isinstance(root[1], int)):
+            raise RecordError("answer: root must be [hash, total]")
+        rt = (root[0], root[1])
+    return Answer(out, rt, count)
 
 def _bad() -> records.Record:
     raise RecordError("answer: a record is not bytes")
