@@ -52,7 +52,7 @@ MAINTAIN_EVERY = 60.0
 MAX_REPUBLISHING = 16
 """Republish lookups running at once."""
 ROWS = ("dht_find_node", "dht_nodes", "dht_find_value", "dht_values", "dht_store",
-        "dht_stored", "dht_refused", "dht_query", "dht_quote", "dht_answer")
+        "dht_stored", "dht_refused", "dht_query", "dht_quote", "dht_answer", "dht_paid")
 
 
 class DhtService:
@@ -153,7 +153,7 @@ class DhtService:
         if self.market is not None and self.market.handles(session.remote.raw, msg):
             await self.market.on_row(session.remote.raw, msg)
             return
-        if msg.name in ("dht_query", "dht_quote", "dht_answer"):
+        if msg.name in ("dht_query", "dht_quote", "dht_answer", "dht_paid"):
             if msg.name == "dht_query":  # no channels here: nothing can pay for an answer
                 await session.send(make("dht_refused", nonce=msg.get_int("nonce"),
                                         reason="this node sells no answers (no trade channels)"))

@@ -4,28 +4,27 @@ Rules / theory of operation (the exchange itself is ``eschaton.core.dht.paid``, 
 - Asking (``query``): the query goes to every DHT neighbour we hold a trade channel with
   (``dht_query``, with how many more hops it may be forwarded); each answers ``dht_quote`` or
   ``dht_refused``. The cheapest quote with results is taken; above the caller's ``max_price`` it
-  is refused before anything is paid (``TooExpensive``, one line). Otherwise the ask is written
-  to the ledger, then the price is locked in an escrow under the quote's payment hash through
-  the payments facade (payment id ``dhtq-<qid>``: a retry never locks twice), and the answer
-  (``dht_answer``) is checked against the quote's commitment and every record re-verified.
-  A retried query id that was answered is answered from the ledger, never paid again.
-- Selling: a ``dht_query`` is evaluated at once (``Seller.on_query``, a fresh random preimage
-  per quote) and only its quote goes back. When an escrow under a quoted hash arrives
-  (``EscrowOffered``), the hash is claimed in the ledger (durable, once), then the escrow is
-  taken by revealing the preimage, then the answer is sent. An escrow under a hash claimed by
-  another escrow, or for less than the price, or from another peer, is refused and returned.
+  is refused before anything is paid (``TooExpensive``, one line). Otherwise the ask and its
+  quote are written to the ledger, the price is paid over the channel through the payments
+  facade with the payment id ``dhtq-<qid>`` (a retry never pays twice), and ``dht_paid`` names
+  the payment (channel, version number) for the qid. The answer (``dht_answer``) is checked
+  against the quote's commitment and every record re-verified. A retried query id is answered
+  from the ledger, or its payment named again: never paid twice.
+- Selling: a ``dht_query`` is evaluated at once (``Seller.on_query``) and only its quote goes
+  back. On ``dht_paid`` the seller waits for the facade's ``PaymentReceived`` of that version
+  (the channel store committed it), checks it came from the asker and covers the price, claims
+  the payment for the qid in the ledger (durable, once: a payment named for another query is
+  refused), and only then sends the answer. No escrow is used: a query costs a few satoshis,
+  below the dust limit an escrow output needs.
 - Forwarding: a query with no result here, with hops left and ``[dht] forward`` on, is asked of
   our other neighbours; the cheapest quote with results is resold upstream at its price plus
-  our base, under the neighbour's own hash (``Seller.resell``). When the upstream escrow
-  arrives it is claimed, and an escrow for the neighbour's price is offered downstream under
-  the same hash (id ``dhtf-<qid>``); the neighbour's preimage (``EscrowFulfilled``) takes the
-  upstream escrow (looked up by hash in the ledger, so it survives a restart), and the
-  neighbour's answer, checked against the commitment, is relayed. Each hop pays the next and
-  charges the previous; its margin is exactly its base. Both escrows use the channels' default
-  timeout: a neighbour that reveals its preimage after our upstream escrow timed out costs us
-  its price (a query's price, bounded by what we accepted to forward).
-- Quotes live in memory for ``QUOTE_TTL`` seconds: a quote lost in a restart is not paid for
-  (an escrow under its hash is left to time out and return to its payer); claims are durable.
+  our base (``Seller.resell``). Once the upstream payment is claimed, the neighbour is paid
+  (id ``dhtf-<qid>``), its answer checked against the commitment and relayed: each hop pays
+  the next and charges the previous and keeps its base. Hop by hop, the forwarder pays before
+  it is answered; a neighbour that takes the payment and never answers costs the forwarder its
+  price, and the ledger keeps the forward as failed with what it cost.
+- Quotes live in memory for ``QUOTE_TTL`` seconds; a payment for a quote lost in a restart is
+  refused (nothing is claimed), and the asker's ledger row says it paid.
 """
 from __future__ import annotations
 
@@ -43,20 +42,26 @@ from eschaton.core.dht.pricing import Terms, TooExpensive
 from eschaton.core.dht.routing import Contact
 from eschaton.core.wire.codec import Message, make
 from eschaton.daemon.dht_store import DhtLedger
-from eschaton.daemon.escrows import EscrowFulfilled, EscrowOffered
+from eschaton.daemon.payments import PaymentReceived
 from eschaton.errors import EschatonError
 
 if TYPE_CHECKING:
     from eschaton.daemon.dht import DhtService
 
 log = logging.getLogger("eschaton.dht")
-ROWS = ("dht_query", "dht_quote", "dht_answer")
+ROWS = ("dht_query", "dht_quote", "dht_answer", "dht_paid")
 QUOTE_TTL = 60.0
 """Seconds a quote may be paid in."""
 QUOTE_WAIT = 5.0
 """Seconds to wait for the neighbours' quotes."""
 ANSWER_WAIT = 30.0
-"""Seconds to wait for a paid answer (the escrows of every hop are committed first)."""
+"""Seconds to wait for a paid answer (every hop's payment is acknowledged first)."""
+RECEIPT_WAIT = 10.0
+"""Seconds a seller waits for the payment a ``dht_paid`` names to be committed here."""
+PAY_WAIT = 10.0
+"""Seconds to wait for a channel with room for a query's price."""
+MAX_RECEIPTS = 4096
+"""Received payments remembered for ``dht_paid`` (the newest)."""
 NONCE_BASE = 1 << 62
 """Our quote requests' nonces start here: the lookups' nonces count up from 1."""
 
@@ -72,7 +77,10 @@ class Market:
         self.seller: Seller | None = None
         self._nonce = NONCE_BASE
         self._quotes: dict[tuple[bytes, int], asyncio.Future[Quote | str]] = {}
-        self._answers: dict[tuple[bytes, bytes], asyncio.Future[bytes]] = {}
+        self._answers: dict[tuple[bytes, bytes], asyncio.Future[bytes | str]] = {}
+        self._paid_nonces: dict[tuple[bytes, int], asyncio.Future[bytes | str]] = {}
+        self._received: dict[tuple[bytes, int], tuple[str, int]] = {}
+        self._receipts: dict[tuple[bytes, int], asyncio.Future[tuple[str, int]]] = {}
         self._keys: dict[bytes, bytes] = {}  # qid -> key, for the ledger rows of our sales
         self._tasks: set[asyncio.Task[Any]] = set()
         self._unsub: Any = None
@@ -140,12 +148,19 @@ class Market:
     def handles(self, frm: bytes, msg: Message) -> bool:
         if msg.name in ROWS:
             return True
-        return msg.name == "dht_refused" and (frm, msg.get_int("nonce")) in self._quotes
+        key = (frm, msg.get_int("nonce"))
+        return msg.name == "dht_refused" and (key in self._quotes or key in self._paid_nonces)
 
     async def on_row(self, frm: bytes, msg: Message) -> None:
         name = msg.name
         if name == "dht_query":
             self._spawn(self._on_query(frm, msg), "query")
+        elif name == "dht_paid":
+            self._spawn(self._on_paid(frm, msg), "payment")
+        elif name == "dht_refused" and (frm, msg.get_int("nonce")) in self._paid_nonces:
+            pfut = self._paid_nonces.pop((frm, msg.get_int("nonce")))
+            if not pfut.done():
+                pfut.set_result(msg.get_text("reason"))
         elif name in ("dht_quote", "dht_refused"):
             fut = self._quotes.pop((frm, msg.get_int("nonce")), None)
             if fut is None or fut.done():
@@ -154,8 +169,7 @@ class Market:
                 fut.set_result(msg.get_text("reason"))
             else:
                 fut.set_result(Quote(msg.get_bytes("qid"), msg.get_int("price"), msg.get_int("count"),
-                                     msg.get_int("size"), msg.get_bytes("commitment"),
-                                     msg.get_bytes("payment_hash")))
+                                     msg.get_int("size"), msg.get_bytes("commitment")))
         elif name == "dht_answer":
             afut = self._answers.get((frm, msg.get_bytes("qid")))
             if afut is not None and not afut.done():
@@ -170,8 +184,7 @@ class Market:
             await self._send(frm, make("dht_refused", nonce=nonce, reason=str(exc)[:256]))
             return
         await self._send(frm, make("dht_quote", nonce=nonce, qid=quote.qid, price=quote.price,
-                                   count=quote.count, size=quote.size, commitment=quote.commitment,
-                                   payment_hash=quote.payment_hash))
+                                   count=quote.count, size=quote.size, commitment=quote.commitment))
 
     async def _quote(self, frm: bytes, qid: bytes, key: bytes, q: bytes, hops: int) -> Quote:
         _ledger, seller = self._book()
@@ -180,7 +193,7 @@ class Market:
         if old is not None:
             return old
         now = self.svc.now()
-        quote = seller.on_query(peer, qid, key, q, now, self.svc.ctx(), preimage=os.urandom(32))
+        quote = seller.on_query(peer, qid, key, q, now, self.svc.ctx())
         self._keys[qid] = key
         if quote.count == 0 and self.forward and hops > 0:
             best = await self._best_quote(qid, key, q, hops - 1, exclude=frm)
@@ -219,7 +232,7 @@ class Market:
             if isinstance(r, str):
                 log.info("dht: %s refused query %s: %s", p.hex()[:12], qid.hex()[:8], r)
                 continue
-            if r.qid != qid or r.count == 0 or len(r.payment_hash) != 32:
+            if r.qid != qid or r.count == 0:
                 continue
             if best is None or r.price < best[1].price:
                 best = (p, r)
@@ -228,71 +241,110 @@ class Market:
     # --- payments ----------------------------------------------------------------------------
 
     def _on_payment(self, ev: Any) -> None:
-        if isinstance(ev, EscrowOffered):
-            if self.seller is not None and self.seller.by_hash(ev.payment_hash) is not None:
-                self._spawn(self._take(ev), f"escrow {ev.escrow}")
-            elif self.ledger is not None:
-                row = self.ledger.db.execute("SELECT escrow FROM claims WHERE payment_hash = ?",
-                                             (ev.payment_hash,)).fetchone()
-                if row is not None and row[0] != ev.escrow:  # a replay after a restart
-                    self._spawn(self._refuse(ev.escrow, "payment hash already claimed"), "refusal")
-        elif isinstance(ev, EscrowFulfilled) and self.ledger is not None:
-            row = self.ledger.db.execute(
-                "SELECT c.escrow FROM claims c JOIN queries q ON q.payment_hash = c.payment_hash"
-                " AND q.role = 'forward' WHERE c.payment_hash = ?", (ev.payment_hash,)).fetchone()
-            if row is not None:  # our downstream escrow of a forward: take the upstream one
-                self._spawn(self._payments.fulfil(row[0], ev.preimage, wait=False), "upstream fulfil")
+        if isinstance(ev, PaymentReceived):
+            k = (ev.channel_id, ev.number)
+            self._received[k] = (ev.peer, ev.amount)
+            while len(self._received) > MAX_RECEIPTS:
+                del self._received[next(iter(self._received))]
+            w = self._receipts.pop(k, None)
+            if w is not None and not w.done():
+                w.set_result((ev.peer, ev.amount))
 
-    async def _refuse(self, escrow: str, why: str) -> None:
-        log.info("dht: escrow %s refused: %s", escrow, why)
-        await self._payments.fail(escrow, why[:64])
-
-    async def _take(self, ev: EscrowOffered) -> None:
-        ledger, seller = self._book()
-        frm = bytes.fromhex(ev.peer)
+    async def _receipt(self, cid: bytes, number: int) -> tuple[str, int]:
+        got = self._received.get((cid, number))
+        if got is not None:
+            return got
+        fut = self._receipts.get((cid, number))
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._receipts[(cid, number)] = fut
         try:
-            sale = seller.on_escrow(frm, ev.payment_hash, ev.amount, self.svc.now())
-        except Refused as exc:
-            await self._refuse(ev.escrow, str(exc))
-            return
+            return await asyncio.wait_for(asyncio.shield(fut), RECEIPT_WAIT)
+        except TimeoutError:
+            self._receipts.pop((cid, number), None)
+            raise Refused("no such payment received here") from None
+
+    async def _on_paid(self, frm: bytes, msg: Message) -> None:
+        nonce, qid = msg.get_int("nonce"), msg.get_bytes("qid")
+        cid, number = msg.get_bytes("channel_id"), msg.get_int("number")
+        try:
+            await self._claim(frm, qid, cid, number)
+        except DhtRemoteError as exc:
+            await self._send(frm, make("dht_refused", nonce=nonce, reason=str(exc)[:256]))
+
+    async def _claim(self, frm: bytes, qid: bytes, cid: bytes, number: int) -> None:
+        ledger, seller = self._book()
+        peer_hex = frm.hex()
+        if ledger.claimed(cid, number) == qid:  # a retry: the same payment for the same query
+            for role in ("sell", "forward"):
+                row = ledger.row(qid, role)
+                if row is not None and row.peer == peer_hex and row.state == "answered" and row.answer:
+                    await self._send(frm, make("dht_answer", qid=qid, answer=row.answer))
+                    return
+        peer, amount = await self._receipt(cid, number)
+        if peer != peer_hex:
+            raise Refused("that payment came from another peer")
+        now = self.svc.now()
+        sale = seller.payable(frm, qid, amount, now)
         q = sale.quote
         role = "sell" if sale.via is None else "forward"
-        cost = sale.downstream.price if sale.downstream is not None else 0
-        if not ledger.claim(q.payment_hash, ev.escrow, q.qid, role, ev.peer, self._keys.get(q.qid, b""),
-                            q.price, ev.amount, cost):
-            await self._refuse(ev.escrow, "payment hash already claimed")
-            return
+        if not ledger.claim(cid, number, qid, role, peer_hex, self._keys.get(qid, b""), q.price, q.count,
+                            q.size, q.commitment, amount):
+            raise Refused("payment already claimed for another query")
+        if sale.paid:
+            return  # claimed and in progress (a retry while we forward)
+        seller.on_payment(frm, qid, amount, now)
         if sale.via is None:
-            assert sale.preimage is not None and sale.answer is not None
-            await self._payments.fulfil(ev.escrow, sale.preimage, wait=False)
-            ledger.answered(q.qid, role, q.count, sale.answer)
-            await self._send(frm, make("dht_answer", qid=q.qid, answer=sale.answer))
+            assert sale.answer is not None
+            ledger.answered(qid, role, sale.answer)
+            await self._send(frm, make("dht_answer", qid=qid, answer=sale.answer))
             return
         await self._relay(sale, frm)
+
+    async def _pay(self, peer: bytes, amount: int, pid: str) -> tuple[bytes, int]:
+        """Pay ``peer`` ``amount`` once per ``pid``; returns the payment (channel, version)."""
+        payments = self._payments
+        ch = await payments.wait_channel(peer.hex(), amount, timeout=PAY_WAIT)
+        rec = await payments.pay(ch, amount, pid)
+        return bytes(rec.channel_id), int(rec.number)
+
+    async def _name_payment(self, peer: bytes, qid: bytes, cid: bytes, number: int) -> bytes:
+        """Send ``dht_paid`` and wait for the answer (``Refused`` with the peer's reason)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bytes | str] = loop.create_future()
+        self._answers[(peer, qid)] = fut
+        self._nonce += 1
+        nonce = self._nonce
+        self._paid_nonces[(peer, nonce)] = fut
+        try:
+            if not await self._send(peer, make("dht_paid", nonce=nonce, qid=qid, channel_id=cid, number=number)):
+                raise Refused("the peer is not linked")
+            try:
+                r = await asyncio.wait_for(fut, ANSWER_WAIT)
+            except TimeoutError:
+                raise Refused(f"no answer within {ANSWER_WAIT:.0f} s") from None
+        finally:
+            self._answers.pop((peer, qid), None)
+            self._paid_nonces.pop((peer, nonce), None)
+        if isinstance(r, str):
+            raise Refused(f"refused: {r}")
+        return r
 
     async def _relay(self, sale: Sale, frm: bytes) -> None:
         ledger, seller = self._book()
         assert sale.via is not None and sale.downstream is not None
         q = sale.quote
-        fut = self._expect(sale.via, q.qid)
         try:
-            await self._payments.offer_escrow(sale.via.hex(), sale.downstream.price, q.payment_hash, 0,
-                                              f"dhtf-{q.qid.hex()}")
-            data = await asyncio.wait_for(fut, ANSWER_WAIT)
+            cid, number = await self._pay(sale.via, sale.downstream.price, f"dhtf-{q.qid.hex()}")
+            ledger.forward_paid(q.qid, sale.downstream.price)
+            data = await self._name_payment(sale.via, q.qid, cid, number)
             seller.delivered(q.qid, data)
-        except (EschatonError, TimeoutError) as exc:
-            ledger.failed(q.qid, "forward", str(exc) or "no answer from the neighbour")
+        except (EschatonError, DhtRemoteError) as exc:
+            ledger.failed(q.qid, "forward", str(exc))
             log.info("dht: forward of %s failed: %s", q.qid.hex()[:8], exc)
             return
-        finally:
-            self._answers.pop((sale.via, q.qid), None)
-        ledger.answered(q.qid, "forward", q.count, data)
+        ledger.answered(q.qid, "forward", data)
         await self._send(frm, make("dht_answer", qid=q.qid, answer=data))
-
-    def _expect(self, peer: bytes, qid: bytes) -> asyncio.Future[bytes]:
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._answers[(peer, qid)] = fut
-        return fut
 
     # --- asking ------------------------------------------------------------------------------
 
@@ -307,44 +359,39 @@ class Market:
         qid = qid if qid is not None else os.urandom(QID_LEN)
         row = ledger.row(qid, "ask")
         if row is not None:
+            if row.key != key:
+                raise ApiError(f"query id {qid.hex()} was used for another key")
             if row.state == "answered" and row.answer is not None:
-                return self._result(qid, key, row.peer, row.price, row.answer, None)
-            raise ApiError(f"query {qid.hex()} is {row.state} ({row.error or 'paid, its answer not received'}); "
-                           "it is not paid again: ask with a new id")
-        best = await self._best_quote(qid, key, q, hops, exclude=None)
-        if best is None:
-            return {"qid": qid.hex(), "key": key.hex(), "peer": "", "price": 0, "paid": 0, "records": [],
-                    "count": 0}
-        via, quote = best
+                return self._result(qid, key, row.peer, row.price, row.answer)
+            quote = Quote(qid, row.price, row.count, row.size, row.commitment)
+            via = bytes.fromhex(row.peer)
+        else:
+            best = await self._best_quote(qid, key, q, hops, exclude=None)
+            if best is None:
+                return {"qid": qid.hex(), "key": key.hex(), "peer": "", "price": 0, "paid": 0, "records": [],
+                        "count": 0}
+            via, quote = best
+            try:
+                Buyer(max_price).on_quote(quote)
+            except TooExpensive as exc:
+                raise ApiError(f"{exc}; nothing paid") from None
+            ledger.ask(qid, via.hex(), key, quote.price, quote.count, quote.size, quote.commitment)
         try:
-            Buyer(max_price).on_quote(quote)
-        except TooExpensive as exc:
-            raise ApiError(f"{exc}; nothing paid") from None
-        ledger.ask(qid, via.hex(), key, quote.price, quote.payment_hash)
-        fut = self._expect(via, qid)
-        try:
-            await self._payments.offer_escrow(via.hex(), quote.price, quote.payment_hash, 0, f"dhtq-{qid.hex()}")
+            cid, number = await self._pay(via, quote.price, f"dhtq-{qid.hex()}")
         except EschatonError as exc:
-            self._answers.pop((via, qid), None)
-            ledger.failed(qid, "ask", str(exc))
-            raise ApiError(f"paying for the query failed: {exc}") from None
+            raise ApiError(f"paying for query {qid.hex()} failed: {exc}") from None
+        ledger.ask_paid(qid, cid, number, quote.price)
         try:
-            data = await asyncio.wait_for(fut, ANSWER_WAIT)
-        except TimeoutError:
-            raise ApiError(f"query {qid.hex()}: paid {quote.price} sat, no answer within {ANSWER_WAIT:.0f} s"
-                           ) from None
-        finally:
-            self._answers.pop((via, qid), None)
-        try:
-            ans = Buyer(max_price).on_answer(quote, data, key, self.svc.ctx())
+            data = await self._name_payment(via, qid, cid, number)
+            Buyer(max_price).on_answer(quote, data, key, self.svc.ctx())
         except DhtRemoteError as exc:
-            ledger.failed(qid, "ask", f"bad answer: {exc}")
-            raise ApiError(f"query {qid.hex()}: paid {quote.price} sat for a bad answer: {exc}") from None
-        ledger.answered(qid, "ask", quote.count, data)
-        return self._result(qid, key, via.hex(), quote.price, data, ans.root)
+            ledger.failed(qid, "ask", str(exc))
+            raise ApiError(f"query {qid.hex()}: paid {quote.price} sat, {exc} (retry with --id {qid.hex()}; "
+                           "it is not paid again)") from None
+        ledger.answered(qid, "ask", data)
+        return self._result(qid, key, via.hex(), quote.price, data)
 
-    def _result(self, qid: bytes, key: bytes, peer: str, price: int, data: bytes,
-                root: tuple[bytes, int] | None) -> dict[str, Any]:
+    def _result(self, qid: bytes, key: bytes, peer: str, price: int, data: bytes) -> dict[str, Any]:
         ans = decode_answer(data, key, self.svc.ctx())
         out: dict[str, Any] = {"qid": qid.hex(), "key": key.hex(), "peer": peer, "price": price, "paid": price,
                                "count": ans.count, "records": [records.encode(r) for r in ans.records]}
@@ -354,4 +401,3 @@ class Market:
 
     def totals(self) -> dict[str, int]:
         return self.ledger.totals() if self.ledger is not None else {}
-

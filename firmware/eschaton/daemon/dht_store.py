@@ -1,18 +1,20 @@
 """The DHT service's database: paid queries (asked, sold, forwarded) and the claims of payments.
 
 Rules:
-- ``claims``: one row per payment hash, written (``synchronous=FULL``) before the preimage is
-  revealed or a forwarded escrow offered. A hash is claimed by one escrow only: a second escrow
-  under a claimed hash (a replayed payment) is refused and returned, so a quote never earns or
-  answers twice. The same escrow seen again (an event after a restart) is the same claim.
-- ``queries``: one row per (query id, role) with what it cost or earned, so ``dht stats``
-  totals are exact across restarts:
-  - ``ask``: written before the escrow paying for it is offered (state ``paying``), then
-    ``answered`` with the answer kept (a retry of the query id is answered from here, never paid
-    again) or ``failed``;
-  - ``sell``: written with its claim (``paid`` = what the escrow carried), then ``answered``;
-  - ``forward``: written with its claim (``paid`` upstream, ``cost`` = the neighbour's price),
-    then ``answered`` when the neighbour's answer was relayed.
+- ``claims``: one row per received payment (its channel and version number, the payee's
+  receipt), written (``synchronous=FULL``) before the answer it pays for is sent or a forward
+  paid. A payment pays one query only: naming a claimed payment for another query (a replayed
+  payment) is refused, so a quote never earns or answers twice; naming it again for the same
+  query (a retry) is the same claim.
+- ``queries``: one row per (query id, role), so ``dht stats`` totals are exact across restarts.
+  ``paid`` is what moved to or from us for the query, ``cost`` what a forward paid onwards:
+  - ``ask``: written with the quote (``paying``, paid 0) before the payment is made, then
+    ``paid`` with its receipt once the payment is acknowledged, then ``answered`` with the
+    answer kept: a retry of the query id re-sends the receipt (the payment's id makes paying
+    again a no-op) or answers from here, never paying twice;
+  - ``sell``: written with its claim (``paid``), then ``answered``;
+  - ``forward``: written with its claim, ``cost`` set once the neighbour was paid, then
+    ``answered`` when the neighbour's answer was relayed (or ``failed``, cost as paid).
 """
 from __future__ import annotations
 
@@ -26,13 +28,15 @@ ROLES = ("ask", "sell", "forward")
 
 
 def _v1(db: Connection) -> None:
-    db.execute("CREATE TABLE claims (payment_hash BLOB PRIMARY KEY, escrow TEXT NOT NULL, qid BLOB NOT NULL,"
-               " peer TEXT NOT NULL, amount INTEGER NOT NULL, claimed REAL NOT NULL)")
+    db.execute("CREATE TABLE claims (channel_id BLOB NOT NULL, number INTEGER NOT NULL, qid BLOB NOT NULL,"
+               " peer TEXT NOT NULL, amount INTEGER NOT NULL, claimed REAL NOT NULL,"
+               " PRIMARY KEY (channel_id, number))")
     db.execute("CREATE TABLE queries (qid BLOB NOT NULL, role TEXT NOT NULL, peer TEXT NOT NULL,"
-               " key BLOB NOT NULL, price INTEGER NOT NULL, paid INTEGER NOT NULL DEFAULT 0,"
-               " cost INTEGER NOT NULL DEFAULT 0, results INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL,"
-               " payment_hash BLOB NOT NULL, answer BLOB, error TEXT NOT NULL DEFAULT '',"
-               " created REAL NOT NULL, updated REAL NOT NULL, PRIMARY KEY (qid, role))")
+               " key BLOB NOT NULL, price INTEGER NOT NULL, count INTEGER NOT NULL, size INTEGER NOT NULL,"
+               " commitment BLOB NOT NULL, paid INTEGER NOT NULL DEFAULT 0, cost INTEGER NOT NULL DEFAULT 0,"
+               " state TEXT NOT NULL, channel_id BLOB, number INTEGER, answer BLOB,"
+               " error TEXT NOT NULL DEFAULT '', created REAL NOT NULL, updated REAL NOT NULL,"
+               " PRIMARY KEY (qid, role))")
 
 
 MIGRATIONS = (_v1,)
@@ -45,16 +49,19 @@ class QueryRow:
     peer: str
     key: bytes
     price: int
+    count: int
+    size: int
+    commitment: bytes
     paid: int
     cost: int
-    results: int
     state: str
-    payment_hash: bytes
+    channel_id: bytes | None
+    number: int | None
     answer: bytes | None
     error: str
 
 
-_COLS = "qid, role, peer, key, price, paid, cost, results, state, payment_hash, answer, error"
+_COLS = "qid, role, peer, key, price, count, size, commitment, paid, cost, state, channel_id, number, answer, error"
 
 
 class DhtLedger:
@@ -69,51 +76,67 @@ class DhtLedger:
                             (qid, role)).fetchone()
         return None if r is None else QueryRow(*r)
 
-    def ask(self, qid: bytes, peer: str, key: bytes, price: int, payment_hash: bytes) -> QueryRow:
-        """Record our query as being paid (before the escrow is offered); an existing row wins."""
-        now = time.time()
+    def _set(self, qid: bytes, role: str, **cols: object) -> None:
+        names = ", ".join(f"{k} = ?" for k in cols)
         with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("INSERT OR IGNORE INTO queries (qid, role, peer, key, price, paid, state, payment_hash,"
-                            " created, updated) VALUES (?, 'ask', ?, ?, ?, ?, 'paying', ?, ?, ?)",
-                            (qid, peer, key, price, price, payment_hash, now, now))
-        row = self.row(qid, "ask")
-        assert row is not None
-        return row
+            self.db.execute(f"UPDATE queries SET {names}, updated = ? WHERE qid = ? AND role = ?",  # noqa: S608
+                            (*cols.values(), time.time(), qid, role))
 
-    def claim(self, payment_hash: bytes, escrow: str, qid: bytes, role: str, peer: str, key: bytes,
-              price: int, amount: int, cost: int) -> bool:
-        """Claim ``payment_hash`` for ``escrow`` and record the sale (or forward) as paid, in one
-        transaction. False: the hash was claimed by another escrow (a replay: refuse it)."""
+    def ask(self, qid: bytes, peer: str, key: bytes, price: int, count: int, size: int,
+            commitment: bytes) -> None:
+        """Record our query and the quote we accepted, before paying it."""
+        now = time.time()
+        with self.db:
+            self.db.execute("INSERT INTO queries (qid, role, peer, key, price, count, size, commitment, state,"
+                            " created, updated) VALUES (?, 'ask', ?, ?, ?, ?, ?, ?, 'paying', ?, ?)",
+                            (qid, peer, key, price, count, size, commitment, now, now))
+
+    def ask_paid(self, qid: bytes, channel_id: bytes, number: int, amount: int) -> None:
+        self._set(qid, "ask", state="paid", paid=amount, channel_id=channel_id, number=number)
+
+    def claim(self, channel_id: bytes, number: int, qid: bytes, role: str, peer: str, key: bytes,
+              price: int, count: int, size: int, commitment: bytes, amount: int) -> bool:
+        """Claim the payment (``channel_id``, ``number``) for ``qid`` and record the sale (or
+        forward) as paid, in one transaction. False: it pays another query (a replay)."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            old = self.db.execute("SELECT escrow FROM claims WHERE payment_hash = ?", (payment_hash,)).fetchone()
+            old = self.db.execute("SELECT qid FROM claims WHERE channel_id = ? AND number = ?",
+                                  (channel_id, number)).fetchone()
             if old is not None:
-                return bool(old[0] == escrow)
+                return bool(old[0] == qid)
+            if self.db.execute("SELECT 1 FROM claims WHERE qid = ? AND peer = ?", (qid, peer)).fetchone():
+                return False  # that query was paid by another payment already
             self.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?)",
-                            (payment_hash, escrow, qid, peer, amount, now))
-            self.db.execute("INSERT OR REPLACE INTO queries (qid, role, peer, key, price, paid, cost, state,"
-                            " payment_hash, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, 'paid', ?, ?, ?)",
-                            (qid, role, peer, key, price, amount, cost, payment_hash, now, now))
+                            (channel_id, number, qid, peer, amount, now))
+            self.db.execute("INSERT OR REPLACE INTO queries (qid, role, peer, key, price, count, size, commitment,"
+                            " paid, state, channel_id, number, created, updated)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'paid', ?, ?, ?, ?)",
+                            (qid, role, peer, key, price, count, size, commitment, amount, channel_id, number,
+                             now, now))
         return True
 
-    def answered(self, qid: bytes, role: str, results: int, answer: bytes) -> None:
-        with self.db:
-            self.db.execute("UPDATE queries SET state = 'answered', results = ?, answer = ?, updated = ?"
-                            " WHERE qid = ? AND role = ?", (results, answer, time.time(), qid, role))
+    def claimed(self, channel_id: bytes, number: int) -> bytes | None:
+        """The query a payment was claimed for, if any."""
+        r = self.db.execute("SELECT qid FROM claims WHERE channel_id = ? AND number = ?",
+                            (channel_id, number)).fetchone()
+        return None if r is None else bytes(r[0])
+
+    def forward_paid(self, qid: bytes, cost: int) -> None:
+        self._set(qid, "forward", cost=cost)
+
+    def answered(self, qid: bytes, role: str, answer: bytes) -> None:
+        self._set(qid, role, state="answered", answer=answer)
 
     def failed(self, qid: bytes, role: str, error: str) -> None:
-        with self.db:
-            self.db.execute("UPDATE queries SET state = 'failed', error = ?, updated = ? WHERE qid = ? AND role = ?",
-                            (error[:512], time.time(), qid, role))
+        self._set(qid, role, state="failed", error=error[:512])
 
     def totals(self) -> dict[str, int]:
         """What this node spent on queries, earned answering and forwarding them, and counts."""
         out = {"asked": 0, "spent_sat": 0, "sold": 0, "earned_sat": 0, "forwarded": 0, "forward_margin_sat": 0}
         for role, n, paid, cost in self.db.execute(
                 "SELECT role, count(*), coalesce(sum(paid), 0), coalesce(sum(cost), 0) FROM queries"
-                " WHERE state IN ('paying', 'paid', 'answered') GROUP BY role"):
+                " WHERE paid > 0 OR cost > 0 GROUP BY role"):
             if role == "ask":
                 out["asked"], out["spent_sat"] = n, paid
             elif role == "sell":
@@ -121,4 +144,5 @@ class DhtLedger:
             elif role == "forward":
                 out["forwarded"], out["forward_margin_sat"] = n, paid - cost
         out["claims"] = int(self.db.execute("SELECT count(*) FROM claims").fetchone()[0])
+        out["failed"] = int(self.db.execute("SELECT count(*) FROM queries WHERE state = 'failed'").fetchone()[0])
         return out

@@ -15,15 +15,12 @@ Rules / theory of operation:
   (``records.check``), so a holder cannot sell one answer and deliver another.
 - ``earned`` / ``spent`` are what the store records for accounting (by qid, so a restart
   replays them idempotently).
-- Payment by hash: with a ``preimage`` (fresh randomness, an input), the quote carries its
-  ``payment_hash``; the asker locks the price in an escrow under that hash and the holder takes
-  it by revealing the preimage (``on_escrow`` finds the sale by hash, checks peer, amount and
-  expiry). The adapter claims each hash durably once before it reveals anything.
+- Which payment pays which quote is the adapter's to prove (the node binds a direct channel
+  payment to the qid and claims it durably once); ``on_payment`` is told the amount.
 - Forwarding (``resell``): a node with no result quotes a neighbour's answer under the
-  neighbour's own payment hash and commitment at ``Terms.forward`` (the neighbour's price plus
-  our base). It learns the preimage only when the neighbour takes our escrow, so it can take
-  the asker's escrow only after it paid its neighbour: each hop pays the next and charges the
-  previous, and its margin is exactly its base.
+  neighbour's commitment at ``Terms.forward`` (the neighbour's price plus our base). Once paid
+  it pays the neighbour, checks the neighbour's answer against the commitment (``delivered``)
+  and passes it on: each hop pays the next and charges the previous, and keeps its base.
 """
 from __future__ import annotations
 
@@ -49,8 +46,6 @@ class Quote:
     count: int
     size: int
     commitment: bytes
-    payment_hash: bytes = b""
-    """sha256 of the seller's preimage (empty: paid by id through ``on_paid``)."""
 
 @dataclass(slots=True)
 class Sale:
@@ -62,7 +57,6 @@ class Sale:
     answer: bytes | None
     expires: float
     paid: bool = False
-    preimage: bytes | None = None
     via: bytes | None = None
     downstream: Quote | None = None
 
@@ -93,7 +87,6 @@ class Seller:
         self.quote_ttl = quote_ttl
         self.max_open = max_open
         self._sales: dict[bytes, Sale] = {}
-        self._by_hash: dict[bytes, bytes] = {}
         self.earned = 0
 
     def known(self, frm: Contact, qid: bytes) -> Quote | None:
@@ -109,9 +102,8 @@ class Seller:
         return old.quote
 
     def on_query(self, frm: Contact, qid: bytes, key: bytes, q: bytes, now: float,
-                 ctx: records.Context, *, preimage: bytes | None = None) -> Quote:
-        """Evaluate and quote; raises ``QueryError`` or ``Refused`` (sent back as a refusal).
-        With ``preimage`` the quote is paid by an escrow under its hash (``on_escrow``)."""
+                 ctx: records.Context) -> Quote:
+        """Evaluate and quote; raises ``QueryError`` or ``Refused`` (sent back as a refusal)."""
         old = self.known(frm, qid)
         if old is not None:
             return old  # a retry: the same quote, never a second sale
@@ -120,10 +112,9 @@ class Seller:
         data = _encode(ans.records, ans.root, ans.count)
         if len(data) > MAX_ANSWER:
             raise Refused(f"answer of {len(data)} bytes exceeds {MAX_ANSWER}: narrow the query")
-        ph = b"" if preimage is None else hashlib.sha256(preimage).digest()
         quote = Quote(qid, self.terms.quote(len(ans.records), len(data)), len(ans.records),
-                      len(data), hashlib.sha256(data).digest(), ph)
-        self._add(qid, Sale(frm.key, quote, data, now + self.quote_ttl, preimage=preimage))
+                      len(data), hashlib.sha256(data).digest())
+        self._sales[qid] = Sale(frm.key, quote, data, now + self.quote_ttl)
         return quote
 
     def resell(self, frm: Contact, qid: bytes, via: bytes, down: Quote, now: float) -> Quote:
@@ -131,12 +122,11 @@ class Seller:
         old = self.known(frm, qid)
         if old is not None:
             return old
-        if len(down.payment_hash) != 32 or down.qid != qid:
-            raise Refused("a forwarded quote must be paid by hash, for the same query")
+        if down.qid != qid:
+            raise Refused("a forwarded quote must be for the same query")
         self._room(now)
-        quote = Quote(qid, self.terms.forward(down.price), down.count, down.size, down.commitment,
-                      down.payment_hash)
-        self._add(qid, Sale(frm.key, quote, None, now + self.quote_ttl, via=via, downstream=down))
+        quote = Quote(qid, self.terms.forward(down.price), down.count, down.size, down.commitment)
+        self._sales[qid] = Sale(frm.key, quote, None, now + self.quote_ttl, via=via, downstream=down)
         return quote
 
     def _room(self, now: float) -> None:
@@ -144,32 +134,27 @@ class Seller:
         if len(self._sales) >= self.max_open:
             raise Refused("too many unpaid quotes open")
 
-    def _add(self, qid: bytes, sale: Sale) -> None:
-        h = sale.quote.payment_hash
-        if h and h in self._by_hash:
-            raise Refused("payment hash already quoted")
-        self._sales[qid] = sale
-        if h:
-            self._by_hash[h] = qid
-
     def sale(self, qid: bytes) -> Sale | None:
         return self._sales.get(qid)
 
-    def by_hash(self, payment_hash: bytes) -> Sale | None:
-        qid = self._by_hash.get(payment_hash)
-        return None if qid is None else self._sales.get(qid)
-
-    def on_escrow(self, frm: bytes, payment_hash: bytes, amount: int, now: float) -> Sale:
-        """An escrow of ``amount`` under ``payment_hash`` was offered by ``frm``: the sale it
-        pays (marked paid; counted once), or ``Refused`` (the adapter returns the escrow)."""
-        sale = self.by_hash(payment_hash)
+    def payable(self, frm: bytes, qid: bytes, amount: int, now: float) -> Sale:
+        """The sale a payment of ``amount`` for ``qid`` from ``frm`` would pay (nothing marked),
+        or ``Refused``: lets the adapter claim the payment durably before ``on_payment``."""
+        sale = self._sales.get(qid)
         if sale is None or sale.peer != frm:
-            raise Refused("no open quote for this payment hash")
+            raise Refused("no open quote for this payment")
         if not sale.paid:
             if sale.expires <= now:
                 raise Refused("quote expired before it was paid")
             if amount < sale.quote.price:
                 raise Refused(f"paid {amount} sat of a {sale.quote.price} sat quote")
+        return sale
+
+    def on_payment(self, frm: bytes, qid: bytes, amount: int, now: float) -> Sale:
+        """A payment of ``amount`` for ``qid`` arrived from ``frm``: the sale it pays (marked
+        paid, its margin earned once), or ``Refused``."""
+        sale = self.payable(frm, qid, amount, now)
+        if not sale.paid:
             sale.paid = True
             self.earned += sale.margin
         return sale
@@ -186,30 +171,21 @@ class Seller:
         return sale
 
     def on_paid(self, frm: bytes, qid: bytes, amount: int, now: float) -> bytes:
-        """A payment for ``qid`` arrived from ``frm``: the answer, once paid in full."""
-        sale = self._sales.get(qid)
-        if sale is None or sale.peer != frm:
-            raise Refused("no open quote for this payment")
-        if not sale.paid:
-            if sale.expires <= now:
-                raise Refused("quote expired before it was paid")
-            if amount < sale.quote.price:
-                raise Refused(f"paid {amount} sat of a {sale.quote.price} sat quote")
-            sale.paid = True
-            self.earned += amount
-        assert sale.answer is not None  # paid by id: only our own answers
+        """``on_payment`` for a sale of our own: its answer, once paid in full."""
+        sale = self.on_payment(frm, qid, amount, now)
+        if sale.answer is None:
+            raise Refused("the answer is a neighbour's and has not arrived")
         return sale.answer
 
     def expire(self, now: float) -> None:
         """Forget unpaid quotes past their time (paid ones stay for retries until forgotten)."""
         for qid, s in list(self._sales.items()):
             if s.expires <= now and not s.paid:
-                self.forget(qid)
+                del self._sales[qid]
 
     def forget(self, qid: bytes) -> None:
-        s = self._sales.pop(qid, None)
-        if s is not None and s.quote.payment_hash:
-            self._by_hash.pop(s.quote.payment_hash, None)
+        self._sales.pop(qid, None)
+
 
 @dataclass(slots=True)
 class Buyer:

@@ -235,16 +235,21 @@ MESSAGES: tuple[MessageSpec, ...] = (
     MessageSpec("dht_quote", 337, (
         Field("nonce", U64),
         Field("qid", Fixed(16)),
-        Field("price", I63, doc="Satoshis, to be locked in an escrow under payment_hash."),
+        Field("price", I63, doc="Satoshis, paid over the trade channel with the quoting peer."),
         Field("count", UInt(32), doc="Records in the answer."),
         Field("size", UInt(32), doc="Bytes of the encoded answer."),
         Field("commitment", Fixed(32), doc="sha256 of the encoded answer."),
-        Field("payment_hash", Fixed(32), doc="The seller's hash; its preimage is revealed to take the escrow."),
     ), "Answer to dht_query: the price of the answer; nothing is sent before it is paid."),
+    MessageSpec("dht_paid", 341, (
+        Field("nonce", U64),
+        Field("qid", Fixed(16)),
+        _cid("The trade channel the payment moved over."),
+        Field("number", U64, doc="The channel version that carried the payment (the payee's receipt)."),
+    ), "The asker paid a quote: names the payment, which the seller claims once for this query."),
     MessageSpec("dht_answer", 339, (
         Field("qid", Fixed(16)),
         Field("answer", Bytes(60_000), doc="The encoded answer the quote committed to."),
-    ), "A paid query's answer, sent once the escrow paying for it was taken."),
+    ), "A paid query's answer, sent once the payment for it was claimed."),
 )
 
 
