@@ -43,7 +43,7 @@ def parse_dht(root: Section) -> DhtConfig:
     s = root.sub("dht")
     enabled = s.get_bool("enabled", True)
     k = s.get_int("k", D.DHT_K, 1, 64)
-    alpha = s.get_int("alpha", D.DHT_ALPHA, 1, 16)
+    alpha = s.get_int("alpha", min(D.DHT_ALPHA, k), 1, 16)  # a small k lowers the default
     if alpha > k:
         raise s.err("alpha", f"must not exceed k ({k})")
     rate = s.get_float("rate", D.DHT_RATE, 0.1, 100_000.0)

@@ -79,7 +79,9 @@ class DhtService:
         self._clock = clock
         self._timeout = timeout
         self.rpc: Rpc | None = None
-        self._links: dict[bytes, Session] = {}
+        self._links: dict[bytes, list[Session]] = {}
+        """Open links per peer, newest last: when two links to one peer cross and one is closed
+        as a duplicate, the other one stays usable."""
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
@@ -132,20 +134,24 @@ class DhtService:
         return self._clock()
 
     def link(self, peer: bytes) -> Session | None:
-        return self._links.get(peer)
+        sessions = self._links.get(peer)
+        return sessions[-1] if sessions else None
 
     def linked_keys(self) -> list[bytes]:
         return list(self._links)
 
     def _opened(self, session: Session) -> None:
         assert session.remote is not None
-        self._links[session.remote.raw] = session
+        self._links.setdefault(session.remote.raw, []).append(session)
         self._core().node.table.observe(Contact(session.remote.raw), self._clock())
 
     def _closed(self, session: Session, event: LinkClosed) -> None:
         assert session.remote is not None
-        if self._links.get(session.remote.raw) is session:
-            del self._links[session.remote.raw]
+        sessions = self._links.get(session.remote.raw, [])
+        if session in sessions:
+            sessions.remove(session)
+        if not sessions:
+            self._links.pop(session.remote.raw, None)
 
     async def _on_row(self, session: Session, msg: Message) -> None:
         assert session.remote is not None
@@ -164,7 +170,7 @@ class DhtService:
         rpc = self._core()
         while sends:
             s = sends.pop(0)
-            session = self._links.get(s.to)
+            session = self.link(s.to)
             try:
                 if session is None:
                     raise ConnectionError("no link")

@@ -62,6 +62,9 @@ PAY_WAIT = 10.0
 """Seconds to wait for a channel with room for a query's price."""
 MAX_RECEIPTS = 4096
 """Received payments remembered for ``dht_paid`` (the newest)."""
+MAX_WAITING = 64
+"""``dht_paid`` naming payments not seen yet that may wait at once (a peer naming made-up
+payments gets refusals, not a pile of waiting tasks)."""
 NONCE_BASE = 1 << 62
 """Our quote requests' nonces start here: the lookups' nonces count up from 1."""
 
@@ -256,6 +259,8 @@ class Market:
             return got
         fut = self._receipts.get((cid, number))
         if fut is None:
+            if len(self._receipts) >= MAX_WAITING:
+                raise Refused("too many payments waited for")
             fut = asyncio.get_running_loop().create_future()
             self._receipts[(cid, number)] = fut
         try:
