@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from eschaton.api.registry import ApiError
@@ -294,14 +295,13 @@ class Market:
         q = sale.quote
         role = "sell" if sale.via is None else "forward"
         if not ledger.claim(cid, number, qid, role, peer_hex, self._keys.get(qid, b""), q.price, q.count,
-                            q.size, q.commitment, amount):
+                            q.size, q.commitment, amount, sale.answer):
             raise Refused("payment already claimed for another query")
         if sale.paid:
             return  # claimed and in progress (a retry while we forward)
         seller.on_payment(frm, qid, amount, now)
         if sale.via is None:
-            assert sale.answer is not None
-            ledger.answered(qid, role, sale.answer)
+            assert sale.answer is not None  # claimed with the answer, in one commit
             await self._send(frm, make("dht_answer", qid=qid, answer=sale.answer))
             return
         await self._relay(sale, frm)
@@ -313,8 +313,10 @@ class Market:
         rec = await payments.pay(ch, amount, pid)
         return bytes(rec.channel_id), int(rec.number)
 
-    async def _name_payment(self, peer: bytes, qid: bytes, cid: bytes, number: int) -> bytes:
-        """Send ``dht_paid`` and wait for the answer (``Refused`` with the peer's reason)."""
+    async def _name_payment(self, peer: bytes, qid: bytes, cid: bytes, number: int,
+                            sent: Callable[[], None]) -> bytes:
+        """Send ``dht_paid``, run ``sent`` (a ledger write, while the peer works) and wait for
+        the answer (``Refused`` with the peer's reason)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bytes | str] = loop.create_future()
         self._answers[(peer, qid)] = fut
@@ -324,6 +326,7 @@ class Market:
         try:
             if not await self._send(peer, make("dht_paid", nonce=nonce, qid=qid, channel_id=cid, number=number)):
                 raise Refused("the peer is not linked")
+            sent()
             try:
                 r = await asyncio.wait_for(fut, ANSWER_WAIT)
             except TimeoutError:
@@ -341,15 +344,16 @@ class Market:
         q = sale.quote
         try:
             cid, number = await self._pay(sale.via, sale.downstream.price, f"dhtf-{q.qid.hex()}")
-            ledger.forward_paid(q.qid, sale.downstream.price)
-            data = await self._name_payment(sale.via, q.qid, cid, number)
+            cost = sale.downstream.price
+            data = await self._name_payment(sale.via, q.qid, cid, number,
+                                            lambda: ledger.forward_paid(q.qid, cost))
             seller.delivered(q.qid, data)
         except (EschatonError, DhtRemoteError) as exc:
             ledger.failed(q.qid, "forward", str(exc))
             log.info("dht: forward of %s failed: %s", q.qid.hex()[:8], exc)
             return
-        ledger.answered(q.qid, "forward", data)
         await self._send(frm, make("dht_answer", qid=q.qid, answer=data))
+        ledger.answered(q.qid, "forward", data)  # the claim is what must precede the answer
 
     # --- asking ------------------------------------------------------------------------------
 
@@ -385,9 +389,9 @@ class Market:
             cid, number = await self._pay(via, quote.price, f"dhtq-{qid.hex()}")
         except EschatonError as exc:
             raise ApiError(f"paying for query {qid.hex()} failed: {exc}") from None
-        ledger.ask_paid(qid, cid, number, quote.price)
         try:
-            data = await self._name_payment(via, qid, cid, number)
+            data = await self._name_payment(via, qid, cid, number,
+                                            lambda: ledger.ask_paid(qid, cid, number, quote.price))
             Buyer(max_price).on_answer(quote, data, key, self.svc.ctx())
         except DhtRemoteError as exc:
             ledger.failed(qid, "ask", str(exc))

@@ -95,9 +95,11 @@ class DhtLedger:
         self._set(qid, "ask", state="paid", paid=amount, channel_id=channel_id, number=number)
 
     def claim(self, channel_id: bytes, number: int, qid: bytes, role: str, peer: str, key: bytes,
-              price: int, count: int, size: int, commitment: bytes, amount: int) -> bool:
+              price: int, count: int, size: int, commitment: bytes, amount: int,
+              answer: bytes | None = None) -> bool:
         """Claim the payment (``channel_id``, ``number``) for ``qid`` and record the sale (or
-        forward) as paid, in one transaction. False: it pays another query (a replay)."""
+        forward) as paid (with ``answer``: answered), in one transaction. False: it pays
+        another query (a replay)."""
         now = time.time()
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
@@ -110,10 +112,10 @@ class DhtLedger:
             self.db.execute("INSERT INTO claims VALUES (?, ?, ?, ?, ?, ?)",
                             (channel_id, number, qid, peer, amount, now))
             self.db.execute("INSERT OR REPLACE INTO queries (qid, role, peer, key, price, count, size, commitment,"
-                            " paid, state, channel_id, number, created, updated)"
-                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'paid', ?, ?, ?, ?)",
-                            (qid, role, peer, key, price, count, size, commitment, amount, channel_id, number,
-                             now, now))
+                            " paid, state, channel_id, number, answer, created, updated)"
+                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (qid, role, peer, key, price, count, size, commitment, amount,
+                             "paid" if answer is None else "answered", channel_id, number, answer, now, now))
         return True
 
     def claimed(self, channel_id: bytes, number: int) -> bytes | None:
