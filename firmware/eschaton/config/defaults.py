@@ -95,6 +95,8 @@ DHT_PER_PUBLISHER_RECORDS = 256
 DHT_PER_PUBLISHER_KIB = 256
 DHT_TOTAL_KIB = 16 * 1024
 DHT_FORWARD_HOPS = 2
+DHT_DIALS_PER_MINUTE = 30
+DHT_DIALS_IN_FLIGHT = 4
 
 # [routing] (config/routing.py): the fee policy a node announces for forwarding
 ROUTING_FEE_BASE_SAT = 1

@@ -37,6 +37,11 @@ class DhtConfig:
     """Forward a query with no result here to the channel neighbours (pricing in our margin)."""
     forward_hops: int = D.DHT_FORWARD_HOPS
     """How many hops beyond this node a query of ours may be forwarded."""
+    dials_per_minute: int = D.DHT_DIALS_PER_MINUTE
+    """Links this node may dial per minute to reach DHT contacts at their signed addresses (0:
+    reach only the peers it is linked to)."""
+    dials_in_flight: int = D.DHT_DIALS_IN_FLIGHT
+    """Such dials at once."""
 
 
 def parse_dht(root: Section) -> DhtConfig:
@@ -59,6 +64,8 @@ def parse_dht(root: Section) -> DhtConfig:
         raise s.err("total_kib", f"must be at least per_publisher_kib ({pub_kib})")
     forward = s.get_bool("forward", True)
     hops = s.get_int("forward_hops", D.DHT_FORWARD_HOPS, 0, 8)
+    dials = s.get_int("dials_per_minute", D.DHT_DIALS_PER_MINUTE, 0, 10_000)
+    in_flight = s.get_int("dials_in_flight", D.DHT_DIALS_IN_FLIGHT, 1, 256)
     s.done()
     return DhtConfig(enabled, k, alpha, rate, burst, base, per_result, per_kib, max_price,
-                     pub_records, pub_kib, total_kib, forward, hops)
+                     pub_records, pub_kib, total_kib, forward, hops, dials, in_flight)

@@ -38,6 +38,7 @@ from eschaton.core.dht.rpc import Job, Rpc, Send, StoreResult
 from eschaton.core.dht.storage import DEFAULT_LIMITS, Limits
 from eschaton.core.link.link import LinkClosed
 from eschaton.core.wire.codec import Message, make
+from eschaton.daemon.dht_dial import Dialer
 from eschaton.daemon.dht_market import Market
 from eschaton.daemon.service import Health, State
 from eschaton.net.router import ServiceRoutes
@@ -52,7 +53,7 @@ MAINTAIN_EVERY = 60.0
 MAX_REPUBLISHING = 16
 """Republish lookups running at once."""
 ROWS = ("dht_find_node", "dht_nodes", "dht_find_value", "dht_values", "dht_store",
-        "dht_stored", "dht_refused", "dht_query", "dht_quote", "dht_answer", "dht_paid")
+        "dht_stored", "dht_refused", "dht_query", "dht_quote", "dht_answer", "dht_paid", "dht_addrs")
 
 
 class DhtService:
@@ -75,6 +76,7 @@ class DhtService:
         self._params = params
         self._node = node
         self.market: Market | None = None
+        self.dialer: Dialer | None = None
         self._height = height
         self._clock = clock
         self._timeout = timeout
@@ -97,11 +99,17 @@ class DhtService:
                                                          c.price_per_kib_sat),
                                  forward=c.forward, hops=c.forward_hops)
             self.market.start()
+        if self._node is not None:
+            self.dialer = Dialer(self, self._node, per_minute=self.config.dials_per_minute,
+                                 in_flight=self.config.dials_in_flight)
+            self.dialer.start()
         self._timer = asyncio.get_running_loop().create_task(self._expire_loop())
 
     async def stop(self) -> None:
         if self.market is not None:
             await self.market.stop()
+        if self.dialer is not None:
+            await self.dialer.stop()
         tasks = [t for t in (self._timer, *self._republishing) if t is not None]
         for t in tasks:
             t.cancel()
@@ -144,6 +152,10 @@ class DhtService:
         assert session.remote is not None
         self._links.setdefault(session.remote.raw, []).append(session)
         self._core().node.table.observe(Contact(session.remote.raw), self._clock())
+        if self.dialer is not None:
+            first = [Send(session.remote.raw, m) for m in (self.dialer.hello(),) if m is not None]
+            held = self.dialer.opened(session.remote.raw)
+            asyncio.get_running_loop().create_task(self._send(first + held))
 
     def _closed(self, session: Session, event: LinkClosed) -> None:
         assert session.remote is not None
@@ -159,6 +171,10 @@ class DhtService:
         if self.market is not None and self.market.handles(session.remote.raw, msg):
             await self.market.on_row(session.remote.raw, msg)
             return
+        if msg.name == "dht_addrs":
+            if self.dialer is not None:
+                self.dialer.learn(msg)
+            return
         if msg.name in ("dht_query", "dht_quote", "dht_answer", "dht_paid"):
             if msg.name == "dht_query":  # no channels here: nothing can pay for an answer
                 await session.send(make("dht_refused", nonce=msg.get_int("nonce"),
@@ -173,12 +189,25 @@ class DhtService:
             session = self.link(s.to)
             try:
                 if session is None:
+                    if self.dialer is not None and self.dialer.hold(s):
+                        continue  # sent when the dialed link opens, failed if it does not
                     raise ConnectionError("no link")
+                before = self.dialer.annotate(s.msg) if self.dialer is not None else None
+                if before is not None:
+                    await session.send(before)
                 await session.send(s.msg)
             except (ConnectionError, OSError, DhtRemoteError, RuntimeError):
                 sends.extend(rpc.unreachable(s, self._clock()))
         self._changed.set()  # the earliest deadline may have moved
         self._wake.set()  # and answers may have finished a lookup or a store
+
+    async def failed_sends(self, sends: list[Send]) -> None:
+        """Requests held for a dial that did not open a link: failed now."""
+        rpc = self._core()
+        out: list[Send] = []
+        for s in sends:
+            out.extend(rpc.unreachable(s, self._clock()))
+        await self._send(out)
 
     async def _expire_loop(self) -> None:
         rpc = self._core()
@@ -276,6 +305,10 @@ class DhtService:
                                "bad_records": rpc.bad_records}
         if self.market is not None:
             out["queries"] = self.market.totals()
+        if self.dialer is not None:
+            out["addresses"] = len(self.dialer.book)
+            out["bad_addresses"] = self.dialer.book.bad
+            out["dials"] = self.dialer.dials
         return out
 
     async def query(self, key: bytes, q: bytes, max_price: int, hops: int,

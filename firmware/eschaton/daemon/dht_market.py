@@ -152,8 +152,10 @@ class Market:
     def handles(self, frm: bytes, msg: Message) -> bool:
         if msg.name in ROWS:
             return True
+        if msg.name != "dht_refused":
+            return False
         key = (frm, msg.get_int("nonce"))
-        return msg.name == "dht_refused" and (key in self._quotes or key in self._paid_nonces)
+        return key in self._quotes or key in self._paid_nonces
 
     async def on_row(self, frm: bytes, msg: Message) -> None:
         name = msg.name

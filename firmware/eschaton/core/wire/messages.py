@@ -250,6 +250,9 @@ MESSAGES: tuple[MessageSpec, ...] = (
         Field("qid", Fixed(16)),
         Field("answer", Bytes(60_000), doc="The encoded answer the quote committed to."),
     ), "A paid query's answer, sent once the payment for it was claimed."),
+    MessageSpec("dht_addrs", 343, (
+        Field("records", ListOf(Bytes(1024), 33), doc="Signed address records (eschaton.core.dht.addrs)."),
+    ), "Transport addresses of the sender and of the contacts it names next, each signed by its node key."),
 )
 
 
