@@ -462,11 +462,15 @@ def _query_bytes(text: str) -> bytes:
             except ValueError:
                 raise ApiError("query: a {\"hex\": ...} value is not hex") from None
         raise ApiError("query: only lists, strings, integers and {\"hex\": ...} are allowed")
+    if len(text) > 16_384:
+        raise ApiError("query is longer than 16 KiB")
     try:
         parsed = json.loads(text)
+        data = bencode.encode(conv(parsed))
     except json.JSONDecodeError as exc:
         raise ApiError(f"query is not JSON: {exc.msg} at column {exc.colno}") from None
-    data = bencode.encode(conv(parsed))
+    except RecursionError:
+        raise ApiError("query is nested too deeply") from None
     try:
         dq.decode(data)
     except DhtRemoteError as exc:
