@@ -2,6 +2,8 @@
 the key and its line."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from eschaton.config import ConfigError, parse_config
@@ -31,3 +33,14 @@ def test_errors_name_file_key_and_line(body: str, key: str, line: int, what: str
         parse_config(HEAD + body, "node.toml")
     msg = str(e.value)
     assert msg.startswith(f"node.toml:{line}") and key in msg and what in msg, msg
+
+
+def test_disabled_runs_no_dht_service(tmp_path: Path) -> None:
+    from eschaton.daemon.node import Node
+
+    def names(extra: str) -> set[str]:
+        cfg = parse_config(f'[node]\ndatadir = "{tmp_path}"\n{extra}', "node.toml")
+        return {s.name for s in Node(cfg).services.order}
+
+    on, off = names(""), names("[dht]\nenabled = false\n")
+    assert "dht" in on and on - off == {"dht"}
