@@ -53,8 +53,10 @@ log = logging.getLogger("eschaton.dht")
 ROWS = ("dht_query", "dht_quote", "dht_answer", "dht_paid")
 QUOTE_TTL = 60.0
 """Seconds a quote may be paid in."""
-QUOTE_WAIT = 5.0
-"""Seconds to wait for the neighbours' quotes."""
+QUOTE_HOP = 2.0
+"""Seconds to wait for the neighbours' quotes, per hop the query may still travel: a query sent
+with ``h`` hops left is waited for ``QUOTE_HOP * (h + 1)`` s, so a forwarder (which waits for
+its own neighbours with ``h - 1``) always answers before its asker gives up."""
 ANSWER_WAIT = 30.0
 """Seconds to wait for a paid answer (every hop's payment is acknowledged first)."""
 RECEIPT_WAIT = 10.0
@@ -225,7 +227,7 @@ class Market:
                 self._quotes.pop((p, self._nonce), None)
         if not futs:
             return None
-        await asyncio.wait([f for _, f in futs], timeout=QUOTE_WAIT)
+        await asyncio.wait([f for _, f in futs], timeout=QUOTE_HOP * (min(hops, 255) + 1))
         best: tuple[bytes, Quote] | None = None
         for p, f in futs:
             for k, v in list(self._quotes.items()):
