@@ -77,8 +77,11 @@ def _configure(tmp_path: Path) -> list[House]:
     for i, h in enumerate(nodes):
         chain = (f'serve = "tcp://{_ip(0)}:{CHAIN_PORT}"' if i == 0 else
                  f'backend = "electrum"\nurl = "tcp://{_ip(0)}:{CHAIN_PORT}"')
+        # Each node dials the ones before it: one dial per pair, so no two links to one peer
+        # cross (a crossed pair is closed down to one, and channel messages sent on the closed
+        # one wait for the next relink).
         peers = "".join(f'[[network.peers]]\nid = "{o.node_id}"\nurl = "tcp://{_ip(j)}:{LINK_PORT}"\n'
-                        for j, o in enumerate(nodes) if j != i)
+                        for j, o in enumerate(nodes) if j < i)
         h.config.write_text(f'[node]\ndatadir = "{h.datadir}"\nname = "{h.name}"\n'
                             f'[network]\nlisten = ["tcp://{_ip(i)}:{LINK_PORT}"]\n{peers}'
                             f'[network.discovery]\nenabled = false\n[chain]\n{chain}\n[dht]\nk = 2\n')
@@ -139,16 +142,20 @@ def test_eight_nodes_store_find_and_a_paid_query_forwarded_two_hops(segment: lis
         af = (await api(a, "channel.open", peer=f.node_id, capacity=200_000))["channel"]
         fp = (await api(f, "channel.open", peer=p.node_id, capacity=200_000))["channel"]
 
+        seen: dict[str, str] = {}
+
         async def both_open() -> bool:
             mine_on_owner(1)
             for x, y, cid in ((a, f, af), (f, p, fp)):
                 for n in (x, y):
                     ch = [c for c in await api(n, "channel.list") if c["channel"] == cid]
-                    if not ch or ch[0]["state"] != "OPEN":
-                        return False
-            return True
+                    seen[f"{n.name}:{cid[:8]}"] = ch[0]["state"] if ch else "unknown"
+            return all(v == "OPEN" for v in seen.values())
 
-        await until("both channels open", both_open, 90, poll=1.0)
+        try:
+            await until("both channels open", both_open, 90, poll=1.0)
+        except AssertionError:
+            raise AssertionError(f"channels not open: {seen}") from None
         before = (await _local(f, af), await _local(p, fp))
 
         # p quotes base 1 + 1 record + 1 KiB = 3; f adds its base: 4.
