@@ -30,13 +30,14 @@ def _pay(a: argparse.Namespace) -> Any:
             _usage("pay --release PREIMAGE takes nothing else")
         return call(a, "routing.release", preimage=a.release)
     if len(a.target) == 1 and a.target[0].lower().startswith("eschreq1"):
-        return call(a, "routing.pay", request=a.target[0], hold=a.hold, id=a.id)
+        return call(a, "routing.pay", request=a.target[0], hold=a.hold, id=a.id, max_price=a.max_price)
     if len(a.target) == 2:
         try:
             amount = _positive(a.target[1])
         except argparse.ArgumentTypeError as e:
             _usage(f"pay: amount {e}")
-        return call(a, "routing.pay", payee=a.target[0], amount=amount, hold=a.hold, id=a.id)
+        return call(a, "routing.pay", payee=a.target[0], amount=amount, hold=a.hold, id=a.id,
+                    max_price=a.max_price)
     _usage("pay takes REQUEST, or NODE_ID SATS [--hold], or --release PREIMAGE")
 
 
@@ -54,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("pay", help="pay a request, or a node id an amount, through the network")
     p.add_argument("target", nargs="*", help="REQUEST | NODE_ID SATS")
     p.add_argument("--hold", action="store_true", help="payer-held: the payee completes once given the preimage")
+    p.add_argument("--max-price", type=_positive, default=None, metavar="SATS",
+                   help="the most to spend, amount and fees together; a dearer route is refused, nothing paid")
     p.add_argument("--release", default="", metavar="PREIMAGE", help="(payee) complete a payer-held payment")
     p.add_argument("--id", default=None, help="payment id (a retry with it never pays twice)")
     add_node_common(p)

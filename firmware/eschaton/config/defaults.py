@@ -82,6 +82,22 @@ STAMP_CONFIRMATIONS = 1
 STAMP_PRICE_SAT = 0
 STAMP_MAX_PRICE_SAT = 0
 
+# [dht] (config/dht.py): Kademlia's k and alpha; prices of a query in satoshis
+DHT_K = 20
+DHT_ALPHA = 3
+DHT_RATE = 50.0
+DHT_BURST = 200.0
+DHT_PRICE_BASE_SAT = 1
+DHT_PRICE_PER_RESULT_SAT = 1
+DHT_PRICE_PER_KIB_SAT = 1
+DHT_MAX_PRICE_SAT = 100
+DHT_PER_PUBLISHER_RECORDS = 256
+DHT_PER_PUBLISHER_KIB = 256
+DHT_TOTAL_KIB = 16 * 1024
+DHT_FORWARD_HOPS = 2
+DHT_DIALS_PER_MINUTE = 30
+DHT_DIALS_IN_FLIGHT = 4
+
 # [routing] (config/routing.py): the fee policy a node announces for forwarding
 ROUTING_FEE_BASE_SAT = 1
 ROUTING_FEE_PPM = 1000

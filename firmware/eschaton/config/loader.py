@@ -50,6 +50,7 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     from eschaton.config.channel import parse_channel
     from eschaton.config.crosscheck import cross_check
     from eschaton.config.dashboard import parse_dashboard
+    from eschaton.config.dht import parse_dht
     from eschaton.config.metering import SECTIONS, has_metering, parse_metering_config
     from eschaton.config.microgrid import parse_microgrid
     from eschaton.config.network import parse_network
@@ -66,13 +67,14 @@ def parse_config(text: str, source: str = "<config>") -> NodeConfig:
     dashboard = parse_dashboard(root)
     stamp = parse_stamp(root)
     routing = parse_routing(root)
+    dht = parse_dht(root)
     root.done(allowed_extra=(*SECTIONS, "microgrid", "bandwidth"))
     metering = parse_metering_config(doc, ctx=ctx) if has_metering(doc) else None
     microgrid = parse_microgrid(doc, ctx)
     bandwidth = parse_bandwidth(doc, ctx)
     cross_check(ctx, network, metering, microgrid, bandwidth)
     return NodeConfig(source, node, network, api, chain, metering, microgrid, bandwidth, channel,
-                      dashboard if dashboard.enabled else None, stamp, routing)
+                      dashboard if dashboard.enabled else None, stamp, routing, dht)
 
 
 def _read(path: str | Path) -> tuple[str, str]:

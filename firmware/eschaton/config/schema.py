@@ -14,6 +14,7 @@ from eschaton.config.api import ApiConfig
 from eschaton.config.chain import ChainConfig
 from eschaton.config.channel import ChannelConfig
 from eschaton.config.dashboard import DashboardConfig
+from eschaton.config.dht import DhtConfig
 from eschaton.config.network import DiscoveryConfig, NetworkConfig, PeerConfig
 from eschaton.config.node import NodeSection
 from eschaton.config.routing import RoutingConfig
@@ -57,6 +58,8 @@ class NodeConfig:
     """``[stamp]``."""
     routing: RoutingConfig = RoutingConfig()
     """``[routing]``."""
+    dht: DhtConfig = DhtConfig()
+    """``[dht]``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,6 +85,8 @@ class Node:
         )
         from eschaton.daemon.stamp import StampService
 
+        dht = [DhtService(lambda: self.keys.node_id.raw, height=self._height, node=self,
+                          config=self.config.dht)] if self.config.dht.enabled else []
         return [
             ChainService(self),
             WalletService(self),
@@ -94,7 +96,7 @@ class Node:
             MicrogridService(self),
             EchoService(),
             StampService(self),
-            DhtService(lambda: self.keys.node_id.raw, height=self._height),
+            *dht,
             RoutingService(self),
             NetworkService(self),  # after every service with wire rows
             DashboardService(self),  # after what it shows; its commands are the API's

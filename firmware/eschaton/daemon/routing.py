@@ -681,8 +681,10 @@ class RoutingService:
                           local=self._local_edges(), margins=self.margins)
 
     async def pay(self, pid: str, payee: bytes, amount: int, payment_hash: bytes, secret: bytes,
-                  preimage: bytes | None, hold: bool) -> PaymentRow:
-        """Pay ``amount`` to ``payee`` under ``payment_hash`` (see the module rules)."""
+                  preimage: bytes | None, hold: bool, max_price: int | None = None) -> PaymentRow:
+        """Pay ``amount`` to ``payee`` under ``payment_hash`` (see the module rules); with
+        ``max_price``, only along routes whose amount and fees stay within it (a first route
+        above it is refused before anything is recorded or paid)."""
         assert self.store is not None
         known = self.store.payment(pid)
         if known is not None:
@@ -693,6 +695,12 @@ class RoutingService:
                 return known
         if pid in self._paying:
             return await asyncio.shield(self._paying[pid])
+        if known is None and max_price is not None:
+            first = self.find(payee, amount)
+            if first is not None and first.total > max_price:
+                raise RoutingError(f"the cheapest route costs {first.total} sat ({amount} sat and "
+                                   f"{first.total - amount} sat of fees), exceeds --max-price "
+                                   f"{max_price} sat; nothing paid")
         now = time.time()
         row = known or PaymentRow(pid, payee, payment_hash, amount, "pending", 0, None, "", 0, "", hold,
                                   preimage, now, now)
@@ -702,7 +710,7 @@ class RoutingService:
 
         async def run() -> PaymentRow:
             try:
-                done = await self._attempts(row, secret)
+                done = await self._attempts(row, secret, max_price)
                 fut.set_result(done)
                 return done
             except BaseException as e:
@@ -718,11 +726,14 @@ class RoutingService:
             return row
         return await asyncio.shield(asyncio.ensure_future(run()))
 
-    async def _attempts(self, row: PaymentRow, secret: bytes) -> PaymentRow:
+    async def _attempts(self, row: PaymentRow, secret: bytes, max_price: int | None = None) -> PaymentRow:
         assert self.store is not None and self.graph is not None
         route = self.find(row.payee, row.amount)
         err = "no route"
         while route is not None and row.attempts < MAX_ATTEMPTS:
+            if max_price is not None and route.total > max_price:
+                err = f"no route within --max-price {max_price} sat (the next costs {route.total} sat)"
+                break
             row = replace(row, attempts=row.attempts + 1, updated=time.time())
             self.store.put_payment(row)
             faults.point("pay.attempt_next")

@@ -49,9 +49,11 @@ async def invoice_create(node: Any, amount: int, description: str, expiry: int) 
                  Param("amount", int, "satoshis (with a node id)", required=False, default=0),
                  Param("hold", bool, "payer-held: answer once the escrows are on their way, with the "
                        "preimage, which the payee needs (routing.release) to complete", required=False, default=False),
-                 Param("id", str, "payment id (default: the node makes one)", required=False))
+                 Param("id", str, "payment id (default: the node makes one)", required=False),
+                 Param("max_price", int, "the most to spend, amount and route fees together (satoshis)",
+                       required=False))
 async def routing_pay(node: Any, request: str, payee: str, amount: int, hold: bool,
-                      id: str | None) -> dict[str, Any]:
+                      id: str | None, max_price: int | None = None) -> dict[str, Any]:
     import time
 
     from eschaton.core.routing.invoice import BadRequest, PaymentRequest
@@ -87,8 +89,10 @@ async def routing_pay(node: Any, request: str, payee: str, amount: int, hold: bo
             h = known.hash
     if to == svc.me:
         raise ApiError("that is this node")
+    if max_price is not None and max_price < amt:
+        raise ApiError(f"the amount {amt} sat alone exceeds --max-price {max_price} sat; nothing paid")
     try:
-        row = await svc.pay(pid, to, amt, h, secret, pre, hold)
+        row = await svc.pay(pid, to, amt, h, secret, pre, hold, max_price)
     except EschatonError as e:
         raise ApiError(str(e)) from None
     return row.to_json()  # type: ignore[no-any-return]

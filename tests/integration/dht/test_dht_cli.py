@@ -1,6 +1,7 @@
 """``eschaton dht`` on real node processes: a line of three nodes on loopback (a - b - c, links
-only between neighbours). A record published at c is stored at its neighbour b and found from a,
-which never held it; bad input is one line, never a traceback."""
+only between neighbours, and no dialing of contacts: ``[dht] dials_per_minute = 0``). A record
+published at c is stored at its neighbour b and found from a, which never held it; bad input is
+one line, never a traceback."""
 from __future__ import annotations
 
 import hashlib
@@ -17,11 +18,12 @@ def test_put_get_find_stats_through_the_cli(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path)
     try:
         urls = {n: f"tcp://127.0.0.1:{free_port()}" for n in "abc"}
-        a = cluster.node("a", listen=[urls["a"]]).start()
+        line = ["[dht]", "dials_per_minute = 0"]
+        a = cluster.node("a", listen=[urls["a"]], sections=line).start()
         a.wait_ready()
-        b = cluster.node("b", listen=[urls["b"]], peers=[(a.id, urls["a"])]).start()
+        b = cluster.node("b", listen=[urls["b"]], peers=[(a.id, urls["a"])], sections=line).start()
         b.wait_ready()
-        c = cluster.node("c", listen=[urls["c"]], peers=[(b.id, urls["b"])]).start()
+        c = cluster.node("c", listen=[urls["c"]], peers=[(b.id, urls["b"])], sections=line).start()
         c.wait_ready()
         poll(lambda: a.cli("dht", "stats")["linked"] == 1 and c.cli("dht", "stats")["linked"] == 1
              and b.cli("dht", "stats")["linked"] == 2, "DHT peers linked")

@@ -204,7 +204,8 @@ def test_id_parity_says_what_a_receiver_may_ignore() -> None:
                    "stamp_submit", "stamp_proof", "stamp_quote_req", "stamp_quote", "stamp_paid_submit",
                    "stamp_answer", "dht_find_node", "dht_nodes", "dht_find_value",
                    "dht_values", "dht_store", "dht_stored", "dht_refused", "route_onion", "route_fail",
-                   "route_sign", "route_announce", "mg_ask", "mg_request"}
+                   "route_sign", "route_announce", "mg_ask", "mg_request",
+                   "dht_query", "dht_quote", "dht_answer", "dht_paid", "dht_addrs"}
     assert ignorable(0xFFF1) and not ignorable(0xFFF0)
 
 

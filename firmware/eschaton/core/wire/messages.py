@@ -225,6 +225,34 @@ MESSAGES: tuple[MessageSpec, ...] = (
         Field("nonce", U64),
         Field("reason", Text(256), doc="One line: quota, rate limit, a record that does not verify."),
     ), "A DHT request was refused."),
+    MessageSpec("dht_query", 335, (
+        Field("nonce", U64),
+        Field("qid", Fixed(16), doc="The asker's fresh query id: a retry with it is the same query."),
+        Field("key", Fixed(32), doc="The DHT key whose records the query selects among."),
+        Field("query", Bytes(8192), doc="The query (eschaton.core.dht.query), decoded strictly by the receiver."),
+        Field("hops", UInt(8), doc="How many more times the query may be forwarded to a neighbour."),
+    ), "Ask for a quote for a query's answer (eschaton.core.dht.paid)."),
+    MessageSpec("dht_quote", 337, (
+        Field("nonce", U64),
+        Field("qid", Fixed(16)),
+        Field("price", I63, doc="Satoshis, paid over the trade channel with the quoting peer."),
+        Field("count", UInt(32), doc="Records in the answer."),
+        Field("size", UInt(32), doc="Bytes of the encoded answer."),
+        Field("commitment", Fixed(32), doc="sha256 of the encoded answer."),
+    ), "Answer to dht_query: the price of the answer; nothing is sent before it is paid."),
+    MessageSpec("dht_paid", 341, (
+        Field("nonce", U64),
+        Field("qid", Fixed(16)),
+        _cid("The trade channel the payment moved over."),
+        Field("number", U64, doc="The channel version that carried the payment (the payee's receipt)."),
+    ), "The asker paid a quote: names the payment, which the seller claims once for this query."),
+    MessageSpec("dht_answer", 339, (
+        Field("qid", Fixed(16)),
+        Field("answer", Bytes(60_000), doc="The encoded answer the quote committed to."),
+    ), "A paid query's answer, sent once the payment for it was claimed."),
+    MessageSpec("dht_addrs", 343, (
+        Field("records", ListOf(Bytes(1024), 33), doc="Signed address records (eschaton.core.dht.addrs)."),
+    ), "Transport addresses of the sender and of the contacts it names next, each signed by its node key."),
 )
 
 
