@@ -107,8 +107,8 @@ class BootConfig:
         """``/etc/eschaton/node.toml`` for a node called ``name``."""
         doc = dict(self.node_doc)
         doc["node"] = {**doc["node"], "name": name}
-        return (f"# Written at boot from {self.source} by eschaton-field: edit that file, not this one.\n"
-                + toml_out.dumps(doc))
+        return ("# Written at boot by eschaton-field from eschaton.toml on the boot partition: edit "
+                "that file, not this one.\n" + toml_out.dumps(doc))
 
 
 def _parse_wifi(root: Section) -> WifiConfig | None:
