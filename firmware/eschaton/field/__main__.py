@@ -38,6 +38,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
     node_id, made = firstboot.node_key(root)
     if made:
         _console(f"eschaton-field: made the node key: node id {node_id}")
+    try:
+        if firstboot.ssh_host_keys(root):
+            _console("eschaton-field: made this node's SSH host keys")
+    except (OSError, RuntimeError) as exc:
+        _console(f"eschaton-field: could not make the SSH host keys: {exc}")
     outcome = apply.apply(root, node_id)
     _console(outcome.message())
     if args.set_hostname and root == Path("/"):

@@ -9,6 +9,9 @@ leaves either the old state or the new one, so the boot after a cut simply runs 
    into place. Once there it is never made again; a temporary file left by a cut is removed.
    The wallet seed is made by the node on its first start, with the same care
    (``eschaton.wallet``).
+3. SSH host keys, each card its own (the image ships none): ``ssh-keygen -A`` into a scratch
+   directory, then each key renamed into /etc/ssh, the ed25519 private key last: its presence
+   means the step is done.
 
 A marker (``/var/lib/eschaton-field/grown``) skips step 1 on later boots; it is written after
 the step, so a cut before it only means the step runs again.
@@ -16,6 +19,7 @@ the step, so a cut before it only means the step runs again.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -90,3 +94,26 @@ def node_key(root: Path) -> tuple[str, bool]:
         os.chown(datadir / KEY_FILE, uid, gid)
         os.chown(datadir, uid, gid)
     return keys.node_id.hex(), True
+
+
+def ssh_host_keys(root: Path, *, runner: Runner = run) -> bool:
+    """Step 3; returns whether keys were made now (False: present already, or no sshd)."""
+    etc_ssh = root / "etc/ssh"
+    done = etc_ssh / "ssh_host_ed25519_key"
+    if done.exists() or not (root / "usr/sbin/sshd").exists():
+        return False
+    scratch = etc_ssh / ".host-keys-new"
+    shutil.rmtree(scratch, ignore_errors=True)  # left by a cut: made again from scratch
+    (scratch / "etc/ssh").mkdir(parents=True, mode=0o700)  # makes /etc/ssh too if it is missing
+    runner(["ssh-keygen", "-A", "-f", str(scratch)])
+    made = sorted((scratch / "etc/ssh").iterdir(), key=lambda p: (p.name == done.name, p.suffix != ".pub"))
+    for key in made:
+        fd = os.open(key, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(key, etc_ssh / key.name)
+        atomic.fsync_dir(etc_ssh)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return True
