@@ -241,8 +241,13 @@ def _chain_doc(root: Section, role: str) -> dict[str, Any]:
         base: dict[str, Any] = {"backend": "embedded", "network": "regtest", "serve": CHAIN_SERVE}
         if given.get("backend", "embedded") != "embedded":
             raise s.err("backend", "a gateway serves its own embedded chain (leave backend out)")
-    else:
+    elif "backend" in given:
         base = {}
+    elif "url" in given:
+        base = {"backend": "electrum"}
+    else:
+        # A house follows the chain its village's gateway announces (eschaton.net.chainfind).
+        base = {"backend": "electrum", "discover": True}
     return {**base, **given}
 
 

@@ -38,7 +38,7 @@ def test_a_refused_file_is_reported_by_the_boot_step_and_by_node_status(tmp_path
     n = NodeProc(root / "var/lib", "eschaton", chain_dir=None)
     try:
         n.start().wait_ready()
-        st = n.cli("node", "status", "--config", str(n.config))
+        st = n.api("node.status")
         assert st["id"] == node_id
         assert st["boot"]["config"]["ok"] is False
         assert st["boot"]["config"]["applied"] == "the image's defaults"

@@ -99,7 +99,12 @@ def test_defaults() -> None:
     assert c.mesh.address is None and c.mesh.netem is None
     node = parse_config(c.node_toml("eschaton-00112233"), "node.toml")
     assert node.network.listen == ("tcp://0.0.0.0:9735",) and node.network.discovery.enabled
-    assert node.chain.backend == "embedded" and node.chain.serve is None
+    assert node.chain.backend == "electrum" and node.chain.discover and node.chain.url is None
+    house = parse_config(parse_boot_config('[chain]\nurl = "tcp://10.99.0.1:50001"\n', "e.toml")
+                         .node_toml("h"), "node.toml")
+    assert (house.chain.backend, house.chain.url, house.chain.discover) == ("electrum", "tcp://10.99.0.1:50001", False)
+    own = parse_config(parse_boot_config('[chain]\nbackend = "embedded"\n', "e.toml").node_toml("h"), "node.toml")
+    assert own.chain.backend == "embedded" and own.chain.serve is None
     wifi = parse_boot_config('[wifi]\ncountry = "DE"\nmesh_id = "m"\nkey = "12345678"\n', "e.toml")
     assert wifi.wifi is not None and (wifi.wifi.channel, wifi.wifi.mode) == (6, "80211s")
     assert wifi.mesh.interfaces == ("wlan0",)
@@ -171,6 +176,8 @@ def test_generated_node_toml_round_trips() -> None:
     # [chain] and the node's sections: checked by the node's own reader, on this file's lines
     ('[node]\nrole = "gateway"\n\n[chain]\nbackend = "electrum"\n', ":5: chain.backend: a gateway serves"),
     ('[chain]\nbackend = "electrum"\n', ":1: chain.url: is required"),
+    ('[chain]\ndiscover = true\nurl = "tcp://1.2.3.4:5"\n', ":2: chain.discover: needs backend"),
+    ('[chain]\ngateways = ["ab"]\n', ":2: chain.gateways: [0]: "),
     ('[chain]\nbackend = "electrum"\nurl = "http://x"\n', ":3: chain.url: "),
     ('[chain]\nblocks = 1\n', ":2: chain.blocks: unknown key"),
     ('[node]\nrole = "house"\n\n[[meter]]\nname = "w"\ntype = "pulse_flow"\npin = 99\npulses_per_litre = 1\n',
