@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import ipaddress
 import re
 import struct
@@ -42,6 +43,10 @@ NODE_DATADIR = D.DATADIR
 
 _HOSTNAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_IFPATTERN = re.compile(r"[A-Za-z0-9_.*?-]{1,15}")
+WIRED = ("eth*", "en*")
+"""The default mesh interfaces without Wi-Fi: every wired one (a Pi 4's is ``end0`` or
+``eth0`` depending on the systemd version, a USB adapter ``enx...``, QEMU's ``enp0s1``)."""
 _COUNTRY = re.compile(r"[A-Z]{2}")
 # tc-netem(8) arguments, each keyword with the shapes of the values that may follow it.
 _TIME = r"\d+(\.\d+)?(us|usec|ms|msec|s|sec)"
@@ -79,7 +84,8 @@ class WifiConfig:
 @dataclass(frozen=True, slots=True)
 class MeshConfig:
     interfaces: tuple[str, ...]
-    """The interfaces batman-adv runs over (enslaved to bat0)."""
+    """The interfaces batman-adv runs over (enslaved to bat0); shell patterns (``en*``) allowed,
+    as systemd-networkd's ``[Match] Name=``."""
     prefix: ipaddress.IPv4Network
     """bat0's address is chosen inside it, from the node id (or ``address``)."""
     address: ipaddress.IPv4Address | None
@@ -171,12 +177,13 @@ def check_netem(s: Section, key: str, text: str) -> str:
 
 def _parse_mesh(root: Section, wifi: WifiConfig | None) -> MeshConfig:
     s = root.sub("mesh")
-    ifaces = s.get_str_list("interfaces", (wifi.interface,) if wifi else ("eth0",))
+    ifaces = s.get_str_list("interfaces", (wifi.interface,) if wifi else WIRED)
     if not ifaces:
         raise s.err("interfaces", "must name at least one interface")
     for i, name in enumerate(ifaces):
-        if not _IFNAME.fullmatch(name) or name == "bat0":
-            raise s.err("interfaces", f"{name!r} is not an interface batman-adv can use")
+        if not _IFPATTERN.fullmatch(name) or fnmatch.fnmatchcase("bat0", name):
+            raise s.err("interfaces", f"{name!r} is not an interface (or a pattern like \"en*\") "
+                                      "batman-adv can use")
         if name in ifaces[:i]:
             raise s.err("interfaces", f"names {name} twice")
     if wifi is not None and wifi.interface not in ifaces:

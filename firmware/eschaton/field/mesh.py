@@ -7,8 +7,10 @@ collision is reported (journal and console) and written, with the address taken,
 """
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -36,13 +38,18 @@ def choose(cands: Iterable[ipaddress.IPv4Address], taken: Callable[[ipaddress.IP
     return None, collisions
 
 
-def _wait_for(iface: str, timeout: float) -> bool:
+def _matching(pattern: str) -> list[str]:
+    return sorted(n for n in os.listdir("/sys/class/net") if fnmatch.fnmatchcase(n, pattern))
+
+
+def _wait_for(pattern: str, timeout: float) -> list[str]:
+    """The interfaces matching ``pattern`` once at least one exists (empty after ``timeout``)."""
     deadline = time.monotonic() + timeout
-    while not Path(f"/sys/class/net/{iface}").exists():
+    while not (found := _matching(pattern)):
         if time.monotonic() > deadline:
-            return False
+            return []
         time.sleep(0.2)
-    return True
+    return found
 
 
 def _say(line: str) -> None:
@@ -61,12 +68,12 @@ def main(root: Path) -> int:
     if conf.get("wifi"):
         subprocess.run(["systemctl", "start", "--no-block", f"wpa_supplicant@{conf['wifi']}.service"],
                        check=False)
-    for iface in conf["interfaces"]:
-        if conf.get("netem") and _wait_for(iface, 30):
-            res = subprocess.run(["tc", "qdisc", "replace", "dev", iface, "root", "netem",
-                                  *conf["netem"].split()], capture_output=True, text=True, check=False)
-            _say(f"eschaton-mesh: netem {conf['netem']} on {iface}" if res.returncode == 0
-                 else f"eschaton-mesh: netem on {iface} failed: {res.stderr.strip()}")
+    netem_on = [i for p in conf["interfaces"] for i in (_wait_for(p, 30) if conf.get("netem") else [])]
+    for iface in netem_on:
+        res = subprocess.run(["tc", "qdisc", "replace", "dev", iface, "root", "netem",
+                              *conf["netem"].split()], capture_output=True, text=True, check=False)
+        _say(f"eschaton-mesh: netem {conf['netem']} on {iface}" if res.returncode == 0
+             else f"eschaton-mesh: netem on {iface} failed: {res.stderr.strip()}")
     if not _wait_for("bat0", 60):
         _say("eschaton-mesh: no bat0 after 60 s (is batman-adv loaded?)")
         return 1

@@ -87,9 +87,9 @@ def render(boot: BootConfig, node_id_hex: str, hostname: str) -> list[File]:
              "[Network]\nLinkLocalAddressing=no\nIPv6AcceptRA=no\nConfigureWithoutCarrier=yes\n"
              "KeepConfiguration=static\n", 0o644),
     ]
-    for iface in boot.mesh.interfaces:
+    for i, iface in enumerate(boot.mesh.interfaces):
         files.append(File(
-            f"{NETWORKD}/{NETWORKD_PREFIX}mesh-{iface}.network",
+            f"{NETWORKD}/{NETWORKD_PREFIX}mesh-{i}.network",
             "# Written at boot by eschaton-field ([mesh] interfaces of eschaton.toml).\n"
             f"[Match]\nName={iface}\n\n"
             "[Network]\nBatmanAdvanced=bat0\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"

@@ -55,8 +55,9 @@ def test_a_good_file_sets_everything(tmp_path: Path) -> None:
     net = root / "etc/systemd/network"
     assert sorted(p.name for p in net.iterdir()) == [
         "10-eschaton-bat0.netdev", "10-eschaton-bat0.network",
-        "10-eschaton-mesh-eth0.network", "10-eschaton-mesh-wlan0.network"]
-    assert "BatmanAdvanced=bat0" in (net / "10-eschaton-mesh-eth0.network").read_text()
+        "10-eschaton-mesh-0.network", "10-eschaton-mesh-1.network"]
+    assert "Name=wlan0\n" in (net / "10-eschaton-mesh-0.network").read_text()
+    assert "BatmanAdvanced=bat0" in (net / "10-eschaton-mesh-1.network").read_text()
     assert "BridgeLoopAvoidance=false" in (net / "10-eschaton-bat0.netdev").read_text()
     wpa = root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
     text = wpa.read_text()
@@ -111,7 +112,8 @@ def test_no_file_uses_the_defaults_without_an_error(tmp_path: Path) -> None:
     root = boot_root(tmp_path, None)
     out = apply(root, NODE_ID)
     assert out.ok and out.applied == "the image's defaults" and out.error is None
-    assert (root / "etc/systemd/network/10-eschaton-mesh-eth0.network").exists()
+    assert "Name=eth*\n" in (root / "etc/systemd/network/10-eschaton-mesh-0.network").read_text()
+    assert "Name=en*\n" in (root / "etc/systemd/network/10-eschaton-mesh-1.network").read_text()
     assert not (root / "etc/wpa_supplicant").exists()
 
 
@@ -123,7 +125,8 @@ def test_files_of_an_earlier_configuration_are_removed(tmp_path: Path) -> None:
     assert "etc/wpa_supplicant/wpa_supplicant-wlan0.conf" in out.changed
     assert not (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").exists()
     assert sorted(p.name for p in (root / "etc/systemd/network").iterdir()) == [
-        "10-eschaton-bat0.netdev", "10-eschaton-bat0.network", "10-eschaton-mesh-eth1.network"]
+        "10-eschaton-bat0.netdev", "10-eschaton-bat0.network", "10-eschaton-mesh-0.network"]
+    assert "Name=eth1\n" in (root / "etc/systemd/network/10-eschaton-mesh-0.network").read_text()
 
 
 def test_ssh_keys_only(tmp_path: Path) -> None:

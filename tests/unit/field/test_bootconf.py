@@ -95,7 +95,7 @@ def test_every_key_is_read() -> None:
 def test_defaults() -> None:
     c = parse_boot_config("", "e.toml")
     assert (c.role, c.name, c.wifi, c.authorized_keys) == ("house", None, None, ())
-    assert c.mesh.interfaces == ("eth0",) and str(c.mesh.prefix) == "10.99.0.0/16"
+    assert c.mesh.interfaces == ("eth*", "en*") and str(c.mesh.prefix) == "10.99.0.0/16"
     assert c.mesh.address is None and c.mesh.netem is None
     node = parse_config(c.node_toml("eschaton-00112233"), "node.toml")
     assert node.network.listen == ("tcp://0.0.0.0:9735",) and node.network.discovery.enabled
@@ -158,6 +158,8 @@ def test_generated_node_toml_round_trips() -> None:
     ('[mesh]\ninterfaces = []\n', ":2: mesh.interfaces: must name at least one"),
     ('[mesh]\ninterfaces = "eth0"\n', ":2: mesh.interfaces: must be a list of strings"),
     ('[mesh]\ninterfaces = ["bat0"]\n', ":2: mesh.interfaces: 'bat0' is not"),
+    ('[mesh]\ninterfaces = ["b*"]\n', ":2: mesh.interfaces: 'b*' is not"),
+    ('[mesh]\ninterfaces = ["eth 0"]\n', ":2: mesh.interfaces: 'eth 0' is not"),
     ('[mesh]\ninterfaces = ["eth0", "eth0"]\n', ":2: mesh.interfaces: names eth0 twice"),
     ('[mesh]\nprefix = "10.99.0.1/16"\n', ":2: mesh.prefix: not an IPv4 network"),
     ('[mesh]\nprefix = "10.99.0.0/30"\n', ":2: mesh.prefix: must be /8 to /29"),
