@@ -28,6 +28,11 @@ STATE_DIR = "var/lib/eschaton-field"
 LAST_GOOD = f"{STATE_DIR}/eschaton.toml"
 MANIFEST = f"{STATE_DIR}/manifest.json"
 STATUS = "var/lib/eschaton/boot-config.json"
+DEFAULTS = '[chain]\nbackend = "embedded"\n'
+"""With no eschaton.toml (or a bad one before any good one): a node on its own embedded chain,
+reachable on every wired interface through batman-adv, as the image behaved before it read the
+boot partition. A house of a village says ``role = "house"`` in its file (then it follows the
+chain its gateway announces)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +94,7 @@ def choose(root: Path) -> tuple[BootConfig, str, str | None, str | None]:
                 "the last good configuration", error, None
         except (ConfigError, OSError, UnicodeDecodeError):
             pass  # made by an older image that checked differently: fall back to the defaults
-    return parse_boot_config("", "defaults"), "the image's defaults", error, None
+    return parse_boot_config(DEFAULTS, "defaults"), "the image's defaults", error, None
 
 
 def apply(root: Path, node_id_hex: str) -> Outcome:

@@ -115,6 +115,9 @@ def test_no_file_uses_the_defaults_without_an_error(tmp_path: Path) -> None:
     assert "Name=eth*\n" in (root / "etc/systemd/network/10-eschaton-mesh-0.network").read_text()
     assert "Name=en*\n" in (root / "etc/systemd/network/10-eschaton-mesh-1.network").read_text()
     assert not (root / "etc/wpa_supplicant").exists()
+    # A node on its own: its own embedded chain (a village house says role = "house").
+    node = parse_config((root / "etc/eschaton/node.toml").read_text(), "node.toml")
+    assert node.chain.backend == "embedded" and not node.chain.discover
 
 
 def test_files_of_an_earlier_configuration_are_removed(tmp_path: Path) -> None:
