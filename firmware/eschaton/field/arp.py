@@ -51,7 +51,10 @@ def in_use(iface: str, target: ipaddress.IPv4Address, *, probes: int = 3,
         s.bind((iface, ETH_P_ARP))
         frame = _probe_frame(mac, target)
         for _ in range(probes):
-            s.send(frame)
+            try:
+                s.send(frame)
+            except OSError:
+                pass  # no carrier (bat0 with no interface yet): nobody can answer, keep listening
             deadline = time.monotonic() + interval
             while (left := deadline - time.monotonic()) > 0:
                 ready, _, _ = select.select([s], [], [], left)
