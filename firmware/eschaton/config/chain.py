@@ -10,7 +10,6 @@ from pathlib import Path
 
 from eschaton.config import defaults as D
 from eschaton.config.section import Section
-from eschaton.core.link.identity import IdentityError, NodeId
 from eschaton.core.url import BadTransportUrl, parse_url
 
 
@@ -150,6 +149,10 @@ def parse_chain(root: Section) -> ChainConfig:
     discover_timeout = chain_s.get_float("discover_timeout_s", 60.0, 1.0, 3600.0)
     if gateways and not discover:
         raise chain_s.err("gateways", "only with discover = true")
+    # Here, not at the top: a client reading [node] and [api] imports this module's dataclass
+    # and must not load the node's crypto.
+    from eschaton.core.link.identity import IdentityError, NodeId
+
     for i, g in enumerate(gateways):
         try:
             NodeId.from_hex(g)
