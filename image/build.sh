@@ -243,7 +243,7 @@ EOF
   cat >"$ROOTFS/etc/fstab" <<EOF
 # Both by label, so the same fstab works on an SD card (mmcblk0) and a virtio disk (vda).
 LABEL=$ROOT_LABEL	/		ext4	defaults,noatime	0	1
-LABEL=$BOOT_LABEL	/boot/firmware	vfat	defaults,noatime,nofail	0	2
+LABEL=$BOOT_LABEL	/boot/firmware	vfat	defaults,noatime,nofail,x-systemd.device-timeout=5min	0	2
 EOF
   # Pi boot: raspi-firmware writes cmdline.txt from these. On the Pi 3 and 4 (arm64) the GPIO
   # header UART is ttyS1; the last console= gets the boot log, and systemd's getty generator

@@ -5,7 +5,9 @@ netem and bat0's address)."""
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +23,20 @@ def _console(line: str) -> None:
             k.write(f"<3>{line}\n" if "refused" in line else f"<5>{line}\n")
     except OSError:
         pass
+
+
+def _boot_partition(root: Path) -> bool:
+    """Whether the FAT partition is mounted at /boot/firmware. Its mount is ``nofail`` (a card
+    whose FAT partition is damaged must still boot), so at boot it may have timed out waiting
+    for the device (a slow card, a loaded machine): try once more, then report it."""
+    if root != Path("/"):
+        return True  # a test's directory standing for the root
+    mnt = "/boot/firmware"
+    if not os.path.ismount(mnt):
+        res = subprocess.run(["mount", mnt], capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            _console(f"eschaton-field: cannot mount {mnt}: {' '.join(res.stderr.split())}")
+    return os.path.ismount(mnt)
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -43,7 +59,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
             _console("eschaton-field: made this node's SSH host keys")
     except (OSError, RuntimeError) as exc:
         _console(f"eschaton-field: could not make the SSH host keys: {exc}")
-    outcome = apply.apply(root, node_id)
+    outcome = apply.apply(root, node_id, boot_mounted=_boot_partition(root))
     _console(outcome.message())
     if args.set_hostname and root == Path("/"):
         try:

@@ -70,12 +70,16 @@ def _ids(root: Path, db: str, name: str) -> int:
     return -1
 
 
-def choose(root: Path) -> tuple[BootConfig, str, str | None, str | None]:
+def choose(root: Path, *, boot_mounted: bool = True) -> tuple[BootConfig, str, str | None, str | None]:
     """The configuration to apply: (config, what it is, the boot file's error, the boot file's
-    text when it is good)."""
+    text when it is good). ``boot_mounted`` False: the FAT partition is not there, which is not
+    the same as no file on it (keep the last good configuration and say so)."""
     boot = root / BOOT_FILE
     error: str | None = None
     try:
+        if not boot_mounted:
+            error = f"/{BOOT_FILE.rsplit('/', 1)[0]}: the boot partition is not mounted"
+            raise FileNotFoundError
         text = boot.read_text(encoding="utf-8")
     except FileNotFoundError:
         text = None
@@ -97,9 +101,9 @@ def choose(root: Path) -> tuple[BootConfig, str, str | None, str | None]:
     return parse_boot_config(DEFAULTS, "defaults"), "the image's defaults", error, None
 
 
-def apply(root: Path, node_id_hex: str) -> Outcome:
+def apply(root: Path, node_id_hex: str, *, boot_mounted: bool = True) -> Outcome:
     """Check the boot file under ``root`` and write what it sets for node ``node_id_hex``."""
-    boot, applied, error, good_text = choose(root)
+    boot, applied, error, good_text = choose(root, boot_mounted=boot_mounted)
     hostname = boot.name or hostname_for(node_id_hex)
     changed: list[str] = []
     written: list[str] = []

@@ -152,3 +152,12 @@ def test_ibss(tmp_path: Path) -> None:
     text = (root / "etc/wpa_supplicant/wpa_supplicant-wlan0.conf").read_text()
     assert "mode=1" in text and "key_mgmt=WPA-PSK" in text and "frequency=2412" in text
     assert "ap_scan=2" in text
+
+
+def test_an_unmounted_boot_partition_keeps_the_last_good_configuration(tmp_path: Path) -> None:
+    root = boot_root(tmp_path, GOOD)
+    apply(root, NODE_ID)
+    out = apply(root, NODE_ID, boot_mounted=False)
+    assert not out.ok and out.applied == "the last good configuration"
+    assert out.error == "/boot/firmware: the boot partition is not mounted"
+    assert out.changed == [] and out.hostname == "gw"
