@@ -48,6 +48,7 @@ PROGRAMS: dict[str, str] = {
     # the first-boot steps of the image (eschaton.field.firstboot), on a host image file
     "e2fsck": "e2fsprogs",
     "resize2fs": "e2fsprogs",
+    "dumpe2fs": "e2fsprogs",
     "losetup": "mount",
     "ssh-keygen": "openssh-client",
     "mtype": "mtools",

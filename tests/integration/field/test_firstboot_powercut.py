@@ -109,7 +109,7 @@ class Machine:
 @pytest.fixture
 def machines(tmp_path: Path) -> Iterator[tuple[Machine, Machine]]:
     need_root()
-    for tool in ("sfdisk", "losetup", "mkfs.ext4", "e2fsck", "resize2fs", "ssh-keygen"):
+    for tool in ("sfdisk", "losetup", "mkfs.ext4", "e2fsck", "resize2fs", "dumpe2fs", "ssh-keygen"):
         need_tool(tool)
     made: list[Machine] = []
     try:
