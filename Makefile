@@ -6,7 +6,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 APT_PKGS := python3-venv python3-dev build-essential socat nftables iproute2 procps \
             systemd util-linux electrum \
-            debootstrap qemu-user-static binfmt-support qemu-system-arm ipxe-qemu qemu-utils dosfstools mtools fdisk e2fsprogs \
+            debootstrap qemu-user-static binfmt-support qemu-system-arm ipxe-qemu qemu-utils dosfstools mtools fdisk e2fsprogs openssh-client \
             chromium chromium-driver
 STAMP_APT := $(VENV)/.apt-done
 STAMP_PIP := $(VENV)/.pip-done

@@ -51,6 +51,7 @@ PACKAGES=(
   nftables iproute2 batctl wpasupplicant iw ca-certificates
   initramfs-tools raspi-firmware
   e2fsprogs dosfstools
+  fdisk openssh-server
 )
 # The kernel goes in by itself, last: its postinst builds the initrd once, with every other
 # package's initramfs hooks already in place. Installed together, the initramfs-tools trigger
@@ -242,7 +243,7 @@ EOF
   cat >"$ROOTFS/etc/fstab" <<EOF
 # Both by label, so the same fstab works on an SD card (mmcblk0) and a virtio disk (vda).
 LABEL=$ROOT_LABEL	/		ext4	defaults,noatime	0	1
-LABEL=$BOOT_LABEL	/boot/firmware	vfat	defaults,noatime,nofail	0	2
+LABEL=$BOOT_LABEL	/boot/firmware	vfat	defaults,noatime,nofail,x-systemd.device-timeout=5min	0	2
 EOF
   # Pi boot: raspi-firmware writes cmdline.txt from these. On the Pi 3 and 4 (arm64) the GPIO
   # header UART is ttyS1; the last console= gets the boot log, and systemd's getty generator
@@ -354,6 +355,24 @@ EOF
     || die "image/node.toml does not load"
 }
 
+# --- stage 4b: configuration from the boot partition (eschaton.toml) ----------------------------
+stage_field() {
+  log "eschaton-field and eschaton-mesh (eschaton.toml on the boot partition)"
+  install -m 0644 "$REPO/systemd/eschaton-field.service" "$ROOTFS/usr/lib/systemd/system/eschaton-field.service"
+  install -m 0644 "$REPO/systemd/eschaton-mesh.service" "$ROOTFS/usr/lib/systemd/system/eschaton-mesh.service"
+  in_chroot systemctl enable eschaton-field.service eschaton-mesh.service ssh.service >/dev/null 2>&1
+  printf 'enable eschaton-field.service\nenable eschaton-mesh.service\nenable ssh.service\n' \
+    >"$ROOTFS/usr/lib/systemd/system-preset/80-eschaton-field.preset"
+  # openssh-server's postinst made host keys in the chroot: every card would share them.
+  # eschaton-field makes each node's own on first boot.
+  rm -f "$ROOTFS"/etc/ssh/ssh_host_*
+  # The shipped example must be a good file, checked by the image's own code.
+  install -m 0644 "$REPO/image/eschaton.toml.example" "$ROOTFS/tmp/eschaton.toml.example"
+  in_chroot /opt/eschaton/venv/bin/python -m eschaton.field check /tmp/eschaton.toml.example >/dev/null \
+    || die "image/eschaton.toml.example is refused by the image's own checker"
+  rm -f "$ROOTFS/tmp/eschaton.toml.example"
+}
+
 # --- stage 5: boot files and the partitioned image ---------------------------------------------
 stage_image() {
   local kver vmlinuz initrd
@@ -373,6 +392,8 @@ stage_image() {
     || die "cmdline.txt does not name root=LABEL=$ROOT_LABEL: $(cat "$ROOTFS/boot/firmware/cmdline.txt")"
   [ -f "$ROOTFS/boot/firmware/config.txt" ] && [ -f "$ROOTFS/boot/firmware/start4.elf" ] \
     || die "raspi-firmware did not populate /boot/firmware"
+  # The commented example of eschaton.toml, on the FAT partition where installers edit it.
+  install -m 0644 "$REPO/image/eschaton.toml.example" "$ROOTFS/boot/firmware/eschaton.toml.example"
 
   chroot_umount
   log "filesystems"
@@ -420,5 +441,6 @@ chroot_mount
 stage_packages
 stage_system
 stage_eschaton
+stage_field
 stage_image
 log "built in $((SECONDS - START)) s"

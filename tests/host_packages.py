@@ -45,6 +45,12 @@ PROGRAMS: dict[str, str] = {
     "sfdisk": "fdisk",
     "mkfs.ext4": "e2fsprogs",
     "debugfs": "e2fsprogs",
+    # the first-boot steps of the image (eschaton.field.firstboot), on a host image file
+    "e2fsck": "e2fsprogs",
+    "resize2fs": "e2fsprogs",
+    "dumpe2fs": "e2fsprogs",
+    "losetup": "mount",
+    "ssh-keygen": "openssh-client",
     "mtype": "mtools",
     # the dashboard's browser tests (tests/integration/dashboard), headless
     "chromium": "chromium",

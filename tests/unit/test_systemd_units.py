@@ -114,7 +114,7 @@ def test_watchdog_drop_in_and_module() -> None:
     assert 0 < int(m.group(1)) <= 15
     mods = [ln.strip() for ln in (SYSTEMD / "eschaton-modules.conf").read_text().splitlines()
             if ln.strip() and not ln.lstrip().startswith("#")]
-    assert mods == ["bcm2835_wdt"]
+    assert mods == ["bcm2835_wdt", "batman_adv"]
 
 
 def test_gpio_udev_rule_names_the_unit_s_group() -> None:
@@ -138,6 +138,8 @@ def test_image_installs_unit_watchdog_and_module() -> None:
         "eschaton-watchdog.conf": "/usr/lib/systemd/system.conf.d/50-eschaton-watchdog.conf",
         "eschaton-modules.conf": "/usr/lib/modules-load.d/eschaton.conf",
         "60-eschaton-gpio.rules": "/usr/lib/udev/rules.d/60-eschaton-gpio.rules",
+        "eschaton-field.service": "/usr/lib/systemd/system/eschaton-field.service",
+        "eschaton-mesh.service": "/usr/lib/systemd/system/eschaton-mesh.service",
     }
     assert set(installs) == {p.name for p in SYSTEMD.iterdir()}
     # The unit's config path is where the image puts image/node.toml.

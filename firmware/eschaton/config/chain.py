@@ -55,6 +55,15 @@ class ChainConfig:
     block_after_tx_s: float = 0.0
     """Embedded regtest chain: the owner makes a block this many seconds after a transaction
     enters an empty mempool, so funding and closing transactions confirm soon (0: off)."""
+    discover: bool = False
+    """electrum backend without ``url``: the chain server is the one a trusted node announces
+    on the mesh (a village's gateway; ``eschaton.net.chainfind``)."""
+    gateways: tuple[str, ...] = ()
+    """With ``discover``: the node ids (hex) whose announcements are followed; empty: the first
+    announcer, pinned (trust on first use)."""
+    discover_timeout: float = 60.0
+    """With ``discover``: seconds the node waits for the announcement at start before it gives
+    up (and systemd starts it again)."""
 
 
 MAINNET_ACKNOWLEDGEMENT = "I understand this node moves real bitcoin"
@@ -133,8 +142,25 @@ def parse_chain(root: Section) -> ChainConfig:
         chain_url = urls[0] if urls else None
     else:
         chain_url = urls[0] if urls else (chain_s.get_str("url", D.CHAIN_URL) or None)
-    if backend in ("electrum", "rpc") and chain_url is None:
-        raise chain_s.err("url", f"is required when backend = \"{backend}\"")
+    discover = chain_s.get_bool("discover", False)
+    if discover and (backend != "electrum" or chain_url is not None):
+        raise chain_s.err("discover", "needs backend = \"electrum\" and no url (the url is announced)")
+    gateways = chain_s.get_str_list("gateways", ())
+    discover_timeout = chain_s.get_float("discover_timeout_s", 60.0, 1.0, 3600.0)
+    if gateways and not discover:
+        raise chain_s.err("gateways", "only with discover = true")
+    # Here, not at the top: a client reading [node] and [api] imports this module's dataclass
+    # and must not load the node's crypto.
+    from eschaton.core.link.identity import IdentityError, NodeId
+
+    for i, g in enumerate(gateways):
+        try:
+            NodeId.from_hex(g)
+        except IdentityError as exc:
+            raise chain_s.err("gateways", f"[{i}]: {exc}") from None
+    if backend in ("electrum", "rpc") and chain_url is None and not discover:
+        raise chain_s.err("url", f"is required when backend = \"{backend}\" (or, for electrum, "
+                                 "discover = true)")
     if len(set(urls)) != len(urls):
         raise chain_s.err("url", "lists a server twice")
     for u in urls:
@@ -180,6 +206,7 @@ def parse_chain(root: Section) -> ChainConfig:
     block_interval, block_after_tx = _block_production(chain_s, backend, network_name)
     chain = ChainConfig(backend, network_name, chain_s.get_path("datadir", chain_default),
                         chain_url, serve, rpc_port, rpc_user, rpc_password, rpc_cookie, rpc_poll, urls,
-                        acknowledged, block_interval, block_after_tx)
+                        acknowledged, block_interval, block_after_tx, discover, tuple(gateways),
+                        discover_timeout)
     chain_s.done()
     return chain

@@ -20,6 +20,22 @@ WALLET = CommandTable()
 CHANNEL = CommandTable()
 
 
+def _boot_status(datadir: Any) -> dict[str, Any] | None:
+    """What the field image's boot steps wrote into the datadir: whether eschaton.toml on the
+    boot partition was applied or refused (and why), and the mesh address bat0 took. None on a
+    node not started from the image."""
+    import json
+    from pathlib import Path
+
+    out: dict[str, Any] = {}
+    for key, name in (("config", "boot-config.json"), ("mesh", "mesh-address.json")):
+        try:
+            out[key] = json.loads((Path(datadir) / name).read_text())
+        except (OSError, ValueError):
+            continue
+    return out or None
+
+
 @NODE.command("node.status", "identity, chain tip, peers and channels of the running node")
 async def node_status(node: Any) -> dict[str, Any]:
     tip = await node.chain.tip()
@@ -55,6 +71,8 @@ async def node_status(node: Any) -> dict[str, Any]:
         "bandwidth": bandwidth,
         # Inbound admission: live pending handshakes, links, sessions, refusals by reason.
         "net": node.net.stats() if node.net is not None else {},
+        # The field image: eschaton.toml applied or refused (file:line: key: why), bat0's address.
+        "boot": _boot_status(node.config.node.datadir),
     }
 
 

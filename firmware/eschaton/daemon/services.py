@@ -88,7 +88,18 @@ class ChainService(_Part):
 
             # Checked by the loader: tcp://HOST:PORT each. A server may restart or lie: reconnect
             # to the next one (and re-watch) instead of going deaf; headers persist in the datadir.
-            urls = [parse_url(u) for u in (cc.urls or ((cc.url,) if cc.url else ()))]
+            found = (cc.url,) if cc.url else ()
+            if cc.discover:
+                # A village house: the chain its gateway announces on the mesh (before the
+                # network service starts: the chain comes first in the start order).
+                from eschaton.net.chainfind import find_chain
+
+                disc = self.node.config.network.discovery
+                gateway, url = await find_chain(self.node.datadir, port=disc.port, gateways=cc.gateways,
+                                                interface=disc.interface, timeout=cc.discover_timeout)
+                log.info("chain announced", extra={"fields": {"gateway": gateway, "url": url}})
+                found = (url,)
+            urls = [parse_url(u) for u in (cc.urls or found)]
             chain = await ReopeningChain.electrum([(u.host, u.require_port()) for u in urls],
                                                   self.node.datadir / "spv" / f"headers-{cc.network}.sqlite",
                                                   network=cc.network)

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from eschaton.core.link.announce import is_announcement, make_chain_announcement
 from eschaton.core.link.beacon import NeighbourEvent, NeighbourFound, NeighbourTable, make_beacon
 from eschaton.core.link.identity import NodeKeys
 from eschaton.core.wire.errors import WireError
@@ -122,6 +123,7 @@ class Discovery:
                  interface: str | None = None, broadcast: str = "auto", name: str = "",
                  max_age: float = 60.0, expiry: float = 45.0, strict_clock: bool = False,
                  on_refused: Callable[[str, str], None] | None = None,
+                 chain_url: str | None = None,
                  wall_clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.keys = keys
@@ -133,6 +135,9 @@ class Discovery:
         self._urls = urls
         self._on_event = on_event
         self._on_refused = on_refused
+        self.chain_url = chain_url
+        """The chain this node serves (``[chain] serve``), announced after each beacon
+        (``eschaton.core.link.announce``); None: nothing announced."""
         self._clock = wall_clock
         self._mono = monotonic
         self.table = NeighbourTable(keys.node_id, max_age=max_age, expiry=expiry,
@@ -194,11 +199,15 @@ class Discovery:
         if self._transport is None:
             return
         self._seq += 1
-        datagram = make_beacon(self.keys, urls=self.urls(), ts_ms=int(self._clock() * 1000),
-                               seq=self._seq, name=self.name)
+        ts_ms = int(self._clock() * 1000)
+        datagram = make_beacon(self.keys, urls=self.urls(), ts_ms=ts_ms, seq=self._seq, name=self.name)
+        announcement = (make_chain_announcement(self.keys, url=self.chain_url, ts_ms=ts_ms, seq=self._seq)
+                        if self.chain_url else None)
         for dest in self._destinations():
             self._transport.sendto(datagram, (dest, self.port))
             self.sent += 1
+            if announcement is not None:
+                self._transport.sendto(announcement, (dest, self.port))
 
     async def _beacon_loop(self) -> None:
         while True:
@@ -211,6 +220,8 @@ class Discovery:
             await asyncio.sleep(self.interval)
 
     def _on_datagram(self, data: bytes, source: str) -> None:
+        if is_announcement(data):
+            return  # a service announcement: read by eschaton.net.chainfind before the chain starts
         try:
             events = self.table.receive(data, self._clock(), source, self._mono())
         except WireError as exc:

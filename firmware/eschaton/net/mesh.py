@@ -148,7 +148,8 @@ class NetNode:
                 broadcast=disc.broadcast, name=self.config.node.name,
                 max_age=disc.max_age, expiry=disc.expiry, strict_clock=disc.strict_clock,
                 on_refused=lambda source, why: self._emit(
-                    {"event": "beacon_refused", "source": source, "reason": why}))
+                    {"event": "beacon_refused", "source": source, "reason": why}),
+                chain_url=self._served_chain_url())
             await self.discovery.start()
         if disc.ble:
             from eschaton.net.blediscovery import BleDiscovery  # loads bumble: only when asked
@@ -163,6 +164,12 @@ class NetNode:
         self._emit({"event": "started", "id": self.node_id.hex(),
                     "listen": [listener.url for listener in self.listeners],
                     "advertise": self.discovery.urls() if self.discovery else []})
+
+    def _served_chain_url(self) -> str | None:
+        """The Electrum URL of the chain this node serves to the mesh (``[chain] serve``), for
+        its announcements; a wildcard host is resolved by each receiver."""
+        serve = self.config.chain.serve
+        return f"tcp://{serve[0]}:{serve[1]}" if serve else None
 
     async def close(self) -> None:
         # Sessions first, while their streams are still open: each tells its peer it is closing

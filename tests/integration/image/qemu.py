@@ -30,7 +30,8 @@ BUILD_TOOLS = ("debootstrap", "qemu-aarch64-static", "qemu-system-aarch64", "qem
                "mcopy", "mdir", "sfdisk", "mkfs.ext4", "debugfs")
 # The option ROM QEMU loads for the mesh test's ``-device virtio-net-pci`` (tests/host_packages.py).
 VIRTIO_NET_ROM = "/usr/lib/ipxe/qemu/efi-virtio.rom"
-SHELL_PROMPT = r"root@eschaton:~# "
+# The hostname is the node's: eschaton-<8 hex of the node id>, or [node] name of eschaton.toml.
+SHELL_PROMPT = r"root@[a-z0-9-]+:~# "
 BOOT_FAIL = r"Kernel panic|emergency mode|Give root password"
 
 AUTOLOGIN = """\
@@ -88,6 +89,18 @@ def add_autologin(img: Path, work: Path) -> None:
     check = subprocess.run(["debugfs", "-R", f"cat {unit_dir}/autologin.conf", f"{img}?offset={offset}"],
                            capture_output=True, text=True)
     assert "--autologin root" in check.stdout, check.stderr
+
+
+def configured(base: Path, path: Path, eschaton_toml: str) -> Path:
+    """A sparse copy of ``base`` with ``eschaton_toml`` written on its FAT partition (mtools), as
+    an installer does on a laptop; the guest boots an overlay of it."""
+    subprocess.run(["cp", "--sparse=always", str(base), str(path)], check=True)
+    boot = partitions(path)[0]
+    src = path.with_name(path.stem + "-eschaton.toml")
+    src.write_text(eschaton_toml)
+    subprocess.run([need_tool("mcopy"), "-o", "-i", f"{path}@@{int(boot['start']) * 512}",  # type: ignore[call-overload]
+                    str(src), "::eschaton.toml"], check=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    return path
 
 
 def overlay(base: Path, path: Path) -> Path:

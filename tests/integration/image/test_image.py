@@ -9,7 +9,10 @@ What this proves:
 - ``eschaton.service`` (``Type=notify``) starts, so the node signalled READY=1, and the real stack
   answers inside the guest: ``eschaton chain info`` reaches the node's embedded chain over
   Electrum on the guest's loopback, ``node status`` answers over the API socket, and a block
-  mined through the node is judged by libbitcoinkernel on arm64.
+  mined through the node is judged by libbitcoinkernel on arm64;
+- first boot (``eschaton-field.service``) on a disk larger than the image: the root partition and
+  filesystem grow to the disk, the node key is made and names the host, SSH runs with keys only,
+  and with no ``eschaton.toml`` the image's defaults apply (the node on its own chain).
 
 What it does not prove: the Raspberry Pi firmware path (QEMU 7.2 has no raspi4b machine).
 
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import need_tool
 from tests.integration.image.qemu import (
     REGTEST_GENESIS,
     ROOT_LABEL,
@@ -58,7 +62,7 @@ def test_image_layout(built: Path) -> None:
                              text=True, env=env).stdout
     names = {line.strip().lstrip(":/").lower() for line in listing.splitlines()}
     for must in ("config.txt", "cmdline.txt", "start4.elf", "fixup4.dat", "bootcode.bin",
-                 "bcm2711-rpi-4-b.dtb", "bcm2837-rpi-3-b-plus.dtb"):
+                 "bcm2711-rpi-4-b.dtb", "bcm2837-rpi-3-b-plus.dtb", "eschaton.toml.example"):
         assert must in names, f"{must} missing from the boot partition: {sorted(names)}"
     assert any(n.startswith("vmlinuz") for n in names) and any(n.startswith("initrd") for n in names)
     cmdline = subprocess.run(["mtype", "-i", boot, "::/cmdline.txt"], check=True,
@@ -73,6 +77,8 @@ def test_image_layout(built: Path) -> None:
 @pytest.fixture()
 def guest(bootable: Path, tmp_path: Path) -> Iterator[Console]:
     disk = overlay(bootable, tmp_path / "guest.qcow2")
+    # A bigger card than the image: first boot grows the root partition and filesystem to it.
+    subprocess.run([need_tool("qemu-img"), "resize", "-q", str(disk), "4G"], check=True)
     cmd = guest_command(bootable, disk, ["-nic", "none"])  # no network device: nothing leaves the host
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
@@ -127,6 +133,19 @@ def test_boots_and_runs_the_node(guest: Console) -> None:
     assert out.split() == ["drwx------", "eschaton"], out
     rc, out = guest.run("findmnt -no SOURCE,FSTYPE /boot/firmware")
     assert rc == 0 and "vfat" in out, out
+
+    # First boot, from the boot partition (no eschaton.toml: the image's defaults): the root
+    # grown to the 4 GiB disk, the hostname from the node id, SSH up with keys only.
+    out = guest.check("journalctl -b -u eschaton-field -o cat --no-pager")
+    assert re.search(r"eschaton-field: grew /dev/vda2 to the end of /dev/vda", out), out
+    assert f"node id {status['id']}" in out and "applied the image's defaults" in out, out
+    size = int(guest.check("findmnt -bno SIZE /").strip())
+    assert size > 3_500_000_000, size
+    assert guest.check("hostname").strip() == f"eschaton-{status['id'][:8]}"
+    assert status["boot"]["config"]["ok"] is True, status
+    assert guest.check("systemctl is-active ssh").strip() == "active"
+    assert "passwordauthentication no" in guest.check("sshd -T | grep -i passwordauthentication").lower()
+    assert guest.check("ls /etc/ssh/ssh_host_ed25519_key")
 
     guest.send("systemctl poweroff")
     assert guest.proc.wait(timeout=300) == 0

@@ -1,27 +1,31 @@
-"""Two guests of the SD image on one emulated wire form a batman-adv mesh, and their Eschaton nodes
-find each other by discovery over bat0 and link.
+"""Two guests of the SD image, each configured only by ``eschaton.toml`` on its FAT partition
+(written with mtools, as an installer would), on one emulated wire: they mesh over batman-adv,
+their nodes link, and the house finds and uses the gateway's chain, with nothing typed to set
+any of it up.
 
 What this proves:
-- the image's kernel and userland carry a working batman-adv mesh: ``batctl`` enslaves the NIC,
-  each guest sees the other as a batman neighbour, and a batman ping crosses the mesh;
-- the shipped node, with its shipped config untouched (no discovery interface, a wildcard
-  listen URL) and started at boot before bat0 exists, beacons on bat0 once bat0 has an
-  address, hears the other node's beacons, dials the wildcard it announces at the beacon's
-  source address, and the two nodes build ONE authenticated link over TCP across the mesh: both ``peer list``s
-  show the other's id linked, both ``node status`` list it in ``peers``, and the TCP connection
-  runs between the two bat0 addresses on port 9735.
-
-Then the mesh shares one chain: guest a serves its embedded chain on its bat0 address
-(``[chain] serve``), guest b switches to it (``backend = "electrum"``); b is funded on that
-chain, opens a trade channel to a over their link, and pays.
+- the boot-partition configuration: guest a is ``role = "gateway"`` named ``gw-a``, guest b
+  ``role = "house"`` named ``house-b``; each takes its name as hostname and its file is applied
+  (``node status`` ``boot.config.ok``);
+- the mesh at boot: systemd-networkd enslaves the wired NIC to bat0 (the default ``[mesh]
+  interfaces``: ``eth*``, ``en*``) and eschaton-mesh.service gives bat0 the first candidate
+  address derived from the node id inside 10.99.0.0/16 (computed here from the node id and
+  compared), after an ARP probe; each guest lists the other as a batman neighbour;
+- discovery and one link over bat0 between the two derived addresses;
+- the chain found by announcement: the gateway serves its embedded chain on every address and
+  announces it; the house (``discover``, no URL) follows it, pins the gateway, is funded on it,
+  opens a trade channel to the gateway over the link and pays.
 
 The wire: a namespace of the test's own (``esch-mesh-<pid>``) holding a bridge and two tap
 devices, no uplink: nothing leaves the host. Both QEMU processes run inside it. Each guest
-boots a qcow2 overlay of the same unbooted test copy, so each node makes its own key on first
-start. Both guests boot at once (two vCPUs of TCG on a 2-core host in all).
+boots a qcow2 overlay of its own configured copy of the unbooted test image, so each node makes
+its own key on first boot. Both guests boot at once (two vCPUs of TCG on a 2-core host in all).
+The console is used to read state and to operate the nodes (mine, fund, open, pay), never to
+configure the mesh, the addresses or the chain.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -34,18 +38,25 @@ from typing import Any
 
 import pytest
 
+from eschaton.field.meshaddr import candidates
 from tests.conftest import need_file, need_root, need_tool
-from tests.integration.image.qemu import VIRTIO_NET_ROM, Console, guest_command, overlay, stop
+from tests.integration.image.qemu import (
+    VIRTIO_NET_ROM,
+    Console,
+    configured,
+    guest_command,
+    overlay,
+    stop,
+)
 
-# After the shared build (conftest.py) the test takes about 12 minutes on the 2-core machine:
-# both guests reach a shell at ~80-140 s, the nodes are linked at ~200-330 s, b runs on a's chain
-# after the two restarts at ~540 s, and the channel is paid across the mesh at ~730 s (see
-# docs/image.md). The timeout also covers the ~11-minute build when this module runs alone.
+# After the shared build (conftest.py) the test takes about 12 minutes on the 2-core machine
+# (see docs/image.md). The timeout also covers the ~11-minute build when this module runs alone.
 pytestmark = [pytest.mark.slow, pytest.mark.qemu, pytest.mark.root, pytest.mark.timeout(1800)]
 
 CONFIG = "/etc/eschaton/node.toml"
 PORT = 9735
 CHAIN_PORT = 50001
+PREFIX = ipaddress.IPv4Network("10.99.0.0/16")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,19 +64,19 @@ class Spec:
     name: str
     tap: str
     mac: str
-    addr: str
+    toml: str
 
 
-SPECS = (Spec("a", "tapA", "52:54:00:00:00:0a", "10.99.0.1"),
-         Spec("b", "tapB", "52:54:00:00:00:0b", "10.99.0.2"))
+SPECS = (Spec("a", "tapA", "52:54:00:00:00:0a", '[node]\nrole = "gateway"\nname = "gw-a"\n'),
+         Spec("b", "tapB", "52:54:00:00:00:0b", '[node]\nrole = "house"\nname = "house-b"\n'))
 
 
 @dataclass(slots=True)
 class Guest:
     spec: Spec
     console: Console
-    nic: str = ""
     node_id: str = ""
+    addr: str = ""
 
 
 def _ip(*args: str) -> None:
@@ -94,11 +105,13 @@ def wire() -> Iterator[str]:
 
 @pytest.fixture()
 def guests(bootable: Path, wire: str, tmp_path: Path) -> Iterator[list[Guest]]:
-    """Both guests, powered on together inside the wire's namespace."""
+    """Both guests, each with its own eschaton.toml, powered on together inside the wire's
+    namespace."""
     procs: list[tuple[subprocess.Popen[bytes], Console]] = []
     try:
         for spec in SPECS:
-            disk = overlay(bootable, tmp_path / f"{spec.name}.qcow2")
+            card = configured(bootable, tmp_path / f"{spec.name}.img", spec.toml)
+            disk = overlay(card, tmp_path / f"{spec.name}.qcow2")
             need_file(VIRTIO_NET_ROM)
             nic = ["-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
                    "-device", f"virtio-net-pci,netdev=n0,mac={spec.mac}"]
@@ -112,26 +125,6 @@ def guests(bootable: Path, wire: str, tmp_path: Path) -> Iterator[list[Guest]]:
         for proc, console in procs:
             stop(proc, console)
         print(f"serial console logs: {tmp_path}/console-*.log")
-
-
-def _join_mesh(g: Guest) -> None:
-    c = g.console
-    # The NIC by the MAC we gave it (its name is udev's choice).
-    g.nic = c.check("for d in /sys/class/net/*; do "
-                    f"[ \"$(cat $d/address)\" = {g.spec.mac} ] && basename $d; done; true").strip()
-    assert re.fullmatch(r"[\w.-]+", g.nic), g.nic
-    c.check("modprobe batman-adv")
-    c.check(f"batctl if add {g.nic} && ip link set {g.nic} up && ip link set bat0 up")
-    # Bridge-loop avoidance can swallow broadcasts (ARP, beacons) for ~35 s after bat0 comes up;
-    # there is no bridge on bat0 here, so it has nothing to avoid.
-    c.check("batctl bl 0")
-    # The shipped config, untouched: no discovery interface, a wildcard listen URL. The node,
-    # started at boot before bat0 existed, beacons on bat0 once it has an address (the
-    # interfaces are looked up for each beacon), and announces the wildcard, which the other
-    # node dials at the beacon's source address.
-    out = c.check(f"grep -A3 '^\\[network.discovery\\]' {CONFIG}")
-    assert "interface" not in out, out
-    c.check(f"ip addr add {g.spec.addr}/24 brd + dev bat0")
 
 
 def _poll(c: Console, command: str, done: Callable[[str], bool], timeout: float, what: str) -> str:
@@ -161,23 +154,18 @@ def _peer_list(c: Console) -> list[dict[str, object]]:
     return peers
 
 
-def test_two_nodes_link_over_batman(guests: list[Guest]) -> None:
+def test_two_nodes_mesh_link_and_share_a_chain_from_their_boot_files(guests: list[Guest]) -> None:
     started = time.monotonic()
     a, b = guests
     for g in guests:
         g.console.login(600)
         print(f"guest {g.spec.name}: boot to a shell: {time.monotonic() - started:.0f} s")
-    for g in guests:
-        _join_mesh(g)
 
-    # batman-adv: the other guest's NIC is an originator neighbour of ours.
+    # batman-adv, set up at boot: the other guest's NIC is an originator neighbour of ours.
     for g, other in ((a, b), (b, a)):
-        _poll(g.console, "batctl n", _contains(other.spec.mac), 120,
+        _poll(g.console, "batctl n", _contains(other.spec.mac), 300,
               f"{other.spec.name} as a batman neighbour of {g.spec.name}")
     print(f"batman neighbours: {time.monotonic() - started:.0f} s")
-    for g, other in ((a, b), (b, a)):
-        out = g.console.check(f"batctl ping -c 2 {other.spec.mac}", timeout=60)
-        assert re.search(r"2 packets transmitted, 2 received", out), out
 
     for g in guests:
         g.console.wait_node_active(600)
@@ -185,11 +173,25 @@ def test_two_nodes_link_over_batman(guests: list[Guest]) -> None:
         g.node_id = status["id"]
         assert re.fullmatch(r"[0-9a-f]{64}", g.node_id), status
         print(f"guest {g.spec.name}: eschaton.service active: {time.monotonic() - started:.0f} s")
+        # Its boot file, applied; its name; its mesh address, the first derived candidate.
+        assert status["boot"]["config"]["ok"] is True, status
+        name = {"a": "gw-a", "b": "house-b"}[g.spec.name]
+        assert g.console.check("hostname").strip() == name
+        assert status["name"] == name, status
+        expected = str(next(candidates(bytes.fromhex(g.node_id), PREFIX)))
+        mesh = _poll(g.console, "cat /var/lib/eschaton/mesh-address.json", _contains('"address"'), 120,
+                     f"{g.spec.name}'s mesh address")
+        assert json.loads(mesh) == {"address": expected, "prefix": str(PREFIX), "collisions": []}, mesh
+        assert f"inet {expected}/16" in g.console.check("ip -4 -o addr show dev bat0")
+        g.addr = expected
     assert a.node_id != b.node_id
+    for g, other in ((a, b), (b, a)):
+        out = g.console.check(f"batctl ping -c 2 {other.spec.mac}", timeout=60)
+        assert re.search(r"2 packets transmitted, 2 received", out), out
 
     # Discovery, then one link (the smaller id dials): each side lists the other as linked.
     for g, other in ((a, b), (b, a)):
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while True:
             entry = next((p for p in _peer_list(g.console) if p.get("id") == other.node_id), None)
             if entry is not None and entry.get("linked") is True:
@@ -199,15 +201,11 @@ def test_two_nodes_link_over_batman(guests: list[Guest]) -> None:
                                      + "\n".join(_journal(x) for x in guests))
             time.sleep(1)
         # The link's far end is the other guest's bat0 address.
-        assert str(entry.get("via", "")).startswith(f"tcp://{other.spec.addr}:"), entry
+        assert str(entry.get("via", "")).startswith(f"tcp://{other.addr}:"), entry
     print(f"linked: {time.monotonic() - started:.0f} s")
-
     for g, other in ((a, b), (b, a)):
-        status = json.loads(g.console.check(f"eschaton node status --json --config {CONFIG}"))
-        assert status["peers"] == [other.node_id], status
-        # The link's TCP connection runs across the mesh, between the two bat0 addresses.
         out = g.console.check(f"ss -tnH state established '( sport = :{PORT} or dport = :{PORT} )'")
-        assert re.search(rf"{re.escape(g.spec.addr)}:\d+\s+{re.escape(other.spec.addr)}:\d+", out), out
+        assert re.search(rf"{re.escape(g.addr)}:\d+\s+{re.escape(other.addr)}:\d+", out), out
 
     _channel_across_the_mesh(a, b, started)
 
@@ -223,31 +221,21 @@ def _json(c: Console, command: str, timeout: float = 300) -> Any:
 
 
 def _channel_across_the_mesh(a: Guest, b: Guest, started: float) -> None:
-    """One chain for the mesh: guest a serves its embedded chain on its bat0 address
-    (``[chain] serve``), guest b uses it as its chain server; b is funded on it, opens a trade
-    channel to a over their link, and pays."""
-    url = f"tcp://{a.spec.addr}:{CHAIN_PORT}"
-    a.console.check(f"sed -i 's|^backend = \"embedded\"$|&\\nserve = \"{url}\"|' {CONFIG}")
-    b.console.check(f"sed -i 's|^backend = \"embedded\"$|backend = \"electrum\"\\nurl = \"{url}\"|' {CONFIG}")
-    assert f'serve = "{url}"' in a.console.check(f"grep -A1 '^backend' {CONFIG}")
-    assert f'url = "{url}"' in b.console.check(f"grep -A1 '^backend' {CONFIG}")
-    # a first: b's node cannot start until a serves the chain.
-    a.console.check("systemctl restart --no-block eschaton")
-    a.console.wait_node_active(600)
-    b.console.check("systemctl restart --no-block eschaton")
-    b.console.wait_node_active(600)
-    assert _json(b.console, "eschaton node status")["chain"]["backend"] == "electrum"
+    """One chain for the mesh, found by the house itself: the gateway serves its embedded chain
+    and announces it; the house follows it (pinned), is funded on it, opens a trade channel to
+    the gateway over their link, and pays."""
+    st = _json(b.console, "eschaton node status")
+    assert st["chain"]["backend"] == "electrum", st
+    assert b.console.check("cat /var/lib/eschaton/chain-gateway").strip() == a.node_id
+    assert _json(a.console, "eschaton node status")["chain"]["backend"] == "embedded"
+    out = b.console.check("journalctl -b -u eschaton -o cat --no-pager | grep 'chain announced'")
+    assert f"tcp://{a.addr}:{CHAIN_PORT}" in out, out
     print(f"b on a's chain: {time.monotonic() - started:.0f} s")
 
     addr = _json(b.console, "eschaton wallet address")["address"]
     a.console.check(f"eschaton chain mine 101 --to {addr} --datadir /var/lib/eschaton", timeout=600)
     _poll(b.console, f"eschaton wallet balance --json --config {CONFIG}",
           lambda out: json.loads(out)["spendable"] >= 1_000_000, 300, "b's coins on a's chain")
-    # After the restarts the two nodes find each other again by beacons.
-    deadline = time.monotonic() + 300
-    while a.node_id not in _json(b.console, "eschaton node status")["peers"]:
-        assert time.monotonic() < deadline, "b did not relink to a after the restarts"
-        time.sleep(2)
     cid = _json(b.console, f"eschaton channel open {a.node_id} 200000")["channel"]
     deadline = time.monotonic() + 600
     while True:
