@@ -156,7 +156,7 @@ class Escrows:
     # --- payer ---------------------------------------------------------------------------------
 
     async def offer(self, target: Channel | str, amount: int, payment_hash: bytes, timeout: int,
-                    pid: str | None) -> tuple[PaymentRecord, int]:
+                    pid: str | None, acked: bool = True) -> tuple[PaymentRecord, int]:
         if amount <= 0:
             raise EscrowError("amount must be positive")
         if len(payment_hash) != 32:
@@ -176,7 +176,7 @@ class Escrows:
             return None
 
         rec = await self._payments.signed_once(ch, amount, rid, "offer_escrow_hash",
-                                               (amount, payment_hash, timeout), same_hash)
+                                               (amount, payment_hash, timeout), same_hash, acked)
         row = self._offer_row(rec)
         if row is None:  # pragma: no cover - the record's version is stored with it
             raise EscrowError(f"escrow {rec.id} has no stored offering version")

@@ -31,7 +31,8 @@ The facade other services use (``docs/channels.md``, "Payments facade"):
   failed: nothing was sent) and ``PaymentReceived`` (the peer paid us); for escrows by hash
   ``EscrowOffered``, ``EscrowFulfilled``, ``EscrowFailed`` and ``EscrowSettled``.
 - Escrows by hash: ``offer_escrow(channel or peer, amount, payment_hash, timeout, id)`` (an id
-  is never used twice, as for ``pay``), ``fulfil(escrow, preimage)`` and ``fail(escrow)`` on the
+  is never used twice, as for ``pay``; ``acked=False`` returns once the offer is durable and
+  sent rather than acknowledged), ``fulfil(escrow, preimage)`` and ``fail(escrow)`` on the
   payee's side (rules in ``eschaton.daemon.escrows``). Events are emitted only
   after the channel store committed what they report.
 - A received payment is known to the payee by its channel and version number: the ``update``
@@ -258,9 +259,12 @@ class Payments:
                 "again; check the channel's balance, and pay with a new id if it is still owed")
 
     async def signed_once(self, ch: Channel, amount: int, pid: str | None, method: str, args: tuple[Any, ...],
-                          conflict: Callable[[PaymentRecord], str | None] = lambda _rec: None) -> PaymentRecord:
+                          conflict: Callable[[PaymentRecord], str | None] = lambda _rec: None,
+                          acked: bool = True) -> PaymentRecord:
         """Sign the single-signed request ``method(*args)`` for id ``pid`` at most once (see the
-        rules; ``pay`` and escrow offers). ``conflict`` adds a check of a retry's parameters."""
+        rules; ``pay`` and escrow offers). ``conflict`` adds a check of a retry's parameters.
+        ``acked=False`` returns once the signed version is durable and sent (its record PENDING)
+        instead of waiting for the peer's acknowledgement."""
         pid = pid or secrets.token_hex(16)
         while (busy := self._busy.get(pid)) is not None:
             await asyncio.shield(busy)  # the same id in flight: its outcome is ours
@@ -270,7 +274,7 @@ class Payments:
             if why is not None:
                 raise PaymentError(why)
             if rec.state is not PaymentState.FAILED:
-                return await self._outcome(pid)
+                return await self._outcome(pid) if acked else rec
         busy = asyncio.get_running_loop().create_future()
         self._busy[pid] = busy
 
@@ -293,15 +297,21 @@ class Payments:
         signed = asyncio.ensure_future(self._signed(fresh, mine, committed))
         signed.add_done_callback(release)
         await asyncio.shield(signed)
+        if not acked:
+            rec = self.get(pid)
+            assert rec is not None
+            return rec
         return await self._outcome(pid)
 
     # --- escrows by hash (``eschaton.daemon.escrows``) -------------------------------------------
 
     async def offer_escrow(self, target: Channel | str, amount: int, payment_hash: bytes, timeout: int = 0,
-                           pid: str | None = None) -> tuple[PaymentRecord, int]:
+                           pid: str | None = None, acked: bool = True) -> tuple[PaymentRecord, int]:
         """Lock ``amount`` for the peer under ``payment_hash`` until ``timeout`` (0: the default);
-        ``target`` is a channel or a peer's node id. Returns the record and the escrow id."""
-        return await self.escrows.offer(target, amount, payment_hash, timeout, pid)
+        ``target`` is a channel or a peer's node id. Returns the record and the escrow id once
+        the peer acknowledged the offer, or with ``acked=False`` once the offer is durable and
+        sent (the record PENDING: the escrow's events tell what becomes of it)."""
+        return await self.escrows.offer(target, amount, payment_hash, timeout, pid, acked)
 
     async def fulfil(self, escrow: str, preimage: bytes, wait: bool = True) -> tuple[Channel, bool]:
         """(payee) Reveal the preimage of ``escrow`` (durable first); with ``wait``, return once a

@@ -6,7 +6,9 @@ Rules / theory of operation (the protocol is in ``eschaton.core.routing``; ``doc
   a crash never locks twice), incoming ones are ``fulfil`` / ``fail``; what happens to them
   arrives as the facade's typed events (``EscrowOffered``, ``EscrowFulfilled``, ``EscrowFailed``,
   ``EscrowSettled``). No channel field is written here.
-- The onion travels in ``route_onion`` after the escrow it goes with is offered and durable; it
+- The onion travels in ``route_onion`` as soon as the escrow it goes with is durable and sent
+  (not after the successor's acknowledgement: the successor holds the onion until the escrow is
+  in a version it committed, and a signed offer is never failed upstream anyway); it
   is resent on every relink while the escrow is unresolved (a receiver that crashed before
   acting on it gets it again; one that acted ignores it). A receiver acts once it has both the
   escrow (read from its channel) and the onion.
@@ -309,7 +311,9 @@ class RoutingService:
                 raise RoutingError(f"channel {a.channel.hex()[:12]} is gone")
             await self._linked(a.channel)
             faults.point("fwd.offering")
-            rec, eid = await svc.payments.offer_escrow(ch, a.amount, a.payment_hash, a.timeout, pid)
+            # Durable and sent is enough to pass the onion on: the successor acts only once the
+            # escrow is in its own committed version (it holds the onion until then).
+            rec, eid = await svc.payments.offer_escrow(ch, a.amount, a.payment_hash, a.timeout, pid, acked=False)
         except EschatonError as e:
             signed = svc.payments.get("esc:" + pid)
             if signed is not None and signed.state.value != "failed":
@@ -782,7 +786,8 @@ class RoutingService:
         key: tuple[bytes, int] | None = None
         try:
             try:
-                rec, eid = await svc.payments.offer_escrow(ch, route.amounts[0], row.hash, route.timeouts[0], aid)
+                rec, eid = await svc.payments.offer_escrow(ch, route.amounts[0], row.hash, route.timeouts[0], aid,
+                                                           acked=False)
             except EschatonError as e:
                 signed = svc.payments.escrows.offered_id(aid)
                 if signed is None:

@@ -242,3 +242,41 @@ def test_a_hop_killed_mid_forward_and_mid_fulfil_loses_nothing(cluster: Cluster)
         assert after["c"] - totals["c"] == n_paid * AMOUNT
     assert fees > 0
     assert not [r for n in nodes for r in n.logs if "exc" in r]
+
+
+def _forwarded(n: NodeProc) -> int:
+    detail = next(s["detail"] for s in n.api("node.health") if s["service"] == "routing")
+    return int(detail.split(" forwarded")[0].rsplit(", ", 1)[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_hop_passes_the_onion_on_once_its_offer_is_durable_not_acknowledged(cluster: Cluster) -> None:
+    """a - b - c with c frozen: b's offer to c is durable and sent but cannot be acknowledged.
+    b passes the payment on (its forward goes OFFERED and the onion leaves) without waiting for
+    c's acknowledgement, which would cost a round trip and a commit per hop. Once c is thawed it
+    gets the escrow and the onion, and the payment completes with every balance exact."""
+    cluster.serve_chain()
+    nodes, cids = _line(cluster, "abc")
+    a, b, c = nodes
+    assert c.proc is not None
+    before = {n.name: sum(_close_sats(n).values()) for n in nodes}
+    req = c.cli("invoice", "create", str(AMOUNT))
+    assert _forwarded(b) == 0
+    os.kill(c.proc.pid, signal.SIGSTOP)
+    out: dict[str, object] = {}
+    try:
+        t = _paying(a, req["request"], "durable-not-acked", out)
+        poll(lambda: _forwarded(b) == 1, "b forwarded while c cannot acknowledge", timeout=20)
+    finally:
+        os.kill(c.proc.pid, signal.SIGCONT)
+    t.join(120)
+    assert not t.is_alive(), "the payment never returned"
+    result = out["result"]
+    assert isinstance(result, dict) and result["state"] == "complete", result
+    _settled(nodes, cids)
+    after = {n.name: sum(_close_sats(n).values()) for n in nodes}
+    fee = int(result["fee_sat"])
+    assert fee > 0
+    assert (after["a"] - before["a"], after["b"] - before["b"], after["c"] - before["c"]) == (-(AMOUNT + fee), fee,
+                                                                                            AMOUNT)
