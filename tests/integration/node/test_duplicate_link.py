@@ -14,7 +14,16 @@ import re
 
 import pytest
 
-from tests.integration.node.harness import Cluster, NodeProc, channel_pair, open_channel, pay, poll
+from eschaton.net.identity import load_or_create_identity
+from tests.integration.node.harness import (
+    Cluster,
+    NodeProc,
+    channel_pair,
+    free_port,
+    open_channel,
+    pay,
+    poll,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -48,3 +57,24 @@ def test_channel_messages_survive_a_crossed_duplicate_link(cluster: Cluster) -> 
     # A channel proposed after it opens (it stayed PROPOSED when the proposal was dropped).
     cid2 = open_channel(cluster.chain, a, b, CAPACITY // 2)
     pay(a, b, cid2, 7_000)
+
+
+def test_static_peers_dialling_each_other_open_channels_at_once(cluster: Cluster) -> None:
+    """Each node names the other as a static peer, so both dial at start and their links
+    usually cross (not always: it depends on timing, so the forced crossing above is the
+    deterministic test). Before the fix the channel opened right after the start stayed
+    PROPOSED in about half the runs here: its proposal went out on the link then closed as the
+    duplicate, and nothing resent it."""
+    ports = {n: free_port() for n in "ab"}
+    ids = {n: load_or_create_identity(cluster.root / n).node_id.hex() for n in "ab"}
+    a, b = (cluster.node(n, listen=[f"tcp://127.0.0.1:{ports[n]}"],
+                         peers=[(ids[o], f"tcp://127.0.0.1:{ports[o]}")]) for n, o in ("ab", "ba"))
+    for n in (a, b):
+        n.start()
+    for n in (a, b):
+        n.wait_ready()
+    poll(lambda: b.id in a.linked() and a.id in b.linked(), "a and b linked")
+    cluster.chain.mine(101, to=a.wallet("address")["address"])
+    poll(lambda: a.wallet("balance")["spendable"] > 0, "a has spendable coins")
+    cid = open_channel(cluster.chain, a, b, CAPACITY)
+    pay(a, b, cid, 1_000)
