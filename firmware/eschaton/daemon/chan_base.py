@@ -48,6 +48,7 @@ class ChannelBase:
     _outq: dict[str, asyncio.Queue[WireMessage]]
     _writers: dict[str, asyncio.Task[None]]
     _link_of: dict[str, Any]
+    _open_links: dict[str, list[Any]]
     _locks: dict[bytes, asyncio.Lock]
     _busy: set[bytes]
     _deferred: dict[bytes, tuple[Any, WireMessage]]

@@ -1,6 +1,14 @@
 """The channel service's links (``eschaton.daemon.channels``): its rows of the wire table, one
 writer task per linked peer, and what happens when a link comes up or goes down (reestablish
-every channel with that peer; drop its queue, since reestablish resends)."""
+every channel with that peer; drop its queue, since reestablish resends).
+
+A peer may have two open links for a moment: when both nodes dial at once, the links cross and
+the mesh closes one as the duplicate (``eschaton.net.mesh``), and that may be the newer one, on
+which the writer was just started. Every open link per peer is kept, and when the link the writer
+sends on closes while another stays open, the writer moves to the one that stays and every
+channel with that peer is reestablished there: what went out on the closed link may be lost
+with it, and reestablish resends it (receivers ignore what they already have, so nothing is
+signed or acknowledged twice)."""
 from __future__ import annotations
 
 import asyncio
@@ -51,6 +59,11 @@ class ChannelLinks(ChannelBase):
 
     def _link_up(self, session: Any) -> None:
         peer = session.remote.hex()
+        self._open_links.setdefault(peer, []).append(session)
+        self._attach(peer, session)
+
+    def _attach(self, peer: str, session: Any) -> None:
+        """Send to ``peer`` on ``session`` from now on, and reestablish every channel with it."""
         old = self._writers.pop(peer, None)
         if old is not None:
             old.cancel()
@@ -77,16 +90,28 @@ class ChannelLinks(ChannelBase):
 
     def _link_down(self, session: Any, _event: Any = None) -> None:
         peer = session.remote.hex() if session.remote is not None else ""
+        links = self._open_links.get(peer, [])
+        if session in links:
+            links.remove(session)
+        if not links:
+            self._open_links.pop(peer, None)
         # Only the link that owns the writer may take it down: when a newer link replaced this
         # one, the old link's close arrives after the new one is up, and removing the new queue
         # would silently drop every later channel message to a peer that is still linked.
-        if self._link_of.get(peer) is not session:
+        if self._link_of.get(peer) is session:
+            self._link_of.pop(peer, None)
+            writer = self._writers.pop(peer, None)
+            if writer is not None:
+                writer.cancel()
+            self._outq.pop(peer, None)
+        if peer in self._link_of:
             return
-        self._link_of.pop(peer, None)
-        writer = self._writers.pop(peer, None)
-        if writer is not None:
-            writer.cancel()
-        self._outq.pop(peer, None)
+        # No writer (its link just closed, or a send on it failed), yet another link to the peer
+        # may still be open: a crossed link that stays while the duplicate closes.
+        stays = [s for s in links if s.is_open]
+        if stays:
+            log.info("link to %s closed; channel messages go on its other open link", peer[:12])
+            self._attach(peer, stays[-1])
 
     async def _writer(self, session: Any, q: asyncio.Queue[WireMessage]) -> None:
         while True:

@@ -124,6 +124,7 @@ class ChannelService(ChannelLinks, ChannelRequests):
         self._outq: dict[str, asyncio.Queue[WireMessage]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._link_of: dict[str, Any] = {}  # peer -> the session its writer sends on
+        self._open_links: dict[str, list[Any]] = {}  # peer -> its open links, oldest first
         self.endpoint = ChannelEndpoint(store, self.key_for, self._send, self._sign_funding, policy)
         self.endpoint.listeners.append(self._on_notify)
         self.watcher = ChannelWatcher(node.chain, self.endpoint)

@@ -280,8 +280,12 @@ class NetNode:
             # so they agree without talking; the other one is closed.
             smaller = min(self.node_id, remote, key=lambda n: n.raw)
             if self._initiator(old) == smaller and self._initiator(session) != smaller:
+                log.info("link to %s via %s: duplicate of an open link, closing the new one",
+                         remote.short(), session.stream.peer)
                 self._spawn(session.close("duplicate link"))
                 return
+            log.info("link to %s via %s: duplicate of an open link, closing the old one",
+                     remote.short(), old.stream.peer)
             self._spawn(old.close("duplicate link"))
         self.sessions[remote] = session
         self._announced.add(session)
