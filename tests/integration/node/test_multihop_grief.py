@@ -159,3 +159,36 @@ def test_a_hop_gone_before_committing_its_downstream_lets_the_payee_claim_on_cha
     # not told that its escrow came back on chain; see docs/multihop.md, "Not built yet".)
     assert a.api("routing.payment", id="gone-1")["preimage"] is None
     assert "result" not in out or not isinstance(out["result"], dict) or out["result"]["state"] != "complete"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_hop_withholding_the_preimage_costs_the_payer_nothing(cluster: Cluster) -> None:
+    (a, b, c), (ab, bc) = _line(cluster)
+    va0, _ = mirrored(a, b, ab)
+    _, vc0 = mirrored(b, c, bc)
+    wa, wc = a.wallet_total(), c.wallet_total()
+    req = c.cli("invoice", "create", str(AMOUNT))
+    locked = _locked(a, c)
+    # b learns the preimage (its record is FULFILLED, durable) and dies for good just before
+    # it would fulfil upstream: it withholds the preimage from a.
+    _fault(cluster, b).write_text("fwd.fulfilling")
+    t, out = _pay(a, req["request"], "withheld-1")
+    poll(lambda: b.proc is not None and b.proc.poll() is not None, "b killed with the preimage")
+    va = _escrow_of(a, ab)
+    assert va0["local_sat"] - va["local_sat"] == locked + va["fee_sat"] - va0["fee_sat"]
+    vc = c.channel(bc) or {}
+    # c fulfilled to b; b committed it (c was paid off chain) or not (c claims on chain).
+    _payer_back_on_chain(cluster, a, ab, wa, va0, va, locked, [a, c])
+    _mine_until(cluster, lambda: (c.channel(bc) or {}).get("state") == "CLOSED", "c's channel closed", [a, c])
+    if vc["escrows"] == 0:
+        assert vc["local_sat"] == vc0["local_sat"] + AMOUNT
+        cluster.chain.mine(1)
+        poll(lambda: c.wallet_total() == wc + vc["local_sat"] or None, "c's wallet: paid off chain, on chain now")
+    else:
+        _mine_until(cluster, lambda: _swept(c, "broadcast claim escrow"), "c claims its escrow on chain", [a, c])
+        cluster.chain.mine(1)
+        poll(lambda: c.wallet_total() == wc + vc0["local_sat"] + AMOUNT - SWEEP_FEE or None,
+             "c's wallet: the amount, less the claim's sweep fee")
+    assert a.api("routing.payment", id="withheld-1")["preimage"] is None
+    assert "result" not in out or not isinstance(out["result"], dict) or out["result"]["state"] != "complete"
