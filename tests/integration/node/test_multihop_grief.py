@@ -192,3 +192,47 @@ def test_a_hop_withholding_the_preimage_costs_the_payer_nothing(cluster: Cluster
              "c's wallet: the amount, less the claim's sweep fee")
     assert a.api("routing.payment", id="withheld-1")["preimage"] is None
     assert "result" not in out or not isinstance(out["result"], dict) or out["result"]["state"] != "complete"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_payee_claiming_on_chain_only_lets_the_hop_claim_upstream(cluster: Cluster) -> None:
+    (a, b, c), (ab, bc) = _line(cluster)
+    _, vc0 = mirrored(b, c, bc)
+    close_a, close_b = (int((n.channel(ab) or {})["close_sat"]) for n in (a, b))
+    wb, wc = b.wallet_total(), c.wallet_total()
+    req = c.cli("invoice", "create", str(AMOUNT))
+    locked = _locked(a, c)
+    # c dies after its record learnt it is paid (FULFILLED) and before its channel fulfilled;
+    # it comes back cut off from b (no discovery, another port): its fulfil is made durable in
+    # its channel but never reaches b. Its only way to the money is the chain.
+    _fault(cluster, c).write_text("fwd.fulfilling")
+    t, out = _pay(a, req["request"], "onchain-1")
+    poll(lambda: c.proc is not None and c.proc.poll() is not None, "c killed before it fulfils")
+    assert c.proc is not None
+    c.kill()
+    text = c.config.read_text().replace("[network.discovery]\nenabled = true", "[network.discovery]\nenabled = false")
+    old = text[text.index("listen = ["):text.index("]", text.index("listen = ["))]
+    c.config.write_text(text.replace(old, f'listen = ["tcp://127.0.0.1:{free_port()}"'))
+    c.start().wait_ready()
+    vb = _escrow_of(b, bc)  # b's offer to c is open; b holds no preimage
+    _escrow_of(a, ab)
+    assert b.id not in c.linked()
+    # c's channel closes itself (its nLockTime budget), its version confirms with the escrow
+    # output, and c claims it with the preimage; b reads the preimage from the claim and
+    # fulfils upstream: a commits off chain, and the payment completes.
+    _mine_until(cluster, lambda: _swept(c, "broadcast claim escrow"), "c claims its escrow on chain", [a, b, c])
+    cluster.chain.mine(1)
+    paid = poll(lambda: (lambda p: p if p["state"] == "complete" else None)(a.api("routing.payment", id="onchain-1")),
+                "a's payment completes with the preimage b read from the chain", timeout=60)
+    t.join(60)
+    assert paid["fee_sat"] == locked - AMOUNT
+    poll(lambda: mirrored(a, b, ab)[0]["escrows"] == 0 or None, "a committed its escrow to b")
+    va, vb_ab = mirrored(a, b, ab)
+    assert va["close_sat"] == close_a - locked and vb_ab["close_sat"] == close_b + locked
+    poll(lambda: c.wallet_total() == wc + vc0["local_sat"] + AMOUNT - SWEEP_FEE or None,
+         "c's wallet: the amount, less the claim's sweep fee")
+    # b: c's version paid b its balance on chain (the escrow went to c), and a paid b the
+    # amount + its fee off chain: b ends with exactly its fee.
+    poll(lambda: (b.channel(bc) or {}).get("state") == "CLOSED" or None, "b sees its channel to c closed")
+    poll(lambda: b.wallet_total() == wb + vb["local_sat"] or None, "b's wallet: its balance in c's version")
