@@ -44,6 +44,7 @@ from eschaton.core.dht.routing import Contact
 from eschaton.core.wire.codec import Message, make
 from eschaton.daemon.dht_store import DhtLedger
 from eschaton.daemon.payments import PaymentReceived
+from eschaton.daemon.tasks import spawn_supervised
 from eschaton.errors import EschatonError
 
 if TYPE_CHECKING:
@@ -110,16 +111,7 @@ class Market:
             self.ledger = None
 
     def _spawn(self, coro: Any, what: str) -> None:
-        async def run() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # supervision boundary: one query's failure must not stop the rest
-                log.exception("dht: %s failed", what)
-        t = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        spawn_supervised(self._tasks, coro, log, f"dht: {what}")
 
     @property
     def _payments(self) -> Any:

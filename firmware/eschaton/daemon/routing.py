@@ -94,6 +94,7 @@ from eschaton.daemon.routing_store import (
     SqliteGraphStore,
 )
 from eschaton.daemon.service import STOPPED, Health, State
+from eschaton.daemon.tasks import spawn_supervised
 from eschaton.errors import EschatonError, LocalError
 from eschaton.net.router import ServiceRoutes
 
@@ -210,16 +211,7 @@ class RoutingService:
         return bytes(self.node.keys.node_id.raw)
 
     def _spawn(self, coro: Any, what: str) -> None:
-        async def run() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # supervision boundary: one forward's failure must not stop the rest
-                log.exception("routing: %s failed", what)
-        t = asyncio.get_running_loop().create_task(run())
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        spawn_supervised(self._tasks, coro, log, f"routing: {what}")
 
     def _session(self, peer: bytes) -> Session | None:
         for nid, s in self.node.router.peers("routing").items():
