@@ -86,7 +86,10 @@ def main(root: Path) -> int:
         _say(f"eschaton-mesh: {c} is already in use on the mesh" + ("" if fixed else ", trying the next"))
     result = {"address": str(addr) if addr else None, "prefix": str(prefix), "collisions": collisions}
     if addr is not None:
-        res = subprocess.run(["ip", "addr", "replace", f"{addr}/{prefix.prefixlen}", "dev", "bat0"],
+        # "broadcast +": without it the address has no broadcast address, and discovery (which
+        # beacons to each interface's broadcast address) would send nothing on the mesh.
+        res = subprocess.run(["ip", "addr", "replace", f"{addr}/{prefix.prefixlen}", "broadcast", "+",
+                              "dev", "bat0"],
                              capture_output=True, text=True, check=False)
         if res.returncode != 0:
             _say(f"eschaton-mesh: ip addr on bat0 failed: {res.stderr.strip()}")

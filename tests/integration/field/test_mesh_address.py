@@ -85,6 +85,15 @@ def test_a_free_first_candidate_is_taken(two_machines: tuple[str, str], tmp_path
     assert r.returncode == 0, r.stdout + r.stderr
     assert status == {"address": str(first), "prefix": str(PREFIX), "collisions": []}
     assert addresses(b) == [f"{first}/16"]
+    # With the prefix's broadcast address, which discovery beacons to (none: no beacons at all).
+    brd = str(PREFIX.broadcast_address)
+    out = subprocess.run(["ip", "-n", b, "-j", "addr", "show", "dev", "bat0"], capture_output=True, text=True,
+                         check=True).stdout
+    assert [a.get("broadcast") for a in json.loads(out)[0]["addr_info"] if a["family"] == "inet"] == [brd]
+    seen = subprocess.run(["ip", "netns", "exec", b, sys.executable, "-c",
+                           "from eschaton.net.discovery import broadcast_addresses; print(broadcast_addresses())"],
+                          capture_output=True, text=True, check=True).stdout
+    assert brd in seen, seen
 
 
 def test_a_taken_fixed_address_is_reported_not_used(two_machines: tuple[str, str], tmp_path: Path) -> None:

@@ -154,6 +154,22 @@ def _peer_list(c: Console) -> list[dict[str, object]]:
     return peers
 
 
+# A 15 s listen on the discovery port (the image has no tcpdump): what reaches the house.
+LISTEN = ("python3 -c 'exec(\"import socket\\ns=socket.socket(2,2)\\ns.setsockopt(1,2,1)\\n"
+          "s.bind((\\\"\\\",47800))\\ns.settimeout(15)\\nfor _ in range(6):\\n"
+          " d,a=s.recvfrom(2048);print(\\\"got\\\",a,len(d),d[:4])\")'")
+
+
+def _diagnose_discovery(gateway: Guest, house: Guest) -> None:
+    """What each side of the chain announcement saw, printed when the house's node did not come
+    up (it waits for the gateway's announcement before it starts)."""
+    for cmd in ("journalctl -b -u eschaton --no-pager | tail -n 40", "ip -4 -o addr", "ss -ulpn",
+                "cat /etc/eschaton/node.toml"):
+        print(f"--- gateway: {cmd}\n{gateway.console.run(cmd)[1]}")
+    for cmd in ("ip -4 -o addr", "cat /etc/eschaton/node.toml", "systemctl stop eschaton; " + LISTEN):
+        print(f"--- house: {cmd}\n{house.console.run(cmd, timeout=60)[1]}")
+
+
 def test_two_nodes_mesh_link_and_share_a_chain_from_their_boot_files(guests: list[Guest]) -> None:
     started = time.monotonic()
     a, b = guests
@@ -168,7 +184,11 @@ def test_two_nodes_mesh_link_and_share_a_chain_from_their_boot_files(guests: lis
     print(f"batman neighbours: {time.monotonic() - started:.0f} s")
 
     for g in guests:
-        g.console.wait_node_active(600)
+        try:
+            g.console.wait_node_active(600)
+        except AssertionError:
+            _diagnose_discovery(a, b)
+            raise
         status = json.loads(g.console.check(f"eschaton node status --json --config {CONFIG}"))
         g.node_id = status["id"]
         assert re.fullmatch(r"[0-9a-f]{64}", g.node_id), status
